@@ -1,0 +1,187 @@
+//! Regression thresholds: `verify p95 < 800ms` (absolute) or `* p95 +10%` (relative to a
+//! baseline). Parsed when a trial is validated, checked by `compare` and `run --baseline`.
+
+use std::fmt;
+
+/// The figure a threshold constrains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Figure {
+    /// Latency percentiles and maximum, in ms.
+    P50,
+    /// 90th percentile.
+    P90,
+    /// 95th percentile.
+    P95,
+    /// 99th percentile.
+    P99,
+    /// Maximum latency.
+    Max,
+    /// Requests per second.
+    Rps,
+    /// Failures / requests, in percent.
+    FailureRate,
+}
+
+impl Figure {
+    fn parse(s: &str) -> Option<Figure> {
+        Some(match s {
+            "p50" | "median" => Figure::P50,
+            "p90" => Figure::P90,
+            "p95" => Figure::P95,
+            "p99" => Figure::P99,
+            "max" => Figure::Max,
+            "rps" | "throughput" => Figure::Rps,
+            "failure-rate" | "failures" => Figure::FailureRate,
+            _ => return None,
+        })
+    }
+
+    /// Whether a larger value is worse (latency, failures) or better (throughput).
+    pub fn higher_is_worse(self) -> bool {
+        !matches!(self, Figure::Rps)
+    }
+}
+
+impl fmt::Display for Figure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Figure::P50 => "p50",
+            Figure::P90 => "p90",
+            Figure::P95 => "p95",
+            Figure::P99 => "p99",
+            Figure::Max => "max",
+            Figure::Rps => "rps",
+            Figure::FailureRate => "failure-rate",
+        })
+    }
+}
+
+/// What a threshold compares against.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bound {
+    /// Must be below (`<`) this value (ms for latency, req/s, percent).
+    Below(f64),
+    /// Must be above (`>`) this value.
+    Above(f64),
+    /// May worsen by at most this percentage relative to the baseline.
+    Relative(f64),
+}
+
+/// One threshold.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Threshold {
+    /// Task or request name, or `*` for every endpoint.
+    pub endpoint: String,
+    /// The figure.
+    pub figure: Figure,
+    /// The bound.
+    pub bound: Bound,
+    /// The text as written.
+    pub text: String,
+}
+
+fn parse_value(s: &str, figure: Figure) -> Result<f64, String> {
+    let bad = || format!("`{s}` is not a value (e.g. 800ms, 1.5s, 400, 1%)");
+    let latency = !matches!(figure, Figure::Rps | Figure::FailureRate);
+    if latency {
+        if let Some(v) = s.strip_suffix("ms") {
+            return v.parse().map_err(|_| bad());
+        }
+        if let Some(v) = s.strip_suffix('s') {
+            return v.parse::<f64>().map(|x| x * 1000.0).map_err(|_| bad());
+        }
+        return Err(format!("`{s}` needs a unit: ms or s"));
+    }
+    s.trim_end_matches('%')
+        .trim_end_matches("/s")
+        .parse()
+        .map_err(|_| bad())
+}
+
+impl Threshold {
+    /// Parses `ENDPOINT FIGURE (< VALUE | > VALUE | +N%)`.
+    pub fn parse(text: &str) -> Result<Threshold, String> {
+        let parts: Vec<&str> = text.split_whitespace().collect();
+        let (endpoint, figure, rest) = match parts.as_slice() {
+            [e, f, rest @ ..] if !rest.is_empty() => (*e, *f, rest),
+            _ => {
+                return Err(format!(
+                    "`{text}`: expected `ENDPOINT FIGURE < VALUE` or `ENDPOINT FIGURE +N%`"
+                ))
+            }
+        };
+        let figure = Figure::parse(figure).ok_or_else(|| {
+            format!("unknown figure `{figure}`: use p50, p90, p95, p99, max, rps or failure-rate")
+        })?;
+        let bound = match rest {
+            ["<", v] | ["<=", v] => Bound::Below(parse_value(v, figure)?),
+            [">", v] | [">=", v] => Bound::Above(parse_value(v, figure)?),
+            [rel] if rel.starts_with('+') && rel.ends_with('%') => Bound::Relative(
+                rel[1..rel.len() - 1]
+                    .parse()
+                    .map_err(|_| format!("`{rel}` is not a percentage like +10%"))?,
+            ),
+            _ => {
+                return Err(format!(
+                    "`{}`: expected `< VALUE`, `> VALUE` or `+N%`",
+                    rest.join(" ")
+                ))
+            }
+        };
+        Ok(Threshold {
+            endpoint: endpoint.to_string(),
+            figure,
+            bound,
+            text: text.to_string(),
+        })
+    }
+
+    /// Checks a contender value (and the baseline, for relative bounds); `None` if not applicable.
+    pub fn check(&self, contender: f64, baseline: Option<f64>) -> Option<bool> {
+        match self.bound {
+            Bound::Below(v) => Some(contender < v),
+            Bound::Above(v) => Some(contender > v),
+            Bound::Relative(pct) => {
+                let base = baseline?;
+                let limit = if self.figure.higher_is_worse() {
+                    base * (1.0 + pct / 100.0)
+                } else {
+                    base * (1.0 - pct / 100.0)
+                };
+                Some(if self.figure.higher_is_worse() {
+                    contender <= limit
+                } else {
+                    contender >= limit
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_checks() {
+        let t = Threshold::parse("verify p95 < 800ms").unwrap();
+        assert_eq!(t.bound, Bound::Below(800.0));
+        assert_eq!(t.check(799.0, None), Some(true));
+        assert_eq!(t.check(801.0, None), Some(false));
+        let r = Threshold::parse("* p95 +10%").unwrap();
+        assert_eq!(r.check(109.0, Some(100.0)), Some(true));
+        assert_eq!(r.check(111.0, Some(100.0)), Some(false));
+        assert_eq!(r.check(111.0, None), None);
+        let rps = Threshold::parse("provision rps +5%").unwrap();
+        assert_eq!(rps.check(96.0, Some(100.0)), Some(true));
+        assert_eq!(rps.check(94.0, Some(100.0)), Some(false));
+        assert_eq!(
+            Threshold::parse("verify p95 < 1.5s").unwrap().bound,
+            Bound::Below(1500.0)
+        );
+        assert!(Threshold::parse("verify p97 < 1s").is_err());
+        assert!(Threshold::parse("verify p95 < 800").is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! Trials as data: parse (strict YAML with positions) → validate → plan. No step here acts on
+//! anything; planning performs no I/O beyond reading the files.
+
+pub mod model;
+pub mod plan;
+pub mod source;
+pub mod validate;
+
+pub use plan::{plan, LoadPhase, Plan, Step};
+pub use source::{Diagnostic, Diagnostics};
+pub use validate::{load_environment, load_trial, Capacity, Environment, TaskRef, Trial};

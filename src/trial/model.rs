@@ -1,0 +1,750 @@
+//! The typed model of trial and environment files, exactly as written in YAML.
+//!
+//! A *trial* says what to do (pin, clear, load, measure); an *environment* says where things are
+//! (URLs, ASG names, databases). Deserialization is strict: unknown keys and wrong types are
+//! errors. Semantic checks (0 users, `to < from`, …) live in `validate.rs`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A duration written as `150s`, `2m30s`, `500ms` (humantime), or a bare number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Span(pub Duration);
+
+impl Span {
+    /// Whole seconds, rounded up: plans count in seconds.
+    pub fn secs_f64(&self) -> f64 {
+        self.0.as_secs_f64()
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) if s >= 0.0 && s.is_finite() => Ok(Span(Duration::from_secs_f64(s))),
+            Raw::Secs(s) => Err(serde::de::Error::custom(format!(
+                "invalid duration {s}: durations cannot be negative"
+            ))),
+            Raw::Text(t) => humantime::parse_duration(t.trim()).map(Span).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "invalid duration `{t}`: write it like 150s, 2m30s or 500ms"
+                ))
+            }),
+        }
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+/// A rate written `10/s`, `600/m`, or a bare number per second.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
+pub struct Rate(pub f64);
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(f64),
+            Text(String),
+        }
+        let bad = |t: &str| {
+            serde::de::Error::custom(format!("invalid rate `{t}`: write it like 10/s or 600/m"))
+        };
+        match Raw::deserialize(d)? {
+            Raw::Num(n) => Ok(Rate(n)),
+            Raw::Text(t) => {
+                let (num, unit) = t.split_once('/').ok_or_else(|| bad(&t))?;
+                let n: f64 = num.trim().parse().map_err(|_| bad(&t))?;
+                let per = match unit.trim() {
+                    "s" => 1.0,
+                    "m" | "min" => 60.0,
+                    "h" => 3600.0,
+                    _ => return Err(bad(&t)),
+                };
+                Ok(Rate(n / per))
+            }
+        }
+    }
+}
+
+/// The services of a Veraison deployment a trial can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceRole {
+    /// Endorsement provisioning (port 9443).
+    Provisioning,
+    /// Challenge-response verification (port 8443).
+    Verification,
+    /// Policy management (port 10443).
+    Management,
+}
+
+impl ServiceRole {
+    /// All roles, in a stable order.
+    pub const ALL: [ServiceRole; 3] = [Self::Provisioning, Self::Verification, Self::Management];
+
+    /// The kebab-case name used in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Provisioning => "provisioning",
+            Self::Verification => "verification",
+            Self::Management => "management",
+        }
+    }
+
+    /// The suffix of the ASG name in a Veraison deployment (`D-prov-asg`).
+    pub fn asg_suffix(self) -> &'static str {
+        match self {
+            Self::Provisioning => "prov",
+            Self::Verification => "verif",
+            Self::Management => "manage",
+        }
+    }
+}
+
+impl fmt::Display for ServiceRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trials
+// ---------------------------------------------------------------------------------------------
+
+/// A trial file: what a campaign does.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TrialFile {
+    /// Short name, used in result directory names.
+    pub name: String,
+    /// What the trial is for.
+    #[serde(default)]
+    pub description: String,
+    /// The environment, by name (looked up beside the trial and in `environments/`, `templates/`) or path.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Another trial this one is compared with in reports (by name).
+    #[serde(default)]
+    pub compare_with: Option<String>,
+    /// Auto-scaling group settings per service; absent services are left alone.
+    #[serde(default)]
+    pub infra: InfraSpec,
+    /// Store clearing and counting.
+    #[serde(default)]
+    pub stores: StoresSpec,
+    /// The load runs.
+    pub runs: RunsSpec,
+    /// Plain HTTP tasks, by the name `runs.tasks` uses.
+    #[serde(default)]
+    pub http_tasks: BTreeMap<String, HttpTaskSpec>,
+    /// CloudWatch metrics to pull for each run's window.
+    #[serde(default)]
+    pub metrics: Vec<MetricName>,
+    /// Regression thresholds checked at the end of the run (same format as `compare --thresholds`).
+    #[serde(default)]
+    pub thresholds: Vec<String>,
+}
+
+/// Per-service capacity, plus how long to wait for readiness.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct InfraSpec {
+    /// Provisioning ASG capacity.
+    #[serde(default)]
+    pub provisioning: Option<CapacitySpec>,
+    /// Verification ASG capacity.
+    #[serde(default)]
+    pub verification: Option<CapacitySpec>,
+    /// Management ASG capacity.
+    #[serde(default)]
+    pub management: Option<CapacitySpec>,
+    /// Upper bound for instances to become InService, healthy and READY (default 15m).
+    #[serde(default)]
+    pub ready_timeout: Option<Span>,
+    /// Sampling interval of ASG and target health during load (default 5s).
+    #[serde(default)]
+    pub sample_every: Option<Span>,
+}
+
+impl InfraSpec {
+    /// The services this trial sets capacity for, with their capacity.
+    pub fn capacities(&self) -> Vec<(ServiceRole, CapacitySpec)> {
+        [
+            (ServiceRole::Provisioning, self.provisioning),
+            (ServiceRole::Verification, self.verification),
+            (ServiceRole::Management, self.management),
+        ]
+        .into_iter()
+        .filter_map(|(r, c)| c.map(|c| (r, c)))
+        .collect()
+    }
+}
+
+/// `{ pin: 3 }` or `{ min: 1, max: 3 }` (optionally with `desired`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacitySpec {
+    /// min = max = desired = pin.
+    #[serde(default)]
+    pub pin: Option<i64>,
+    /// Lower bound when free.
+    #[serde(default)]
+    pub min: Option<i64>,
+    /// Upper bound when free.
+    #[serde(default)]
+    pub max: Option<i64>,
+    /// Initial desired capacity when free (default: min).
+    #[serde(default)]
+    pub desired: Option<i64>,
+}
+
+/// When stores are cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClearPolicy {
+    /// Never clear.
+    #[default]
+    Never,
+    /// Once, before the first run.
+    BeforeTrial,
+    /// Before every run.
+    BeforeEachRun,
+}
+
+/// When stores are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CountPolicy {
+    /// Never count.
+    #[default]
+    Never,
+    /// After every run.
+    AfterEachRun,
+    /// After each iteration (all runs of one pass).
+    AfterEachIteration,
+}
+
+/// Store handling for a trial.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StoresSpec {
+    /// When to clear the endorsement, trust-anchor and policy stores.
+    #[serde(default)]
+    pub clear: ClearPolicy,
+    /// When to count their rows.
+    #[serde(default)]
+    pub count: CountPolicy,
+    /// Flush the session cache whenever stores are cleared.
+    #[serde(default)]
+    pub flush_sessions: bool,
+}
+
+/// `users: 15`, `users: [2, 10]`, or `users: { from: 2, to: 106, step: 8 }`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum UsersSpec {
+    /// One user count.
+    One(i64),
+    /// Explicit user counts.
+    List(Vec<i64>),
+    /// An arithmetic ramp.
+    Steps(UserSteps),
+}
+
+/// An arithmetic ramp of user counts.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSteps {
+    /// First count.
+    pub from: i64,
+    /// Last count (inclusive when the step lands on it).
+    pub to: i64,
+    /// Increment.
+    #[serde(default = "one")]
+    pub step: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// How virtual users start: `all-at-once` or a rate such as `10/s`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub enum SpawnSpec {
+    /// Every user starts at once (the seed's Locust runs).
+    #[default]
+    AllAtOnce,
+    /// Users start at this many per second.
+    Rate(Rate),
+}
+
+impl<'de> Deserialize<'de> for SpawnSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_yaml::Value::deserialize(d)?;
+        if v.as_str() == Some("all-at-once") {
+            return Ok(SpawnSpec::AllAtOnce);
+        }
+        Rate::deserialize(v)
+            .map(SpawnSpec::Rate)
+            .map_err(|_| serde::de::Error::custom("expected `all-at-once` or a rate like 10/s"))
+    }
+}
+
+/// Think time between task iterations of one virtual user: `none`, `{ constant: 1s }`,
+/// `{ between: [0.5s, 1.5s] }` or `{ pacing: 2s }`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitSpec {
+    /// No wait: a closed loop (Locust's default).
+    #[default]
+    None,
+    /// The same wait after each iteration.
+    Constant(Span),
+    /// A uniform random wait between two bounds.
+    Between(Span, Span),
+    /// Each iteration starts this long after the previous one started (Locust's constant_pacing).
+    Pacing(Span),
+}
+
+impl<'de> Deserialize<'de> for WaitSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            #[serde(default)]
+            constant: Option<Span>,
+            #[serde(default)]
+            between: Option<(Span, Span)>,
+            #[serde(default)]
+            pacing: Option<Span>,
+        }
+        let v = serde_yaml::Value::deserialize(d)?;
+        if v.as_str() == Some("none") {
+            return Ok(WaitSpec::None);
+        }
+        let raw = Raw::deserialize(v).map_err(serde::de::Error::custom)?;
+        match (raw.constant, raw.between, raw.pacing) {
+            (Some(c), None, None) => Ok(WaitSpec::Constant(c)),
+            (None, Some((a, b)), None) => Ok(WaitSpec::Between(a, b)),
+            (None, None, Some(p)) => Ok(WaitSpec::Pacing(p)),
+            _ => Err(serde::de::Error::custom(
+                "write exactly one of `none`, `{ constant: 1s }`, `{ between: [0.5s, 1.5s] }`, `{ pacing: 2s }`",
+            )),
+        }
+    }
+}
+
+/// An open (arrival-rate) model instead of closed-loop users.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ArrivalSpec {
+    /// Sessions started per second at the beginning of the run.
+    pub rate: Rate,
+    /// Rate at the end of the run (linear ramp); default: constant.
+    #[serde(default)]
+    pub to: Option<Rate>,
+    /// Cap on sessions in flight; arrivals beyond it are counted as dropped.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: i64,
+}
+
+fn default_in_flight() -> i64 {
+    1000
+}
+
+/// How tasks map onto runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskMode {
+    /// One run per task per user count (the seed's `user-steps`).
+    #[default]
+    PerTask,
+    /// Every user loops over all tasks in one run.
+    Together,
+}
+
+/// The load runs of a trial.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RunsSpec {
+    /// User counts (closed model). Exactly one of `users` and `arrival`.
+    #[serde(default)]
+    pub users: Option<UsersSpec>,
+    /// Arrival rate (open model).
+    #[serde(default)]
+    pub arrival: Option<ArrivalSpec>,
+    /// How long each run lasts.
+    pub duration: Span,
+    /// How users start.
+    #[serde(default)]
+    pub spawn_rate: SpawnSpec,
+    /// Think time.
+    #[serde(default)]
+    pub wait: WaitSpec,
+    /// Seconds at the start of each run marked as warm-up (excluded from steady-state figures).
+    #[serde(default)]
+    pub warmup: Option<Span>,
+    /// Pause after each run.
+    #[serde(default)]
+    pub cooldown: Option<Span>,
+    /// Task names: `well-known`, `provision`, `verify`, or a key of `http-tasks`.
+    pub tasks: Vec<String>,
+    /// One run per task, or all tasks together.
+    #[serde(default)]
+    pub mode: TaskMode,
+    /// How many times the whole sequence of runs repeats (seed Trial 3: 6).
+    #[serde(default = "one")]
+    pub iterations: i64,
+    /// Per-request timeout (default 30s).
+    #[serde(default)]
+    pub request_timeout: Option<Span>,
+    /// Verification nonces: the fixed seed nonce, or fresh per session (token re-signed).
+    #[serde(default)]
+    pub nonce: NonceMode,
+    /// Give each virtual user its own device identity (distinct CoRIMs and tokens).
+    #[serde(default)]
+    pub fleet: bool,
+}
+
+/// Where verification nonces come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NonceMode {
+    /// One fixed nonce and one pre-signed token (the seed's behaviour).
+    #[default]
+    Fixed,
+    /// A fresh random nonce per session, the token re-signed for it.
+    Fresh,
+}
+
+/// A plain HTTP task.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpTaskSpec {
+    /// Which service's base URL the path is relative to.
+    pub service: ServiceRole,
+    /// HTTP method (default GET).
+    #[serde(default = "get")]
+    pub method: String,
+    /// Path and query, e.g. `/.well-known/veraison/verification`.
+    pub path: String,
+    /// Extra headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A file whose bytes are the body (relative to the trial file).
+    #[serde(default)]
+    pub body_file: Option<PathBuf>,
+    /// The status that counts as success (default 200).
+    #[serde(default = "ok_status")]
+    pub expect_status: u16,
+    /// Send the provisioning bearer token.
+    #[serde(default)]
+    pub auth: bool,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+fn ok_status() -> u16 {
+    200
+}
+
+/// The CloudWatch metric sets a trial can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MetricName {
+    /// ASG desired / in-service / pending / total instances.
+    AsgInstances,
+    /// EC2 CPU per ASG.
+    AsgCpu,
+    /// RDS DatabaseConnections.
+    RdsConnections,
+    /// RDS CPUUtilization.
+    RdsCpu,
+    /// RDS read/write latency and freeable memory.
+    RdsIo,
+    /// ElastiCache connections and CPU.
+    Cache,
+    /// ALB request count and target response time.
+    AlbRequests,
+    /// ALB target 5xx count.
+    #[serde(rename = "alb-5xx")]
+    Alb5xx,
+    /// Healthy and unhealthy hosts per target group.
+    TargetHealth,
+    /// Error-pattern counts from the CloudWatch log groups.
+    ErrorLogs,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Environments
+// ---------------------------------------------------------------------------------------------
+
+/// An environment file: where the deployment's parts are. Never what to do.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EnvironmentFile {
+    /// Name, used by trials to refer to it.
+    pub name: String,
+    /// AWS account, region and credentials; absent for a local environment.
+    #[serde(default)]
+    pub aws: Option<AwsSpec>,
+    /// Veraison deployment name `D` (resources `D-prov-asg`, `D-verif-asg`, …).
+    #[serde(default)]
+    pub deployment: Option<String>,
+    /// Where each service answers.
+    pub services: ServicesSpec,
+    /// The Veraison release the deployment runs.
+    #[serde(default)]
+    pub veraison: VeraisonSpec,
+    /// Where the stores are.
+    #[serde(default)]
+    pub stores: Option<StoresLocation>,
+}
+
+/// AWS settings of an environment.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AwsSpec {
+    /// Region, e.g. `eu-west-1`.
+    pub region: String,
+    /// Named profile from `~/.aws/config`; default: the default chain.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// The 12-digit account the deployment lives in; changes are refused in any other.
+    pub account: String,
+    /// Endpoint override (moto, LocalStack); `--aws-endpoint` wins over it.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+/// The services of the deployment.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicesSpec {
+    /// Provisioning front end.
+    pub provisioning: ServiceSpec,
+    /// Verification front end.
+    pub verification: ServiceSpec,
+    /// Management front end.
+    #[serde(default)]
+    pub management: Option<ServiceSpec>,
+}
+
+impl ServicesSpec {
+    /// The service of a role, when the environment has it.
+    pub fn get(&self, role: ServiceRole) -> Option<&ServiceSpec> {
+        match role {
+            ServiceRole::Provisioning => Some(&self.provisioning),
+            ServiceRole::Verification => Some(&self.verification),
+            ServiceRole::Management => self.management.as_ref(),
+        }
+    }
+}
+
+/// One service front end.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServiceSpec {
+    /// Base URL, e.g. `https://services.example.com:8443`.
+    pub url: url::Url,
+    /// Auto-scaling group name (default `D-<prov|verif|manage>-asg` when `deployment` is set).
+    #[serde(default)]
+    pub asg: Option<String>,
+    /// Target group name (default `D-<prov|verif|manage>-tg`).
+    #[serde(default)]
+    pub target_group: Option<String>,
+    /// How to authenticate (provisioning only needs it).
+    #[serde(default)]
+    pub auth: Option<AuthSpec>,
+}
+
+/// Authentication for a service (one method).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AuthSpec {
+    /// OAuth2 resource-owner password grant (Keycloak).
+    pub oauth2_password: PasswordGrantSpec,
+}
+
+/// OAuth2 password grant settings; secrets come from environment variables, never the file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PasswordGrantSpec {
+    /// Token endpoint.
+    pub token_url: url::Url,
+    /// OAuth2 client id.
+    pub client_id: String,
+    /// Variable holding the client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// User name.
+    pub username: String,
+    /// Variable holding the password.
+    pub password_env: String,
+}
+
+/// The Veraison release, which fixes media types, nonce encodings and store schema.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct VeraisonSpec {
+    /// A services tag such as `v0.0.2602`, or `head`.
+    #[serde(default = "default_release")]
+    pub release: String,
+}
+
+impl Default for VeraisonSpec {
+    fn default() -> Self {
+        VeraisonSpec {
+            release: default_release(),
+        }
+    }
+}
+
+fn default_release() -> String {
+    "v0.0.2602".into()
+}
+
+/// Where the stores are and whether they may be cleared.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StoresLocation {
+    /// Veraison's PostgreSQL database.
+    #[serde(default)]
+    pub postgres: Option<PostgresSpec>,
+    /// Veraison's SQLite store files (docker / native deployments).
+    #[serde(default)]
+    pub sqlite: Option<SqliteSpec>,
+    /// Commands that clear and count (e.g. the deployment's own `veraison clear-stores`).
+    #[serde(default)]
+    pub command: Option<CommandStoreSpec>,
+    /// The stand-in's own store, cleared and counted over its admin API (local environments).
+    #[serde(default)]
+    pub standin: Option<StandinStoreSpec>,
+    /// The verification session cache.
+    #[serde(default)]
+    pub sessions: Option<SessionsSpec>,
+    /// Clearing is refused unless this is true.
+    #[serde(default)]
+    pub disposable: bool,
+}
+
+/// PostgreSQL connection settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PostgresSpec {
+    /// Explicit host; otherwise `rds-instance`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Port (default 5432, or the RDS instance's).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// RDS instance identifier, or `auto` to find the deployment's.
+    #[serde(default)]
+    pub rds_instance: Option<String>,
+    /// Database name (default `veraison`).
+    #[serde(default = "veraison")]
+    pub database: String,
+    /// User (default `veraison`).
+    #[serde(default = "veraison")]
+    pub user: String,
+    /// Variable holding the password; otherwise the `D-support` stack parameter `RdsPassword`.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// TLS: `require` (RDS), `prefer`, or `disable`.
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// An SSH jump host to reach a database only visible inside the VPC.
+    #[serde(default)]
+    pub tunnel: Option<TunnelSpec>,
+}
+
+fn veraison() -> String {
+    "veraison".into()
+}
+
+/// TLS mode of a PostgreSQL connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plain TLS required (RDS rejects non-TLS with `no pg_hba.conf entry … no encryption`).
+    Require,
+    /// TLS if the server offers it.
+    #[default]
+    Prefer,
+    /// No TLS.
+    Disable,
+}
+
+/// An SSH port forward through a jump host.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TunnelSpec {
+    /// `user@host`.
+    pub ssh: String,
+    /// SSH port (default 22).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Private key file.
+    #[serde(default)]
+    pub identity: Option<PathBuf>,
+    /// Extra `-o` options for ssh, e.g. `StrictHostKeyChecking=accept-new`.
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+/// SQLite store files.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SqliteSpec {
+    /// Directory holding `en-store.sql`, `ta-store.sql`, `po-store.sql`.
+    pub dir: PathBuf,
+}
+
+/// Commands that clear and count the stores.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CommandStoreSpec {
+    /// Clears the stores; run with `sh -c`.
+    pub clear: String,
+    /// Prints `table count` lines; run with `sh -c`.
+    pub count: String,
+}
+
+/// The session cache.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SessionsSpec {
+    /// memcached servers as `host:port`, or `[auto]` to discover the ElastiCache nodes.
+    pub memcached: Vec<String>,
+}
+
+/// The stand-in service's store, reached over its admin API.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StandinStoreSpec {
+    /// Base URL of the stand-in (either of its ports).
+    pub url: url::Url,
+}

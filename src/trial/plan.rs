@@ -1,0 +1,381 @@
+//! Planning: a checked [`Trial`] becomes an ordered list of [`Step`]s with time estimates.
+//! Pure: no I/O, no clock. `trialrunner plan` prints it; the executor runs it.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::model::{
+    ArrivalSpec, ClearPolicy, CountPolicy, NonceMode, ServiceRole, SpawnSpec, TaskMode, WaitSpec,
+};
+use super::validate::{Capacity, TaskRef, Trial};
+
+/// One load run: who loads what, for how long.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadPhase {
+    /// Unique within the trial, names the run's folder (`u010-verify`, `it2-u015-provision`).
+    pub run_id: String,
+    /// 1-based iteration.
+    pub iteration: u32,
+    /// Virtual users (closed model).
+    pub users: Option<u32>,
+    /// Arrival rate (open model).
+    pub arrival: Option<ArrivalSpec>,
+    /// Tasks each user loops over.
+    pub tasks: Vec<TaskRef>,
+    /// Length of the run.
+    pub duration: Duration,
+    /// How users start.
+    pub spawn: SpawnSpec,
+    /// Think time.
+    pub wait: WaitSpec,
+    /// Seconds marked as warm-up.
+    pub warmup: Duration,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+    /// Nonce handling for `verify`.
+    pub nonce: NonceMode,
+    /// One device identity per user.
+    pub fleet: bool,
+}
+
+impl LoadPhase {
+    /// Time until every user has started.
+    pub fn ramp_time(&self) -> Duration {
+        match (self.spawn, self.users) {
+            (SpawnSpec::Rate(r), Some(n)) if r.0 > 0.0 => Duration::from_secs_f64(n as f64 / r.0),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// One step of a campaign.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum Step {
+    /// Record the current ASG settings in the undo journal (before any change).
+    SnapshotInfra {
+        /// Services whose ASGs will change.
+        services: Vec<ServiceRole>,
+    },
+    /// Set an ASG's capacity.
+    SetCapacity {
+        /// Which service.
+        service: ServiceRole,
+        /// To what.
+        capacity: Capacity,
+    },
+    /// Wait until the services' instances are InService, healthy and READY.
+    WaitReady {
+        /// Which services.
+        services: Vec<ServiceRole>,
+        /// Upper bound.
+        timeout: Duration,
+    },
+    /// Readiness gate: well-known READY, and one provision + verify succeeds semantically.
+    CheckTarget,
+    /// Clear the stores (and flush sessions).
+    ClearStores {
+        /// Also flush the session cache.
+        flush_sessions: bool,
+    },
+    /// Count store rows.
+    CountStores {
+        /// When, e.g. `after u010-verify`.
+        label: String,
+    },
+    /// A load run.
+    Load(LoadPhase),
+    /// Pause.
+    Cooldown {
+        /// How long.
+        duration: Duration,
+    },
+    /// Pull CloudWatch metrics for a run's window.
+    PullMetrics {
+        /// Which run.
+        run_id: String,
+    },
+    /// Put ASGs back as the journal recorded them.
+    RestoreInfra,
+    /// Build the report.
+    Report,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::SnapshotInfra { services } => write!(f, "snapshot infra ({})", names(services)),
+            Step::SetCapacity { service, capacity } => write!(f, "set {service} ASG {capacity}"),
+            Step::WaitReady { services, timeout } => {
+                write!(
+                    f,
+                    "wait ready ({}; up to {})",
+                    names(services),
+                    humantime::format_duration(*timeout)
+                )
+            }
+            Step::CheckTarget => {
+                write!(f, "check target (well-known READY, one provision + verify)")
+            }
+            Step::ClearStores { flush_sessions } => {
+                write!(
+                    f,
+                    "clear stores{}",
+                    if *flush_sessions {
+                        " and flush sessions"
+                    } else {
+                        ""
+                    }
+                )
+            }
+            Step::CountStores { label } => write!(f, "count stores ({label})"),
+            Step::Load(p) => {
+                let who = match (p.users, &p.arrival) {
+                    (Some(u), _) => format!("{u} users"),
+                    (None, Some(a)) => format!("{:.1}/s arrivals", a.rate.0),
+                    _ => String::new(),
+                };
+                let tasks: Vec<&str> = p.tasks.iter().map(TaskRef::name).collect();
+                write!(
+                    f,
+                    "load {} [{}] {who} for {}",
+                    p.run_id,
+                    tasks.join(","),
+                    humantime::format_duration(p.duration)
+                )
+            }
+            Step::Cooldown { duration } => {
+                write!(f, "cooldown {}", humantime::format_duration(*duration))
+            }
+            Step::PullMetrics { run_id } => write!(f, "pull metrics for {run_id}"),
+            Step::RestoreInfra => write!(f, "restore infra"),
+            Step::Report => write!(f, "report"),
+        }
+    }
+}
+
+fn names(services: &[ServiceRole]) -> String {
+    services
+        .iter()
+        .map(|s| s.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A step and how long it is expected to take.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStep {
+    /// The step.
+    pub step: Step,
+    /// Expected duration.
+    pub estimate: Duration,
+}
+
+/// The ordered steps of a trial.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// The trial's name.
+    pub trial: String,
+    /// Steps in execution order.
+    pub steps: Vec<PlannedStep>,
+}
+
+impl Plan {
+    /// Expected total time.
+    pub fn total(&self) -> Duration {
+        self.steps.iter().map(|s| s.estimate).sum()
+    }
+
+    /// The load runs, in order.
+    pub fn load_phases(&self) -> impl Iterator<Item = &LoadPhase> {
+        self.steps.iter().filter_map(|s| match &s.step {
+            Step::Load(p) => Some(p),
+            _ => None,
+        })
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "plan for trial `{}`:", self.trial)?;
+        let mut at = Duration::ZERO;
+        for (i, s) in self.steps.iter().enumerate() {
+            writeln!(f, "{:>4}. [{:>9}] {}", i + 1, clock(at), s.step)?;
+            at += s.estimate;
+        }
+        let runs = self.load_phases().count();
+        write!(
+            f,
+            "{runs} load runs; expected total time {} ({:.0} s)",
+            clock(self.total()),
+            self.total().as_secs_f64()
+        )
+    }
+}
+
+/// `h:mm:ss`.
+fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Rough durations of the steps that are not load, from the seed campaign's experience.
+mod estimate {
+    use std::time::Duration;
+    pub const API_CALL: Duration = Duration::from_secs(2);
+    /// Instances take more than 5 minutes to join on AWS (seed Trial 4).
+    pub const AWS_READY: Duration = Duration::from_secs(330);
+    pub const LOCAL_READY: Duration = Duration::from_secs(1);
+    pub const STORES: Duration = Duration::from_secs(3);
+    pub const METRICS: Duration = Duration::from_secs(5);
+}
+
+fn run_id(
+    trial: &Trial,
+    iteration: u32,
+    users: Option<u32>,
+    arrival: Option<&ArrivalSpec>,
+    tasks: &[TaskRef],
+) -> String {
+    let mut id = String::new();
+    if trial.iterations > 1 {
+        id.push_str(&format!("it{iteration}-"));
+    }
+    match (users, arrival) {
+        (Some(u), _) => id.push_str(&format!("u{u:03}")),
+        (None, Some(a)) => id.push_str(&format!("r{}", a.rate.0)),
+        _ => {}
+    }
+    let task_part = if tasks.len() == 1 {
+        tasks[0].name().to_string()
+    } else {
+        "all".to_string()
+    };
+    id.push('-');
+    id.push_str(&task_part);
+    id
+}
+
+/// Builds the plan of a checked trial.
+pub fn plan(trial: &Trial) -> Plan {
+    let spec = &trial.spec;
+    let runs = &spec.runs;
+    let aws = trial.env.spec.aws.is_some();
+    let mut steps: Vec<PlannedStep> = Vec::new();
+    let mut push = |step: Step, estimate: Duration| steps.push(PlannedStep { step, estimate });
+
+    let services: Vec<ServiceRole> = trial.capacities.iter().map(|(r, _)| *r).collect();
+    if !services.is_empty() {
+        push(
+            Step::SnapshotInfra {
+                services: services.clone(),
+            },
+            estimate::API_CALL,
+        );
+        for (service, capacity) in &trial.capacities {
+            push(
+                Step::SetCapacity {
+                    service: *service,
+                    capacity: *capacity,
+                },
+                estimate::API_CALL,
+            );
+        }
+        let timeout = spec
+            .infra
+            .ready_timeout
+            .map(|s| s.0)
+            .unwrap_or(Duration::from_secs(900));
+        let est = if aws {
+            estimate::AWS_READY.min(timeout)
+        } else {
+            estimate::LOCAL_READY
+        };
+        push(Step::WaitReady { services, timeout }, est);
+    }
+    push(Step::CheckTarget, estimate::API_CALL);
+    if spec.stores.clear == ClearPolicy::BeforeTrial {
+        push(
+            Step::ClearStores {
+                flush_sessions: spec.stores.flush_sessions,
+            },
+            estimate::STORES,
+        );
+    }
+    let task_groups: Vec<Vec<TaskRef>> = match runs.mode {
+        TaskMode::PerTask => trial.tasks.iter().map(|t| vec![t.clone()]).collect(),
+        TaskMode::Together => vec![trial.tasks.clone()],
+    };
+    let load_points: Vec<Option<u32>> = if trial.user_steps.is_empty() {
+        vec![None]
+    } else {
+        trial.user_steps.iter().copied().map(Some).collect()
+    };
+    let cooldown = runs.cooldown.map(|c| c.0).unwrap_or_default();
+    for iteration in 1..=trial.iterations {
+        for users in &load_points {
+            for tasks in &task_groups {
+                if spec.stores.clear == ClearPolicy::BeforeEachRun {
+                    push(
+                        Step::ClearStores {
+                            flush_sessions: spec.stores.flush_sessions,
+                        },
+                        estimate::STORES,
+                    );
+                }
+                let phase = LoadPhase {
+                    run_id: run_id(trial, iteration, *users, runs.arrival.as_ref(), tasks),
+                    iteration,
+                    users: *users,
+                    arrival: runs.arrival,
+                    tasks: tasks.clone(),
+                    duration: runs.duration.0,
+                    spawn: runs.spawn_rate,
+                    wait: runs.wait,
+                    warmup: runs.warmup.map(|w| w.0).unwrap_or_default(),
+                    request_timeout: runs
+                        .request_timeout
+                        .map(|t| t.0)
+                        .unwrap_or(Duration::from_secs(30)),
+                    nonce: runs.nonce,
+                    fleet: runs.fleet,
+                };
+                let run_id = phase.run_id.clone();
+                let est = phase.duration + phase.ramp_time();
+                push(Step::Load(phase), est);
+                if !cooldown.is_zero() {
+                    push(Step::Cooldown { duration: cooldown }, cooldown);
+                }
+                if spec.stores.count == CountPolicy::AfterEachRun {
+                    push(
+                        Step::CountStores {
+                            label: format!("after {run_id}"),
+                        },
+                        estimate::STORES,
+                    );
+                }
+                if !spec.metrics.is_empty() {
+                    push(Step::PullMetrics { run_id }, estimate::METRICS);
+                }
+            }
+        }
+        if spec.stores.count == CountPolicy::AfterEachIteration {
+            push(
+                Step::CountStores {
+                    label: format!("after iteration {iteration}"),
+                },
+                estimate::STORES,
+            );
+        }
+    }
+    if !trial.capacities.is_empty() {
+        push(Step::RestoreInfra, estimate::API_CALL);
+    }
+    push(Step::Report, estimate::API_CALL);
+    Plan {
+        trial: spec.name.clone(),
+        steps,
+    }
+}

@@ -1,0 +1,784 @@
+//! Semantic validation: turns parsed files into a checked [`Trial`] bound to its [`Environment`],
+//! or returns every problem found, each naming file, line and field. Nothing here does I/O
+//! beyond reading the trial, its environment and files they reference.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::model::*;
+use super::source::{deserialize_all, Diagnostic, Diagnostics, Source};
+use crate::veraison::release::ReleaseProfile;
+
+/// The built-in Veraison tasks.
+pub const BUILTIN_TASKS: [&str; 3] = ["well-known", "provision", "verify"];
+
+/// A task a load phase runs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskRef {
+    /// `GET /.well-known/veraison/provisioning` (and verification).
+    WellKnown,
+    /// CoRIM submission.
+    Provision,
+    /// The 3-request challenge-response session.
+    Verify,
+    /// A plain HTTP task of the trial's `http-tasks`.
+    Http(String),
+}
+
+impl TaskRef {
+    /// The name as written in trials.
+    pub fn name(&self) -> &str {
+        match self {
+            TaskRef::WellKnown => "well-known",
+            TaskRef::Provision => "provision",
+            TaskRef::Verify => "verify",
+            TaskRef::Http(n) => n,
+        }
+    }
+}
+
+/// Checked auto-scaling capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capacity {
+    /// min = max = desired.
+    Pinned(u32),
+    /// Free between min and max; desired optional.
+    Range {
+        /// Lower bound.
+        min: u32,
+        /// Upper bound.
+        max: u32,
+        /// Initial desired capacity.
+        desired: Option<u32>,
+    },
+}
+
+impl Capacity {
+    /// (min, max, desired) to apply.
+    pub fn bounds(&self) -> (u32, u32, Option<u32>) {
+        match *self {
+            Capacity::Pinned(n) => (n, n, Some(n)),
+            Capacity::Range { min, max, desired } => (min, max, desired),
+        }
+    }
+}
+
+impl std::fmt::Display for Capacity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Capacity::Pinned(n) => write!(f, "pinned at {n}"),
+            Capacity::Range { min, max, .. } => write!(f, "free {min}..{max}"),
+        }
+    }
+}
+
+/// A checked environment.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// Where it was read from.
+    pub file: PathBuf,
+    /// SHA-256 of its text.
+    pub hash: String,
+    /// The file as written.
+    pub spec: EnvironmentFile,
+    /// The wire contract of its Veraison release.
+    pub release: ReleaseProfile,
+}
+
+impl Environment {
+    /// The ASG name of a service, explicit or derived from the deployment name.
+    pub fn asg_name(&self, role: ServiceRole) -> Option<String> {
+        let explicit = self.spec.services.get(role).and_then(|s| s.asg.clone());
+        explicit.or_else(|| {
+            self.spec
+                .deployment
+                .as_ref()
+                .map(|d| format!("{d}-{}-asg", role.asg_suffix()))
+        })
+    }
+
+    /// The target group name of a service, explicit or derived from the deployment name.
+    pub fn target_group_name(&self, role: ServiceRole) -> Option<String> {
+        let explicit = self
+            .spec
+            .services
+            .get(role)
+            .and_then(|s| s.target_group.clone());
+        explicit.or_else(|| {
+            self.spec
+                .deployment
+                .as_ref()
+                .map(|d| format!("{d}-{}-tg", role.asg_suffix()))
+        })
+    }
+
+    /// True when the environment names some store driver.
+    pub fn has_store_driver(&self) -> bool {
+        self.spec.stores.as_ref().is_some_and(|s| {
+            s.postgres.is_some() || s.sqlite.is_some() || s.command.is_some() || s.standin.is_some()
+        })
+    }
+}
+
+/// A checked trial bound to its environment: the input of planning.
+#[derive(Debug, Clone)]
+pub struct Trial {
+    /// Where it was read from.
+    pub file: PathBuf,
+    /// SHA-256 of its text.
+    pub hash: String,
+    /// The file as written.
+    pub spec: TrialFile,
+    /// The environment it runs in.
+    pub env: Environment,
+    /// User counts of the closed model, in order (empty for the open model).
+    pub user_steps: Vec<u32>,
+    /// Tasks, resolved.
+    pub tasks: Vec<TaskRef>,
+    /// Capacity per service.
+    pub capacities: Vec<(ServiceRole, Capacity)>,
+    /// Iterations of the run sequence.
+    pub iterations: u32,
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Reads and checks an environment file alone.
+pub fn load_environment(file: &Path) -> Result<Environment, Diagnostics> {
+    let source = Source::read(file)?;
+    let (spec, mut diags) = deserialize_all::<EnvironmentFile>(&source);
+    let env = spec.and_then(|spec| check_environment(&source, spec, &mut diags));
+    match env {
+        Some(env) if diags.is_empty() => Ok(env),
+        _ => Err(Diagnostics(diags)),
+    }
+}
+
+/// Reads and checks a trial; `env_override` replaces the environment the trial names.
+pub fn load_trial(file: &Path, env_override: Option<&Path>) -> Result<Trial, Diagnostics> {
+    let source = Source::read(file)?;
+    let (spec, mut diags) = deserialize_all::<TrialFile>(&source);
+    let Some(spec) = spec else {
+        return Err(Diagnostics(diags));
+    };
+    let env_path = match env_override {
+        Some(p) => Some(p.to_path_buf()),
+        None => match &spec.environment {
+            None => {
+                diags.push(source.diagnostic(
+                    "environment",
+                    "the trial names no environment",
+                    Some("add `environment: <name>` or pass --env FILE".into()),
+                ));
+                None
+            }
+            Some(name) => match find_environment(file, name) {
+                Some(p) => Some(p),
+                None => {
+                    diags.push(source.diagnostic(
+                        "environment",
+                        format!("environment `{name}` not found"),
+                        Some(format!(
+                            "looked for {name}.yaml beside the trial, in environments/ and templates/; or pass --env FILE"
+                        )),
+                    ));
+                    None
+                }
+            },
+        },
+    };
+    let env = match env_path {
+        Some(p) => match load_environment(&p) {
+            Ok(env) => Some(env),
+            Err(e) => {
+                diags.extend(e.0);
+                None
+            }
+        },
+        None => None,
+    };
+    let checked = check_trial(&source, spec, env, &mut diags);
+    match checked {
+        Some(t) if diags.is_empty() => Ok(t),
+        _ => Err(Diagnostics(diags)),
+    }
+}
+
+/// Where an environment named in a trial is looked for.
+pub fn find_environment(trial_file: &Path, name: &str) -> Option<PathBuf> {
+    let dir = trial_file.parent().unwrap_or(Path::new("."));
+    let as_path = Path::new(name);
+    if name.ends_with(".yaml") || name.ends_with(".yml") || name.contains('/') {
+        let p = if as_path.is_absolute() {
+            as_path.to_path_buf()
+        } else {
+            dir.join(as_path)
+        };
+        return p.exists().then_some(p);
+    }
+    let file = format!("{name}.yaml");
+    [
+        dir.join(&file),
+        dir.join("..").join("environments").join(&file),
+        dir.join("..").join("templates").join(&file),
+        PathBuf::from("environments").join(&file),
+        PathBuf::from("templates").join(&file),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+}
+
+fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn check_environment(
+    src: &Source,
+    spec: EnvironmentFile,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Environment> {
+    let before = diags.len();
+    let mut err = |field: &str, msg: String, hint: Option<&str>| {
+        diags.push(src.diagnostic(field, msg, hint.map(str::to_string)));
+    };
+    if !is_slug(&spec.name) {
+        err(
+            "name",
+            format!("`{}` is not a valid name", spec.name),
+            Some("use letters, digits, - and _"),
+        );
+    }
+    if let Some(aws) = &spec.aws {
+        if aws.account.len() != 12 || !aws.account.chars().all(|c| c.is_ascii_digit()) {
+            err(
+                "aws.account",
+                format!("`{}` is not a 12-digit AWS account id", aws.account),
+                Some("quote it: account: \"123456789012\""),
+            );
+        }
+        if aws.region.is_empty()
+            || !aws
+                .region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            err(
+                "aws.region",
+                format!("`{}` is not an AWS region", aws.region),
+                Some("e.g. eu-west-1"),
+            );
+        }
+        if let Some(e) = &aws.endpoint {
+            if url::Url::parse(e).is_err() {
+                err(
+                    "aws.endpoint",
+                    format!("`{e}` is not a URL"),
+                    Some("e.g. http://127.0.0.1:5000"),
+                );
+            }
+        }
+    }
+    for role in ServiceRole::ALL {
+        let Some(svc) = spec.services.get(role) else {
+            continue;
+        };
+        let field = format!("services.{role}");
+        if !matches!(svc.url.scheme(), "http" | "https") {
+            err(
+                &format!("{field}.url"),
+                format!("`{}` must be an http or https URL", svc.url),
+                None,
+            );
+        }
+        if let Some(AuthSpec { oauth2_password: g }) = &svc.auth {
+            if g.password_env.is_empty() {
+                err(
+                    &format!("{field}.auth.oauth2-password.password-env"),
+                    "empty variable name".into(),
+                    None,
+                );
+            }
+        }
+    }
+    let release = match ReleaseProfile::parse(&spec.veraison.release) {
+        Ok(r) => Some(r),
+        Err(m) => {
+            err(
+                "veraison.release",
+                m,
+                Some("the services tag the deployment runs, e.g. v0.0.2602"),
+            );
+            None
+        }
+    };
+    if let Some(stores) = &spec.stores {
+        if let Some(pg) = &stores.postgres {
+            if pg.host.is_none() && pg.rds_instance.is_none() {
+                err(
+                    "stores.postgres",
+                    "needs `host` or `rds-instance`".into(),
+                    Some("rds-instance: auto finds the deployment's database"),
+                );
+            }
+            if pg.rds_instance.is_some() && spec.aws.is_none() {
+                err(
+                    "stores.postgres.rds-instance",
+                    "finding an RDS instance needs the `aws` section".into(),
+                    Some("give `host` instead"),
+                );
+            }
+            if pg.password_env.is_none() && spec.aws.is_none() {
+                err(
+                    "stores.postgres",
+                    "needs `password-env` (no AWS stack to read the password from)".into(),
+                    None,
+                );
+            }
+        }
+        if let Some(s) = &stores.sessions {
+            for (i, server) in s.memcached.iter().enumerate() {
+                let field = format!("stores.sessions.memcached[{i}]");
+                if server == "auto" {
+                    if spec.aws.is_none() || spec.deployment.is_none() {
+                        err(
+                            &field,
+                            "`auto` discovery needs the `aws` and `deployment` sections".into(),
+                            None,
+                        );
+                    }
+                } else if server
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_none()
+                {
+                    err(
+                        &field,
+                        format!("`{server}` is not host:port"),
+                        Some("e.g. 127.0.0.1:11211"),
+                    );
+                }
+            }
+        }
+    }
+    if diags.len() > before {
+        return None;
+    }
+    Some(Environment {
+        file: src.file.clone(),
+        hash: sha256_hex(&src.text),
+        spec,
+        release: release?,
+    })
+}
+
+fn positive_span(
+    src: &Source,
+    diags: &mut Vec<Diagnostic>,
+    field: &str,
+    span: Option<Span>,
+    what: &str,
+) {
+    if let Some(s) = span {
+        if s.0 == Duration::ZERO {
+            diags.push(src.diagnostic(
+                field,
+                format!("{what} must be longer than zero"),
+                Some("e.g. 150s".into()),
+            ));
+        }
+    }
+}
+
+fn to_u32(
+    src: &Source,
+    diags: &mut Vec<Diagnostic>,
+    field: &str,
+    v: i64,
+    min: i64,
+    what: &str,
+) -> Option<u32> {
+    if v < min || v > u32::MAX as i64 {
+        diags.push(src.diagnostic(
+            field,
+            format!("{what} must be at least {min}, got {v}"),
+            None,
+        ));
+        None
+    } else {
+        Some(v as u32)
+    }
+}
+
+fn check_capacity(
+    src: &Source,
+    diags: &mut Vec<Diagnostic>,
+    field: &str,
+    c: &CapacitySpec,
+) -> Option<Capacity> {
+    let before = diags.len();
+    let cap = match (c.pin, c.min, c.max) {
+        (Some(p), None, None) if c.desired.is_none() => {
+            to_u32(src, diags, &format!("{field}.pin"), p, 0, "pin").map(Capacity::Pinned)
+        }
+        (None, Some(min), Some(max)) => {
+            let lo = to_u32(src, diags, &format!("{field}.min"), min, 0, "min");
+            let hi = to_u32(src, diags, &format!("{field}.max"), max, 1, "max");
+            let desired = c
+                .desired
+                .and_then(|d| to_u32(src, diags, &format!("{field}.desired"), d, 0, "desired"));
+            match (lo, hi) {
+                (Some(lo), Some(hi)) if lo > hi => {
+                    diags.push(src.diagnostic(
+                        &format!("{field}.min"),
+                        format!("min ({lo}) is greater than max ({hi})"),
+                        Some("min ≤ desired ≤ max".into()),
+                    ));
+                    None
+                }
+                (Some(lo), Some(hi)) => {
+                    if let Some(d) = desired.filter(|d| *d < lo || *d > hi) {
+                        diags.push(src.diagnostic(
+                            &format!("{field}.desired"),
+                            format!("desired ({d}) is outside {lo}..{hi}"),
+                            None,
+                        ));
+                    }
+                    Some(Capacity::Range {
+                        min: lo,
+                        max: hi,
+                        desired,
+                    })
+                }
+                _ => None,
+            }
+        }
+        _ => {
+            diags.push(src.diagnostic(
+                field,
+                "write either `{ pin: N }` or `{ min: A, max: B }`".to_string(),
+                Some("pin sets min = max = desired".into()),
+            ));
+            None
+        }
+    };
+    if diags.len() > before {
+        None
+    } else {
+        cap
+    }
+}
+
+fn check_trial(
+    src: &Source,
+    spec: TrialFile,
+    env: Option<Environment>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Trial> {
+    let before = diags.len();
+    if !is_slug(&spec.name) {
+        diags.push(src.diagnostic(
+            "name",
+            format!("`{}` is not a valid name", spec.name),
+            Some("use letters, digits, - and _ (it names the results folder)".into()),
+        ));
+    }
+    let runs = &spec.runs;
+    // Users or arrival.
+    let mut user_steps = Vec::new();
+    match (&runs.users, &runs.arrival) {
+        (Some(_), Some(_)) => diags.push(src.diagnostic(
+            "runs.arrival",
+            "give `users` (closed model) or `arrival` (open model), not both",
+            None,
+        )),
+        (None, None) => diags.push(src.diagnostic(
+            "runs",
+            "missing `users` or `arrival`",
+            Some("e.g. users: { from: 2, to: 106, step: 8 }".into()),
+        )),
+        (Some(UsersSpec::One(n)), None) => {
+            user_steps.extend(to_u32(src, diags, "runs.users", *n, 1, "users"))
+        }
+        (Some(UsersSpec::List(list)), None) => {
+            if list.is_empty() {
+                diags.push(src.diagnostic("runs.users", "the list of user counts is empty", None));
+            }
+            for (i, n) in list.iter().enumerate() {
+                user_steps.extend(to_u32(
+                    src,
+                    diags,
+                    &format!("runs.users[{i}]"),
+                    *n,
+                    1,
+                    "users",
+                ));
+            }
+        }
+        (Some(UsersSpec::Steps(s)), None) => {
+            let from = to_u32(src, diags, "runs.users.from", s.from, 1, "from");
+            let step = to_u32(src, diags, "runs.users.step", s.step, 1, "step");
+            if s.to < s.from {
+                diags.push(src.diagnostic(
+                    "runs.users.to",
+                    format!("`to` ({}) is less than `from` ({})", s.to, s.from),
+                    Some("a ramp goes up: from ≤ to".into()),
+                ));
+            } else if let (Some(from), Some(step)) = (from, step) {
+                let mut n = from as i64;
+                while n <= s.to {
+                    user_steps.push(n as u32);
+                    n += step as i64;
+                }
+            }
+        }
+        (None, Some(a)) => {
+            if a.rate.0 <= 0.0 {
+                diags.push(src.diagnostic(
+                    "runs.arrival.rate",
+                    "the arrival rate must be above zero",
+                    None,
+                ));
+            }
+            if a.to.is_some_and(|r| r.0 <= 0.0) {
+                diags.push(src.diagnostic(
+                    "runs.arrival.to",
+                    "the arrival rate must be above zero",
+                    None,
+                ));
+            }
+            to_u32(
+                src,
+                diags,
+                "runs.arrival.max-in-flight",
+                a.max_in_flight,
+                1,
+                "max-in-flight",
+            );
+        }
+    }
+    positive_span(src, diags, "runs.duration", Some(runs.duration), "duration");
+    positive_span(
+        src,
+        diags,
+        "runs.request-timeout",
+        runs.request_timeout,
+        "request-timeout",
+    );
+    if let Some(w) = runs.warmup {
+        if w >= runs.duration {
+            diags.push(src.diagnostic(
+                "runs.warmup",
+                format!(
+                    "warm-up ({w}) is not shorter than the run ({})",
+                    runs.duration
+                ),
+                None,
+            ));
+        }
+    }
+    if let SpawnSpec::Rate(r) = runs.spawn_rate {
+        if r.0 <= 0.0 {
+            diags.push(src.diagnostic(
+                "runs.spawn-rate",
+                "the spawn rate must be above zero",
+                Some("or `all-at-once`".into()),
+            ));
+        }
+    }
+    if let WaitSpec::Between(a, b) = runs.wait {
+        if a > b {
+            diags.push(src.diagnostic(
+                "runs.wait.between",
+                format!("the lower bound ({a}) is above the upper ({b})"),
+                None,
+            ));
+        }
+    }
+    let iterations = to_u32(
+        src,
+        diags,
+        "runs.iterations",
+        runs.iterations,
+        1,
+        "iterations",
+    )
+    .unwrap_or(1);
+    // Tasks.
+    let mut tasks = Vec::new();
+    if runs.tasks.is_empty() {
+        diags.push(src.diagnostic(
+            "runs.tasks",
+            "no tasks",
+            Some(format!("use some of {}", BUILTIN_TASKS.join(", "))),
+        ));
+    }
+    for (i, name) in runs.tasks.iter().enumerate() {
+        let field = format!("runs.tasks[{i}]");
+        let t = match name.as_str() {
+            "well-known" => TaskRef::WellKnown,
+            "provision" => TaskRef::Provision,
+            "verify" => TaskRef::Verify,
+            other if spec.http_tasks.contains_key(other) => TaskRef::Http(other.to_string()),
+            other => {
+                let mut known: Vec<&str> = BUILTIN_TASKS.to_vec();
+                known.extend(spec.http_tasks.keys().map(String::as_str));
+                diags.push(src.diagnostic(
+                    &field,
+                    format!("unknown task `{other}`"),
+                    Some(format!("known tasks: {}", known.join(", "))),
+                ));
+                continue;
+            }
+        };
+        if tasks.contains(&t) {
+            diags.push(src.diagnostic(&field, format!("task `{name}` is listed twice"), None));
+        }
+        tasks.push(t);
+    }
+    let trial_dir = src.file.parent().unwrap_or(Path::new("."));
+    for (name, t) in &spec.http_tasks {
+        let field = format!("http-tasks.{name}");
+        if BUILTIN_TASKS.contains(&name.as_str()) {
+            diags.push(src.diagnostic(
+                &field,
+                format!("`{name}` is a built-in task name"),
+                Some("pick another name".into()),
+            ));
+        }
+        if reqwest::Method::from_bytes(t.method.as_bytes()).is_err()
+            || t.method.chars().any(|c| c.is_ascii_lowercase())
+        {
+            diags.push(src.diagnostic(
+                &format!("{field}.method"),
+                format!("`{}` is not an HTTP method", t.method),
+                Some("GET, POST, PUT, DELETE, …".into()),
+            ));
+        }
+        if !t.path.starts_with('/') {
+            diags.push(src.diagnostic(
+                &format!("{field}.path"),
+                format!("`{}` must start with /", t.path),
+                None,
+            ));
+        }
+        if !(100..=599).contains(&t.expect_status) {
+            diags.push(src.diagnostic(
+                &format!("{field}.expect-status"),
+                format!("{} is not an HTTP status", t.expect_status),
+                None,
+            ));
+        }
+        if let Some(body) = &t.body_file {
+            if !trial_dir.join(body).is_file() {
+                diags.push(src.diagnostic(
+                    &format!("{field}.body-file"),
+                    format!("file `{}` not found", body.display()),
+                    Some("paths are relative to the trial file".into()),
+                ));
+            }
+        }
+    }
+    // Capacity.
+    let mut capacities = Vec::new();
+    for (role, c) in spec.infra.capacities() {
+        if let Some(cap) = check_capacity(src, diags, &format!("infra.{role}"), &c) {
+            capacities.push((role, cap));
+        }
+    }
+    positive_span(
+        src,
+        diags,
+        "infra.ready-timeout",
+        spec.infra.ready_timeout,
+        "ready-timeout",
+    );
+    positive_span(
+        src,
+        diags,
+        "infra.sample-every",
+        spec.infra.sample_every,
+        "sample-every",
+    );
+    for (i, t) in spec.thresholds.iter().enumerate() {
+        if let Err(m) = crate::report::thresholds::Threshold::parse(t) {
+            diags.push(src.diagnostic(
+                &format!("thresholds[{i}]"),
+                m,
+                Some("e.g. `verify p95 < 800ms` or `* p95 +10%`".into()),
+            ));
+        }
+    }
+    // What the environment must offer for the steps this trial needs.
+    if let Some(env) = &env {
+        let name = &env.spec.name;
+        for (role, _) in &capacities {
+            if env.spec.aws.is_none() || env.asg_name(*role).is_none() {
+                diags.push(src.diagnostic(
+                    &format!("infra.{role}"),
+                    format!("environment `{name}` has no AWS auto-scaling group for {role}"),
+                    Some("add `aws:` and `deployment:` (or services.<svc>.asg) to the environment, or drop `infra`".into()),
+                ));
+            }
+        }
+        let stores = env.spec.stores.as_ref();
+        if spec.stores.clear != ClearPolicy::Never {
+            if !env.has_store_driver() {
+                diags.push(
+                    src.diagnostic(
+                        "stores.clear",
+                        format!("environment `{name}` says nothing of its stores"),
+                        Some(
+                            "add stores.postgres (or sqlite, command, standin) to the environment"
+                                .into(),
+                        ),
+                    ),
+                );
+            } else if !stores.is_some_and(|s| s.disposable) {
+                diags.push(src.diagnostic(
+                    "stores.clear",
+                    format!("environment `{name}` is not marked disposable: clearing its stores is refused"),
+                    Some("set `stores: { disposable: true }` in the environment if its data may be deleted".into()),
+                ));
+            }
+        }
+        if spec.stores.count != CountPolicy::Never && !env.has_store_driver() {
+            diags.push(src.diagnostic(
+                "stores.count",
+                format!("environment `{name}` says nothing of its stores"),
+                None,
+            ));
+        }
+        if spec.stores.flush_sessions && !stores.is_some_and(|s| s.sessions.is_some()) {
+            diags.push(src.diagnostic(
+                "stores.flush-sessions",
+                format!("environment `{name}` has no session cache (stores.sessions)"),
+                None,
+            ));
+        }
+        if !spec.metrics.is_empty() && env.spec.aws.is_none() {
+            diags.push(src.diagnostic("metrics", format!("environment `{name}` has no `aws` section: CloudWatch metrics cannot be pulled"), Some("remove `metrics` for local runs".into())));
+        }
+    }
+    if diags.len() > before {
+        return None;
+    }
+    let hash = sha256_hex(&src.text);
+    Some(Trial {
+        file: src.file.clone(),
+        hash,
+        env: env?,
+        user_steps,
+        tasks,
+        capacities,
+        iterations,
+        spec,
+    })
+}
