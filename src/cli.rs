@@ -6,7 +6,16 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::error::{exit, Error};
-use crate::trial;
+use crate::exec::journal::UndoJournal;
+use crate::exec::{self, Interrupts};
+use crate::results::ResultsDir;
+use crate::setup::{self, SetupOptions};
+use crate::trial::model::ClearPolicy;
+use crate::veraison::release::ReleaseProfile;
+use crate::veraison::standin::faults::Faults;
+use crate::veraison::standin::store::KvStore;
+use crate::veraison::standin::{Credentials, Standin, StandinConfig};
+use crate::{demo, report, trial};
 
 /// Load-test campaigns against Veraison deployments on AWS.
 #[derive(Debug, Parser)]
@@ -49,6 +58,94 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a campaign.
+    Run {
+        /// The trial file.
+        trial: PathBuf,
+        /// Environment file instead of the one the trial names.
+        #[arg(long)]
+        env: Option<PathBuf>,
+        /// Results directory (default results/<trial>-<UTC time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue the campaign in this results directory: completed runs are kept.
+        #[arg(long, conflicts_with = "out")]
+        resume: Option<PathBuf>,
+        /// Do not ask before clearing stores.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// The embedded default: the stand-in in-process, scaled-down seed trials 1 and 3, reports.
+    Demo {
+        /// Where to write results (default demo-results/).
+        #[arg(long, default_value = "demo-results")]
+        out: PathBuf,
+    },
+    /// (Re)build the report of a results directory.
+    Report {
+        /// The results directory.
+        dir: PathBuf,
+    },
+    /// Count or clear the stores of an environment outside a trial.
+    Stores {
+        /// count or clear.
+        #[command(subcommand)]
+        action: StoresAction,
+    },
+    /// Run the Veraison stand-in service.
+    Standin(StandinArgs),
+}
+
+/// `stores` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum StoresAction {
+    /// Print rows per table.
+    Count {
+        /// The environment file.
+        #[arg(long)]
+        env: PathBuf,
+    },
+    /// Delete every row (the environment must say `disposable: true`).
+    Clear {
+        /// The environment file.
+        #[arg(long)]
+        env: PathBuf,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Options of the stand-in service.
+#[derive(Debug, clap::Args)]
+pub struct StandinArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: std::net::SocketAddr,
+    /// The Veraison release whose contract it speaks.
+    #[arg(long, default_value = "v0.0.2602")]
+    pub release: String,
+    /// Require a bearer token on provisioning (realm defaults: veraison-client / veraison-provisioner).
+    #[arg(long)]
+    pub auth: bool,
+    /// Keep the stores in PostgreSQL (a libpq conninfo or URL) instead of memory.
+    #[arg(long, env = "STANDIN_POSTGRES")]
+    pub postgres: Option<String>,
+    /// Added latency: 10ms, uniform:10ms:50ms or exp:20ms.
+    #[arg(long)]
+    pub latency: Option<crate::veraison::standin::faults::Latency>,
+    /// Probability (0..1) of answering 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Answer 500 "connection refused" to VTS for this long after start.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub slow_start: Option<std::time::Duration>,
+    /// At most this many requests use the database at once; others get "too many clients".
+    #[arg(long)]
+    pub db_connections: Option<usize>,
+    /// DELETE of a missing session answers 500, as with Veraison's memcached backend.
+    #[arg(long)]
+    pub memcached_sessions: bool,
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -82,7 +179,54 @@ fn init_logging(cli: &Cli) {
     }
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts")
+}
+
+/// First Ctrl-C: stop the load, restore, write results. Second: skip everything but restoring.
+fn watch_interrupts(interrupts: &Interrupts) {
+    let i = interrupts.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ninterrupted: stopping the load, restoring infrastructure, writing results (Ctrl-C again to skip the report)");
+            i.soft.cancel();
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ninterrupted again: exiting after the restore attempt");
+            i.hard.cancel();
+        }
+    });
+}
+
+fn confirm(question: &str, yes: bool) -> Result<(), Error> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(format!(
+            "{question}: refusing without confirmation; pass --yes"
+        )));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    if matches!(line.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Error::Usage("not confirmed; nothing was changed".into()))
+    }
+}
+
 fn run(cli: Cli) -> Result<i32, Error> {
+    let setup_opts = SetupOptions {
+        aws_endpoint: cli.aws_endpoint.clone(),
+        progress: true,
+    };
     match cli.command {
         Command::Validate { files, env } => Ok(validate(&files, env.as_deref())),
         Command::Plan { trial, env, json } => {
@@ -96,6 +240,153 @@ fn run(cli: Cli) -> Result<i32, Error> {
             } else {
                 println!("{p}");
             }
+            Ok(exit::OK)
+        }
+        Command::Run {
+            trial,
+            env,
+            out,
+            resume,
+            yes,
+        } => {
+            let t = trial::load_trial(&trial, env.as_deref())?;
+            let p = trial::plan(&t);
+            let providers = setup::providers_for(&t, &setup_opts)?;
+            if t.spec.stores.clear != ClearPolicy::Never {
+                confirm(
+                    &format!(
+                        "trial `{}` will clear the stores of environment `{}`",
+                        t.spec.name, t.env.spec.name
+                    ),
+                    yes,
+                )?;
+            }
+            let dir = match (resume, out) {
+                (Some(r), _) => ResultsDir::open(&r)?,
+                (None, Some(o)) => ResultsDir::create(&o)?,
+                (None, None) => {
+                    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+                    ResultsDir::create(
+                        &PathBuf::from("results").join(format!("{}-{stamp}", t.spec.name)),
+                    )?
+                }
+            };
+            if let Some(j) = UndoJournal::load_pending(&t.env.spec.name)? {
+                if j.state().results_dir.as_deref() != Some(dir.root.as_path()) {
+                    return Err(Error::Usage(format!(
+                        "a previous trial ({}) left auto-scaling groups of `{}` changed; run `trialrunner infra restore --env {}` first",
+                        j.state().results_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
+                        t.env.spec.name,
+                        t.env.file.display()
+                    )));
+                }
+            }
+            eprintln!("results: {}", dir.root.display());
+            let interrupts = Interrupts::default();
+            runtime().block_on(async {
+                watch_interrupts(&interrupts);
+                exec::execute(&t, &p, &providers, &dir, &interrupts).await
+            })?;
+            eprintln!("report: {}", dir.root.join("report.md").display());
+            Ok(exit::OK)
+        }
+        Command::Demo { out } => {
+            let interrupts = Interrupts::default();
+            let outcome = runtime().block_on(async {
+                watch_interrupts(&interrupts);
+                demo::run(&out, &interrupts, true).await
+            })?;
+            for (dir, report) in outcome.results.iter().zip(&outcome.reports) {
+                if let Ok(md) = std::fs::read_to_string(report) {
+                    println!("{md}");
+                }
+                println!("results: {}", dir.display());
+            }
+            for report in &outcome.reports {
+                println!("report: {}", report.display());
+            }
+            Ok(exit::OK)
+        }
+        Command::Report { dir } => {
+            let path = report::build(&dir)?;
+            println!("report: {}", path.display());
+            Ok(exit::OK)
+        }
+        Command::Stores { action } => {
+            let (env_file, clear, yes) = match action {
+                StoresAction::Count { env } => (env, false, false),
+                StoresAction::Clear { env, yes } => (env, true, yes),
+            };
+            let env = trial::load_environment(&env_file)?;
+            let (driver, _) = setup::stores_for(&env)?;
+            let driver = driver.ok_or_else(|| {
+                Error::Usage(format!(
+                    "{}: the environment names no stores",
+                    env_file.display()
+                ))
+            })?;
+            if clear {
+                if !env.spec.stores.as_ref().is_some_and(|s| s.disposable) {
+                    return Err(Error::Usage(format!(
+                        "{}: stores.disposable is not true: clearing is refused",
+                        env_file.display()
+                    )));
+                }
+                confirm(
+                    &format!(
+                        "clear every store of environment `{}` ({})",
+                        env.spec.name,
+                        driver.describe()
+                    ),
+                    yes,
+                )?;
+            }
+            let counts = runtime().block_on(async {
+                if clear {
+                    driver.clear().await
+                } else {
+                    driver.count().await
+                }
+            })?;
+            for (table, n) in &counts {
+                println!("{table:<16} {n}");
+            }
+            if clear {
+                println!("(counts before clearing)");
+            }
+            Ok(exit::OK)
+        }
+        Command::Standin(args) => {
+            let release = ReleaseProfile::parse(&args.release).map_err(Error::Usage)?;
+            let auth = args.auth.then(Credentials::default);
+            let config = StandinConfig {
+                release,
+                auth,
+                faults: Faults {
+                    latency: args.latency,
+                    error_rate: args.error_rate,
+                    slow_start: args.slow_start.unwrap_or_default(),
+                    db_connections: args.db_connections,
+                    pause: None,
+                },
+                memcached_sessions: args.memcached_sessions,
+                ..StandinConfig::default()
+            };
+            runtime().block_on(async {
+                let store = match &args.postgres {
+                    Some(conninfo) => KvStore::postgres(conninfo, 8)
+                        .await
+                        .map_err(|e| Error::Infra(e.to_string()))?,
+                    None => KvStore::memory(),
+                };
+                let s = Standin::start(args.listen, config, store)
+                    .await
+                    .map_err(|e| Error::io(format!("listening on {}", args.listen), e))?;
+                println!("stand-in listening on {}", s.url());
+                let _ = tokio::signal::ctrl_c().await;
+                s.shutdown().await;
+                Ok::<_, Error>(())
+            })?;
             Ok(exit::OK)
         }
     }

@@ -7,8 +7,16 @@
 //! See ARCHITECTURE.md for the map.
 
 pub mod cli;
+pub mod demo;
 pub mod error;
+pub mod exec;
+pub mod load;
+pub mod local;
+pub mod provider;
 pub mod report;
+pub mod results;
+pub mod secret;
+pub mod setup;
 pub mod trial;
 pub mod veraison;
 

@@ -388,7 +388,10 @@ pub fn deserialize_all<T: DeserializeOwned>(source: &Source) -> (Option<T>, Vec<
     let mut diagnostics: Vec<Diagnostic> = Vec::new();
     for _ in 0..64 {
         match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-            Ok(model) => return (Some(model), diagnostics),
+            Ok(model) => {
+                sort_by_position(&mut diagnostics);
+                return (Some(model), diagnostics);
+            }
             Err(err) => {
                 let field = field_of(err.path());
                 let message = strip_location(&err.inner().to_string());
@@ -405,7 +408,12 @@ pub fn deserialize_all<T: DeserializeOwned>(source: &Source) -> (Option<T>, Vec<
             }
         }
     }
+    sort_by_position(&mut diagnostics);
     (None, diagnostics)
+}
+
+fn sort_by_position(diagnostics: &mut [Diagnostic]) {
+    diagnostics.sort_by_key(|d| d.position.map(|p| (p.line, p.column)));
 }
 
 /// serde_yaml appends " at line X column Y" to some messages; we report positions ourselves.

@@ -756,7 +756,7 @@ fn check_trial(
                 None,
             ));
         }
-        if spec.stores.flush_sessions && !stores.is_some_and(|s| s.sessions.is_some()) {
+        if spec.stores.flush_sessions && stores.is_none_or(|s| s.sessions.is_none()) {
             diags.push(src.diagnostic(
                 "stores.flush-sessions",
                 format!("environment `{name}` has no session cache (stores.sessions)"),

@@ -1,0 +1,10 @@
+//! The load engine. It knows nothing of AWS: it is given base URLs, a release profile and
+//! credentials, and produces per-second, per-endpoint results.
+
+pub mod auth;
+pub mod engine;
+pub mod recorder;
+pub mod tasks;
+
+pub use engine::{LoadEngine, Progress};
+pub use tasks::Target;

@@ -1,0 +1,644 @@
+//! What a virtual user does: Veraison's `well-known`, `provision` and `verify` (the 3-request
+//! session) and plain HTTP steps. Success is semantic (contract §7): provisioning needs
+//! `status == "success"`, verification an EAR whose `ear.status` is `affirming`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::engine::general_purpose::URL_SAFE;
+use base64::Engine;
+use bytes::Bytes;
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use super::auth::TokenSource;
+use super::recorder::{Endpoint, EndpointId, FailureClass, Recorder, Sample};
+use crate::trial::model::{NonceMode, ServiceRole};
+use crate::trial::TaskRef;
+use crate::veraison::ear::{self, EarStatus};
+use crate::veraison::psa::{Device, TokenMinter, SEED_NONCE_B64};
+use crate::veraison::release::{ReleaseProfile, PSA_EVIDENCE_MEDIA_TYPE};
+
+/// A plain HTTP task, resolved (body read, headers parsed).
+#[derive(Debug, Clone)]
+pub struct HttpTask {
+    /// Which service's URL it is relative to.
+    pub service: ServiceRole,
+    /// Method.
+    pub method: Method,
+    /// Path and query.
+    pub path: String,
+    /// Extra headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+    /// Expected status.
+    pub expect: StatusCode,
+    /// Send the provisioning bearer token.
+    pub auth: bool,
+}
+
+/// Where the target is and how to speak to it; knows nothing of how it is deployed.
+pub struct Target {
+    /// Provisioning base URL.
+    pub provisioning: url::Url,
+    /// Verification base URL.
+    pub verification: url::Url,
+    /// The release's wire contract.
+    pub release: ReleaseProfile,
+    /// Provisioning bearer tokens, when the deployment needs them.
+    pub tokens: Option<Arc<TokenSource>>,
+    /// Plain HTTP tasks by name.
+    pub http_tasks: BTreeMap<String, HttpTask>,
+}
+
+/// One device's ready-made requests.
+pub struct DeviceMaterial {
+    /// The device.
+    pub device: Device,
+    /// Its CoRIM for the release (fixed id; the corim-store era gets a fresh id per request).
+    pub corim: Bytes,
+    /// A token for the seed nonce.
+    pub seed_token: Bytes,
+    /// Re-signs for fresh 32-byte nonces.
+    pub minter: TokenMinter,
+}
+
+/// The seed nonce, decoded.
+pub fn seed_nonce() -> Vec<u8> {
+    URL_SAFE
+        .decode(SEED_NONCE_B64)
+        .expect("the seed nonce is valid base64url")
+}
+
+impl DeviceMaterial {
+    /// Material for fleet device `index` under a release.
+    pub fn new(release: &ReleaseProfile, seed: u64, index: u32) -> DeviceMaterial {
+        let device = Device::synthetic(seed, index);
+        let corim = device.corim(
+            release.corim_profile,
+            release.corim_tagged,
+            &format!("trialrunner-{seed:x}-{index}"),
+        );
+        let seed_token = device.token(&seed_nonce());
+        let minter = TokenMinter::new(&device, 32);
+        DeviceMaterial {
+            corim: corim.into(),
+            seed_token: seed_token.into(),
+            minter,
+            device,
+        }
+    }
+}
+
+/// A task with the endpoints it records into.
+#[derive(Debug, Clone)]
+pub enum Job {
+    /// Both well-knowns.
+    WellKnown {
+        /// `GET /.well-known/veraison/provisioning`.
+        provisioning: EndpointId,
+        /// `GET /.well-known/veraison/verification`.
+        verification: EndpointId,
+    },
+    /// CoRIM submission.
+    Provision {
+        /// `POST /endorsement-provisioning/v1/submit`.
+        submit: EndpointId,
+    },
+    /// Challenge-response session.
+    Verify {
+        /// newSession.
+        new_session: EndpointId,
+        /// Evidence POST.
+        evidence: EndpointId,
+        /// DELETE.
+        delete: EndpointId,
+    },
+    /// A plain HTTP task.
+    Http {
+        /// Its name in `http-tasks`.
+        name: String,
+        /// Its endpoint.
+        endpoint: EndpointId,
+    },
+}
+
+/// Request names, as Locust's script named them.
+pub mod names {
+    /// Provisioning well-known.
+    pub const WK_PROVISIONING: &str = "/.well-known/veraison/provisioning";
+    /// Verification well-known.
+    pub const WK_VERIFICATION: &str = "/.well-known/veraison/verification";
+    /// CoRIM submission.
+    pub const SUBMIT: &str = "/endorsement-provisioning/v1/submit";
+    /// newSession, nonce elided.
+    pub const NEW_SESSION: &str = "/challenge-response/v1/newSession?nonce=[NONCE]";
+    /// Evidence POST and DELETE.
+    pub const SESSION: &str = "/challenge-response/v1/[SESSION_ID]";
+}
+
+/// Registers endpoints for tasks; returns the jobs and the endpoint list (token endpoint last,
+/// when auth is configured).
+pub fn plan_jobs(
+    tasks: &[TaskRef],
+    target: &Target,
+) -> (Vec<Job>, Vec<Endpoint>, Option<EndpointId>) {
+    let mut eps: Vec<Endpoint> = Vec::new();
+    let mut add = |method: &str, name: &str, task: &str| {
+        eps.push(Endpoint {
+            method: method.into(),
+            name: name.into(),
+            task: task.into(),
+        });
+        EndpointId(eps.len() - 1)
+    };
+    let jobs = tasks
+        .iter()
+        .map(|t| match t {
+            TaskRef::WellKnown => Job::WellKnown {
+                provisioning: add("GET", names::WK_PROVISIONING, "well-known"),
+                verification: add("GET", names::WK_VERIFICATION, "well-known"),
+            },
+            TaskRef::Provision => Job::Provision {
+                submit: add("POST", names::SUBMIT, "provision"),
+            },
+            TaskRef::Verify => Job::Verify {
+                new_session: add("POST", names::NEW_SESSION, "verify"),
+                evidence: add("POST", names::SESSION, "verify"),
+                delete: add("DELETE", names::SESSION, "verify"),
+            },
+            TaskRef::Http(name) => {
+                let h = &target.http_tasks[name];
+                Job::Http {
+                    name: name.clone(),
+                    endpoint: add(h.method.as_str(), &h.path, name),
+                }
+            }
+        })
+        .collect();
+    let token = target
+        .tokens
+        .as_ref()
+        .map(|t| add("POST", &t.token_path(), "auth"));
+    (jobs, eps, token)
+}
+
+/// Per-user state.
+pub struct UserCtx<'a> {
+    /// The user's device.
+    pub device: &'a DeviceMaterial,
+    /// Nonce handling.
+    pub nonce: NonceMode,
+    /// Intended start of this session (open model), consumed by its first request.
+    pub intended: Option<Instant>,
+    /// Counter for unique CoRIM ids (corim-store era).
+    pub submissions: u64,
+    /// Index of the user (for unique ids).
+    pub user: usize,
+}
+
+/// Everything a request needs to be sent and recorded.
+pub struct Runner<'a> {
+    /// The HTTP client.
+    pub client: &'a reqwest::Client,
+    /// The target.
+    pub target: &'a Target,
+    /// Where to record.
+    pub recorder: &'a Recorder,
+    /// The token endpoint's id.
+    pub token_endpoint: Option<EndpointId>,
+    /// When set, EAR signatures are verified too (readiness checks; the hot path skips it).
+    pub ear_key: Option<&'a p256::ecdsa::VerifyingKey>,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    sample: Sample,
+}
+
+/// Classifies a transport error for the failure table.
+pub fn classify(e: &reqwest::Error) -> (FailureClass, String) {
+    let mut root: &dyn std::error::Error = e;
+    let mut io_kind = None;
+    while let Some(next) = root.source() {
+        if let Some(io) = next.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
+        root = next;
+    }
+    let detail = root.to_string();
+    let class = if e.is_timeout() {
+        FailureClass::Timeout
+    } else if e.is_connect() {
+        FailureClass::Connect
+    } else if matches!(
+        io_kind,
+        Some(
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+        )
+    ) || detail.contains("connection closed")
+        || detail.contains("reset")
+    {
+        FailureClass::Reset
+    } else {
+        FailureClass::Transport
+    };
+    let message = if class == FailureClass::Timeout {
+        "request timed out".to_string()
+    } else {
+        detail
+    };
+    (class, message)
+}
+
+fn status_message(status: StatusCode, body: &[u8]) -> String {
+    let detail = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_string));
+    match detail {
+        Some(d) => format!("HTTP {}: {d}", status.as_u16()),
+        None => format!("HTTP {}", status.as_u16()),
+    }
+}
+
+impl Runner<'_> {
+    async fn send(
+        &self,
+        ep: EndpointId,
+        req: reqwest::RequestBuilder,
+        intended: &mut Option<Instant>,
+    ) -> Option<Reply> {
+        let start = Instant::now();
+        let origin = intended.take().unwrap_or(start);
+        let result = async {
+            let resp = req.send().await?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = resp.bytes().await?;
+            Ok::<_, reqwest::Error>((status, headers, body))
+        }
+        .await;
+        let end = Instant::now();
+        let sample = Sample {
+            service_us: (end - start).as_micros() as u64,
+            corrected_us: (origin != start).then(|| (end - origin).as_micros() as u64),
+            bytes: 0,
+            ok: false,
+        };
+        match result {
+            Ok((status, headers, body)) => Some(Reply {
+                status,
+                headers,
+                sample: Sample {
+                    bytes: body.len() as u64,
+                    ..sample
+                },
+                body,
+            }),
+            Err(e) => {
+                let (class, msg) = classify(&e);
+                self.recorder.record(ep, sample);
+                self.recorder.failure(ep, class, &msg);
+                None
+            }
+        }
+    }
+
+    fn verdict(
+        &self,
+        ep: EndpointId,
+        reply: &Reply,
+        outcome: Result<(), (FailureClass, String)>,
+    ) -> bool {
+        let ok = outcome.is_ok();
+        self.recorder.record(ep, Sample { ok, ..reply.sample });
+        if let Err((class, msg)) = outcome {
+            self.recorder.failure(ep, class, &msg);
+        }
+        ok
+    }
+
+    fn expect_status(reply: &Reply, want: StatusCode) -> Result<(), (FailureClass, String)> {
+        if reply.status == want {
+            Ok(())
+        } else {
+            Err((
+                FailureClass::Status,
+                status_message(reply.status, &reply.body),
+            ))
+        }
+    }
+
+    /// The provisioning bearer header, fetching a token if needed (recorded on its endpoint).
+    async fn bearer(&self) -> Option<HeaderValue> {
+        let tokens = self.target.tokens.as_ref()?;
+        let (token, fetched) = tokens.bearer(self.client).await;
+        if let (Some(f), Some(ep)) = (fetched, self.token_endpoint) {
+            let ok = f.error.is_none();
+            self.recorder.record(
+                ep,
+                Sample {
+                    service_us: f.latency_us,
+                    corrected_us: None,
+                    bytes: 0,
+                    ok,
+                },
+            );
+            if let Some(e) = f.error {
+                self.recorder.failure(ep, FailureClass::Status, &e);
+            }
+        }
+        token.and_then(|t| HeaderValue::from_str(&format!("Bearer {}", t.expose())).ok())
+    }
+
+    /// Runs one task once.
+    pub async fn run(&self, job: &Job, ctx: &mut UserCtx<'_>) {
+        match job {
+            Job::WellKnown {
+                provisioning,
+                verification,
+            } => {
+                let auth = if self.target.release.well_known_needs_auth {
+                    self.bearer().await
+                } else {
+                    None
+                };
+                self.well_known(
+                    *provisioning,
+                    &self.target.provisioning,
+                    names::WK_PROVISIONING,
+                    auth,
+                    ctx,
+                )
+                .await;
+                self.well_known(
+                    *verification,
+                    &self.target.verification,
+                    names::WK_VERIFICATION,
+                    None,
+                    ctx,
+                )
+                .await;
+            }
+            Job::Provision { submit } => self.provision(*submit, ctx).await,
+            Job::Verify {
+                new_session,
+                evidence,
+                delete,
+            } => self.verify(*new_session, *evidence, *delete, ctx).await,
+            Job::Http { name, endpoint } => self.http(name, *endpoint, ctx).await,
+        }
+    }
+
+    async fn well_known(
+        &self,
+        ep: EndpointId,
+        base: &url::Url,
+        path: &str,
+        auth: Option<HeaderValue>,
+        ctx: &mut UserCtx<'_>,
+    ) {
+        let url = base.join(path).expect("well-known path joins");
+        let mut req = self.client.get(url).header(ACCEPT, "*/*");
+        if let Some(a) = auth {
+            req = req.header(AUTHORIZATION, a);
+        }
+        let Some(reply) = self.send(ep, req, &mut ctx.intended).await else {
+            return;
+        };
+        let outcome = Self::expect_status(&reply, StatusCode::OK).and_then(|_| {
+            let v: Value = serde_json::from_slice(&reply.body)
+                .map_err(|_| (FailureClass::Body, "discovery body is not JSON".to_string()))?;
+            match v.get("service-state").and_then(Value::as_str) {
+                Some(_) if v.get("media-types").is_some() => Ok(()),
+                _ => Err((
+                    FailureClass::Body,
+                    "discovery body lacks service-state or media-types".to_string(),
+                )),
+            }
+        });
+        self.verdict(ep, &reply, outcome);
+    }
+
+    async fn provision(&self, ep: EndpointId, ctx: &mut UserCtx<'_>) {
+        let release = &self.target.release;
+        let body = if release.store == crate::veraison::release::StoreEra::CorimStore {
+            // Duplicates are refused in this era: a fresh corim-id per submission.
+            ctx.submissions += 1;
+            let id = format!(
+                "trialrunner-u{}-{}-{}",
+                ctx.user,
+                ctx.submissions,
+                uuid::Uuid::new_v4()
+            );
+            Bytes::from(
+                ctx.device
+                    .device
+                    .corim(release.corim_profile, release.corim_tagged, &id),
+            )
+        } else {
+            ctx.device.corim.clone()
+        };
+        let url = self
+            .target
+            .provisioning
+            .join(names::SUBMIT)
+            .expect("submit path joins");
+        let mut req = self
+            .client
+            .post(url)
+            .header(CONTENT_TYPE, release.provisioning_media_type)
+            .header(ACCEPT, "*/*")
+            .body(body);
+        if let Some(a) = self.bearer().await {
+            req = req.header(AUTHORIZATION, a);
+        }
+        let Some(reply) = self.send(ep, req, &mut ctx.intended).await else {
+            return;
+        };
+        let outcome = Self::expect_status(&reply, StatusCode::OK).and_then(|_| {
+            let v: Value = serde_json::from_slice(&reply.body).map_err(|_| {
+                (
+                    FailureClass::Body,
+                    "provisioning body is not JSON".to_string(),
+                )
+            })?;
+            match v.get("status").and_then(Value::as_str) {
+                Some("success") => Ok(()),
+                Some("failed") => Err((
+                    FailureClass::Failed,
+                    v.get("failure-reason")
+                        .and_then(Value::as_str)
+                        .unwrap_or("no failure-reason")
+                        .to_string(),
+                )),
+                other => Err((
+                    FailureClass::Body,
+                    format!("unexpected provisioning status {other:?}"),
+                )),
+            }
+        });
+        self.verdict(ep, &reply, outcome);
+    }
+
+    async fn verify(
+        &self,
+        new_ep: EndpointId,
+        ev_ep: EndpointId,
+        del_ep: EndpointId,
+        ctx: &mut UserCtx<'_>,
+    ) {
+        let (nonce, token) = match ctx.nonce {
+            NonceMode::Fixed => (seed_nonce(), ctx.device.seed_token.clone()),
+            NonceMode::Fresh => {
+                let n: [u8; 32] = rand::random();
+                (n.to_vec(), Bytes::from(ctx.device.minter.mint(&n)))
+            }
+        };
+        // 1. newSession with the nonce as padded base64url (portable across releases).
+        let mut url = self
+            .target
+            .verification
+            .join("/challenge-response/v1/newSession")
+            .expect("path joins");
+        url.query_pairs_mut()
+            .append_pair("nonce", &URL_SAFE.encode(&nonce));
+        let Some(reply) = self
+            .send(
+                new_ep,
+                self.client.post(url.clone()).header(ACCEPT, "*/*"),
+                &mut ctx.intended,
+            )
+            .await
+        else {
+            return;
+        };
+        let session_url = Self::expect_status(&reply, StatusCode::CREATED).and_then(|_| {
+            let loc = reply
+                .headers
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .ok_or((FailureClass::Body, "201 without Location".to_string()))?;
+            let v: Value = serde_json::from_slice(&reply.body)
+                .map_err(|_| (FailureClass::Body, "session body is not JSON".to_string()))?;
+            let echoed = v
+                .get("nonce")
+                .and_then(Value::as_str)
+                .and_then(ear::decode_b64_lenient);
+            if echoed.as_deref() != Some(nonce.as_slice()) {
+                return Err((
+                    FailureClass::Body,
+                    "session nonce differs from the one sent".to_string(),
+                ));
+            }
+            // Location is relative (`session/<uuid>`): resolve against the request URL.
+            url.join(loc)
+                .map_err(|_| (FailureClass::Body, format!("bad Location {loc:?}")))
+        });
+        let session_url = match session_url {
+            Ok(u) => {
+                self.verdict(new_ep, &reply, Ok(()));
+                u
+            }
+            Err(e) => {
+                self.verdict(new_ep, &reply, Err(e));
+                return;
+            }
+        };
+        // 2. Evidence.
+        let req = self
+            .client
+            .post(session_url.clone())
+            .header(CONTENT_TYPE, PSA_EVIDENCE_MEDIA_TYPE)
+            .header(ACCEPT, "*/*")
+            .body(token);
+        if let Some(reply) = self.send(ev_ep, req, &mut ctx.intended).await {
+            let outcome = Self::expect_status(&reply, StatusCode::OK).and_then(|_| {
+                let v: Value = serde_json::from_slice(&reply.body)
+                    .map_err(|_| (FailureClass::Body, "session body is not JSON".to_string()))?;
+                if v.get("status").and_then(Value::as_str) != Some("complete") {
+                    return Err((
+                        FailureClass::Body,
+                        format!("session status {:?}, expected complete", v.get("status")),
+                    ));
+                }
+                let jwt = v
+                    .get("result")
+                    .and_then(Value::as_str)
+                    .ok_or((FailureClass::Body, "no result in the session".to_string()))?;
+                match ear::ear_status(jwt, self.ear_key) {
+                    Ok(EarStatus::Affirming) => Ok(()),
+                    Ok(EarStatus::Warning) => {
+                        Err((FailureClass::Warning, "ear.status warning".into()))
+                    }
+                    Ok(s) => Err((
+                        FailureClass::Contraindicated,
+                        format!("ear.status {}", s.as_str()),
+                    )),
+                    Err(e) => Err((FailureClass::Body, e.to_string())),
+                }
+            });
+            self.verdict(ev_ep, &reply, outcome);
+        }
+        // 3. DELETE, whatever the evidence outcome (the session exists).
+        if let Some(reply) = self
+            .send(
+                del_ep,
+                self.client.delete(session_url).header(ACCEPT, "*/*"),
+                &mut ctx.intended,
+            )
+            .await
+        {
+            let outcome = Self::expect_status(&reply, StatusCode::NO_CONTENT);
+            self.verdict(del_ep, &reply, outcome);
+        }
+    }
+
+    async fn http(&self, name: &str, ep: EndpointId, ctx: &mut UserCtx<'_>) {
+        let t = &self.target.http_tasks[name];
+        let base = match t.service {
+            ServiceRole::Provisioning => &self.target.provisioning,
+            _ => &self.target.verification,
+        };
+        let Ok(url) = base.join(&t.path) else { return };
+        let mut req = self
+            .client
+            .request(t.method.clone(), url)
+            .headers(t.headers.clone());
+        if !t.body.is_empty() {
+            req = req.body(t.body.clone());
+        }
+        if t.auth {
+            if let Some(a) = self.bearer().await {
+                req = req.header(AUTHORIZATION, a);
+            }
+        }
+        let Some(reply) = self.send(ep, req, &mut ctx.intended).await else {
+            return;
+        };
+        let outcome = Self::expect_status(&reply, t.expect);
+        self.verdict(ep, &reply, outcome);
+    }
+}
+
+/// Parses header pairs for an HTTP task.
+pub fn header_map(headers: &BTreeMap<String, String>) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("`{k}` is not a header name"))?;
+        let value =
+            HeaderValue::from_str(v).map_err(|_| format!("header `{k}` has an invalid value"))?;
+        map.insert(name, value);
+    }
+    Ok(map)
+}

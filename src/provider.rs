@@ -1,0 +1,140 @@
+//! The small traits the executor acts through. Each has an AWS/real implementation and a local
+//! one; the executor knows only these. Errors are [`crate::Error`] values (`Infra` for
+//! provider failures), so exit codes follow from them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Result;
+use crate::results::RunSummary;
+use crate::trial::model::ServiceRole;
+use crate::trial::{Capacity, LoadPhase};
+
+/// An ASG's settings as found before a trial: what restoring puts back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsgSettings {
+    /// The service it runs.
+    pub service: ServiceRole,
+    /// ASG name.
+    pub name: String,
+    /// Minimum size.
+    pub min: i32,
+    /// Maximum size.
+    pub max: i32,
+    /// Desired capacity.
+    pub desired: i32,
+    /// Suspended scaling processes.
+    #[serde(default)]
+    pub suspended_processes: Vec<String>,
+    /// Group metrics enabled (empty when collection is off).
+    #[serde(default)]
+    pub enabled_metrics: Vec<String>,
+}
+
+/// How long it took for a service to become ready.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadyReport {
+    /// Per service: seconds until every instance was InService, healthy and READY.
+    pub seconds: BTreeMap<String, f64>,
+}
+
+/// Auto-scaling control.
+#[async_trait]
+pub trait Scaler: Send + Sync {
+    /// Current settings of the services' ASGs (for the undo journal).
+    async fn snapshot(&self, services: &[ServiceRole]) -> Result<Vec<AsgSettings>>;
+    /// Applies a capacity (and turns on 1-minute group metrics).
+    async fn set_capacity(&self, service: ServiceRole, capacity: Capacity) -> Result<()>;
+    /// Waits until the services are ready, or the timeout/cancel.
+    async fn wait_ready(
+        &self,
+        services: &[ServiceRole],
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<ReadyReport>;
+    /// Puts one ASG back as it was; idempotent.
+    async fn restore(&self, original: &AsgSettings) -> Result<()>;
+    /// One infra sample (instances, lifecycle, target health) as a JSON line for `infra.jsonl`.
+    async fn sample(&self) -> Result<serde_json::Value>;
+    /// After a run: scaling activities and instance launch times for its window.
+    async fn spin_up_timeline(&self, from_unix: f64, to_unix: f64) -> Result<serde_json::Value>;
+}
+
+/// Row counts per store table.
+pub type StoreCounts = BTreeMap<String, u64>;
+
+/// Clearing and counting the endorsement stores.
+#[async_trait]
+pub trait StoreDriver: Send + Sync {
+    /// What this driver talks to (no secrets).
+    fn describe(&self) -> String;
+    /// Rows per table.
+    async fn count(&self) -> Result<StoreCounts>;
+    /// Deletes every row; returns the counts before. Callers check the counts after.
+    async fn clear(&self) -> Result<StoreCounts>;
+}
+
+/// The verification session cache.
+#[async_trait]
+pub trait SessionCache: Send + Sync {
+    /// Drops every session.
+    async fn flush(&self) -> Result<()>;
+}
+
+/// Cloud metrics for a window, written into a run's folder.
+#[async_trait]
+pub trait MetricsSource: Send + Sync {
+    /// Pulls the metrics for `[from, to]` (Unix seconds) into `dir/cloudwatch.json`.
+    async fn pull(&self, from_unix: f64, to_unix: f64, dir: &Path) -> Result<()>;
+}
+
+/// What the readiness gate found.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct TargetReport {
+    /// `version` of each service's well-known.
+    pub versions: BTreeMap<String, String>,
+    /// Notes from the smoke run.
+    pub notes: Vec<String>,
+}
+
+/// Readiness of the target service itself.
+#[async_trait]
+pub trait TargetCheck: Send + Sync {
+    /// Well-known READY, and one provision + verify succeeding semantically.
+    async fn check(&self) -> Result<TargetReport>;
+}
+
+/// The load engine, as the executor sees it.
+#[async_trait]
+pub trait LoadRunner: Send + Sync {
+    /// Runs one load phase, writing its files into `dir`.
+    async fn run(
+        &self,
+        phase: &LoadPhase,
+        dir: &Path,
+        cancel: &CancellationToken,
+    ) -> Result<RunSummary>;
+}
+
+/// The providers a plan executes against; absent ones are caught by validation.
+#[derive(Clone)]
+pub struct Providers {
+    /// ASG control.
+    pub scaler: Option<Arc<dyn Scaler>>,
+    /// Stores.
+    pub stores: Option<Arc<dyn StoreDriver>>,
+    /// Session cache.
+    pub sessions: Option<Arc<dyn SessionCache>>,
+    /// Cloud metrics.
+    pub metrics: Option<Arc<dyn MetricsSource>>,
+    /// Readiness gate.
+    pub target: Arc<dyn TargetCheck>,
+    /// Load.
+    pub load: Arc<dyn LoadRunner>,
+}

@@ -1,0 +1,314 @@
+//! CSV formats: Locust-compatible `stats.csv`, `stats_history.csv`, `failures.csv` (same
+//! column names, so the seed's plotting scripts read them), our per-second `timeline.csv`, and
+//! the HdrHistogram V2 interval log (`latency.hlog`).
+
+use base64::Engine;
+use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+
+/// Locust's percentile columns.
+pub const LOCUST_PERCENTILES: [(f64, &str); 11] = [
+    (0.50, "50%"),
+    (0.66, "66%"),
+    (0.75, "75%"),
+    (0.80, "80%"),
+    (0.90, "90%"),
+    (0.95, "95%"),
+    (0.98, "98%"),
+    (0.99, "99%"),
+    (0.999, "99.9%"),
+    (0.9999, "99.99%"),
+    (1.0, "100%"),
+];
+
+/// Quotes a CSV field when it needs it.
+pub fn field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Microseconds → milliseconds.
+pub fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn percentile_cells(h: &Histogram<u64>) -> String {
+    LOCUST_PERCENTILES
+        .iter()
+        .map(|(q, _)| {
+            if h.is_empty() {
+                "N/A".to_string()
+            } else {
+                format!("{:.0}", ms(h.value_at_quantile(*q)))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn percentile_names() -> String {
+    LOCUST_PERCENTILES
+        .iter()
+        .map(|(_, n)| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `stats.csv` header.
+pub fn stats_header() -> String {
+    format!(
+        "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,{}\n",
+        percentile_names().replace('"', "")
+    )
+}
+
+/// Figures one row of `stats.csv` or `stats_history.csv` needs.
+pub struct RowFigures<'a> {
+    /// Latency histogram (µs).
+    pub hist: &'a Histogram<u64>,
+    /// Requests.
+    pub count: u64,
+    /// Failures.
+    pub failures: u64,
+    /// Response bytes.
+    pub bytes: u64,
+    /// Seconds the figures cover.
+    pub seconds: f64,
+}
+
+impl RowFigures<'_> {
+    fn cells(&self) -> String {
+        let h = self.hist;
+        let (median, avg, min, max) = if h.is_empty() {
+            (0.0, 0.0, 0.0, 0.0)
+        } else {
+            (
+                ms(h.value_at_quantile(0.5)),
+                h.mean() / 1000.0,
+                ms(h.min()),
+                ms(h.max()),
+            )
+        };
+        let secs = self.seconds.max(1e-9);
+        format!(
+            "{},{},{:.0},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2}",
+            self.count,
+            self.failures,
+            median,
+            avg,
+            min,
+            max,
+            if self.count > 0 {
+                self.bytes as f64 / self.count as f64
+            } else {
+                0.0
+            },
+            self.count as f64 / secs,
+            self.failures as f64 / secs
+        )
+    }
+}
+
+/// One `stats.csv` row.
+pub fn stats_row(method: &str, name: &str, f: &RowFigures) -> String {
+    format!(
+        "{},{},{},{}\n",
+        field(method),
+        field(name),
+        f.cells(),
+        percentile_cells(f.hist)
+    )
+}
+
+/// `stats_history.csv` header.
+pub fn history_header() -> String {
+    format!(
+        "Timestamp,User Count,Type,Name,Requests/s,Failures/s,{},Total Request Count,Total Failure Count,Total Median Response Time,Total Average Response Time,Total Min Response Time,Total Max Response Time,Total Average Content Size\n",
+        percentile_names().replace('"', "")
+    )
+}
+
+/// One `stats_history.csv` row: this second's rates and percentiles, totals so far.
+pub fn history_row(
+    unix: i64,
+    users: usize,
+    method: &str,
+    name: &str,
+    second: &RowFigures,
+    total: &RowFigures,
+) -> String {
+    let t = total.hist;
+    let (median, avg, min, max) = if t.is_empty() {
+        (0.0, 0.0, 0.0, 0.0)
+    } else {
+        (
+            ms(t.value_at_quantile(0.5)),
+            t.mean() / 1000.0,
+            ms(t.min()),
+            ms(t.max()),
+        )
+    };
+    format!(
+        "{unix},{users},{},{},{:.2},{:.2},{},{},{},{:.0},{:.2},{:.2},{:.2},{:.2}\n",
+        field(method),
+        field(name),
+        second.count as f64 / second.seconds.max(1e-9),
+        second.failures as f64 / second.seconds.max(1e-9),
+        percentile_cells(second.hist),
+        total.count,
+        total.failures,
+        median,
+        avg,
+        min,
+        max,
+        if total.count > 0 {
+            total.bytes as f64 / total.count as f64
+        } else {
+            0.0
+        },
+    )
+}
+
+/// `failures.csv` header.
+pub const FAILURES_HEADER: &str = "Method,Name,Error,Occurrences\n";
+
+/// One `failures.csv` row; the error reads `class: message`.
+pub fn failure_row(method: &str, name: &str, class: &str, message: &str, count: u64) -> String {
+    format!(
+        "{},{},{},{count}\n",
+        field(method),
+        field(name),
+        field(&format!("{class}: {message}"))
+    )
+}
+
+/// `timeline.csv` header: one row per second per endpoint.
+pub const TIMELINE_HEADER: &str =
+    "second,unix_time,method,name,users,requests,failures,p50_ms,p90_ms,p95_ms,p99_ms,max_ms,mean_ms,corrected_p95_ms,warmup\n";
+
+/// A timeline row.
+#[allow(clippy::too_many_arguments)]
+pub fn timeline_row(
+    second: u64,
+    unix: f64,
+    method: &str,
+    name: &str,
+    users: usize,
+    count: u64,
+    failures: u64,
+    h: &Histogram<u64>,
+    corrected: Option<&Histogram<u64>>,
+    warmup: bool,
+) -> String {
+    let q = |q: f64| {
+        if h.is_empty() {
+            String::new()
+        } else {
+            format!("{:.3}", ms(h.value_at_quantile(q)))
+        }
+    };
+    let mean = if h.is_empty() {
+        String::new()
+    } else {
+        format!("{:.3}", h.mean() / 1000.0)
+    };
+    let corr = corrected
+        .filter(|c| !c.is_empty())
+        .map(|c| format!("{:.3}", ms(c.value_at_quantile(0.95))))
+        .unwrap_or_default();
+    format!(
+        "{second},{unix:.3},{},{},{users},{count},{failures},{},{},{},{},{},{mean},{corr},{}\n",
+        field(method),
+        field(name),
+        q(0.5),
+        q(0.9),
+        q(0.95),
+        q(0.99),
+        q(1.0),
+        warmup as u8
+    )
+}
+
+/// Header lines of an HdrHistogram interval log.
+pub fn hlog_header(start_unix: f64) -> String {
+    format!(
+        "#[Histogram log format version 1.3]\n#[Values in microseconds; one interval per second per endpoint]\n#[StartTime: {start_unix:.3} (seconds since epoch)]\n#[BaseTime: {start_unix:.3} (seconds since epoch)]\n\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n"
+    )
+}
+
+/// A tag usable in the interval log (no commas, spaces or newlines).
+pub fn hlog_tag(method: &str, name: &str) -> String {
+    format!("{method}:{name}")
+        .chars()
+        .map(|c| {
+            if c == ',' || c.is_whitespace() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// One interval line (V2 deflate encoding, max in ms as the Java tools show it).
+pub fn hlog_line(tag: &str, start_offset_s: f64, length_s: f64, h: &Histogram<u64>) -> String {
+    let mut buf = Vec::new();
+    V2DeflateSerializer::new()
+        .serialize(h, &mut buf)
+        .expect("histograms serialize into a Vec");
+    format!(
+        "Tag={tag},{start_offset_s:.3},{length_s:.3},{:.3},{}\n",
+        ms(h.max()),
+        base64::engine::general_purpose::STANDARD.encode(buf)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use hdrhistogram::serialization::Deserializer;
+
+    #[test]
+    fn hlog_round_trips_through_the_reference_parser() {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        for v in [100u64, 200, 300, 40_000] {
+            h.record(v).unwrap();
+        }
+        let log = format!(
+            "{}{}",
+            hlog_header(1000.0),
+            hlog_line(&hlog_tag("POST", "/a b,c"), 1.0, 1.0, &h)
+        );
+        let entries: Vec<_> = IntervalLogIterator::new(log.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let hist = entries
+            .iter()
+            .find_map(|e| match e {
+                LogEntry::Interval(i) => Some(i),
+                _ => None,
+            })
+            .expect("one interval");
+        assert_eq!(hist.tag().unwrap().as_str(), "POST:/a_b_c");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(hist.encoded_histogram())
+            .unwrap();
+        let back: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .unwrap();
+        assert_eq!(back.len(), 4);
+        assert_eq!(back.max(), h.max());
+    }
+
+    #[test]
+    fn locust_columns() {
+        assert!(stats_header()
+            .starts_with("Type,Name,Request Count,Failure Count,Median Response Time"));
+        assert!(history_header().contains(",95%,"));
+        assert_eq!(field("a,b"), "\"a,b\"");
+    }
+}

@@ -1,0 +1,145 @@
+//! Wiring: from a checked trial and its environment to the load [`Target`] and the
+//! [`Providers`]. Everything that can fail for want of input (a secret's variable unset, a body
+//! file unreadable) fails here, before any step acts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::load::auth::{PasswordGrant, TokenSource};
+use crate::load::tasks::{header_map, HttpTask, Target};
+use crate::load::{LoadEngine, Progress};
+use crate::provider::{Providers, SessionCache, StoreDriver};
+use crate::secret::Secret;
+use crate::trial::model::{AuthSpec, ServiceRole};
+use crate::trial::{Environment, Trial};
+use crate::veraison::health::ServiceCheck;
+
+/// Options that come from the command line rather than the files.
+#[derive(Debug, Clone, Default)]
+pub struct SetupOptions {
+    /// `--aws-endpoint`.
+    pub aws_endpoint: Option<String>,
+    /// Show live progress.
+    pub progress: bool,
+}
+
+fn auth_for(env: &Environment) -> Result<Option<Arc<TokenSource>>> {
+    let Some(AuthSpec { oauth2_password: g }) = &env.spec.services.provisioning.auth else {
+        return Ok(None);
+    };
+    let password = Secret::from_env(&g.password_env).map_err(|m| {
+        Error::Usage(format!(
+            "{}: services.provisioning.auth: {m}",
+            env.file.display()
+        ))
+    })?;
+    let client_secret = match &g.client_secret_env {
+        Some(var) => Some(Secret::from_env(var).map_err(|m| {
+            Error::Usage(format!(
+                "{}: services.provisioning.auth: {m}",
+                env.file.display()
+            ))
+        })?),
+        None => None,
+    };
+    Ok(Some(Arc::new(TokenSource::new(PasswordGrant {
+        token_url: g.token_url.clone(),
+        client_id: g.client_id.clone(),
+        client_secret,
+        username: g.username.clone(),
+        password,
+    }))))
+}
+
+/// The load target of an environment, with the trial's plain HTTP tasks.
+pub fn target_for(env: &Environment, trial: Option<&Trial>) -> Result<Target> {
+    let mut http_tasks = BTreeMap::new();
+    if let Some(t) = trial {
+        let dir = t.file.parent().unwrap_or(Path::new("."));
+        for (name, spec) in &t.spec.http_tasks {
+            let body = match &spec.body_file {
+                Some(f) => std::fs::read(dir.join(f))
+                    .map_err(|e| Error::io(format!("reading body file of http task {name}"), e))?,
+                None => Vec::new(),
+            };
+            let headers = header_map(&spec.headers)
+                .map_err(|m| Error::Usage(format!("http-tasks.{name}.headers: {m}")))?;
+            http_tasks.insert(
+                name.clone(),
+                HttpTask {
+                    service: spec.service,
+                    method: reqwest::Method::from_bytes(spec.method.as_bytes())
+                        .map_err(|_| Error::Usage(format!("http-tasks.{name}.method")))?,
+                    path: spec.path.clone(),
+                    headers,
+                    body: body.into(),
+                    expect: reqwest::StatusCode::from_u16(spec.expect_status)
+                        .map_err(|_| Error::Usage(format!("http-tasks.{name}.expect-status")))?,
+                    auth: spec.auth,
+                },
+            );
+        }
+    }
+    let services = &env.spec.services;
+    Ok(Target {
+        provisioning: services.provisioning.url.clone(),
+        verification: services.verification.url.clone(),
+        release: env.release.clone(),
+        tokens: auth_for(env)?,
+        http_tasks,
+    })
+}
+
+/// A store driver and a session cache, each optional.
+pub type StoreProviders = (Option<Arc<dyn StoreDriver>>, Option<Arc<dyn SessionCache>>);
+
+/// The store driver and session cache an environment names.
+pub fn stores_for(env: &Environment) -> Result<StoreProviders> {
+    let Some(stores) = &env.spec.stores else {
+        return Ok((None, None));
+    };
+    let mut driver: Option<Arc<dyn StoreDriver>> = None;
+    let mut sessions: Option<Arc<dyn SessionCache>> = None;
+    if let Some(s) = &stores.standin {
+        let local = Arc::new(crate::local::StandinStores::new(&s.url));
+        driver = Some(local.clone());
+        sessions = Some(local);
+    }
+    if stores.postgres.is_some() || stores.sqlite.is_some() || stores.command.is_some() {
+        return Err(Error::Usage(format!(
+            "{}: stores.postgres/sqlite/command drivers are not available in this build",
+            env.file.display()
+        )));
+    }
+    Ok((driver, sessions))
+}
+
+/// Every provider a trial needs, built from its environment.
+pub fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Providers> {
+    let env = &trial.env;
+    let target = target_for(env, Some(trial))?;
+    let check_target = Arc::new(target_for(env, Some(trial))?);
+    let progress = if opts.progress {
+        Progress::Show
+    } else {
+        Progress::Quiet
+    };
+    let (stores, sessions) = stores_for(env)?;
+    if env.spec.aws.is_some() && (!trial.capacities.is_empty() || !trial.spec.metrics.is_empty()) {
+        return Err(Error::Usage(format!(
+            "{}: AWS providers (auto-scaling, CloudWatch) are not available in this build",
+            env.file.display()
+        )));
+    }
+    let _ = ServiceRole::ALL;
+    Ok(Providers {
+        scaler: None,
+        stores,
+        sessions,
+        metrics: None,
+        target: Arc::new(ServiceCheck::new(check_target)),
+        load: Arc::new(LoadEngine::new(target, progress)),
+    })
+}

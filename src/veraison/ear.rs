@@ -1,0 +1,196 @@
+//! EAR (Entity Attestation Result) JWTs: the stand-in signs them (ES256) as Veraison's VTS does;
+//! the load engine decodes them to read `ear.status` and can verify them with the JWK from the
+//! verification well-known.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+use p256::ecdsa::signature::{Signer, Verifier};
+use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use serde_json::{json, Value};
+
+/// The EAR profile Veraison uses.
+pub const EAR_PROFILE: &str = "tag:github.com,2023:veraison/ear";
+
+/// Appraisal status values, from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EarStatus {
+    /// All checks passed.
+    Affirming,
+    /// Passed with reservations (e.g. unknown firmware).
+    Warning,
+    /// Failed (bad signature, wrong nonce, unknown device).
+    Contraindicated,
+    /// No claim could be made.
+    None,
+}
+
+impl EarStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EarStatus::Affirming => "affirming",
+            EarStatus::Warning => "warning",
+            EarStatus::Contraindicated => "contraindicated",
+            EarStatus::None => "none",
+        }
+    }
+
+    fn parse(s: &str) -> Option<EarStatus> {
+        Some(match s {
+            "affirming" => EarStatus::Affirming,
+            "warning" => EarStatus::Warning,
+            "contraindicated" => EarStatus::Contraindicated,
+            "none" => EarStatus::None,
+            _ => return None,
+        })
+    }
+}
+
+/// The public half of a signing key as a JWK (what the verification well-known publishes).
+pub fn public_jwk(key: &SigningKey) -> Value {
+    let point = VerifyingKey::from(key).to_encoded_point(false);
+    json!({
+        "kty": "EC",
+        "crv": "P-256",
+        "alg": "ES256",
+        "x": URL_SAFE_NO_PAD.encode(point.x().expect("uncompressed point")),
+        "y": URL_SAFE_NO_PAD.encode(point.y().expect("uncompressed point")),
+    })
+}
+
+/// A verifying key from a JWK.
+pub fn key_from_jwk(jwk: &Value) -> Option<VerifyingKey> {
+    let coord = |k: &str| {
+        jwk.get(k)?
+            .as_str()
+            .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
+    };
+    let (x, y) = (coord("x")?, coord("y")?);
+    let mut sec1 = vec![0x04];
+    sec1.extend(x);
+    sec1.extend(y);
+    VerifyingKey::from_sec1_bytes(&sec1).ok()
+}
+
+/// Builds and signs an EAR for one PSA appraisal.
+pub fn sign_ear(
+    key: &SigningKey,
+    status: EarStatus,
+    trust_vector: Value,
+    nonce: &[u8],
+    annotated: Value,
+    iat: i64,
+) -> String {
+    let header = json!({"alg": "ES256", "typ": "JWT"});
+    let claims = json!({
+        "eat_profile": EAR_PROFILE,
+        "iat": iat,
+        "ear.verifier-id": {"build": concat!("trialrunner-standin ", env!("CARGO_PKG_VERSION")), "developer": "trialrunner"},
+        // Padded base64url, as Veraison's appraisal context writes it (contract §1.5).
+        "eat_nonce": URL_SAFE.encode(nonce),
+        "submods": {"PSA_IOT": {
+            "ear.status": status.as_str(),
+            "ear.trustworthiness-vector": trust_vector,
+            "ear.appraisal-policy-id": "policy:PSA_IOT",
+            "ear.veraison.annotated-evidence": annotated,
+        }},
+    });
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let sig: Signature = key.sign(signing_input.as_bytes());
+    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+}
+
+/// Why an EAR could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EarError {
+    /// Not a compact JWS with a JSON payload.
+    #[error("EAR is not a JWT: {0}")]
+    Malformed(&'static str),
+    /// The signature does not verify with the given key.
+    #[error("EAR signature does not verify")]
+    BadSignature,
+}
+
+/// The worst `ear.status` over all submodules, from a JWT; the signature is checked when a key
+/// is given (the load engine's hot path skips it, the readiness check does not).
+pub fn ear_status(jwt: &str, key: Option<&VerifyingKey>) -> Result<EarStatus, EarError> {
+    let mut parts = jwt.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(EarError::Malformed("expected three dot-separated parts"));
+    };
+    if let Some(key) = key {
+        let sig = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| EarError::Malformed("signature is not base64url"))?;
+        let sig = Signature::from_slice(&sig).map_err(|_| EarError::BadSignature)?;
+        key.verify(format!("{h}.{p}").as_bytes(), &sig)
+            .map_err(|_| EarError::BadSignature)?;
+    }
+    let payload = URL_SAFE_NO_PAD
+        .decode(p)
+        .map_err(|_| EarError::Malformed("payload is not base64url"))?;
+    let claims: Value =
+        serde_json::from_slice(&payload).map_err(|_| EarError::Malformed("payload is not JSON"))?;
+    let submods = claims
+        .get("submods")
+        .and_then(Value::as_object)
+        .ok_or(EarError::Malformed("no submods"))?;
+    let rank = |s: EarStatus| match s {
+        EarStatus::Affirming => 0,
+        EarStatus::Warning => 1,
+        EarStatus::Contraindicated => 2,
+        EarStatus::None => 3,
+    };
+    submods
+        .values()
+        .filter_map(|m| {
+            m.get("ear.status")
+                .and_then(Value::as_str)
+                .and_then(EarStatus::parse)
+        })
+        .max_by_key(|s| rank(*s))
+        .ok_or(EarError::Malformed("no ear.status"))
+}
+
+/// Decodes base64 in any of the variants Veraison releases used (contract §1.5: be lenient).
+pub fn decode_b64_lenient(s: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::STANDARD_NO_PAD;
+    [&URL_SAFE_NO_PAD, &URL_SAFE, &STANDARD, &STANDARD_NO_PAD]
+        .iter()
+        .find_map(|e| e.decode(s).ok())
+}
+
+/// Standard padded base64 (the session JSON's `nonce` in tagged releases, `evidence.value`).
+pub fn b64_std(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_then_read_status_with_and_without_key() {
+        let key = SigningKey::from_slice(&[7u8; 32]).unwrap();
+        let jwt = sign_ear(
+            &key,
+            EarStatus::Affirming,
+            json!({}),
+            &[1; 32],
+            json!({}),
+            0,
+        );
+        let vk = key_from_jwk(&public_jwk(&key)).unwrap();
+        assert_eq!(ear_status(&jwt, Some(&vk)), Ok(EarStatus::Affirming));
+        let other = VerifyingKey::from(&SigningKey::from_slice(&[8u8; 32]).unwrap());
+        assert_eq!(ear_status(&jwt, Some(&other)), Err(EarError::BadSignature));
+        assert!(ear_status("a.b", None).is_err());
+    }
+}

@@ -1,0 +1,111 @@
+//! Fault injection for the stand-in, modelled on what the 2025 AWS campaign saw: added latency,
+//! random 500s, a slow start (port open, VTS not yet up), a cap on database connections
+//! ("too many clients"), and a pause (the service stops answering for a while).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use rand::Rng;
+
+/// A latency distribution: `10ms` (fixed), `uniform:10ms:50ms`, `exp:20ms` (exponential mean).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Latency {
+    /// Always this long.
+    Fixed(Duration),
+    /// Uniform between two bounds.
+    Uniform(Duration, Duration),
+    /// Exponential with this mean.
+    Exponential(Duration),
+}
+
+impl Latency {
+    /// Draws one delay.
+    pub fn sample(&self, rng: &mut impl Rng) -> Duration {
+        match *self {
+            Latency::Fixed(d) => d,
+            Latency::Uniform(lo, hi) => {
+                if hi <= lo {
+                    lo
+                } else {
+                    Duration::from_secs_f64(rng.gen_range(lo.as_secs_f64()..hi.as_secs_f64()))
+                }
+            }
+            Latency::Exponential(mean) => {
+                let u: f64 = rng.gen_range(f64::EPSILON..1.0);
+                Duration::from_secs_f64(-mean.as_secs_f64() * u.ln())
+            }
+        }
+    }
+
+    /// The exact quantile `q` (0..1) of the distribution: what a load test should measure.
+    pub fn quantile(&self, q: f64) -> Duration {
+        match *self {
+            Latency::Fixed(d) => d,
+            Latency::Uniform(lo, hi) => Duration::from_secs_f64(
+                lo.as_secs_f64() + q * (hi.as_secs_f64() - lo.as_secs_f64()),
+            ),
+            Latency::Exponential(mean) => {
+                Duration::from_secs_f64(-mean.as_secs_f64() * (1.0 - q).ln())
+            }
+        }
+    }
+}
+
+impl FromStr for Latency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let d =
+            |t: &str| humantime::parse_duration(t).map_err(|_| format!("`{t}` is not a duration"));
+        let parts: Vec<&str> = s.split(':').collect();
+        match parts.as_slice() {
+            [one] => Ok(Latency::Fixed(d(one)?)),
+            ["uniform", lo, hi] => Ok(Latency::Uniform(d(lo)?, d(hi)?)),
+            ["exp", mean] => Ok(Latency::Exponential(d(mean)?)),
+            _ => Err(format!("`{s}`: write 10ms, uniform:10ms:50ms or exp:20ms")),
+        }
+    }
+}
+
+/// The faults a stand-in injects.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Added to every provisioning and verification response.
+    pub latency: Option<Latency>,
+    /// Probability (0..1) of answering 500 instead.
+    pub error_rate: f64,
+    /// For this long after start, answer 500 as a joining instance whose VTS is not up.
+    pub slow_start: Duration,
+    /// At most this many requests hold a database connection at once; others get
+    /// `FATAL: sorry, too many clients already`.
+    pub db_connections: Option<usize>,
+    /// Stop answering from `at` after start for `for` (requests wait until the pause ends).
+    pub pause: Option<(Duration, Duration)>,
+}
+
+/// The message a Veraison front end gives when its local VTS is not up (seed Trial 4).
+pub const VTS_REFUSED: &str =
+    "rpc error: code = Unavailable desc = connection error: desc = \"transport: Error while dialing: dial tcp 127.0.0.1:50051: connect: connection refused\"";
+
+/// The message PostgreSQL gives past `max_connections` (seed Trial 1).
+pub const TOO_MANY_CLIENTS: &str = "FATAL: sorry, too many clients already (SQLSTATE 53300)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_samples_within_bounds() {
+        let l: Latency = "uniform:10ms:20ms".parse().unwrap();
+        let mut rng = rand::thread_rng();
+        for _ in 0..100 {
+            let s = l.sample(&mut rng);
+            assert!(s >= Duration::from_millis(10) && s < Duration::from_millis(20));
+        }
+        assert_eq!(l.quantile(0.5), Duration::from_millis(15));
+        assert_eq!(
+            "5ms".parse::<Latency>().unwrap(),
+            Latency::Fixed(Duration::from_millis(5))
+        );
+        assert!("gauss:1ms".parse::<Latency>().is_err());
+    }
+}

@@ -1,0 +1,862 @@
+//! A faithful stand-in for Veraison's provisioning and verification services (K-V era by
+//! default, corim-store era by flag), with a Keycloak-shaped token endpoint and fault injection.
+//! It verifies PSA tokens for real and answers with signed EARs, so the demo and the tests
+//! exercise the wire contract of veraison-contract.md §1.
+//!
+//! One listener serves every route; an admin API under `/standin/v1/` lets the local stores
+//! provider count and clear it.
+
+// Handlers reject with a ready `Response`, as axum handlers do; boxing it buys nothing here.
+#![allow(clippy::result_large_err)]
+
+pub mod faults;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+use p256::ecdsa::SigningKey;
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+use self::faults::{Faults, TOO_MANY_CLIENTS, VTS_REFUSED};
+use self::store::{KvStore, StoreError};
+use super::ear::{self, EarStatus};
+use super::psa::{self, ParsedToken};
+use super::release::{ReleaseProfile, StoreEra, PSA_EVIDENCE_MEDIA_TYPE};
+
+/// Session lifetime, hard-coded in Veraison (`ConfigSessionTTL`).
+pub const SESSION_TTL: Duration = Duration::from_secs(150);
+/// Keycloak's default realm credentials (contract §1.3).
+pub const DEFAULT_CLIENT_ID: &str = "veraison-client";
+/// Default client secret of the realm (public in upstream; test use only).
+pub const DEFAULT_CLIENT_SECRET: &str = "YifmabB4cVSPPtFLAmHfq7wKaEHQn10Z";
+/// Default provisioning user.
+pub const DEFAULT_USERNAME: &str = "veraison-provisioner";
+/// Default provisioning user's password.
+pub const DEFAULT_PASSWORD: &str = "veraison";
+/// Token path of Keycloak's realm.
+pub const TOKEN_PATH: &str = "/realms/veraison/protocol/openid-connect/token";
+
+const DISCOVERY_MT: &str = "application/vnd.veraison.discovery+json";
+const PROV_SESSION_MT: &str = "application/vnd.veraison.provisioning-session+json";
+const CR_SESSION_MT: &str = "application/vnd.veraison.challenge-response-session+json";
+
+/// Password-grant credentials the token endpoint accepts.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// OAuth2 client id.
+    pub client_id: String,
+    /// OAuth2 client secret.
+    pub client_secret: String,
+    /// User.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Credentials {
+            client_id: DEFAULT_CLIENT_ID.into(),
+            client_secret: DEFAULT_CLIENT_SECRET.into(),
+            username: DEFAULT_USERNAME.into(),
+            password: DEFAULT_PASSWORD.into(),
+        }
+    }
+}
+
+/// How a stand-in behaves.
+#[derive(Debug, Clone)]
+pub struct StandinConfig {
+    /// The release whose contract it speaks.
+    pub release: ReleaseProfile,
+    /// Bearer auth on provisioning (with these credentials), or none.
+    pub auth: Option<Credentials>,
+    /// Access-token lifetime (Keycloak default 1800 s).
+    pub token_lifetime: Duration,
+    /// Injected faults.
+    pub faults: Faults,
+    /// DELETE of a missing session: 500 like the memcached backend (true) or 204 like ttlcache.
+    pub memcached_sessions: bool,
+}
+
+impl Default for StandinConfig {
+    fn default() -> Self {
+        StandinConfig {
+            release: ReleaseProfile::parse("v0.0.2602").expect("known release"),
+            auth: None,
+            token_lifetime: Duration::from_secs(1800),
+            faults: Faults::default(),
+            memcached_sessions: false,
+        }
+    }
+}
+
+struct Session {
+    nonce: Vec<u8>,
+    expires: Instant,
+    expiry_text: String,
+    evidence: Option<(String, Vec<u8>)>,
+    result: Option<String>,
+    status: &'static str,
+}
+
+struct AppState {
+    config: StandinConfig,
+    store: KvStore,
+    ear_key: SigningKey,
+    started: Instant,
+    sessions: Mutex<HashMap<uuid::Uuid, Session>>,
+    tokens: Mutex<HashMap<String, Instant>>,
+    db_permits: Option<Semaphore>,
+}
+
+/// A running stand-in; stops when dropped or on [`Standin::shutdown`].
+pub struct Standin {
+    /// The bound address.
+    pub addr: SocketAddr,
+    state: Arc<AppState>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Standin {
+    /// Binds `listen` (port 0 for a free one) and serves in the background.
+    pub async fn start(
+        listen: SocketAddr,
+        config: StandinConfig,
+        store: KvStore,
+    ) -> std::io::Result<Standin> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let db_permits = config.faults.db_connections.map(Semaphore::new);
+        let state = Arc::new(AppState {
+            config,
+            store,
+            ear_key: SigningKey::random(&mut rand::rngs::OsRng),
+            started: Instant::now(),
+            sessions: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+            db_permits,
+        });
+        let app = router(state.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(Standin {
+            addr,
+            state,
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> url::Url {
+        url::Url::parse(&format!("http://{}", self.addr)).expect("valid URL")
+    }
+
+    /// Row counts of the store.
+    pub async fn counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.state.store.counts().await
+    }
+
+    /// Stops serving and waits for the server task.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Standin {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/.well-known/veraison/{service}", get(well_known))
+        .route("/endorsement-provisioning/v1/submit", post(submit))
+        .route("/challenge-response/v1/newSession", post(new_session))
+        .route(
+            "/challenge-response/v1/session/{id}",
+            post(evidence).get(get_session).delete(delete_session),
+        )
+        .route(TOKEN_PATH, post(token))
+        .route("/standin/v1/stores", get(admin_counts).delete(admin_clear))
+        .route(
+            "/standin/v1/sessions",
+            axum::routing::delete(admin_flush_sessions),
+        )
+        .with_state(state)
+}
+
+// ----------------------------------------------------------------------------- helpers
+
+/// A problem+json response as Veraison's `ReportProblem` writes it.
+fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
+    let body = json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or(""),
+        "status": status.as_u16(),
+        "detail": detail.into(),
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn vendor_json(status: StatusCode, media_type: &'static str, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, media_type)],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// gin's `NegotiateFormat` with a single offer: absent, `*/*`, `application/*` or the exact type.
+fn accept_ok(headers: &HeaderMap, offered: &str) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    if accept.trim().is_empty() {
+        return true;
+    }
+    accept.split(',').any(|a| {
+        let t = a.split(';').next().unwrap_or("").trim();
+        t == "*/*" || t == "application/*" || t.eq_ignore_ascii_case(offered)
+    })
+}
+
+/// A media type parsed as Go's `mime.ParseMediaType` would: lowercase type and parameter names.
+fn parse_media_type(s: &str) -> Option<(String, BTreeMap<String, String>)> {
+    let mut parts = s.split(';');
+    let t = parts.next()?.trim().to_ascii_lowercase();
+    if !t.contains('/') || t.contains(' ') {
+        return None;
+    }
+    let mut params = BTreeMap::new();
+    for p in parts {
+        let (k, v) = p.split_once('=')?;
+        params.insert(
+            k.trim().to_ascii_lowercase(),
+            v.trim().trim_matches('"').to_string(),
+        );
+    }
+    Some((t, params))
+}
+
+impl AppState {
+    fn starting(&self) -> bool {
+        self.started.elapsed() < self.config.faults.slow_start
+    }
+
+    /// Applies pause, latency and random errors; `Err` is the response to give instead.
+    async fn inject(&self) -> Result<(), Response> {
+        let f = &self.config.faults;
+        if let Some((at, dur)) = f.pause {
+            let now = self.started.elapsed();
+            if now >= at && now < at + dur {
+                tokio::time::sleep(at + dur - now).await;
+            }
+        }
+        let (delay, fail) = {
+            let mut rng = rand::thread_rng();
+            (
+                f.latency.map(|l| l.sample(&mut rng)),
+                f.error_rate > 0.0 && rng.gen_bool(f.error_rate.min(1.0)),
+            )
+        };
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        if fail {
+            return Err(problem(StatusCode::INTERNAL_SERVER_ERROR, "injected error"));
+        }
+        Ok(())
+    }
+
+    fn bearer_ok(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        let tokens = self.tokens.lock().expect("tokens lock");
+        tokens.get(token).is_some_and(|exp| *exp > Instant::now())
+    }
+
+    fn encode_session_nonce(&self, nonce: &[u8]) -> String {
+        if self.config.release.session_nonce_b64url {
+            URL_SAFE_NO_PAD.encode(nonce)
+        } else {
+            ear::b64_std(nonce)
+        }
+    }
+
+    fn session_json(&self, s: &Session) -> Value {
+        let mut v = json!({
+            "status": s.status,
+            "nonce": self.encode_session_nonce(&s.nonce),
+            "expiry": s.expiry_text,
+            "accept": [PSA_EVIDENCE_MEDIA_TYPE],
+        });
+        if let Some((mt, bytes)) = &s.evidence {
+            v["evidence"] = json!({"type": mt, "value": ear::b64_std(bytes)});
+        }
+        if let Some(r) = &s.result {
+            v["result"] = json!(r);
+        }
+        v
+    }
+}
+
+// ----------------------------------------------------------------------------- discovery
+
+async fn well_known(
+    State(st): State<Arc<AppState>>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !accept_ok(&headers, DISCOVERY_MT) {
+        return problem(
+            StatusCode::NOT_ACCEPTABLE,
+            format!("the only supported output format is {DISCOVERY_MT}"),
+        );
+    }
+    if st.starting() {
+        return problem(StatusCode::INTERNAL_SERVER_ERROR, VTS_REFUSED);
+    }
+    let mut body = json!({
+        "version": format!("{}-standin", st.config.release.tag),
+        "service-state": "READY",
+    });
+    match service.as_str() {
+        "provisioning" => {
+            if st.config.release.well_known_needs_auth
+                && st.config.auth.is_some()
+                && !st.bearer_ok(&headers)
+            {
+                return StatusCode::UNAUTHORIZED.into_response();
+            }
+            body["media-types"] = json!([st.config.release.provisioning_media_type]);
+            body["api-endpoints"] =
+                json!({"provisioningSubmit": "/endorsement-provisioning/v1/submit"});
+        }
+        "verification" => {
+            body["ear-verification-key"] = ear::public_jwk(&st.ear_key);
+            body["media-types"] = json!([PSA_EVIDENCE_MEDIA_TYPE]);
+            body["api-endpoints"] =
+                json!({"newChallengeResponseSession": "/challenge-response/v1/newSession"});
+        }
+        _ => return (StatusCode::NOT_FOUND, "404 page not found").into_response(),
+    }
+    let mut resp = vendor_json(StatusCode::OK, DISCOVERY_MT, &body);
+    if st.config.release.yymm >= 2604 {
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+    }
+    resp
+}
+
+// ----------------------------------------------------------------------------- auth
+
+async fn token(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let creds = st.config.auth.clone().unwrap_or_default();
+    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    let valid = field("grant_type") == "password"
+        && field("client_id") == creds.client_id
+        && field("client_secret") == creds.client_secret
+        && field("username") == creds.username
+        && field("password") == creds.password;
+    if !valid {
+        let body =
+            json!({"error": "invalid_grant", "error_description": "Invalid user credentials"});
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+    }
+    let token: String = {
+        let bytes: [u8; 24] = rand::random();
+        URL_SAFE_NO_PAD.encode(bytes)
+    };
+    st.tokens
+        .lock()
+        .expect("tokens lock")
+        .insert(token.clone(), Instant::now() + st.config.token_lifetime);
+    let body = json!({
+        "access_token": token,
+        "expires_in": st.config.token_lifetime.as_secs(),
+        "token_type": "Bearer",
+        "scope": "openid",
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+// ----------------------------------------------------------------------------- provisioning
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+async fn submit(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if st.config.auth.is_some() && !st.bearer_ok(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if !accept_ok(&headers, PROV_SESSION_MT) {
+        return problem(
+            StatusCode::NOT_ACCEPTABLE,
+            format!("the only supported output format is {PROV_SESSION_MT}"),
+        );
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(got) = parse_media_type(ct) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            format!("could not check media type with VTS: mime: no media type ({ct:?})"),
+        );
+    };
+    let want =
+        parse_media_type(st.config.release.provisioning_media_type).expect("our media types parse");
+    if got != want {
+        let mut resp = problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("no active plugin found for {ct}"),
+        );
+        if let Ok(v) = HeaderValue::from_str(st.config.release.provisioning_media_type) {
+            resp.headers_mut().insert(header::ACCEPT, v);
+        }
+        return resp;
+    }
+    if body.is_empty() {
+        return problem(StatusCode::BAD_REQUEST, "empty body");
+    }
+    if st.starting() {
+        return problem(StatusCode::INTERNAL_SERVER_ERROR, VTS_REFUSED);
+    }
+    let _permit = match db_permit(&st) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if let Err(r) = st.inject().await {
+        return r;
+    }
+    let outcome = provision(&st, &body).await;
+    let mut v = json!({"status": "success", "expiry": now_rfc3339()});
+    if let Err(reason) = outcome {
+        v["status"] = json!("failed");
+        v["failure-reason"] = json!(format!("submit endorsement returned error: {reason}"));
+    }
+    vendor_json(StatusCode::OK, PROV_SESSION_MT, &v)
+}
+
+fn db_permit(st: &AppState) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, Response> {
+    match &st.db_permits {
+        None => Ok(None),
+        Some(s) => s.try_acquire().map(Some).map_err(|_| {
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("error encountered while processing: {TOO_MANY_CLIENTS}"),
+            )
+        }),
+    }
+}
+
+fn key_b64(b: &[u8]) -> String {
+    URL_SAFE.encode(b)
+}
+
+async fn provision(st: &AppState, body: &[u8]) -> Result<(), String> {
+    let e = psa::parse_corim(body).map_err(|e| e.to_string())?;
+    let rel = &st.config.release;
+    if rel.corim_tagged && !e.tagged {
+        return Err("did not see unsigned CoRIM tag".into());
+    }
+    if e.profile != rel.corim_profile {
+        return Err(format!("incorrect profile: {}", e.profile));
+    }
+    if rel.store == StoreEra::CorimStore {
+        st.store
+            .add_manifest(&e.corim_id)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    for (impl_id, values) in &e.reference_values {
+        let key = format!("PSA_IOT://0/{}", key_b64(impl_id));
+        for rv in values {
+            let val = json!({"scheme": "PSA_IOT", "type": "REFERENCE_VALUE", "attributes": {
+                "psa.impl-id": key_b64(impl_id),
+                "psa.measurement-type": rv.measurement_type,
+                "psa.version": rv.version,
+                "psa.measurement-value": rv.digests.iter().map(|d| ear::b64_std(d)).collect::<Vec<_>>(),
+            }});
+            st.store
+                .add("endorsements", &key, &val.to_string())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    for (impl_id, inst, pem) in &e.trust_anchors {
+        let key = format!("PSA_IOT://0/{}/{}", key_b64(impl_id), key_b64(inst));
+        let val = json!({"scheme": "PSA_IOT", "type": "VERIFICATION_KEY", "attributes": {
+            "psa.impl-id": key_b64(impl_id), "psa.inst-id": key_b64(inst), "psa.iak-pub": pem,
+        }});
+        st.store
+            .add("trust_anchors", &key, &val.to_string())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+// ----------------------------------------------------------------------------- verification
+
+fn decode_query_nonce(release: &ReleaseProfile, s: &str) -> Option<Vec<u8>> {
+    if release.session_nonce_b64url {
+        URL_SAFE_NO_PAD
+            .decode(s)
+            .or_else(|_| URL_SAFE.decode(s))
+            .ok()
+    } else {
+        URL_SAFE.decode(s).ok()
+    }
+}
+
+async fn new_session(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if !accept_ok(&headers, CR_SESSION_MT) {
+        return problem(
+            StatusCode::NOT_ACCEPTABLE,
+            format!("the only supported output format is {CR_SESSION_MT}"),
+        );
+    }
+    let nonce = match (q.get("nonce"), q.get("nonceSize")) {
+        (Some(_), Some(_)) => return problem(StatusCode::BAD_REQUEST, "nonce and nonceSize are mutually exclusive"),
+        (Some(n), None) => match decode_query_nonce(&st.config.release, n) {
+            None => return problem(StatusCode::BAD_REQUEST, "failed handling nonce request: nonce must be valid base64"),
+            Some(b) if !(8..=64).contains(&b.len()) => {
+                return problem(StatusCode::BAD_REQUEST, format!("failed handling nonce request: nonce must be between 8 and 64 bytes long; got {}", b.len()))
+            }
+            Some(b) => b,
+        },
+        (None, Some(size)) => match size.parse::<usize>() {
+            Ok(n) if (8..=64).contains(&n) => (0..n).map(|_| rand::random::<u8>()).collect(),
+            _ => return problem(StatusCode::BAD_REQUEST, format!("failed handling nonce request: nonceSize must be between 8 and 64; got {size}")),
+        },
+        (None, None) => (0..32).map(|_| rand::random::<u8>()).collect(),
+    };
+    if st.starting() {
+        return problem(StatusCode::INTERNAL_SERVER_ERROR, VTS_REFUSED);
+    }
+    if let Err(r) = st.inject().await {
+        return r;
+    }
+    let id = uuid::Uuid::new_v4();
+    let expiry =
+        chrono::Utc::now() + chrono::Duration::from_std(SESSION_TTL).expect("small duration");
+    let session = Session {
+        nonce,
+        expires: Instant::now() + SESSION_TTL,
+        expiry_text: expiry.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        evidence: None,
+        result: None,
+        status: "waiting",
+    };
+    let body = st.session_json(&session);
+    st.sessions
+        .lock()
+        .expect("sessions lock")
+        .insert(id, session);
+    let mut resp = vendor_json(StatusCode::CREATED, CR_SESSION_MT, &body);
+    resp.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("session/{id}")).expect("ascii"),
+    );
+    resp
+}
+
+const EVIDENCE_TYPES: [&str; 4] = [
+    PSA_EVIDENCE_MEDIA_TYPE,
+    "application/eat-cwt; profile=\"http://arm.com/psa/2.0.0\"",
+    "application/eat+cwt; eat_profile=\"tag:psacertified.org,2023:psa#tfm\"",
+    "application/eat+cwt; eat_profile=\"tag:psacertified.org,2019:psa#legacy\"",
+];
+
+fn session_not_found(id: &str) -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        format!("session not found for (id, tenant)=({id}, 0)"),
+    )
+}
+
+fn live_session<'a>(
+    sessions: &'a mut HashMap<uuid::Uuid, Session>,
+    id: &uuid::Uuid,
+) -> Option<&'a mut Session> {
+    if sessions
+        .get(id)
+        .is_some_and(|s| s.expires <= Instant::now())
+    {
+        sessions.remove(id);
+    }
+    sessions.get_mut(id)
+}
+
+async fn evidence(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !accept_ok(&headers, CR_SESSION_MT) {
+        return problem(
+            StatusCode::NOT_ACCEPTABLE,
+            format!("the only supported output format is {CR_SESSION_MT}"),
+        );
+    }
+    if body.is_empty() {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "unable to read evidence from the request body",
+        );
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(got) = parse_media_type(ct) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            format!("could not parse media type {ct:?}"),
+        );
+    };
+    if !EVIDENCE_TYPES
+        .iter()
+        .any(|t| parse_media_type(t).as_ref() == Some(&got))
+    {
+        let mut resp = problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("no active plugin found for {ct}"),
+        );
+        resp.headers_mut().insert(
+            header::ACCEPT,
+            HeaderValue::from_static(PSA_EVIDENCE_MEDIA_TYPE),
+        );
+        return resp;
+    }
+    let Ok(uid) = uuid::Uuid::parse_str(&id) else {
+        return problem(StatusCode::BAD_REQUEST, format!("invalid session id: {id}"));
+    };
+    let nonce = {
+        let mut sessions = st.sessions.lock().expect("sessions lock");
+        match live_session(&mut sessions, &uid) {
+            Some(s) => s.nonce.clone(),
+            None => return session_not_found(&id),
+        }
+    };
+    if st.starting() {
+        return problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("error encountered while processing evidence: {VTS_REFUSED}"),
+        );
+    }
+    let permit = db_permit(&st);
+    let appraisal = match permit {
+        Err(r) => Err(r),
+        Ok(_permit) => match st.inject().await {
+            Err(r) => Err(r),
+            Ok(()) => appraise(&st, &body, &nonce).await.map_err(|e| {
+                problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("error encountered while processing evidence: {e}"),
+                )
+            }),
+        },
+    };
+    let mut sessions = st.sessions.lock().expect("sessions lock");
+    let Some(session) = live_session(&mut sessions, &uid) else {
+        return session_not_found(&id);
+    };
+    session.expires = Instant::now() + SESSION_TTL;
+    match appraisal {
+        Err(resp) => {
+            session.status = "failed";
+            resp
+        }
+        Ok(jwt) => {
+            session.status = "complete";
+            session.evidence = Some((ct.to_string(), body.to_vec()));
+            session.result = Some(jwt);
+            vendor_json(StatusCode::OK, CR_SESSION_MT, &st.session_json(session))
+        }
+    }
+}
+
+/// PSA appraisal as VTS does it: bad evidence yields a contraindicated EAR, not an error;
+/// store errors are errors (HTTP 500).
+async fn appraise(st: &AppState, token: &[u8], session_nonce: &[u8]) -> Result<String, StoreError> {
+    let affirming = json!({"instance-identity": 2, "configuration": 0, "executables": 2, "file-system": 0,
+        "hardware": 2, "runtime-opaque": 2, "storage-opaque": 2, "sourced-data": 0});
+    let crypto_failed = json!({"instance-identity": 99, "configuration": 99, "executables": 99, "file-system": 99,
+        "hardware": 99, "runtime-opaque": 99, "storage-opaque": 99, "sourced-data": 99});
+    let iat = chrono::Utc::now().timestamp();
+    let sign = |status, tv: Value, annotated: Value| {
+        Ok(ear::sign_ear(
+            &st.ear_key,
+            status,
+            tv,
+            session_nonce,
+            annotated,
+            iat,
+        ))
+    };
+    let Ok(parsed) = ParsedToken::parse(token) else {
+        return sign(
+            EarStatus::Contraindicated,
+            crypto_failed,
+            json!({"error": "malformed token"}),
+        );
+    };
+    let c = &parsed.claims;
+    let annotated = json!({
+        "eat-profile": c.profile,
+        "psa-implementation-id": ear::b64_std(&c.implementation_id),
+        "psa-instance-id": ear::b64_std(&c.instance_id),
+        "psa-nonce": ear::b64_std(&c.nonce),
+    });
+    let ta_key = format!(
+        "PSA_IOT://0/{}/{}",
+        key_b64(&c.implementation_id),
+        key_b64(&c.instance_id)
+    );
+    let anchors = st.store.get("trust_anchors", &ta_key).await?;
+    let pem = anchors
+        .iter()
+        .filter_map(|a| serde_json::from_str::<Value>(a).ok())
+        .find_map(|a| a["attributes"]["psa.iak-pub"].as_str().map(str::to_string));
+    let Some(pem) = pem else {
+        return sign(EarStatus::Contraindicated, crypto_failed, annotated);
+    };
+    if parsed.verify(&pem).is_err() || c.nonce != session_nonce {
+        return sign(EarStatus::Contraindicated, crypto_failed, annotated);
+    }
+    let rv_key = format!("PSA_IOT://0/{}", key_b64(&c.implementation_id));
+    let refvals: Vec<Value> = st
+        .store
+        .get("endorsements", &rv_key)
+        .await?
+        .iter()
+        .filter_map(|v| serde_json::from_str(v).ok())
+        .collect();
+    let matches = |sw: &psa::SwComponent| {
+        refvals.iter().any(|rv| {
+            let a = &rv["attributes"];
+            let digest = ear::b64_std(&sw.measurement_value);
+            let type_ok = a["psa.measurement-type"]
+                .as_str()
+                .is_none_or(|t| t == sw.measurement_type);
+            let version_ok = a["psa.version"].as_str().is_none_or(|v| v == sw.version);
+            let digest_ok = a["psa.measurement-value"]
+                .as_array()
+                .is_some_and(|ds| ds.iter().any(|d| d.as_str() == Some(&digest)));
+            type_ok && version_ok && digest_ok
+        })
+    };
+    if c.sw_components.iter().all(matches) {
+        sign(EarStatus::Affirming, affirming, annotated)
+    } else {
+        let mut tv = affirming;
+        tv["executables"] = json!(33);
+        sign(EarStatus::Warning, tv, annotated)
+    }
+}
+
+async fn get_session(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let Ok(uid) = uuid::Uuid::parse_str(&id) else {
+        return problem(StatusCode::BAD_REQUEST, format!("invalid session id: {id}"));
+    };
+    let mut sessions = st.sessions.lock().expect("sessions lock");
+    match live_session(&mut sessions, &uid) {
+        Some(s) => vendor_json(StatusCode::OK, CR_SESSION_MT, &st.session_json(s)),
+        None => session_not_found(&id),
+    }
+}
+
+async fn delete_session(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let Ok(uid) = uuid::Uuid::parse_str(&id) else {
+        return problem(StatusCode::BAD_REQUEST, format!("invalid session id: {id}"));
+    };
+    let mut sessions = st.sessions.lock().expect("sessions lock");
+    let existed = live_session(&mut sessions, &uid).is_some();
+    sessions.remove(&uid);
+    if !existed && st.config.memcached_sessions {
+        return problem(StatusCode::INTERNAL_SERVER_ERROR, "memcache: cache miss");
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+// ----------------------------------------------------------------------------- admin
+
+async fn admin_counts(State(st): State<Arc<AppState>>) -> Response {
+    match st.store.counts().await {
+        Ok(c) => axum::Json(c).into_response(),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn admin_clear(State(st): State<Arc<AppState>>) -> Response {
+    match st.store.clear().await {
+        Ok(before) => axum::Json(json!({"before": before})).into_response(),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn admin_flush_sessions(State(st): State<Arc<AppState>>) -> Response {
+    let flushed = st.sessions.lock().expect("sessions lock").drain().count();
+    axum::Json(json!({"flushed": flushed})).into_response()
+}

@@ -1,0 +1,236 @@
+//! The stand-in's endorsement store, shaped like Veraison's K-V era (`kvstore/sql.go`): tables
+//! `endorsements`, `trust_anchors`, `policies` of `(kv_key text, kv_val text)`, no unique
+//! constraint, an index on `kv_key`; `add` is a plain INSERT (duplicates pile up) and `get`
+//! reads every row of a key (`SELECT DISTINCT`), so store weight costs what it costs Veraison.
+//! The corim-store era adds a unique `manifests(manifest_id)` table: duplicates are refused.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use tokio_postgres::NoTls;
+
+/// The K-V tables, in Veraison's names.
+pub const KV_TABLES: [&str; 3] = ["endorsements", "trust_anchors", "policies"];
+
+/// The DDL of Veraison's K-V schema on PostgreSQL (deployments/aws/misc/sentinel-commands).
+pub const KV_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS endorsements (kv_key text NOT NULL, kv_val text NOT NULL);
+CREATE INDEX IF NOT EXISTS endorsements_kv_key_idx ON endorsements(kv_key);
+CREATE TABLE IF NOT EXISTS trust_anchors (kv_key text NOT NULL, kv_val text NOT NULL);
+CREATE INDEX IF NOT EXISTS trust_anchors_kv_key_idx ON trust_anchors(kv_key);
+CREATE TABLE IF NOT EXISTS policies (kv_key text NOT NULL, kv_val text NOT NULL);
+CREATE INDEX IF NOT EXISTS policies_kv_key_idx ON policies(kv_key);
+CREATE TABLE IF NOT EXISTS manifests (manifest_id text NOT NULL UNIQUE);
+";
+
+/// Store errors (surface as HTTP 500 or `status: failed`).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A database error, with the server's message (e.g. `too many clients`).
+    #[error("{0}")]
+    Db(String),
+    /// The corim-store era refuses a CoRIM id it already has.
+    #[error("token already in store: manifest {0}")]
+    Duplicate(String),
+}
+
+/// Where rows live.
+pub enum KvStore {
+    /// In process; duplicates kept, like the SQL backend.
+    Memory(Mutex<MemoryTables>),
+    /// A real PostgreSQL database.
+    Postgres(PgPool),
+}
+
+/// In-memory tables: key → every value added, in order.
+#[derive(Default)]
+pub struct MemoryTables {
+    tables: BTreeMap<&'static str, HashMap<String, Vec<String>>>,
+    manifests: HashSet<String>,
+}
+
+/// A few PostgreSQL connections used round-robin (tokio-postgres pipelines on each).
+pub struct PgPool {
+    clients: Vec<tokio_postgres::Client>,
+    next: AtomicUsize,
+}
+
+impl PgPool {
+    fn client(&self) -> &tokio_postgres::Client {
+        &self.clients[self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len()]
+    }
+}
+
+fn table(name: &str) -> &'static str {
+    KV_TABLES
+        .iter()
+        .find(|t| **t == name)
+        .copied()
+        .unwrap_or("policies")
+}
+
+impl KvStore {
+    /// An empty in-memory store.
+    pub fn memory() -> KvStore {
+        KvStore::Memory(Mutex::new(MemoryTables::default()))
+    }
+
+    /// Connects to PostgreSQL (`connections` sessions) and creates the schema if missing.
+    pub async fn postgres(conninfo: &str, connections: usize) -> Result<KvStore, StoreError> {
+        let mut clients = Vec::new();
+        for _ in 0..connections.max(1) {
+            let (client, conn) = tokio_postgres::connect(conninfo, NoTls)
+                .await
+                .map_err(|e| {
+                    StoreError::Db(format!("connecting to the stand-in's database: {e}"))
+                })?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            clients.push(client);
+        }
+        clients[0].batch_execute(KV_SCHEMA).await.map_err(db)?;
+        Ok(KvStore::Postgres(PgPool {
+            clients,
+            next: AtomicUsize::new(0),
+        }))
+    }
+
+    /// Adds a row (a plain insert: duplicates accumulate).
+    pub async fn add(&self, table_name: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        match self {
+            KvStore::Memory(m) => {
+                let mut m = m.lock().expect("store lock");
+                m.tables
+                    .entry(table(table_name))
+                    .or_default()
+                    .entry(key.to_string())
+                    .or_default()
+                    .push(value.to_string());
+                Ok(())
+            }
+            KvStore::Postgres(p) => {
+                let sql = format!(
+                    "INSERT INTO {} (kv_key, kv_val) VALUES ($1, $2)",
+                    table(table_name)
+                );
+                p.client()
+                    .execute(&sql, &[&key, &value])
+                    .await
+                    .map(drop)
+                    .map_err(db)
+            }
+        }
+    }
+
+    /// Every distinct value of a key; every duplicate row is read to find them.
+    pub async fn get(&self, table_name: &str, key: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            KvStore::Memory(m) => {
+                let m = m.lock().expect("store lock");
+                let rows = m.tables.get(table(table_name)).and_then(|t| t.get(key));
+                let mut seen = HashSet::new();
+                Ok(rows
+                    .into_iter()
+                    .flatten()
+                    .filter(|v| seen.insert(v.as_str()))
+                    .cloned()
+                    .collect())
+            }
+            KvStore::Postgres(p) => {
+                let sql = format!(
+                    "SELECT DISTINCT kv_val FROM {} WHERE kv_key = $1",
+                    table(table_name)
+                );
+                let rows = p.client().query(&sql, &[&key]).await.map_err(db)?;
+                Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+            }
+        }
+    }
+
+    /// Records a CoRIM id; refused when already present (corim-store era).
+    pub async fn add_manifest(&self, id: &str) -> Result<(), StoreError> {
+        match self {
+            KvStore::Memory(m) => {
+                if m.lock()
+                    .expect("store lock")
+                    .manifests
+                    .insert(id.to_string())
+                {
+                    Ok(())
+                } else {
+                    Err(StoreError::Duplicate(id.to_string()))
+                }
+            }
+            KvStore::Postgres(p) => match p
+                .client()
+                .execute("INSERT INTO manifests (manifest_id) VALUES ($1)", &[&id])
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    Err(StoreError::Duplicate(id.to_string()))
+                }
+                Err(e) => Err(db(e)),
+            },
+        }
+    }
+
+    /// Rows per table (including `manifests`).
+    pub async fn counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut out = BTreeMap::new();
+        match self {
+            KvStore::Memory(m) => {
+                let m = m.lock().expect("store lock");
+                for t in KV_TABLES {
+                    let n = m
+                        .tables
+                        .get(t)
+                        .map(|t| t.values().map(Vec::len).sum::<usize>())
+                        .unwrap_or(0);
+                    out.insert(t.to_string(), n as u64);
+                }
+                out.insert("manifests".into(), m.manifests.len() as u64);
+            }
+            KvStore::Postgres(p) => {
+                for t in KV_TABLES.iter().chain(&["manifests"]) {
+                    let row = p
+                        .client()
+                        .query_one(&format!("SELECT count(*) FROM {t}"), &[])
+                        .await
+                        .map_err(db)?;
+                    out.insert(t.to_string(), row.get::<_, i64>(0) as u64);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every row; returns the counts before.
+    pub async fn clear(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let before = self.counts().await?;
+        match self {
+            KvStore::Memory(m) => *m.lock().expect("store lock") = MemoryTables::default(),
+            KvStore::Postgres(p) => {
+                p.client()
+                    .batch_execute("DELETE FROM endorsements; DELETE FROM trust_anchors; DELETE FROM policies; DELETE FROM manifests;")
+                    .await
+                    .map_err(db)?;
+            }
+        }
+        Ok(before)
+    }
+}
+
+fn db(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Db(match e.as_db_error() {
+        Some(d) => format!(
+            "{}: {} (SQLSTATE {})",
+            d.severity(),
+            d.message(),
+            d.code().code()
+        ),
+        None => e.to_string(),
+    })
+}
