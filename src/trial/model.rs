@@ -24,23 +24,28 @@ impl Span {
 
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(f64),
-            Text(String),
+        let bad = |what: String| serde::de::Error::custom(format!("invalid duration {what}: write it like 150s, 2m30s or 500ms"));
+        match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::Number(n) => match n.as_f64() {
+                Some(s) if s >= 0.0 && s.is_finite() => Ok(Span(Duration::from_secs_f64(s))),
+                _ => Err(bad(format!("{n} (durations cannot be negative)"))),
+            },
+            serde_yaml::Value::String(t) => humantime::parse_duration(t.trim()).map(Span).map_err(|_| bad(format!("`{t}`"))),
+            other => Err(bad(format!("(got {})", yaml_kind(&other)))),
         }
-        match Raw::deserialize(d)? {
-            Raw::Secs(s) if s >= 0.0 && s.is_finite() => Ok(Span(Duration::from_secs_f64(s))),
-            Raw::Secs(s) => Err(serde::de::Error::custom(format!(
-                "invalid duration {s}: durations cannot be negative"
-            ))),
-            Raw::Text(t) => humantime::parse_duration(t.trim()).map(Span).map_err(|_| {
-                serde::de::Error::custom(format!(
-                    "invalid duration `{t}`: write it like 150s, 2m30s or 500ms"
-                ))
-            }),
-        }
+    }
+}
+
+/// How a YAML value reads in an error message.
+fn yaml_kind(v: &serde_yaml::Value) -> &'static str {
+    match v {
+        serde_yaml::Value::Null => "nothing",
+        serde_yaml::Value::Bool(_) => "a boolean",
+        serde_yaml::Value::Number(_) => "a number",
+        serde_yaml::Value::String(_) => "a string",
+        serde_yaml::Value::Sequence(_) => "a list",
+        serde_yaml::Value::Mapping(_) => "a mapping",
+        serde_yaml::Value::Tagged(_) => "a tagged value",
     }
 }
 
@@ -62,28 +67,21 @@ pub struct Rate(pub f64);
 
 impl<'de> Deserialize<'de> for Rate {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Num(f64),
-            Text(String),
-        }
-        let bad = |t: &str| {
-            serde::de::Error::custom(format!("invalid rate `{t}`: write it like 10/s or 600/m"))
-        };
-        match Raw::deserialize(d)? {
-            Raw::Num(n) => Ok(Rate(n)),
-            Raw::Text(t) => {
-                let (num, unit) = t.split_once('/').ok_or_else(|| bad(&t))?;
-                let n: f64 = num.trim().parse().map_err(|_| bad(&t))?;
+        let bad = |t: &str| serde::de::Error::custom(format!("invalid rate {t}: write it like 10/s or 600/m"));
+        match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::Number(n) => n.as_f64().map(Rate).ok_or_else(|| bad(&n.to_string())),
+            serde_yaml::Value::String(t) => {
+                let (num, unit) = t.split_once('/').ok_or_else(|| bad(&format!("`{t}`")))?;
+                let n: f64 = num.trim().parse().map_err(|_| bad(&format!("`{t}`")))?;
                 let per = match unit.trim() {
                     "s" => 1.0,
                     "m" | "min" => 60.0,
                     "h" => 3600.0,
-                    _ => return Err(bad(&t)),
+                    _ => return Err(bad(&format!("`{t}`"))),
                 };
                 Ok(Rate(n / per))
             }
+            other => Err(bad(&format!("(got {})", yaml_kind(&other)))),
         }
     }
 }

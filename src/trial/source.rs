@@ -386,6 +386,7 @@ pub fn deserialize_all<T: DeserializeOwned>(source: &Source) -> (Option<T>, Vec<
         return (None, vec![d]);
     }
     let mut diagnostics: Vec<Diagnostic> = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
     for _ in 0..64 {
         match serde_path_to_error::deserialize::<_, T>(value.clone()) {
             Ok(model) => {
@@ -395,6 +396,12 @@ pub fn deserialize_all<T: DeserializeOwned>(source: &Source) -> (Option<T>, Vec<
             Err(err) => {
                 let field = field_of(err.path());
                 let message = strip_location(&err.inner().to_string());
+                // A required field we removed ourselves is already reported: stop here.
+                if let Some(missing) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+                    if removed.iter().any(|r| *r == join(&field, missing)) {
+                        break;
+                    }
+                }
                 let duplicate = diagnostics
                     .iter()
                     .any(|d| d.field == field && d.message == message);
@@ -405,6 +412,7 @@ pub fn deserialize_all<T: DeserializeOwned>(source: &Source) -> (Option<T>, Vec<
                 if duplicate || !remove_at(&mut value, &field) {
                     break;
                 }
+                removed.push(field);
             }
         }
     }

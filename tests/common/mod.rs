@@ -1,0 +1,285 @@
+//! Shared test fixtures: real servers on free loopback ports, started once per test binary,
+//! stopped by their own process id when the binary exits.
+//!
+//! * `moto()`      — moto_server (AWS emulator); `reset()` between tests.
+//! * `postgres()`  — a throwaway PostgreSQL 15 cluster (`initdb` in a temp dir); `database()`
+//!   gives each test its own database.
+//! * `memcached()` — memcached.
+//!
+//! Every fixture waits for readiness with a probe, never a fixed sleep.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bind 0, read back, release).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `ready` until it holds or `timeout` passes.
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "{what} not ready after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The project root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/veraison-testdata/<name>` (read-only upstream vectors).
+pub fn testdata(name: &str) -> PathBuf {
+    root().join("../shared/veraison-testdata").join(name)
+}
+
+/// Children to kill when the test binary exits.
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static CLEANUP: OnceLock<()> = OnceLock::new();
+
+extern "C" fn kill_children() {
+    if let Ok(pids) = CHILDREN.lock() {
+        for pid in pids.iter() {
+            // SAFETY: kill with a pid we started.
+            unsafe {
+                libc::kill(*pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+    if let Some(pg) = PG.get() {
+        pg.stop();
+    }
+}
+
+fn track(child: &Child) {
+    CLEANUP.get_or_init(|| {
+        // SAFETY: registering a plain extern "C" fn.
+        unsafe {
+            libc::atexit(kill_children);
+        }
+    });
+    CHILDREN.lock().unwrap().push(child.id());
+}
+
+// ------------------------------------------------------------------------------------- moto
+
+/// A running moto_server.
+pub struct Moto {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    _child: Mutex<Child>,
+}
+
+fn moto_binary() -> PathBuf {
+    std::env::var_os("TRIALRUNNER_MOTO").map(PathBuf::from).unwrap_or_else(|| root().join(".venv-moto/bin/moto_server"))
+}
+
+fn http(method: &str, url: &str) -> Option<(u16, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut s = TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, out))
+}
+
+static MOTO: OnceLock<Moto> = OnceLock::new();
+
+/// The binary's moto_server (started on first use).
+pub fn moto() -> &'static Moto {
+    MOTO.get_or_init(|| {
+        let bin = moto_binary();
+        assert!(bin.exists(), "moto_server not found at {} (run scripts/install-test-deps)", bin.display());
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        track(&child);
+        let url = format!("http://127.0.0.1:{port}");
+        wait_until("moto_server", Duration::from_secs(60), || http("GET", &format!("{url}/moto-api/")).is_some_and(|(c, _)| c == 200));
+        Moto { url, _child: Mutex::new(child) }
+    })
+}
+
+impl Moto {
+    /// Empties every model.
+    pub fn reset(&self) {
+        let (code, _) = http("POST", &format!("{}/moto-api/reset", self.url)).expect("moto answers");
+        assert_eq!(code, 200);
+    }
+}
+
+// ------------------------------------------------------------------------------------- PostgreSQL
+
+/// A throwaway PostgreSQL cluster.
+pub struct Postgres {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: PathBuf,
+    counter: Mutex<u32>,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// PostgreSQL refuses to run as root: as root, run its tools as the `postgres` user.
+fn as_postgres(args: &[&str]) -> Command {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).args(args);
+        c
+    } else {
+        let mut c = Command::new(args[0]);
+        c.args(&args[1..]);
+        c
+    }
+}
+
+static PG: OnceLock<Postgres> = OnceLock::new();
+
+/// The binary's PostgreSQL cluster (started on first use).
+pub fn postgres() -> &'static Postgres {
+    PG.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("trialrunner-pg").tempdir().unwrap().keep();
+        let _ = Command::new("chown").args(["-R", "postgres", dir.to_str().unwrap()]).status();
+        let data = dir.join("data");
+        let init = as_postgres(&[&format!("{PG_BIN}/initdb"), "-D", data.to_str().unwrap(), "-A", "trust", "-U", "postgres"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("initdb runs");
+        assert!(init.success(), "initdb failed");
+        let port = free_port();
+        let opts = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", dir.display());
+        let start = as_postgres(&[&format!("{PG_BIN}/pg_ctl"), "-D", data.to_str().unwrap(), "-l", dir.join("log").to_str().unwrap(), "-w", "-o", &opts, "start"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl runs");
+        assert!(start.success(), "pg_ctl start failed: {}", std::fs::read_to_string(dir.join("log")).unwrap_or_default());
+        CLEANUP.get_or_init(|| unsafe {
+            libc::atexit(kill_children);
+        });
+        Postgres { port, dir, counter: Mutex::new(0) }
+    })
+}
+
+impl Postgres {
+    /// A conninfo for a database.
+    pub fn conninfo(&self, db: &str) -> String {
+        format!("host=127.0.0.1 port={} user=postgres dbname={db}", self.port)
+    }
+
+    /// A new empty database for one test; returns its name.
+    pub fn database(&self, prefix: &str) -> String {
+        let n = {
+            let mut c = self.counter.lock().unwrap();
+            *c += 1;
+            *c
+        };
+        let name = format!("{prefix}_{n}_{}", std::process::id());
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE {name}")])
+            .output()
+            .expect("psql runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        name
+    }
+
+    /// Runs SQL with psql, returns stdout (tuples only).
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("psql runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn stop(&self) {
+        let _ = as_postgres(&[&format!("{PG_BIN}/pg_ctl"), "-D", self.dir.join("data").to_str().unwrap(), "-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// The cluster's data directory (for editing pg_hba.conf in auth tests).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Reloads the configuration.
+    pub fn reload(&self) {
+        let ok = as_postgres(&[&format!("{PG_BIN}/pg_ctl"), "-D", self.data_dir().to_str().unwrap(), "reload"]).stdout(Stdio::null()).status().unwrap();
+        assert!(ok.success());
+    }
+}
+
+// ------------------------------------------------------------------------------------- memcached
+
+/// A running memcached.
+pub struct Memcached {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    _child: Mutex<Child>,
+}
+
+/// Sends one memcached text command and reads until `END`/a status line.
+pub fn memcached_cmd(addr: &str, cmd: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(cmd.as_bytes()).unwrap();
+    let mut buf = [0u8; 65536];
+    let mut out = String::new();
+    loop {
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if ["END\r\n", "STORED\r\n", "OK\r\n", "ERROR\r\n", "NOT_STORED\r\n", "DELETED\r\n", "NOT_FOUND\r\n"].iter().any(|e| out.ends_with(e)) {
+            break;
+        }
+    }
+    out
+}
+
+static MEMCACHED: OnceLock<Memcached> = OnceLock::new();
+
+/// The binary's memcached (started on first use).
+pub fn memcached() -> &'static Memcached {
+    MEMCACHED.get_or_init(|| {
+        let port = free_port();
+        let mut cmd = Command::new("memcached");
+        if unsafe { libc::geteuid() } == 0 {
+            cmd.args(["-u", "root"]);
+        }
+        let child = cmd.args(["-l", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("memcached starts");
+        track(&child);
+        let addr = format!("127.0.0.1:{port}");
+        wait_until("memcached", Duration::from_secs(20), || {
+            TcpStream::connect(&addr).is_ok() && memcached_cmd(&addr, "stats\r\n").contains("STAT pid")
+        });
+        Memcached { addr, _child: Mutex::new(child) }
+    })
+}
+
+/// Writes a file and returns its path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
