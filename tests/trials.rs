@@ -20,7 +20,15 @@ fn malformed() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(common::root().join("tests/malformed"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().chars().nth(1).is_some_and(|c| c.is_ascii_digit()))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .chars()
+                .nth(1)
+                .is_some_and(|c| c.is_ascii_digit())
+        })
         .collect();
     files.sort();
     files
@@ -34,7 +42,14 @@ fn expectations(file: &Path) -> Vec<(usize, String)> {
         .filter_map(|l| l.strip_prefix("# expect: "))
         .map(|e| {
             let (line, field) = e.split_once(' ').unwrap();
-            (line.parse().unwrap(), if field == "-" { String::new() } else { field.to_string() })
+            (
+                line.parse().unwrap(),
+                if field == "-" {
+                    String::new()
+                } else {
+                    field.to_string()
+                },
+            )
         })
         .collect()
 }
@@ -42,9 +57,13 @@ fn expectations(file: &Path) -> Vec<(usize, String)> {
 fn diagnostics(file: &Path) -> Diagnostics {
     let is_env = file.file_name().unwrap().to_str().unwrap().starts_with('e');
     if is_env {
-        trial::load_environment(file).map(|_| ()).expect_err("malformed environment must fail")
+        trial::load_environment(file)
+            .map(|_| ())
+            .expect_err("malformed environment must fail")
     } else {
-        trial::load_trial(file, None).map(|_| ()).expect_err("malformed trial must fail")
+        trial::load_trial(file, None)
+            .map(|_| ())
+            .expect_err("malformed trial must fail")
     }
 }
 
@@ -55,10 +74,20 @@ fn every_malformed_file_names_its_line_and_field() {
     for file in files {
         let d = diagnostics(&file);
         let wanted = expectations(&file);
-        assert!(!wanted.is_empty(), "{} has no `# expect:` line", file.display());
+        assert!(
+            !wanted.is_empty(),
+            "{} has no `# expect:` line",
+            file.display()
+        );
         for (line, field) in wanted {
-            let hit = d.0.iter().any(|x| x.position.map(|p| p.line) == Some(line) && x.field == field && x.file == file);
-            assert!(hit, "{}: expected an error at line {line} on `{field}`, got:\n{d}", file.display());
+            let hit = d.0.iter().any(|x| {
+                x.position.map(|p| p.line) == Some(line) && x.field == field && x.file == file
+            });
+            assert!(
+                hit,
+                "{}: expected an error at line {line} on `{field}`, got:\n{d}",
+                file.display()
+            );
         }
         // Each message names file:line:column.
         let text = d.to_string();
@@ -70,26 +99,56 @@ fn every_malformed_file_names_its_line_and_field() {
 fn every_malformed_file_exits_2_from_the_cli() {
     for file in malformed() {
         let out = bin().arg("validate").arg(&file).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         let (line, field) = &expectations(&file)[0];
-        assert!(stderr.contains(&format!(":{line}:")) && stderr.contains(field.as_str()), "{}: {stderr}", file.display());
+        assert!(
+            stderr.contains(&format!(":{line}:")) && stderr.contains(field.as_str()),
+            "{}: {stderr}",
+            file.display()
+        );
     }
 }
 
 #[test]
 fn seed_and_local_trials_validate() {
-    let trials: Vec<PathBuf> = std::fs::read_dir(common::root().join("trials")).unwrap().map(|e| e.unwrap().path()).collect();
+    let trials: Vec<PathBuf> = std::fs::read_dir(common::root().join("trials"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert!(trials.len() >= 7);
-    let out = bin().current_dir(common::root()).arg("validate").args(&trials).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .current_dir(common::root())
+        .arg("validate")
+        .args(&trials)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn trial_1_plans_14_user_steps_times_3_tasks() {
     let root = common::root();
-    let t = trial::load_trial(&root.join("trials/trial-1-users-pinned-3.yaml"), Some(&root.join("templates/veraison-aws.yaml"))).unwrap();
-    assert_eq!(t.user_steps, (0..14).map(|i| 2 + 8 * i).collect::<Vec<u32>>());
+    let t = trial::load_trial(
+        &root.join("trials/trial-1-users-pinned-3.yaml"),
+        Some(&root.join("templates/veraison-aws.yaml")),
+    )
+    .unwrap();
+    assert_eq!(
+        t.user_steps,
+        (0..14).map(|i| 2 + 8 * i).collect::<Vec<u32>>()
+    );
     let plan = trial::plan(&t);
     assert_eq!(plan.load_phases().count(), 42);
     // 42 runs of 150 s plus per-run overheads (cooldown, clearing, metrics) and the infra steps.
@@ -97,10 +156,41 @@ fn trial_1_plans_14_user_steps_times_3_tasks() {
     let load = 42.0 * 150.0;
     assert!(total > load && total < load * 1.3, "total {total}");
     // The order of the first steps: snapshot, pin, pin, wait ready, check, clear, load.
-    let kinds: Vec<String> = plan.steps.iter().take(7).map(|s| format!("{:?}", s.step).split([' ', '{', '(']).next().unwrap().to_string()).collect();
-    assert_eq!(kinds, ["SnapshotInfra", "SetCapacity", "SetCapacity", "WaitReady", "CheckTarget", "ClearStores", "Load"]);
+    let kinds: Vec<String> = plan
+        .steps
+        .iter()
+        .take(7)
+        .map(|s| {
+            format!("{:?}", s.step)
+                .split([' ', '{', '('])
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "SnapshotInfra",
+            "SetCapacity",
+            "SetCapacity",
+            "WaitReady",
+            "CheckTarget",
+            "ClearStores",
+            "Load"
+        ]
+    );
     // The CLI prints the same count and total.
-    let out = bin().current_dir(&root).args(["plan", "trials/trial-1-users-pinned-3.yaml", "--env", "templates/veraison-aws.yaml"]).output().unwrap();
+    let out = bin()
+        .current_dir(&root)
+        .args([
+            "plan",
+            "trials/trial-1-users-pinned-3.yaml",
+            "--env",
+            "templates/veraison-aws.yaml",
+        ])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("42 load runs"), "{text}");
 }
@@ -108,23 +198,78 @@ fn trial_1_plans_14_user_steps_times_3_tasks() {
 #[test]
 fn trial_3_counts_after_each_of_six_iterations() {
     let root = common::root();
-    let t = trial::load_trial(&root.join("trials/trial-3-store-weight.yaml"), Some(&root.join("templates/veraison-aws.yaml"))).unwrap();
+    let t = trial::load_trial(
+        &root.join("trials/trial-3-store-weight.yaml"),
+        Some(&root.join("templates/veraison-aws.yaml")),
+    )
+    .unwrap();
     let plan = trial::plan(&t);
     let runs: Vec<&str> = plan.load_phases().map(|p| p.run_id.as_str()).collect();
     assert_eq!(runs.len(), 12);
     assert_eq!(&runs[..2], ["it1-u015-provision", "it1-u015-verify"]);
-    let counts = plan.steps.iter().filter(|s| matches!(s.step, trial::Step::CountStores { .. })).count();
+    let counts = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s.step, trial::Step::CountStores { .. }))
+        .count();
     assert_eq!(counts, 6);
 }
 
 fn yaml_fragment() -> impl Strategy<Value = String> {
     let key = prop::sample::select(vec![
-        "name", "environment", "runs", "users", "from", "to", "step", "duration", "tasks", "infra", "pin", "min", "max", "stores", "clear",
-        "arrival", "rate", "wait", "between", "metrics", "http-tasks", "services", "url", "aws", "account", "zz",
+        "name",
+        "environment",
+        "runs",
+        "users",
+        "from",
+        "to",
+        "step",
+        "duration",
+        "tasks",
+        "infra",
+        "pin",
+        "min",
+        "max",
+        "stores",
+        "clear",
+        "arrival",
+        "rate",
+        "wait",
+        "between",
+        "metrics",
+        "http-tasks",
+        "services",
+        "url",
+        "aws",
+        "account",
+        "zz",
     ]);
-    let scalar = prop::sample::select(vec!["1", "0", "-3", "150s", "x", "[verify]", "{ pin: 3 }", "10/s", "null", "~", "'", "\"a", "[", "{", ":", "- a", "&a", "*a", "!!int x"]);
+    let scalar = prop::sample::select(vec![
+        "1",
+        "0",
+        "-3",
+        "150s",
+        "x",
+        "[verify]",
+        "{ pin: 3 }",
+        "10/s",
+        "null",
+        "~",
+        "'",
+        "\"a",
+        "[",
+        "{",
+        ":",
+        "- a",
+        "&a",
+        "*a",
+        "!!int x",
+    ]);
     prop::collection::vec((0usize..4, key, scalar), 0..12).prop_map(|lines| {
-        lines.into_iter().map(|(indent, k, v)| format!("{}{k}: {v}\n", "  ".repeat(indent))).collect()
+        lines
+            .into_iter()
+            .map(|(indent, k, v)| format!("{}{k}: {v}\n", "  ".repeat(indent)))
+            .collect()
     })
 }
 

@@ -24,13 +24,19 @@ impl Span {
 
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let bad = |what: String| serde::de::Error::custom(format!("invalid duration {what}: write it like 150s, 2m30s or 500ms"));
+        let bad = |what: String| {
+            serde::de::Error::custom(format!(
+                "invalid duration {what}: write it like 150s, 2m30s or 500ms"
+            ))
+        };
         match serde_yaml::Value::deserialize(d)? {
             serde_yaml::Value::Number(n) => match n.as_f64() {
                 Some(s) if s >= 0.0 && s.is_finite() => Ok(Span(Duration::from_secs_f64(s))),
                 _ => Err(bad(format!("{n} (durations cannot be negative)"))),
             },
-            serde_yaml::Value::String(t) => humantime::parse_duration(t.trim()).map(Span).map_err(|_| bad(format!("`{t}`"))),
+            serde_yaml::Value::String(t) => humantime::parse_duration(t.trim())
+                .map(Span)
+                .map_err(|_| bad(format!("`{t}`"))),
             other => Err(bad(format!("(got {})", yaml_kind(&other)))),
         }
     }
@@ -67,7 +73,9 @@ pub struct Rate(pub f64);
 
 impl<'de> Deserialize<'de> for Rate {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let bad = |t: &str| serde::de::Error::custom(format!("invalid rate {t}: write it like 10/s or 600/m"));
+        let bad = |t: &str| {
+            serde::de::Error::custom(format!("invalid rate {t}: write it like 10/s or 600/m"))
+        };
         match serde_yaml::Value::deserialize(d)? {
             serde_yaml::Value::Number(n) => n.as_f64().map(Rate).ok_or_else(|| bad(&n.to_string())),
             serde_yaml::Value::String(t) => {

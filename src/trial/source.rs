@@ -397,7 +397,10 @@ pub fn deserialize_all<T: DeserializeOwned>(source: &Source) -> (Option<T>, Vec<
                 let field = field_of(err.path());
                 let message = strip_location(&err.inner().to_string());
                 // A required field we removed ourselves is already reported: stop here.
-                if let Some(missing) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+                if let Some(missing) = message
+                    .strip_prefix("missing field `")
+                    .and_then(|m| m.strip_suffix('`'))
+                {
                     if removed.iter().any(|r| *r == join(&field, missing)) {
                         break;
                     }

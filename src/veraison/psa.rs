@@ -238,9 +238,17 @@ impl Device {
         let tag_id = |kind: &str| {
             h(&[kind.as_bytes(), corim_id.as_bytes(), &self.instance_id])[..16].to_vec()
         };
+        // Tagged CoRIMs (set B/C) carry `#6.506(bstr .cbor comid)`; the untagged ones of older
+        // releases (set A) carry `bstr .cbor #6.506(comid)`.
         let comids = [comid(&tag_id("rv"), refvals), comid(&tag_id("ta"), keys)]
             .into_iter()
-            .map(|c| Value::Tag(tag::COMID, Box::new(Value::Bytes(to_cbor(&c)))))
+            .map(|c| {
+                if tagged {
+                    Value::Tag(tag::COMID, Box::new(Value::Bytes(to_cbor(&c))))
+                } else {
+                    Value::Bytes(to_cbor(&Value::Tag(tag::COMID, Box::new(c))))
+                }
+            })
             .collect();
         let profile_value = if profile.starts_with("tag:") {
             Value::Tag(tag::URI, Box::new(Value::Text(profile.into())))
@@ -563,12 +571,20 @@ pub fn parse_corim(bytes: &[u8]) -> Result<Endorsements, PsaError> {
         return Err(malformed("CoRIM", "missing tags"));
     };
     for t in tags {
-        let Value::Tag(tag::COMID, b) = t else {
-            continue;
+        let comid: Value = match t {
+            // `#6.506(bstr .cbor comid)` (spec form, sets B and C).
+            Value::Tag(tag::COMID, b) => {
+                let Some(b) = b.as_bytes() else { continue };
+                ciborium::de::from_reader(b.as_slice())
+                    .map_err(|e| malformed("CoMID", e.to_string()))?
+            }
+            // `bstr .cbor #6.506(comid)` (older encoding, set A).
+            Value::Bytes(b) => match ciborium::de::from_reader::<Value, _>(b.as_slice()) {
+                Ok(Value::Tag(tag::COMID, inner)) => *inner,
+                _ => continue,
+            },
+            _ => continue,
         };
-        let Some(b) = b.as_bytes() else { continue };
-        let comid: Value = ciborium::de::from_reader(b.as_slice())
-            .map_err(|e| malformed("CoMID", e.to_string()))?;
         let triples = comid
             .as_map()
             .and_then(|c| map_get(c, 4))

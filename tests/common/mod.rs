@@ -19,14 +19,21 @@ use std::time::{Duration, Instant};
 
 /// A free loopback port (bind 0, read back, release).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `ready` until it holds or `timeout` passes.
 pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
-        assert!(start.elapsed() < timeout, "{what} not ready after {timeout:?}");
+        assert!(
+            start.elapsed() < timeout,
+            "{what} not ready after {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -79,12 +86,17 @@ pub struct Moto {
 }
 
 fn moto_binary() -> PathBuf {
-    std::env::var_os("TRIALRUNNER_MOTO").map(PathBuf::from).unwrap_or_else(|| root().join(".venv-moto/bin/moto_server"))
+    std::env::var_os("TRIALRUNNER_MOTO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv-moto/bin/moto_server"))
 }
 
 fn http(method: &str, url: &str) -> Option<(u16, String)> {
     let rest = url.strip_prefix("http://")?;
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
     let mut s = TcpStream::connect(host).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").ok()?;
@@ -100,7 +112,11 @@ static MOTO: OnceLock<Moto> = OnceLock::new();
 pub fn moto() -> &'static Moto {
     MOTO.get_or_init(|| {
         let bin = moto_binary();
-        assert!(bin.exists(), "moto_server not found at {} (run scripts/install-test-deps)", bin.display());
+        assert!(
+            bin.exists(),
+            "moto_server not found at {} (run scripts/install-test-deps)",
+            bin.display()
+        );
         let port = free_port();
         let child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -110,15 +126,21 @@ pub fn moto() -> &'static Moto {
             .expect("moto_server starts");
         track(&child);
         let url = format!("http://127.0.0.1:{port}");
-        wait_until("moto_server", Duration::from_secs(60), || http("GET", &format!("{url}/moto-api/")).is_some_and(|(c, _)| c == 200));
-        Moto { url, _child: Mutex::new(child) }
+        wait_until("moto_server", Duration::from_secs(60), || {
+            http("GET", &format!("{url}/moto-api/")).is_some_and(|(c, _)| c == 200)
+        });
+        Moto {
+            url,
+            _child: Mutex::new(child),
+        }
     })
 }
 
 impl Moto {
     /// Empties every model.
     pub fn reset(&self) {
-        let (code, _) = http("POST", &format!("{}/moto-api/reset", self.url)).expect("moto answers");
+        let (code, _) =
+            http("POST", &format!("{}/moto-api/reset", self.url)).expect("moto answers");
         assert_eq!(code, 200);
     }
 }
@@ -154,32 +176,70 @@ static PG: OnceLock<Postgres> = OnceLock::new();
 /// The binary's PostgreSQL cluster (started on first use).
 pub fn postgres() -> &'static Postgres {
     PG.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("trialrunner-pg").tempdir().unwrap().keep();
-        let _ = Command::new("chown").args(["-R", "postgres", dir.to_str().unwrap()]).status();
+        let dir = tempfile::Builder::new()
+            .prefix("trialrunner-pg")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let _ = Command::new("chown")
+            .args(["-R", "postgres", dir.to_str().unwrap()])
+            .status();
         let data = dir.join("data");
-        let init = as_postgres(&[&format!("{PG_BIN}/initdb"), "-D", data.to_str().unwrap(), "-A", "trust", "-U", "postgres"])
-            .stdout(Stdio::null())
-            .status()
-            .expect("initdb runs");
+        let init = as_postgres(&[
+            &format!("{PG_BIN}/initdb"),
+            "-D",
+            data.to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .expect("initdb runs");
         assert!(init.success(), "initdb failed");
         let port = free_port();
-        let opts = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", dir.display());
-        let start = as_postgres(&[&format!("{PG_BIN}/pg_ctl"), "-D", data.to_str().unwrap(), "-l", dir.join("log").to_str().unwrap(), "-w", "-o", &opts, "start"])
-            .stdout(Stdio::null())
-            .status()
-            .expect("pg_ctl runs");
-        assert!(start.success(), "pg_ctl start failed: {}", std::fs::read_to_string(dir.join("log")).unwrap_or_default());
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            dir.display()
+        );
+        let start = as_postgres(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            dir.join("log").to_str().unwrap(),
+            "-w",
+            "-o",
+            &opts,
+            "start",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .expect("pg_ctl runs");
+        assert!(
+            start.success(),
+            "pg_ctl start failed: {}",
+            std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+        );
         CLEANUP.get_or_init(|| unsafe {
             libc::atexit(kill_children);
         });
-        Postgres { port, dir, counter: Mutex::new(0) }
+        Postgres {
+            port,
+            dir,
+            counter: Mutex::new(0),
+        }
     })
 }
 
 impl Postgres {
     /// A conninfo for a database.
     pub fn conninfo(&self, db: &str) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname={db}", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db}",
+            self.port
+        )
     }
 
     /// A new empty database for one test; returns its name.
@@ -191,28 +251,71 @@ impl Postgres {
         };
         let name = format!("{prefix}_{n}_{}", std::process::id());
         let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE {name}")])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                &format!("CREATE DATABASE {name}"),
+            ])
             .output()
             .expect("psql runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         name
     }
 
     /// Runs SQL with psql, returns stdout (tuples only).
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
             .output()
             .expect("psql runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     fn stop(&self) {
-        let _ = as_postgres(&[&format!("{PG_BIN}/pg_ctl"), "-D", self.dir.join("data").to_str().unwrap(), "-m", "immediate", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let _ = as_postgres(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            self.dir.join("data").to_str().unwrap(),
+            "-m",
+            "immediate",
+            "stop",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 
@@ -223,7 +326,15 @@ impl Postgres {
 
     /// Reloads the configuration.
     pub fn reload(&self) {
-        let ok = as_postgres(&[&format!("{PG_BIN}/pg_ctl"), "-D", self.data_dir().to_str().unwrap(), "reload"]).stdout(Stdio::null()).status().unwrap();
+        let ok = as_postgres(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            self.data_dir().to_str().unwrap(),
+            "reload",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
         assert!(ok.success());
     }
 }
@@ -250,7 +361,18 @@ pub fn memcached_cmd(addr: &str, cmd: &str) -> String {
             break;
         }
         out.push_str(&String::from_utf8_lossy(&buf[..n]));
-        if ["END\r\n", "STORED\r\n", "OK\r\n", "ERROR\r\n", "NOT_STORED\r\n", "DELETED\r\n", "NOT_FOUND\r\n"].iter().any(|e| out.ends_with(e)) {
+        if [
+            "END\r\n",
+            "STORED\r\n",
+            "OK\r\n",
+            "ERROR\r\n",
+            "NOT_STORED\r\n",
+            "DELETED\r\n",
+            "NOT_FOUND\r\n",
+        ]
+        .iter()
+        .any(|e| out.ends_with(e))
+        {
             break;
         }
     }
@@ -267,13 +389,22 @@ pub fn memcached() -> &'static Memcached {
         if unsafe { libc::geteuid() } == 0 {
             cmd.args(["-u", "root"]);
         }
-        let child = cmd.args(["-l", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("memcached starts");
+        let child = cmd
+            .args(["-l", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("memcached starts");
         track(&child);
         let addr = format!("127.0.0.1:{port}");
         wait_until("memcached", Duration::from_secs(20), || {
-            TcpStream::connect(&addr).is_ok() && memcached_cmd(&addr, "stats\r\n").contains("STAT pid")
+            TcpStream::connect(&addr).is_ok()
+                && memcached_cmd(&addr, "stats\r\n").contains("STAT pid")
         });
-        Memcached { addr, _child: Mutex::new(child) }
+        Memcached {
+            addr,
+            _child: Mutex::new(child),
+        }
     })
 }
 

@@ -210,6 +210,13 @@ fn router(state: Arc<AppState>) -> Router {
             "/standin/v1/sessions",
             axum::routing::delete(admin_flush_sessions),
         )
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                [(header::CONTENT_TYPE, "text/plain")],
+                "404 page not found",
+            )
+        })
         .with_state(state)
 }
 

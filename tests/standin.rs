@@ -1,0 +1,738 @@
+//! The Veraison stand-in against the wire contract, with the real upstream vectors from
+//! `../shared/veraison-testdata/` (read there, never copied), and the project's own PSA
+//! material checked against them.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+use p256::ecdsa::SigningKey;
+use reqwest::StatusCode;
+use serde_json::Value;
+use trialrunner::veraison::ear::{self, EarStatus};
+use trialrunner::veraison::psa::{self, Device, ParsedToken, SwComponent, SEED_NONCE_B64};
+use trialrunner::veraison::release::ReleaseProfile;
+use trialrunner::veraison::standin::faults::Faults;
+use trialrunner::veraison::standin::store::KvStore;
+use trialrunner::veraison::standin::{Credentials, Standin, StandinConfig, TOKEN_PATH};
+
+const SET_A_CORIM: &str = "a-perf-corim-psa-full.cbor";
+const SET_A_TOKEN: &str = "a-perf-psa.good.cbor";
+const SET_B_CORIM: &str = "b-e2e-psa-endorsements.cbor";
+const LEGACY_MT: &str = "application/corim-unsigned+cbor; profile=\"http://arm.com/psa/iot/1\"";
+
+fn vector(name: &str) -> Vec<u8> {
+    std::fs::read(common::testdata(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn config(release: &str) -> StandinConfig {
+    StandinConfig {
+        release: ReleaseProfile::parse(release).unwrap(),
+        ..StandinConfig::default()
+    }
+}
+
+async fn start(cfg: StandinConfig) -> Standin {
+    Standin::start("127.0.0.1:0".parse().unwrap(), cfg, KvStore::memory())
+        .await
+        .unwrap()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn submit(s: &Standin, body: Vec<u8>, media_type: &str) -> reqwest::Response {
+    client()
+        .post(s.url().join("/endorsement-provisioning/v1/submit").unwrap())
+        .header("content-type", media_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// newSession → evidence; returns (evidence status, JSON body, session URL).
+async fn verify(s: &Standin, nonce_b64: &str, token: Vec<u8>) -> (StatusCode, Value, url::Url) {
+    let c = client();
+    let new = s
+        .url()
+        .join(&format!(
+            "/challenge-response/v1/newSession?nonce={nonce_b64}"
+        ))
+        .unwrap();
+    let r = c.post(new.clone()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(loc.starts_with("session/"), "relative Location, got {loc}");
+    let session = new.join(&loc).unwrap();
+    let r = c
+        .post(session.clone())
+        .header("content-type", "application/psa-attestation-token")
+        .body(token)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null), session)
+}
+
+async fn ear_key(s: &Standin) -> p256::ecdsa::VerifyingKey {
+    let wk: Value = client()
+        .get(s.url().join("/.well-known/veraison/verification").unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    ear::key_from_jwk(&wk["ear-verification-key"]).unwrap()
+}
+
+#[tokio::test]
+async fn discovery_is_veraisons_and_refuses_application_json() {
+    let s = start(config("v0.0.2602")).await;
+    let c = client();
+    for svc in ["provisioning", "verification"] {
+        let r = c
+            .get(
+                s.url()
+                    .join(&format!("/.well-known/veraison/{svc}"))
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/vnd.veraison.discovery+json"
+        );
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["service-state"], "READY");
+        assert!(v["media-types"].as_array().is_some_and(|m| !m.is_empty()));
+        let r = c
+            .get(
+                s.url()
+                    .join(&format!("/.well-known/veraison/{svc}"))
+                    .unwrap(),
+            )
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 406);
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+    }
+    let v: Value = c
+        .get(s.url().join("/.well-known/veraison/provisioning").unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["api-endpoints"]["provisioningSubmit"],
+        "/endorsement-provisioning/v1/submit"
+    );
+    let r = c
+        .get(s.url().join("/no/such/path").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.text().await.unwrap(), "404 page not found");
+}
+
+#[tokio::test]
+async fn set_a_provisions_three_endorsements_and_one_trust_anchor_then_verifies_affirming() {
+    // Set A is untagged: the K-V era up to v0.0.2511 accepts it.
+    let s = start(config("v0.0.2511")).await;
+    let r = submit(&s, vector(SET_A_CORIM), LEGACY_MT).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/vnd.veraison.provisioning-session+json"
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "success", "{v}");
+    let counts = s.counts().await.unwrap();
+    assert_eq!((counts["endorsements"], counts["trust_anchors"]), (3, 1));
+
+    let (status, body, session) = verify(&s, SEED_NONCE_B64, vector(SET_A_TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "complete");
+    assert_eq!(body["nonce"], SEED_NONCE_B64, "std base64 in the K-V era");
+    assert_eq!(
+        STANDARD
+            .decode(body["evidence"]["value"].as_str().unwrap())
+            .unwrap(),
+        vector(SET_A_TOKEN)
+    );
+    let jwt = body["result"].as_str().unwrap();
+    let key = ear_key(&s).await;
+    assert_eq!(ear::ear_status(jwt, Some(&key)), Ok(EarStatus::Affirming));
+    // The trust vector is Veraison's for a good PSA token.
+    let expected: Value =
+        serde_json::from_slice(&vector("psa.good.expected-ear-submods.json")).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(jwt.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        claims["submods"]["PSA_IOT"]["ear.trustworthiness-vector"],
+        expected["PSA_IOT"]["ear.trustworthiness-vector"]
+    );
+    assert_eq!(
+        claims["eat_nonce"],
+        URL_SAFE.encode(URL_SAFE.decode(SEED_NONCE_B64).unwrap())
+    );
+
+    // GET, DELETE (204), then the session is gone: 404 problem+json.
+    let c = client();
+    assert_eq!(c.get(session.clone()).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.delete(session.clone()).send().await.unwrap().status(),
+        204
+    );
+    let r = c.get(session.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let p: Value = r.json().await.unwrap();
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("session not found for (id, tenant)=("),
+        "{p}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_nonce_is_contraindicated_not_an_error() {
+    let s = start(config("v0.0.2511")).await;
+    submit(&s, vector(SET_A_CORIM), LEGACY_MT).await;
+    let other = URL_SAFE.encode([7u8; 32]);
+    let (status, body, _) = verify(&s, &other, vector(SET_A_TOKEN)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        ear::ear_status(body["result"].as_str().unwrap(), Some(&ear_key(&s).await)),
+        Ok(EarStatus::Contraindicated)
+    );
+}
+
+#[tokio::test]
+async fn unknown_device_is_contraindicated() {
+    let s = start(config("v0.0.2511")).await;
+    let (status, body, _) = verify(&s, SEED_NONCE_B64, vector(SET_A_TOKEN)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        ear::ear_status(body["result"].as_str().unwrap(), None),
+        Ok(EarStatus::Contraindicated)
+    );
+}
+
+#[tokio::test]
+async fn key_value_era_keeps_duplicates_corim_store_era_refuses_them() {
+    let kv = start(config("v0.0.2602")).await;
+    for _ in 0..2 {
+        let v: Value = submit(&kv, vector(SET_B_CORIM), LEGACY_MT)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["status"], "success", "{v}");
+    }
+    let c = kv.counts().await.unwrap();
+    assert_eq!((c["endorsements"], c["trust_anchors"]), (6, 2));
+
+    let mt = "application/rim+cbor; profile=\"http://arm.com/psa/iot/1\"";
+    let cs = start(config("v0.0.2604")).await;
+    let first: Value = submit(&cs, vector(SET_B_CORIM), mt)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["status"], "success", "{first}");
+    let second: Value = submit(&cs, vector(SET_B_CORIM), mt)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["status"], "failed");
+    assert!(
+        second["failure-reason"]
+            .as_str()
+            .unwrap()
+            .contains("already in store"),
+        "{second}"
+    );
+}
+
+#[tokio::test]
+async fn provisioning_error_paths() {
+    let s = start(config("v0.0.2602")).await;
+    // Unknown media type: 415 with the accepted types in `Accept`.
+    let r = submit(&s, vector(SET_B_CORIM), "application/cbor").await;
+    assert_eq!(r.status(), 415);
+    assert!(r.headers()["accept"]
+        .to_str()
+        .unwrap()
+        .contains("corim-unsigned+cbor"));
+    // Empty body: 400 "empty body".
+    let r = submit(&s, vec![], LEGACY_MT).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["detail"], "empty body");
+    // Untagged CoRIM from v0.0.2512 on: 200 with status failed.
+    let v: Value = submit(&s, vector(SET_A_CORIM), LEGACY_MT)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "failed");
+    // Garbage: 200 failed, with a reason.
+    let v: Value = submit(&s, b"not cbor".to_vec(), LEGACY_MT)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "failed");
+    assert!(v["failure-reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("submit endorsement returned error"));
+    // The media type is normalised as Go's mime package does (case of type, quoting).
+    let v: Value = submit(
+        &s,
+        vector(SET_B_CORIM),
+        "Application/Corim-Unsigned+CBOR; profile=\"http://arm.com/psa/iot/1\"",
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["status"], "success");
+}
+
+#[tokio::test]
+async fn bearer_auth_with_keycloak_password_grant() {
+    let cfg = StandinConfig {
+        auth: Some(Credentials::default()),
+        ..config("v0.0.2602")
+    };
+    let s = start(cfg).await;
+    let c = client();
+    let r = submit(&s, vector(SET_B_CORIM), LEGACY_MT).await;
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.bytes().await.unwrap().is_empty(),
+        "gin-keycloak answers 401 with an empty body"
+    );
+    let token_url = s.url().join(TOKEN_PATH).unwrap();
+    let bad = c
+        .post(token_url.clone())
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", "veraison-client"),
+            ("username", "veraison-provisioner"),
+            ("password", "wrong"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    let d = Credentials::default();
+    let ok: Value = c
+        .post(token_url)
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", d.client_id.as_str()),
+            ("client_secret", d.client_secret.as_str()),
+            ("username", d.username.as_str()),
+            ("password", d.password.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = ok["access_token"].as_str().unwrap();
+    assert_eq!(ok["expires_in"], 1800);
+    let r = c
+        .post(s.url().join("/endorsement-provisioning/v1/submit").unwrap())
+        .bearer_auth(token)
+        .header("content-type", LEGACY_MT)
+        .body(vector(SET_B_CORIM))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Verification never needs a token.
+    let (status, _, _) = verify(&s, SEED_NONCE_B64, vector(SET_A_TOKEN)).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn session_api_error_paths_and_nonce_rules() {
+    let s = start(config("v0.0.2602")).await;
+    let c = client();
+    let new = |q: &str| {
+        s.url()
+            .join(&format!("/challenge-response/v1/newSession{q}"))
+            .unwrap()
+    };
+    let status = |r: reqwest::Response| r.status();
+    assert_eq!(
+        status(
+            c.post(new(&format!("?nonce={SEED_NONCE_B64}&nonceSize=32")))
+                .send()
+                .await
+                .unwrap()
+        ),
+        400
+    );
+    assert_eq!(
+        status(c.post(new("?nonceSize=7")).send().await.unwrap()),
+        400
+    );
+    assert_eq!(
+        status(c.post(new("?nonceSize=64")).send().await.unwrap()),
+        201
+    );
+    assert_eq!(status(c.post(new("")).send().await.unwrap()), 201);
+    // Tagged releases require padding: the unpadded 32-byte nonce is refused; HEAD accepts it.
+    let unpadded = SEED_NONCE_B64.trim_end_matches('=');
+    assert_eq!(
+        status(
+            c.post(new(&format!("?nonce={unpadded}")))
+                .send()
+                .await
+                .unwrap()
+        ),
+        400
+    );
+    let head = start(config("head")).await;
+    let r = c
+        .post(
+            head.url()
+                .join(&format!(
+                    "/challenge-response/v1/newSession?nonce={unpadded}"
+                ))
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["nonce"],
+        unpadded,
+        "HEAD sends base64url unpadded"
+    );
+    // Evidence: unknown session 404, bad id 400, unsupported type 415, empty body 400, Accept json 406.
+    let sess = |id: &str| {
+        s.url()
+            .join(&format!("/challenge-response/v1/session/{id}"))
+            .unwrap()
+    };
+    let token = vector(SET_A_TOKEN);
+    let post = |u: url::Url, ct: &str, body: Vec<u8>| {
+        c.post(u)
+            .header("content-type", ct.to_string())
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        post(
+            sess(&uuid::Uuid::new_v4().to_string()),
+            "application/psa-attestation-token",
+            token.clone()
+        )
+        .await
+        .unwrap()
+        .status(),
+        404
+    );
+    assert_eq!(
+        post(
+            sess("not-a-uuid"),
+            "application/psa-attestation-token",
+            token.clone()
+        )
+        .await
+        .unwrap()
+        .status(),
+        400
+    );
+    assert_eq!(
+        post(
+            sess(&uuid::Uuid::new_v4().to_string()),
+            "application/json",
+            token.clone()
+        )
+        .await
+        .unwrap()
+        .status(),
+        415
+    );
+    assert_eq!(
+        post(
+            sess(&uuid::Uuid::new_v4().to_string()),
+            "application/psa-attestation-token",
+            vec![]
+        )
+        .await
+        .unwrap()
+        .status(),
+        400
+    );
+    let r = c
+        .post(new(""))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 406);
+}
+
+#[tokio::test]
+async fn faults_slow_start_error_rate_db_cap_and_memcached_delete() {
+    // Slow start: 500 "connection refused" from VTS, then READY.
+    let cfg = StandinConfig {
+        faults: Faults {
+            slow_start: Duration::from_millis(600),
+            ..Faults::default()
+        },
+        ..config("v0.0.2602")
+    };
+    let s = start(cfg).await;
+    let wk = s.url().join("/.well-known/veraison/verification").unwrap();
+    let r = client().get(wk.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    assert!(r.text().await.unwrap().contains("connection refused"));
+    common::wait_until("slow start to end", Duration::from_secs(5), || {
+        std::thread::sleep(Duration::from_millis(50));
+        true
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if client().get(wk.clone()).send().await.unwrap().status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still not READY");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Error rate 1: every submission is a 500.
+    let s = start(StandinConfig {
+        faults: Faults {
+            error_rate: 1.0,
+            ..Faults::default()
+        },
+        ..config("v0.0.2602")
+    })
+    .await;
+    assert_eq!(
+        submit(&s, vector(SET_B_CORIM), LEGACY_MT).await.status(),
+        500
+    );
+
+    // DB cap 1 with 300 ms of latency: concurrent requests get "too many clients".
+    let faults = Faults {
+        db_connections: Some(1),
+        latency: Some("300ms".parse().unwrap()),
+        ..Faults::default()
+    };
+    let s = start(StandinConfig {
+        faults,
+        ..config("v0.0.2602")
+    })
+    .await;
+    let (a, b) = tokio::join!(
+        submit(&s, vector(SET_B_CORIM), LEGACY_MT),
+        submit(&s, vector(SET_B_CORIM), LEGACY_MT)
+    );
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 500]);
+    let loser = if a.status() == 500 { a } else { b };
+    assert!(loser.text().await.unwrap().contains("too many clients"));
+
+    // memcached backend: DELETE of a missing session is a 500 (cache miss); ttlcache gives 204.
+    let s = start(StandinConfig {
+        memcached_sessions: true,
+        ..config("v0.0.2602")
+    })
+    .await;
+    let gone = s
+        .url()
+        .join(&format!(
+            "/challenge-response/v1/session/{}",
+            uuid::Uuid::new_v4()
+        ))
+        .unwrap();
+    assert_eq!(
+        client().delete(gone.clone()).send().await.unwrap().status(),
+        500
+    );
+    let s = start(config("v0.0.2602")).await;
+    let gone = s
+        .url()
+        .join(&format!(
+            "/challenge-response/v1/session/{}",
+            uuid::Uuid::new_v4()
+        ))
+        .unwrap();
+    assert_eq!(client().delete(gone).send().await.unwrap().status(), 204);
+}
+
+/// The vectors' device, rebuilt with the project's generator.
+fn vector_device() -> Device {
+    let jwk: Value = serde_json::from_slice(&vector("psa-iak-ec-p256.jwk.json")).unwrap();
+    let d = URL_SAFE_NO_PAD.decode(jwk["d"].as_str().unwrap()).unwrap();
+    let token = ParsedToken::parse(&vector(SET_A_TOKEN)).unwrap();
+    let c = token.claims;
+    Device {
+        implementation_id: c.implementation_id,
+        instance_id: c.instance_id,
+        key: SigningKey::from_slice(&d).unwrap(),
+        sw_components: c
+            .sw_components
+            .into_iter()
+            .map(|s| SwComponent { ..s })
+            .collect(),
+    }
+}
+
+#[test]
+fn generated_tokens_match_the_vectors_byte_for_byte_up_to_the_signature() {
+    let vec_token = vector(SET_A_TOKEN);
+    let device = vector_device();
+    let nonce = URL_SAFE.decode(SEED_NONCE_B64).unwrap();
+    // Same claims, same encoding: the payload is the vector's bytes 10..480.
+    assert_eq!(device.claims(&nonce), vec_token[10..480]);
+    let ours = device.token(&nonce);
+    assert_eq!(ours.len(), 546);
+    assert_eq!(
+        ours[..482],
+        vec_token[..482],
+        "header, payload and the signature's bstr header are identical"
+    );
+    // Our signature verifies with the vector CoRIM's key, and the vector's with ours.
+    let corim = psa::parse_corim(&vector(SET_A_CORIM)).unwrap();
+    let pem = &corim.trust_anchors[0].2;
+    ParsedToken::parse(&ours).unwrap().verify(pem).unwrap();
+    ParsedToken::parse(&vec_token)
+        .unwrap()
+        .verify(&device.public_key_pem())
+        .unwrap();
+}
+
+#[test]
+fn generated_corims_have_the_vectors_structure() {
+    let theirs = psa::parse_corim(&vector(SET_A_CORIM)).unwrap();
+    assert!(!theirs.tagged);
+    assert_eq!(theirs.profile, "http://arm.com/psa/iot/1");
+    let device = vector_device();
+    let ours = psa::parse_corim(&device.corim("http://arm.com/psa/iot/1", false, "x")).unwrap();
+    assert_eq!(ours.reference_values, theirs.reference_values);
+    assert_eq!(ours.trust_anchors.len(), 1);
+    assert_eq!(ours.trust_anchors[0].0, theirs.trust_anchors[0].0);
+    assert_eq!(ours.trust_anchors[0].1, theirs.trust_anchors[0].1);
+    // Set C (2025 profile, tag 560 class ids) parses too.
+    let c = psa::parse_corim(&vector("c-scheme-corim-psa-valid.cbor")).unwrap();
+    assert!(c.tagged && c.profile == "tag:arm.com,2025:psa#1.0.0");
+    assert_eq!(c.reference_values[0].1.len(), 3);
+}
+
+#[tokio::test]
+async fn generated_devices_provision_and_verify_in_every_era() {
+    for (release, mt) in [
+        ("v0.0.2511", LEGACY_MT),
+        ("v0.0.2602", LEGACY_MT),
+        (
+            "v0.0.2604",
+            "application/rim+cbor; profile=\"http://arm.com/psa/iot/1\"",
+        ),
+        (
+            "head",
+            "application/rim+cbor; profile=\"tag:arm.com,2025:psa#1.0.0\"",
+        ),
+    ] {
+        let profile = ReleaseProfile::parse(release).unwrap();
+        assert_eq!(profile.provisioning_media_type, mt);
+        let s = start(config(release)).await;
+        let device = Device::synthetic(42, 1);
+        let v: Value = submit(
+            &s,
+            device.corim(profile.corim_profile, profile.corim_tagged, "id-1"),
+            mt,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(v["status"], "success", "{release}: {v}");
+        let nonce = [5u8; 32];
+        let (status, body, _) = verify(&s, &URL_SAFE.encode(nonce), device.token(&nonce)).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            ear::ear_status(body["result"].as_str().unwrap(), Some(&ear_key(&s).await)),
+            Ok(EarStatus::Affirming),
+            "{release}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_postgres_verification_slows_as_duplicate_rows_grow() {
+    let pg = common::postgres();
+    let db = pg.database("standin_weight");
+    let store = KvStore::postgres(&pg.conninfo(&db), 2).await.unwrap();
+    let s = Standin::start("127.0.0.1:0".parse().unwrap(), config("v0.0.2602"), store)
+        .await
+        .unwrap();
+    let device = Device::synthetic(9, 9);
+    let v: Value = submit(
+        &s,
+        device.corim("http://arm.com/psa/iot/1", true, "w"),
+        LEGACY_MT,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["status"], "success");
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM endorsements"), "3");
+    async fn median_verify_ms(s: &Standin, device: &Device) -> f64 {
+        let mut t = Vec::new();
+        for i in 0..15u8 {
+            let nonce = [i; 32];
+            let start = Instant::now();
+            let (status, _, _) = verify(s, &URL_SAFE.encode(nonce), device.token(&nonce)).await;
+            assert_eq!(status, 200);
+            t.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    }
+    let light = median_verify_ms(&s, &device).await;
+    // Re-provisioning in the K-V era inserts duplicates; add 60 000 of them the fast way.
+    pg.psql(&db, "INSERT INTO endorsements (kv_key, kv_val) SELECT kv_key, kv_val FROM endorsements, generate_series(1, 20000)");
+    pg.psql(&db, "ANALYZE endorsements");
+    let heavy = median_verify_ms(&s, &device).await;
+    // A loose bound on the trend, not a timing: reading every duplicate row costs.
+    assert!(
+        heavy > 2.0 * light,
+        "light {light:.2} ms, heavy {heavy:.2} ms"
+    );
+    s.shutdown().await;
+}
