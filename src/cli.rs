@@ -94,6 +94,21 @@ pub enum Command {
     },
     /// Run the Veraison stand-in service.
     Standin(StandinArgs),
+    /// Measure the load engine itself: closed-model GET, one user per connection, no wait.
+    Bench {
+        /// The URL to GET.
+        #[arg(long)]
+        url: url::Url,
+        /// Connections (= virtual users).
+        #[arg(long, default_value_t = 64)]
+        connections: u32,
+        /// How long.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Worker threads of the engine (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
 }
 
 /// `stores` sub-commands.
@@ -354,6 +369,43 @@ fn run(cli: Cli) -> Result<i32, Error> {
             if clear {
                 println!("(counts before clearing)");
             }
+            Ok(exit::OK)
+        }
+        Command::Bench {
+            url,
+            connections,
+            duration,
+            threads,
+        } => {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = threads {
+                rt.worker_threads(n.max(1));
+            }
+            let rt = rt.enable_all().build().expect("tokio runtime starts");
+            let dir =
+                std::env::temp_dir().join(format!("trialrunner-bench-{}", std::process::id()));
+            let report = rt.block_on(crate::load::bench::run(&url, connections, duration, &dir));
+            let _ = std::fs::remove_dir_all(&dir);
+            let report = report?;
+            let s = &report.summary;
+            println!(
+                "connections: {connections}  duration: {:.1} s",
+                s.duration_s
+            );
+            println!(
+                "requests: {}  failures: {}",
+                s.aggregated.count, s.aggregated.failures
+            );
+            println!(
+                "latency ms: p50 {:.3}  p95 {:.3}  p99 {:.3}  max {:.3}",
+                s.aggregated.p50_ms, s.aggregated.p95_ms, s.aggregated.p99_ms, s.aggregated.max_ms
+            );
+            println!(
+                "peak RSS: {} KiB ({:.1} KiB per connection above the baseline)",
+                report.peak_rss_kib,
+                report.kib_per_user()
+            );
+            println!("requests/s: {:.0}", report.requests_per_s());
             Ok(exit::OK)
         }
         Command::Standin(args) => {

@@ -66,13 +66,20 @@ pub fn target_for(env: &Environment, trial: Option<&Trial>) -> Result<Target> {
             };
             let headers = header_map(&spec.headers)
                 .map_err(|m| Error::Usage(format!("http-tasks.{name}.headers: {m}")))?;
+            let base = match spec.service {
+                ServiceRole::Provisioning => &env.spec.services.provisioning.url,
+                _ => &env.spec.services.verification.url,
+            };
+            let url = base
+                .join(&spec.path)
+                .map_err(|e| Error::Usage(format!("http-tasks.{name}.path: {e}")))?;
             http_tasks.insert(
                 name.clone(),
                 HttpTask {
-                    service: spec.service,
+                    url,
+                    name: spec.path.clone(),
                     method: reqwest::Method::from_bytes(spec.method.as_bytes())
                         .map_err(|_| Error::Usage(format!("http-tasks.{name}.method")))?,
-                    path: spec.path.clone(),
                     headers,
                     body: body.into(),
                     expect: reqwest::StatusCode::from_u16(spec.expect_status)
@@ -133,7 +140,6 @@ pub fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Providers> {
             env.file.display()
         )));
     }
-    let _ = ServiceRole::ALL;
     Ok(Providers {
         scaler: None,
         stores,

@@ -34,6 +34,7 @@ struct TokenResponse {
 pub struct TokenSource {
     grant: PasswordGrant,
     cached: tokio::sync::Mutex<Option<(Secret, Instant)>>,
+    fetches: std::sync::atomic::AtomicU64,
 }
 
 /// A token fetch: the token and how long the request took.
@@ -50,7 +51,13 @@ impl TokenSource {
         TokenSource {
             grant,
             cached: tokio::sync::Mutex::new(None),
+            fetches: Default::default(),
         }
+    }
+
+    /// How many token requests were made so far.
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The token endpoint's path (for naming the endpoint in results).
@@ -68,6 +75,8 @@ impl TokenSource {
             }
         }
         let started = Instant::now();
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let result = self.fetch(client).await;
         let latency_us = started.elapsed().as_micros() as u64;
         match result {

@@ -2,6 +2,7 @@
 //! credentials, and produces per-second, per-endpoint results.
 
 pub mod auth;
+pub mod bench;
 pub mod engine;
 pub mod recorder;
 pub mod tasks;

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::auth::TokenSource;
 use super::recorder::{Endpoint, EndpointId, FailureClass, Recorder, Sample};
-use crate::trial::model::{NonceMode, ServiceRole};
+use crate::trial::model::NonceMode;
 use crate::trial::TaskRef;
 use crate::veraison::ear::{self, EarStatus};
 use crate::veraison::psa::{Device, TokenMinter, SEED_NONCE_B64};
@@ -26,12 +26,12 @@ use crate::veraison::release::{ReleaseProfile, PSA_EVIDENCE_MEDIA_TYPE};
 /// A plain HTTP task, resolved (body read, headers parsed).
 #[derive(Debug, Clone)]
 pub struct HttpTask {
-    /// Which service's URL it is relative to.
-    pub service: ServiceRole,
+    /// Absolute URL (resolved once, not per request).
+    pub url: url::Url,
+    /// The request name in results (the path as written).
+    pub name: String,
     /// Method.
     pub method: Method,
-    /// Path and query.
-    pub path: String,
     /// Extra headers.
     pub headers: HeaderMap,
     /// Body.
@@ -176,7 +176,7 @@ pub fn plan_jobs(
                 let h = &target.http_tasks[name];
                 Job::Http {
                     name: name.clone(),
-                    endpoint: add(h.method.as_str(), &h.path, name),
+                    endpoint: add(h.method.as_str(), &h.name, name),
                 }
             }
         })
@@ -605,15 +605,10 @@ impl Runner<'_> {
 
     async fn http(&self, name: &str, ep: EndpointId, ctx: &mut UserCtx<'_>) {
         let t = &self.target.http_tasks[name];
-        let base = match t.service {
-            ServiceRole::Provisioning => &self.target.provisioning,
-            _ => &self.target.verification,
-        };
-        let Ok(url) = base.join(&t.path) else { return };
-        let mut req = self
-            .client
-            .request(t.method.clone(), url)
-            .headers(t.headers.clone());
+        let mut req = self.client.request(t.method.clone(), t.url.clone());
+        if !t.headers.is_empty() {
+            req = req.headers(t.headers.clone());
+        }
         if !t.body.is_empty() {
             req = req.body(t.body.clone());
         }

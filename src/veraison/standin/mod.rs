@@ -139,7 +139,16 @@ impl Standin {
         config: StandinConfig,
         store: KvStore,
     ) -> std::io::Result<Standin> {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
+        // A deep accept queue: std's default of 128 overflows when hundreds of virtual users
+        // connect at once, and each dropped SYN costs the client a 1 s retransmit.
+        let socket = if listen.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(listen)?;
+        let listener = socket.listen(4096)?;
         let addr = listener.local_addr()?;
         let db_permits = config.faults.db_connections.map(Semaphore::new);
         let state = Arc::new(AppState {
