@@ -17,6 +17,7 @@ pub mod report;
 pub mod results;
 pub mod secret;
 pub mod setup;
+pub mod stores;
 pub mod trial;
 pub mod veraison;
 

@@ -12,6 +12,11 @@ use crate::load::tasks::{header_map, HttpTask, Target};
 use crate::load::{LoadEngine, Progress};
 use crate::provider::{Providers, SessionCache, StoreDriver};
 use crate::secret::Secret;
+use crate::stores::command::CommandStores;
+use crate::stores::memcached::MemcachedSessions;
+use crate::stores::postgres::{DbLocation, DbLocator, FixedLocation, PostgresStores};
+use crate::stores::sqlite::SqliteStores;
+use crate::stores::tables_for;
 use crate::trial::model::{AuthSpec, ServiceRole};
 use crate::trial::{Environment, Trial};
 use crate::veraison::health::ServiceCheck;
@@ -104,9 +109,8 @@ pub type StoreProviders = (Option<Arc<dyn StoreDriver>>, Option<Arc<dyn SessionC
 
 /// The store driver and session cache an environment names.
 pub fn stores_for(env: &Environment) -> Result<StoreProviders> {
-    let Some(stores) = &env.spec.stores else {
-        return Ok((None, None));
-    };
+    let Some(stores) = &env.spec.stores else { return Ok((None, None)) };
+    let file = env.file.display();
     let mut driver: Option<Arc<dyn StoreDriver>> = None;
     let mut sessions: Option<Arc<dyn SessionCache>> = None;
     if let Some(s) = &stores.standin {
@@ -114,11 +118,39 @@ pub fn stores_for(env: &Environment) -> Result<StoreProviders> {
         driver = Some(local.clone());
         sessions = Some(local);
     }
-    if stores.postgres.is_some() || stores.sqlite.is_some() || stores.command.is_some() {
-        return Err(Error::Usage(format!(
-            "{}: stores.postgres/sqlite/command drivers are not available in this build",
-            env.file.display()
-        )));
+    if let Some(pg) = &stores.postgres {
+        let locator: Arc<dyn DbLocator> = match (&pg.host, &pg.password_env) {
+            (Some(host), Some(var)) => {
+                let password = Secret::from_env(var).map_err(|m| Error::Usage(format!("{file}: stores.postgres.password-env: {m}")))?;
+                Arc::new(FixedLocation(DbLocation { host: host.clone(), port: pg.port.unwrap_or(5432), password }))
+            }
+            _ => {
+                return Err(Error::Usage(format!(
+                    "{file}: stores.postgres: finding the database in AWS (rds-instance, or the password from the stack) is not available in this build; give host and password-env"
+                )))
+            }
+        };
+        driver = Some(Arc::new(PostgresStores {
+            database: pg.database.clone(),
+            user: pg.user.clone(),
+            tls: pg.tls,
+            tunnel: pg.tunnel.clone(),
+            tables: tables_for(env.release.store),
+            locator,
+        }));
+    }
+    if let Some(sq) = &stores.sqlite {
+        let dir = if sq.dir.is_absolute() { sq.dir.clone() } else { env.file.parent().unwrap_or(Path::new(".")).join(&sq.dir) };
+        driver = Some(Arc::new(SqliteStores { dir }));
+    }
+    if let Some(c) = &stores.command {
+        driver = Some(Arc::new(CommandStores { clear: c.clear.clone(), count: c.count.clone() }));
+    }
+    if let Some(s) = &stores.sessions {
+        if s.memcached.iter().any(|m| m == "auto") {
+            return Err(Error::Usage(format!("{file}: stores.sessions.memcached: `auto` discovery is not available in this build; list host:port")));
+        }
+        sessions = Some(Arc::new(MemcachedSessions { servers: Box::new(s.memcached.clone()) }));
     }
     Ok((driver, sessions))
 }

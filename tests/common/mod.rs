@@ -414,3 +414,61 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+// ------------------------------------------------------------------------------------- sshd
+
+/// A throwaway sshd on loopback accepting one generated key for the current user.
+pub struct Sshd {
+    /// Its port.
+    pub port: u16,
+    /// The client's private key.
+    pub identity: PathBuf,
+    /// The user to log in as.
+    pub user: String,
+    _dir: tempfile::TempDir,
+    _child: Mutex<Child>,
+}
+
+static SSHD: OnceLock<Option<Sshd>> = OnceLock::new();
+
+/// The binary's sshd, or `None` where sshd cannot run (then tests check the failure path only).
+pub fn sshd() -> Option<&'static Sshd> {
+    SSHD.get_or_init(|| {
+        if !Path::new("/usr/sbin/sshd").exists() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let keygen = |name: &str| {
+            let p = dir.path().join(name);
+            let ok = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f", p.to_str().unwrap()]).status().unwrap();
+            assert!(ok.success());
+            p
+        };
+        let host_key = keygen("host");
+        let identity = keygen("user");
+        std::fs::copy(identity.with_extension("pub"), dir.path().join("authorized_keys")).unwrap();
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let port = free_port();
+        let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "root".into());
+        let config = write(
+            dir.path(),
+            "sshd_config",
+            &format!(
+                "ListenAddress 127.0.0.1\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nPidFile none\nAllowTcpForwarding yes\n",
+                host_key.display(),
+                dir.path().join("authorized_keys").display()
+            ),
+        );
+        let child = Command::new("/usr/sbin/sshd").args(["-D", "-e", "-f", config.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
+        track(&child);
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if start.elapsed() > Duration::from_secs(10) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Some(Sshd { port, identity, user, _dir: dir, _child: Mutex::new(child) })
+    })
+    .as_ref()
+}
