@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::aws::scaler::{services_of, AwsScaler};
 use crate::error::{exit, Error};
 use crate::exec::journal::UndoJournal;
 use crate::exec::{self, Interrupts};
+use crate::provider::Scaler;
 use crate::results::ResultsDir;
 use crate::setup::{self, SetupOptions};
 use crate::trial::model::ClearPolicy;
@@ -92,6 +94,12 @@ pub enum Command {
         #[command(subcommand)]
         action: StoresAction,
     },
+    /// Show ASG state, or replay the undo journal a crashed trial left.
+    Infra {
+        /// status or restore.
+        #[command(subcommand)]
+        action: InfraAction,
+    },
     /// Run the Veraison stand-in service.
     Standin(StandinArgs),
     /// Measure the load engine itself: closed-model GET, one user per connection, no wait.
@@ -108,6 +116,23 @@ pub enum Command {
         /// Worker threads of the engine (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+    },
+}
+
+/// `infra` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum InfraAction {
+    /// Current ASG settings beside the journal's originals.
+    Status {
+        /// The environment file.
+        #[arg(long)]
+        env: PathBuf,
+    },
+    /// Put the ASGs back as the pending journal recorded them (idempotent).
+    Restore {
+        /// The environment file.
+        #[arg(long)]
+        env: PathBuf,
     },
 }
 
@@ -184,8 +209,10 @@ fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRIALRUNNER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("trialrunner={level}")));
+    // Colour only on a terminal: logs piped to files or CI stay plain.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if cli.log_format == "json" {
         builder.json().init();
@@ -266,43 +293,39 @@ fn run(cli: Cli) -> Result<i32, Error> {
         } => {
             let t = trial::load_trial(&trial, env.as_deref())?;
             let p = trial::plan(&t);
-            let providers = setup::providers_for(&t, &setup_opts)?;
-            if t.spec.stores.clear != ClearPolicy::Never {
-                confirm(
-                    &format!(
-                        "trial `{}` will clear the stores of environment `{}`",
-                        t.spec.name, t.env.spec.name
-                    ),
-                    yes,
-                )?;
-            }
-            let dir = match (resume, out) {
-                (Some(r), _) => ResultsDir::open(&r)?,
-                (None, Some(o)) => ResultsDir::create(&o)?,
-                (None, None) => {
-                    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-                    ResultsDir::create(
-                        &PathBuf::from("results").join(format!("{}-{stamp}", t.spec.name)),
-                    )?
-                }
-            };
-            if let Some(j) = UndoJournal::load_pending(&t.env.spec.name)? {
-                if j.state().results_dir.as_deref() != Some(dir.root.as_path()) {
-                    return Err(Error::Usage(format!(
-                        "a previous trial ({}) left auto-scaling groups of `{}` changed; run `trialrunner infra restore --env {}` first",
-                        j.state().results_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
-                        t.env.spec.name,
-                        t.env.file.display()
-                    )));
-                }
-            }
-            eprintln!("results: {}", dir.root.display());
             let interrupts = Interrupts::default();
             runtime().block_on(async {
+                // Inputs and secrets are checked, and the account guard passed, before anything changes.
+                let providers = setup::providers_for(&t, &setup_opts).await?;
+                if t.spec.stores.clear != ClearPolicy::Never {
+                    confirm(&format!("trial `{}` will clear the stores of environment `{}`", t.spec.name, t.env.spec.name), yes)?;
+                }
+                // A crashed trial's journal must be replayed first, unless this resumes that trial.
+                if let Some(j) = UndoJournal::load_pending(&t.env.spec.name)? {
+                    let same = resume.as_deref().and_then(|r| r.canonicalize().ok()).is_some_and(|r| j.state().results_dir.as_deref() == Some(r.as_path()));
+                    if !same {
+                        return Err(Error::Usage(format!(
+                            "a previous trial ({}) left auto-scaling groups of `{}` changed; run `trialrunner infra restore --env {}` first, or --resume it",
+                            j.state().results_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
+                            t.env.spec.name,
+                            t.env.file.display()
+                        )));
+                    }
+                }
+                let dir = match (resume, out) {
+                    (Some(r), _) => ResultsDir::open(&r)?,
+                    (None, Some(o)) => ResultsDir::create(&o)?,
+                    (None, None) => {
+                        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+                        ResultsDir::create(&PathBuf::from("results").join(format!("{}-{stamp}", t.spec.name)))?
+                    }
+                };
+                eprintln!("results: {}", dir.root.display());
                 watch_interrupts(&interrupts);
-                exec::execute(&t, &p, &providers, &dir, &interrupts).await
+                exec::execute(&t, &p, &providers, &dir, &interrupts).await?;
+                eprintln!("report: {}", dir.root.join("report.md").display());
+                Ok::<_, Error>(())
             })?;
-            eprintln!("report: {}", dir.root.join("report.md").display());
             Ok(exit::OK)
         }
         Command::Demo { out } => {
@@ -320,6 +343,72 @@ fn run(cli: Cli) -> Result<i32, Error> {
             for report in &outcome.reports {
                 println!("report: {}", report.display());
             }
+            Ok(exit::OK)
+        }
+        Command::Infra { action } => {
+            let (env_file, restore) = match action {
+                InfraAction::Status { env } => (env, false),
+                InfraAction::Restore { env } => (env, true),
+            };
+            let env = trial::load_environment(&env_file)?;
+            runtime().block_on(async {
+                let ctx = setup::aws_for(&env, &setup_opts).await?.ok_or_else(|| {
+                    Error::Usage(format!(
+                        "{}: the environment has no `aws` section",
+                        env_file.display()
+                    ))
+                })?;
+                let scaler = AwsScaler::new(ctx, services_of(&env));
+                let pending = UndoJournal::load_pending(&env.spec.name)?;
+                if restore {
+                    match pending {
+                        None => println!(
+                            "nothing to restore: no pending journal for `{}`",
+                            env.spec.name
+                        ),
+                        Some(mut j) => {
+                            j.restore(&scaler).await?;
+                            for o in &j.state().original {
+                                println!(
+                                    "restored {:<24} min {} max {} desired {}",
+                                    o.name, o.min, o.max, o.desired
+                                );
+                            }
+                        }
+                    }
+                    return Ok(());
+                }
+                println!(
+                    "{:<24} {:>5} {:>5} {:>8}   journal (original)",
+                    "asg", "min", "max", "desired"
+                );
+                for svc in services_of(&env) {
+                    let orig = pending.as_ref().and_then(|j| {
+                        j.state()
+                            .original
+                            .iter()
+                            .find(|o| o.name == svc.asg)
+                            .cloned()
+                    });
+                    let note = orig
+                        .map(|o| format!("{} {} {}", o.min, o.max, o.desired))
+                        .unwrap_or_else(|| "-".into());
+                    match scaler.snapshot(&[svc.role]).await {
+                        Ok(c) => println!(
+                            "{:<24} {:>5} {:>5} {:>8}   {note}",
+                            c[0].name, c[0].min, c[0].max, c[0].desired
+                        ),
+                        Err(e) => println!("{:<24} {e}", svc.asg),
+                    }
+                }
+                if pending.is_some() {
+                    println!(
+                        "a journal is pending: run `trialrunner infra restore --env {}`",
+                        env_file.display()
+                    );
+                }
+                Ok::<_, Error>(())
+            })?;
             Ok(exit::OK)
         }
         Command::Report { dir } => {

@@ -69,7 +69,8 @@ pub async fn run(out: &Path, interrupts: &Interrupts, progress: bool) -> Result<
                 aws_endpoint: None,
                 progress,
             },
-        )?;
+        )
+        .await?;
         let dir = crate::results::ResultsDir::create(&out.join(&t.spec.name))?;
         if progress {
             eprintln!(

@@ -6,6 +6,7 @@
 //! nothing of AWS; [`results`] and [`report`] keep and present what happened.
 //! See ARCHITECTURE.md for the map.
 
+pub mod aws;
 pub mod cli;
 pub mod demo;
 pub mod error;

@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::aws::scaler::{services_of, AwsScaler};
+use crate::aws::{AwsContext, AwsTimeouts};
 use crate::error::{Error, Result};
 use crate::load::auth::{PasswordGrant, TokenSource};
 use crate::load::tasks::{header_map, HttpTask, Target};
 use crate::load::{LoadEngine, Progress};
-use crate::provider::{Providers, SessionCache, StoreDriver};
+use crate::provider::{Providers, Scaler, SessionCache, StoreDriver};
 use crate::secret::Secret;
 use crate::stores::command::CommandStores;
 use crate::stores::memcached::MemcachedSessions;
@@ -109,7 +111,9 @@ pub type StoreProviders = (Option<Arc<dyn StoreDriver>>, Option<Arc<dyn SessionC
 
 /// The store driver and session cache an environment names.
 pub fn stores_for(env: &Environment) -> Result<StoreProviders> {
-    let Some(stores) = &env.spec.stores else { return Ok((None, None)) };
+    let Some(stores) = &env.spec.stores else {
+        return Ok((None, None));
+    };
     let file = env.file.display();
     let mut driver: Option<Arc<dyn StoreDriver>> = None;
     let mut sessions: Option<Arc<dyn SessionCache>> = None;
@@ -140,23 +144,44 @@ pub fn stores_for(env: &Environment) -> Result<StoreProviders> {
         }));
     }
     if let Some(sq) = &stores.sqlite {
-        let dir = if sq.dir.is_absolute() { sq.dir.clone() } else { env.file.parent().unwrap_or(Path::new(".")).join(&sq.dir) };
+        let dir = if sq.dir.is_absolute() {
+            sq.dir.clone()
+        } else {
+            env.file.parent().unwrap_or(Path::new(".")).join(&sq.dir)
+        };
         driver = Some(Arc::new(SqliteStores { dir }));
     }
     if let Some(c) = &stores.command {
-        driver = Some(Arc::new(CommandStores { clear: c.clear.clone(), count: c.count.clone() }));
+        driver = Some(Arc::new(CommandStores {
+            clear: c.clear.clone(),
+            count: c.count.clone(),
+        }));
     }
     if let Some(s) = &stores.sessions {
         if s.memcached.iter().any(|m| m == "auto") {
             return Err(Error::Usage(format!("{file}: stores.sessions.memcached: `auto` discovery is not available in this build; list host:port")));
         }
-        sessions = Some(Arc::new(MemcachedSessions { servers: Box::new(s.memcached.clone()) }));
+        sessions = Some(Arc::new(MemcachedSessions {
+            servers: Box::new(s.memcached.clone()),
+        }));
     }
     Ok((driver, sessions))
 }
 
-/// Every provider a trial needs, built from its environment.
-pub fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Providers> {
+/// The AWS context of an environment, with the account guard passed.
+pub async fn aws_for(env: &Environment, opts: &SetupOptions) -> Result<Option<AwsContext>> {
+    let Some(spec) = &env.spec.aws else {
+        return Ok(None);
+    };
+    let ctx = AwsContext::load(spec, opts.aws_endpoint.as_deref(), AwsTimeouts::default()).await?;
+    ctx.check_account().await?;
+    Ok(Some(ctx))
+}
+
+/// Every provider a trial needs, built from its environment. When the trial changes
+/// infrastructure or clears stores in an AWS environment, the account guard runs here, before
+/// any step.
+pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Providers> {
     let env = &trial.env;
     let target = target_for(env, Some(trial))?;
     let check_target = Arc::new(target_for(env, Some(trial))?);
@@ -166,14 +191,26 @@ pub fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Providers> {
         Progress::Quiet
     };
     let (stores, sessions) = stores_for(env)?;
-    if env.spec.aws.is_some() && (!trial.capacities.is_empty() || !trial.spec.metrics.is_empty()) {
+    let needs_aws = !trial.capacities.is_empty()
+        || !trial.spec.metrics.is_empty()
+        || trial.spec.stores.clear != crate::trial::model::ClearPolicy::Never;
+    let aws = if needs_aws {
+        aws_for(env, opts).await?
+    } else {
+        None
+    };
+    let scaler: Option<Arc<dyn Scaler>> = match (&aws, trial.capacities.is_empty()) {
+        (Some(ctx), false) => Some(Arc::new(AwsScaler::new(ctx.clone(), services_of(env)))),
+        _ => None,
+    };
+    if !trial.spec.metrics.is_empty() {
         return Err(Error::Usage(format!(
-            "{}: AWS providers (auto-scaling, CloudWatch) are not available in this build",
-            env.file.display()
+            "{}: CloudWatch metrics are not available in this build; remove `metrics`",
+            trial.file.display()
         )));
     }
     Ok(Providers {
-        scaler: None,
+        scaler,
         stores,
         sessions,
         metrics: None,

@@ -19,7 +19,9 @@ pub struct CommandStores {
 pub fn parse_counts(text: &str) -> StoreCounts {
     text.lines()
         .filter_map(|l| {
-            let mut parts = l.split(|c: char| c.is_whitespace() || c == ':' || c == '|' || c == ',').filter(|p| !p.is_empty());
+            let mut parts = l
+                .split(|c: char| c.is_whitespace() || c == ':' || c == '|' || c == ',')
+                .filter(|p| !p.is_empty());
             let (name, n) = (parts.next()?, parts.next()?);
             Some((name.to_string(), n.parse::<u64>().ok()?))
         })
@@ -34,8 +36,15 @@ async fn sh(cmd: &str) -> Result<String> {
         .await
         .map_err(|e| Error::Infra(format!("running the store command: {e}")))?;
     if !out.status.success() {
-        let err: String = String::from_utf8_lossy(&out.stderr).chars().take(400).collect();
-        return Err(Error::Infra(format!("the store command failed ({}): {}", out.status, err.trim())));
+        let err: String = String::from_utf8_lossy(&out.stderr)
+            .chars()
+            .take(400)
+            .collect();
+        return Err(Error::Infra(format!(
+            "the store command failed ({}): {}",
+            out.status,
+            err.trim()
+        )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -48,7 +57,9 @@ impl StoreDriver for CommandStores {
     async fn count(&self) -> Result<StoreCounts> {
         let counts = parse_counts(&sh(&self.count).await?);
         if counts.is_empty() {
-            return Err(Error::Infra("the count command printed no `table count` lines".into()));
+            return Err(Error::Infra(
+                "the count command printed no `table count` lines".into(),
+            ));
         }
         Ok(counts)
     }

@@ -40,7 +40,9 @@ pub async fn command(server: &str, cmd: &str) -> Result<String> {
         BufReader::new(r).read_line(&mut line).await.map_err(io)?;
         Ok(line.trim_end().to_string())
     };
-    tokio::time::timeout(Duration::from_secs(10), run).await.map_err(|_| Error::Infra(format!("memcached {server}: no answer in 10 s")))?
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .map_err(|_| Error::Infra(format!("memcached {server}: no answer in 10 s")))?
 }
 
 #[async_trait]
@@ -49,7 +51,9 @@ impl SessionCache for MemcachedSessions {
         for server in self.servers.servers().await? {
             let reply = command(&server, "flush_all\r\n").await?;
             if reply != "OK" {
-                return Err(Error::Infra(format!("memcached {server}: flush_all answered {reply:?}")));
+                return Err(Error::Infra(format!(
+                    "memcached {server}: flush_all answered {reply:?}"
+                )));
             }
         }
         Ok(())

@@ -23,8 +23,21 @@ pub const KV_TABLES: &[&str] = &["endorsements", "trust_anchors", "policies"];
 /// The corim-store era's tables (corim-store `pkg/migrations`), plus the K-V `policies` table
 /// that policies still use.
 pub const CORIM_STORE_TABLES: &[&str] = &[
-    "manifests", "tokens", "module_tags", "key_triples", "value_triples", "environments", "measurements", "digests",
-    "cryptokeys", "entities", "roles", "locators", "linked_tags", "extensions", "policies",
+    "manifests",
+    "tokens",
+    "module_tags",
+    "key_triples",
+    "value_triples",
+    "environments",
+    "measurements",
+    "digests",
+    "cryptokeys",
+    "entities",
+    "roles",
+    "locators",
+    "linked_tags",
+    "extensions",
+    "policies",
 ];
 
 /// The tables to clear and count for a store era.

@@ -71,13 +71,30 @@ pub struct PostgresStores {
 struct EncryptOnly(Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> std::result::Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -102,15 +119,20 @@ impl PostgresStores {
     }
 
     /// Connects (through the tunnel if any) and runs `f` with the client.
-    async fn with_client<T>(&self, f: impl AsyncFnOnce(&tokio_postgres::Client) -> std::result::Result<T, tokio_postgres::Error>) -> Result<T> {
+    async fn with_client<T>(
+        &self,
+        f: impl AsyncFnOnce(&tokio_postgres::Client) -> std::result::Result<T, tokio_postgres::Error>,
+    ) -> Result<T> {
         let loc = self.locator.locate().await?;
         let tunnel = match &self.tunnel {
             Some(spec) => {
                 let (spec, host, port) = (spec.clone(), loc.host.clone(), loc.port);
                 Some(
-                    tokio::task::spawn_blocking(move || SshTunnel::open(&spec, &host, port, Duration::from_secs(30)))
-                        .await
-                        .map_err(|e| Error::Infra(format!("ssh tunnel: {e}")))??,
+                    tokio::task::spawn_blocking(move || {
+                        SshTunnel::open(&spec, &host, port, Duration::from_secs(30))
+                    })
+                    .await
+                    .map_err(|e| Error::Infra(format!("ssh tunnel: {e}")))??,
                 )
             }
             None => None,
@@ -135,7 +157,12 @@ impl PostgresStores {
             });
         let clean = |e: tokio_postgres::Error| {
             let text = match e.as_db_error() {
-                Some(d) => format!("{}: {} (SQLSTATE {})", d.severity(), d.message(), d.code().code()),
+                Some(d) => format!(
+                    "{}: {} (SQLSTATE {})",
+                    d.severity(),
+                    d.message(),
+                    d.code().code()
+                ),
                 None => e.to_string(),
             };
             Error::Infra(format!("{what}: {}", redact(&text, &[&loc.password])))
@@ -151,19 +178,31 @@ impl PostgresStores {
         result
     }
 
-    async fn existing_tables(client: &tokio_postgres::Client, wanted: &[&str]) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
+    async fn existing_tables(
+        client: &tokio_postgres::Client,
+        wanted: &[&str],
+    ) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
         let names: Vec<String> = wanted.iter().map(|s| s.to_string()).collect();
         let rows = client
             .query("SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ANY($1)", &[&names])
             .await?;
         let have: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        Ok(wanted.iter().filter(|t| have.iter().any(|h| h == *t)).map(|t| t.to_string()).collect())
+        Ok(wanted
+            .iter()
+            .filter(|t| have.iter().any(|h| h == *t))
+            .map(|t| t.to_string())
+            .collect())
     }
 
-    async fn counts(client: &tokio_postgres::Client, tables: &[String]) -> std::result::Result<StoreCounts, tokio_postgres::Error> {
+    async fn counts(
+        client: &tokio_postgres::Client,
+        tables: &[String],
+    ) -> std::result::Result<StoreCounts, tokio_postgres::Error> {
         let mut out = StoreCounts::new();
         for t in tables {
-            let row = client.query_one(&format!("SELECT count(*) FROM \"{t}\""), &[]).await?;
+            let row = client
+                .query_one(&format!("SELECT count(*) FROM \"{t}\""), &[])
+                .await?;
             out.insert(t.clone(), row.get::<_, i64>(0) as u64);
         }
         Ok(out)
@@ -203,9 +242,22 @@ impl StoreDriver for PostgresStores {
                 if !tables.is_empty() {
                     // One transaction; TRUNCATE … CASCADE copes with the corim-store's foreign keys
                     // (the K-V tables have none, and DELETE is what Veraison's own script runs).
-                    let list = tables.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
-                    let sql = if tables.iter().all(|t| super::KV_TABLES.contains(&t.as_str())) {
-                        format!("BEGIN; {} COMMIT;", tables.iter().map(|t| format!("DELETE FROM \"{t}\";")).collect::<String>())
+                    let list = tables
+                        .iter()
+                        .map(|t| format!("\"{t}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let sql = if tables
+                        .iter()
+                        .all(|t| super::KV_TABLES.contains(&t.as_str()))
+                    {
+                        format!(
+                            "BEGIN; {} COMMIT;",
+                            tables
+                                .iter()
+                                .map(|t| format!("DELETE FROM \"{t}\";"))
+                                .collect::<String>()
+                        )
                     } else {
                         format!("TRUNCATE {list} CASCADE")
                     };

@@ -9,7 +9,11 @@ use crate::error::{Error, Result};
 use crate::provider::{StoreCounts, StoreDriver};
 
 /// The store files and the names we report them under.
-pub const FILES: [(&str, &str); 3] = [("en-store.sql", "endorsements"), ("ta-store.sql", "trust_anchors"), ("po-store.sql", "policies")];
+pub const FILES: [(&str, &str); 3] = [
+    ("en-store.sql", "endorsements"),
+    ("ta-store.sql", "trust_anchors"),
+    ("po-store.sql", "policies"),
+];
 
 /// SQLite store files in a directory.
 pub struct SqliteStores {
@@ -29,15 +33,21 @@ impl SqliteStores {
                 }
                 let err = |e: rusqlite::Error| Error::Infra(format!("{}: {e}", path.display()));
                 let conn = rusqlite::Connection::open(&path).map_err(err)?;
-                conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
-                let n: i64 = conn.query_row("SELECT count(*) FROM kvstore", [], |r| r.get(0)).map_err(err)?;
+                conn.busy_timeout(std::time::Duration::from_secs(10))
+                    .map_err(err)?;
+                let n: i64 = conn
+                    .query_row("SELECT count(*) FROM kvstore", [], |r| r.get(0))
+                    .map_err(err)?;
                 if delete {
                     conn.execute("DELETE FROM kvstore", []).map_err(err)?;
                 }
                 out.insert(name.to_string(), n as u64);
             }
             if out.is_empty() {
-                return Err(Error::Infra(format!("{} holds none of en-store.sql, ta-store.sql, po-store.sql", dir.display())));
+                return Err(Error::Infra(format!(
+                    "{} holds none of en-store.sql, ta-store.sql, po-store.sql",
+                    dir.display()
+                )));
             }
             Ok(out)
         })

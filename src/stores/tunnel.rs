@@ -16,7 +16,12 @@ pub struct SshTunnel {
 }
 
 /// The `ssh` arguments for forwarding `local_port` to `remote_host:remote_port` via `spec`.
-pub fn ssh_args(spec: &TunnelSpec, local_port: u16, remote_host: &str, remote_port: u16) -> Vec<String> {
+pub fn ssh_args(
+    spec: &TunnelSpec,
+    local_port: u16,
+    remote_host: &str,
+    remote_port: u16,
+) -> Vec<String> {
     let mut args = vec![
         "-N".to_string(),
         "-L".into(),
@@ -45,7 +50,12 @@ pub fn ssh_args(spec: &TunnelSpec, local_port: u16, remote_host: &str, remote_po
 
 impl SshTunnel {
     /// Opens a forward to `remote_host:remote_port` and waits up to `timeout` for it.
-    pub fn open(spec: &TunnelSpec, remote_host: &str, remote_port: u16, timeout: Duration) -> Result<SshTunnel> {
+    pub fn open(
+        spec: &TunnelSpec,
+        remote_host: &str,
+        remote_port: u16,
+        timeout: Duration,
+    ) -> Result<SshTunnel> {
         let local_port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| Error::io("finding a free local port for the SSH tunnel", e))?
@@ -58,11 +68,19 @@ impl SshTunnel {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| Error::Infra(format!("starting `{ssh}` for the tunnel through {}: {e}", spec.ssh)))?;
+            .map_err(|e| {
+                Error::Infra(format!(
+                    "starting `{ssh}` for the tunnel through {}: {e}",
+                    spec.ssh
+                ))
+            })?;
         let local: SocketAddr = ([127, 0, 0, 1], local_port).into();
         let started = Instant::now();
         loop {
-            if let Some(status) = child.try_wait().map_err(|e| Error::Infra(format!("ssh tunnel: {e}")))? {
+            if let Some(status) = child
+                .try_wait()
+                .map_err(|e| Error::Infra(format!("ssh tunnel: {e}")))?
+            {
                 let mut err = String::new();
                 if let Some(mut s) = child.stderr.take() {
                     use std::io::Read;
@@ -103,9 +121,19 @@ mod tests {
 
     #[test]
     fn command_line_forwards_to_the_remote_through_the_jump_host() {
-        let spec = TunnelSpec { ssh: "ubuntu@sentinel.example.com".into(), port: Some(2222), identity: Some("/k".into()), options: vec!["StrictHostKeyChecking=accept-new".into()] };
+        let spec = TunnelSpec {
+            ssh: "ubuntu@sentinel.example.com".into(),
+            port: Some(2222),
+            identity: Some("/k".into()),
+            options: vec!["StrictHostKeyChecking=accept-new".into()],
+        };
         let a = ssh_args(&spec, 15432, "db.internal", 5432).join(" ");
         assert!(a.starts_with("-N -L 127.0.0.1:15432:db.internal:5432 -o ExitOnForwardFailure=yes -o BatchMode=yes"), "{a}");
-        assert!(a.ends_with("-p 2222 -i /k -o StrictHostKeyChecking=accept-new ubuntu@sentinel.example.com"), "{a}");
+        assert!(
+            a.ends_with(
+                "-p 2222 -i /k -o StrictHostKeyChecking=accept-new ubuntu@sentinel.example.com"
+            ),
+            "{a}"
+        );
     }
 }

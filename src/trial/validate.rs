@@ -320,9 +320,18 @@ fn check_environment(
         }
     };
     if let Some(stores) = &spec.stores {
-        let drivers = [stores.postgres.is_some(), stores.sqlite.is_some(), stores.command.is_some(), stores.standin.is_some()];
+        let drivers = [
+            stores.postgres.is_some(),
+            stores.sqlite.is_some(),
+            stores.command.is_some(),
+            stores.standin.is_some(),
+        ];
         if drivers.iter().filter(|d| **d).count() > 1 {
-            err("stores", "name one store driver: postgres, sqlite, command or standin".into(), None);
+            err(
+                "stores",
+                "name one store driver: postgres, sqlite, command or standin".into(),
+                None,
+            );
         }
         if let Some(pg) = &stores.postgres {
             if pg.host.is_none() && pg.rds_instance.is_none() {

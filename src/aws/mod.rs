@@ -1,0 +1,193 @@
+//! AWS providers: client set-up, the account guard, and (in submodules) auto-scaling control.
+//!
+//! Every client gets explicit timeouts (the SDK has none: a silent endpoint would hang forever)
+//! and standard retries with backoff for throttling and transient errors. With an endpoint
+//! override (moto, LocalStack) the credential chain never probes the instance metadata service.
+
+pub mod scaler;
+
+use std::time::Duration;
+
+use aws_config::meta::credentials::CredentialsProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::ProvideCredentials;
+use aws_smithy_types::error::display::DisplayErrorContext;
+
+use crate::error::{Error, Result};
+use crate::trial::model::AwsSpec;
+
+/// Timeouts every AWS client uses.
+#[derive(Debug, Clone, Copy)]
+pub struct AwsTimeouts {
+    /// TCP/TLS connect.
+    pub connect: Duration,
+    /// Waiting for response bytes.
+    pub read: Duration,
+    /// One attempt.
+    pub attempt: Duration,
+    /// All attempts of one operation.
+    pub operation: Duration,
+    /// Attempts per operation (1 = no retry).
+    pub max_attempts: u32,
+}
+
+impl Default for AwsTimeouts {
+    fn default() -> Self {
+        AwsTimeouts {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(15),
+            attempt: Duration::from_secs(20),
+            operation: Duration::from_secs(60),
+            max_attempts: 4,
+        }
+    }
+}
+
+/// A loaded AWS configuration for one environment.
+#[derive(Clone, Debug)]
+pub struct AwsContext {
+    /// The SDK configuration all clients are built from.
+    pub config: SdkConfig,
+    /// Where requests go (for error messages).
+    pub endpoint: String,
+    /// The account the environment declares.
+    pub account: String,
+}
+
+/// Turns an SDK error into an [`Error::Infra`] naming the operation, the endpoint and the cause
+/// (the service's error code and message, or the transport failure), never a raw response dump.
+pub fn sdk_error<E, R>(
+    ctx: &AwsContext,
+    operation: &str,
+    e: aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> Error
+where
+    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug + HttpStatus,
+{
+    use aws_smithy_runtime_api::client::result::SdkError;
+    let why = match &e {
+        SdkError::TimeoutError(_) => "timed out".to_string(),
+        SdkError::DispatchFailure(d) if d.is_timeout() => {
+            "timed out (the endpoint accepted the connection but did not answer)".to_string()
+        }
+        SdkError::DispatchFailure(d) if d.is_io() => {
+            format!("could not reach it: {}", DisplayErrorContext(&e))
+        }
+        SdkError::ServiceError(se) => {
+            let err = se.err();
+            match (err.code(), err.message()) {
+                (Some(code), msg) => {
+                    format!("{code}: {} (HTTP {})", msg.unwrap_or(""), se.raw().status())
+                }
+                (None, _) => format!(
+                    "HTTP {} with a body the SDK could not read",
+                    se.raw().status()
+                ),
+            }
+        }
+        SdkError::ResponseError(_) => {
+            "a response the SDK could not read (is this an AWS endpoint?)".to_string()
+        }
+        _ => DisplayErrorContext(&e).to_string(),
+    };
+    Error::Infra(format!("AWS {operation} at {}: {why}", ctx.endpoint))
+}
+
+/// The HTTP status of a raw response, for error messages.
+pub trait HttpStatus {
+    /// The status code.
+    fn status(&self) -> u16;
+}
+
+impl HttpStatus for aws_smithy_runtime_api::client::orchestrator::HttpResponse {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+impl AwsContext {
+    /// Loads the configuration: region from the environment file, profile, endpoint override
+    /// (`--aws-endpoint` wins over the file), timeouts, and a credential chain that skips the
+    /// metadata service when an endpoint override is given.
+    pub async fn load(
+        spec: &AwsSpec,
+        endpoint_override: Option<&str>,
+        timeouts: AwsTimeouts,
+    ) -> Result<AwsContext> {
+        let endpoint = endpoint_override
+            .map(str::to_string)
+            .or_else(|| spec.endpoint.clone());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(spec.region.clone()))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(timeouts.connect)
+                    .read_timeout(timeouts.read)
+                    .operation_attempt_timeout(timeouts.attempt)
+                    .operation_timeout(timeouts.operation)
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(timeouts.max_attempts));
+        if let Some(p) = &spec.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(e) = &endpoint {
+            loader = loader.endpoint_url(e);
+            // No instance metadata behind an emulator: environment variables, then profiles.
+            let mut profile = aws_config::profile::ProfileFileCredentialsProvider::builder();
+            if let Some(p) = &spec.profile {
+                profile = profile.profile_name(p);
+            }
+            let chain = CredentialsProviderChain::first_try(
+                "env",
+                aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+            )
+            .or_else("profile", profile.build());
+            loader = loader.credentials_provider(chain);
+        }
+        let config = loader.load().await;
+        let ctx = AwsContext {
+            endpoint: endpoint.unwrap_or_else(|| format!("AWS {}", spec.region)),
+            account: spec.account.clone(),
+            config,
+        };
+        ctx.check_credentials().await?;
+        Ok(ctx)
+    }
+
+    async fn check_credentials(&self) -> Result<()> {
+        let provider = self
+            .config
+            .credentials_provider()
+            .ok_or_else(|| Error::Infra("no AWS credentials provider is configured".into()))?;
+        match tokio::time::timeout(Duration::from_secs(15), provider.provide_credentials()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(Error::Infra(format!(
+                "no AWS credentials found ({}): set AWS_PROFILE or the environment's aws.profile, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+                DisplayErrorContext(&e)
+            ))),
+            Err(_) => Err(Error::Infra("looking for AWS credentials took more than 15 s (is a metadata service expected here?)".into())),
+        }
+    }
+
+    /// The account guard: STS GetCallerIdentity must match the environment's account.
+    pub async fn check_account(&self) -> Result<()> {
+        let sts = aws_sdk_sts::Client::new(&self.config);
+        let me = sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| sdk_error(self, "sts:GetCallerIdentity", e))?;
+        let actual = me.account().unwrap_or("?");
+        if actual != self.account {
+            return Err(Error::Infra(format!(
+                "the credentials are for AWS account {actual}, but the environment says {}: refusing to change anything",
+                self.account
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,529 @@
+//! Auto-scaling control of a Veraison deployment: discover its ASGs (`D-prov-asg`, …) and target
+//! groups, pin (min = max = desired) or free (min..max) them, wait until every instance is
+//! InService, every target healthy and the service's well-known READY, sample the infra during
+//! load, and put everything back.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::{sdk_error, AwsContext};
+use crate::error::{Error, Result};
+use crate::provider::{AsgSettings, ReadyReport, Scaler};
+use crate::trial::model::ServiceRole;
+use crate::trial::{Capacity, Environment};
+
+/// The group metrics turned on for a trial (1-minute granularity), what CloudWatch pulls later.
+pub const GROUP_METRICS: [&str; 5] = [
+    "GroupDesiredCapacity",
+    "GroupInServiceInstances",
+    "GroupPendingInstances",
+    "GroupTerminatingInstances",
+    "GroupTotalInstances",
+];
+
+/// One service's ASG, target groups and well-known URL.
+#[derive(Debug, Clone)]
+pub struct ServiceInfra {
+    /// Which service.
+    pub role: ServiceRole,
+    /// ASG name.
+    pub asg: String,
+    /// Target group name, if the deployment has one.
+    pub target_group: Option<String>,
+    /// The well-known URL that must answer READY.
+    pub well_known: Option<url::Url>,
+}
+
+/// The ASG provider.
+pub struct AwsScaler {
+    ctx: AwsContext,
+    asg: aws_sdk_autoscaling::Client,
+    elb: aws_sdk_elasticloadbalancingv2::Client,
+    ec2: aws_sdk_ec2::Client,
+    services: Vec<ServiceInfra>,
+    http: reqwest::Client,
+    /// How often readiness is polled.
+    pub poll: Duration,
+}
+
+/// The ASG and target-group names of an environment's services.
+pub fn services_of(env: &Environment) -> Vec<ServiceInfra> {
+    ServiceRole::ALL
+        .into_iter()
+        .filter_map(|role| {
+            let asg = env.asg_name(role)?;
+            let well_known = env
+                .spec
+                .services
+                .get(role)
+                .and_then(|s| s.url.join(&format!("/.well-known/veraison/{role}")).ok());
+            Some(ServiceInfra {
+                role,
+                asg,
+                target_group: env.target_group_name(role),
+                well_known,
+            })
+        })
+        .collect()
+}
+
+struct GroupState {
+    settings: AsgSettings,
+    /// (instance id, lifecycle state, health status).
+    instances: Vec<(String, String, String)>,
+    target_group_arns: Vec<String>,
+}
+
+impl AwsScaler {
+    /// A scaler for these services.
+    pub fn new(ctx: AwsContext, services: Vec<ServiceInfra>) -> AwsScaler {
+        AwsScaler {
+            asg: aws_sdk_autoscaling::Client::new(&ctx.config),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&ctx.config),
+            ec2: aws_sdk_ec2::Client::new(&ctx.config),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("HTTP client builds"),
+            ctx,
+            services,
+            poll: Duration::from_secs(5),
+        }
+    }
+
+    fn service(&self, role: ServiceRole) -> Result<&ServiceInfra> {
+        self.services
+            .iter()
+            .find(|s| s.role == role)
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "the environment names no auto-scaling group for {role}"
+                ))
+            })
+    }
+
+    async fn group(&self, svc: &ServiceInfra) -> Result<GroupState> {
+        let out = self
+            .asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(&svc.asg)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&self.ctx, "autoscaling:DescribeAutoScalingGroups", e))?;
+        let g = out.auto_scaling_groups().first().ok_or_else(|| {
+            Error::Infra(format!(
+                "auto-scaling group `{}` ({}) not found in {}",
+                svc.asg, svc.role, self.ctx.endpoint
+            ))
+        })?;
+        Ok(GroupState {
+            settings: AsgSettings {
+                service: svc.role,
+                name: svc.asg.clone(),
+                min: g.min_size().unwrap_or(0),
+                max: g.max_size().unwrap_or(0),
+                desired: g.desired_capacity().unwrap_or(0),
+                suspended_processes: g
+                    .suspended_processes()
+                    .iter()
+                    .filter_map(|p| p.process_name().map(str::to_string))
+                    .collect(),
+                enabled_metrics: g
+                    .enabled_metrics()
+                    .iter()
+                    .filter_map(|m| m.metric().map(str::to_string))
+                    .collect(),
+            },
+            instances: g
+                .instances()
+                .iter()
+                .map(|i| {
+                    (
+                        i.instance_id().unwrap_or("?").to_string(),
+                        i.lifecycle_state()
+                            .map(|s| s.as_str().to_string())
+                            .unwrap_or_default(),
+                        i.health_status().unwrap_or("").to_string(),
+                    )
+                })
+                .collect(),
+            target_group_arns: g.target_group_arns().to_vec(),
+        })
+    }
+
+    /// The target groups of a service: those attached to its ASG, else the named one.
+    async fn target_groups(&self, svc: &ServiceInfra, attached: &[String]) -> Result<Vec<String>> {
+        if !attached.is_empty() {
+            return Ok(attached.to_vec());
+        }
+        let Some(name) = &svc.target_group else {
+            return Ok(Vec::new());
+        };
+        match self.elb.describe_target_groups().names(name).send().await {
+            Ok(out) => Ok(out
+                .target_groups()
+                .iter()
+                .filter_map(|t| t.target_group_arn().map(str::to_string))
+                .collect()),
+            Err(e) => {
+                let err = sdk_error(&self.ctx, "elasticloadbalancing:DescribeTargetGroups", e);
+                if err.to_string().contains("TargetGroupNotFound") {
+                    Ok(Vec::new())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// (target id, state) of every target of a group.
+    async fn target_health(&self, arn: &str) -> Result<Vec<(String, String)>> {
+        let out = self
+            .elb
+            .describe_target_health()
+            .target_group_arn(arn)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&self.ctx, "elasticloadbalancing:DescribeTargetHealth", e))?;
+        Ok(out
+            .target_health_descriptions()
+            .iter()
+            .map(|d| {
+                (
+                    d.target().and_then(|t| t.id()).unwrap_or("?").to_string(),
+                    d.target_health()
+                        .and_then(|h| h.state())
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
+    async fn well_known_ready(
+        &self,
+        svc: &ServiceInfra,
+        budget: Duration,
+    ) -> std::result::Result<(), String> {
+        let Some(url) = &svc.well_known else {
+            return Ok(());
+        };
+        let budget = budget.clamp(Duration::from_millis(200), Duration::from_secs(10));
+        let resp = self
+            .http
+            .get(url.clone())
+            .header("accept", "*/*")
+            .timeout(budget)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    format!("{url}: no answer within {budget:?}")
+                } else {
+                    format!("{url}: {e}")
+                }
+            })?;
+        if !resp.status().is_success() {
+            return Err(format!("{url}: HTTP {}", resp.status()));
+        }
+        let v: Value = resp.json().await.map_err(|e| format!("{url}: {e}"))?;
+        match v.get("service-state").and_then(Value::as_str) {
+            Some("READY") => Ok(()),
+            other => Err(format!("{url}: service-state {other:?}")),
+        }
+    }
+
+    /// One readiness look at a service: (ready, what is missing).
+    async fn readiness(&self, svc: &ServiceInfra, budget: Duration) -> Result<(bool, String)> {
+        let g = self.group(svc).await?;
+        let want = g.settings.desired.max(0) as usize;
+        let in_service = g
+            .instances
+            .iter()
+            .filter(|(_, l, h)| l == "InService" && h == "Healthy")
+            .count();
+        if in_service < want || g.instances.len() > want {
+            return Ok((
+                false,
+                format!(
+                    "{in_service}/{want} instances InService and healthy ({} in the group)",
+                    g.instances.len()
+                ),
+            ));
+        }
+        for arn in self.target_groups(svc, &g.target_group_arns).await? {
+            let targets = self.target_health(&arn).await?;
+            let healthy = targets.iter().filter(|(_, s)| s == "healthy").count();
+            if healthy < want {
+                return Ok((false, format!("{healthy}/{want} targets healthy in {arn}")));
+            }
+        }
+        match self.well_known_ready(svc, budget).await {
+            Ok(()) => Ok((true, String::new())),
+            Err(e) => Ok((false, format!("well-known not READY: {e}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl Scaler for AwsScaler {
+    async fn snapshot(&self, services: &[ServiceRole]) -> Result<Vec<AsgSettings>> {
+        let mut out = Vec::new();
+        for role in services {
+            out.push(self.group(self.service(*role)?).await?.settings);
+        }
+        Ok(out)
+    }
+
+    async fn set_capacity(&self, service: ServiceRole, capacity: Capacity) -> Result<()> {
+        let svc = self.service(service)?;
+        let current = self.group(svc).await?.settings;
+        let (min, max, desired) = capacity.bounds();
+        let mut req = self
+            .asg
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(&svc.asg)
+            .min_size(min as i32)
+            .max_size(max as i32);
+        if let Some(d) = desired {
+            req = req.desired_capacity(d as i32);
+        }
+        req.send()
+            .await
+            .map_err(|e| sdk_error(&self.ctx, "autoscaling:UpdateAutoScalingGroup", e))?;
+        if current.enabled_metrics.is_empty() {
+            self.asg
+                .enable_metrics_collection()
+                .auto_scaling_group_name(&svc.asg)
+                .granularity("1Minute")
+                .set_metrics(Some(GROUP_METRICS.iter().map(|m| m.to_string()).collect()))
+                .send()
+                .await
+                .map_err(|e| sdk_error(&self.ctx, "autoscaling:EnableMetricsCollection", e))?;
+        }
+        tracing::info!(asg = %svc.asg, %capacity, "capacity set");
+        Ok(())
+    }
+
+    async fn wait_ready(
+        &self,
+        services: &[ServiceRole],
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<ReadyReport> {
+        let started = Instant::now();
+        let mut report = ReadyReport {
+            seconds: BTreeMap::new(),
+        };
+        let mut last_note = Instant::now() - Duration::from_secs(3600);
+        loop {
+            let mut missing = Vec::new();
+            for role in services {
+                if report.seconds.contains_key(role.name()) {
+                    continue;
+                }
+                let svc = self.service(*role)?;
+                let (ready, why) = self
+                    .readiness(svc, timeout.saturating_sub(started.elapsed()))
+                    .await?;
+                if ready {
+                    report
+                        .seconds
+                        .insert(role.name().into(), started.elapsed().as_secs_f64());
+                    eprintln!(
+                        "{role}: ready after {:.0} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                } else {
+                    missing.push(format!("{role}: {why}"));
+                }
+            }
+            if missing.is_empty() {
+                return Ok(report);
+            }
+            if started.elapsed() >= timeout {
+                return Err(Error::Infra(format!(
+                    "not ready after {}: {}",
+                    humantime::format_duration(timeout),
+                    missing.join("; ")
+                )));
+            }
+            if last_note.elapsed() >= Duration::from_secs(30) {
+                eprintln!(
+                    "waiting for readiness ({:.0} s): {}",
+                    started.elapsed().as_secs_f64(),
+                    missing.join("; ")
+                );
+                last_note = Instant::now();
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.poll) => {}
+                _ = cancel.cancelled() => return Err(Error::Interrupted),
+            }
+        }
+    }
+
+    async fn restore(&self, original: &AsgSettings) -> Result<()> {
+        let svc = ServiceInfra {
+            role: original.service,
+            asg: original.name.clone(),
+            target_group: None,
+            well_known: None,
+        };
+        let current = self.group(&svc).await?.settings;
+        if (current.min, current.max, current.desired)
+            != (original.min, original.max, original.desired)
+        {
+            self.asg
+                .update_auto_scaling_group()
+                .auto_scaling_group_name(&original.name)
+                .min_size(original.min)
+                .max_size(original.max)
+                .desired_capacity(original.desired)
+                .send()
+                .await
+                .map_err(|e| sdk_error(&self.ctx, "autoscaling:UpdateAutoScalingGroup", e))?;
+        }
+        // Turn off exactly the group metrics the trial turned on. Best effort: group metrics
+        // cost nothing, and capacity (above) is what must come back; a failure is a warning.
+        let added: Vec<String> = current
+            .enabled_metrics
+            .iter()
+            .filter(|m| !original.enabled_metrics.contains(m))
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            if let Err(e) = self
+                .asg
+                .disable_metrics_collection()
+                .auto_scaling_group_name(&original.name)
+                .set_metrics(Some(added.clone()))
+                .send()
+                .await
+            {
+                let e = sdk_error(&self.ctx, "autoscaling:DisableMetricsCollection", e);
+                tracing::warn!(
+                    "{}: group metrics {} left enabled: {e}",
+                    original.name,
+                    added.join(", ")
+                );
+                eprintln!(
+                    "warning: {}: group metrics {} left enabled ({e})",
+                    original.name,
+                    added.join(", ")
+                );
+            }
+        }
+        let to_resume: Vec<String> = current
+            .suspended_processes
+            .iter()
+            .filter(|p| !original.suspended_processes.contains(p))
+            .cloned()
+            .collect();
+        if !to_resume.is_empty() {
+            self.asg
+                .resume_processes()
+                .auto_scaling_group_name(&original.name)
+                .set_scaling_processes(Some(to_resume))
+                .send()
+                .await
+                .map_err(|e| sdk_error(&self.ctx, "autoscaling:ResumeProcesses", e))?;
+        }
+        let to_suspend: Vec<String> = original
+            .suspended_processes
+            .iter()
+            .filter(|p| !current.suspended_processes.contains(p))
+            .cloned()
+            .collect();
+        if !to_suspend.is_empty() {
+            self.asg
+                .suspend_processes()
+                .auto_scaling_group_name(&original.name)
+                .set_scaling_processes(Some(to_suspend))
+                .send()
+                .await
+                .map_err(|e| sdk_error(&self.ctx, "autoscaling:SuspendProcesses", e))?;
+        }
+        tracing::info!(asg = %original.name, min = original.min, max = original.max, desired = original.desired, "restored");
+        Ok(())
+    }
+
+    async fn sample(&self) -> Result<Value> {
+        let mut groups = Vec::new();
+        for svc in &self.services {
+            let g = match self.group(svc).await {
+                Ok(g) => g,
+                Err(_) => continue,
+            };
+            let mut targets = Vec::new();
+            for arn in self
+                .target_groups(svc, &g.target_group_arns)
+                .await
+                .unwrap_or_default()
+            {
+                for (id, state) in self.target_health(&arn).await.unwrap_or_default() {
+                    targets.push(json!({"target_group": arn, "id": id, "state": state}));
+                }
+            }
+            groups.push(json!({
+                "service": svc.role, "asg": svc.asg,
+                "min": g.settings.min, "max": g.settings.max, "desired": g.settings.desired,
+                "instances": g.instances.iter().map(|(id, l, h)| json!({"id": id, "lifecycle": l, "health": h})).collect::<Vec<_>>(),
+                "targets": targets,
+            }));
+        }
+        Ok(json!({"groups": groups}))
+    }
+
+    async fn spin_up_timeline(&self, from_unix: f64, to_unix: f64) -> Result<Value> {
+        let mut activities = Vec::new();
+        let mut instance_ids = Vec::new();
+        for svc in &self.services {
+            let out = self
+                .asg
+                .describe_scaling_activities()
+                .auto_scaling_group_name(&svc.asg)
+                .send()
+                .await
+                .map_err(|e| sdk_error(&self.ctx, "autoscaling:DescribeScalingActivities", e))?;
+            for a in out.activities() {
+                let start = a.start_time().map(|t| t.as_secs_f64()).unwrap_or(0.0);
+                if start < from_unix - 600.0 || start > to_unix {
+                    continue;
+                }
+                activities.push(json!({
+                    "service": svc.role, "asg": svc.asg, "start": start,
+                    "end": a.end_time().map(|t| t.as_secs_f64()),
+                    "status": a.status_code().map(|s| s.as_str()), "cause": a.cause(), "description": a.description(),
+                }));
+            }
+            if let Ok(g) = self.group(svc).await {
+                instance_ids.extend(g.instances.into_iter().map(|(id, _, _)| (svc.role, id)));
+            }
+        }
+        let mut instances = Vec::new();
+        if !instance_ids.is_empty() {
+            let out = self
+                .ec2
+                .describe_instances()
+                .set_instance_ids(Some(
+                    instance_ids.iter().map(|(_, id)| id.clone()).collect(),
+                ))
+                .send()
+                .await
+                .map_err(|e| sdk_error(&self.ctx, "ec2:DescribeInstances", e))?;
+            for r in out.reservations() {
+                for i in r.instances() {
+                    let id = i.instance_id().unwrap_or("?");
+                    let role = instance_ids.iter().find(|(_, x)| x == id).map(|(r, _)| *r);
+                    instances.push(json!({"id": id, "service": role, "launch_time": i.launch_time().map(|t| t.as_secs_f64())}));
+                }
+            }
+        }
+        Ok(json!({"activities": activities, "instances": instances}))
+    }
+}

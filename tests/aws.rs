@@ -1,0 +1,700 @@
+//! AWS control against moto_server: a deployment shaped like Veraison's (launch template,
+//! `D-prov-asg` and `D-verif-asg` at 1..3 behind target groups, tagged instances), pinned, freed
+//! and always restored — at the end, on Ctrl-C at every step boundary, after SIGKILL with
+//! `infra restore`, and after an API error mid-pin.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+use trialrunner::aws::scaler::{services_of, AwsScaler};
+use trialrunner::aws::{AwsContext, AwsTimeouts};
+use trialrunner::exec::{self, Interrupts};
+use trialrunner::provider::{AsgSettings, ReadyReport, Scaler};
+use trialrunner::results::ResultsDir;
+use trialrunner::setup::{self, SetupOptions};
+use trialrunner::trial::model::{AwsSpec, ServiceRole};
+use trialrunner::trial::{self, Capacity};
+use trialrunner::veraison::standin::store::KvStore;
+use trialrunner::veraison::standin::{Standin, StandinConfig};
+
+/// moto is shared by every test of this binary and `reset` wipes it: one test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const ACCOUNT: &str = "123456789012";
+const D: &str = "veraison";
+
+fn set_test_credentials() {
+    // SAFETY: set before any thread reads them, and every test sets the same values.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    }
+}
+
+async fn ctx() -> AwsContext {
+    set_test_credentials();
+    let spec = AwsSpec {
+        region: "eu-west-1".into(),
+        profile: None,
+        account: ACCOUNT.into(),
+        endpoint: Some(common::moto().url.clone()),
+    };
+    AwsContext::load(&spec, None, AwsTimeouts::default())
+        .await
+        .unwrap()
+}
+
+/// A deployment shaped like Veraison's in moto.
+async fn deploy(ctx: &AwsContext) {
+    common::moto().reset();
+    let ec2 = aws_sdk_ec2::Client::new(&ctx.config);
+    let asg = aws_sdk_autoscaling::Client::new(&ctx.config);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&ctx.config);
+    let vpc = ec2.describe_vpcs().send().await.unwrap().vpcs()[0]
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    for (suffix, svc) in [("prov", "provisioning"), ("verif", "verification")] {
+        let lt = format!("{D}-{suffix}-lt");
+        ec2.create_launch_template()
+            .launch_template_name(&lt)
+            .launch_template_data(
+                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                    .image_id("ami-12c6146b")
+                    .instance_type(aws_sdk_ec2::types::InstanceType::T2Micro)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let tg = elb
+            .create_target_group()
+            .name(format!("{D}-{suffix}-tg"))
+            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+            .port(if suffix == "prov" { 9443 } else { 8443 })
+            .vpc_id(&vpc)
+            .health_check_path(format!("/.well-known/veraison/{svc}"))
+            .send()
+            .await
+            .unwrap();
+        let tg_arn = tg.target_groups()[0]
+            .target_group_arn()
+            .unwrap()
+            .to_string();
+        asg.create_auto_scaling_group()
+            .auto_scaling_group_name(format!("{D}-{suffix}-asg"))
+            .launch_template(
+                aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                    .launch_template_name(&lt)
+                    .version("$Latest")
+                    .build(),
+            )
+            .min_size(1)
+            .max_size(3)
+            .desired_capacity(1)
+            .availability_zones("eu-west-1a")
+            .target_group_arns(tg_arn)
+            .tags(
+                aws_sdk_autoscaling::types::Tag::builder()
+                    .key("veraison-deployment")
+                    .value(D)
+                    .propagate_at_launch(true)
+                    .build(),
+            )
+            .tags(
+                aws_sdk_autoscaling::types::Tag::builder()
+                    .key("deployment-instance-name")
+                    .value(svc)
+                    .propagate_at_launch(true)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+async fn settings(ctx: &AwsContext, name: &str) -> (i32, i32, i32, usize, usize) {
+    let asg = aws_sdk_autoscaling::Client::new(&ctx.config);
+    let out = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .unwrap();
+    let g = &out.auto_scaling_groups()[0];
+    let in_service = g
+        .instances()
+        .iter()
+        .filter(|i| i.lifecycle_state().map(|s| s.as_str()) == Some("InService"))
+        .count();
+    (
+        g.min_size().unwrap(),
+        g.max_size().unwrap(),
+        g.desired_capacity().unwrap(),
+        in_service,
+        g.enabled_metrics().len(),
+    )
+}
+
+/// Capacity is back. (Group metrics collection cannot be turned off in moto, which does not
+/// implement DisableMetricsCollection: the restore warns and goes on, as it would on AWS errors.)
+async fn assert_original(ctx: &AwsContext) {
+    for name in [format!("{D}-prov-asg"), format!("{D}-verif-asg")] {
+        let (min, max, desired, _, _) = settings(ctx, &name).await;
+        assert_eq!(
+            (min, max, desired),
+            (1, 3, 1),
+            "{name} is back to 1..3, desired 1"
+        );
+    }
+}
+
+async fn standin() -> Standin {
+    Standin::start(
+        "127.0.0.1:0".parse().unwrap(),
+        StandinConfig::default(),
+        KvStore::memory(),
+    )
+    .await
+    .unwrap()
+}
+
+fn env_yaml(standin: &url::Url, account: &str, endpoint: &str) -> String {
+    format!(
+        "name: moto-{account}\naws: {{ region: eu-west-1, account: \"{account}\", endpoint: \"{endpoint}\" }}\ndeployment: {D}\nservices:\n  provisioning: {{ url: \"{standin}\" }}\n  verification: {{ url: \"{standin}\" }}\nveraison: {{ release: v0.0.2602 }}\n"
+    )
+}
+
+const PIN_TRIAL: &str = "name: pin\nenvironment: env.yaml\ninfra:\n  provisioning: { pin: 3 }\n  verification: { pin: 3 }\n  ready-timeout: 30s\n  sample-every: 1s\nruns: { users: 2, duration: 2s, cooldown: 1s, tasks: [well-known] }\n";
+
+fn files(dir: &Path, standin: &url::Url, account: &str) -> (PathBuf, PathBuf) {
+    let env = common::write(
+        dir,
+        "env.yaml",
+        &env_yaml(standin, account, &common::moto().url),
+    );
+    let trial = common::write(dir, "pin.yaml", PIN_TRIAL);
+    (trial, env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discover_pin_wait_free_and_restore() {
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    let s = standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (trial, env) = files(dir.path(), &s.url(), ACCOUNT);
+    let t = trial::load_trial(&trial, Some(&env)).unwrap();
+    let services = services_of(&t.env);
+    assert_eq!(
+        services.iter().map(|s| s.asg.as_str()).collect::<Vec<_>>(),
+        [
+            "veraison-prov-asg",
+            "veraison-verif-asg",
+            "veraison-manage-asg"
+        ]
+    );
+    let mut scaler = AwsScaler::new(ctx.clone(), services);
+    scaler.poll = Duration::from_millis(100);
+    let original = scaler
+        .snapshot(&[ServiceRole::Provisioning, ServiceRole::Verification])
+        .await
+        .unwrap();
+    assert_eq!(
+        (original[0].min, original[0].max, original[0].desired),
+        (1, 3, 1)
+    );
+    // A missing ASG is named.
+    let err = scaler
+        .snapshot(&[ServiceRole::Management])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("veraison-manage-asg") && err.contains("not found"),
+        "{err}"
+    );
+    // Pin to 3: min = max = desired = 3, three InService instances, targets healthy, READY.
+    scaler
+        .set_capacity(ServiceRole::Verification, Capacity::Pinned(3))
+        .await
+        .unwrap();
+    let ready = scaler
+        .wait_ready(
+            &[ServiceRole::Verification],
+            Duration::from_secs(20),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(ready.seconds.contains_key("verification"));
+    let (min, max, desired, in_service, metrics) = settings(&ctx, "veraison-verif-asg").await;
+    assert_eq!((min, max, desired, in_service), (3, 3, 3, 3));
+    assert!(metrics > 0, "group metrics collection turned on");
+    let sample = scaler.sample().await.unwrap();
+    let verif = sample["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["asg"] == "veraison-verif-asg")
+        .unwrap();
+    assert_eq!(verif["instances"].as_array().unwrap().len(), 3);
+    assert!(
+        !verif["targets"].as_array().unwrap().is_empty(),
+        "target health sampled: {verif}"
+    );
+    let timeline = scaler.spin_up_timeline(0.0, f64::MAX).await.unwrap();
+    assert!(timeline["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["launch_time"].as_f64().is_some()));
+    // Free: 1..3.
+    scaler
+        .set_capacity(
+            ServiceRole::Verification,
+            Capacity::Range {
+                min: 1,
+                max: 3,
+                desired: Some(2),
+            },
+        )
+        .await
+        .unwrap();
+    let (min, max, desired, _, _) = settings(&ctx, "veraison-verif-asg").await;
+    assert_eq!((min, max, desired), (1, 3, 2));
+    // Restore, twice (idempotent).
+    for o in &original {
+        scaler.restore(o).await.unwrap();
+        scaler.restore(o).await.unwrap();
+    }
+    assert_original(&ctx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_trial_pins_then_restores_and_samples_infra() {
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    let s = standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (trial, env) = files(dir.path(), &s.url(), ACCOUNT);
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
+        .env("TRIALRUNNER_STATE_DIR", state.path())
+        .args([
+            "run",
+            trial.to_str().unwrap(),
+            "--env",
+            env.to_str().unwrap(),
+            "--out",
+        ])
+        .arg(dir.path().join("r"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_original(&ctx).await;
+    let r = dir.path().join("r");
+    let journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.join("journal.json")).unwrap()).unwrap();
+    assert_eq!(journal["restored"], true);
+    assert_eq!(journal["original"][0]["desired"], 1);
+    assert_eq!(
+        journal["original"][0]["enabled_metrics"],
+        serde_json::json!([]),
+        "the original metrics state is journalled"
+    );
+    let infra = std::fs::read_to_string(r.join("runs/u002-well-known/infra.jsonl")).unwrap();
+    assert!(
+        infra.lines().count() >= 2,
+        "sampled every second during the 2 s run"
+    );
+    assert!(infra.contains("\"InService\""));
+    assert!(r.join("runs/u002-well-known/scaling.json").is_file());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["status"], "complete");
+    assert_eq!(manifest["infra_after"][0]["desired"], 1);
+    assert!(
+        !state.path().join("journal-moto-123456789012.json").exists(),
+        "the state file goes once restored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_account_exits_3_and_changes_nothing() {
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    let s = standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (trial, env) = files(dir.path(), &s.url(), "999999999999");
+    let out = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
+        .args([
+            "run",
+            trial.to_str().unwrap(),
+            "--env",
+            env.to_str().unwrap(),
+            "--out",
+        ])
+        .arg(dir.path().join("r"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("account 123456789012") && stderr.contains("999999999999"),
+        "{stderr}"
+    );
+    assert_original(&ctx).await;
+    assert!(!dir.path().join("r").exists(), "nothing written either");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_aws_endpoint_fails_with_a_timeout_within_the_bound() {
+    let _serial = SERIAL.lock().await;
+    set_test_credentials();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let _held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in listener.incoming().flatten() {
+            conns.push(c); // accept, never answer
+        }
+    });
+    let spec = AwsSpec {
+        region: "eu-west-1".into(),
+        profile: None,
+        account: ACCOUNT.into(),
+        endpoint: Some(endpoint.clone()),
+    };
+    let timeouts = AwsTimeouts {
+        connect: Duration::from_secs(1),
+        read: Duration::from_secs(1),
+        attempt: Duration::from_secs(2),
+        operation: Duration::from_secs(5),
+        max_attempts: 2,
+    };
+    let started = Instant::now();
+    let ctx = AwsContext::load(&spec, None, timeouts).await.unwrap();
+    let err = ctx.check_account().await.unwrap_err().to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "bounded: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.contains("timed out") && err.contains(&endpoint) && err.contains("GetCallerIdentity"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_service_fails_readiness_in_time_and_infra_is_restored() {
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    // The service's well-known accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+    std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in listener.incoming().flatten() {
+            conns.push(c);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::write(
+        dir.path(),
+        "env.yaml",
+        &env_yaml(&silent, ACCOUNT, &common::moto().url),
+    );
+    let trial = common::write(
+        dir.path(),
+        "pin.yaml",
+        &PIN_TRIAL.replace("ready-timeout: 30s", "ready-timeout: 3s"),
+    );
+    let state = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
+        .env("TRIALRUNNER_STATE_DIR", state.path())
+        .args([
+            "run",
+            trial.to_str().unwrap(),
+            "--env",
+            env.to_str().unwrap(),
+            "--out",
+        ])
+        .arg(dir.path().join("r"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not ready after 3s") && stderr.contains("well-known"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "bounded by the 3 s ready-timeout plus restore: {:?}",
+        started.elapsed()
+    );
+    assert_original(&ctx).await;
+}
+
+/// Runs the pin trial as a process and sends SIGINT when the `n`-th step starts.
+fn interrupt_at_step(
+    dir: &Path,
+    trial: &Path,
+    env: &Path,
+    state: &Path,
+    n: usize,
+) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
+        .env("TRIALRUNNER_STATE_DIR", state)
+        .args([
+            "-v",
+            "run",
+            trial.to_str().unwrap(),
+            "--env",
+            env.to_str().unwrap(),
+            "--out",
+        ])
+        .arg(dir.join(format!("r{n}")))
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = 0;
+    let mut log = String::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains(" step step=") {
+            seen += 1;
+            if seen == n {
+                // SAFETY: signalling our own child.
+                unsafe {
+                    libc::kill(child.id() as i32, libc::SIGINT);
+                }
+            }
+        }
+    }
+    (child.wait().unwrap().code(), log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_at_every_step_boundary_restores_the_asgs() {
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    let s = standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (trial, env) = files(dir.path(), &s.url(), ACCOUNT);
+    let t = trial::load_trial(&trial, Some(&env)).unwrap();
+    let steps = trial::plan(&t).steps.len();
+    assert!(steps >= 8, "{steps}");
+    for n in 1..=steps {
+        deploy(&ctx).await;
+        let state = tempfile::tempdir().unwrap();
+        let (trial, env, dirp) = (trial.clone(), env.clone(), dir.path().to_path_buf());
+        let statep = state.path().to_path_buf();
+        let (code, log) =
+            tokio::task::spawn_blocking(move || interrupt_at_step(&dirp, &trial, &env, &statep, n))
+                .await
+                .unwrap();
+        // Interrupted (130), unless the signal landed after the last step had done its work.
+        assert!(
+            code == Some(130) || (n == steps && code == Some(0)),
+            "step {n}: exit {code:?}\n{log}"
+        );
+        assert_original(&ctx).await;
+        if code == Some(130) {
+            let manifest: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(dir.path().join(format!("r{n}/manifest.json"))).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(manifest["status"], "interrupted", "step {n}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_run_then_infra_restore() {
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    let s = standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (trial, env) = files(dir.path(), &s.url(), ACCOUNT);
+    let trial_text = std::fs::read_to_string(&trial)
+        .unwrap()
+        .replace("duration: 2s", "duration: 30s");
+    std::fs::write(&trial, trial_text).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
+        .env("TRIALRUNNER_STATE_DIR", state.path())
+        .args([
+            "-v",
+            "run",
+            trial.to_str().unwrap(),
+            "--env",
+            env.to_str().unwrap(),
+            "--out",
+        ])
+        .arg(dir.path().join("r"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("step step=load") {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL: nothing gets to restore
+    child.wait().unwrap();
+    let (min, max, desired, _, _) = settings(&ctx, "veraison-verif-asg").await;
+    assert_eq!(
+        (min, max, desired),
+        (3, 3, 3),
+        "still pinned after the crash"
+    );
+    // A new run refuses to start while the journal is pending.
+    let out = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
+        .env("TRIALRUNNER_STATE_DIR", state.path())
+        .args([
+            "run",
+            trial.to_str().unwrap(),
+            "--env",
+            env.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("infra restore"));
+    // `infra status` shows current vs journal; `infra restore` puts everything back, twice.
+    let status = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
+        .env("TRIALRUNNER_STATE_DIR", state.path())
+        .args(["infra", "status", "--env", env.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("veraison-verif-asg") && text.contains("1 3 1") && text.contains("pending"),
+        "{text}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    for _ in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
+            .env("TRIALRUNNER_STATE_DIR", state.path())
+            .args(["infra", "restore", "--env", env.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_original(&ctx).await;
+}
+
+/// A scaler whose second capacity change fails, as an API error would.
+struct FailsSecondPin {
+    inner: AwsScaler,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl Scaler for FailsSecondPin {
+    async fn snapshot(&self, s: &[ServiceRole]) -> trialrunner::Result<Vec<AsgSettings>> {
+        self.inner.snapshot(s).await
+    }
+    async fn set_capacity(&self, s: ServiceRole, c: Capacity) -> trialrunner::Result<()> {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            return Err(trialrunner::Error::Infra(
+                "AWS autoscaling:UpdateAutoScalingGroup: Throttling (injected)".into(),
+            ));
+        }
+        self.inner.set_capacity(s, c).await
+    }
+    async fn wait_ready(
+        &self,
+        s: &[ServiceRole],
+        t: Duration,
+        c: &CancellationToken,
+    ) -> trialrunner::Result<ReadyReport> {
+        self.inner.wait_ready(s, t, c).await
+    }
+    async fn restore(&self, o: &AsgSettings) -> trialrunner::Result<()> {
+        self.inner.restore(o).await
+    }
+    async fn sample(&self) -> trialrunner::Result<serde_json::Value> {
+        self.inner.sample().await
+    }
+    async fn spin_up_timeline(&self, a: f64, b: f64) -> trialrunner::Result<serde_json::Value> {
+        self.inner.spin_up_timeline(a, b).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_error_mid_pin_stops_the_trial_and_restores() {
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    let s = standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (trial, env) = files(dir.path(), &s.url(), ACCOUNT);
+    let t = trial::load_trial(&trial, Some(&env)).unwrap();
+    let plan = trial::plan(&t);
+    let mut providers = setup::providers_for(&t, &SetupOptions::default())
+        .await
+        .unwrap();
+    providers.scaler = Some(Arc::new(FailsSecondPin {
+        inner: AwsScaler::new(ctx.clone(), services_of(&t.env)),
+        calls: Default::default(),
+    }));
+    let results = ResultsDir::create(&dir.path().join("r")).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    // SAFETY: the state dir variable is read by this process only; tests of this binary are serial.
+    unsafe { std::env::set_var("TRIALRUNNER_STATE_DIR", state.path()) };
+    let err = exec::execute(&t, &plan, &providers, &results, &Interrupts::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("injected"), "{err}");
+    // The first ASG had been pinned: it is back.
+    assert_original(&ctx).await;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["status"], "failed");
+}
