@@ -466,11 +466,20 @@ fn run(cli: Cli) -> Result<i32, Error> {
             duration,
             threads,
         } => {
-            let mut rt = tokio::runtime::Builder::new_multi_thread();
-            if let Some(n) = threads {
-                rt.worker_threads(n.max(1));
+            // One thread: a current-thread runtime (no cross-thread wake-ups); more: multi-thread.
+            let rt = match threads {
+                Some(1) => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build(),
+                Some(n) => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(n.max(1))
+                    .enable_all()
+                    .build(),
+                None => tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build(),
             }
-            let rt = rt.enable_all().build().expect("tokio runtime starts");
+            .expect("tokio runtime starts");
             let dir =
                 std::env::temp_dir().join(format!("trialrunner-bench-{}", std::process::id()));
             let report = rt.block_on(crate::load::bench::run(&url, connections, duration, &dir));
