@@ -76,6 +76,34 @@ pub enum Command {
         /// Do not ask before clearing stores.
         #[arg(long)]
         yes: bool,
+        /// Gate: compare with this baseline results directory after the run.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// Thresholds for the gate (YAML list); the trial's own `thresholds` are checked too.
+        #[arg(long)]
+        thresholds: Option<PathBuf>,
+        /// Write the gate's result as JUnit XML.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Append one line per run to this history file (default: history.jsonl beside the results).
+        #[arg(long)]
+        history: Option<PathBuf>,
+    },
+    /// Per-endpoint deltas between two results directories; exit 1 when a threshold breaks.
+    Compare {
+        /// Baseline results directory.
+        base: PathBuf,
+        /// Contender results directory.
+        contender: PathBuf,
+        /// Thresholds (YAML list, e.g. `- verify p95 < 800ms`, `- "* p95 +10%"`).
+        #[arg(long)]
+        thresholds: Option<PathBuf>,
+        /// Write JUnit XML here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Write compare.html here.
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
     /// The embedded default: the stand-in in-process, scaled-down seed trials 1 and 3, reports.
     Demo {
@@ -221,6 +249,33 @@ fn init_logging(cli: &Cli) {
     }
 }
 
+fn append_line(path: &std::path::Path, line: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    writeln!(f, "{line}").and_then(|_| f.sync_all()).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+/// The regression gate after a run: the trial's thresholds and `--thresholds`, against the
+/// baseline when given (relative bounds need one). Exit 1 when one breaks.
+fn gate(t: &trial::Trial, dir: &std::path::Path, baseline: Option<&std::path::Path>, file: Option<&std::path::Path>, junit: Option<&std::path::Path>) -> Result<i32, Error> {
+    let mut list: Vec<report::thresholds::Threshold> = t.spec.thresholds.iter().filter_map(|s| report::thresholds::Threshold::parse(s).ok()).collect();
+    if let Some(f) = file {
+        list.extend(report::compare::read_thresholds(f)?);
+    }
+    if list.is_empty() && baseline.is_none() {
+        return Ok(exit::OK);
+    }
+    let c = match baseline {
+        Some(b) => report::compare::compare(b, dir, &list)?,
+        None => report::compare::check_absolute(dir, &list)?,
+    };
+    print!("{}", c.table());
+    if let Some(j) = junit {
+        crate::results::write_atomic(j, c.junit().as_bytes())?;
+    }
+    Ok(if c.passed() { exit::OK } else { exit::CHECKS_FAILED })
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -284,13 +339,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
             }
             Ok(exit::OK)
         }
-        Command::Run {
-            trial,
-            env,
-            out,
-            resume,
-            yes,
-        } => {
+        Command::Run { trial, env, out, resume, yes, baseline, thresholds, junit, history } => {
             let t = trial::load_trial(&trial, env.as_deref())?;
             let p = trial::plan(&t);
             let interrupts = Interrupts::default();
@@ -323,10 +372,33 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 eprintln!("results: {}", dir.root.display());
                 watch_interrupts(&interrupts);
                 exec::execute(&t, &p, &providers, &dir, &interrupts).await?;
-                eprintln!("report: {}", dir.root.join("report.md").display());
-                Ok::<_, Error>(())
-            })?;
-            Ok(exit::OK)
+                Ok::<_, Error>(dir)
+            })
+            .and_then(|dir| {
+                let history = history.unwrap_or_else(|| dir.root.parent().unwrap_or(std::path::Path::new(".")).join("history.jsonl"));
+                let line = report::compare::history_line(&dir.root)?;
+                append_line(&history, &line)?;
+                let html = report::build(&dir.root)?;
+                eprintln!("report: {}", html.display());
+                gate(&t, &dir.root, baseline.as_deref(), thresholds.as_deref(), junit.as_deref())
+            })
+        }
+        Command::Compare { base, contender, thresholds, junit, html } => {
+            let list = match &thresholds {
+                Some(f) => report::compare::read_thresholds(f)?,
+                None => Vec::new(),
+            };
+            let c = report::compare::compare(&base, &contender, &list)?;
+            print!("{}", c.table());
+            if let Some(j) = junit {
+                crate::results::write_atomic(&j, c.junit().as_bytes())?;
+            }
+            if let Some(h) = html {
+                let charts: String = c.charts(&base.display().to_string(), &contender.display().to_string()).concat();
+                let page = format!("<!doctype html><html><head><meta charset=\"utf-8\"><title>compare</title></head><body><h1>{} vs {}</h1><pre>{}</pre>{charts}</body></html>", base.display(), contender.display(), c.table().replace('<', "&lt;"));
+                crate::results::write_atomic(&h, page.as_bytes())?;
+            }
+            Ok(if c.passed() { exit::OK } else { exit::CHECKS_FAILED })
         }
         Command::Demo { out } => {
             let interrupts = Interrupts::default();
@@ -334,8 +406,8 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 watch_interrupts(&interrupts);
                 demo::run(&out, &interrupts, true).await
             })?;
-            for (dir, report) in outcome.results.iter().zip(&outcome.reports) {
-                if let Ok(md) = std::fs::read_to_string(report) {
+            for dir in &outcome.results {
+                if let Ok(md) = std::fs::read_to_string(dir.join("report.md")) {
                     println!("{md}");
                 }
                 println!("results: {}", dir.display());
