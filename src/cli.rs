@@ -251,14 +251,31 @@ fn init_logging(cli: &Cli) {
 
 fn append_line(path: &std::path::Path, line: &str) -> Result<(), Error> {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    writeln!(f, "{line}").and_then(|_| f.sync_all()).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    writeln!(f, "{line}")
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 /// The regression gate after a run: the trial's thresholds and `--thresholds`, against the
 /// baseline when given (relative bounds need one). Exit 1 when one breaks.
-fn gate(t: &trial::Trial, dir: &std::path::Path, baseline: Option<&std::path::Path>, file: Option<&std::path::Path>, junit: Option<&std::path::Path>) -> Result<i32, Error> {
-    let mut list: Vec<report::thresholds::Threshold> = t.spec.thresholds.iter().filter_map(|s| report::thresholds::Threshold::parse(s).ok()).collect();
+fn gate(
+    t: &trial::Trial,
+    dir: &std::path::Path,
+    baseline: Option<&std::path::Path>,
+    file: Option<&std::path::Path>,
+    junit: Option<&std::path::Path>,
+) -> Result<i32, Error> {
+    let mut list: Vec<report::thresholds::Threshold> = t
+        .spec
+        .thresholds
+        .iter()
+        .filter_map(|s| report::thresholds::Threshold::parse(s).ok())
+        .collect();
     if let Some(f) = file {
         list.extend(report::compare::read_thresholds(f)?);
     }
@@ -273,7 +290,11 @@ fn gate(t: &trial::Trial, dir: &std::path::Path, baseline: Option<&std::path::Pa
     if let Some(j) = junit {
         crate::results::write_atomic(j, c.junit().as_bytes())?;
     }
-    Ok(if c.passed() { exit::OK } else { exit::CHECKS_FAILED })
+    Ok(if c.passed() {
+        exit::OK
+    } else {
+        exit::CHECKS_FAILED
+    })
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -339,7 +360,17 @@ fn run(cli: Cli) -> Result<i32, Error> {
             }
             Ok(exit::OK)
         }
-        Command::Run { trial, env, out, resume, yes, baseline, thresholds, junit, history } => {
+        Command::Run {
+            trial,
+            env,
+            out,
+            resume,
+            yes,
+            baseline,
+            thresholds,
+            junit,
+            history,
+        } => {
             let t = trial::load_trial(&trial, env.as_deref())?;
             let p = trial::plan(&t);
             let interrupts = Interrupts::default();
@@ -383,7 +414,13 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 gate(&t, &dir.root, baseline.as_deref(), thresholds.as_deref(), junit.as_deref())
             })
         }
-        Command::Compare { base, contender, thresholds, junit, html } => {
+        Command::Compare {
+            base,
+            contender,
+            thresholds,
+            junit,
+            html,
+        } => {
             let list = match &thresholds {
                 Some(f) => report::compare::read_thresholds(f)?,
                 None => Vec::new(),
@@ -394,11 +431,20 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 crate::results::write_atomic(&j, c.junit().as_bytes())?;
             }
             if let Some(h) = html {
-                let charts: String = c.charts(&base.display().to_string(), &contender.display().to_string()).concat();
+                let charts: String = c
+                    .charts(
+                        &base.display().to_string(),
+                        &contender.display().to_string(),
+                    )
+                    .concat();
                 let page = format!("<!doctype html><html><head><meta charset=\"utf-8\"><title>compare</title></head><body><h1>{} vs {}</h1><pre>{}</pre>{charts}</body></html>", base.display(), contender.display(), c.table().replace('<', "&lt;"));
                 crate::results::write_atomic(&h, page.as_bytes())?;
             }
-            Ok(if c.passed() { exit::OK } else { exit::CHECKS_FAILED })
+            Ok(if c.passed() {
+                exit::OK
+            } else {
+                exit::CHECKS_FAILED
+            })
         }
         Command::Demo { out } => {
             let interrupts = Interrupts::default();

@@ -47,19 +47,33 @@ impl EndpointFigures {
             if count == 0 {
                 0.0
             } else {
-                items.iter().map(|e| f(&e.steady) * e.steady.count as f64).sum::<f64>() / count as f64
+                items
+                    .iter()
+                    .map(|e| f(&e.steady) * e.steady.count as f64)
+                    .sum::<f64>()
+                    / count as f64
             }
         };
         EndpointFigures {
             count,
-            failure_rate: if count == 0 { 0.0 } else { 100.0 * failures as f64 / count as f64 },
+            failure_rate: if count == 0 {
+                0.0
+            } else {
+                100.0 * failures as f64 / count as f64
+            },
             rps: items.iter().map(|e| e.steady.rps).sum::<f64>() / items.len().max(1) as f64,
             p50: w(&|f| f.p50_ms),
             p95: w(&|f| f.p95_ms),
             p99: w(&|f| f.p99_ms),
             max: items.iter().map(|e| e.steady.max_ms).fold(0.0, f64::max),
-            rps_samples: items.iter().flat_map(|e| e.samples.rps.iter().copied()).collect(),
-            p95_samples: items.iter().flat_map(|e| e.samples.p95_ms.iter().copied()).collect(),
+            rps_samples: items
+                .iter()
+                .flat_map(|e| e.samples.rps.iter().copied())
+                .collect(),
+            p95_samples: items
+                .iter()
+                .flat_map(|e| e.samples.p95_ms.iter().copied())
+                .collect(),
         }
     }
 
@@ -117,7 +131,11 @@ pub struct EndpointDelta {
 
 fn pct(base: f64, new: f64) -> String {
     if base == 0.0 {
-        return if new == 0.0 { "±0%".into() } else { "new".into() };
+        return if new == 0.0 {
+            "±0%".into()
+        } else {
+            "new".into()
+        };
     }
     format!("{:+.1}%", 100.0 * (new - base) / base)
 }
@@ -159,7 +177,10 @@ fn group(runs: &[RunSummary], ids: &[String]) -> BTreeMap<String, (String, Vec<E
     let mut out: BTreeMap<String, (String, Vec<EndpointSummary>)> = BTreeMap::new();
     for r in runs.iter().filter(|r| ids.contains(&r.run_id)) {
         for e in &r.endpoints {
-            out.entry(format!("{} {}", e.method, e.name)).or_insert_with(|| (e.task.clone(), Vec::new())).1.push(e.clone());
+            out.entry(format!("{} {}", e.method, e.name))
+                .or_insert_with(|| (e.task.clone(), Vec::new()))
+                .1
+                .push(e.clone());
         }
     }
     out
@@ -167,14 +188,24 @@ fn group(runs: &[RunSummary], ids: &[String]) -> BTreeMap<String, (String, Vec<E
 
 /// Reads thresholds from a YAML file: a list of strings, or `thresholds:` with one.
 pub fn read_thresholds(path: &Path) -> Result<Vec<Threshold>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let v: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let v: serde_yaml::Value = serde_yaml::from_str(&text)
+        .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
     let list = v.get("thresholds").cloned().unwrap_or(v);
-    let items: Vec<String> = serde_yaml::from_value(list).map_err(|_| Error::Usage(format!("{}: expected a list of thresholds like `verify p95 < 800ms`", path.display())))?;
+    let items: Vec<String> = serde_yaml::from_value(list).map_err(|_| {
+        Error::Usage(format!(
+            "{}: expected a list of thresholds like `verify p95 < 800ms`",
+            path.display()
+        ))
+    })?;
     items
         .iter()
         .enumerate()
-        .map(|(i, t)| Threshold::parse(t).map_err(|m| Error::Usage(format!("{}: thresholds[{i}]: {m}", path.display()))))
+        .map(|(i, t)| {
+            Threshold::parse(t)
+                .map_err(|m| Error::Usage(format!("{}: thresholds[{i}]: {m}", path.display())))
+        })
         .collect()
 }
 
@@ -182,67 +213,156 @@ pub fn read_thresholds(path: &Path) -> Result<Vec<Threshold>> {
 pub fn compare(base: &Path, contender: &Path, thresholds: &[Threshold]) -> Result<Comparison> {
     let b = ResultsDir::open(base)?.summaries()?;
     let c = ResultsDir::open(contender)?.summaries()?;
-    let ids: Vec<String> = c.iter().map(|r| r.run_id.clone()).filter(|id| b.iter().any(|r| &r.run_id == id)).collect();
+    let ids: Vec<String> = c
+        .iter()
+        .map(|r| r.run_id.clone())
+        .filter(|id| b.iter().any(|r| &r.run_id == id))
+        .collect();
     if ids.is_empty() {
-        return Err(Error::Usage(format!("{} and {} have no run in common (runs are matched by id, e.g. u010-verify)", base.display(), contender.display())));
+        return Err(Error::Usage(format!(
+            "{} and {} have no run in common (runs are matched by id, e.g. u010-verify)",
+            base.display(),
+            contender.display()
+        )));
     }
     let (gb, gc) = (group(&b, &ids), group(&c, &ids));
     let mut endpoints = Vec::new();
     for (name, (task, items)) in &gc {
-        let Some((_, base_items)) = gb.get(name) else { continue };
+        let Some((_, base_items)) = gb.get(name) else {
+            continue;
+        };
         let base = EndpointFigures::of(&base_items.iter().collect::<Vec<_>>());
         let contender = EndpointFigures::of(&items.iter().collect::<Vec<_>>());
         let t_rps = welch_t(&base.rps_samples, &contender.rps_samples);
         let t_p95 = welch_t(&base.p95_samples, &contender.p95_samples);
-        let sig = |t: f64| if t.abs() > 1.96 { "significant" } else { "not significant" };
-        let note = format!("rps change {} (t={t_rps:.1}); p95 change {} (t={t_p95:.1}) at 95 %", sig(t_rps), sig(t_p95));
-        endpoints.push(EndpointDelta { endpoint: name.clone(), task: task.clone(), base, contender, note });
+        let sig = |t: f64| {
+            if t.abs() > 1.96 {
+                "significant"
+            } else {
+                "not significant"
+            }
+        };
+        let note = format!(
+            "rps change {} (t={t_rps:.1}); p95 change {} (t={t_p95:.1}) at 95 %",
+            sig(t_rps),
+            sig(t_p95)
+        );
+        endpoints.push(EndpointDelta {
+            endpoint: name.clone(),
+            task: task.clone(),
+            base,
+            contender,
+            note,
+        });
     }
     let mut checks = Vec::new();
     for th in thresholds {
-        for d in endpoints.iter().filter(|d| th.endpoint == "*" || th.endpoint == d.task || d.endpoint.ends_with(&format!(" {}", th.endpoint))) {
+        for d in endpoints.iter().filter(|d| {
+            th.endpoint == "*"
+                || th.endpoint == d.task
+                || d.endpoint.ends_with(&format!(" {}", th.endpoint))
+        }) {
             let value = d.contender.get(th.figure);
             let baseline = Some(d.base.get(th.figure));
             if let Some(passed) = th.check(value, baseline) {
-                checks.push(Check { threshold: th.text.clone(), endpoint: d.endpoint.clone(), value, baseline, passed });
+                checks.push(Check {
+                    threshold: th.text.clone(),
+                    endpoint: d.endpoint.clone(),
+                    value,
+                    baseline,
+                    passed,
+                });
             }
         }
     }
-    Ok(Comparison { endpoints, checks, matched_runs: ids.len() })
+    Ok(Comparison {
+        endpoints,
+        checks,
+        matched_runs: ids.len(),
+    })
 }
 
 /// Checks thresholds on one results directory alone (absolute bounds only).
 pub fn check_absolute(dir: &Path, thresholds: &[Threshold]) -> Result<Comparison> {
-    compare(dir, dir, &thresholds.iter().filter(|t| !matches!(t.bound, super::thresholds::Bound::Relative(_))).cloned().collect::<Vec<_>>())
+    compare(
+        dir,
+        dir,
+        &thresholds
+            .iter()
+            .filter(|t| !matches!(t.bound, super::thresholds::Bound::Relative(_)))
+            .cloned()
+            .collect::<Vec<_>>(),
+    )
 }
 
 impl Comparison {
     /// A plain-text table.
     pub fn table(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "{:<58} {:>14} {:>16} {:>16} {:>16} {:>12}", "endpoint", "rps", "p50 ms", "p95 ms", "p99 ms", "failures %");
+        let _ = writeln!(
+            s,
+            "{:<58} {:>14} {:>16} {:>16} {:>16} {:>12}",
+            "endpoint", "rps", "p50 ms", "p95 ms", "p99 ms", "failures %"
+        );
         for d in &self.endpoints {
             let (b, c) = (&d.base, &d.contender);
             let cell = |x: f64, y: f64| format!("{y:.1} ({})", pct(x, y));
-            let _ = writeln!(s, "{:<58} {:>14} {:>16} {:>16} {:>16} {:>12}", d.endpoint, cell(b.rps, c.rps), cell(b.p50, c.p50), cell(b.p95, c.p95), cell(b.p99, c.p99), format!("{:.2}", c.failure_rate));
+            let _ = writeln!(
+                s,
+                "{:<58} {:>14} {:>16} {:>16} {:>16} {:>12}",
+                d.endpoint,
+                cell(b.rps, c.rps),
+                cell(b.p50, c.p50),
+                cell(b.p95, c.p95),
+                cell(b.p99, c.p99),
+                format!("{:.2}", c.failure_rate)
+            );
             let _ = writeln!(s, "{:<58} {}", "", d.note);
         }
         for ch in &self.checks {
-            let _ = writeln!(s, "{} {:<28} {:<58} {:.2}{}", if ch.passed { "PASS" } else { "FAIL" }, ch.threshold, ch.endpoint, ch.value, ch.baseline.map(|b| format!(" (baseline {b:.2})")).unwrap_or_default());
+            let _ = writeln!(
+                s,
+                "{} {:<28} {:<58} {:.2}{}",
+                if ch.passed { "PASS" } else { "FAIL" },
+                ch.threshold,
+                ch.endpoint,
+                ch.value,
+                ch.baseline
+                    .map(|b| format!(" (baseline {b:.2})"))
+                    .unwrap_or_default()
+            );
         }
         s
     }
 
     /// JUnit XML: one test case per threshold and endpoint.
     pub fn junit(&self) -> String {
-        let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+        let esc = |s: &str| {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+        };
         let failures = self.checks.iter().filter(|c| !c.passed).count();
         let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         let _ = writeln!(x, "<testsuites><testsuite name=\"trialrunner.thresholds\" tests=\"{}\" failures=\"{failures}\" errors=\"0\">", self.checks.len());
         for c in &self.checks {
-            let _ = write!(x, "<testcase classname=\"{}\" name=\"{}\">", esc(&c.endpoint), esc(&c.threshold));
+            let _ = write!(
+                x,
+                "<testcase classname=\"{}\" name=\"{}\">",
+                esc(&c.endpoint),
+                esc(&c.threshold)
+            );
             if !c.passed {
-                let _ = write!(x, "<failure message=\"{}\">value {:.3}{}</failure>", esc(&format!("{} broke", c.threshold)), c.value, c.baseline.map(|b| format!(", baseline {b:.3}")).unwrap_or_default());
+                let _ = write!(
+                    x,
+                    "<failure message=\"{}\">value {:.3}{}</failure>",
+                    esc(&format!("{} broke", c.threshold)),
+                    c.value,
+                    c.baseline
+                        .map(|b| format!(", baseline {b:.3}"))
+                        .unwrap_or_default()
+                );
             }
             x.push_str("</testcase>\n");
         }
@@ -252,21 +372,41 @@ impl Comparison {
 
     /// Per-endpoint bar-like charts: baseline and contender p95 and rps side by side.
     pub fn charts(&self, base_label: &str, contender_label: &str) -> Vec<String> {
-        let idx: Vec<(f64, &EndpointDelta)> = self.endpoints.iter().enumerate().map(|(i, d)| (i as f64 + 1.0, d)).collect();
+        let idx: Vec<(f64, &EndpointDelta)> = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (i as f64 + 1.0, d))
+            .collect();
         let chart = |title: &str, y: &str, f: &dyn Fn(&EndpointFigures) -> f64| {
             Chart {
                 title: format!("{title} by endpoint (1..{}: see the table)", idx.len()),
                 x_label: "endpoint #".into(),
                 y_label: y.into(),
                 series: vec![
-                    Series { dots: true, ..Series::line(base_label, idx.iter().map(|(i, d)| (*i, f(&d.base))).collect()) },
-                    Series { dots: true, ..Series::line(contender_label, idx.iter().map(|(i, d)| (*i, f(&d.contender))).collect()) },
+                    Series {
+                        dots: true,
+                        ..Series::line(
+                            base_label,
+                            idx.iter().map(|(i, d)| (*i, f(&d.base))).collect(),
+                        )
+                    },
+                    Series {
+                        dots: true,
+                        ..Series::line(
+                            contender_label,
+                            idx.iter().map(|(i, d)| (*i, f(&d.contender))).collect(),
+                        )
+                    },
                 ],
                 ..Default::default()
             }
             .to_svg()
         };
-        vec![chart("p95", "ms", &|f| f.p95), chart("throughput", "requests/s", &|f| f.rps)]
+        vec![
+            chart("p95", "ms", &|f| f.p95),
+            chart("throughput", "requests/s", &|f| f.rps),
+        ]
     }
 }
 
@@ -275,7 +415,10 @@ pub fn history_line(dir: &Path) -> Result<String> {
     let manifest: serde_json::Value = crate::results::read_json(&dir.join("manifest.json"))?;
     let runs = ResultsDir::open(dir)?.summaries()?;
     let ids: Vec<String> = runs.iter().map(|r| r.run_id.clone()).collect();
-    let figures: BTreeMap<String, EndpointFigures> = group(&runs, &ids).into_iter().map(|(k, (_, v))| (k, EndpointFigures::of(&v.iter().collect::<Vec<_>>()))).collect();
+    let figures: BTreeMap<String, EndpointFigures> = group(&runs, &ids)
+        .into_iter()
+        .map(|(k, (_, v))| (k, EndpointFigures::of(&v.iter().collect::<Vec<_>>())))
+        .collect();
     Ok(serde_json::json!({
         "date": manifest["ended_at"],
         "trial": manifest["trial"]["spec"]["name"],
@@ -288,20 +431,48 @@ pub fn history_line(dir: &Path) -> Result<String> {
 
 /// The trend of p95 and throughput across a history file, one chart each.
 pub fn trend_charts(history: &Path) -> Vec<String> {
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(history).map(|t| t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()).unwrap_or_default();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(history)
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
+        .unwrap_or_default();
     let mut p95: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     let mut rps: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for (i, l) in lines.iter().enumerate() {
         for (ep, f) in l["endpoints"].as_object().into_iter().flatten() {
-            p95.entry(ep.clone()).or_default().push((i as f64 + 1.0, f["p95"].as_f64().unwrap_or(0.0)));
-            rps.entry(ep.clone()).or_default().push((i as f64 + 1.0, f["rps"].as_f64().unwrap_or(0.0)));
+            p95.entry(ep.clone())
+                .or_default()
+                .push((i as f64 + 1.0, f["p95"].as_f64().unwrap_or(0.0)));
+            rps.entry(ep.clone())
+                .or_default()
+                .push((i as f64 + 1.0, f["rps"].as_f64().unwrap_or(0.0)));
         }
     }
-    let mk = |t: &str, y: &str, d: BTreeMap<String, Vec<(f64, f64)>>| Chart { title: t.into(), x_label: "run # in the history".into(), y_label: y.into(), series: d.into_iter().map(|(k, v)| Series { dots: true, ..Series::line(k, v) }).collect(), ..Default::default() }.to_svg();
+    let mk = |t: &str, y: &str, d: BTreeMap<String, Vec<(f64, f64)>>| {
+        Chart {
+            title: t.into(),
+            x_label: "run # in the history".into(),
+            y_label: y.into(),
+            series: d
+                .into_iter()
+                .map(|(k, v)| Series {
+                    dots: true,
+                    ..Series::line(k, v)
+                })
+                .collect(),
+            ..Default::default()
+        }
+        .to_svg()
+    };
     if lines.is_empty() {
         return Vec::new();
     }
-    vec![mk("trend: p95 per endpoint", "ms", p95), mk("trend: throughput per endpoint", "requests/s", rps)]
+    vec![
+        mk("trend: p95 per endpoint", "ms", p95),
+        mk("trend: throughput per endpoint", "requests/s", rps),
+    ]
 }
 
 #[cfg(test)]

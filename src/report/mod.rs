@@ -56,7 +56,9 @@ pub struct TimelineRow {
 
 /// Reads `timeline.csv`.
 pub fn read_timeline(path: &Path) -> Vec<TimelineRow> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
     text.lines()
         .skip(1)
         .filter_map(|l| {
@@ -97,7 +99,13 @@ fn split_csv(line: &str) -> Vec<String> {
 
 /// Reads a JSON-lines file.
 fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).map(|t| t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()).unwrap_or_default()
+    std::fs::read_to_string(path)
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[derive(Serialize)]
@@ -116,11 +124,15 @@ struct Table {
 
 fn summary_charts(runs: &[RunSummary]) -> Vec<String> {
     // Endpoint → (users, summary) over closed-model runs.
-    let mut by_endpoint: BTreeMap<String, Vec<(f64, &crate::results::EndpointSummary)>> = BTreeMap::new();
+    let mut by_endpoint: BTreeMap<String, Vec<(f64, &crate::results::EndpointSummary)>> =
+        BTreeMap::new();
     for r in runs {
         let Some(u) = r.users else { continue };
         for e in &r.endpoints {
-            by_endpoint.entry(format!("{} {}", e.method, e.name)).or_default().push((u as f64, e));
+            by_endpoint
+                .entry(format!("{} {}", e.method, e.name))
+                .or_default()
+                .push((u as f64, e));
         }
     }
     let mut out = Vec::new();
@@ -131,7 +143,8 @@ fn summary_charts(runs: &[RunSummary]) -> Vec<String> {
             continue;
         }
         let series = |f: &dyn Fn(&crate::results::EndpointSummary) -> &[f64], label: &str| {
-            let stats: Vec<(f64, (f64, f64))> = points.iter().map(|(u, e)| (*u, mean_ci95(f(e)))).collect();
+            let stats: Vec<(f64, (f64, f64))> =
+                points.iter().map(|(u, e)| (*u, mean_ci95(f(e)))).collect();
             Series {
                 points: stats.iter().map(|(u, (m, _))| (*u, *m)).collect(),
                 errors: Some(stats.iter().map(|(_, (_, ci))| *ci).collect()),
@@ -140,11 +153,32 @@ fn summary_charts(runs: &[RunSummary]) -> Vec<String> {
             }
         };
         for (title, y, s) in [
-            ("throughput", "requests/s", series(&|e| &e.samples.rps, "mean rps ± 95% CI")),
-            ("failures", "failures/s", series(&|e| &e.samples.failures, "failures/s ± 95% CI")),
-            ("p95 latency", "ms", series(&|e| &e.samples.p95_ms, "p95 ± 95% CI")),
+            (
+                "throughput",
+                "requests/s",
+                series(&|e| &e.samples.rps, "mean rps ± 95% CI"),
+            ),
+            (
+                "failures",
+                "failures/s",
+                series(&|e| &e.samples.failures, "failures/s ± 95% CI"),
+            ),
+            (
+                "p95 latency",
+                "ms",
+                series(&|e| &e.samples.p95_ms, "p95 ± 95% CI"),
+            ),
         ] {
-            out.push(Chart { title: format!("{name}: {title} vs users"), x_label: "users".into(), y_label: y.into(), series: vec![s], ..Default::default() }.to_svg());
+            out.push(
+                Chart {
+                    title: format!("{name}: {title} vs users"),
+                    x_label: "users".into(),
+                    y_label: y.into(),
+                    series: vec![s],
+                    ..Default::default()
+                }
+                .to_svg(),
+            );
         }
     }
     out
@@ -156,7 +190,12 @@ fn in_service_series(samples: &[Value], start: f64) -> Vec<(f64, f64)> {
         .iter()
         .filter_map(|s| {
             let t = s["unix"].as_f64()? - start;
-            let n = s["groups"].as_array()?.iter().flat_map(|g| g["instances"].as_array().into_iter().flatten()).filter(|i| i["lifecycle"] == "InService").count();
+            let n = s["groups"]
+                .as_array()?
+                .iter()
+                .flat_map(|g| g["instances"].as_array().into_iter().flatten())
+                .filter(|i| i["lifecycle"] == "InService")
+                .count();
             Some((t, n as f64))
         })
         .collect()
@@ -169,7 +208,11 @@ fn spin_up_markers(dir: &Path, start: f64, end: f64) -> Vec<Marker> {
     for i in scaling["instances"].as_array().into_iter().flatten() {
         if let (Some(id), Some(t)) = (i["id"].as_str(), i["launch_time"].as_f64()) {
             if t >= start && t <= end {
-                out.push(Marker { x: t - start, label: format!("{id} launched"), color: "#7f7f7f" });
+                out.push(Marker {
+                    x: t - start,
+                    label: format!("{id} launched"),
+                    color: "#7f7f7f",
+                });
             }
         }
     }
@@ -178,7 +221,15 @@ fn spin_up_markers(dir: &Path, start: f64, end: f64) -> Vec<Marker> {
     let mut seen_healthy = std::collections::HashSet::new();
     let first: std::collections::HashSet<String> = samples
         .first()
-        .map(|s| s["groups"].as_array().into_iter().flatten().flat_map(|g| g["instances"].as_array().into_iter().flatten()).filter_map(|i| i["id"].as_str().map(str::to_string)).collect())
+        .map(|s| {
+            s["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|g| g["instances"].as_array().into_iter().flatten())
+                .filter_map(|i| i["id"].as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     for s in &samples {
         let t = s["unix"].as_f64().unwrap_or(start) - start;
@@ -189,13 +240,24 @@ fn spin_up_markers(dir: &Path, start: f64, end: f64) -> Vec<Marker> {
                     continue;
                 }
                 if i["lifecycle"] == "InService" && seen_in_service.insert(id.clone()) {
-                    out.push(Marker { x: t, label: format!("{id} InService"), color: "#2ca02c" });
+                    out.push(Marker {
+                        x: t,
+                        label: format!("{id} InService"),
+                        color: "#2ca02c",
+                    });
                 }
             }
             for tg in g["targets"].as_array().into_iter().flatten() {
                 let id = tg["id"].as_str().unwrap_or("?").to_string();
-                if !first.contains(&id) && tg["state"] == "healthy" && seen_healthy.insert(id.clone()) {
-                    out.push(Marker { x: t, label: format!("{id} healthy"), color: "#17becf" });
+                if !first.contains(&id)
+                    && tg["state"] == "healthy"
+                    && seen_healthy.insert(id.clone())
+                {
+                    out.push(Marker {
+                        x: t,
+                        label: format!("{id} healthy"),
+                        color: "#17becf",
+                    });
                 }
             }
         }
@@ -212,7 +274,11 @@ fn cloud_series(dir: &Path, start: f64) -> Vec<(String, Vec<(f64, f64)>)> {
         .flatten()
         .filter_map(|s| {
             let label = s["label"].as_str()?.to_string();
-            let points = s["points"].as_array()?.iter().filter_map(|p| Some((p[0].as_f64()? - start, p[1].as_f64()?))).collect();
+            let points = s["points"]
+                .as_array()?
+                .iter()
+                .filter_map(|p| Some((p[0].as_f64()? - start, p[1].as_f64()?)))
+                .collect();
             Some((label, points))
         })
         .collect()
@@ -225,45 +291,98 @@ fn timeline_charts(rd: &ResultsDir, run: &RunSummary) -> Vec<String> {
     for r in &rows {
         by_ep.entry(r.endpoint.clone()).or_default().push(r);
     }
-    let spans = if run.warmup_s > 0.0 { vec![(0.0, run.warmup_s, "warm-up".to_string())] } else { vec![] };
+    let spans = if run.warmup_s > 0.0 {
+        vec![(0.0, run.warmup_s, "warm-up".to_string())]
+    } else {
+        vec![]
+    };
     let start = run.started_unix;
     let markers = spin_up_markers(&dir, start, start + run.duration_s);
-    let mut rate = Chart { title: format!("{}: requests/s and failures/s", run.run_id), x_label: "seconds".into(), y_label: "per second".into(), spans: spans.clone(), markers: markers.clone(), ..Default::default() };
-    let mut lat = Chart { title: format!("{}: latency", run.run_id), x_label: "seconds".into(), y_label: "ms".into(), spans, markers, ..Default::default() };
+    let mut rate = Chart {
+        title: format!("{}: requests/s and failures/s", run.run_id),
+        x_label: "seconds".into(),
+        y_label: "per second".into(),
+        spans: spans.clone(),
+        markers: markers.clone(),
+        ..Default::default()
+    };
+    let mut lat = Chart {
+        title: format!("{}: latency", run.run_id),
+        x_label: "seconds".into(),
+        y_label: "ms".into(),
+        spans,
+        markers,
+        ..Default::default()
+    };
     for (ep, rs) in &by_ep {
-        rate.series.push(Series::line(format!("{ep} rps"), rs.iter().map(|r| (r.second, r.requests)).collect()));
+        rate.series.push(Series::line(
+            format!("{ep} rps"),
+            rs.iter().map(|r| (r.second, r.requests)).collect(),
+        ));
         if rs.iter().any(|r| r.failures > 0.0) {
-            rate.series.push(Series::line(format!("{ep} failures/s"), rs.iter().map(|r| (r.second, r.failures)).collect()));
+            rate.series.push(Series::line(
+                format!("{ep} failures/s"),
+                rs.iter().map(|r| (r.second, r.failures)).collect(),
+            ));
         }
-        lat.series.push(Series::line(format!("{ep} p95"), rs.iter().filter_map(|r| Some((r.second, r.p95?))).collect()));
-        lat.series.push(Series::line(format!("{ep} p50"), rs.iter().filter_map(|r| Some((r.second, r.p50?))).collect()));
+        lat.series.push(Series::line(
+            format!("{ep} p95"),
+            rs.iter().filter_map(|r| Some((r.second, r.p95?))).collect(),
+        ));
+        lat.series.push(Series::line(
+            format!("{ep} p50"),
+            rs.iter().filter_map(|r| Some((r.second, r.p50?))).collect(),
+        ));
     }
     // Cloud series and instances on the right axis of the latency chart.
     let infra = in_service_series(&read_jsonl(&dir.join("infra.jsonl")), start);
     if !infra.is_empty() {
-        lat.series.push(Series { axis: Axis::Right, ..Series::line("instances InService", infra) });
+        lat.series.push(Series {
+            axis: Axis::Right,
+            ..Series::line("instances InService", infra)
+        });
         lat.y2_label = "count".into();
     }
     for (label, points) in cloud_series(&dir, start) {
-        if label.contains("DatabaseConnections") || label.contains("HealthyHostCount") || label.contains("GroupInServiceInstances") {
-            lat.series.push(Series { axis: Axis::Right, ..Series::line(label, points) });
+        if label.contains("DatabaseConnections")
+            || label.contains("HealthyHostCount")
+            || label.contains("GroupInServiceInstances")
+        {
+            lat.series.push(Series {
+                axis: Axis::Right,
+                ..Series::line(label, points)
+            });
             lat.y2_label = "count".into();
         }
     }
-    [rate, lat].into_iter().filter(|c| !c.is_empty()).map(|c| c.to_svg()).collect()
+    [rate, lat]
+        .into_iter()
+        .filter(|c| !c.is_empty())
+        .map(|c| c.to_svg())
+        .collect()
 }
 
 /// Store weight: throughput and p95 of each task against the rows stored when its run began.
 fn store_weight_charts(runs: &[RunSummary], stores: &[StoreSnapshot]) -> Vec<String> {
-    let iterations: Vec<&StoreSnapshot> = stores.iter().filter(|s| s.label.starts_with("after iteration")).collect();
+    let iterations: Vec<&StoreSnapshot> = stores
+        .iter()
+        .filter(|s| s.label.starts_with("after iteration"))
+        .collect();
     if iterations.is_empty() {
         return Vec::new();
     }
     let rows_before = |it: u32| -> f64 {
         if it <= 1 {
-            return stores.iter().find(|s| s.label == "after clear").map(|s| s.counts.values().sum::<u64>() as f64).unwrap_or(0.0);
+            return stores
+                .iter()
+                .find(|s| s.label == "after clear")
+                .map(|s| s.counts.values().sum::<u64>() as f64)
+                .unwrap_or(0.0);
         }
-        iterations.get(it as usize - 2).map(|s| s.counts.values().sum::<u64>() as f64).unwrap_or(0.0)
+        iterations
+            .get(it as usize - 2)
+            .map(|s| s.counts.values().sum::<u64>() as f64)
+            .unwrap_or(0.0)
     };
     let mut rps: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     let mut p95: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
@@ -271,7 +390,9 @@ fn store_weight_charts(runs: &[RunSummary], stores: &[StoreSnapshot]) -> Vec<Str
         let rows = rows_before(r.iteration);
         for e in &r.endpoints {
             let key = format!("{} {}", e.method, e.name);
-            rps.entry(key.clone()).or_default().push((rows, e.steady.rps));
+            rps.entry(key.clone())
+                .or_default()
+                .push((rows, e.steady.rps));
             p95.entry(key).or_default().push((rows, e.steady.p95_ms));
         }
     }
@@ -280,20 +401,31 @@ fn store_weight_charts(runs: &[RunSummary], stores: &[StoreSnapshot]) -> Vec<Str
             title: title.into(),
             x_label: "rows in the stores when the run began".into(),
             y_label: y.into(),
-            series: data.into_iter().map(|(k, mut v)| {
-                v.sort_by(|a, b| a.0.total_cmp(&b.0));
-                Series { dots: true, ..Series::line(k, v) }
-            }).collect(),
+            series: data
+                .into_iter()
+                .map(|(k, mut v)| {
+                    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    Series {
+                        dots: true,
+                        ..Series::line(k, v)
+                    }
+                })
+                .collect(),
             ..Default::default()
         }
         .to_svg()
     };
-    vec![mk("store weight: throughput vs stored rows", "requests/s", rps), mk("store weight: p95 vs stored rows", "ms", p95)]
+    vec![
+        mk("store weight: throughput vs stored rows", "requests/s", rps),
+        mk("store weight: p95 vs stored rows", "ms", p95),
+    ]
 }
 
 /// Auto-scaling: instances in service and desired over the whole campaign, with spin-up markers.
 fn autoscaling_charts(rd: &ResultsDir, runs: &[RunSummary]) -> Vec<String> {
-    let Some(first) = runs.first() else { return Vec::new() };
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
     let t0 = first.started_unix;
     let mut in_service = Vec::new();
     let mut desired = Vec::new();
@@ -302,8 +434,24 @@ fn autoscaling_charts(rd: &ResultsDir, runs: &[RunSummary]) -> Vec<String> {
         let dir = rd.run_dir(&r.run_id);
         let samples = read_jsonl(&dir.join("infra.jsonl"));
         in_service.extend(in_service_series(&samples, t0));
-        desired.extend(samples.iter().filter_map(|s| Some((s["unix"].as_f64()? - t0, s["groups"].as_array()?.iter().filter_map(|g| g["desired"].as_f64()).sum::<f64>()))));
-        markers.extend(spin_up_markers(&dir, r.started_unix, r.started_unix + r.duration_s).into_iter().map(|m| Marker { x: m.x + r.started_unix - t0, ..m }));
+        desired.extend(samples.iter().filter_map(|s| {
+            Some((
+                s["unix"].as_f64()? - t0,
+                s["groups"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|g| g["desired"].as_f64())
+                    .sum::<f64>(),
+            ))
+        }));
+        markers.extend(
+            spin_up_markers(&dir, r.started_unix, r.started_unix + r.duration_s)
+                .into_iter()
+                .map(|m| Marker {
+                    x: m.x + r.started_unix - t0,
+                    ..m
+                }),
+        );
     }
     if in_service.is_empty() {
         return Vec::new();
@@ -312,18 +460,40 @@ fn autoscaling_charts(rd: &ResultsDir, runs: &[RunSummary]) -> Vec<String> {
         title: "auto-scaling: instances over time (markers: launch, InService, healthy)".into(),
         x_label: "seconds since the first run".into(),
         y_label: "instances".into(),
-        series: vec![Series::line("InService", in_service), Series::line("desired", desired)],
+        series: vec![
+            Series::line("InService", in_service),
+            Series::line("desired", desired),
+        ],
         markers,
         ..Default::default()
     }
     .to_svg()]
 }
 
-fn tables(runs: &[RunSummary], stores: &[StoreSnapshot], manifest: &Value, findings: &[String]) -> Vec<Table> {
+fn tables(
+    runs: &[RunSummary],
+    stores: &[StoreSnapshot],
+    manifest: &Value,
+    findings: &[String],
+) -> Vec<Table> {
     let mut t = Vec::new();
     t.push(Table {
         title: "Per-endpoint summary".into(),
-        header: ["run", "users", "endpoint", "requests", "failures", "rps", "p50 ms", "p95 ms", "p99 ms", "max ms", "steady p95 ms"].map(String::from).to_vec(),
+        header: [
+            "run",
+            "users",
+            "endpoint",
+            "requests",
+            "failures",
+            "rps",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "steady p95 ms",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows: runs
             .iter()
             .flat_map(|r| {
@@ -331,7 +501,10 @@ fn tables(runs: &[RunSummary], stores: &[StoreSnapshot], manifest: &Value, findi
                     let f = &e.total;
                     vec![
                         r.run_id.clone(),
-                        r.users.map(|u| u.to_string()).or(r.arrival_rate.map(|a| format!("{a}/s"))).unwrap_or_default(),
+                        r.users
+                            .map(|u| u.to_string())
+                            .or(r.arrival_rate.map(|a| format!("{a}/s")))
+                            .unwrap_or_default(),
                         format!("{} {}", e.method, e.name),
                         f.count.to_string(),
                         f.failures.to_string(),
@@ -348,30 +521,91 @@ fn tables(runs: &[RunSummary], stores: &[StoreSnapshot], manifest: &Value, findi
     });
     t.push(Table {
         title: "Failures by cause".into(),
-        header: ["run", "endpoint", "class", "message", "count"].map(String::from).to_vec(),
-        rows: runs.iter().flat_map(|r| r.failures.iter().map(move |f| vec![r.run_id.clone(), format!("{} {}", f.method, f.name), f.class.clone(), f.message.clone(), f.count.to_string()])).collect(),
+        header: ["run", "endpoint", "class", "message", "count"]
+            .map(String::from)
+            .to_vec(),
+        rows: runs
+            .iter()
+            .flat_map(|r| {
+                r.failures.iter().map(move |f| {
+                    vec![
+                        r.run_id.clone(),
+                        format!("{} {}", f.method, f.name),
+                        f.class.clone(),
+                        f.message.clone(),
+                        f.count.to_string(),
+                    ]
+                })
+            })
+            .collect(),
     });
     let infra_rows = |key: &str| -> Vec<Vec<String>> {
         manifest[key]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|a| vec![key.replace('_', " "), a["name"].as_str().unwrap_or("").into(), format!("{}", a["min"]), format!("{}", a["max"]), format!("{}", a["desired"])])
+            .map(|a| {
+                vec![
+                    key.replace('_', " "),
+                    a["name"].as_str().unwrap_or("").into(),
+                    format!("{}", a["min"]),
+                    format!("{}", a["max"]),
+                    format!("{}", a["desired"]),
+                ]
+            })
             .collect()
     };
     let mut infra = infra_rows("infra_before");
     infra.extend(infra_rows("infra_after"));
-    t.push(Table { title: "Infrastructure changes".into(), header: ["when", "asg", "min", "max", "desired"].map(String::from).to_vec(), rows: infra });
+    t.push(Table {
+        title: "Infrastructure changes".into(),
+        header: ["when", "asg", "min", "max", "desired"]
+            .map(String::from)
+            .to_vec(),
+        rows: infra,
+    });
     t.push(Table {
         title: "Store counts".into(),
         header: ["when", "rows"].map(String::from).to_vec(),
-        rows: stores.iter().map(|s| vec![s.label.clone(), s.counts.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")]).collect(),
+        rows: stores
+            .iter()
+            .map(|s| {
+                vec![
+                    s.label.clone(),
+                    s.counts
+                        .iter()
+                        .map(|(k, n)| format!("{k} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ]
+            })
+            .collect(),
     });
-    t.push(Table { title: "Findings".into(), header: vec!["finding".into()], rows: findings.iter().map(|f| vec![f.clone()]).collect() });
+    t.push(Table {
+        title: "Findings".into(),
+        header: vec!["finding".into()],
+        rows: findings.iter().map(|f| vec![f.clone()]).collect(),
+    });
     t.push(Table {
         title: "Load generator".into(),
-        header: ["run", "CPU % of cores", "worst timer lag ms", "saturated"].map(String::from).to_vec(),
-        rows: runs.iter().map(|r| vec![r.run_id.clone(), format!("{:.0}", r.generator.cpu_pct_of_available), format!("{:.1}", r.generator.max_timer_lag_ms), if r.generator.saturated { "YES: results may understate the target".into() } else { "no".into() }]).collect(),
+        header: ["run", "CPU % of cores", "worst timer lag ms", "saturated"]
+            .map(String::from)
+            .to_vec(),
+        rows: runs
+            .iter()
+            .map(|r| {
+                vec![
+                    r.run_id.clone(),
+                    format!("{:.0}", r.generator.cpu_pct_of_available),
+                    format!("{:.1}", r.generator.max_timer_lag_ms),
+                    if r.generator.saturated {
+                        "YES: results may understate the target".into()
+                    } else {
+                        "no".into()
+                    },
+                ]
+            })
+            .collect(),
     });
     t
 }
@@ -380,13 +614,20 @@ fn tables(runs: &[RunSummary], stores: &[StoreSnapshot], manifest: &Value, findi
 pub fn build(dir: &Path) -> Result<PathBuf> {
     let rd = ResultsDir::open(dir)?;
     let runs = rd.summaries()?;
-    let stores: Vec<StoreSnapshot> = results::read_json(&rd.root.join("stores.json")).unwrap_or_default();
+    let stores: Vec<StoreSnapshot> =
+        results::read_json(&rd.root.join("stores.json")).unwrap_or_default();
     let manifest: Value = results::read_json(&rd.root.join("manifest.json")).unwrap_or(Value::Null);
     let findings: Vec<String> = runs
         .iter()
         .flat_map(|r| {
-            let c: Value = results::read_json(&rd.run_dir(&r.run_id).join("correlation.json")).unwrap_or(Value::Null);
-            c["findings"].as_array().into_iter().flatten().filter_map(|f| f.as_str().map(|s| format!("{}: {s}", r.run_id))).collect::<Vec<_>>()
+            let c: Value = results::read_json(&rd.run_dir(&r.run_id).join("correlation.json"))
+                .unwrap_or(Value::Null);
+            c["findings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str().map(|s| format!("{}: {s}", r.run_id)))
+                .collect::<Vec<_>>()
         })
         .collect();
     let mut sections = Vec::new();
@@ -396,27 +637,54 @@ pub fn build(dir: &Path) -> Result<PathBuf> {
     }
     let weight = store_weight_charts(&runs, &stores);
     if !weight.is_empty() {
-        sections.push(Section { title: "Store weight".into(), note: "Performance against the number of rows stored when each run began (seed Trial 3).".into(), charts: weight });
+        sections.push(Section {
+            title: "Store weight".into(),
+            note:
+                "Performance against the number of rows stored when each run began (seed Trial 3)."
+                    .into(),
+            charts: weight,
+        });
     }
     let scaling = autoscaling_charts(&rd, &runs);
     if !scaling.is_empty() {
         sections.push(Section { title: "Auto-scaling".into(), note: "Instances over time; markers: launch (grey), InService (green), target healthy (cyan).".into(), charts: scaling });
     }
-    if let Some(history) = rd.root.parent().map(|p| p.join("history.jsonl")).filter(|h| h.is_file()) {
+    if let Some(history) = rd
+        .root
+        .parent()
+        .map(|p| p.join("history.jsonl"))
+        .filter(|h| h.is_file())
+    {
         let trend = compare::trend_charts(&history);
         if !trend.is_empty() {
-            sections.push(Section { title: "Trend across runs".into(), note: format!("From {}.", history.display()), charts: trend });
+            sections.push(Section {
+                title: "Trend across runs".into(),
+                note: format!("From {}.", history.display()),
+                charts: trend,
+            });
         }
     }
     for r in &runs {
         let charts = timeline_charts(&rd, r);
         if !charts.is_empty() {
-            sections.push(Section { title: format!("Timeline: {}", r.run_id), note: "Shaded: warm-up. Dashed: right axis.".into(), charts });
+            sections.push(Section {
+                title: format!("Timeline: {}", r.run_id),
+                note: "Shaded: warm-up. Dashed: right axis.".into(),
+                charts,
+            });
         }
     }
-    let trial_name = manifest["trial"]["spec"]["name"].as_str().unwrap_or_else(|| dir.file_name().and_then(|n| n.to_str()).unwrap_or("results")).to_string();
+    let trial_name = manifest["trial"]["spec"]["name"]
+        .as_str()
+        .unwrap_or_else(|| {
+            dir.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("results")
+        })
+        .to_string();
     let mut env = minijinja::Environment::new();
-    env.add_template("report.html", TEMPLATE).map_err(|e| Error::Infra(format!("report template: {e}")))?;
+    env.add_template("report.html", TEMPLATE)
+        .map_err(|e| Error::Infra(format!("report template: {e}")))?;
     let html = env
         .get_template("report.html")
         .and_then(|t| {
@@ -439,28 +707,68 @@ pub fn build(dir: &Path) -> Result<PathBuf> {
         .map_err(|e| Error::Infra(format!("rendering the report: {e}")))?;
     let path = rd.root.join("report.html");
     results::write_atomic(&path, html.as_bytes())?;
-    results::write_atomic(&rd.root.join("report.md"), markdown(&trial_name, &runs, &stores, &findings).as_bytes())?;
+    results::write_atomic(
+        &rd.root.join("report.md"),
+        markdown(&trial_name, &runs, &stores, &findings).as_bytes(),
+    )?;
     Ok(path)
 }
 
 /// The per-endpoint summary table of every run, as Markdown (for a terminal or a CI page).
-pub fn markdown(name: &str, runs: &[RunSummary], stores: &[StoreSnapshot], findings: &[String]) -> String {
+pub fn markdown(
+    name: &str,
+    runs: &[RunSummary],
+    stores: &[StoreSnapshot],
+    findings: &[String],
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# trialrunner report: {name}\n");
     let _ = writeln!(s, "| run | users | endpoint | requests | failures | rps | p50 ms | p95 ms | p99 ms | max ms |");
     let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in runs {
-        let who = r.users.map(|u| u.to_string()).or(r.arrival_rate.map(|a| format!("{a}/s"))).unwrap_or_default();
+        let who = r
+            .users
+            .map(|u| u.to_string())
+            .or(r.arrival_rate.map(|a| format!("{a}/s")))
+            .unwrap_or_default();
         for e in &r.endpoints {
             let f = &e.total;
-            let _ = writeln!(s, "| {} | {who} | {} {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |", r.run_id, e.method, e.name, f.count, f.failures, f.rps, f.p50_ms, f.p95_ms, f.p99_ms, f.max_ms);
+            let _ = writeln!(
+                s,
+                "| {} | {who} | {} {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                r.run_id,
+                e.method,
+                e.name,
+                f.count,
+                f.failures,
+                f.rps,
+                f.p50_ms,
+                f.p95_ms,
+                f.p99_ms,
+                f.max_ms
+            );
         }
     }
-    let failures: Vec<_> = runs.iter().flat_map(|r| r.failures.iter().map(move |f| (r, f))).collect();
+    let failures: Vec<_> = runs
+        .iter()
+        .flat_map(|r| r.failures.iter().map(move |f| (r, f)))
+        .collect();
     if !failures.is_empty() {
-        let _ = writeln!(s, "\n## Failures\n\n| run | endpoint | class | message | count |\n|---|---|---|---|---:|");
+        let _ = writeln!(
+            s,
+            "\n## Failures\n\n| run | endpoint | class | message | count |\n|---|---|---|---|---:|"
+        );
         for (r, f) in failures {
-            let _ = writeln!(s, "| {} | {} {} | {} | {} | {} |", r.run_id, f.method, f.name, f.class, f.message.replace('|', "\\|"), f.count);
+            let _ = writeln!(
+                s,
+                "| {} | {} {} | {} | {} | {} |",
+                r.run_id,
+                f.method,
+                f.name,
+                f.class,
+                f.message.replace('|', "\\|"),
+                f.count
+            );
         }
     }
     if !stores.is_empty() {
@@ -476,9 +784,17 @@ pub fn markdown(name: &str, runs: &[RunSummary], stores: &[StoreSnapshot], findi
             let _ = writeln!(s, "- {f}");
         }
     }
-    let saturated: Vec<&str> = runs.iter().filter(|r| r.generator.saturated).map(|r| r.run_id.as_str()).collect();
+    let saturated: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.generator.saturated)
+        .map(|r| r.run_id.as_str())
+        .collect();
     if !saturated.is_empty() {
-        let _ = writeln!(s, "\n**Generator saturated** in: {} (results may understate the target).", saturated.join(", "));
+        let _ = writeln!(
+            s,
+            "\n**Generator saturated** in: {} (results may understate the target).",
+            saturated.join(", ")
+        );
     }
     s
 }

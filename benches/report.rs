@@ -1,0 +1,28 @@
+//! Report generation for a Trial-1-sized campaign (42 runs of 150 s, per-second timelines,
+//! infra samples): the goal is under 2 s. `cargo bench --bench report`.
+
+#[path = "../tests/common/crafted.rs"]
+mod crafted;
+
+use std::time::Instant;
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let users: Vec<u32> = (0..42).map(|i| 2 + 2 * i).collect();
+    crafted::write_results(dir.path(), &users, 150, 1.0);
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        trialrunner::report::build(dir.path()).unwrap();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let size = std::fs::metadata(dir.path().join("report.html"))
+        .unwrap()
+        .len();
+    println!("report for 42 runs × 150 s: median {:.3} s, best {:.3} s, worst {:.3} s; report.html {} KiB", times[2], times[0], times[4], size / 1024);
+    println!(
+        "goal: < 2 s — {}",
+        if times[2] < 2.0 { "met" } else { "NOT met" }
+    );
+}

@@ -1,0 +1,135 @@
+//! Results directories with known contents, for report and compare tests and the report
+//! benchmark.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use trialrunner::results::{self, EndpointSummary, Figures, RunSummary, SteadySamples};
+
+/// Figures with a given rps and p95 (other percentiles derived).
+pub fn figures(count: u64, failures: u64, rps: f64, p95: f64) -> Figures {
+    Figures {
+        count,
+        failures,
+        rps,
+        failures_per_s: failures as f64 / 150.0,
+        mean_ms: p95 / 2.0,
+        min_ms: 1.0,
+        p50_ms: p95 / 2.0,
+        p90_ms: p95 * 0.9,
+        p95_ms: p95,
+        p99_ms: p95 * 1.5,
+        max_ms: p95 * 3.0,
+    }
+}
+
+/// An endpoint whose per-second samples are `rps` and `p95` with a little deterministic noise.
+pub fn endpoint(
+    method: &str,
+    name: &str,
+    task: &str,
+    rps: f64,
+    p95: f64,
+    failures: u64,
+    seconds: usize,
+) -> EndpointSummary {
+    let noise = |i: usize| ((i * 7919) % 11) as f64 / 10.0 - 0.5;
+    let count = (rps * seconds as f64) as u64;
+    EndpointSummary {
+        method: method.into(),
+        name: name.into(),
+        task: task.into(),
+        total: figures(count, failures, rps, p95),
+        steady: figures(count, failures, rps, p95),
+        corrected: None,
+        samples: SteadySamples {
+            rps: (0..seconds).map(|i| rps + noise(i) * rps * 0.05).collect(),
+            p95_ms: (0..seconds).map(|i| p95 + noise(i) * p95 * 0.05).collect(),
+            failures: (0..seconds)
+                .map(|i| if (i as u64) < failures { 1.0 } else { 0.0 })
+                .collect(),
+        },
+    }
+}
+
+/// Writes a results dir with one run per user count, verify's p95 scaled by `slow`.
+pub fn write_results(dir: &Path, users: &[u32], seconds: usize, slow: f64) {
+    results::ResultsDir::create(dir).unwrap();
+    let start = 1_790_000_000.0;
+    for (i, u) in users.iter().enumerate() {
+        let run_id = format!("u{u:03}-verify");
+        let run_dir = dir.join("runs").join(&run_id);
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let started = start + i as f64 * (seconds as f64 + 10.0);
+        let eps = vec![
+            endpoint(
+                "POST",
+                "/challenge-response/v1/newSession?nonce=[NONCE]",
+                "verify",
+                10.0 * *u as f64,
+                20.0 * slow,
+                0,
+                seconds,
+            ),
+            endpoint(
+                "POST",
+                "/challenge-response/v1/[SESSION_ID]",
+                "verify",
+                10.0 * *u as f64,
+                100.0 * slow + *u as f64,
+                (*u / 10) as u64,
+                seconds,
+            ),
+        ];
+        let s = RunSummary {
+            run_id: run_id.clone(),
+            iteration: 1,
+            users: Some(*u),
+            tasks: vec!["verify".into()],
+            started_unix: started,
+            duration_s: seconds as f64,
+            warmup_s: 10.0,
+            endpoints: eps,
+            ..Default::default()
+        };
+        let mut timeline = String::from(results::csv::TIMELINE_HEADER);
+        for sec in 0..seconds {
+            for e in &s.endpoints {
+                timeline.push_str(&format!(
+                    "{sec},{:.3},{},{},{u},{:.0},0,{:.3},,{:.3},,,,,{}\n",
+                    started + sec as f64,
+                    e.method,
+                    results::csv::field(&e.name),
+                    e.samples.rps[sec],
+                    e.steady.p50_ms,
+                    e.samples.p95_ms[sec],
+                    (sec < 10) as u8
+                ));
+            }
+        }
+        std::fs::write(run_dir.join("timeline.csv"), timeline).unwrap();
+        // An instance joins a third of the way in.
+        let mut infra = String::new();
+        for sec in (0..seconds).step_by(5) {
+            let joined = sec >= seconds / 3;
+            let mut instances = vec![
+                serde_json::json!({"id": "i-a", "lifecycle": "InService", "health": "Healthy"}),
+            ];
+            if joined {
+                instances.push(
+                    serde_json::json!({"id": "i-b", "lifecycle": "InService", "health": "Healthy"}),
+                );
+            }
+            let targets: Vec<_> = instances
+                .iter()
+                .map(|i| serde_json::json!({"id": i["id"], "state": "healthy"}))
+                .collect();
+            infra.push_str(&format!("{}\n", serde_json::json!({"unix": started + sec as f64, "groups": [{"asg": "veraison-verif-asg", "desired": if joined {2} else {1}, "instances": instances, "targets": targets}]})));
+        }
+        std::fs::write(run_dir.join("infra.jsonl"), infra).unwrap();
+        results::write_json(&run_dir.join("scaling.json"), &serde_json::json!({"activities": [], "instances": [{"id": "i-b", "launch_time": started + seconds as f64 / 4.0}]})).unwrap();
+        results::write_json(&run_dir.join("summary.json"), &s).unwrap();
+    }
+    results::write_json(&dir.join("manifest.json"), &serde_json::json!({"status": "complete", "trial": {"spec": {"name": "crafted"}, "sha256": "ab"}, "ended_at": "2026-11-27T00:00:00Z"})).unwrap();
+}
