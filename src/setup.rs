@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::aws::cloudwatch::CloudWatchSource;
 use crate::aws::scaler::{services_of, AwsScaler};
 use crate::aws::{AwsContext, AwsTimeouts};
 use crate::error::{Error, Result};
 use crate::load::auth::{PasswordGrant, TokenSource};
 use crate::load::tasks::{header_map, HttpTask, Target};
 use crate::load::{LoadEngine, Progress};
-use crate::provider::{Providers, Scaler, SessionCache, StoreDriver};
+use crate::provider::{MetricsSource, Providers, Scaler, SessionCache, StoreDriver};
 use crate::secret::Secret;
 use crate::stores::command::CommandStores;
 use crate::stores::memcached::MemcachedSessions;
@@ -203,17 +204,19 @@ pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Provide
         (Some(ctx), false) => Some(Arc::new(AwsScaler::new(ctx.clone(), services_of(env)))),
         _ => None,
     };
-    if !trial.spec.metrics.is_empty() {
-        return Err(Error::Usage(format!(
-            "{}: CloudWatch metrics are not available in this build; remove `metrics`",
-            trial.file.display()
-        )));
-    }
+    let metrics: Option<Arc<dyn MetricsSource>> = match (&aws, trial.spec.metrics.is_empty()) {
+        (Some(ctx), false) => Some(Arc::new(CloudWatchSource::new(
+            ctx.clone(),
+            env.clone(),
+            trial.spec.metrics.clone(),
+        ))),
+        _ => None,
+    };
     Ok(Providers {
         scaler,
         stores,
         sessions,
-        metrics: None,
+        metrics,
         target: Arc::new(ServiceCheck::new(check_target)),
         load: Arc::new(LoadEngine::new(target, progress)),
     })

@@ -698,3 +698,238 @@ async fn an_api_error_mid_pin_stops_the_trial_and_restores() {
             .unwrap();
     assert_eq!(manifest["status"], "failed");
 }
+
+// ------------------------------------------------------------------------------------- CloudWatch
+
+use trialrunner::aws::cloudwatch::{self, CloudWatchSource, MetricQuery};
+use trialrunner::provider::MetricsSource;
+use trialrunner::trial::model::MetricName;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudwatch_speaks_a_protocol_moto_answers() {
+    // Fails loudly if the `aws-sdk-cloudwatch = "=1.99.0"` pin is lifted: 1.100+ speaks RPCv2
+    // CBOR, which moto cannot answer (`unexpected type 0x3c … expected map`).
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    cloudwatch::protocol_check(&ctx)
+        .await
+        .expect("the pinned CloudWatch SDK talks to moto");
+}
+
+async fn seed(ctx: &AwsContext, q: &MetricQuery, points: &[(f64, f64)]) {
+    let cw = aws_sdk_cloudwatch::Client::new(&ctx.config);
+    let mut req = cw.put_metric_data().namespace(&q.namespace);
+    for (t, v) in points {
+        let mut d = aws_sdk_cloudwatch::types::MetricDatum::builder()
+            .metric_name(&q.metric)
+            .value(*v)
+            .timestamp(aws_smithy_types::DateTime::from_secs_f64(*t));
+        for (k, val) in &q.dimensions {
+            d = d.dimensions(
+                aws_sdk_cloudwatch::types::Dimension::builder()
+                    .name(k)
+                    .value(val)
+                    .build(),
+            );
+        }
+        req = req.metric_data(d.build());
+    }
+    req.send().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trial_4_shaped_window_is_pulled_exactly_in_at_most_two_calls() {
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    let rds = aws_sdk_rds::Client::new(&ctx.config);
+    rds.create_db_instance()
+        .db_instance_identifier("veraison-support-rdsinstance-jlqj0tz7na5h")
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .master_username("veraison")
+        .master_user_password("not-a-real-secret")
+        .allocated_storage(5)
+        .send()
+        .await
+        .unwrap();
+    let s = standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (trial, env) = files(dir.path(), &s.url(), ACCOUNT);
+    let t = trial::load_trial(&trial, Some(&env)).unwrap();
+    let all = vec![
+        MetricName::AsgInstances,
+        MetricName::AsgCpu,
+        MetricName::RdsConnections,
+        MetricName::RdsCpu,
+        MetricName::RdsIo,
+        MetricName::TargetHealth,
+        MetricName::Alb5xx,
+        MetricName::ErrorLogs,
+    ];
+    let source = CloudWatchSource::new(ctx.clone(), t.env.clone(), all.clone());
+    let resources = source.resources().await.unwrap().clone();
+    assert_eq!(
+        resources.rds_instance.as_deref(),
+        Some("veraison-support-rdsinstance-jlqj0tz7na5h")
+    );
+    assert_eq!(
+        resources.log_groups,
+        [
+            "veraison-vts",
+            "veraison-verification",
+            "veraison-provisioning"
+        ]
+    );
+    let queries = cloudwatch::queries(&all, &resources);
+    assert!(queries.len() >= 17, "{}", queries.len());
+    // Seed every metric over a 900 s window, one point a minute, each series its own values.
+    let now = SystemTimeNow::secs().floor();
+    let start = now - 1200.0;
+    let mut seeded = std::collections::BTreeMap::new();
+    for (i, q) in queries.iter().enumerate() {
+        let pts: Vec<(f64, f64)> = (0..15)
+            .map(|k| (start + 30.0 + 60.0 * k as f64, (i * 100 + k) as f64))
+            .collect();
+        seed(&ctx, q, &pts).await;
+        seeded.insert(
+            q.label.clone(),
+            pts.iter().map(|p| p.1).collect::<Vec<f64>>(),
+        );
+    }
+    // Error lines in the VTS log group.
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&ctx.config);
+    logs.create_log_group()
+        .log_group_name("veraison-vts")
+        .send()
+        .await
+        .unwrap();
+    logs.create_log_stream()
+        .log_group_name("veraison-vts")
+        .log_stream_name("i-0abc")
+        .send()
+        .await
+        .unwrap();
+    let mut put = logs
+        .put_log_events()
+        .log_group_name("veraison-vts")
+        .log_stream_name("i-0abc");
+    for k in 0..7 {
+        let msg = if k < 5 {
+            "FATAL: sorry, too many clients already (SQLSTATE 53300)"
+        } else {
+            "all good"
+        };
+        put = put.log_events(
+            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                .timestamp(((start + 100.0 + k as f64) * 1000.0) as i64)
+                .message(msg)
+                .build()
+                .unwrap(),
+        );
+    }
+    put.send().await.unwrap();
+    // Pull a 900 s window (plus padding) like the executor does after a run.
+    let run_dir = tempfile::tempdir().unwrap();
+    source
+        .pull(start, start + 900.0 + 60.0, run_dir.path())
+        .await
+        .unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.path().join("cloudwatch.json")).unwrap())
+            .unwrap();
+    assert!(
+        doc["get_metric_data_calls"].as_u64().unwrap() <= 2,
+        "{}",
+        doc["get_metric_data_calls"]
+    );
+    assert!(doc["clock_offset_s"].as_f64().unwrap().abs() < 2.0);
+    for s in doc["series"].as_array().unwrap() {
+        let label = s["label"].as_str().unwrap();
+        let got: Vec<f64> = s["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[1].as_f64().unwrap())
+            .collect();
+        assert_eq!(&got, &seeded[label], "{label}: exactly the seeded points");
+    }
+    assert_eq!(doc["queries"].as_array().unwrap().len(), queries.len());
+    let too_many = doc["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["pattern"] == "too many clients")
+        .expect("log pattern counted");
+    assert_eq!(too_many["total"], 5);
+    assert!(too_many["samples"][0]
+        .as_str()
+        .unwrap()
+        .contains("SQLSTATE 53300"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_500_queries_are_split_across_calls() {
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    common::moto().reset();
+    let s = standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (trial, env) = files(dir.path(), &s.url(), ACCOUNT);
+    let t = trial::load_trial(&trial, Some(&env)).unwrap();
+    let source = CloudWatchSource::new(ctx.clone(), t.env.clone(), vec![]);
+    let queries: Vec<MetricQuery> = (0..600)
+        .map(|i| MetricQuery {
+            id: format!("m{i}"),
+            label: format!("q{i}"),
+            namespace: "Test/Split".into(),
+            metric: format!("M{i}"),
+            dimensions: vec![],
+            stat: "Average".into(),
+        })
+        .collect();
+    let now = SystemTimeNow::secs();
+    seed(&ctx, &queries[599], &[(now - 100.0, 42.0)]).await;
+    let (series, calls) = source.fetch(&queries, now - 300.0, now).await.unwrap();
+    assert_eq!(calls, 2);
+    assert_eq!(series.len(), 600);
+    assert_eq!(
+        series[599]["points"][0][1], 42.0,
+        "the last chunk's results are kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clock_offset_is_measured_against_a_skewed_server() {
+    let _serial = SERIAL.lock().await;
+    // A fake endpoint whose clock runs 37 s ahead.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 2048];
+                let _ = sock.read(&mut buf).await;
+                let skewed = chrono::Utc::now() + chrono::Duration::seconds(37);
+                let date = skewed.format("%a, %d %b %Y %H:%M:%S GMT");
+                let _ = sock.write_all(format!("HTTP/1.1 200 OK\r\nDate: {date}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes()).await;
+            });
+        }
+    });
+    let offset = cloudwatch::clock_offset(&url).await.unwrap();
+    assert!((offset - 37.0).abs() <= 1.0, "offset {offset}");
+}
+
+struct SystemTimeNow;
+impl SystemTimeNow {
+    fn secs() -> f64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    }
+}

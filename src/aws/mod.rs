@@ -4,6 +4,7 @@
 //! and standard retries with backoff for throttling and transient errors. With an endpoint
 //! override (moto, LocalStack) the credential chain never probes the instance metadata service.
 
+pub mod cloudwatch;
 pub mod scaler;
 
 use std::time::Duration;

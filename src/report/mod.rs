@@ -3,6 +3,7 @@
 //! regression gates in [`compare`]; thresholds in [`thresholds`].
 
 pub mod compare;
+pub mod correlate;
 pub mod svg;
 pub mod thresholds;
 
@@ -282,6 +283,47 @@ fn cloud_series(dir: &Path, start: f64) -> Vec<(String, Vec<(f64, f64)>)> {
             Some((label, points))
         })
         .collect()
+}
+
+/// Instances that became InService during a run: (id, seconds since the run's start).
+fn joins(dir: &Path, start: f64) -> Vec<(String, f64)> {
+    spin_up_markers(dir, start, f64::MAX)
+        .into_iter()
+        .filter(|m| m.label.ends_with(" InService"))
+        .map(|m| (m.label.trim_end_matches(" InService").to_string(), m.x))
+        .collect()
+}
+
+/// The correlation of one run, from its files.
+pub fn correlate_run(rd: &ResultsDir, run: &RunSummary) -> correlate::Correlation {
+    let dir = rd.run_dir(&run.run_id);
+    let rows = read_timeline(&dir.join("timeline.csv"));
+    let n = rows
+        .iter()
+        .map(|r| r.second as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut p95 = vec![None::<f64>; n];
+    let mut failures = vec![0.0; n];
+    for r in &rows {
+        let i = r.second as usize;
+        if let Some(v) = r.p95 {
+            p95[i] = Some(p95[i].map_or(v, |x: f64| x.max(v)));
+        }
+        failures[i] += r.failures;
+    }
+    let db: Vec<(f64, f64)> = cloud_series(&dir, run.started_unix)
+        .into_iter()
+        .filter(|(l, _)| l.contains("DatabaseConnections"))
+        .flat_map(|(_, p)| p)
+        .collect();
+    correlate::correlate(
+        &p95,
+        &failures,
+        run.warmup_s,
+        &db,
+        &joins(&dir, run.started_unix),
+    )
 }
 
 fn timeline_charts(rd: &ResultsDir, run: &RunSummary) -> Vec<String> {
@@ -617,19 +659,12 @@ pub fn build(dir: &Path) -> Result<PathBuf> {
     let stores: Vec<StoreSnapshot> =
         results::read_json(&rd.root.join("stores.json")).unwrap_or_default();
     let manifest: Value = results::read_json(&rd.root.join("manifest.json")).unwrap_or(Value::Null);
-    let findings: Vec<String> = runs
-        .iter()
-        .flat_map(|r| {
-            let c: Value = results::read_json(&rd.run_dir(&r.run_id).join("correlation.json"))
-                .unwrap_or(Value::Null);
-            c["findings"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|f| f.as_str().map(|s| format!("{}: {s}", r.run_id)))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let mut findings: Vec<String> = Vec::new();
+    for r in &runs {
+        let c = correlate_run(&rd, r);
+        results::write_json(&rd.run_dir(&r.run_id).join("correlation.json"), &c)?;
+        findings.extend(c.findings.iter().map(|f| format!("{}: {f}", r.run_id)));
+    }
     let mut sections = Vec::new();
     let summary = summary_charts(&runs);
     if !summary.is_empty() {
