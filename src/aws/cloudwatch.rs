@@ -198,7 +198,7 @@ pub async fn clock_offset(url: &str) -> Result<f64> {
             .headers()
             .get(reqwest::header::DATE)
             .and_then(|d| d.to_str().ok())
-            .and_then(|d| httpdate_to_unix(d))
+            .and_then(httpdate_to_unix)
         else {
             continue;
         };

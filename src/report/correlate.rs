@@ -225,12 +225,14 @@ mod tests {
     use super::*;
 
     /// DB connections with a bump at 300 s; p95 follows 30 s later; failures around a join at 600 s.
-    fn seeded() -> (
+    type Signals = (
         Vec<Option<f64>>,
         Vec<f64>,
         Vec<(f64, f64)>,
         Vec<(String, f64)>,
-    ) {
+    );
+
+    fn seeded() -> Signals {
         let n = 900;
         let db_at = |t: f64| 20.0 + 50.0 * (-((t - 300.0) / 60.0).powi(2)).exp();
         let db: Vec<(f64, f64)> = (0..n)
