@@ -12,7 +12,7 @@ use crate::exec::{self, Interrupts};
 use crate::provider::Scaler;
 use crate::results::ResultsDir;
 use crate::setup::{self, SetupOptions};
-use crate::trial::model::ClearPolicy;
+use crate::trial::model::{ClearPolicy, MetricName};
 use crate::veraison::release::ReleaseProfile;
 use crate::veraison::standin::faults::Faults;
 use crate::veraison::standin::store::KvStore;
@@ -127,6 +127,16 @@ pub enum Command {
         /// status or restore.
         #[command(subcommand)]
         action: InfraAction,
+    },
+    /// Prepare a local rehearsal: a Veraison-shaped deployment in the AWS emulator named by the
+    /// environment (`aws.endpoint` or --aws-endpoint; loopback only) and seeded CloudWatch series.
+    Rehearse {
+        /// The rehearsal environment file.
+        #[arg(long)]
+        env: PathBuf,
+        /// Hours of CloudWatch series to seed ahead.
+        #[arg(long, default_value_t = 2.0)]
+        hours: f64,
     },
     /// Run the Veraison stand-in service.
     Standin(StandinArgs),
@@ -525,6 +535,36 @@ fn run(cli: Cli) -> Result<i32, Error> {
                         env_file.display()
                     );
                 }
+                Ok::<_, Error>(())
+            })?;
+            Ok(exit::OK)
+        }
+        Command::Rehearse { env, hours } => {
+            let env = trial::load_environment(&env)?;
+            let d = env.spec.deployment.clone().ok_or_else(|| {
+                Error::Usage("the rehearsal environment needs `deployment`".into())
+            })?;
+            runtime().block_on(async {
+                let ctx = setup::aws_for(&env, &setup_opts).await?.ok_or_else(|| {
+                    Error::Usage("the rehearsal environment needs an `aws` section".into())
+                })?;
+                crate::rehearsal::deploy_emulated(&ctx, &d).await?;
+                let all = [
+                    MetricName::AsgInstances,
+                    MetricName::AsgCpu,
+                    MetricName::RdsConnections,
+                    MetricName::RdsCpu,
+                    MetricName::RdsIo,
+                    MetricName::AlbRequests,
+                    MetricName::Alb5xx,
+                    MetricName::TargetHealth,
+                ];
+                let resources = crate::aws::cloudwatch::resolve(&ctx, &env).await?;
+                let n = crate::rehearsal::seed_cloudwatch(&ctx, &all, &resources, hours).await?;
+                println!(
+                    "deployment `{d}` ready in {}; {n} CloudWatch datapoints seeded",
+                    ctx.endpoint
+                );
                 Ok::<_, Error>(())
             })?;
             Ok(exit::OK)

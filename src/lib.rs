@@ -14,6 +14,7 @@ pub mod exec;
 pub mod load;
 pub mod local;
 pub mod provider;
+pub mod rehearsal;
 pub mod report;
 pub mod results;
 pub mod secret;

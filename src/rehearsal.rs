@@ -1,0 +1,210 @@
+//! A local rehearsal of a campaign before spending money on AWS: an AWS emulator (moto) holding
+//! a deployment shaped like Veraison's (launch templates, `D-prov-asg` and `D-verif-asg` at 1..3
+//! behind target groups, tagged instances, an RDS instance), CloudWatch series seeded for the
+//! hours ahead, and the stand-in (on real PostgreSQL) as the target. The ASGs are pinned and
+//! restored for real through the SDK; the stores are cleared and counted through the driver.
+//!
+//! Refuses any endpoint that is not on this machine: it creates resources.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag};
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+
+use crate::aws::cloudwatch::{queries, Resources};
+use crate::aws::{sdk_error, AwsContext};
+use crate::error::{Error, Result};
+use crate::trial::model::MetricName;
+
+fn is_local(endpoint: &str) -> bool {
+    url::Url::parse(endpoint)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .is_some_and(|h| h == "localhost" || h == "::1" || h == "[::1]" || h.starts_with("127."))
+}
+
+/// Creates the deployment `d` in the emulator, unless its ASGs exist already.
+pub async fn deploy_emulated(ctx: &AwsContext, d: &str) -> Result<()> {
+    if !is_local(&ctx.endpoint) {
+        return Err(Error::Usage(format!(
+            "rehearsals create resources: only an emulator on this machine is allowed, not {}",
+            ctx.endpoint
+        )));
+    }
+    let asg = aws_sdk_autoscaling::Client::new(&ctx.config);
+    let existing = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(format!("{d}-verif-asg"))
+        .send()
+        .await
+        .map_err(|e| sdk_error(ctx, "autoscaling:DescribeAutoScalingGroups", e))?;
+    if !existing.auto_scaling_groups().is_empty() {
+        return Ok(());
+    }
+    let ec2 = aws_sdk_ec2::Client::new(&ctx.config);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&ctx.config);
+    let vpcs = ec2
+        .describe_vpcs()
+        .send()
+        .await
+        .map_err(|e| sdk_error(ctx, "ec2:DescribeVpcs", e))?;
+    let vpc = vpcs
+        .vpcs()
+        .first()
+        .and_then(|v| v.vpc_id())
+        .ok_or_else(|| Error::Infra("the emulator has no VPC".into()))?
+        .to_string();
+    for (suffix, svc, port) in [
+        ("prov", "provisioning", 9443),
+        ("verif", "verification", 8443),
+    ] {
+        let lt = format!("{d}-{suffix}-lt");
+        ec2.create_launch_template()
+            .launch_template_name(&lt)
+            .launch_template_data(
+                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                    .image_id("ami-12c6146b")
+                    .instance_type(aws_sdk_ec2::types::InstanceType::T2Micro)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error(ctx, "ec2:CreateLaunchTemplate", e))?;
+        let tg = elb
+            .create_target_group()
+            .name(format!("{d}-{suffix}-tg"))
+            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+            .port(port)
+            .vpc_id(&vpc)
+            .health_check_path(format!("/.well-known/veraison/{svc}"))
+            .send()
+            .await
+            .map_err(|e| sdk_error(ctx, "elasticloadbalancing:CreateTargetGroup", e))?;
+        let tg_arn = tg
+            .target_groups()
+            .first()
+            .and_then(|t| t.target_group_arn())
+            .unwrap_or_default()
+            .to_string();
+        asg.create_auto_scaling_group()
+            .auto_scaling_group_name(format!("{d}-{suffix}-asg"))
+            .launch_template(
+                LaunchTemplateSpecification::builder()
+                    .launch_template_name(&lt)
+                    .version("$Latest")
+                    .build(),
+            )
+            .min_size(1)
+            .max_size(3)
+            .desired_capacity(1)
+            .availability_zones(format!(
+                "{}a",
+                ctx.config
+                    .region()
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "eu-west-1".into())
+            ))
+            .target_group_arns(tg_arn)
+            .tags(
+                Tag::builder()
+                    .key("veraison-deployment")
+                    .value(d)
+                    .propagate_at_launch(true)
+                    .build(),
+            )
+            .tags(
+                Tag::builder()
+                    .key("deployment-instance-name")
+                    .value(svc)
+                    .propagate_at_launch(true)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error(ctx, "autoscaling:CreateAutoScalingGroup", e))?;
+    }
+    let rds = aws_sdk_rds::Client::new(&ctx.config);
+    rds.create_db_instance()
+        .db_instance_identifier(format!("{d}-support-rdsinstance-rehearsal"))
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .master_username("veraison")
+        .master_user_password("rehearsal-only")
+        .allocated_storage(5)
+        .send()
+        .await
+        .map_err(|e| sdk_error(ctx, "rds:CreateDBInstance", e))?;
+    Ok(())
+}
+
+/// Seeds every metric of `metrics` over the resources, one point a minute from 10 minutes ago
+/// to `hours` ahead, shaped like a busy deployment (connections swell and ebb).
+pub async fn seed_cloudwatch(
+    ctx: &AwsContext,
+    metrics: &[MetricName],
+    resources: &Resources,
+    hours: f64,
+) -> Result<usize> {
+    if !is_local(&ctx.endpoint) {
+        return Err(Error::Usage(format!(
+            "seeding metrics is for an emulator on this machine only, not {}",
+            ctx.endpoint
+        )));
+    }
+    let cw = aws_sdk_cloudwatch::Client::new(&ctx.config);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+        .floor();
+    let minutes = (hours * 60.0) as i64 + 10;
+    let mut total = 0;
+    for q in queries(metrics, resources) {
+        let points: Vec<MetricDatum> = (0..minutes)
+            .map(|k| {
+                let t = now - 600.0 + 60.0 * k as f64;
+                let wave = (k as f64 / 7.0).sin().abs();
+                let v = match q.metric.as_str() {
+                    "DatabaseConnections" => 20.0 + 50.0 * wave,
+                    "GroupInServiceInstances"
+                    | "GroupDesiredCapacity"
+                    | "GroupTotalInstances"
+                    | "HealthyHostCount" => 1.0 + (2.0 * wave).round(),
+                    m if m.contains("CPU") => 30.0 + 60.0 * wave,
+                    _ => wave,
+                };
+                let mut d = MetricDatum::builder()
+                    .metric_name(&q.metric)
+                    .value(v)
+                    .timestamp(aws_smithy_types::DateTime::from_secs_f64(t));
+                for (k, val) in &q.dimensions {
+                    d = d.dimensions(Dimension::builder().name(k).value(val).build());
+                }
+                d.build()
+            })
+            .collect();
+        for chunk in points.chunks(500) {
+            cw.put_metric_data()
+                .namespace(&q.namespace)
+                .set_metric_data(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| sdk_error(ctx, "cloudwatch:PutMetricData", e))?;
+            total += chunk.len();
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_loopback_endpoints_are_rehearsal_endpoints() {
+        assert!(super::is_local("http://127.0.0.1:5000"));
+        assert!(super::is_local("http://localhost:4566"));
+        assert!(!super::is_local(
+            "https://autoscaling.eu-west-1.amazonaws.com"
+        ));
+        assert!(!super::is_local("http://10.0.0.5:5000"));
+    }
+}

@@ -1,0 +1,422 @@
+//! Campaigns that survive: the local rehearsal of seed trials 1–4 (moto as AWS, the stand-in on
+//! real PostgreSQL as Veraison, seeded CloudWatch), kill -9 then `--resume`, SIGINT mid-run.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use trialrunner::veraison::standin::store::KvStore;
+use trialrunner::veraison::standin::{Standin, StandinConfig};
+
+/// moto, the state dir and the stand-in's database are shared: one test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A secret the DB password variable holds: it must never surface anywhere.
+const PLANTED: &str = "planted-db-secret-4c1f9e";
+
+struct Rehearsal {
+    dir: tempfile::TempDir,
+    env: PathBuf,
+    state: PathBuf,
+    _standin: Standin,
+    db: String,
+}
+
+async fn rehearsal() -> Rehearsal {
+    let moto = common::moto();
+    moto.reset();
+    let pg = common::postgres();
+    let db = pg.database("rehearsal");
+    let store = KvStore::postgres(&pg.conninfo(&db), 4).await.unwrap();
+    let standin = Standin::start(
+        "127.0.0.1:0".parse().unwrap(),
+        StandinConfig::default(),
+        store,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = standin.url();
+    let env = common::write(
+        dir.path(),
+        "rehearsal.yaml",
+        &format!(
+            "name: rehearsal\naws: {{ region: eu-west-1, account: \"123456789012\", endpoint: \"{}\" }}\ndeployment: veraison\nservices:\n  provisioning: {{ url: \"{url}\" }}\n  verification: {{ url: \"{url}\" }}\nveraison: {{ release: v0.0.2602 }}\nstores:\n  postgres: {{ host: 127.0.0.1, port: {}, database: {db}, user: postgres, password-env: REHEARSAL_DB_PASSWORD, tls: prefer }}\n  disposable: true\n",
+            moto.url, pg.port
+        ),
+    );
+    let state = dir.path().join("state");
+    let r = Rehearsal {
+        env,
+        state,
+        _standin: standin,
+        db,
+        dir,
+    };
+    let out = r
+        .cmd(&["rehearse", "--env", r.env.to_str().unwrap(), "--hours", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    r
+}
+
+impl Rehearsal {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_trialrunner"));
+        c.env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("REHEARSAL_DB_PASSWORD", PLANTED)
+            .env("TRIALRUNNER_STATE_DIR", &self.state)
+            .current_dir(common::root())
+            .args(args);
+        c
+    }
+
+    fn out(&self, name: &str) -> PathBuf {
+        self.dir.path().join("results").join(name)
+    }
+
+    fn run(&self, trial: &str, out: &Path) -> Output {
+        self.cmd(&[
+            "run",
+            trial,
+            "--env",
+            self.env.to_str().unwrap(),
+            "--yes",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap()
+    }
+
+    /// Capacity of both ASGs, through the emulator.
+    fn capacities(&self) -> Vec<(i64, i64, i64)> {
+        let out = self
+            .cmd(&["infra", "status", "--env", self.env.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines()
+            .filter(|l| l.starts_with("veraison-prov-asg") || l.starts_with("veraison-verif-asg"))
+            .map(|l| {
+                let f: Vec<i64> = l
+                    .split_whitespace()
+                    .skip(1)
+                    .take(3)
+                    .map(|x| x.parse().unwrap())
+                    .collect();
+                (f[0], f[1], f[2])
+            })
+            .collect()
+    }
+}
+
+fn no_secret_in(dir: &Path) {
+    for entry in walk(dir) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(PLANTED),
+            "the DB password leaked into {}",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_rehearsal_of_all_four_seed_trials() {
+    let _serial = SERIAL.lock().await;
+    let r = rehearsal().await;
+    let trials = [
+        ("trials/rehearsal/rehearsal-1-users-pinned-3.yaml", "t1"),
+        ("trials/rehearsal/rehearsal-2-users-pinned-1.yaml", "t2"),
+        ("trials/rehearsal/rehearsal-3-store-weight.yaml", "t3"),
+        ("trials/rehearsal/rehearsal-4-autoscaling.yaml", "t4"),
+    ];
+    let mut db_rows_after_t3 = String::new();
+    for (trial, name) in trials {
+        let out = r.run(trial, &r.out(name));
+        if name == "t3" {
+            db_rows_after_t3 = common::postgres().psql(&r.db, "SELECT count(*) FROM endorsements");
+        }
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(0), "{trial}:\n{stderr}");
+        assert!(
+            !stdout.contains(PLANTED) && !stderr.contains(PLANTED),
+            "secret in the output of {trial}"
+        );
+        assert_eq!(
+            r.capacities(),
+            vec![(1, 3, 1), (1, 3, 1)],
+            "{trial}: ASGs restored"
+        );
+    }
+    let html = |n: &str| std::fs::read_to_string(r.out(n).join("report.html")).unwrap();
+    // Trial 1: per-endpoint summaries against users, timelines with infra, CloudWatch pulled.
+    let t1 = html("t1");
+    assert!(
+        t1.contains("throughput vs users")
+            && t1.contains("Timeline: u006-verify")
+            && t1.contains("instances InService (right)")
+    );
+    let cw: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(r.out("t1").join("runs/u006-verify/cloudwatch.json")).unwrap(),
+    )
+    .unwrap();
+    let db = cw["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["metric"] == "DatabaseConnections")
+        .expect("RDS connections pulled");
+    assert!(
+        !db["points"].as_array().unwrap().is_empty(),
+        "seeded series found for the run's window"
+    );
+    assert!(std::fs::read(r.out("t1").join("runs/u006-verify/correlation.json")).is_ok());
+    // Stores cleared and counted through the PostgreSQL driver.
+    let stores: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.out("t1").join("stores.json")).unwrap()).unwrap();
+    assert!(stores
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["label"] == "after clear" && s["counts"]["endorsements"] == 0));
+    // Trial 3: store weight against rows that grow each iteration.
+    let t3 = html("t3");
+    assert!(t3.contains("store weight: p95 vs stored rows"));
+    let weights: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.out("t3").join("stores.json")).unwrap()).unwrap();
+    let rows: Vec<u64> = weights
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["label"].as_str().unwrap().starts_with("after iteration"))
+        .map(|s| s["counts"]["endorsements"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.windows(2).all(|w| w[0] < w[1]),
+        "the store grows: {rows:?}"
+    );
+    assert_eq!(
+        db_rows_after_t3,
+        rows[2].to_string(),
+        "the driver counted what the database holds"
+    );
+    // Trial 4: the auto-scaling chart.
+    assert!(html("t4").contains("Auto-scaling"));
+    // Trial 2 against Trial 1, as its `compare-with` says.
+    let out = r
+        .cmd(&[
+            "compare",
+            r.out("t1").to_str().unwrap(),
+            r.out("t2").to_str().unwrap(),
+            "--html",
+            r.out("compare.html").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read_to_string(r.out("compare.html"))
+        .unwrap()
+        .contains("<svg"));
+    no_secret_in(&r.dir.path().join("results"));
+}
+
+fn runs_of(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("summary.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Starts a run and returns it with its stderr lines, after `n` load steps have started.
+fn start_and_wait_for_load(
+    r: &Rehearsal,
+    trial: &str,
+    out: &Path,
+    n: usize,
+) -> std::process::Child {
+    let mut child = r
+        .cmd(&[
+            "-v",
+            "run",
+            trial,
+            "--env",
+            r.env.to_str().unwrap(),
+            "--yes",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = 0;
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("step step=load") {
+            seen += 1;
+            if seen == n {
+                break;
+            }
+        }
+    }
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_then_resume_gives_the_same_runs_and_restores() {
+    let _serial = SERIAL.lock().await;
+    let r = rehearsal().await;
+    let trial = "trials/rehearsal/rehearsal-1-users-pinned-3.yaml";
+    let out = r.out("killed");
+    let mut child = start_and_wait_for_load(&r, trial, &out, 3);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child.kill().unwrap(); // SIGKILL mid-run
+    child.wait().unwrap();
+    let kept = runs_of(&out);
+    assert_eq!(kept.len(), 2, "two runs were complete: {kept:?}");
+    let first_summary =
+        std::fs::read(out.join("runs").join(&kept[0]).join("summary.json")).unwrap();
+    assert!(
+        r.capacities().contains(&(3, 3, 3)),
+        "still pinned after the crash"
+    );
+    // Resume: completed runs kept as they were, the one in flight redone, the rest run.
+    let resumed = r
+        .cmd(&[
+            "run",
+            trial,
+            "--env",
+            r.env.to_str().unwrap(),
+            "--yes",
+            "--resume",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(
+        std::fs::read(out.join("runs").join(&kept[0]).join("summary.json")).unwrap(),
+        first_summary,
+        "completed runs are kept"
+    );
+    // The same set of runs as an uninterrupted campaign.
+    let full = r.out("full");
+    assert_eq!(r.run(trial, &full).status.code(), Some(0));
+    assert_eq!(runs_of(&out), runs_of(&full));
+    assert_eq!(runs_of(&out).len(), 6);
+    assert_eq!(
+        r.capacities(),
+        vec![(1, 3, 1), (1, 3, 1)],
+        "the journal's originals were honoured"
+    );
+    let journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("journal.json")).unwrap()).unwrap();
+    assert_eq!(
+        journal["original"][0]["desired"], 1,
+        "originals from before the crash, not the pinned state"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_mid_run_exits_130_with_partial_results_and_restored_asgs() {
+    let _serial = SERIAL.lock().await;
+    let r = rehearsal().await;
+    let trial = common::write(
+        r.dir.path(),
+        "long.yaml",
+        &std::fs::read_to_string(
+            common::root().join("trials/rehearsal/rehearsal-1-users-pinned-3.yaml"),
+        )
+        .unwrap()
+        .replace("duration: 2s", "duration: 20s")
+        .replace("environment: rehearsal", "environment: rehearsal.yaml"),
+    );
+    let out = r.out("interrupted");
+    let child = start_and_wait_for_load(&r, trial.to_str().unwrap(), &out, 2);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait_with_output().unwrap().status;
+    assert_eq!(status.code(), Some(130));
+    let runs = runs_of(&out);
+    assert_eq!(
+        runs.len(),
+        2,
+        "the finished run and the interrupted one: {runs:?}"
+    );
+    let summaries: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|id| {
+            serde_json::from_slice(
+                &std::fs::read(out.join("runs").join(id).join("summary.json")).unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let interrupted: Vec<_> = summaries
+        .iter()
+        .filter(|s| s["interrupted"] == true)
+        .collect();
+    assert_eq!(
+        interrupted.len(),
+        1,
+        "exactly the run in flight is marked interrupted"
+    );
+    let partial = interrupted[0];
+    assert!(partial["duration_s"].as_f64().unwrap() < 15.0);
+    assert!(
+        out.join("report.html").is_file(),
+        "the report of the partial results"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["status"], "interrupted");
+    assert_eq!(r.capacities(), vec![(1, 3, 1), (1, 3, 1)]);
+}
