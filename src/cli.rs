@@ -138,6 +138,12 @@ pub enum Command {
         #[arg(long, default_value_t = 2.0)]
         hours: f64,
     },
+    /// Pull CloudWatch metrics for a window outside a trial.
+    Metrics {
+        /// pull.
+        #[command(subcommand)]
+        action: MetricsAction,
+    },
     /// Run the Veraison stand-in service.
     Standin(StandinArgs),
     /// Measure the load engine itself: closed-model GET, one user per connection, no wait.
@@ -172,6 +178,44 @@ pub enum InfraAction {
         #[arg(long)]
         env: PathBuf,
     },
+}
+
+/// `metrics` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum MetricsAction {
+    /// Pull the named metric sets for [FROM, TO] into DIR/cloudwatch.json.
+    Pull {
+        /// The environment file.
+        #[arg(long)]
+        env: PathBuf,
+        /// Start: RFC 3339 (`2026-11-27T21:00:00Z`) or Unix seconds.
+        #[arg(long)]
+        from: String,
+        /// End: RFC 3339 or Unix seconds.
+        #[arg(long)]
+        to: String,
+        /// Metric sets (default: all).
+        #[arg(long, value_delimiter = ',')]
+        metrics: Vec<String>,
+        /// Where cloudwatch.json goes.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+fn parse_time(s: &str) -> Result<f64, Error> {
+    s.parse::<f64>()
+        .ok()
+        .or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|t| t.timestamp() as f64)
+        })
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "`{s}` is not a time: use RFC 3339 (2026-11-27T21:00:00Z) or Unix seconds"
+            ))
+        })
 }
 
 /// `stores` sub-commands.
@@ -567,6 +611,55 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 );
                 Ok::<_, Error>(())
             })?;
+            Ok(exit::OK)
+        }
+        Command::Metrics {
+            action:
+                MetricsAction::Pull {
+                    env,
+                    from,
+                    to,
+                    metrics,
+                    out,
+                },
+        } => {
+            let (from, to) = (parse_time(&from)?, parse_time(&to)?);
+            if to <= from {
+                return Err(Error::Usage("--to must be after --from".into()));
+            }
+            let names: Vec<MetricName> = if metrics.is_empty() {
+                vec![
+                    MetricName::AsgInstances,
+                    MetricName::AsgCpu,
+                    MetricName::RdsConnections,
+                    MetricName::RdsCpu,
+                    MetricName::RdsIo,
+                    MetricName::Cache,
+                    MetricName::AlbRequests,
+                    MetricName::Alb5xx,
+                    MetricName::TargetHealth,
+                    MetricName::ErrorLogs,
+                ]
+            } else {
+                metrics
+                    .iter()
+                    .map(|m| {
+                        serde_yaml::from_str::<MetricName>(m)
+                            .map_err(|_| Error::Usage(format!("unknown metric set `{m}`")))
+                    })
+                    .collect::<Result<_, _>>()?
+            };
+            let env = trial::load_environment(&env)?;
+            runtime().block_on(async {
+                let ctx = setup::aws_for(&env, &setup_opts)
+                    .await?
+                    .ok_or_else(|| Error::Usage("the environment has no `aws` section".into()))?;
+                let source = crate::aws::cloudwatch::CloudWatchSource::new(ctx, env.clone(), names);
+                std::fs::create_dir_all(&out)
+                    .map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
+                crate::provider::MetricsSource::pull(&source, from, to, &out).await
+            })?;
+            println!("wrote {}", out.join("cloudwatch.json").display());
             Ok(exit::OK)
         }
         Command::Report { dir } => {
