@@ -144,6 +144,24 @@ pub enum Command {
         #[command(subcommand)]
         action: MetricsAction,
     },
+    /// Write keys, CoRIMs and PSA tokens for a fleet of synthetic devices.
+    Psa {
+        /// Output directory.
+        #[arg(long, default_value = "psa")]
+        out: PathBuf,
+        /// How many devices.
+        #[arg(long, default_value_t = 1)]
+        devices: u32,
+        /// The Veraison release (media type, CoRIM tagging and profile).
+        #[arg(long, default_value = "v0.0.2602")]
+        release: String,
+        /// Nonce of the tokens (padded base64url; default: the seed campaign's).
+        #[arg(long)]
+        nonce: Option<String>,
+        /// Fleet seed (the same seed gives the same devices).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Run the Veraison stand-in service.
     Standin(StandinArgs),
     /// Measure the load engine itself: closed-model GET, one user per connection, no wait.
@@ -662,6 +680,54 @@ fn run(cli: Cli) -> Result<i32, Error> {
             println!("wrote {}", out.join("cloudwatch.json").display());
             Ok(exit::OK)
         }
+        Command::Psa {
+            out,
+            devices,
+            release,
+            nonce,
+            seed,
+        } => {
+            let rel = ReleaseProfile::parse(&release).map_err(Error::Usage)?;
+            let nonce_b64 =
+                nonce.unwrap_or_else(|| crate::veraison::psa::SEED_NONCE_B64.to_string());
+            let nonce = crate::veraison::ear::decode_b64_lenient(&nonce_b64)
+                .filter(|n| [32, 48, 64].contains(&n.len()))
+                .ok_or_else(|| {
+                    Error::Usage("--nonce must be base64 of 32, 48 or 64 bytes".into())
+                })?;
+            std::fs::create_dir_all(&out)
+                .map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
+            for i in 0..devices {
+                let d = crate::veraison::psa::Device::synthetic(seed, i);
+                let w = |name: String, bytes: &[u8]| {
+                    crate::results::write_atomic(&out.join(name), bytes)
+                };
+                w(
+                    format!("device-{i}.corim.cbor"),
+                    &d.corim(
+                        rel.corim_profile,
+                        rel.corim_tagged,
+                        &format!("trialrunner-{seed:x}-{i}"),
+                    ),
+                )?;
+                w(format!("device-{i}.token.cbor"), &d.token(&nonce))?;
+                w(
+                    format!("device-{i}.iak-pub.pem"),
+                    d.public_key_pem().as_bytes(),
+                )?;
+                let jwk = crate::veraison::ear::public_jwk(&d.key);
+                w(
+                    format!("device-{i}.iak-pub.jwk.json"),
+                    jwk.to_string().as_bytes(),
+                )?;
+            }
+            println!(
+                "{devices} device(s) in {}: CoRIM for `{}`, tokens for nonce {nonce_b64}",
+                out.display(),
+                rel.provisioning_media_type
+            );
+            Ok(exit::OK)
+        }
         Command::Report { dir } => {
             let path = report::build(&dir)?;
             println!("report: {}", path.display());
@@ -673,7 +739,13 @@ fn run(cli: Cli) -> Result<i32, Error> {
                 StoresAction::Clear { env, yes } => (env, true, yes),
             };
             let env = trial::load_environment(&env_file)?;
-            let (driver, _) = setup::stores_for(&env)?;
+            let rt = runtime();
+            let aws = if setup::stores_need_aws(&env) || (clear && env.spec.aws.is_some()) {
+                rt.block_on(setup::aws_for(&env, &setup_opts))?
+            } else {
+                None
+            };
+            let (driver, _) = setup::stores_for(&env, aws.as_ref())?;
             let driver = driver.ok_or_else(|| {
                 Error::Usage(format!(
                     "{}: the environment names no stores",
@@ -696,7 +768,7 @@ fn run(cli: Cli) -> Result<i32, Error> {
                     yes,
                 )?;
             }
-            let counts = runtime().block_on(async {
+            let counts = rt.block_on(async {
                 if clear {
                     driver.clear().await
                 } else {
@@ -793,10 +865,34 @@ fn run(cli: Cli) -> Result<i32, Error> {
     }
 }
 
+/// The files named, with directories replaced by the YAML files inside them (recursively).
+fn yaml_files(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut inner: Vec<PathBuf> = std::fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            inner.sort();
+            let yaml: Vec<PathBuf> = inner
+                .into_iter()
+                .filter(|q| q.is_dir() || q.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                .collect();
+            out.extend(yaml_files(&yaml));
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
 /// Validates trials and environments; a file with `services:` at top level is an environment.
 fn validate(files: &[PathBuf], env: Option<&std::path::Path>) -> i32 {
     let mut failed = false;
-    for f in files {
+    for f in &yaml_files(files) {
         let is_env = std::fs::read_to_string(f)
             .map(|t| t.lines().any(|l| l.starts_with("services:")))
             .unwrap_or(false);

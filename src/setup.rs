@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::aws::cloudwatch::CloudWatchSource;
 use crate::aws::scaler::{services_of, AwsScaler};
+use crate::aws::stores::{ElastiCacheNodes, RdsLocator};
 use crate::aws::{AwsContext, AwsTimeouts};
 use crate::error::{Error, Result};
 use crate::load::auth::{PasswordGrant, TokenSource};
@@ -110,8 +111,9 @@ pub fn target_for(env: &Environment, trial: Option<&Trial>) -> Result<Target> {
 /// A store driver and a session cache, each optional.
 pub type StoreProviders = (Option<Arc<dyn StoreDriver>>, Option<Arc<dyn SessionCache>>);
 
-/// The store driver and session cache an environment names.
-pub fn stores_for(env: &Environment) -> Result<StoreProviders> {
+/// The store driver and session cache an environment names; `aws` finds RDS, its password
+/// and the ElastiCache nodes when the environment asks for `auto`.
+pub fn stores_for(env: &Environment, aws: Option<&AwsContext>) -> Result<StoreProviders> {
     let Some(stores) = &env.spec.stores else {
         return Ok((None, None));
     };
@@ -124,16 +126,28 @@ pub fn stores_for(env: &Environment) -> Result<StoreProviders> {
         sessions = Some(local);
     }
     if let Some(pg) = &stores.postgres {
-        let locator: Arc<dyn DbLocator> = match (&pg.host, &pg.password_env) {
-            (Some(host), Some(var)) => {
-                let password = Secret::from_env(var).map_err(|m| Error::Usage(format!("{file}: stores.postgres.password-env: {m}")))?;
-                Arc::new(FixedLocation(DbLocation { host: host.clone(), port: pg.port.unwrap_or(5432), password }))
+        let password =
+            match &pg.password_env {
+                Some(var) => Some(Secret::from_env(var).map_err(|m| {
+                    Error::Usage(format!("{file}: stores.postgres.password-env: {m}"))
+                })?),
+                None => None,
+            };
+        let locator: Arc<dyn DbLocator> = match (&pg.host, password, aws) {
+            (Some(host), Some(password), _) => Arc::new(FixedLocation(DbLocation { host: host.clone(), port: pg.port.unwrap_or(5432), password })),
+            (host, password, Some(ctx)) => {
+                if host.is_some() {
+                    return Err(Error::Usage(format!("{file}: stores.postgres: with `host`, give `password-env` too")));
+                }
+                Arc::new(RdsLocator {
+                    ctx: ctx.clone(),
+                    deployment: env.spec.deployment.clone().unwrap_or_default(),
+                    instance: pg.rds_instance.clone().unwrap_or_else(|| "auto".into()),
+                    port: pg.port,
+                    password,
+                })
             }
-            _ => {
-                return Err(Error::Usage(format!(
-                    "{file}: stores.postgres: finding the database in AWS (rds-instance, or the password from the stack) is not available in this build; give host and password-env"
-                )))
-            }
+            _ => return Err(Error::Usage(format!("{file}: stores.postgres: give host and password-env, or an `aws` section to find the RDS instance"))),
         };
         driver = Some(Arc::new(PostgresStores {
             database: pg.database.clone(),
@@ -159,14 +173,34 @@ pub fn stores_for(env: &Environment) -> Result<StoreProviders> {
         }));
     }
     if let Some(s) = &stores.sessions {
-        if s.memcached.iter().any(|m| m == "auto") {
-            return Err(Error::Usage(format!("{file}: stores.sessions.memcached: `auto` discovery is not available in this build; list host:port")));
-        }
-        sessions = Some(Arc::new(MemcachedSessions {
-            servers: Box::new(s.memcached.clone()),
-        }));
+        let servers: Box<dyn crate::stores::memcached::ServerList> =
+            match (s.memcached.iter().any(|m| m == "auto"), aws) {
+                (false, _) => Box::new(s.memcached.clone()),
+                (true, Some(ctx)) => Box::new(ElastiCacheNodes {
+                    ctx: ctx.clone(),
+                    deployment: env.spec.deployment.clone().unwrap_or_default(),
+                }),
+                (true, None) => {
+                    return Err(Error::Usage(format!(
+                        "{file}: stores.sessions.memcached: `auto` needs the `aws` section"
+                    )))
+                }
+            };
+        sessions = Some(Arc::new(MemcachedSessions { servers }));
     }
     Ok((driver, sessions))
+}
+
+/// True when the stores are found through AWS (RDS lookup, stack password, ElastiCache nodes).
+pub fn stores_need_aws(env: &Environment) -> bool {
+    env.spec.stores.as_ref().is_some_and(|s| {
+        s.postgres
+            .as_ref()
+            .is_some_and(|p| p.host.is_none() || p.password_env.is_none())
+            || s.sessions
+                .as_ref()
+                .is_some_and(|m| m.memcached.iter().any(|x| x == "auto"))
+    }) && env.spec.aws.is_some()
 }
 
 /// The AWS context of an environment, with the account guard passed.
@@ -191,15 +225,17 @@ pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Provide
     } else {
         Progress::Quiet
     };
-    let (stores, sessions) = stores_for(env)?;
+    // The account guard runs whenever the trial changes anything in an AWS environment.
     let needs_aws = !trial.capacities.is_empty()
         || !trial.spec.metrics.is_empty()
-        || trial.spec.stores.clear != crate::trial::model::ClearPolicy::Never;
+        || trial.spec.stores.clear != crate::trial::model::ClearPolicy::Never
+        || stores_need_aws(env);
     let aws = if needs_aws {
         aws_for(env, opts).await?
     } else {
         None
     };
+    let (stores, sessions) = stores_for(env, aws.as_ref())?;
     let scaler: Option<Arc<dyn Scaler>> = match (&aws, trial.capacities.is_empty()) {
         (Some(ctx), false) => Some(Arc::new(AwsScaler::new(ctx.clone(), services_of(env)))),
         _ => None,

@@ -933,3 +933,86 @@ impl SystemTimeNow {
             .as_secs_f64()
     }
 }
+
+// ------------------------------------------------------------------------------------- stores in AWS
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rds_endpoint_and_password_are_found_and_elasticache_without_nodes_is_a_clear_error() {
+    use trialrunner::aws::stores::{ElastiCacheNodes, RdsLocator};
+    use trialrunner::stores::memcached::ServerList;
+    use trialrunner::stores::postgres::DbLocator;
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    common::moto().reset();
+    let rds = aws_sdk_rds::Client::new(&ctx.config);
+    rds.create_db_instance()
+        .db_instance_identifier("veraison-support-rdsinstance-jlqj0tz7na5h")
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .master_username("veraison")
+        .master_user_password("whatever-rds-has")
+        .allocated_storage(5)
+        .send()
+        .await
+        .unwrap();
+    // The support stack carries the password as a plain parameter, as Veraison's template does.
+    let planted = "stack-planted-password-77";
+    let template = r#"{"Parameters":{"RdsPassword":{"Type":"String"}},"Resources":{"Topic":{"Type":"AWS::SNS::Topic"}}}"#;
+    aws_sdk_cloudformation::Client::new(&ctx.config)
+        .create_stack()
+        .stack_name("veraison-support")
+        .template_body(template)
+        .parameters(
+            aws_sdk_cloudformation::types::Parameter::builder()
+                .parameter_key("RdsPassword")
+                .parameter_value(planted)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let locator = RdsLocator {
+        ctx: ctx.clone(),
+        deployment: "veraison".into(),
+        instance: "auto".into(),
+        port: None,
+        password: None,
+    };
+    let loc = locator.locate().await.unwrap();
+    assert!(!loc.host.is_empty(), "the instance's endpoint address");
+    assert_eq!(loc.port, 5432);
+    assert_eq!(loc.password.expose(), planted);
+    assert!(!format!("{loc:?}").contains(planted), "never printed");
+    // A named instance that does not exist is named in the error.
+    let missing = RdsLocator {
+        instance: "nope-db".into(),
+        ..locator
+    };
+    let err = missing.locate().await.unwrap_err().to_string();
+    assert!(
+        err.contains("nope-db") || err.contains("DBInstanceNotFound"),
+        "{err}"
+    );
+    // moto's ElastiCache has no node endpoints: the error says what to do.
+    aws_sdk_elasticache::Client::new(&ctx.config)
+        .create_cache_cluster()
+        .cache_cluster_id("veraison-cache")
+        .engine("memcached")
+        .cache_node_type("cache.t2.micro")
+        .num_cache_nodes(2)
+        .send()
+        .await
+        .unwrap();
+    let err = ElastiCacheNodes {
+        ctx: ctx.clone(),
+        deployment: "veraison".into(),
+    }
+    .servers()
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("list them in stores.sessions.memcached"),
+        "{err}"
+    );
+}

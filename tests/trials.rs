@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+
 use std::process::Command;
 
 use proptest::prelude::*;

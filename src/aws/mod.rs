@@ -6,6 +6,7 @@
 
 pub mod cloudwatch;
 pub mod scaler;
+pub mod stores;
 
 use std::time::Duration;
 

@@ -1,0 +1,144 @@
+//! Finding the deployment's stores in AWS: the RDS instance (`rds-instance: auto` picks
+//! `D-support-rdsinstance-…`), its password (an environment variable, else the `RdsPassword`
+//! parameter of the `D-support` CloudFormation stack, which Veraison's template leaves
+//! readable), and the ElastiCache memcached node endpoints.
+
+use async_trait::async_trait;
+
+use super::{sdk_error, AwsContext};
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+use crate::stores::memcached::ServerList;
+use crate::stores::postgres::{DbLocation, DbLocator};
+
+/// The deployment's RDS instance.
+pub struct RdsLocator {
+    /// AWS access.
+    pub ctx: AwsContext,
+    /// Deployment name `D`.
+    pub deployment: String,
+    /// An identifier, or `auto`.
+    pub instance: String,
+    /// A port to use instead of the instance's.
+    pub port: Option<u16>,
+    /// The password, when the environment names its variable.
+    pub password: Option<Secret>,
+}
+
+impl RdsLocator {
+    async fn stack_password(&self) -> Result<Secret> {
+        let cfn = aws_sdk_cloudformation::Client::new(&self.ctx.config);
+        let stack = format!("{}-support", self.deployment);
+        let out = cfn
+            .describe_stacks()
+            .stack_name(&stack)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&self.ctx, "cloudformation:DescribeStacks", e))?;
+        out.stacks()
+            .first()
+            .and_then(|s| {
+                s.parameters()
+                    .iter()
+                    .find(|p| p.parameter_key() == Some("RdsPassword"))
+            })
+            .and_then(|p| p.parameter_value())
+            .map(Secret::new)
+            .ok_or_else(|| {
+                Error::Infra(format!(
+                    "stack {stack} has no RdsPassword parameter: give stores.postgres.password-env"
+                ))
+            })
+    }
+}
+
+#[async_trait]
+impl DbLocator for RdsLocator {
+    async fn locate(&self) -> Result<DbLocation> {
+        let rds = aws_sdk_rds::Client::new(&self.ctx.config);
+        let mut req = rds.describe_db_instances();
+        if self.instance != "auto" {
+            req = req.db_instance_identifier(&self.instance);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| sdk_error(&self.ctx, "rds:DescribeDBInstances", e))?;
+        let prefix = format!("{}-support", self.deployment);
+        let db = out
+            .db_instances()
+            .iter()
+            .find(|i| {
+                self.instance != "auto"
+                    || i.db_instance_identifier()
+                        .is_some_and(|id| id.starts_with(&prefix))
+            })
+            .ok_or_else(|| {
+                Error::Infra(format!(
+                    "no RDS instance {} found in {}",
+                    if self.instance == "auto" {
+                        format!("{prefix}-…")
+                    } else {
+                        self.instance.clone()
+                    },
+                    self.ctx.endpoint
+                ))
+            })?;
+        let endpoint = db.endpoint().ok_or_else(|| {
+            Error::Infra(format!(
+                "RDS instance {} has no endpoint yet",
+                db.db_instance_identifier().unwrap_or("?")
+            ))
+        })?;
+        let host = endpoint.address().unwrap_or_default().to_string();
+        let port = self
+            .port
+            .or(endpoint.port().map(|p| p as u16))
+            .unwrap_or(5432);
+        let password = match &self.password {
+            Some(p) => p.clone(),
+            None => self.stack_password().await?,
+        };
+        Ok(DbLocation {
+            host,
+            port,
+            password,
+        })
+    }
+}
+
+/// The memcached nodes of the deployment's ElastiCache cluster.
+pub struct ElastiCacheNodes {
+    /// AWS access.
+    pub ctx: AwsContext,
+    /// Deployment name `D`.
+    pub deployment: String,
+}
+
+#[async_trait]
+impl ServerList for ElastiCacheNodes {
+    async fn servers(&self) -> Result<Vec<String>> {
+        let ec = aws_sdk_elasticache::Client::new(&self.ctx.config);
+        let out = ec
+            .describe_cache_clusters()
+            .show_cache_node_info(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&self.ctx, "elasticache:DescribeCacheClusters", e))?;
+        let nodes: Vec<String> = out
+            .cache_clusters()
+            .iter()
+            .filter(|c| {
+                c.cache_cluster_id()
+                    .is_some_and(|id| id.starts_with(&self.deployment))
+            })
+            .flat_map(|c| c.cache_nodes())
+            .filter_map(|n| n.endpoint())
+            .filter_map(|e| Some(format!("{}:{}", e.address()?, e.port()?)))
+            .collect();
+        if nodes.is_empty() {
+            return Err(Error::Infra(format!("no memcached node endpoints for deployment `{}` in {}: list them in stores.sessions.memcached", self.deployment, self.ctx.endpoint)));
+        }
+        Ok(nodes)
+    }
+}
