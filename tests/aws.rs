@@ -611,6 +611,13 @@ async fn sigkill_mid_run_then_infra_restore() {
         "{text}{}",
         String::from_utf8_lossy(&status.stderr)
     );
+    // Instances are discovered by the deployment tag the ASGs propagate (3 + 3 pinned).
+    assert!(
+        text.contains("6 instance(s) tagged veraison-deployment=veraison")
+            && text.contains("verification")
+            && text.contains("running"),
+        "{text}"
+    );
     for _ in 0..2 {
         let out = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
             .env("TRIALRUNNER_STATE_DIR", state.path())

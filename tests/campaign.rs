@@ -420,3 +420,38 @@ async fn sigint_mid_run_exits_130_with_partial_results_and_restored_asgs() {
     assert_eq!(manifest["status"], "interrupted");
     assert_eq!(r.capacities(), vec![(1, 3, 1), (1, 3, 1)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ctrl_c_exits_after_the_restore_attempt() {
+    let _serial = SERIAL.lock().await;
+    let r = rehearsal().await;
+    let trial = common::write(
+        r.dir.path(),
+        "long.yaml",
+        &std::fs::read_to_string(
+            common::root().join("trials/rehearsal/rehearsal-1-users-pinned-3.yaml"),
+        )
+        .unwrap()
+        .replace("duration: 2s", "duration: 20s")
+        .replace("environment: rehearsal", "environment: rehearsal.yaml"),
+    );
+    let out = r.out("twice");
+    let child = start_and_wait_for_load(&r, trial.to_str().unwrap(), &out, 1);
+    for _ in 0..2 {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGINT);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let status = child.wait_with_output().unwrap().status;
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(
+        r.capacities(),
+        vec![(1, 3, 1), (1, 3, 1)],
+        "restored even after the second Ctrl-C"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["status"], "interrupted");
+}

@@ -269,6 +269,46 @@ impl AwsScaler {
     }
 }
 
+impl AwsScaler {
+    /// EC2 instances tagged `veraison-deployment=D`, as (id, `deployment-instance-name`, state).
+    pub async fn tagged_instances(
+        &self,
+        deployment: &str,
+    ) -> Result<Vec<(String, String, String)>> {
+        let filter = aws_sdk_ec2::types::Filter::builder()
+            .name("tag:veraison-deployment")
+            .values(deployment)
+            .build();
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(filter)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&self.ctx, "ec2:DescribeInstances", e))?;
+        let mut found = Vec::new();
+        for r in out.reservations() {
+            for i in r.instances() {
+                let name = i
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some("deployment-instance-name"))
+                    .and_then(|t| t.value())
+                    .unwrap_or("")
+                    .to_string();
+                let state = i
+                    .state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_string())
+                    .unwrap_or_default();
+                found.push((i.instance_id().unwrap_or("?").to_string(), name, state));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+}
+
 #[async_trait]
 impl Scaler for AwsScaler {
     async fn snapshot(&self, services: &[ServiceRole]) -> Result<Vec<AsgSettings>> {

@@ -220,6 +220,43 @@ fn findings(c: &Correlation, joins: &[(String, f64)]) -> Vec<String> {
     out
 }
 
+/// The trial-level view: failures near joins across all runs, the worst DB peak, and the lag the
+/// strongly correlated runs agree on.
+pub fn across_runs(runs: &[(String, Correlation)]) -> Vec<String> {
+    let mut out = Vec::new();
+    let near: u64 = runs.iter().map(|(_, c)| c.failures_near_join).sum();
+    let elsewhere: u64 = runs.iter().map(|(_, c)| c.failures_elsewhere).sum();
+    if near + elsewhere > 0 && runs.iter().any(|(_, c)| c.join_concentration.is_some()) {
+        out.push(format!("across the trial: {} failures, {near} within {JOIN_WINDOW_S:.0} s of an instance joining", near + elsewhere));
+    }
+    if let Some((id, c)) = runs
+        .iter()
+        .filter(|(_, c)| c.peak_db.is_some())
+        .max_by(|a, b| {
+            a.1.peak_db
+                .partial_cmp(&b.1.peak_db)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+    {
+        out.push(format!(
+            "across the trial: DB connections peaked at {:.0} in {id}",
+            c.peak_db.unwrap_or(0.0)
+        ));
+    }
+    let mut lags: Vec<f64> = runs
+        .iter()
+        .filter(|(_, c)| c.best_r.is_some_and(|r| r >= 0.5))
+        .filter_map(|(_, c)| c.best_lag_s.map(|l| l as f64))
+        .collect();
+    if let Some(m) = median(&mut lags) {
+        out.push(format!(
+            "across the trial: in {} run(s) DB connections lead p95, by a median {m:.0} s",
+            lags.len()
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +304,22 @@ mod tests {
                 .any(|f| f.contains("30 failures, 30 within 40 s of i-0abc")),
             "{:?}",
             c.findings
+        );
+    }
+
+    #[test]
+    fn trial_level_findings_add_up_the_runs() {
+        let (p95, failures, db, joins) = seeded();
+        let c = correlate(&p95, &failures, 0.0, &db, &joins);
+        let f = across_runs(&[("a".into(), c.clone()), ("b".into(), c)]);
+        assert!(
+            f.iter().any(|l| l.contains("60 failures, 60 within 40 s")),
+            "{f:?}"
+        );
+        assert!(
+            f.iter()
+                .any(|l| l.contains("in 2 run(s) DB connections lead p95, by a median 30 s")),
+            "{f:?}"
         );
     }
 

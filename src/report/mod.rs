@@ -660,11 +660,16 @@ pub fn build(dir: &Path) -> Result<PathBuf> {
         results::read_json(&rd.root.join("stores.json")).unwrap_or_default();
     let manifest: Value = results::read_json(&rd.root.join("manifest.json")).unwrap_or(Value::Null);
     let mut findings: Vec<String> = Vec::new();
+    let mut per_run = Vec::new();
     for r in &runs {
         let c = correlate_run(&rd, r);
         results::write_json(&rd.run_dir(&r.run_id).join("correlation.json"), &c)?;
         findings.extend(c.findings.iter().map(|f| format!("{}: {f}", r.run_id)));
+        per_run.push((r.run_id.clone(), c));
     }
+    let trial_level = correlate::across_runs(&per_run);
+    results::write_json(&rd.root.join("correlation.json"), &trial_level)?;
+    findings.extend(trial_level);
     let mut sections = Vec::new();
     let summary = summary_charts(&runs);
     if !summary.is_empty() {
