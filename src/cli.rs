@@ -591,6 +591,16 @@ fn run(cli: Cli) -> Result<i32, Error> {
                         Err(e) => println!("{:<24} {e}", svc.asg),
                     }
                 }
+                if let Some(d) = &env.spec.deployment {
+                    let instances = scaler.tagged_instances(d).await?;
+                    println!(
+                        "\n{} instance(s) tagged veraison-deployment={d}:",
+                        instances.len()
+                    );
+                    for (id, name, state) in instances {
+                        println!("  {id:<22} {name:<14} {state}");
+                    }
+                }
                 if pending.is_some() {
                     println!(
                         "a journal is pending: run `trialrunner infra restore --env {}`",

@@ -1023,3 +1023,110 @@ async fn rds_endpoint_and_password_are_found_and_elasticache_without_nodes_is_a_
         "{err}"
     );
 }
+
+// ------------------------------------------------------------------------------------- correlation
+
+/// A Trial-4-shaped run: DB connections swell at 300 s, p95 follows 120 s later; an instance
+/// joins at 610 s and 30 failures cluster around it. DB connections go through CloudWatch (moto).
+fn write_trial_4_run(dir: &Path, start: f64, shuffled: bool) -> trialrunner::results::RunSummary {
+    let rd = ResultsDir::create(dir).unwrap();
+    let run_dir = rd.run_dir("u050-verify");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let db = |t: f64| 20.0 + 50.0 * (-((t - 300.0) / 90.0).powi(2)).exp();
+    let n = 900;
+    let perm = |i: usize| if shuffled { (i * 7919 + 13) % n } else { i };
+    let mut timeline = String::from(trialrunner::results::csv::TIMELINE_HEADER);
+    for sec in 0..n {
+        let src = perm(sec) as f64;
+        let p95 = 100.0 + 8.0 * (db(src - 120.0) - 20.0);
+        let fails = if (595.0..625.0).contains(&src) { 1 } else { 0 };
+        timeline.push_str(&format!("{sec},{:.3},POST,/challenge-response/v1/[SESSION_ID],50,100,{fails},{:.3},,{p95:.3},,,,,0\n", start + sec as f64, p95 / 2.0));
+    }
+    std::fs::write(run_dir.join("timeline.csv"), timeline).unwrap();
+    let mut infra = String::new();
+    for sec in (0..n).step_by(5) {
+        let mut instances = vec![
+            serde_json::json!({"id": "i-first", "lifecycle": "InService", "health": "Healthy"}),
+        ];
+        if sec >= 610 {
+            instances.push(serde_json::json!({"id": "i-joined", "lifecycle": "InService", "health": "Healthy"}));
+        }
+        infra.push_str(&format!("{}\n", serde_json::json!({"unix": start + sec as f64, "groups": [{"asg": "veraison-verif-asg", "desired": 2, "instances": instances, "targets": []}]})));
+    }
+    std::fs::write(run_dir.join("infra.jsonl"), infra).unwrap();
+    let s = trialrunner::results::RunSummary {
+        run_id: "u050-verify".into(),
+        iteration: 1,
+        users: Some(50),
+        started_unix: start,
+        duration_s: n as f64,
+        ..Default::default()
+    };
+    trialrunner::results::write_json(&run_dir.join("summary.json"), &s).unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correlation_finds_the_seeded_relation_in_pulled_series_and_none_when_shuffled() {
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    aws_sdk_rds::Client::new(&ctx.config)
+        .create_db_instance()
+        .db_instance_identifier("veraison-support-rdsinstance-corr")
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .master_username("veraison")
+        .master_user_password("not-a-real-secret")
+        .allocated_storage(5)
+        .send()
+        .await
+        .unwrap();
+    let s = standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (trial, env) = files(dir.path(), &s.url(), ACCOUNT);
+    let t = trial::load_trial(&trial, Some(&env)).unwrap();
+    let source =
+        CloudWatchSource::new(ctx.clone(), t.env.clone(), vec![MetricName::RdsConnections]);
+    let resources = source.resources().await.unwrap().clone();
+    let q = &cloudwatch::queries(&[MetricName::RdsConnections], &resources)[0];
+    let start = (SystemTimeNow::secs() - 1200.0).floor();
+    let db = |t: f64| 20.0 + 50.0 * (-((t - 300.0) / 90.0).powi(2)).exp();
+    seed(
+        &ctx,
+        q,
+        &(0..16)
+            .map(|k| (start + 60.0 * k as f64, db(60.0 * k as f64)))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    for (shuffled, name) in [(false, "seeded"), (true, "shuffled")] {
+        let root = dir.path().join(name);
+        let run = write_trial_4_run(&root, start, shuffled);
+        let run_dir = root.join("runs/u050-verify");
+        source
+            .pull(start - 60.0, start + 960.0, &run_dir)
+            .await
+            .unwrap();
+        let c = trialrunner::report::correlate_run(&ResultsDir::open(&root).unwrap(), &run);
+        if shuffled {
+            assert!(c.best_r.unwrap_or(0.0) < 0.5, "{c:?}");
+            assert!(c.join_concentration.unwrap() < 3.0, "{c:?}");
+        } else {
+            let lag = c.best_lag_s.unwrap();
+            assert!(
+                (100..=140).contains(&lag),
+                "DB connections lead p95 by about 120 s: {c:?}"
+            );
+            assert_eq!((c.failures_near_join, c.failures_elsewhere), (30, 0));
+            assert!(
+                c.findings
+                    .iter()
+                    .any(|f| f.contains("within 40 s of i-joined becoming InService")),
+                "{:?}",
+                c.findings
+            );
+            assert_eq!(c.peak_db.map(f64::round), Some(70.0));
+        }
+    }
+}
