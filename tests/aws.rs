@@ -52,74 +52,14 @@ async fn ctx() -> AwsContext {
         .unwrap()
 }
 
-/// A deployment shaped like Veraison's in moto.
+/// A deployment shaped like Veraison's in moto (the rehearsal's, so both stay one shape):
+/// launch templates, `veraison-prov-asg` and `veraison-verif-asg` at 1..3 behind target groups,
+/// tagged instances, and an RDS instance `veraison-support-rdsinstance-rehearsal`.
 async fn deploy(ctx: &AwsContext) {
     common::moto().reset();
-    let ec2 = aws_sdk_ec2::Client::new(&ctx.config);
-    let asg = aws_sdk_autoscaling::Client::new(&ctx.config);
-    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&ctx.config);
-    let vpc = ec2.describe_vpcs().send().await.unwrap().vpcs()[0]
-        .vpc_id()
-        .unwrap()
-        .to_string();
-    for (suffix, svc) in [("prov", "provisioning"), ("verif", "verification")] {
-        let lt = format!("{D}-{suffix}-lt");
-        ec2.create_launch_template()
-            .launch_template_name(&lt)
-            .launch_template_data(
-                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                    .image_id("ami-12c6146b")
-                    .instance_type(aws_sdk_ec2::types::InstanceType::T2Micro)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        let tg = elb
-            .create_target_group()
-            .name(format!("{D}-{suffix}-tg"))
-            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
-            .port(if suffix == "prov" { 9443 } else { 8443 })
-            .vpc_id(&vpc)
-            .health_check_path(format!("/.well-known/veraison/{svc}"))
-            .send()
-            .await
-            .unwrap();
-        let tg_arn = tg.target_groups()[0]
-            .target_group_arn()
-            .unwrap()
-            .to_string();
-        asg.create_auto_scaling_group()
-            .auto_scaling_group_name(format!("{D}-{suffix}-asg"))
-            .launch_template(
-                aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
-                    .launch_template_name(&lt)
-                    .version("$Latest")
-                    .build(),
-            )
-            .min_size(1)
-            .max_size(3)
-            .desired_capacity(1)
-            .availability_zones("eu-west-1a")
-            .target_group_arns(tg_arn)
-            .tags(
-                aws_sdk_autoscaling::types::Tag::builder()
-                    .key("veraison-deployment")
-                    .value(D)
-                    .propagate_at_launch(true)
-                    .build(),
-            )
-            .tags(
-                aws_sdk_autoscaling::types::Tag::builder()
-                    .key("deployment-instance-name")
-                    .value(svc)
-                    .propagate_at_launch(true)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-    }
+    trialrunner::rehearsal::deploy_emulated(ctx, D)
+        .await
+        .unwrap();
 }
 
 async fn settings(ctx: &AwsContext, name: &str) -> (i32, i32, i32, usize, usize) {
@@ -749,17 +689,6 @@ async fn a_trial_4_shaped_window_is_pulled_exactly_in_at_most_two_calls() {
     let _serial = SERIAL.lock().await;
     let ctx = ctx().await;
     deploy(&ctx).await;
-    let rds = aws_sdk_rds::Client::new(&ctx.config);
-    rds.create_db_instance()
-        .db_instance_identifier("veraison-support-rdsinstance-jlqj0tz7na5h")
-        .engine("postgres")
-        .db_instance_class("db.t3.micro")
-        .master_username("veraison")
-        .master_user_password("not-a-real-secret")
-        .allocated_storage(5)
-        .send()
-        .await
-        .unwrap();
     let s = standin().await;
     let dir = tempfile::tempdir().unwrap();
     let (trial, env) = files(dir.path(), &s.url(), ACCOUNT);
@@ -778,7 +707,7 @@ async fn a_trial_4_shaped_window_is_pulled_exactly_in_at_most_two_calls() {
     let resources = source.resources().await.unwrap().clone();
     assert_eq!(
         resources.rds_instance.as_deref(),
-        Some("veraison-support-rdsinstance-jlqj0tz7na5h")
+        Some("veraison-support-rdsinstance-rehearsal")
     );
     assert_eq!(
         resources.log_groups,
@@ -1071,17 +1000,6 @@ async fn correlation_finds_the_seeded_relation_in_pulled_series_and_none_when_sh
     let _serial = SERIAL.lock().await;
     let ctx = ctx().await;
     deploy(&ctx).await;
-    aws_sdk_rds::Client::new(&ctx.config)
-        .create_db_instance()
-        .db_instance_identifier("veraison-support-rdsinstance-corr")
-        .engine("postgres")
-        .db_instance_class("db.t3.micro")
-        .master_username("veraison")
-        .master_user_password("not-a-real-secret")
-        .allocated_storage(5)
-        .send()
-        .await
-        .unwrap();
     let s = standin().await;
     let dir = tempfile::tempdir().unwrap();
     let (trial, env) = files(dir.path(), &s.url(), ACCOUNT);

@@ -270,6 +270,19 @@ fn accept_ok(headers: &HeaderMap, offered: &str) -> bool {
     })
 }
 
+/// Content negotiation as Veraison's handlers do it: 406 problem+json unless `Accept` allows
+/// the one type offered.
+fn negotiate(headers: &HeaderMap, offered: &str) -> Result<(), Response> {
+    if accept_ok(headers, offered) {
+        Ok(())
+    } else {
+        Err(problem(
+            StatusCode::NOT_ACCEPTABLE,
+            format!("the only supported output format is {offered}"),
+        ))
+    }
+}
+
 /// A media type parsed as Go's `mime.ParseMediaType` would: lowercase type and parameter names.
 fn parse_media_type(s: &str) -> Option<(String, BTreeMap<String, String>)> {
     let mut parts = s.split(';');
@@ -362,11 +375,8 @@ async fn well_known(
     Path(service): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if !accept_ok(&headers, DISCOVERY_MT) {
-        return problem(
-            StatusCode::NOT_ACCEPTABLE,
-            format!("the only supported output format is {DISCOVERY_MT}"),
-        );
+    if let Err(r) = negotiate(&headers, DISCOVERY_MT) {
+        return r;
     }
     if st.starting() {
         return problem(StatusCode::INTERNAL_SERVER_ERROR, VTS_REFUSED);
@@ -458,11 +468,8 @@ async fn submit(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
     if st.config.auth.is_some() && !st.bearer_ok(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    if !accept_ok(&headers, PROV_SESSION_MT) {
-        return problem(
-            StatusCode::NOT_ACCEPTABLE,
-            format!("the only supported output format is {PROV_SESSION_MT}"),
-        );
+    if let Err(r) = negotiate(&headers, PROV_SESSION_MT) {
+        return r;
     }
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -585,11 +592,8 @@ async fn new_session(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if !accept_ok(&headers, CR_SESSION_MT) {
-        return problem(
-            StatusCode::NOT_ACCEPTABLE,
-            format!("the only supported output format is {CR_SESSION_MT}"),
-        );
+    if let Err(r) = negotiate(&headers, CR_SESSION_MT) {
+        return r;
     }
     let nonce = match (q.get("nonce"), q.get("nonceSize")) {
         (Some(_), Some(_)) => return problem(StatusCode::BAD_REQUEST, "nonce and nonceSize are mutually exclusive"),
@@ -669,11 +673,8 @@ async fn evidence(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !accept_ok(&headers, CR_SESSION_MT) {
-        return problem(
-            StatusCode::NOT_ACCEPTABLE,
-            format!("the only supported output format is {CR_SESSION_MT}"),
-        );
+    if let Err(r) = negotiate(&headers, CR_SESSION_MT) {
+        return r;
     }
     if body.is_empty() {
         return problem(
