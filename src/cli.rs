@@ -268,6 +268,15 @@ pub struct StandinArgs {
     /// Require a bearer token on provisioning (realm defaults: veraison-client / veraison-provisioner).
     #[arg(long)]
     pub auth: bool,
+    /// With --auth: the accepted user instead of the realm's default.
+    #[arg(long, requires = "auth")]
+    pub auth_username: Option<String>,
+    /// With --auth: a variable holding the accepted password (default: the realm's).
+    #[arg(long, requires = "auth")]
+    pub auth_password_env: Option<String>,
+    /// With --auth: a variable holding the accepted client secret (default: the realm's).
+    #[arg(long, requires = "auth")]
+    pub auth_client_secret_env: Option<String>,
     /// Keep the stores in PostgreSQL (a libpq conninfo or URL) instead of memory.
     #[arg(long, env = "STANDIN_POSTGRES")]
     pub postgres: Option<String>,
@@ -841,7 +850,27 @@ fn run(cli: Cli) -> Result<i32, Error> {
         }
         Command::Standin(args) => {
             let release = ReleaseProfile::parse(&args.release).map_err(Error::Usage)?;
-            let auth = args.auth.then(Credentials::default);
+            let auth = if args.auth {
+                let mut c = Credentials::default();
+                if let Some(u) = &args.auth_username {
+                    c.username = u.clone();
+                }
+                if let Some(var) = &args.auth_password_env {
+                    c.password = crate::secret::Secret::from_env(var)
+                        .map_err(Error::Usage)?
+                        .expose()
+                        .to_string();
+                }
+                if let Some(var) = &args.auth_client_secret_env {
+                    c.client_secret = crate::secret::Secret::from_env(var)
+                        .map_err(Error::Usage)?
+                        .expose()
+                        .to_string();
+                }
+                Some(c)
+            } else {
+                None
+            };
             let config = StandinConfig {
                 release,
                 auth,

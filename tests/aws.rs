@@ -1048,3 +1048,33 @@ async fn correlation_finds_the_seeded_relation_in_pulled_series_and_none_when_sh
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_credentials_are_a_clear_error_without_a_hang() {
+    let _serial = SERIAL.lock().await;
+    let s = standin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, env) = files(dir.path(), &s.url(), ACCOUNT);
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .env("HOME", dir.path()) // no ~/.aws/credentials
+        .env("AWS_CONFIG_FILE", dir.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+        .args(["infra", "status", "--env", env.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no AWS credentials found") && stderr.contains("AWS_PROFILE"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "no IMDS probing: {:?}",
+        started.elapsed()
+    );
+}

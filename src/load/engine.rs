@@ -471,9 +471,17 @@ fn show(
     phase: &LoadPhase,
     v: &SecondView,
 ) {
+    // Users, then per endpoint: requests this second, p95, failures.
+    let per_endpoint: Vec<String> = v
+        .endpoints
+        .iter()
+        .map(|(n, rps, p95, f)| format!("{n}: {rps}/s p95 {p95:.1}ms fail {f}"))
+        .collect();
     let msg = format!(
-        "users {} rps {} p95 {:.1}ms failures {} ({} total)",
-        v.users, v.requests, v.p95_ms, v.failures, v.total_failures
+        "users {} | {} | failures so far {}",
+        v.users,
+        per_endpoint.join(" | "),
+        v.total_failures
     );
     match bar {
         Some(b) => {

@@ -212,6 +212,8 @@ pub struct SecondView {
     pub p95_ms: f64,
     /// Failures so far.
     pub total_failures: u64,
+    /// Per endpoint: (short name, requests, p95 ms, failures) in this second.
+    pub endpoints: Vec<(String, u64, f64, u64)>,
 }
 
 /// Folds windows into totals and writes the per-second files.
@@ -377,6 +379,14 @@ impl Aggregator {
             }
             view.requests += count;
             view.failures += cell.failed;
+            let short = ep.name.rsplit('/').next().unwrap_or(&ep.name);
+            let p95 = if cell.hist.is_empty() {
+                0.0
+            } else {
+                csv::ms(cell.hist.value_at_quantile(0.95))
+            };
+            view.endpoints
+                .push((format!("{} {short}", ep.method), count, p95, cell.failed));
             view.total_failures += t.all.failed;
             if !cell.hist.is_empty() {
                 view.p95_ms = view.p95_ms.max(csv::ms(cell.hist.value_at_quantile(0.95)));
