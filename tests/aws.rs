@@ -108,6 +108,13 @@ async fn standin() -> Standin {
     .unwrap()
 }
 
+/// The binary, with its undo-journal state kept in `state` (one per test).
+fn trialrunner(state: impl AsRef<Path>) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_trialrunner"));
+    c.env("TRIALRUNNER_STATE_DIR", state.as_ref());
+    c
+}
+
 fn env_yaml(standin: &url::Url, account: &str, endpoint: &str) -> String {
     format!(
         "name: moto-{account}\naws: {{ region: eu-west-1, account: \"{account}\", endpoint: \"{endpoint}\" }}\ndeployment: {D}\nservices:\n  provisioning: {{ url: \"{standin}\" }}\n  verification: {{ url: \"{standin}\" }}\nveraison: {{ release: v0.0.2602 }}\n"
@@ -230,8 +237,7 @@ async fn a_whole_trial_pins_then_restores_and_samples_infra() {
     let dir = tempfile::tempdir().unwrap();
     let (trial, env) = files(dir.path(), &s.url(), ACCOUNT);
     let state = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
-        .env("TRIALRUNNER_STATE_DIR", state.path())
+    let out = trialrunner(state.path())
         .args([
             "run",
             trial.to_str().unwrap(),
@@ -376,8 +382,7 @@ async fn a_silent_service_fails_readiness_in_time_and_infra_is_restored() {
     );
     let state = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
-        .env("TRIALRUNNER_STATE_DIR", state.path())
+    let out = trialrunner(state.path())
         .args([
             "run",
             trial.to_str().unwrap(),
@@ -415,8 +420,7 @@ fn interrupt_at_step(
     state: &Path,
     n: usize,
 ) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
-        .env("TRIALRUNNER_STATE_DIR", state)
+    let mut child = trialrunner(state)
         .args([
             "-v",
             "run",
@@ -498,8 +502,7 @@ async fn sigkill_mid_run_then_infra_restore() {
         .replace("duration: 2s", "duration: 30s");
     std::fs::write(&trial, trial_text).unwrap();
     let state = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
-        .env("TRIALRUNNER_STATE_DIR", state.path())
+    let mut child = trialrunner(state.path())
         .args([
             "-v",
             "run",
@@ -527,8 +530,7 @@ async fn sigkill_mid_run_then_infra_restore() {
         "still pinned after the crash"
     );
     // A new run refuses to start while the journal is pending.
-    let out = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
-        .env("TRIALRUNNER_STATE_DIR", state.path())
+    let out = trialrunner(state.path())
         .args([
             "run",
             trial.to_str().unwrap(),
@@ -540,8 +542,7 @@ async fn sigkill_mid_run_then_infra_restore() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("infra restore"));
     // `infra status` shows current vs journal; `infra restore` puts everything back, twice.
-    let status = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
-        .env("TRIALRUNNER_STATE_DIR", state.path())
+    let status = trialrunner(state.path())
         .args(["infra", "status", "--env", env.to_str().unwrap()])
         .output()
         .unwrap();
@@ -559,8 +560,7 @@ async fn sigkill_mid_run_then_infra_restore() {
         "{text}"
     );
     for _ in 0..2 {
-        let out = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
-            .env("TRIALRUNNER_STATE_DIR", state.path())
+        let out = trialrunner(state.path())
             .args(["infra", "restore", "--env", env.to_str().unwrap()])
             .output()
             .unwrap();
