@@ -115,6 +115,18 @@ fn trialrunner(state: impl AsRef<Path>) -> Command {
     c
 }
 
+/// `trialrunner run TRIAL --env ENV --out OUT` with its own journal state.
+fn run_trial(state: impl AsRef<Path>, trial: &Path, env: &Path, out: &Path) -> Command {
+    let mut c = trialrunner(state);
+    c.arg("run")
+        .arg(trial)
+        .arg("--env")
+        .arg(env)
+        .arg("--out")
+        .arg(out);
+    c
+}
+
 fn env_yaml(standin: &url::Url, account: &str, endpoint: &str) -> String {
     format!(
         "name: moto-{account}\naws: {{ region: eu-west-1, account: \"{account}\", endpoint: \"{endpoint}\" }}\ndeployment: {D}\nservices:\n  provisioning: {{ url: \"{standin}\" }}\n  verification: {{ url: \"{standin}\" }}\nveraison: {{ release: v0.0.2602 }}\n"
@@ -237,15 +249,7 @@ async fn a_whole_trial_pins_then_restores_and_samples_infra() {
     let dir = tempfile::tempdir().unwrap();
     let (trial, env) = files(dir.path(), &s.url(), ACCOUNT);
     let state = tempfile::tempdir().unwrap();
-    let out = trialrunner(state.path())
-        .args([
-            "run",
-            trial.to_str().unwrap(),
-            "--env",
-            env.to_str().unwrap(),
-            "--out",
-        ])
-        .arg(dir.path().join("r"))
+    let out = run_trial(state.path(), &trial, &env, &dir.path().join("r"))
         .output()
         .unwrap();
     assert_eq!(
@@ -290,17 +294,14 @@ async fn wrong_account_exits_3_and_changes_nothing() {
     let s = standin().await;
     let dir = tempfile::tempdir().unwrap();
     let (trial, env) = files(dir.path(), &s.url(), "999999999999");
-    let out = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
-        .args([
-            "run",
-            trial.to_str().unwrap(),
-            "--env",
-            env.to_str().unwrap(),
-            "--out",
-        ])
-        .arg(dir.path().join("r"))
-        .output()
-        .unwrap();
+    let out = run_trial(
+        dir.path().join("state"),
+        &trial,
+        &env,
+        &dir.path().join("r"),
+    )
+    .output()
+    .unwrap();
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -382,15 +383,7 @@ async fn a_silent_service_fails_readiness_in_time_and_infra_is_restored() {
     );
     let state = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let out = trialrunner(state.path())
-        .args([
-            "run",
-            trial.to_str().unwrap(),
-            "--env",
-            env.to_str().unwrap(),
-            "--out",
-        ])
-        .arg(dir.path().join("r"))
+    let out = run_trial(state.path(), &trial, &env, &dir.path().join("r"))
         .output()
         .unwrap();
     assert_eq!(
@@ -420,16 +413,8 @@ fn interrupt_at_step(
     state: &Path,
     n: usize,
 ) -> (Option<i32>, String) {
-    let mut child = trialrunner(state)
-        .args([
-            "-v",
-            "run",
-            trial.to_str().unwrap(),
-            "--env",
-            env.to_str().unwrap(),
-            "--out",
-        ])
-        .arg(dir.join(format!("r{n}")))
+    let mut child = run_trial(state, trial, env, &dir.join(format!("r{n}")))
+        .arg("-v")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -502,16 +487,8 @@ async fn sigkill_mid_run_then_infra_restore() {
         .replace("duration: 2s", "duration: 30s");
     std::fs::write(&trial, trial_text).unwrap();
     let state = tempfile::tempdir().unwrap();
-    let mut child = trialrunner(state.path())
-        .args([
-            "-v",
-            "run",
-            trial.to_str().unwrap(),
-            "--env",
-            env.to_str().unwrap(),
-            "--out",
-        ])
-        .arg(dir.path().join("r"))
+    let mut child = run_trial(state.path(), &trial, &env, &dir.path().join("r"))
+        .arg("-v")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -81,6 +81,21 @@ impl Rehearsal {
         c
     }
 
+    /// Rehearsal trial 1 with 20 s runs (time to interrupt one), beside the environment.
+    fn long_trial(&self) -> PathBuf {
+        let text = std::fs::read_to_string(
+            common::root().join("trials/rehearsal/rehearsal-1-users-pinned-3.yaml"),
+        )
+        .unwrap();
+        common::write(
+            self.dir.path(),
+            "long.yaml",
+            &text
+                .replace("duration: 2s", "duration: 20s")
+                .replace("environment: rehearsal", "environment: rehearsal.yaml"),
+        )
+    }
+
     fn out(&self, name: &str) -> PathBuf {
         self.dir.path().join("results").join(name)
     }
@@ -366,16 +381,7 @@ async fn kill_9_then_resume_gives_the_same_runs_and_restores() {
 async fn sigint_mid_run_exits_130_with_partial_results_and_restored_asgs() {
     let _serial = SERIAL.lock().await;
     let r = rehearsal().await;
-    let trial = common::write(
-        r.dir.path(),
-        "long.yaml",
-        &std::fs::read_to_string(
-            common::root().join("trials/rehearsal/rehearsal-1-users-pinned-3.yaml"),
-        )
-        .unwrap()
-        .replace("duration: 2s", "duration: 20s")
-        .replace("environment: rehearsal", "environment: rehearsal.yaml"),
-    );
+    let trial = r.long_trial();
     let out = r.out("interrupted");
     let child = start_and_wait_for_load(&r, trial.to_str().unwrap(), &out, 2);
     std::thread::sleep(std::time::Duration::from_secs(2));
@@ -425,16 +431,7 @@ async fn sigint_mid_run_exits_130_with_partial_results_and_restored_asgs() {
 async fn a_second_ctrl_c_exits_after_the_restore_attempt() {
     let _serial = SERIAL.lock().await;
     let r = rehearsal().await;
-    let trial = common::write(
-        r.dir.path(),
-        "long.yaml",
-        &std::fs::read_to_string(
-            common::root().join("trials/rehearsal/rehearsal-1-users-pinned-3.yaml"),
-        )
-        .unwrap()
-        .replace("duration: 2s", "duration: 20s")
-        .replace("environment: rehearsal", "environment: rehearsal.yaml"),
-    );
+    let trial = r.long_trial();
     let out = r.out("twice");
     let child = start_and_wait_for_load(&r, trial.to_str().unwrap(), &out, 1);
     for _ in 0..2 {

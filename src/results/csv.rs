@@ -80,32 +80,33 @@ pub struct RowFigures<'a> {
 }
 
 impl RowFigures<'_> {
-    fn cells(&self) -> String {
+    /// (median, mean, min, max) latency in ms, and the mean response size: Locust's totals.
+    fn totals(&self) -> (f64, f64, f64, f64, f64) {
         let h = self.hist;
-        let (median, avg, min, max) = if h.is_empty() {
-            (0.0, 0.0, 0.0, 0.0)
+        let size = if self.count > 0 {
+            self.bytes as f64 / self.count as f64
         } else {
-            (
-                ms(h.value_at_quantile(0.5)),
-                h.mean() / 1000.0,
-                ms(h.min()),
-                ms(h.max()),
-            )
+            0.0
         };
+        if h.is_empty() {
+            return (0.0, 0.0, 0.0, 0.0, size);
+        }
+        (
+            ms(h.value_at_quantile(0.5)),
+            h.mean() / 1000.0,
+            ms(h.min()),
+            ms(h.max()),
+            size,
+        )
+    }
+
+    fn cells(&self) -> String {
+        let (median, avg, min, max, size) = self.totals();
         let secs = self.seconds.max(1e-9);
         format!(
-            "{},{},{:.0},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2}",
+            "{},{},{median:.0},{avg:.2},{min:.2},{max:.2},{size:.2},{:.2},{:.2}",
             self.count,
             self.failures,
-            median,
-            avg,
-            min,
-            max,
-            if self.count > 0 {
-                self.bytes as f64 / self.count as f64
-            } else {
-                0.0
-            },
             self.count as f64 / secs,
             self.failures as f64 / secs
         )
@@ -140,17 +141,7 @@ pub fn history_row(
     second: &RowFigures,
     total: &RowFigures,
 ) -> String {
-    let t = total.hist;
-    let (median, avg, min, max) = if t.is_empty() {
-        (0.0, 0.0, 0.0, 0.0)
-    } else {
-        (
-            ms(t.value_at_quantile(0.5)),
-            t.mean() / 1000.0,
-            ms(t.min()),
-            ms(t.max()),
-        )
-    };
+    let (median, avg, min, max, size) = total.totals();
     format!(
         "{unix},{users},{},{},{:.2},{:.2},{},{},{},{:.0},{:.2},{:.2},{:.2},{:.2}\n",
         field(method),
@@ -164,11 +155,7 @@ pub fn history_row(
         avg,
         min,
         max,
-        if total.count > 0 {
-            total.bytes as f64 / total.count as f64
-        } else {
-            0.0
-        },
+        size,
     )
 }
 
