@@ -8,6 +8,7 @@
 
 pub mod aws;
 pub mod cli;
+pub mod commands;
 pub mod demo;
 pub mod error;
 pub mod exec;

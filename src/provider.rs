@@ -66,8 +66,7 @@ pub trait Scaler: Send + Sync {
     async fn spin_up_timeline(&self, from_unix: f64, to_unix: f64) -> Result<serde_json::Value>;
 }
 
-/// Row counts per store table.
-pub type StoreCounts = BTreeMap<String, u64>;
+pub use crate::results::StoreCounts;
 
 /// Clearing and counting the endorsement stores.
 #[async_trait]

@@ -7,42 +7,23 @@
 //!   flight), and `--resume` skips runs whose `summary.json` exists.
 
 pub mod journal;
+pub mod signals;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::provider::{Providers, StoreCounts};
+pub use crate::results::StoreSnapshot;
 use crate::results::{self, ResultsDir, RunSummary};
 use crate::trial::{Plan, Step, Trial};
 use journal::UndoJournal;
 
-/// Cancellation: the first Ctrl-C stops the load; the second skips everything but restoring.
-#[derive(Clone, Default)]
-pub struct Interrupts {
-    /// First Ctrl-C.
-    pub soft: CancellationToken,
-    /// Second Ctrl-C.
-    pub hard: CancellationToken,
-}
-
-/// One store count, labelled.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct StoreSnapshot {
-    /// When (`before clear`, `after u010-verify`, `after iteration 2`).
-    pub label: String,
-    /// Unix time.
-    pub unix: f64,
-    /// The run this follows, if any.
-    pub run_id: Option<String>,
-    /// Rows per table.
-    pub counts: StoreCounts,
-}
+pub use signals::Interrupts;
 
 /// What a campaign did.
 #[derive(Debug, Default)]

@@ -15,8 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::exec::StoreSnapshot;
-use crate::results::{self, ResultsDir, RunSummary};
+use crate::results::{self, ResultsDir, RunSummary, StoreSnapshot};
 use svg::{Axis, Chart, Marker, Series};
 
 /// The HTML template, embedded so the binary needs nothing beside it.

@@ -142,3 +142,19 @@ impl RunSummary {
         self.endpoints.iter().find(|e| e.name == name)
     }
 }
+
+/// Row counts per store table.
+pub type StoreCounts = std::collections::BTreeMap<String, u64>;
+
+/// One store count, labelled (`stores.json` holds them in the order they were taken).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoreSnapshot {
+    /// When (`before clear`, `after u010-verify`, `after iteration 2`).
+    pub label: String,
+    /// Unix time.
+    pub unix: f64,
+    /// The run this follows, if any.
+    pub run_id: Option<String>,
+    /// Rows per table.
+    pub counts: StoreCounts,
+}

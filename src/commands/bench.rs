@@ -1,0 +1,67 @@
+//! `trialrunner bench`: the load engine alone, closed-model GET, one user per connection.
+
+use super::runtime;
+use crate::error::{exit, Result};
+
+/// Arguments of `bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The URL to GET.
+    #[arg(long)]
+    pub url: url::Url,
+    /// Connections (= virtual users).
+    #[arg(long, default_value_t = 64)]
+    pub connections: u32,
+    /// How long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
+    /// Worker threads of the engine (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Measures and prints.
+pub fn run(args: Args) -> Result<i32> {
+    // One thread: a current-thread runtime (no cross-thread wake-ups); more: multi-thread.
+    let rt = match args.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime starts"),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n.max(1))
+            .enable_all()
+            .build()
+            .expect("tokio runtime starts"),
+        None => runtime(),
+    };
+    let dir = std::env::temp_dir().join(format!("trialrunner-bench-{}", std::process::id()));
+    let report = rt.block_on(crate::load::bench::run(
+        &args.url,
+        args.connections,
+        args.duration,
+        &dir,
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
+    let s = &report.summary;
+    println!(
+        "connections: {}  duration: {:.1} s",
+        args.connections, s.duration_s
+    );
+    println!(
+        "requests: {}  failures: {}",
+        s.aggregated.count, s.aggregated.failures
+    );
+    println!(
+        "latency ms: p50 {:.3}  p95 {:.3}  p99 {:.3}  max {:.3}",
+        s.aggregated.p50_ms, s.aggregated.p95_ms, s.aggregated.p99_ms, s.aggregated.max_ms
+    );
+    println!(
+        "peak RSS: {} KiB ({:.1} KiB per connection above the baseline)",
+        report.peak_rss_kib,
+        report.kib_per_user()
+    );
+    println!("requests/s: {:.0}", report.requests_per_s());
+    Ok(exit::OK)
+}

@@ -1,0 +1,39 @@
+//! `trialrunner demo`: the embedded default (stand-in in-process, scaled-down seed trials).
+
+use std::path::PathBuf;
+
+use super::runtime;
+use crate::error::{exit, Error, Result};
+use crate::exec::{signals, Interrupts};
+
+/// Arguments of `demo`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where to write results (default demo-results/).
+    #[arg(long, default_value = "demo-results")]
+    pub out: PathBuf,
+}
+
+/// Runs the demo and prints its reports.
+pub fn run(args: Args) -> Result<i32> {
+    let interrupts = Interrupts::default();
+    let outcome = runtime().block_on(async {
+        signals::watch(&interrupts);
+        crate::demo::run(&args.out, &interrupts, true).await
+    });
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(Error::Interrupted) => return Ok(interrupts.exit_code()),
+        Err(e) => return Err(e),
+    };
+    for dir in &outcome.results {
+        if let Ok(md) = std::fs::read_to_string(dir.join("report.md")) {
+            println!("{md}");
+        }
+        println!("results: {}", dir.display());
+    }
+    for report in &outcome.reports {
+        println!("report: {}", report.display());
+    }
+    Ok(exit::OK)
+}
