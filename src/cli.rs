@@ -112,7 +112,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Run(a) => commands::run::run(a, &global),
         Command::Compare(a) => commands::compare::run(a),
         Command::Demo(a) => commands::demo::run(a),
-        Command::Report(a) => commands::report::run(a),
+        Command::Report(a) => commands::report::run(a, &global),
         Command::Stores { action } => commands::stores::run(action, &global),
         Command::Infra { action } => commands::infra::run(action, &global),
         Command::Rehearse(a) => commands::rehearse::run(a, &global),

@@ -71,7 +71,7 @@ pub async fn run(out: &Path, interrupts: &Interrupts, progress: bool) -> Result<
             },
         )
         .await?;
-        let dir = crate::results::ResultsDir::create(&out.join(&t.spec.name))?;
+        let dir = crate::results::ResultsDir::replace(&out.join(&t.spec.name))?;
         if progress {
             eprintln!(
                 "demo: trial `{}`: {} load runs, about {:.0} s",

@@ -10,7 +10,12 @@ pub mod exit {
     pub const BAD_INPUT: i32 = 2;
     /// Infrastructure error (AWS, database, target unreachable).
     pub const INFRA: i32 = 3;
-    /// Interrupted (after restoring).
+    /// The campaign completed but its results are partial (cloud metrics missing): the load
+    /// figures stand, the cloud side has gaps (recorded in the results and the report).
+    pub const PARTIAL: i32 = 4;
+    /// A bug: a load task panicked (EX_SOFTWARE). Infrastructure was restored.
+    pub const INTERNAL: i32 = 70;
+    /// Interrupted by Ctrl-C (after restoring); SIGTERM gives 143 and SIGHUP 129.
     pub const INTERRUPTED: i32 = 130;
 }
 
@@ -29,7 +34,13 @@ pub enum Error {
     /// The target failed a readiness or semantic check.
     #[error("{0}")]
     Check(String),
-    /// The user pressed Ctrl-C.
+    /// A resource the command needs (or a journal names) does not exist.
+    #[error("{0}")]
+    Missing(String),
+    /// A bug in trialrunner itself (a panicking task); never reported as success.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A stop request (Ctrl-C, SIGTERM, SIGHUP).
     #[error("interrupted")]
     Interrupted,
     /// Local file system.
@@ -47,7 +58,8 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Input(_) | Error::Usage(_) => exit::BAD_INPUT,
-            Error::Infra(_) | Error::Io { .. } => exit::INFRA,
+            Error::Infra(_) | Error::Missing(_) | Error::Io { .. } => exit::INFRA,
+            Error::Internal(_) => exit::INTERNAL,
             Error::Check(_) => exit::CHECKS_FAILED,
             Error::Interrupted => exit::INTERRUPTED,
         }

@@ -64,6 +64,9 @@ pub trait Scaler: Send + Sync {
     async fn sample(&self) -> Result<serde_json::Value>;
     /// After a run: scaling activities and instance launch times for its window.
     async fn spin_up_timeline(&self, from_unix: f64, to_unix: f64) -> Result<serde_json::Value>;
+    /// Cheap reads of everything it will use (groups, target groups, activities, instances);
+    /// one line per thing found. Changes nothing.
+    async fn preflight(&self) -> Result<Vec<String>>;
 }
 
 pub use crate::results::StoreCounts;
@@ -77,13 +80,27 @@ pub trait StoreDriver: Send + Sync {
     async fn count(&self) -> Result<StoreCounts>;
     /// Deletes every row; returns the counts before. Callers check the counts after.
     async fn clear(&self) -> Result<StoreCounts>;
+    /// Reaches the store (locating it, its password, the tunnel) and counts; changes nothing.
+    async fn preflight(&self) -> Result<Vec<String>> {
+        let counts = self.count().await?;
+        Ok(vec![format!(
+            "{}: {} rows in {} tables",
+            self.describe(),
+            counts.values().sum::<u64>(),
+            counts.len()
+        )])
+    }
 }
 
 /// The verification session cache.
 #[async_trait]
 pub trait SessionCache: Send + Sync {
-    /// Drops every session.
+    /// Drops every session, and checks that none is left.
     async fn flush(&self) -> Result<()>;
+    /// Reaches every node; changes nothing.
+    async fn preflight(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Cloud metrics for a window, written into a run's folder.
@@ -91,6 +108,10 @@ pub trait SessionCache: Send + Sync {
 pub trait MetricsSource: Send + Sync {
     /// Pulls the metrics for `[from, to]` (Unix seconds) into `dir/cloudwatch.json`.
     async fn pull(&self, from_unix: f64, to_unix: f64, dir: &Path) -> Result<()>;
+    /// Resolves every resource the metrics need and checks read access; changes nothing.
+    async fn preflight(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// What the readiness gate found.
@@ -136,4 +157,7 @@ pub struct Providers {
     pub target: Arc<dyn TargetCheck>,
     /// Load.
     pub load: Arc<dyn LoadRunner>,
+    /// What the undo journal is keyed by (account, region, endpoint, groups), when the trial
+    /// changes infrastructure.
+    pub journal_target: Option<crate::exec::journal::JournalTarget>,
 }

@@ -1,6 +1,7 @@
 //! A local rehearsal of a campaign before spending money on AWS: an AWS emulator (moto) holding
 //! a deployment shaped like Veraison's (launch templates, `D-prov-asg` and `D-verif-asg` at 1..3
-//! behind target groups, tagged instances, an RDS instance), CloudWatch series seeded for the
+//! behind target groups of the `D-svc-lb` load balancer, tagged instances, an RDS instance, the
+//! services' log groups), CloudWatch series seeded for the
 //! hours ahead, and the stand-in (on real PostgreSQL) as the target. The ASGs are pinned and
 //! restored for real through the SDK; the stores are cleared and counted through the driver.
 //!
@@ -54,6 +55,51 @@ pub async fn deploy_emulated(ctx: &AwsContext, d: &str) -> Result<()> {
         .and_then(|v| v.vpc_id())
         .ok_or_else(|| Error::Infra("the emulator has no VPC".into()))?
         .to_string();
+    // The services load balancer `D-svc-lb` in two subnets, one listener per service port.
+    let subnets: Vec<String> = ec2
+        .describe_subnets()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("vpc-id")
+                .values(&vpc)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| sdk_error(ctx, "ec2:DescribeSubnets", e))?
+        .subnets()
+        .iter()
+        .filter_map(|s| s.subnet_id().map(str::to_string))
+        .take(2)
+        .collect();
+    let lb = elb
+        .create_load_balancer()
+        .name(format!("{d}-svc-lb"))
+        .set_subnets(Some(subnets))
+        .tags(
+            aws_sdk_elasticloadbalancingv2::types::Tag::builder()
+                .key("veraison-deployment")
+                .value(d)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| sdk_error(ctx, "elasticloadbalancing:CreateLoadBalancer", e))?;
+    let lb_arn = lb
+        .load_balancers()
+        .first()
+        .and_then(|l| l.load_balancer_arn())
+        .unwrap_or_default()
+        .to_string();
+    // The log groups Veraison's CloudWatch agent writes.
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&ctx.config);
+    for svc in ["provisioning", "verification", "management", "vts"] {
+        logs.create_log_group()
+            .log_group_name(format!("{d}-{svc}"))
+            .send()
+            .await
+            .map_err(|e| sdk_error(ctx, "logs:CreateLogGroup", e))?;
+    }
     for (suffix, svc, port) in [
         ("prov", "provisioning", 9443),
         ("verif", "verification", 8443),
@@ -86,6 +132,19 @@ pub async fn deploy_emulated(ctx: &AwsContext, d: &str) -> Result<()> {
             .and_then(|t| t.target_group_arn())
             .unwrap_or_default()
             .to_string();
+        elb.create_listener()
+            .load_balancer_arn(&lb_arn)
+            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+            .port(port)
+            .default_actions(
+                aws_sdk_elasticloadbalancingv2::types::Action::builder()
+                    .r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward)
+                    .target_group_arn(&tg_arn)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error(ctx, "elasticloadbalancing:CreateListener", e))?;
         asg.create_auto_scaling_group()
             .auto_scaling_group_name(format!("{d}-{suffix}-asg"))
             .launch_template(

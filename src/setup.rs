@@ -7,10 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::aws::cloudwatch::CloudWatchSource;
-use crate::aws::scaler::{services_of, AwsScaler};
+use crate::aws::scaler::{services_of, AwsScaler, ServiceInfra};
 use crate::aws::stores::{ElastiCacheNodes, RdsLocator};
 use crate::aws::{AwsContext, AwsTimeouts};
 use crate::error::{Error, Result};
+use crate::exec::journal::JournalTarget;
 use crate::load::auth::{PasswordGrant, TokenSource};
 use crate::load::tasks::{header_map, HttpTask, Target};
 use crate::load::{LoadEngine, Progress};
@@ -21,7 +22,7 @@ use crate::stores::memcached::MemcachedSessions;
 use crate::stores::postgres::{DbLocation, DbLocator, FixedLocation, PostgresStores};
 use crate::stores::sqlite::SqliteStores;
 use crate::stores::tables_for;
-use crate::trial::model::{AuthSpec, ServiceRole};
+use crate::trial::model::{AuthSpec, ClearPolicy, CountPolicy, ServiceRole};
 use crate::trial::{Environment, Trial};
 use crate::veraison::health::ServiceCheck;
 
@@ -186,7 +187,12 @@ pub fn stores_for(env: &Environment, aws: Option<&AwsContext>) -> Result<StorePr
                     )))
                 }
             };
-        sessions = Some(Arc::new(MemcachedSessions { servers }));
+        // The cache is inside the VPC like the database: the same jump host unless told otherwise.
+        let tunnel = s
+            .tunnel
+            .clone()
+            .or_else(|| stores.postgres.as_ref().and_then(|p| p.tunnel.clone()));
+        sessions = Some(Arc::new(MemcachedSessions { servers, tunnel }));
     }
     Ok((driver, sessions))
 }
@@ -228,7 +234,7 @@ pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Provide
     // The account guard runs whenever the trial changes anything in an AWS environment.
     let needs_aws = !trial.capacities.is_empty()
         || !trial.spec.metrics.is_empty()
-        || trial.spec.stores.clear != crate::trial::model::ClearPolicy::Never
+        || trial.spec.stores.clear != ClearPolicy::Never
         || stores_need_aws(env);
     let aws = if needs_aws {
         aws_for(env, opts).await?
@@ -236,9 +242,22 @@ pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Provide
         None
     };
     let (stores, sessions) = stores_for(env, aws.as_ref())?;
-    let scaler: Option<Arc<dyn Scaler>> = match (&aws, trial.capacities.is_empty()) {
-        (Some(ctx), false) => Some(Arc::new(AwsScaler::new(ctx.clone(), services_of(env)))),
-        _ => None,
+    // The scaler acts on (and samples) exactly the groups the trial changes; the journal is
+    // keyed by them.
+    let changed: Vec<ServiceRole> = trial.capacities.iter().map(|(r, _)| *r).collect();
+    let services: Vec<_> = services_of(env)
+        .into_iter()
+        .filter(|s| changed.contains(&s.role))
+        .collect();
+    let (scaler, journal_target): (Option<Arc<dyn Scaler>>, _) = match &aws {
+        Some(ctx) if !services.is_empty() => {
+            let target = journal_target(ctx, env, &services);
+            (
+                Some(Arc::new(AwsScaler::new(ctx.clone(), services))),
+                Some(target),
+            )
+        }
+        _ => (None, None),
     };
     let metrics: Option<Arc<dyn MetricsSource>> = match (&aws, trial.spec.metrics.is_empty()) {
         (Some(ctx), false) => Some(Arc::new(CloudWatchSource::new(
@@ -255,5 +274,53 @@ pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Provide
         metrics,
         target: Arc::new(ServiceCheck::new(check_target)),
         load: Arc::new(LoadEngine::new(target, progress)),
+        journal_target,
     })
+}
+
+/// What a journal over these groups of an environment is keyed by.
+pub fn journal_target(
+    ctx: &AwsContext,
+    env: &Environment,
+    services: &[ServiceInfra],
+) -> JournalTarget {
+    JournalTarget::new(
+        &ctx.account,
+        &ctx.region(),
+        &ctx.endpoint,
+        env.spec.deployment.as_deref(),
+        services.iter().map(|s| s.asg.clone()),
+    )
+}
+
+/// True when a trial clears or counts the stores.
+fn uses_stores(trial: &Trial) -> bool {
+    trial.spec.stores.clear != ClearPolicy::Never || trial.spec.stores.count != CountPolicy::Never
+}
+
+/// Resolves and checks everything a campaign needs before its first change (cheap reads only):
+/// the groups and target groups, the database (location, password, tunnel, tables), the cache
+/// nodes, the metrics' resources and log groups. One line per thing found.
+pub async fn preflight(trial: &Trial, p: &Providers) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    if let Some(s) = &p.scaler {
+        found.extend(s.preflight().await?);
+    }
+    if uses_stores(trial) {
+        if let Some(s) = &p.stores {
+            found.extend(s.preflight().await?);
+        }
+    }
+    if trial.spec.stores.flush_sessions {
+        if let Some(s) = &p.sessions {
+            found.extend(s.preflight().await?);
+        }
+    }
+    if let Some(m) = &p.metrics {
+        found.extend(m.preflight().await?);
+    }
+    for line in &found {
+        tracing::info!("preflight: {line}");
+    }
+    Ok(found)
 }

@@ -127,6 +127,17 @@ fn run_trial(state: impl AsRef<Path>, trial: &Path, env: &Path, out: &Path) -> C
     c
 }
 
+/// Journal state files in a state directory.
+fn state_journals(state: &Path) -> usize {
+    std::fs::read_dir(state)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("journal-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 fn env_yaml(standin: &url::Url, account: &str, endpoint: &str) -> String {
     format!(
         "name: moto-{account}\naws: {{ region: eu-west-1, account: \"{account}\", endpoint: \"{endpoint}\" }}\ndeployment: {D}\nservices:\n  provisioning: {{ url: \"{standin}\" }}\n  verification: {{ url: \"{standin}\" }}\nveraison: {{ release: v0.0.2602 }}\n"
@@ -280,8 +291,9 @@ async fn a_whole_trial_pins_then_restores_and_samples_infra() {
         serde_json::from_slice(&std::fs::read(r.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["status"], "complete");
     assert_eq!(manifest["infra_after"][0]["desired"], 1);
-    assert!(
-        !state.path().join("journal-moto-123456789012.json").exists(),
+    assert_eq!(
+        state_journals(state.path()),
+        0,
         "the state file goes once restored"
     );
 }
@@ -523,15 +535,20 @@ async fn sigkill_mid_run_then_infra_restore() {
         .args(["infra", "status", "--env", env.to_str().unwrap()])
         .output()
         .unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(1),
+        "status exits 1 while a journal is pending"
+    );
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(
-        text.contains("veraison-verif-asg") && text.contains("1 3 1") && text.contains("pending"),
+        text.contains("veraison-verif-asg") && text.contains("1 3 1") && text.contains("PENDING"),
         "{text}{}",
         String::from_utf8_lossy(&status.stderr)
     );
     // Instances are discovered by the deployment tag the ASGs propagate (3 + 3 pinned).
     assert!(
-        text.contains("6 instance(s) tagged veraison-deployment=veraison")
+        text.contains("6 live instance(s) tagged veraison-deployment=veraison")
             && text.contains("verification")
             && text.contains("running"),
         "{text}"
@@ -553,7 +570,7 @@ async fn sigkill_mid_run_then_infra_restore() {
 
 /// A scaler whose second capacity change fails, as an API error would.
 struct FailsSecondPin {
-    inner: AwsScaler,
+    inner: Arc<dyn Scaler>,
     calls: std::sync::atomic::AtomicUsize,
 }
 
@@ -587,6 +604,9 @@ impl Scaler for FailsSecondPin {
     async fn spin_up_timeline(&self, a: f64, b: f64) -> trialrunner::Result<serde_json::Value> {
         self.inner.spin_up_timeline(a, b).await
     }
+    async fn preflight(&self) -> trialrunner::Result<Vec<String>> {
+        self.inner.preflight().await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -603,7 +623,7 @@ async fn an_api_error_mid_pin_stops_the_trial_and_restores() {
         .await
         .unwrap();
     providers.scaler = Some(Arc::new(FailsSecondPin {
-        inner: AwsScaler::new(ctx.clone(), services_of(&t.env)),
+        inner: providers.scaler.clone().unwrap(),
         calls: Default::default(),
     }));
     let results = ResultsDir::create(&dir.path().join("r")).unwrap();
@@ -710,13 +730,8 @@ async fn a_trial_4_shaped_window_is_pulled_exactly_in_at_most_two_calls() {
             pts.iter().map(|p| p.1).collect::<Vec<f64>>(),
         );
     }
-    // Error lines in the VTS log group.
+    // Error lines in the VTS log group (the deployment has it).
     let logs = aws_sdk_cloudwatchlogs::Client::new(&ctx.config);
-    logs.create_log_group()
-        .log_group_name("veraison-vts")
-        .send()
-        .await
-        .unwrap();
     logs.create_log_stream()
         .log_group_name("veraison-vts")
         .log_stream_name("i-0abc")
@@ -906,16 +921,49 @@ async fn rds_endpoint_and_password_are_found_and_elasticache_without_nodes_is_a_
         err.contains("nope-db") || err.contains("DBInstanceNotFound"),
         "{err}"
     );
-    // moto's ElastiCache has no node endpoints: the error says what to do.
-    aws_sdk_elasticache::Client::new(&ctx.config)
-        .create_cache_cluster()
-        .cache_cluster_id("veraison-cache")
+    // The cluster is the one tagged with the deployment, not one whose name merely shares its
+    // prefix (another deployment's). Without a tagged cluster the error says what to do.
+    let ec = aws_sdk_elasticache::Client::new(&ctx.config);
+    let tag = |d: &str| {
+        aws_sdk_elasticache::types::Tag::builder()
+            .key("veraison-deployment")
+            .value(d)
+            .build()
+    };
+    ec.create_cache_cluster()
+        .cache_cluster_id("veraison-other-cache")
         .engine("memcached")
         .cache_node_type("cache.t2.micro")
         .num_cache_nodes(2)
+        .tags(tag("veraison-other"))
         .send()
         .await
         .unwrap();
+    let nodes = ElastiCacheNodes {
+        ctx: ctx.clone(),
+        deployment: "veraison".into(),
+    };
+    let err = nodes.servers().await.unwrap_err().to_string();
+    assert!(
+        err.contains("no ElastiCache cluster for deployment `veraison`"),
+        "another deployment's cluster is not ours: {err}"
+    );
+    assert_eq!(nodes.cluster_id().await.unwrap(), None);
+    ec.create_cache_cluster()
+        .cache_cluster_id("vcache-01")
+        .engine("memcached")
+        .cache_node_type("cache.t2.micro")
+        .num_cache_nodes(2)
+        .tags(tag("veraison"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        nodes.cluster_id().await.unwrap().as_deref(),
+        Some("vcache-01"),
+        "found by its tag"
+    );
+    // moto's ElastiCache has no node endpoints: the error says what to do.
     let err = ElastiCacheNodes {
         ctx: ctx.clone(),
         deployment: "veraison".into(),
@@ -1053,5 +1101,651 @@ async fn missing_credentials_are_a_clear_error_without_a_hang() {
         started.elapsed() < std::time::Duration::from_secs(10),
         "no IMDS probing: {:?}",
         started.elapsed()
+    );
+}
+
+// ------------------------------------------------------------------------------------- drills
+//
+// Every way out, through the AWS fault layer in front of moto (tests/common/awsfault.rs): the
+// binary is pointed at the proxy, which throttles, fails, freezes and stretches lifecycles as
+// AWS does; each drill checks the exit code, the ASG settings read back from moto, and the
+// results on disk.
+
+use common::awsfault::FaultProxy;
+use common::watch::Watched;
+
+/// A long trial (so a signal lands mid-run) of two 20 s runs, pinning both groups at 3.
+const LONG_TRIAL: &str = "name: long\nenvironment: env.yaml\ninfra:\n  provisioning: { pin: 3 }\n  verification: { pin: 3 }\n  ready-timeout: 60s\n  sample-every: 1s\nruns: { users: [2, 4], duration: 20s, tasks: [well-known] }\n";
+
+/// Moto behind a fault proxy, a stand-in, and the files of a trial pointed at the proxy.
+struct Drill {
+    proxy: FaultProxy,
+    ctx: AwsContext,
+    standin: Option<Standin>,
+    dir: tempfile::TempDir,
+    state: tempfile::TempDir,
+    trial: PathBuf,
+    env: PathBuf,
+}
+
+impl Drill {
+    async fn new(trial: &str) -> Drill {
+        let ctx = ctx().await;
+        deploy(&ctx).await;
+        let proxy = FaultProxy::start(&common::moto().url);
+        let standin = standin().await;
+        let dir = tempfile::tempdir().unwrap();
+        let env = common::write(
+            dir.path(),
+            "env.yaml",
+            &env_yaml(&standin.url(), ACCOUNT, &proxy.url),
+        );
+        let trial = common::write(dir.path(), "trial.yaml", trial);
+        Drill {
+            proxy,
+            ctx,
+            standin: Some(standin),
+            dir,
+            state: tempfile::tempdir().unwrap(),
+            trial,
+            env,
+        }
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("r")
+    }
+
+    /// The binary with this drill's journal state and an 8 s restore budget.
+    fn cmd(&self) -> Command {
+        let mut c = trialrunner(self.state.path());
+        c.env("TRIALRUNNER_RESTORE_BUDGET", "8s")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test");
+        c
+    }
+
+    /// `run` of the drill's trial, watched.
+    fn start_run(&self) -> Watched {
+        let mut c = self.cmd();
+        c.args(["-v", "run"])
+            .arg(&self.trial)
+            .arg("--env")
+            .arg(&self.env)
+            .arg("--out")
+            .arg(self.out());
+        Watched::spawn(c)
+    }
+
+    fn infra(&self, args: &[&str]) -> std::process::Output {
+        self.cmd()
+            .arg("infra")
+            .args(args)
+            .arg("--env")
+            .arg(&self.env)
+            .output()
+            .unwrap()
+    }
+
+    async fn capacities(&self) -> Vec<(i32, i32, i32)> {
+        let mut out = Vec::new();
+        for name in ["veraison-prov-asg", "veraison-verif-asg"] {
+            let (min, max, desired, _, _) = settings(&self.ctx, name).await;
+            out.push((min, max, desired));
+        }
+        out
+    }
+
+    fn manifest(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.out().join("manifest.json")).unwrap()).unwrap()
+    }
+}
+
+const PINNED: [(i32, i32, i32); 2] = [(3, 3, 3), (3, 3, 3)];
+const ORIGINAL: [(i32, i32, i32); 2] = [(1, 3, 1), (1, 3, 1)];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_sighup_stop_like_ctrl_c_restore_and_exit_128_plus_the_signal() {
+    let _serial = SERIAL.lock().await;
+    for (sig, code) in [(libc::SIGTERM, 143), (libc::SIGHUP, 129)] {
+        let d = Drill::new(LONG_TRIAL).await;
+        let run = d.start_run();
+        run.wait_for("step=load", Duration::from_secs(60));
+        assert_eq!(d.capacities().await, PINNED);
+        let asked = Instant::now();
+        run.signal(sig);
+        let (status, output, took) = run.finish(asked, Duration::from_secs(60));
+        assert_eq!(status.code(), Some(code), "{output}");
+        assert!(took < Duration::from_secs(20), "stopped in {took:?}");
+        assert_eq!(
+            d.capacities().await,
+            ORIGINAL,
+            "restored after signal {sig}"
+        );
+        let m = d.manifest();
+        assert_eq!(m["status"], "interrupted");
+        assert!(m["stopped_by"]
+            .as_str()
+            .unwrap()
+            .contains(if sig == libc::SIGTERM {
+                "SIGTERM"
+            } else {
+                "SIGHUP"
+            }));
+        let summary: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(d.out().join("runs/u002-well-known/summary.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            summary["interrupted"], true,
+            "the run in flight kept its results"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_endpoint_mid_run_is_reported_loudly_within_the_bound_then_infra_restore_recovers()
+{
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(LONG_TRIAL).await;
+    let run = d.start_run();
+    run.wait_for("step=load", Duration::from_secs(60));
+    d.proxy.freeze("*"); // AWS accepts connections and never answers
+    std::thread::sleep(Duration::from_secs(2)); // the sampler is now stuck in a call
+    let asked = Instant::now();
+    run.signal(libc::SIGINT);
+    // The load stops in seconds, the restore is bounded by its budget (8 s here, 90 s by default).
+    let (status, output, took) = run.finish(asked, Duration::from_secs(45));
+    assert!(
+        took < Duration::from_secs(25),
+        "exited {took:?} after Ctrl-C:\n{output}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "a failed restore is an infrastructure error:\n{output}"
+    );
+    for needed in [
+        "RESTORE FAILED",
+        "veraison-prov-asg (provisioning): original min 1 max 3 desired 1",
+        "veraison-verif-asg (verification): original min 1 max 3 desired 1",
+        "trialrunner infra restore --env",
+    ] {
+        assert!(output.contains(needed), "`{needed}` missing:\n{output}");
+    }
+    assert_eq!(
+        d.capacities().await,
+        PINNED,
+        "the frozen endpoint changed nothing"
+    );
+    assert_eq!(
+        d.manifest()["status"],
+        "failed",
+        "the manifest is written whatever happens"
+    );
+    // The command it printed works once AWS answers again, from any directory.
+    d.proxy.thaw();
+    let line = output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("To restore: "))
+        .expect("the restore command is printed");
+    let mut words = line.split_whitespace().skip(1);
+    let out = d
+        .cmd()
+        .current_dir(std::env::temp_dir())
+        .args(words.by_ref())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(d.capacities().await, ORIGINAL);
+    let journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.out().join("journal.json")).unwrap()).unwrap();
+    assert_eq!(
+        journal["restored"], true,
+        "the results dir's journal is updated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_a_frozen_wait_for_readiness_acts_within_seconds() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(LONG_TRIAL).await;
+    // New instances stay Pending for a minute: the trial sits in wait-ready, polling AWS.
+    let old = instance_ids(&d.ctx).await;
+    d.proxy
+        .stretch_lifecycles(Duration::from_secs(60), Duration::ZERO, old);
+    let run = d.start_run();
+    run.wait_for("waiting for readiness", Duration::from_secs(60));
+    d.proxy.freeze("*");
+    std::thread::sleep(Duration::from_secs(1));
+    let asked = Instant::now();
+    run.signal(libc::SIGINT);
+    let (status, output, took) = run.finish(asked, Duration::from_secs(45));
+    assert!(
+        took < Duration::from_secs(15),
+        "acted {took:?} after Ctrl-C:\n{output}"
+    );
+    assert_eq!(status.code(), Some(3), "{output}");
+    assert!(output.contains("RESTORE FAILED"), "{output}");
+    d.proxy.thaw();
+    let out = d.infra(&["restore"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(d.capacities().await, ORIGINAL);
+}
+
+async fn instance_ids(ctx: &AwsContext) -> Vec<String> {
+    let asg = aws_sdk_autoscaling::Client::new(&ctx.config);
+    let out = asg.describe_auto_scaling_groups().send().await.unwrap();
+    out.auto_scaling_groups()
+        .iter()
+        .flat_map(|g| g.instances())
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_server_errors_are_retried_and_the_campaign_completes() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(PIN_TRIAL).await;
+    // Every other call of the operations that pin, wait and restore is throttled.
+    for op in [
+        "DescribeAutoScalingGroups",
+        "UpdateAutoScalingGroup",
+        "DescribeTargetHealth",
+        "GetCallerIdentity",
+    ] {
+        d.proxy.throttle(op, 2);
+    }
+    d.proxy
+        .fail("EnableMetricsCollection", 500, "InternalFailure", Some(1));
+    // Target health fails for longer than the SDK's own retries: readiness keeps looking
+    // within its timeout instead of abandoning the campaign.
+    d.proxy
+        .fail_after("DescribeTargetHealth", 2, 503, "ServiceUnavailable", 6);
+    let out = run_trial(d.state.path(), &d.trial, &d.env, &d.out())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{:?}",
+        String::from_utf8_lossy(&out.stderr),
+        d.proxy.calls()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("(retrying)"),
+        "readiness looked again after failed calls"
+    );
+    assert_eq!(d.capacities().await, ORIGINAL);
+    assert!(
+        d.proxy.count("UpdateAutoScalingGroup") >= 6,
+        "pins and restores were retried: {:?}",
+        d.proxy.calls()
+    );
+    assert_eq!(d.manifest()["status"], "complete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_that_take_minutes_are_waited_for_and_a_replacement_mid_run_is_sampled() {
+    let _serial = SERIAL.lock().await;
+    let trial = LONG_TRIAL.replace("users: [2, 4], duration: 20s", "users: 2, duration: 8s");
+    let d = Drill::new(&trial).await;
+    let old = instance_ids(&d.ctx).await;
+    // New instances: Pending for 3 s, then their targets `initial` for 2 s more.
+    d.proxy
+        .stretch_lifecycles(Duration::from_secs(3), Duration::from_secs(2), old);
+    let run = d.start_run();
+    run.wait_for("step=load", Duration::from_secs(60));
+    // An instance of the verification group is replaced while the load runs.
+    let victim = {
+        let asg = aws_sdk_autoscaling::Client::new(&d.ctx.config);
+        let g = asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names("veraison-verif-asg")
+            .send()
+            .await
+            .unwrap();
+        g.auto_scaling_groups()[0].instances()[0]
+            .instance_id()
+            .unwrap()
+            .to_string()
+    };
+    aws_sdk_autoscaling::Client::new(&d.ctx.config)
+        .terminate_instance_in_auto_scaling_group()
+        .instance_id(&victim)
+        .should_decrement_desired_capacity(false)
+        .send()
+        .await
+        .unwrap();
+    let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(90));
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert_eq!(d.capacities().await, ORIGINAL);
+    let ready = &d.manifest()["ready"]["seconds"];
+    for svc in ["provisioning", "verification"] {
+        let s = ready[svc].as_f64().unwrap();
+        assert!(
+            s >= 5.0,
+            "{svc} waited for Pending (3 s) and initial targets (2 s): {s}"
+        );
+    }
+    // The sampler saw the replacement Pending, then InService.
+    let infra = std::fs::read_to_string(d.out().join("runs/u002-well-known/infra.jsonl")).unwrap();
+    let states = |line: &str| -> Vec<(String, String)> {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["instances"].as_array().unwrap().clone())
+            .map(|i| {
+                (
+                    i["id"].as_str().unwrap().to_string(),
+                    i["lifecycle"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let rows: Vec<Vec<(String, String)>> = infra.lines().map(states).collect();
+    let pending_then_in_service = rows.iter().flatten().any(|(id, l)| {
+        l == "Pending"
+            && id != &victim
+            && rows
+                .iter()
+                .flatten()
+                .any(|(id2, l2)| id2 == id && l2 == "InService")
+    });
+    assert!(pending_then_in_service, "{infra}");
+}
+
+/// A trial killed with SIGKILL while the groups are pinned: nothing got to restore.
+fn crash_mid_run(d: &Drill) {
+    let mut run = d.start_run();
+    run.wait_for("step=load", Duration::from_secs(60));
+    run.child.kill().unwrap();
+    run.child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journals_are_keyed_by_what_they_changed_not_by_the_environment_name() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(LONG_TRIAL).await;
+    // A second deployment in the same account, and an environment for it copied from the first
+    // (the same `name`, as the README's "copy the template" gives).
+    trialrunner::rehearsal::deploy_emulated(&d.ctx, "beta")
+        .await
+        .unwrap();
+    let beta_env = common::write(
+        d.dir.path(),
+        "beta.yaml",
+        &std::fs::read_to_string(&d.env)
+            .unwrap()
+            .replace("deployment: veraison", "deployment: beta"),
+    );
+    crash_mid_run(&d);
+    assert_eq!(d.capacities().await, PINNED);
+    // Restoring the other deployment finds nothing of ours and changes nothing.
+    let out = d
+        .cmd()
+        .args(["infra", "restore", "--env", beta_env.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to restore"));
+    assert_eq!(
+        d.capacities().await,
+        PINNED,
+        "the other deployment's restore left ours alone"
+    );
+    // Ours is pending, its owner gone: status says so and exits 1.
+    let status = d.infra(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("PENDING") && text.contains("ended without restoring"),
+        "{text}"
+    );
+    // Restored from another directory, the right results dir's journal is updated.
+    let out = d
+        .cmd()
+        .current_dir(std::env::temp_dir())
+        .args(["infra", "restore", "--env", d.env.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(d.capacities().await, ORIGINAL);
+    let journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.out().join("journal.json")).unwrap()).unwrap();
+    assert_eq!(journal["restored"], true);
+    assert!(
+        journal["results_dir"].as_str().unwrap().starts_with('/'),
+        "absolute paths"
+    );
+    assert_eq!(
+        d.infra(&["status"]).status.code(),
+        Some(0),
+        "nothing pending any more"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infra_restore_refuses_while_the_trial_runs_unless_forced() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(LONG_TRIAL).await;
+    let run = d.start_run();
+    run.wait_for("step=load", Duration::from_secs(60));
+    let status = d.infra(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("still running"),
+        "status tells not to restore: {text}"
+    );
+    let refused = d.infra(&["restore"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    assert_eq!(
+        d.capacities().await,
+        PINNED,
+        "the live trial keeps its pins"
+    );
+    let forced = d.infra(&["restore", "--force"]);
+    assert_eq!(forced.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&forced.stderr).contains("warning: --force"));
+    assert_eq!(d.capacities().await, ORIGINAL);
+    let asked = Instant::now();
+    run.signal(libc::SIGINT);
+    let (status, output, _) = run.finish(asked, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(130), "{output}");
+    assert_eq!(d.capacities().await, ORIGINAL);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_whose_groups_are_gone_has_a_way_out() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(LONG_TRIAL).await;
+    crash_mid_run(&d);
+    common::moto().reset(); // the deployment is deleted (or the emulator restarted)
+    let out = d.infra(&["restore"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("no longer exists") && err.contains("--forget"),
+        "{err}"
+    );
+    assert_eq!(d.infra(&["status"]).status.code(), Some(1), "still pending");
+    let out = d.infra(&["restore", "--forget"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        d.infra(&["status"]).status.code(),
+        Some(0),
+        "nothing pending"
+    );
+    assert_eq!(state_journals(d.state.path()), 0);
+    let journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.out().join("journal.json")).unwrap()).unwrap();
+    assert!(
+        journal["forgotten"].is_string(),
+        "the record says it was dropped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_cache_is_found_before_anything_changes() {
+    let _serial = SERIAL.lock().await;
+    let trial = LONG_TRIAL.replace(
+        "runs:",
+        "stores: { clear: before-trial, flush-sessions: true }\nruns:",
+    );
+    let d = Drill::new(&trial).await;
+    let url = d.standin.as_ref().unwrap().url();
+    let env = std::fs::read_to_string(&d.env).unwrap()
+        + &format!("stores:\n  standin: {{ url: \"{url}\" }}\n  sessions: {{ memcached: [auto] }}\n  disposable: true\n");
+    std::fs::write(&d.env, env).unwrap();
+    // Rows the campaign must not clear.
+    let client = reqwest::Client::new();
+    let device = trialrunner::veraison::psa::Device::synthetic(7, 0);
+    let rel = trialrunner::veraison::release::ReleaseProfile::parse("v0.0.2602").unwrap();
+    let corim = device.corim(rel.corim_profile, rel.corim_tagged, "preflight");
+    client
+        .post(url.join("/endorsement-provisioning/v1/submit").unwrap())
+        .header("content-type", rel.provisioning_media_type)
+        .body(corim)
+        .send()
+        .await
+        .unwrap();
+    let before = d.standin.as_ref().unwrap().counts().await.unwrap();
+    let out = run_trial(d.state.path(), &d.trial, &d.env, &d.out())
+        .arg("--yes")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("no ElastiCache cluster for deployment `veraison`"),
+        "{err}"
+    );
+    assert_eq!(d.capacities().await, ORIGINAL, "nothing pinned");
+    assert_eq!(
+        d.standin.as_ref().unwrap().counts().await.unwrap(),
+        before,
+        "nothing cleared"
+    );
+    assert!(before["endorsements"] > 0);
+    assert_eq!(
+        d.proxy.count("UpdateAutoScalingGroup"),
+        0,
+        "no change was even attempted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloudwatch_failure_makes_the_results_partial_and_report_can_refresh_them() {
+    let _serial = SERIAL.lock().await;
+    let trial = PIN_TRIAL.replace(
+        "runs:",
+        "metrics: [asg-instances, rds-connections]\nmetrics-settle: 0s\nruns:",
+    );
+    let d = Drill::new(&trial).await;
+    // The role lacks cloudwatch:GetMetricData (not retried, unlike a 500).
+    d.proxy.fail("GetMetricData", 403, "AccessDenied", None);
+    let out = run_trial(d.state.path(), &d.trial, &d.env, &d.out())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "partial results, not a failed campaign:\n{err}"
+    );
+    assert!(err.contains("results are partial"), "{err}");
+    assert_eq!(d.capacities().await, ORIGINAL);
+    let cw: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.out().join("runs/u002-well-known/cloudwatch.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        cw["error"].as_str().unwrap().contains("GetMetricData"),
+        "{cw}"
+    );
+    assert_eq!(d.manifest()["status"], "partial");
+    assert!(d.out().join("report.html").is_file());
+    // CloudWatch answers again: `report --refresh-metrics` pulls the windows and completes.
+    d.proxy.thaw();
+    let out = d
+        .cmd()
+        .args(["report", d.out().to_str().unwrap(), "--refresh-metrics"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cw: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.out().join("runs/u002-well-known/cloudwatch.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(cw.get("error").is_none(), "{cw}");
+    assert!(!cw["series"].as_array().unwrap().is_empty());
+    assert_eq!(d.manifest()["status"], "complete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_stops_answering_stops_the_campaign_and_restores() {
+    let _serial = SERIAL.lock().await;
+    let mut d = Drill::new(LONG_TRIAL).await;
+    let addr = d.standin.as_ref().unwrap().addr;
+    let run = d.start_run();
+    run.wait_for("step=load", Duration::from_secs(60));
+    let gone = Instant::now();
+    d.standin.take().unwrap().shutdown().await;
+    let (status, output, took) = run.finish(gone, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(3), "{output}");
+    assert!(
+        took < Duration::from_secs(15),
+        "stopped {took:?} after the target died"
+    );
+    let refused = format!("at {addr}");
+    assert!(
+        output.contains("stopped answering")
+            && output.contains(&refused)
+            && output.contains("trialrunner standin --listen"),
+        "{output}"
+    );
+    assert_eq!(d.capacities().await, ORIGINAL);
+    assert!(
+        !d.out().join("runs/u004-well-known").exists(),
+        "the campaign stopped instead of hammering a dead address"
     );
 }

@@ -452,3 +452,243 @@ async fn a_second_ctrl_c_exits_after_the_restore_attempt() {
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["status"], "interrupted");
 }
+
+impl Rehearsal {
+    /// A rehearsal trial with longer runs (time to interrupt one), beside the environment.
+    fn slowed(&self, trial: &str, name: &str, duration: &str) -> PathBuf {
+        let text = std::fs::read_to_string(common::root().join(trial)).unwrap();
+        common::write(
+            self.dir.path(),
+            name,
+            &text
+                .replace("duration: 2s", &format!("duration: {duration}"))
+                .replace("environment: rehearsal", "environment: rehearsal.yaml"),
+        )
+    }
+
+    fn resume(&self, trial: &Path, dir: &Path) -> Output {
+        self.cmd(&[
+            "run",
+            trial.to_str().unwrap(),
+            "--env",
+            self.env.to_str().unwrap(),
+            "--yes",
+            "--resume",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap()
+    }
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Labels of the store counts, in order.
+fn store_labels(dir: &Path) -> Vec<String> {
+    json(&dir.join("stores.json"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["label"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_never_repeats_a_completed_clear_or_count_and_reruns_the_run_in_flight() {
+    let _serial = SERIAL.lock().await;
+    let r = rehearsal().await;
+    let trial = r.slowed(
+        "trials/rehearsal/rehearsal-3-store-weight.yaml",
+        "weight.yaml",
+        "4s",
+    );
+    let out = r.out("weight");
+    // Killed during iteration 2's verify run: iteration 1 counted, its rows in the store.
+    let mut child = start_and_wait_for_load(&r, trial.to_str().unwrap(), &out, 4);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        store_labels(&out),
+        ["before clear", "after clear", "after iteration 1"]
+    );
+    let rows_after_1 = json(&out.join("stores.json"))[2]["counts"]["endorsements"]
+        .as_u64()
+        .unwrap();
+    assert!(rows_after_1 > 0);
+    let resumed = r.resume(&trial, &out);
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    // The store was cleared once, before the trial; every iteration counted once.
+    assert_eq!(
+        store_labels(&out),
+        [
+            "before clear",
+            "after clear",
+            "after iteration 1",
+            "after iteration 2",
+            "after iteration 3"
+        ]
+    );
+    let counts: Vec<u64> = json(&out.join("stores.json"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(2)
+        .map(|s| s["counts"]["endorsements"].as_u64().unwrap())
+        .collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] < w[1]),
+        "the rows accumulated across the crash: {counts:?}"
+    );
+    assert_eq!(
+        common::postgres().psql(&r.db, "SELECT count(*) FROM endorsements"),
+        counts[2].to_string(),
+        "the campaign ended on the full store, not an empty one"
+    );
+    // The run in flight ran again; its first attempt is kept aside, not lost.
+    assert_eq!(runs_of(&out).len(), 6);
+    let aside: Vec<String> = std::fs::read_dir(out.join("superseded"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(aside, ["it2-u004-verify.1"], "{aside:?}");
+    let ledger = std::fs::read_to_string(out.join("ledger.jsonl")).unwrap();
+    assert_eq!(ledger.matches("clear-stores").count(), 1, "{ledger}");
+    assert_eq!(ledger.matches("count-stores").count(), 3, "{ledger}");
+    assert_eq!(json(&out.join("manifest.json"))["status"], "complete");
+    assert_eq!(r.capacities(), vec![(1, 3, 1), (1, 3, 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_by_ctrl_c_runs_again_on_resume() {
+    let _serial = SERIAL.lock().await;
+    let r = rehearsal().await;
+    let trial = r.slowed(
+        "trials/rehearsal/rehearsal-1-users-pinned-3.yaml",
+        "again.yaml",
+        "6s",
+    );
+    let out = r.out("again");
+    let child = start_and_wait_for_load(&r, trial.to_str().unwrap(), &out, 2);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
+    let interrupted = "u002-provision";
+    assert_eq!(
+        json(&out.join("runs").join(interrupted).join("summary.json"))["interrupted"],
+        true
+    );
+    let resumed = r.resume(&trial, &out);
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let again = json(&out.join("runs").join(interrupted).join("summary.json"));
+    assert_eq!(again["interrupted"], false, "run again, not kept");
+    assert!(again["duration_s"].as_f64().unwrap() >= 5.5);
+    assert_eq!(
+        json(&out.join("superseded/u002-provision.1/summary.json"))["interrupted"],
+        true,
+        "the partial attempt is kept aside"
+    );
+    assert_eq!(runs_of(&out).len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_results_dir_resumes_by_relative_path_and_out_never_merges() {
+    let _serial = SERIAL.lock().await;
+    let r = rehearsal().await;
+    let trial = r.slowed(
+        "trials/rehearsal/rehearsal-1-users-pinned-3.yaml",
+        "default.yaml",
+        "5s",
+    );
+    // No --out: results/<trial>-<UTC time> under the working directory.
+    let mut child = r
+        .cmd(&[
+            "-v",
+            "run",
+            trial.to_str().unwrap(),
+            "--env",
+            r.env.to_str().unwrap(),
+            "--yes",
+        ])
+        .current_dir(r.dir.path())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("step step=load") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let results = r.dir.path().join("results");
+    let made: Vec<String> = std::fs::read_dir(&results)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(made.len(), 1, "{made:?}");
+    let relative = PathBuf::from("results").join(&made[0]);
+    let resumed = r
+        .cmd(&[
+            "run",
+            trial.to_str().unwrap(),
+            "--env",
+            r.env.to_str().unwrap(),
+            "--yes",
+            "--resume",
+            relative.to_str().unwrap(),
+        ])
+        .current_dir(r.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(r.capacities(), vec![(1, 3, 1), (1, 3, 1)]);
+    // A new campaign into the same directory is refused (exit 2) and changes nothing.
+    let before = std::fs::read(results.join(&made[0]).join("manifest.json")).unwrap();
+    let again = r
+        .cmd(&[
+            "run",
+            trial.to_str().unwrap(),
+            "--env",
+            r.env.to_str().unwrap(),
+            "--yes",
+            "--out",
+            relative.to_str().unwrap(),
+        ])
+        .current_dir(r.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+    assert_eq!(
+        std::fs::read(results.join(&made[0]).join("manifest.json")).unwrap(),
+        before
+    );
+    assert_eq!(r.capacities(), vec![(1, 3, 1), (1, 3, 1)]);
+}

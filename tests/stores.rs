@@ -196,8 +196,12 @@ async fn a_failed_tunnel_is_a_clear_error() {
     assert!(started.elapsed() < Duration::from_secs(20));
 }
 
+/// The memcached tests flush the one shared server: one at a time.
+static MEMCACHED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn memcached_sessions_are_flushed() {
+    let _one = MEMCACHED.lock().await;
     let mc = common::memcached();
     assert_eq!(
         common::memcached_cmd(&mc.addr, "set session://0/abc 0 150 2\r\nhi\r\n"),
@@ -205,6 +209,7 @@ async fn memcached_sessions_are_flushed() {
     );
     MemcachedSessions {
         servers: Box::new(vec![mc.addr.clone()]),
+        tunnel: None,
     }
     .flush()
     .await
@@ -213,15 +218,57 @@ async fn memcached_sessions_are_flushed() {
         common::memcached_cmd(&mc.addr, "get session://0/abc\r\n"),
         "END\r\n"
     );
+    assert!(
+        common::memcached_cmd(&mc.addr, "stats\r\n").contains("STAT curr_items 0\r\n"),
+        "verified empty"
+    );
     let dead = format!("127.0.0.1:{}", common::free_port());
     let err = MemcachedSessions {
         servers: Box::new(vec![dead.clone()]),
+        tunnel: None,
     }
     .flush()
     .await
     .unwrap_err()
     .to_string();
     assert!(err.contains(&dead), "{err}");
+}
+
+/// The cache is inside the VPC on AWS: it is flushed (and checked empty) through the jump host.
+#[tokio::test]
+async fn memcached_sessions_are_flushed_through_the_jump_host() {
+    let Some(sshd) = common::sshd() else {
+        eprintln!("sshd cannot run here: skipped");
+        return;
+    };
+    let _one = MEMCACHED.lock().await;
+    let mc = common::memcached();
+    for i in 0..5 {
+        common::memcached_cmd(&mc.addr, &format!("set tunnel-{i} 0 150 2\r\nhi\r\n"));
+    }
+    let sessions = MemcachedSessions {
+        servers: Box::new(vec![mc.addr.clone()]),
+        tunnel: Some(TunnelSpec {
+            ssh: format!("{}@127.0.0.1", sshd.user),
+            port: Some(sshd.port),
+            identity: Some(sshd.identity.clone()),
+            options: vec![
+                "StrictHostKeyChecking=no".into(),
+                "UserKnownHostsFile=/dev/null".into(),
+                "LogLevel=ERROR".into(),
+            ],
+        }),
+    };
+    let found = sessions.preflight().await.unwrap();
+    assert!(
+        found[0].starts_with(&format!("memcached {}", mc.addr)),
+        "{found:?}"
+    );
+    sessions.flush().await.unwrap();
+    assert_eq!(
+        common::memcached_cmd(&mc.addr, "get tunnel-3\r\n"),
+        "END\r\n"
+    );
 }
 
 #[tokio::test]

@@ -156,11 +156,11 @@ fn trial_1_plans_14_user_steps_times_3_tasks() {
     let total = plan.total().as_secs_f64();
     let load = 42.0 * 150.0;
     assert!(total > load && total < load * 1.3, "total {total}");
-    // The order of the first steps: snapshot, pin, pin, wait ready, check, clear, load.
+    // The order of the first steps: preflight, snapshot, pin, pin, wait ready, check, clear, load.
     let kinds: Vec<String> = plan
         .steps
         .iter()
-        .take(7)
+        .take(8)
         .map(|s| {
             format!("{:?}", s.step)
                 .split([' ', '{', '('])
@@ -172,6 +172,7 @@ fn trial_1_plans_14_user_steps_times_3_tasks() {
     assert_eq!(
         kinds,
         [
+            "Preflight",
             "SnapshotInfra",
             "SetCapacity",
             "SetCapacity",
@@ -289,4 +290,113 @@ proptest! {
             }
         }
     }
+}
+
+/// Values that break naive numeric handling: NaN, infinities, negatives, huge and tiny numbers,
+/// and strings that parse into the same.
+fn number() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "0",
+        "-1",
+        "1",
+        "2",
+        "0.5",
+        "1e30",
+        "-1e30",
+        ".nan",
+        ".inf",
+        "-.inf",
+        "4294967296",
+        "9223372036854775807",
+        "1e-9",
+        "100000",
+        "100001",
+        "\"1e30s\"",
+        "\"nan/s\"",
+        "\"inf/s\"",
+        "\"-5/s\"",
+        "\"99999999999999999999s\"",
+        "\"0s\"",
+        "\"1ns\"",
+        "\"10/s\"",
+        "\"150s\"",
+        "\"31d\"",
+    ])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+
+    /// Every numeric field of a trial, given any of the values above: validation answers (an
+    /// error naming the file, or a trial) and never panics, and a trial that validates plans
+    /// to finite, bounded steps.
+    #[test]
+    fn numeric_fields_never_panic(v in prop::collection::vec(number(), 16), arrival in any::<bool>()) {
+        let dir = tempfile::tempdir().unwrap();
+        let load = if arrival {
+            format!("  arrival: {{ rate: {}, to: {}, max-in-flight: {} }}\n", v[0], v[1], v[2])
+        } else {
+            format!("  users: {{ from: {}, to: {}, step: {} }}\n  spawn-rate: {}\n", v[0], v[1], v[2], v[3])
+        };
+        let text = format!(
+            "name: numbers\ninfra:\n  verification: {{ min: {}, max: {}, desired: {} }}\n  provisioning: {{ pin: {} }}\n  ready-timeout: {}\n  sample-every: {}\nruns:\n{load}  duration: {}\n  warmup: {}\n  cooldown: {}\n  request-timeout: {}\n  iterations: {}\n  wait: {{ between: [{}, {}] }}\n  tasks: [verify]\nmetrics-settle: {}\n",
+            v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15], v[3], v[0]
+        );
+        let file = common::write(dir.path(), "numbers.yaml", &text);
+        let env = common::root().join("templates/veraison-aws.yaml");
+        match trial::load_trial(&file, Some(&env)) {
+            Err(d) => {
+                for line in d.0.iter() {
+                    prop_assert!(line.to_string().starts_with(file.to_str().unwrap()));
+                }
+            }
+            Ok(t) => {
+                let plan = trial::plan(&t);
+                prop_assert!(plan.total().as_secs_f64().is_finite());
+                for p in plan.load_phases() {
+                    prop_assert!(p.duration <= trialrunner::trial::validate::limits::RUN);
+                    prop_assert!(p.users.unwrap_or(1) as i64 <= trialrunner::trial::validate::limits::USERS);
+                    if let Some(a) = p.arrival {
+                        prop_assert!(a.rate.0.is_finite() && a.rate.0 > 0.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The manifest keeps the trial as JSON; `report --refresh-metrics` reads it back. Every
+/// trial in the project survives the round trip unchanged.
+#[test]
+fn trials_round_trip_through_the_manifests_json() {
+    let mut files = Vec::new();
+    for dir in ["trials", "trials/rehearsal"] {
+        for e in std::fs::read_dir(common::root().join(dir))
+            .unwrap()
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "yaml") {
+                files.push(e.path());
+            }
+        }
+    }
+    assert!(files.len() >= 10);
+    for f in files {
+        let spec: TrialFile = serde_yaml::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        let back: TrialFile = serde_json::from_value(json.clone())
+            .unwrap_or_else(|e| panic!("{}: {e}\n{json}", f.display()));
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            json,
+            "{}",
+            f.display()
+        );
+    }
+    // The less common shapes too.
+    let text = "name: x\nruns: { users: [1, 2], duration: 1s, spawn-rate: 5/s, wait: { between: [1s, 2s] }, tasks: [verify] }\n";
+    let spec: TrialFile = serde_yaml::from_str(text).unwrap();
+    let json = serde_json::to_value(&spec).unwrap();
+    let back: TrialFile = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&back).unwrap(), json);
 }

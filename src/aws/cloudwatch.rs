@@ -396,8 +396,15 @@ pub async fn resolve(ctx: &AwsContext, env: &Environment) -> Result<Resources> {
         let Some(name) = env.target_group_name(role) else {
             continue;
         };
-        let Ok(out) = elb.describe_target_groups().names(&name).send().await else {
-            continue;
+        let out = match elb.describe_target_groups().names(&name).send().await {
+            Ok(out) => out,
+            Err(e) => {
+                let err = sdk_error(ctx, "elasticloadbalancing:DescribeTargetGroups", e);
+                if err.to_string().contains("TargetGroupNotFound") {
+                    continue;
+                }
+                return Err(err);
+            }
         };
         for tg in out.target_groups() {
             let Some(arn) = tg.target_group_arn() else {
@@ -420,26 +427,28 @@ pub async fn resolve(ctx: &AwsContext, env: &Environment) -> Result<Resources> {
         Some(id) if id != "auto" => r.rds_instance = Some(id.to_string()),
         _ => {
             let rds = aws_sdk_rds::Client::new(&ctx.config);
-            if let Ok(out) = rds.describe_db_instances().send().await {
-                r.rds_instance = out
-                    .db_instances()
-                    .iter()
-                    .filter_map(|i| i.db_instance_identifier())
-                    .find(|id| !d.is_empty() && id.starts_with(&format!("{d}-support")))
-                    .map(str::to_string);
-            }
+            let out = rds
+                .describe_db_instances()
+                .send()
+                .await
+                .map_err(|e| sdk_error(ctx, "rds:DescribeDBInstances", e))?;
+            r.rds_instance = out
+                .db_instances()
+                .iter()
+                .filter_map(|i| i.db_instance_identifier())
+                .find(|id| !d.is_empty() && id.starts_with(&format!("{d}-support")))
+                .map(str::to_string);
         }
     }
-    let cache = aws_sdk_elasticache::Client::new(&ctx.config);
-    if let Ok(out) = cache.describe_cache_clusters().send().await {
-        r.cache_cluster = out
-            .cache_clusters()
-            .iter()
-            .filter_map(|c| c.cache_cluster_id())
-            .find(|id| !d.is_empty() && id.starts_with(&d))
-            .map(str::to_string);
+    if !d.is_empty() {
+        let nodes = super::stores::ElastiCacheNodes {
+            ctx: ctx.clone(),
+            deployment: d.clone(),
+        };
+        r.cache_cluster = nodes.cluster_id().await?;
     }
     if !d.is_empty() {
+        // Veraison's CloudWatch agent writes `D-{provisioning,verification,management,vts}`.
         r.log_groups = ["vts", "verification", "provisioning"]
             .iter()
             .map(|s| format!("{d}-{s}"))
@@ -457,8 +466,93 @@ fn clock_url(ctx: &AwsContext, region: &str) -> String {
     }
 }
 
+impl CloudWatchSource {
+    /// The log groups that exist, of those named.
+    async fn existing_log_groups(&self, wanted: &[String]) -> Result<Vec<String>> {
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&self.ctx.config);
+        let mut found = Vec::new();
+        for name in wanted {
+            let out = logs
+                .describe_log_groups()
+                .log_group_name_prefix(name)
+                .send()
+                .await
+                .map_err(|e| sdk_error(&self.ctx, "logs:DescribeLogGroups", e))?;
+            if out
+                .log_groups()
+                .iter()
+                .any(|g| g.log_group_name() == Some(name.as_str()))
+            {
+                found.push(name.clone());
+            }
+        }
+        Ok(found)
+    }
+}
+
 #[async_trait]
 impl MetricsSource for CloudWatchSource {
+    async fn preflight(&self) -> Result<Vec<String>> {
+        let r = self.resources().await?.clone();
+        let missing = |what: &str| {
+            Err(Error::Missing(format!(
+                "metrics {what}: not found for deployment `{}` in {}",
+                self.env.spec.deployment.as_deref().unwrap_or("?"),
+                self.ctx.endpoint
+            )))
+        };
+        for m in &self.metrics {
+            match m {
+                MetricName::RdsConnections | MetricName::RdsCpu | MetricName::RdsIo
+                    if r.rds_instance.is_none() =>
+                {
+                    return missing("rds-*: the RDS instance");
+                }
+                MetricName::Cache if r.cache_cluster.is_none() => {
+                    return missing("cache: the ElastiCache cluster")
+                }
+                MetricName::AlbRequests | MetricName::Alb5xx | MetricName::TargetHealth
+                    if r.target_groups.is_empty() =>
+                {
+                    return missing("alb-*/target-health: a target group behind a load balancer");
+                }
+                _ => {}
+            }
+        }
+        let mut found = vec![format!(
+            "CloudWatch: {} metric queries over {} group(s), RDS {}, cache {}, {} target group(s)",
+            queries(&self.metrics, &r).len(),
+            r.asgs.len(),
+            r.rds_instance.as_deref().unwrap_or("-"),
+            r.cache_cluster.as_deref().unwrap_or("-"),
+            r.target_groups.len()
+        )];
+        if self.metrics.contains(&MetricName::ErrorLogs) {
+            let have = self.existing_log_groups(&r.log_groups).await?;
+            let absent: Vec<&String> = r.log_groups.iter().filter(|g| !have.contains(g)).collect();
+            if !absent.is_empty() {
+                return Err(Error::Missing(format!(
+                    "error-logs: log group(s) {} not found in {}",
+                    absent
+                        .iter()
+                        .map(|g| g.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    self.ctx.endpoint
+                )));
+            }
+            found.push(format!("log groups: {}", have.join(", ")));
+        }
+        // Read access to metrics (GetMetricData needs the same permission family).
+        aws_sdk_cloudwatch::Client::new(&self.ctx.config)
+            .list_metrics()
+            .namespace("AWS/AutoScaling")
+            .send()
+            .await
+            .map_err(|e| sdk_error(&self.ctx, "cloudwatch:ListMetrics", e))?;
+        Ok(found)
+    }
+
     async fn pull(&self, from_unix: f64, to_unix: f64, dir: &Path) -> Result<()> {
         let region = self
             .env
@@ -499,6 +593,7 @@ impl MetricsSource for CloudWatchSource {
         };
         let doc = json!({
             "window": {"from": from_unix, "to": to_unix, "aws_from": from, "aws_to": to},
+            "pulled_unix": crate::results::unix_now(),
             "clock_offset_s": offset,
             "period_s": self.period,
             "resources": resources,

@@ -47,6 +47,29 @@ impl Default for AwsTimeouts {
     }
 }
 
+impl AwsTimeouts {
+    /// Tighter bounds for restoring: every restore call ends within 25 s even against a frozen
+    /// endpoint, so the whole restore fits the executor's restore budget.
+    pub fn restore() -> AwsTimeouts {
+        AwsTimeouts {
+            connect: Duration::from_secs(3),
+            read: Duration::from_secs(8),
+            attempt: Duration::from_secs(10),
+            operation: Duration::from_secs(25),
+            max_attempts: 3,
+        }
+    }
+
+    fn timeout_config(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect)
+            .read_timeout(self.read)
+            .operation_attempt_timeout(self.attempt)
+            .operation_timeout(self.operation)
+            .build()
+    }
+}
+
 /// A loaded AWS configuration for one environment.
 #[derive(Clone, Debug)]
 pub struct AwsContext {
@@ -124,14 +147,7 @@ impl AwsContext {
             .or_else(|| spec.endpoint.clone());
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(spec.region.clone()))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(timeouts.connect)
-                    .read_timeout(timeouts.read)
-                    .operation_attempt_timeout(timeouts.attempt)
-                    .operation_timeout(timeouts.operation)
-                    .build(),
-            )
+            .timeout_config(timeouts.timeout_config())
             .retry_config(RetryConfig::standard().with_max_attempts(timeouts.max_attempts));
         if let Some(p) = &spec.profile {
             loader = loader.profile_name(p);
@@ -158,6 +174,28 @@ impl AwsContext {
         };
         ctx.check_credentials().await?;
         Ok(ctx)
+    }
+
+    /// The same configuration with other timeouts and retries.
+    pub fn with_timeouts(&self, t: AwsTimeouts) -> AwsContext {
+        let config = self
+            .config
+            .to_builder()
+            .timeout_config(t.timeout_config())
+            .retry_config(RetryConfig::standard().with_max_attempts(t.max_attempts))
+            .build();
+        AwsContext {
+            config,
+            ..self.clone()
+        }
+    }
+
+    /// The region of the configuration.
+    pub fn region(&self) -> String {
+        self.config
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_default()
     }
 
     async fn check_credentials(&self) -> Result<()> {

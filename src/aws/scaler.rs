@@ -42,6 +42,8 @@ pub struct ServiceInfra {
 pub struct AwsScaler {
     ctx: AwsContext,
     asg: aws_sdk_autoscaling::Client,
+    /// The same with the tighter restore timeouts (see [`super::AwsTimeouts::restore`]).
+    asg_restore: aws_sdk_autoscaling::Client,
     elb: aws_sdk_elasticloadbalancingv2::Client,
     ec2: aws_sdk_ec2::Client,
     services: Vec<ServiceInfra>,
@@ -83,6 +85,9 @@ impl AwsScaler {
     pub fn new(ctx: AwsContext, services: Vec<ServiceInfra>) -> AwsScaler {
         AwsScaler {
             asg: aws_sdk_autoscaling::Client::new(&ctx.config),
+            asg_restore: aws_sdk_autoscaling::Client::new(
+                &ctx.with_timeouts(super::AwsTimeouts::restore()).config,
+            ),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&ctx.config),
             ec2: aws_sdk_ec2::Client::new(&ctx.config),
             http: reqwest::Client::builder()
@@ -107,15 +112,22 @@ impl AwsScaler {
     }
 
     async fn group(&self, svc: &ServiceInfra) -> Result<GroupState> {
-        let out = self
-            .asg
+        self.group_with(&self.asg, svc).await
+    }
+
+    async fn group_with(
+        &self,
+        client: &aws_sdk_autoscaling::Client,
+        svc: &ServiceInfra,
+    ) -> Result<GroupState> {
+        let out = client
             .describe_auto_scaling_groups()
             .auto_scaling_group_names(&svc.asg)
             .send()
             .await
             .map_err(|e| sdk_error(&self.ctx, "autoscaling:DescribeAutoScalingGroups", e))?;
         let g = out.auto_scaling_groups().first().ok_or_else(|| {
-            Error::Infra(format!(
+            Error::Missing(format!(
                 "auto-scaling group `{}` ({}) not found in {}",
                 svc.asg, svc.role, self.ctx.endpoint
             ))
@@ -367,17 +379,24 @@ impl Scaler for AwsScaler {
                     continue;
                 }
                 let svc = self.service(*role)?;
-                let (ready, why) = self
+                // A transient error (a throttled or failed call) is one more look that did not
+                // see readiness; only a group that does not exist ends the wait early.
+                let (ready, why) = match self
                     .readiness(svc, timeout.saturating_sub(started.elapsed()))
-                    .await?;
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e @ Error::Missing(_)) => return Err(e),
+                    Err(e) => (false, format!("{e} (retrying)")),
+                };
                 if ready {
                     report
                         .seconds
                         .insert(role.name().into(), started.elapsed().as_secs_f64());
-                    eprintln!(
+                    crate::exec::signals::say(&format!(
                         "{role}: ready after {:.0} s",
                         started.elapsed().as_secs_f64()
-                    );
+                    ));
                 } else {
                     missing.push(format!("{role}: {why}"));
                 }
@@ -393,11 +412,11 @@ impl Scaler for AwsScaler {
                 )));
             }
             if last_note.elapsed() >= Duration::from_secs(30) {
-                eprintln!(
+                crate::exec::signals::say(&format!(
                     "waiting for readiness ({:.0} s): {}",
                     started.elapsed().as_secs_f64(),
                     missing.join("; ")
-                );
+                ));
                 last_note = Instant::now();
             }
             tokio::select! {
@@ -414,11 +433,11 @@ impl Scaler for AwsScaler {
             target_group: None,
             well_known: None,
         };
-        let current = self.group(&svc).await?.settings;
+        let current = self.group_with(&self.asg_restore, &svc).await?.settings;
         if (current.min, current.max, current.desired)
             != (original.min, original.max, original.desired)
         {
-            self.asg
+            self.asg_restore
                 .update_auto_scaling_group()
                 .auto_scaling_group_name(&original.name)
                 .min_size(original.min)
@@ -438,24 +457,25 @@ impl Scaler for AwsScaler {
             .collect();
         if !added.is_empty() {
             if let Err(e) = self
-                .asg
+                .asg_restore
                 .disable_metrics_collection()
                 .auto_scaling_group_name(&original.name)
                 .set_metrics(Some(added.clone()))
+                .customize()
+                // Best effort, said once: no retries (moto answers 500 NotImplemented here).
+                .config_override(
+                    aws_sdk_autoscaling::config::Builder::default()
+                        .retry_config(aws_config::retry::RetryConfig::disabled()),
+                )
                 .send()
                 .await
             {
                 let e = sdk_error(&self.ctx, "autoscaling:DisableMetricsCollection", e);
-                tracing::warn!(
-                    "{}: group metrics {} left enabled: {e}",
-                    original.name,
-                    added.join(", ")
-                );
-                eprintln!(
+                crate::exec::signals::say(&format!(
                     "warning: {}: group metrics {} left enabled ({e})",
                     original.name,
                     added.join(", ")
-                );
+                ));
             }
         }
         let to_resume: Vec<String> = current
@@ -465,7 +485,7 @@ impl Scaler for AwsScaler {
             .cloned()
             .collect();
         if !to_resume.is_empty() {
-            self.asg
+            self.asg_restore
                 .resume_processes()
                 .auto_scaling_group_name(&original.name)
                 .set_scaling_processes(Some(to_resume))
@@ -480,7 +500,7 @@ impl Scaler for AwsScaler {
             .cloned()
             .collect();
         if !to_suspend.is_empty() {
-            self.asg
+            self.asg_restore
                 .suspend_processes()
                 .auto_scaling_group_name(&original.name)
                 .set_scaling_processes(Some(to_suspend))
@@ -517,6 +537,44 @@ impl Scaler for AwsScaler {
             }));
         }
         Ok(json!({"groups": groups}))
+    }
+
+    async fn preflight(&self) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        for svc in &self.services {
+            let g = self.group(svc).await?;
+            let s = &g.settings;
+            found.push(format!(
+                "auto-scaling group {} ({}): min {} max {} desired {}, {} instance(s)",
+                s.name,
+                svc.role,
+                s.min,
+                s.max,
+                s.desired,
+                g.instances.len()
+            ));
+            for arn in self.target_groups(svc, &g.target_group_arns).await? {
+                let targets = self.target_health(&arn).await?;
+                found.push(format!("  target group {arn}: {} target(s)", targets.len()));
+            }
+        }
+        // The spin-up timeline reads scaling activities and launch times.
+        if let Some(svc) = self.services.first() {
+            self.asg
+                .describe_scaling_activities()
+                .auto_scaling_group_name(&svc.asg)
+                .max_records(1)
+                .send()
+                .await
+                .map_err(|e| sdk_error(&self.ctx, "autoscaling:DescribeScalingActivities", e))?;
+        }
+        self.ec2
+            .describe_instances()
+            .max_results(5)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&self.ctx, "ec2:DescribeInstances", e))?;
+        Ok(found)
     }
 
     async fn spin_up_timeline(&self, from_unix: f64, to_unix: f64) -> Result<Value> {

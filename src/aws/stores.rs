@@ -107,7 +107,10 @@ impl DbLocator for RdsLocator {
     }
 }
 
-/// The memcached nodes of the deployment's ElastiCache cluster.
+/// The memcached nodes of the deployment's ElastiCache cluster, found the way the deployment
+/// records it: the `ElastiCacheClusterId` output of its `D-support` stack, else the cluster
+/// tagged `veraison-deployment=D`. Never by a name prefix (another deployment's cluster may
+/// share it).
 pub struct ElastiCacheNodes {
     /// AWS access.
     pub ctx: AwsContext,
@@ -115,12 +118,89 @@ pub struct ElastiCacheNodes {
     pub deployment: String,
 }
 
+impl ElastiCacheNodes {
+    /// The cluster id from the `D-support` stack's outputs, if the stack is there.
+    async fn cluster_in_stack_outputs(&self) -> Result<Option<String>> {
+        let cfn = aws_sdk_cloudformation::Client::new(&self.ctx.config);
+        let stack = format!("{}-support", self.deployment);
+        match cfn.describe_stacks().stack_name(&stack).send().await {
+            Ok(out) => Ok(out
+                .stacks()
+                .iter()
+                .flat_map(|s| s.outputs())
+                .find(|o| o.output_key() == Some("ElastiCacheClusterId"))
+                .and_then(|o| o.output_value())
+                .map(str::to_string)),
+            Err(e) => {
+                let err = sdk_error(&self.ctx, "cloudformation:DescribeStacks", e);
+                // No such stack: look for the tag instead.
+                if err.to_string().contains("does not exist")
+                    || err.to_string().contains("ValidationError")
+                {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// The id of the cluster tagged `veraison-deployment=D`.
+    async fn cluster_by_tag(&self, ec: &aws_sdk_elasticache::Client) -> Result<Option<String>> {
+        let out = ec
+            .describe_cache_clusters()
+            .send()
+            .await
+            .map_err(|e| sdk_error(&self.ctx, "elasticache:DescribeCacheClusters", e))?;
+        for c in out.cache_clusters() {
+            let Some(arn) = c.arn() else { continue };
+            let tags = ec
+                .list_tags_for_resource()
+                .resource_name(arn)
+                .send()
+                .await
+                .map_err(|e| sdk_error(&self.ctx, "elasticache:ListTagsForResource", e))?;
+            let ours = tags.tag_list().iter().any(|t| {
+                t.key() == Some("veraison-deployment")
+                    && t.value() == Some(self.deployment.as_str())
+            });
+            if ours {
+                return Ok(c.cache_cluster_id().map(str::to_string));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl ElastiCacheNodes {
+    /// The deployment's cluster id, if it has one.
+    pub async fn cluster_id(&self) -> Result<Option<String>> {
+        match self.cluster_in_stack_outputs().await? {
+            Some(id) => Ok(Some(id)),
+            None => {
+                let ec = aws_sdk_elasticache::Client::new(&self.ctx.config);
+                self.cluster_by_tag(&ec).await
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl ServerList for ElastiCacheNodes {
     async fn servers(&self) -> Result<Vec<String>> {
         let ec = aws_sdk_elasticache::Client::new(&self.ctx.config);
+        let id = match self.cluster_id().await? {
+            Some(id) => id,
+            None => {
+                return Err(Error::Missing(format!(
+                    "no ElastiCache cluster for deployment `{}` in {} (no `ElastiCacheClusterId` output of stack {}-support, no cluster tagged veraison-deployment={}): list the nodes in stores.sessions.memcached",
+                    self.deployment, self.ctx.endpoint, self.deployment, self.deployment
+                )))
+            }
+        };
         let out = ec
             .describe_cache_clusters()
+            .cache_cluster_id(&id)
             .show_cache_node_info(true)
             .send()
             .await
@@ -128,16 +208,15 @@ impl ServerList for ElastiCacheNodes {
         let nodes: Vec<String> = out
             .cache_clusters()
             .iter()
-            .filter(|c| {
-                c.cache_cluster_id()
-                    .is_some_and(|id| id.starts_with(&self.deployment))
-            })
             .flat_map(|c| c.cache_nodes())
             .filter_map(|n| n.endpoint())
             .filter_map(|e| Some(format!("{}:{}", e.address()?, e.port()?)))
             .collect();
         if nodes.is_empty() {
-            return Err(Error::Infra(format!("no memcached node endpoints for deployment `{}` in {}: list them in stores.sessions.memcached", self.deployment, self.ctx.endpoint)));
+            return Err(Error::Missing(format!(
+                "ElastiCache cluster {id} of deployment `{}` has no node endpoints in {}: list them in stores.sessions.memcached",
+                self.deployment, self.ctx.endpoint
+            )));
         }
         Ok(nodes)
     }

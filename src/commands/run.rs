@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use super::{confirm, runtime, Global};
 use crate::error::{exit, Error, Result};
-use crate::exec::journal::UndoJournal;
 use crate::exec::{self, signals, Interrupts};
 use crate::results::ResultsDir;
 use crate::trial::model::ClearPolicy;
@@ -83,12 +82,26 @@ fn gate(t: &trial::Trial, dir: &Path, args: &Args) -> Result<i32> {
     })
 }
 
+/// The results directory: a new one (refused when it exists and holds anything), or the one
+/// being resumed. Paths are made absolute, so journals and messages name them from anywhere.
+fn results_dir(args: &Args, t: &trial::Trial) -> Result<ResultsDir> {
+    match (&args.resume, &args.out) {
+        (Some(r), _) => ResultsDir::open(r),
+        (None, Some(o)) => ResultsDir::create(o),
+        (None, None) => {
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+            ResultsDir::create(&PathBuf::from("results").join(format!("{}-{stamp}", t.spec.name)))
+        }
+    }
+}
+
 /// Runs the campaign, then the report and the gate.
 pub fn run(args: Args, global: &Global) -> Result<i32> {
     let t = trial::load_trial(&args.trial, args.env.as_deref())?;
     let p = trial::plan(&t);
     let interrupts = Interrupts::default();
     let outcome = runtime().block_on(async {
+        signals::watch(&interrupts);
         // Inputs and secrets are checked, and the account guard passed, before anything changes.
         let providers = setup::providers_for(&t, &global.setup()).await?;
         if t.spec.stores.clear != ClearPolicy::Never {
@@ -100,37 +113,17 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
                 args.yes,
             )?;
         }
-        // A crashed trial's journal must be replayed first, unless this resumes that trial.
-        if let Some(j) = UndoJournal::load_pending(&t.env.spec.name)? {
-            let same = args
-                .resume
-                .as_deref()
-                .and_then(|r| r.canonicalize().ok())
-                .is_some_and(|r| j.state().results_dir.as_deref() == Some(r.as_path()));
-            if !same {
-                return Err(Error::Usage(format!(
-                    "a previous trial ({}) left auto-scaling groups of `{}` changed; run `trialrunner infra restore --env {}` first, or --resume it",
-                    j.state().results_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
-                    t.env.spec.name,
-                    t.env.file.display()
-                )));
-            }
+        // Another trial's pending journal over these groups is refused before anything is made.
+        if let Some(target) = &providers.journal_target {
+            crate::exec::journal::refuse_others(target, args.resume.as_deref())?;
         }
-        let dir = match (&args.resume, &args.out) {
-            (Some(r), _) => ResultsDir::open(r)?,
-            (None, Some(o)) => ResultsDir::create(o)?,
-            (None, None) => {
-                let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-                ResultsDir::create(&PathBuf::from("results").join(format!("{}-{stamp}", t.spec.name)))?
-            }
-        };
+        let dir = results_dir(&args, &t)?;
         signals::say(&format!("results: {}", dir.root.display()));
-        signals::watch(&interrupts);
-        exec::execute(&t, &p, &providers, &dir, &interrupts).await?;
-        Ok::<_, Error>(dir)
+        let outcome = exec::execute(&t, &p, &providers, &dir, &interrupts).await?;
+        Ok::<_, Error>((dir, outcome))
     });
-    let dir = match outcome {
-        Ok(dir) => dir,
+    let (dir, outcome) = match outcome {
+        Ok(done) => done,
         Err(Error::Interrupted) => return Ok(interrupts.exit_code()),
         Err(e) => return Err(e),
     };
@@ -144,5 +137,14 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
     append_line(&history, &line)?;
     let html = report::build(&dir.root)?;
     signals::say(&format!("report: {}", html.display()));
-    gate(&t, &dir.root, &args)
+    let code = gate(&t, &dir.root, &args)?;
+    if code == exit::OK && !outcome.partial.is_empty() {
+        signals::say(&format!(
+            "results are partial (exit {}): {}",
+            exit::PARTIAL,
+            outcome.partial.join("; ")
+        ));
+        return Ok(exit::PARTIAL);
+    }
+    Ok(code)
 }

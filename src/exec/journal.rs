@@ -1,26 +1,195 @@
 //! The undo journal: the original settings of every ASG a trial will touch, written (to the
 //! results dir and to a state file outside it) *before* the first change, and replayed to
-//! restore — at the end, on error, on Ctrl-C, or later by `trialrunner infra restore`.
+//! restore — at the end, on error, on a stop request, or later by `trialrunner infra restore`.
+//!
+//! A journal is keyed by what it changed ([`JournalTarget`]: account, region, endpoint,
+//! deployment and group names), never by an environment's name: two copies of the same
+//! environment template must not restore each other's deployments. It names its owner (host,
+//! pid, process start) so that `infra restore` can refuse to un-pin a trial that is still
+//! running. Every path in it is absolute, so a restore from any directory updates the right
+//! results directory.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::provider::{AsgSettings, Scaler};
 use crate::results;
 
+/// What a journal's changes apply to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalTarget {
+    /// AWS account id.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// Where the API calls went (`AWS eu-west-1`, or an emulator's URL).
+    pub endpoint: String,
+    /// The Veraison deployment name, when the environment gives one.
+    pub deployment: Option<String>,
+    /// The auto-scaling groups, sorted.
+    pub groups: Vec<String>,
+}
+
+impl JournalTarget {
+    /// A target; group names are sorted and deduplicated.
+    pub fn new(
+        account: &str,
+        region: &str,
+        endpoint: &str,
+        deployment: Option<&str>,
+        groups: impl IntoIterator<Item = String>,
+    ) -> JournalTarget {
+        let mut groups: Vec<String> = groups.into_iter().collect();
+        groups.sort();
+        groups.dedup();
+        JournalTarget {
+            account: account.into(),
+            region: region.into(),
+            endpoint: endpoint.into(),
+            deployment: deployment.map(str::to_string),
+            groups,
+        }
+    }
+
+    /// A short stable key (names the state file).
+    pub fn key(&self) -> String {
+        let text = serde_json::to_string(self).expect("target serializes");
+        hex::encode(&Sha256::digest(text.as_bytes())[..8])
+    }
+
+    /// True when both act on the same account, region and endpoint and share a group.
+    pub fn overlaps(&self, other: &JournalTarget) -> bool {
+        self.account == other.account
+            && self.region == other.region
+            && self.endpoint == other.endpoint
+            && self.groups.iter().any(|g| other.groups.contains(g))
+    }
+}
+
+impl std::fmt::Display for JournalTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} in account {} ({}, {})",
+            self.groups.join(", "),
+            self.account,
+            self.region,
+            self.endpoint
+        )
+    }
+}
+
+/// The process that wrote a journal.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Owner {
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// When it started (Unix seconds).
+    pub started_unix: f64,
+    /// The kernel's start time of the process (clock ticks since boot), to tell a reused pid.
+    #[serde(default)]
+    pub proc_start: Option<u64>,
+}
+
+/// Whether a journal's owner still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// The owner is this process.
+    ThisProcess,
+    /// The owner runs on this host.
+    Alive,
+    /// The owner is gone.
+    Gone,
+    /// The owner ran on another host: cannot tell.
+    Unknown,
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Field 22 of `/proc/<pid>/stat`: the process's start time in clock ticks since boot.
+fn proc_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl Owner {
+    /// This process.
+    pub fn current() -> Owner {
+        let pid = std::process::id();
+        Owner {
+            host: hostname(),
+            pid,
+            started_unix: crate::results::unix_now(),
+            proc_start: proc_start(pid),
+        }
+    }
+
+    /// Whether the owner still runs.
+    pub fn liveness(&self) -> Liveness {
+        if self.host != hostname() {
+            return Liveness::Unknown;
+        }
+        if self.pid == std::process::id() && self.proc_start == proc_start(self.pid) {
+            return Liveness::ThisProcess;
+        }
+        // SAFETY: signal 0 only checks that the process exists.
+        let exists = unsafe { libc::kill(self.pid as i32, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        match (exists, self.proc_start) {
+            (false, _) => Liveness::Gone,
+            (true, Some(t)) if proc_start(self.pid) != Some(t) => Liveness::Gone,
+            (true, _) => Liveness::Alive,
+        }
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let since = chrono::DateTime::from_timestamp(self.started_unix as i64, 0)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        write!(f, "pid {} on {} since {since}", self.pid, self.host)
+    }
+}
+
 /// What the journal holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct JournalState {
-    /// The environment's name.
+    /// What the changes apply to.
+    pub target: JournalTarget,
+    /// The environment's name (informational: never a key).
     pub environment: String,
-    /// The results directory of the trial that wrote it.
+    /// The environment file, absolute.
+    #[serde(default)]
+    pub environment_file: Option<PathBuf>,
+    /// The results directory of the trial that wrote it, absolute.
     pub results_dir: Option<PathBuf>,
+    /// Who wrote it.
+    #[serde(default)]
+    pub owner: Owner,
+    /// The command that restores by hand.
+    #[serde(default)]
+    pub restore_command: String,
     /// Original settings, one per ASG.
     pub original: Vec<AsgSettings>,
-    /// True once everything was put back.
+    /// True once everything was put back (or the journal was forgotten).
     pub restored: bool,
+    /// Set when the user dropped the journal without restoring (`infra restore --forget`).
+    #[serde(default)]
+    pub forgotten: Option<String>,
 }
 
 /// The journal and where it is kept.
@@ -29,56 +198,167 @@ pub struct UndoJournal {
     files: Vec<PathBuf>,
 }
 
-/// The directory of per-environment state files (`$TRIALRUNNER_STATE_DIR`, else
-/// `$XDG_STATE_HOME/trialrunner`, else `~/.local/state/trialrunner`).
+/// The directory of state files (`$TRIALRUNNER_STATE_DIR`, else `$XDG_STATE_HOME/trialrunner`,
+/// else `~/.local/state/trialrunner`).
 pub fn state_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("TRIALRUNNER_STATE_DIR") {
-        return PathBuf::from(d);
+        return absolute(Path::new(&d));
     }
     let base = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
         .unwrap_or_else(|| PathBuf::from("."));
-    base.join("trialrunner")
+    absolute(&base.join("trialrunner"))
 }
 
-/// The state file of an environment's journal.
-pub fn state_file(environment: &str) -> PathBuf {
-    state_dir().join(format!("journal-{environment}.json"))
+/// `path` made absolute against the current directory (without resolving links).
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The state file of a target's journal.
+pub fn state_file(target: &JournalTarget) -> PathBuf {
+    state_dir().join(format!("journal-{}.json", target.key()))
+}
+
+/// The command that restores a target's groups by hand: `infra restore` with the environment
+/// file (absolute) and the endpoint when it is not the environment's own.
+pub fn restore_command(env: &crate::trial::Environment, target: &JournalTarget) -> String {
+    let mut cmd = format!(
+        "trialrunner infra restore --env {}",
+        absolute(&env.file).display()
+    );
+    let own = env.spec.aws.as_ref().and_then(|a| a.endpoint.as_deref());
+    if target.endpoint.starts_with("http") && own != Some(target.endpoint.as_str()) {
+        cmd.push_str(&format!(" --aws-endpoint {}", target.endpoint));
+    }
+    cmd
+}
+
+/// Refuses when a journal over any of `target`'s groups is pending, other than the one of the
+/// results directory being resumed: a running trial must not be disturbed, and a crashed one
+/// must be restored (or resumed) first.
+pub fn refuse_others(target: &JournalTarget, resuming: Option<&Path>) -> Result<()> {
+    let resuming = resuming.map(absolute);
+    for other in UndoJournal::pending_for(target)? {
+        let s = other.state();
+        if s.results_dir.is_some() && s.results_dir == resuming {
+            continue;
+        }
+        let who = match s.owner.liveness() {
+            Liveness::Alive | Liveness::ThisProcess => {
+                format!("a trial that is still running ({}) has them changed", s.owner)
+            }
+            Liveness::Unknown => format!("a trial on another host ({}) has them changed", s.owner),
+            Liveness::Gone => format!(
+                "a trial that ended without restoring ({}) left them changed; restore with `{}`, or continue it with --resume {}",
+                s.owner,
+                s.restore_command,
+                s.results_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()
+            ),
+        };
+        return Err(Error::Usage(format!(
+            "auto-scaling groups {}: {who}",
+            s.target
+        )));
+    }
+    Ok(())
+}
+
+/// The outcome of a restore attempt.
+#[derive(Debug, Default)]
+pub struct RestoreReport {
+    /// Groups put back.
+    pub restored: Vec<AsgSettings>,
+    /// Groups that could not be put back, with why.
+    pub failed: Vec<(AsgSettings, String)>,
+    /// Groups that no longer exist.
+    pub missing: Vec<AsgSettings>,
+}
+
+impl RestoreReport {
+    /// True when every group is back (or gone).
+    pub fn complete(&self) -> bool {
+        self.failed.is_empty() && self.missing.is_empty()
+    }
 }
 
 impl UndoJournal {
-    /// A journal for `environment`, kept in `results_dir/journal.json` and the state file.
-    pub fn new(environment: &str, results_dir: Option<&Path>) -> UndoJournal {
-        let mut files = vec![state_file(environment)];
-        if let Some(d) = results_dir {
+    /// A new journal for `target`, kept in `results_dir/journal.json` and the state file.
+    pub fn begin(
+        target: JournalTarget,
+        environment: &str,
+        environment_file: &Path,
+        results_dir: Option<&Path>,
+        restore_command: String,
+    ) -> UndoJournal {
+        let results_dir = results_dir.map(absolute);
+        let mut files = vec![state_file(&target)];
+        if let Some(d) = &results_dir {
             files.insert(0, d.join("journal.json"));
         }
         UndoJournal {
             state: JournalState {
+                target,
                 environment: environment.into(),
-                results_dir: results_dir.map(Path::to_path_buf),
+                environment_file: Some(absolute(environment_file)),
+                results_dir,
+                owner: Owner::current(),
+                restore_command,
                 ..Default::default()
             },
             files,
         }
     }
 
-    /// Loads the journal an earlier (crashed) trial left for this environment, if any.
-    pub fn load_pending(environment: &str) -> Result<Option<UndoJournal>> {
-        let f = state_file(environment);
-        if !f.exists() {
+    /// The journal a results directory holds (a campaign being resumed), taken over by this
+    /// process: its originals are kept, whatever the groups look like now.
+    pub fn resume(results_dir: &Path) -> Result<Option<UndoJournal>> {
+        let file = absolute(results_dir).join("journal.json");
+        if !file.is_file() {
             return Ok(None);
         }
-        let state: JournalState = results::read_json(&f)?;
-        if state.restored || state.original.is_empty() {
-            return Ok(None);
-        }
-        let mut files = vec![f];
+        let mut state: JournalState = results::read_json(&file)?;
+        state.owner = Owner::current();
+        state.results_dir = Some(absolute(results_dir));
+        let files = vec![file, state_file(&state.target)];
+        Ok(Some(UndoJournal { state, files }))
+    }
+
+    fn load(file: &Path) -> Result<UndoJournal> {
+        let state: JournalState = results::read_json(file)?;
+        let mut files = vec![file.to_path_buf()];
         if let Some(d) = &state.results_dir {
             files.insert(0, d.join("journal.json"));
         }
-        Ok(Some(UndoJournal { state, files }))
+        Ok(UndoJournal { state, files })
+    }
+
+    /// Every pending journal in the state directory whose target overlaps `target`.
+    pub fn pending_for(target: &JournalTarget) -> Result<Vec<UndoJournal>> {
+        let dir = state_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with("journal-") && name.ends_with(".json")) {
+                continue;
+            }
+            match UndoJournal::load(&e.path()) {
+                Ok(j) if j.pending() && j.state.target.overlaps(target) => out.push(j),
+                Ok(_) => {}
+                Err(err) => tracing::warn!("ignoring unreadable journal {}: {err}", name),
+            }
+        }
+        out.sort_by(|a, b| {
+            a.state
+                .owner
+                .started_unix
+                .total_cmp(&b.state.owner.started_unix)
+        });
+        Ok(out)
     }
 
     /// The journal's contents.
@@ -86,7 +366,13 @@ impl UndoJournal {
         &self.state
     }
 
-    /// Records original settings (first record of an ASG wins) and persists before returning.
+    /// Where it is kept (results dir first).
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Records original settings (the first record of an ASG wins) and persists before
+    /// returning: nothing may change before this is on disk.
     pub fn record(&mut self, settings: Vec<AsgSettings>) -> Result<()> {
         for s in settings {
             if !self.state.original.iter().any(|o| o.name == s.name) {
@@ -94,6 +380,7 @@ impl UndoJournal {
             }
         }
         self.state.restored = false;
+        self.state.forgotten = None;
         self.persist()
     }
 
@@ -109,23 +396,7 @@ impl UndoJournal {
         !self.state.restored && !self.state.original.is_empty()
     }
 
-    /// Puts every ASG back; tries all even if one fails; idempotent.
-    pub async fn restore(&mut self, scaler: &dyn Scaler) -> Result<()> {
-        if !self.pending() {
-            return Ok(());
-        }
-        let mut failures = Vec::new();
-        for original in &self.state.original {
-            if let Err(e) = scaler.restore(original).await {
-                failures.push(format!("{}: {e}", original.name));
-            }
-        }
-        if !failures.is_empty() {
-            return Err(Error::Infra(format!(
-                "restoring ASGs failed ({}); the journal is kept: run `trialrunner infra restore --env …` again",
-                failures.join("; ")
-            )));
-        }
+    fn close(&mut self) -> Result<()> {
         self.state.restored = true;
         self.persist()?;
         // The state file has done its job; the results dir keeps the record.
@@ -133,5 +404,125 @@ impl UndoJournal {
             let _ = std::fs::remove_file(state);
         }
         Ok(())
+    }
+
+    /// Puts every ASG back, within `budget`; tries all even if one fails; idempotent. The
+    /// journal is closed only when every group is back.
+    pub async fn restore(&mut self, scaler: &dyn Scaler, budget: Duration) -> RestoreReport {
+        let mut report = RestoreReport::default();
+        if !self.pending() {
+            return report;
+        }
+        let deadline = tokio::time::Instant::now() + budget;
+        for original in &self.state.original {
+            match tokio::time::timeout_at(deadline, scaler.restore(original)).await {
+                Ok(Ok(())) => report.restored.push(original.clone()),
+                Ok(Err(Error::Missing(_))) => report.missing.push(original.clone()),
+                Ok(Err(e)) => report.failed.push((original.clone(), e.to_string())),
+                Err(_) => report.failed.push((
+                    original.clone(),
+                    format!(
+                        "no answer within the restore budget ({})",
+                        humantime::format_duration(budget)
+                    ),
+                )),
+            }
+        }
+        if report.complete() {
+            if let Err(e) = self.close() {
+                tracing::warn!("writing the restored journal: {e}");
+            }
+        }
+        report
+    }
+
+    /// Drops the journal without restoring (its groups are gone, or the user said so).
+    pub fn forget(&mut self, why: &str) -> Result<()> {
+        self.state.forgotten = Some(why.to_string());
+        self.close()
+    }
+
+    /// The loud message for groups a restore left changed: which, their originals, the command.
+    pub fn failure_message(&self, report: &RestoreReport) -> String {
+        let mut s =
+            String::from("RESTORE FAILED: these auto-scaling groups may still be changed:\n");
+        for (o, why) in &report.failed {
+            s.push_str(&format!(
+                "  {} ({}): original min {} max {} desired {}\n    why: {why}\n",
+                o.name, o.service, o.min, o.max, o.desired
+            ));
+        }
+        for o in &report.missing {
+            s.push_str(&format!(
+                "  {} ({}): no longer exists in {} (original min {} max {} desired {})\n",
+                o.name, o.service, self.state.target.endpoint, o.min, o.max, o.desired
+            ));
+        }
+        s.push_str(&format!(
+            "The undo journal is kept in {}.\nTo restore: {}\n",
+            self.files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" and "),
+            self.state.restore_command
+        ));
+        if !report.missing.is_empty() {
+            s.push_str(&format!(
+                "If the deployment is gone for good: {} --forget\n",
+                self.state.restore_command
+            ));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(endpoint: &str, deployment: &str) -> JournalTarget {
+        JournalTarget::new(
+            "123456789012",
+            "eu-west-1",
+            endpoint,
+            Some(deployment),
+            [
+                format!("{deployment}-verif-asg"),
+                format!("{deployment}-prov-asg"),
+            ],
+        )
+    }
+
+    #[test]
+    fn targets_are_keyed_by_what_they_change_not_by_a_name() {
+        let a = target("http://127.0.0.1:5000", "alpha");
+        let b = target("http://127.0.0.1:5000", "beta");
+        assert_ne!(a.key(), b.key());
+        assert!(!a.overlaps(&b), "different groups do not overlap");
+        assert!(a.overlaps(&a.clone()));
+        let elsewhere = target("http://127.0.0.1:5001", "alpha");
+        assert!(!a.overlaps(&elsewhere), "another endpoint is another world");
+        assert_eq!(a.groups, ["alpha-prov-asg", "alpha-verif-asg"], "sorted");
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_dead_pid_is_gone() {
+        let me = Owner::current();
+        assert_eq!(me.liveness(), Liveness::ThisProcess);
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let gone = Owner {
+            pid,
+            proc_start: Some(1),
+            ..Owner::current()
+        };
+        assert_eq!(gone.liveness(), Liveness::Gone);
+        let elsewhere = Owner {
+            host: "another-host".into(),
+            ..Owner::current()
+        };
+        assert_eq!(elsewhere.liveness(), Liveness::Unknown);
     }
 }

@@ -2,28 +2,44 @@
 //!
 //! Invariants:
 //! * the undo journal is on disk before the first infrastructure change;
-//! * infrastructure is restored on every way out (end, error, Ctrl-C);
-//! * each run's results are complete on disk when the run ends (a crash loses at most the run in
-//!   flight), and `--resume` skips runs whose `summary.json` exists.
+//! * infrastructure is restored on every way out (end, error, a panic, a stop request), within
+//!   [`restore_budget`] of the moment the steps stop, and a failed restore is said loudly;
+//! * every completed step is in the [`ledger`] before the next begins, so `--resume` does exactly
+//!   what is left (see [`Step::kept_on_resume`]);
+//! * a stop request abandons any step that only talks to AWS or waits at once; a load run stops
+//!   its users and writes its files first; nothing talks to AWS before the restore;
+//! * a cloud-metrics failure never aborts a campaign: it is recorded and the results are partial.
 
 pub mod journal;
+pub mod ledger;
+pub mod metrics;
 pub mod signals;
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::{BTreeMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
 
+use futures::FutureExt;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::provider::{Providers, StoreCounts};
 pub use crate::results::StoreSnapshot;
-use crate::results::{self, ResultsDir, RunSummary};
-use crate::trial::{Plan, Step, Trial};
+use crate::results::{self, unix_now, ResultsDir, RunSummary};
+use crate::trial::{LoadPhase, Plan, Step, Trial};
 use journal::UndoJournal;
-
+use ledger::Ledger;
 pub use signals::Interrupts;
+
+/// How long the restore may take once the steps have stopped (90 s; `TRIALRUNNER_RESTORE_BUDGET`
+/// overrides it, e.g. `10s` in tests). With the load's own stop (a few seconds) this keeps every
+/// way out within two minutes of the stop request, even against a frozen AWS endpoint.
+pub fn restore_budget() -> Duration {
+    std::env::var("TRIALRUNNER_RESTORE_BUDGET")
+        .ok()
+        .and_then(|v| humantime::parse_duration(&v).ok())
+        .unwrap_or(Duration::from_secs(90))
+}
 
 /// What a campaign did.
 #[derive(Debug, Default)]
@@ -32,13 +48,8 @@ pub struct Outcome {
     pub runs: Vec<RunSummary>,
     /// Store counts over time.
     pub stores: Vec<StoreSnapshot>,
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    /// What is missing from the results (cloud metrics that could not be pulled).
+    pub partial: Vec<String>,
 }
 
 /// The manifest: what ran, with what, where, and how it ended.
@@ -51,11 +62,11 @@ fn manifest(
     let mut m = json!({
         "tool": {"name": "trialrunner", "version": env!("CARGO_PKG_VERSION")},
         "status": status,
-        "trial": {"file": trial.file, "sha256": trial.hash, "spec": trial.spec},
-        "environment": {"file": trial.env.file, "sha256": trial.env.hash, "spec": trial.env.spec},
+        "trial": {"file": journal::absolute(&trial.file), "sha256": trial.hash, "spec": trial.spec},
+        "environment": {"file": journal::absolute(&trial.env.file), "sha256": trial.env.hash, "spec": trial.env.spec},
         "release": trial.env.release,
         "plan": {"steps": plan.steps.len(), "load_runs": plan.load_phases().count(), "expected_s": plan.total().as_secs_f64()},
-        "generator": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), "host": hostname()},
+        "generator": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), "host": journal::hostname()},
     });
     for (k, v) in extra {
         m[k] = v.clone();
@@ -63,10 +74,32 @@ fn manifest(
     m
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+/// A resumed campaign must be the same trial in the same environment.
+fn check_same_campaign(trial: &Trial, dir: &ResultsDir) -> Result<()> {
+    let Ok(m) = results::read_json::<serde_json::Value>(&dir.root.join("manifest.json")) else {
+        return Ok(());
+    };
+    for (what, file, hash) in [
+        ("trial", &trial.file, &trial.hash),
+        ("environment", &trial.env.file, &trial.env.hash),
+    ] {
+        if m[what]["sha256"].as_str().is_some_and(|h| h != hash) {
+            return Err(Error::Usage(format!(
+                "{} changed since {} was started: a resumed campaign must run the same {what} (or start a new results directory)",
+                file.display(),
+                dir.root.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The text of a panic payload.
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a task panicked".into())
 }
 
 struct Campaign<'a> {
@@ -75,20 +108,40 @@ struct Campaign<'a> {
     providers: &'a Providers,
     dir: &'a ResultsDir,
     interrupts: &'a Interrupts,
-    journal: UndoJournal,
+    journal: Option<UndoJournal>,
+    ledger: Ledger,
     outcome: Outcome,
     extra: BTreeMap<String, serde_json::Value>,
     last_run: Option<String>,
+    /// Runs of the plan that are not complete: the clears that prepare them run again.
+    unfinished: HashSet<String>,
 }
 
-/// The journal a crashed run of this same results dir left: its originals must be kept (the
-/// ASGs are still pinned, so a new snapshot would record the pinned state as "original").
-fn resumed_journal(environment: &str, dir: &Path) -> Result<Option<UndoJournal>> {
-    Ok(UndoJournal::load_pending(environment)?
-        .filter(|j| j.state().results_dir.as_deref() == Some(dir)))
+/// The journal of this campaign: the one its results directory holds (resume: the originals
+/// recorded before the first change, whatever the groups look like now), else a new one.
+/// Refuses when another journal over the same groups is pending.
+fn open_journal(
+    trial: &Trial,
+    providers: &Providers,
+    dir: &ResultsDir,
+) -> Result<Option<UndoJournal>> {
+    let Some(target) = &providers.journal_target else {
+        return Ok(None);
+    };
+    journal::refuse_others(target, Some(&dir.root))?;
+    Ok(Some(match UndoJournal::resume(&dir.root)? {
+        Some(j) => j,
+        None => UndoJournal::begin(
+            target.clone(),
+            &trial.env.spec.name,
+            &trial.env.file,
+            Some(&dir.root),
+            journal::restore_command(&trial.env, target),
+        ),
+    }))
 }
 
-/// Runs a plan. `resume` keeps the runs already complete in `dir`.
+/// Runs a plan in `dir`; a directory that holds a ledger is resumed.
 pub async fn execute(
     trial: &Trial,
     plan: &Plan,
@@ -96,17 +149,26 @@ pub async fn execute(
     dir: &ResultsDir,
     interrupts: &Interrupts,
 ) -> Result<Outcome> {
+    check_same_campaign(trial, dir)?;
+    let journal = open_journal(trial, providers, dir)?;
+    let ledger = Ledger::open(&dir.root)?;
+    let unfinished = plan
+        .load_phases()
+        .filter(|p| !ledger.is_done(&load_key(plan, &p.run_id)))
+        .map(|p| p.run_id.clone())
+        .collect();
     let mut c = Campaign {
         trial,
         plan,
         providers,
         dir,
         interrupts,
-        journal: resumed_journal(&trial.env.spec.name, &dir.root)?
-            .unwrap_or_else(|| UndoJournal::new(&trial.env.spec.name, Some(&dir.root))),
+        journal,
+        ledger,
         outcome: Outcome::default(),
         extra: BTreeMap::new(),
         last_run: None,
+        unfinished,
     };
     if let Ok(previous) = results::read_json::<Vec<StoreSnapshot>>(&dir.root.join("stores.json")) {
         c.outcome.stores = previous;
@@ -117,21 +179,30 @@ pub async fn execute(
         &dir.root.join("manifest.json"),
         &manifest(trial, plan, "running", &c.extra),
     )?;
-    let result = c.steps().await;
-    // Restore on every way out, even after a second Ctrl-C.
-    let restored = match (&providers.scaler, c.journal.pending()) {
-        (Some(scaler), true) => c.journal.restore(scaler.as_ref()).await,
-        _ => Ok(()),
-    };
-    let status = match (&result, &restored) {
-        (Ok(()), Ok(())) => "complete",
-        (Err(Error::Interrupted), _) => "interrupted",
+    let result = AssertUnwindSafe(c.steps())
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|p| Err(Error::Internal(panic_message(p))));
+    // Restore on every way out, even after a second stop request: before any other AWS call.
+    let restore_failure = c.restore_on_the_way_out().await;
+    let status = match (&result, &restore_failure) {
+        (_, Some(_)) => "failed",
+        (Ok(()), None) if !c.outcome.partial.is_empty() => "partial",
+        (Ok(()), None) => "complete",
+        (Err(Error::Interrupted), None) => "interrupted",
         _ => "failed",
     };
     c.extra
         .insert("ended_at".into(), json!(chrono::Utc::now().to_rfc3339()));
+    if let Some(sig) = interrupts.signal() {
+        c.extra
+            .insert("stopped_by".into(), json!(signals::signal_name(sig)));
+    }
     if let Err(e) = &result {
         c.extra.insert("error".into(), json!(e.to_string()));
+    }
+    if !c.outcome.partial.is_empty() {
+        c.extra.insert("partial".into(), json!(c.outcome.partial));
     }
     results::write_json(
         &dir.root.join("manifest.json"),
@@ -143,19 +214,78 @@ pub async fn execute(
             tracing::warn!("building the report of the partial results: {e}");
         }
     }
+    if let Some(message) = restore_failure {
+        if let Err(e) = &result {
+            signals::say(&format!("the campaign stopped: {e}"));
+        }
+        return Err(Error::Infra(message));
+    }
     result?;
-    restored?;
     Ok(c.outcome)
+}
+
+/// The ledger key of a plan's step.
+fn step_key(index: usize, step: &Step) -> String {
+    format!("{index:03}-{}", step.kind())
+}
+
+/// The ledger key of a load run.
+fn load_key(plan: &Plan, run_id: &str) -> String {
+    plan.steps
+        .iter()
+        .enumerate()
+        .find(|(_, s)| matches!(&s.step, Step::Load(p) if p.run_id == run_id))
+        .map(|(i, s)| step_key(i, &s.step))
+        .unwrap_or_default()
 }
 
 impl Campaign<'_> {
     async fn steps(&mut self) -> Result<()> {
-        for planned in &self.plan.steps {
+        let total = self.plan.steps.len();
+        for (index, planned) in self.plan.steps.iter().enumerate() {
             if self.interrupts.soft.is_cancelled() {
                 return Err(Error::Interrupted);
             }
-            tracing::info!(step = %planned.step, "step");
-            self.step(&planned.step).await?;
+            let step = &planned.step;
+            let key = step_key(index, step);
+            if step.kept_on_resume() && self.ledger.is_done(&key) && !self.redo(step) {
+                self.kept(step)?;
+                continue;
+            }
+            tracing::info!(step = %step, "step");
+            if !matches!(step, Step::Load(_)) {
+                signals::say(&format!("[{}/{total}] {step}", index + 1));
+            }
+            // A stop request abandons AWS calls and waits at once; a load run stops itself
+            // (users first, then its files); the restore and the report only stop for the second.
+            let stop = if step.abandoned_on_stop() {
+                self.interrupts.soft.clone()
+            } else {
+                self.interrupts.hard.clone()
+            };
+            let note = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Err(Error::Interrupted),
+                r = self.step(step) => r?,
+            };
+            self.ledger.record(&key, &step.to_string(), note)?;
+        }
+        Ok(())
+    }
+
+    /// A completed clear is done again only when it prepares a run that is not complete.
+    fn redo(&self, step: &Step) -> bool {
+        matches!(step, Step::ClearStores { before_run: Some(r), .. } if self.unfinished.contains(r))
+    }
+
+    /// A step the ledger says is complete: take its results into the outcome.
+    fn kept(&mut self, step: &Step) -> Result<()> {
+        if let Step::Load(phase) = step {
+            tracing::info!(run = %phase.run_id, "already complete, kept");
+            let summary =
+                results::read_json(&self.dir.run_dir(&phase.run_id).join("summary.json"))?;
+            self.outcome.runs.push(summary);
+            self.last_run = Some(phase.run_id.clone());
         }
         Ok(())
     }
@@ -168,18 +298,29 @@ impl Campaign<'_> {
         })
     }
 
-    async fn step(&mut self, step: &Step) -> Result<()> {
+    /// Runs one step; returns a note for the ledger.
+    async fn step(&mut self, step: &Step) -> Result<Option<String>> {
         let p = self.providers;
         match step {
+            Step::Preflight => {
+                let found = crate::setup::preflight(self.trial, p).await?;
+                self.extra.insert("preflight".into(), json!(found));
+            }
             Step::SnapshotInfra { services } => {
                 let settings = Self::need(&p.scaler, "auto-scaling")?
                     .snapshot(services)
                     .await?;
                 self.extra.insert("infra_before".into(), json!(settings));
-                self.journal.record(settings)?;
+                let journal = self.journal.as_mut().ok_or_else(|| {
+                    Error::Infra("no undo journal for a trial that changes infrastructure".into())
+                })?;
+                // On a resume the journal already holds the originals: `record` keeps them.
+                journal.record(settings)?;
+                self.extra
+                    .insert("infra_original".into(), json!(journal.state().original));
             }
             Step::SetCapacity { service, capacity } => {
-                if !self.journal.pending() {
+                if !self.journal.as_ref().is_some_and(UndoJournal::pending) {
                     return Err(Error::Infra(
                         "refusing to change infrastructure before the undo journal is written"
                             .into(),
@@ -199,23 +340,7 @@ impl Campaign<'_> {
                 let report = p.target.check().await?;
                 self.extra.insert("target".into(), json!(report));
             }
-            Step::ClearStores { flush_sessions } => {
-                let stores = Self::need(&p.stores, "stores")?;
-                let before = stores.clear().await?;
-                let after = stores.count().await?;
-                self.snapshot("before clear", before);
-                let left: u64 = after.values().sum();
-                self.snapshot("after clear", after);
-                if left != 0 {
-                    return Err(Error::Infra(format!(
-                        "{} still has {left} rows after clearing",
-                        stores.describe()
-                    )));
-                }
-                if *flush_sessions {
-                    Self::need(&p.sessions, "session cache")?.flush().await?;
-                }
-            }
+            Step::ClearStores { flush_sessions, .. } => self.clear_stores(*flush_sessions).await?,
             Step::CountStores { label } => {
                 let counts = Self::need(&p.stores, "stores")?.count().await?;
                 if let Some(run) = &self.last_run {
@@ -226,61 +351,55 @@ impl Campaign<'_> {
                 }
                 self.snapshot(label, counts);
             }
-            Step::Load(phase) => {
-                let run_dir = self.dir.run_dir(&phase.run_id);
-                let summary = if self.dir.run_complete(&phase.run_id) {
-                    tracing::info!(run = %phase.run_id, "already complete, kept");
-                    results::read_json(&run_dir.join("summary.json"))?
-                } else {
-                    let _ = std::fs::remove_dir_all(&run_dir);
-                    self.load(phase, &run_dir).await?
-                };
-                self.last_run = Some(phase.run_id.clone());
-                let interrupted = summary.interrupted;
-                self.outcome.runs.push(summary);
-                if interrupted {
-                    return Err(Error::Interrupted);
-                }
-            }
-            Step::Cooldown { duration } => {
-                tokio::select! {
-                    _ = tokio::time::sleep(*duration) => {}
-                    _ = self.interrupts.soft.cancelled() => return Err(Error::Interrupted),
-                }
-            }
+            Step::Load(phase) => self.load(phase).await?,
+            Step::Cooldown { duration } => tokio::time::sleep(*duration).await,
             Step::PullMetrics { run_id } => {
-                let run_dir = self.dir.run_dir(run_id);
-                if !run_dir.join("cloudwatch.json").exists() {
-                    let s: RunSummary = results::read_json(&run_dir.join("summary.json"))?;
-                    let pad = 60.0;
-                    Self::need(&p.metrics, "metrics")?
-                        .pull(
-                            s.started_unix - pad,
-                            s.started_unix + s.duration_s + pad,
-                            &run_dir,
-                        )
-                        .await?;
+                let source = Self::need(&p.metrics, "metrics")?;
+                let outcome = metrics::pull_run(source, self.dir, run_id).await;
+                if let Err(why) = outcome {
+                    self.outcome.partial.push(format!("{run_id}: {why}"));
+                    return Ok(Some(format!("failed: {why}")));
                 }
             }
             Step::RestoreInfra => {
-                if let Some(scaler) = &p.scaler {
-                    self.journal.restore(scaler.as_ref()).await?;
-                    let after: Vec<_> = scaler
-                        .snapshot(
-                            &self
-                                .trial
-                                .capacities
-                                .iter()
-                                .map(|(r, _)| *r)
-                                .collect::<Vec<_>>(),
-                        )
-                        .await?;
+                if let (Some(scaler), Some(journal)) = (&p.scaler, self.journal.as_mut()) {
+                    let report = journal.restore(scaler.as_ref(), restore_budget()).await;
+                    if !report.complete() {
+                        return Err(Error::Infra(journal.failure_message(&report)));
+                    }
+                    let services: Vec<_> = self.trial.capacities.iter().map(|(r, _)| *r).collect();
+                    let after = scaler.snapshot(&services).await?;
                     self.extra.insert("infra_after".into(), json!(after));
                 }
+            }
+            Step::SettleMetrics { settle } => {
+                let source = Self::need(&p.metrics, "metrics")?;
+                let still = metrics::settle(source, self.dir, *settle, false).await?;
+                self.outcome.partial = still;
             }
             Step::Report => {
                 crate::report::build(&self.dir.root)?;
             }
+        }
+        Ok(None)
+    }
+
+    async fn clear_stores(&mut self, flush_sessions: bool) -> Result<()> {
+        let p = self.providers;
+        let stores = Self::need(&p.stores, "stores")?;
+        let before = stores.clear().await?;
+        let after = stores.count().await?;
+        self.snapshot("before clear", before);
+        let left: u64 = after.values().sum();
+        self.snapshot("after clear", after);
+        if left != 0 {
+            return Err(Error::Infra(format!(
+                "{} still has {left} rows after clearing",
+                stores.describe()
+            )));
+        }
+        if flush_sessions {
+            Self::need(&p.sessions, "session cache")?.flush().await?;
         }
         Ok(())
     }
@@ -299,14 +418,15 @@ impl Campaign<'_> {
         }
     }
 
-    /// A load run, with the infra sampler beside it when there is a scaler.
-    async fn load(
-        &mut self,
-        phase: &crate::trial::LoadPhase,
-        run_dir: &Path,
-    ) -> Result<RunSummary> {
+    /// A load run (with the infra sampler beside it when there is a scaler). The folder of an
+    /// earlier attempt that did not complete is kept aside, never deleted.
+    async fn load(&mut self, phase: &LoadPhase) -> Result<()> {
+        let run_dir = self.dir.run_dir(&phase.run_id);
+        if run_dir.exists() {
+            let aside = self.dir.set_aside(&phase.run_id)?;
+            tracing::info!(run = %phase.run_id, "an earlier attempt did not complete: kept in {}", aside.display());
+        }
         let p = self.providers;
-        let sampler_stop = CancellationToken::new();
         let sampler = p.scaler.clone().map(|scaler| {
             let every = self
                 .trial
@@ -315,58 +435,64 @@ impl Campaign<'_> {
                 .sample_every
                 .map(|s| s.0)
                 .unwrap_or(Duration::from_secs(5));
-            let path = run_dir.join("infra.jsonl");
-            let stop = sampler_stop.clone();
-            tokio::spawn(async move { sample_infra(scaler, every, &path, stop).await })
+            metrics::InfraSampler::start(scaler, every, run_dir.join("infra.jsonl"))
         });
-        let result = p.load.run(phase, run_dir, &self.interrupts.soft).await;
-        sampler_stop.cancel();
+        let result = p.load.run(phase, &run_dir, &self.interrupts.soft).await;
         if let Some(s) = sampler {
-            let _ = s.await;
+            s.stop().await;
         }
         let summary = result?;
+        self.last_run = Some(phase.run_id.clone());
+        self.outcome.runs.push(summary.clone());
+        if summary.interrupted {
+            return Err(Error::Interrupted);
+        }
         if let Some(scaler) = &p.scaler {
-            match scaler
-                .spin_up_timeline(
-                    summary.started_unix,
-                    summary.started_unix + summary.duration_s,
-                )
-                .await
-            {
-                Ok(t) => results::write_json(&run_dir.join("scaling.json"), &t)?,
-                Err(e) => tracing::warn!("scaling activities for {}: {e}", phase.run_id),
+            let window = scaler.spin_up_timeline(
+                summary.started_unix,
+                summary.started_unix + summary.duration_s,
+            );
+            match tokio::time::timeout(Duration::from_secs(60), window).await {
+                Ok(Ok(t)) => results::write_json(&run_dir.join("scaling.json"), &t)?,
+                Ok(Err(e)) => tracing::warn!("scaling activities for {}: {e}", phase.run_id),
+                Err(_) => {
+                    tracing::warn!("scaling activities for {}: no answer in 60 s", phase.run_id)
+                }
             }
         }
-        Ok(summary)
+        self.unfinished.remove(&phase.run_id);
+        Ok(())
     }
-}
 
-async fn sample_infra(
-    scaler: std::sync::Arc<dyn crate::provider::Scaler>,
-    every: Duration,
-    path: &Path,
-    stop: CancellationToken,
-) {
-    let mut file = match results::AppendFile::create(path) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!("infra sampler: {e}");
-            return;
+    /// The restore after the steps stopped, whatever the reason; bounded by
+    /// [`restore_budget`]. Returns the loud message when groups are left changed.
+    async fn restore_on_the_way_out(&mut self) -> Option<String> {
+        let (Some(scaler), Some(journal)) = (&self.providers.scaler, self.journal.as_mut()) else {
+            return None;
+        };
+        if !journal.pending() {
+            return None;
         }
-    };
-    loop {
-        match scaler.sample().await {
-            Ok(mut v) => {
-                v["unix"] = json!(unix_now());
-                let _ = file.write(&format!("{v}\n"));
-                let _ = file.flush();
+        signals::say("restoring the auto-scaling groups…");
+        let report = journal.restore(scaler.as_ref(), restore_budget()).await;
+        self.extra.insert(
+            "restore".into(),
+            json!({
+                "restored": report.restored,
+                "failed": report.failed.iter().map(|(s, why)| json!({"group": s, "why": why})).collect::<Vec<_>>(),
+                "missing": report.missing,
+            }),
+        );
+        if report.complete() {
+            for o in &report.restored {
+                signals::say(&format!(
+                    "restored {} to min {} max {} desired {}",
+                    o.name, o.min, o.max, o.desired
+                ));
             }
-            Err(e) => tracing::warn!("infra sample: {e}"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.cancelled() => break,
+            None
+        } else {
+            Some(journal.failure_message(&report))
         }
     }
-    let _ = file.finish();
 }

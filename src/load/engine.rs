@@ -14,7 +14,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rand::Rng;
@@ -25,7 +25,7 @@ use super::recorder::{Aggregator, Recorder, SecondView};
 use super::tasks::{plan_jobs, DeviceMaterial, Job, Runner, Target, UserCtx};
 use crate::error::{Error, Result};
 use crate::provider::LoadRunner;
-use crate::results::{self, GeneratorHealth, RunSummary};
+use crate::results::{self, unix_now, GeneratorHealth, RunSummary};
 use crate::trial::model::{SpawnSpec, WaitSpec};
 use crate::trial::{LoadPhase, TaskRef};
 
@@ -44,13 +44,6 @@ pub struct LoadEngine {
     progress: Progress,
     /// Seed of the synthetic device fleet.
     pub fleet_seed: u64,
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 fn rfc3339(unix: f64) -> String {
@@ -124,6 +117,7 @@ impl LoadEngine {
                 intended: None,
                 submissions: 0,
                 user: i,
+                connect_failed: false,
             };
             runner.run(&job, &mut ctx).await;
         }
@@ -174,6 +168,7 @@ impl LoadEngine {
         let aggregator = Arc::new(AsyncMutex::new(aggregator));
         let stop = cancel.child_token();
         let lag = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+        let dead = Arc::new(std::sync::Mutex::new(None::<String>));
 
         let flusher = tokio::spawn(flush_loop(
             aggregator.clone(),
@@ -182,6 +177,7 @@ impl LoadEngine {
             stop.clone(),
             self.progress,
             phase.clone(),
+            dead.clone(),
         ));
         let lag_probe = tokio::spawn(lag_probe(lag.clone(), stop.clone()));
 
@@ -210,16 +206,18 @@ impl LoadEngine {
         };
         tokio::select! {
             _ = tokio::time::sleep_until(deadline.into()) => {}
-            _ = cancel.cancelled() => {}
+            // A stop request, or the dead-target watch.
+            _ = stop.cancelled() => {}
         }
+        let stopped_early = stop.is_cancelled();
         stop.cancel();
-        let grace = phase.request_timeout + Duration::from_secs(2);
-        for w in workers {
-            let abort = w.abort_handle();
-            if tokio::time::timeout(grace, w).await.is_err() {
-                abort.abort();
-            }
-        }
+        // At the deadline, requests in flight may finish; on a stop they get a moment only.
+        let grace = if stopped_early {
+            STOP_GRACE
+        } else {
+            phase.request_timeout + Duration::from_secs(2)
+        };
+        let joined = join_workers(workers, grace).await;
         let _ = flusher.await;
         let _ = lag_probe.await;
         let elapsed = start.elapsed();
@@ -258,9 +256,106 @@ impl LoadEngine {
             },
             interrupted: cancel.is_cancelled(),
         };
+        // The files are written whatever happened: nothing measured is lost.
         results::write_json(&dir.join("summary.json"), &summary)?;
+        joined?;
+        if let Some(why) = dead.lock().expect("dead lock").take() {
+            return Err(Error::Infra(why));
+        }
         Ok(summary)
     }
+}
+
+/// How long requests in flight may go on after a stop request (or a dead target).
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Waits for the workers, at most `grace` (then they are aborted). A panic in any of them is an
+/// error: a run whose users crashed must never read as a success.
+pub async fn join_workers(
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    grace: Duration,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut panics = Vec::new();
+    for w in workers {
+        let abort = w.abort_handle();
+        match tokio::time::timeout_at(deadline, w).await {
+            Ok(Err(e)) if e.is_panic() => {
+                let p = e.into_panic();
+                panics.push(
+                    p.downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a load task panicked".into()),
+                );
+            }
+            Ok(_) => {}
+            Err(_) => abort.abort(),
+        }
+    }
+    if panics.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Internal(format!(
+            "{} load task(s) panicked: {}",
+            panics.len(),
+            panics[0]
+        )))
+    }
+}
+
+/// Watches for a target that stopped answering: over the last [`DeadTargetWatch::WINDOW_S`]
+/// seconds, at least 90 % of a handful of requests failed to connect. Hammering a dead
+/// address for the rest of a campaign measures nothing.
+#[derive(Debug, Default)]
+pub struct DeadTargetWatch {
+    seconds: std::collections::VecDeque<(u64, u64)>,
+    last: (u64, u64),
+}
+
+impl DeadTargetWatch {
+    /// Seconds looked at.
+    pub const WINDOW_S: usize = 5;
+    /// Fewest requests in the window for a verdict.
+    pub const MIN_REQUESTS: u64 = 3;
+
+    /// Takes the running totals (requests finished, connect failures) at the end of a second;
+    /// true when the target looks dead.
+    pub fn observe(&mut self, finished: u64, connect_failures: u64) -> bool {
+        let d = (
+            finished.saturating_sub(self.last.0),
+            connect_failures.saturating_sub(self.last.1),
+        );
+        self.last = (finished, connect_failures);
+        self.seconds.push_back(d);
+        if self.seconds.len() > Self::WINDOW_S {
+            self.seconds.pop_front();
+        }
+        let (n, c) = self
+            .seconds
+            .iter()
+            .fold((0, 0), |(n, c), (a, b)| (n + a, c + b));
+        self.seconds.len() == Self::WINDOW_S && n >= Self::MIN_REQUESTS && c * 10 >= n * 9
+    }
+}
+
+/// The message of a dead target, naming the address that refused and what to do.
+fn dead_target_message(rec: &Recorder) -> String {
+    let refused = rec
+        .failure_groups()
+        .into_iter()
+        .find(|g| g.class == "connect")
+        .map(|g| g.message)
+        .unwrap_or_else(|| "connection refused".into());
+    let hint = refused
+        .rsplit(" at ")
+        .next()
+        .map(super::tasks::unreachable_hint)
+        .unwrap_or_default();
+    format!(
+        "the target stopped answering: nearly every request for {} s failed to connect ({refused}); {hint}",
+        DeadTargetWatch::WINDOW_S
+    )
 }
 
 #[async_trait]
@@ -304,6 +399,7 @@ impl Shared {
             intended: None,
             submissions: 0,
             user,
+            connect_failed: false,
         }
     }
 }
@@ -340,6 +436,7 @@ async fn user_loop(shared: Arc<Shared>, user: usize, stop: CancellationToken) {
     shared.recorder.active_users.fetch_add(1, Ordering::Relaxed);
     let runner = shared.runner();
     let mut ctx = shared.ctx(user);
+    let mut backoff = Duration::ZERO;
     while !stop.is_cancelled() {
         let began = Instant::now();
         for job in &shared.jobs {
@@ -348,7 +445,13 @@ async fn user_loop(shared: Arc<Shared>, user: usize, stop: CancellationToken) {
             }
             runner.run(job, &mut ctx).await;
         }
-        let wait = match shared.phase.wait {
+        // A refused connection: back off (50 ms doubling to 2 s) instead of hammering.
+        backoff = if std::mem::take(&mut ctx.connect_failed) {
+            (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2))
+        } else {
+            Duration::ZERO
+        };
+        let wait = backoff.max(match shared.phase.wait {
             WaitSpec::None => Duration::ZERO,
             WaitSpec::Constant(d) => d.0,
             WaitSpec::Between(a, b) => {
@@ -360,7 +463,7 @@ async fn user_loop(shared: Arc<Shared>, user: usize, stop: CancellationToken) {
                 })
             }
             WaitSpec::Pacing(p) => p.0.saturating_sub(began.elapsed()),
-        };
+        });
         if !wait.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -421,9 +524,22 @@ async fn open_model(
             shared.recorder.active_users.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
-        while sessions.try_join_next().is_some() {}
+        while let Some(done) = sessions.try_join_next() {
+            reraise(done);
+        }
     }
-    while sessions.join_next().await.is_some() {}
+    while let Some(done) = sessions.join_next().await {
+        reraise(done);
+    }
+}
+
+/// A session's panic becomes the open model's own, so the run fails as the closed model does.
+fn reraise(done: std::result::Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
 }
 
 async fn flush_loop(
@@ -433,7 +549,9 @@ async fn flush_loop(
     stop: CancellationToken,
     progress: Progress,
     phase: LoadPhase,
+    dead: Arc<std::sync::Mutex<Option<String>>>,
 ) {
+    let mut watch = DeadTargetWatch::default();
     let bar = (progress == Progress::Show && std::io::stderr().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(phase.duration.as_secs());
         b.set_style(
@@ -459,6 +577,13 @@ async fn flush_loop(
             }
         };
         show(&bar, progress, &phase, &view);
+        let finished = rec.finished.load(Ordering::Relaxed);
+        let refused = rec.connect_failures.load(Ordering::Relaxed);
+        if watch.observe(finished, refused) {
+            *dead.lock().expect("dead lock") = Some(dead_target_message(&rec));
+            stop.cancel();
+            break;
+        }
     }
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -489,7 +614,7 @@ fn show(
             b.set_message(msg);
         }
         None if progress == Progress::Show && (v.second + 1) % 5 == 0 => {
-            eprintln!("[{} {:>4}s] {msg}", phase.run_id, v.second + 1);
+            crate::exec::signals::say(&format!("[{} {:>4}s] {msg}", phase.run_id, v.second + 1));
         }
         None => {}
     }
@@ -512,7 +637,57 @@ async fn lag_probe(worst: Arc<std::sync::Mutex<Duration>>, stop: CancellationTok
 
 #[cfg(test)]
 mod tests {
-    use super::arrival_time;
+    use super::*;
+
+    #[test]
+    fn a_dead_target_is_five_seconds_of_refusals_not_one_bad_second() {
+        let mut w = DeadTargetWatch::default();
+        // Healthy seconds, then one second of refusals: no verdict.
+        let (mut n, mut c) = (0, 0);
+        for _ in 0..5 {
+            n += 100;
+            assert!(!w.observe(n, c));
+        }
+        n += 10;
+        c += 10;
+        assert!(!w.observe(n, c));
+        // Four more seconds of nothing but refusals (backed-off users: one a second).
+        let mut verdict = false;
+        for _ in 0..4 {
+            n += 1;
+            c += 1;
+            verdict = w.observe(n, c);
+        }
+        assert!(verdict, "five seconds of refusals");
+        // Too few requests to judge.
+        let mut quiet = DeadTargetWatch::default();
+        for i in 1..=5 {
+            assert!(!quiet.observe(if i == 5 { 2 } else { 0 }, if i == 5 { 2 } else { 0 }));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_user_fails_the_run() {
+        let ok = tokio::spawn(async {});
+        let boom = tokio::spawn(async { panic!("boom in a task") });
+        let err = join_workers(vec![ok, boom], Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Internal(ref m) if m.contains("boom in a task")),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), crate::error::exit::INTERNAL);
+        let slow = tokio::spawn(tokio::time::sleep(Duration::from_secs(60)));
+        let started = Instant::now();
+        join_workers(vec![slow], Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "aborted after the grace"
+        );
+    }
 
     #[test]
     fn arrivals_follow_the_ramp() {

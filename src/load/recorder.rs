@@ -105,6 +105,10 @@ pub struct Recorder {
     failures: Mutex<HashMap<(usize, FailureClass, String), u64>>,
     /// Virtual users currently running (for `User Count`).
     pub active_users: AtomicUsize,
+    /// Requests that failed to connect, since the start (the dead-target watch reads it).
+    pub connect_failures: std::sync::atomic::AtomicU64,
+    /// Requests finished (success or failure), since the start.
+    pub finished: std::sync::atomic::AtomicU64,
 }
 
 /// One finished request.
@@ -129,6 +133,8 @@ impl Recorder {
             window: Mutex::new(window),
             failures: Mutex::new(HashMap::new()),
             active_users: AtomicUsize::new(0),
+            connect_failures: Default::default(),
+            finished: Default::default(),
         }
     }
 
@@ -139,6 +145,7 @@ impl Recorder {
 
     /// Records a finished request (success or failure).
     pub fn record(&self, ep: EndpointId, s: Sample) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
         let mut w = self.window.lock().expect("recorder lock");
         let cell = &mut w[ep.0];
         let _ = cell.hist.record(s.service_us.max(1));
@@ -155,6 +162,9 @@ impl Recorder {
 
     /// Records why a request failed (call with `record(.., ok: false)`).
     pub fn failure(&self, ep: EndpointId, class: FailureClass, message: &str) {
+        if class == FailureClass::Connect {
+            self.connect_failures.fetch_add(1, Ordering::Relaxed);
+        }
         let mut msg: String = message.chars().take(240).collect();
         if msg.len() < message.len() {
             msg.push('…');

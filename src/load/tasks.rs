@@ -200,6 +200,8 @@ pub struct UserCtx<'a> {
     pub submissions: u64,
     /// Index of the user (for unique ids).
     pub user: usize,
+    /// Set when a request of the last task could not connect (the user backs off).
+    pub connect_failed: bool,
 }
 
 /// Everything a request needs to be sent and recorded.
@@ -252,12 +254,37 @@ pub fn classify(e: &reqwest::Error) -> (FailureClass, String) {
     } else {
         FailureClass::Transport
     };
-    let message = if class == FailureClass::Timeout {
-        "request timed out".to_string()
-    } else {
-        detail
+    let message = match class {
+        FailureClass::Timeout => "request timed out".to_string(),
+        // Name the address that refused: it is what the user must start or open.
+        FailureClass::Connect => match e.url().and_then(address_of) {
+            Some(addr) => format!("{detail} at {addr}"),
+            None => detail,
+        },
+        _ => detail,
     };
     (class, message)
+}
+
+/// `host:port` of a URL.
+pub fn address_of(url: &url::Url) -> Option<String> {
+    Some(format!(
+        "{}:{}",
+        url.host_str()?,
+        url.port_or_known_default()?
+    ))
+}
+
+/// What to do about an address that refuses connections.
+pub fn unreachable_hint(addr: &str) -> String {
+    let local =
+        addr.starts_with("127.") || addr.starts_with("localhost") || addr.starts_with("[::1]");
+    if local {
+        let port = addr.rsplit(':').next().unwrap_or("8443");
+        format!("is the stand-in running? `trialrunner standin --listen 127.0.0.1:{port}`")
+    } else {
+        "is the deployment up, and does its security group admit this host?".into()
+    }
 }
 
 fn status_message(status: StatusCode, body: &[u8]) -> String {
@@ -275,8 +302,9 @@ impl Runner<'_> {
         &self,
         ep: EndpointId,
         req: reqwest::RequestBuilder,
-        intended: &mut Option<Instant>,
+        ctx: &mut UserCtx<'_>,
     ) -> Option<Reply> {
+        let (intended, connect_failed) = (&mut ctx.intended, &mut ctx.connect_failed);
         let start = Instant::now();
         let origin = intended.take().unwrap_or(start);
         let result = async {
@@ -309,6 +337,9 @@ impl Runner<'_> {
                 let (class, msg) = classify(&e);
                 self.recorder.record(ep, sample);
                 self.recorder.failure(ep, class, &msg);
+                if class == FailureClass::Connect {
+                    *connect_failed = true;
+                }
                 None
             }
         }
@@ -413,7 +444,7 @@ impl Runner<'_> {
         if let Some(a) = auth {
             req = req.header(AUTHORIZATION, a);
         }
-        let Some(reply) = self.send(ep, req, &mut ctx.intended).await else {
+        let Some(reply) = self.send(ep, req, ctx).await else {
             return;
         };
         let outcome = Self::expect_status(&reply, StatusCode::OK).and_then(|_| {
@@ -463,7 +494,7 @@ impl Runner<'_> {
         if let Some(a) = self.bearer().await {
             req = req.header(AUTHORIZATION, a);
         }
-        let Some(reply) = self.send(ep, req, &mut ctx.intended).await else {
+        let Some(reply) = self.send(ep, req, ctx).await else {
             return;
         };
         let outcome = Self::expect_status(&reply, StatusCode::OK).and_then(|_| {
@@ -517,7 +548,7 @@ impl Runner<'_> {
             .send(
                 new_ep,
                 self.client.post(url.clone()).header(ACCEPT, "*/*"),
-                &mut ctx.intended,
+                ctx,
             )
             .await
         else {
@@ -562,7 +593,7 @@ impl Runner<'_> {
             .header(CONTENT_TYPE, PSA_EVIDENCE_MEDIA_TYPE)
             .header(ACCEPT, "*/*")
             .body(token);
-        if let Some(reply) = self.send(ev_ep, req, &mut ctx.intended).await {
+        if let Some(reply) = self.send(ev_ep, req, ctx).await {
             let outcome = Self::expect_status(&reply, StatusCode::OK).and_then(|_| {
                 let v: Value = serde_json::from_slice(&reply.body)
                     .map_err(|_| (FailureClass::Body, "session body is not JSON".to_string()))?;
@@ -595,7 +626,7 @@ impl Runner<'_> {
             .send(
                 del_ep,
                 self.client.delete(session_url).header(ACCEPT, "*/*"),
-                &mut ctx.intended,
+                ctx,
             )
             .await
         {
@@ -618,7 +649,7 @@ impl Runner<'_> {
                 req = req.header(AUTHORIZATION, a);
             }
         }
-        let Some(reply) = self.send(ep, req, &mut ctx.intended).await else {
+        let Some(reply) = self.send(ep, req, ctx).await else {
             return;
         };
         let outcome = Self::expect_status(&reply, t.expect);

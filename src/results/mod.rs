@@ -21,6 +21,14 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 pub use summary::*;
 
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 /// Writes `bytes` to `path` atomically: a reader sees the old file or the new one, never half.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -112,26 +120,59 @@ pub struct ResultsDir {
 }
 
 impl ResultsDir {
-    /// Opens (creating) a results directory.
+    /// Starts a new results directory. An existing one that holds anything is refused: two
+    /// campaigns must never merge into one report (continue one with `--resume`).
     pub fn create(root: &Path) -> Result<ResultsDir> {
+        let root = crate::exec::journal::absolute(root);
+        let occupied = fs::read_dir(&root).is_ok_and(|mut d| d.next().is_some());
+        if occupied {
+            return Err(Error::Usage(format!(
+                "{} already exists and is not empty: continue that campaign with --resume {}, or choose another --out",
+                root.display(),
+                root.display()
+            )));
+        }
         fs::create_dir_all(root.join("runs"))
             .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
-        Ok(ResultsDir {
-            root: root.to_path_buf(),
-        })
+        Ok(ResultsDir { root })
+    }
+
+    /// Starts a results directory afresh, removing an earlier one at the same place only when
+    /// it is a results directory (the demo's own output).
+    pub fn replace(root: &Path) -> Result<ResultsDir> {
+        if root.join("manifest.json").is_file() && root.join("runs").is_dir() {
+            fs::remove_dir_all(root)
+                .map_err(|e| Error::io(format!("removing {}", root.display()), e))?;
+        }
+        ResultsDir::create(root)
     }
 
     /// Opens an existing results directory.
     pub fn open(root: &Path) -> Result<ResultsDir> {
+        let root = crate::exec::journal::absolute(root);
         if !root.join("runs").is_dir() {
             return Err(Error::Usage(format!(
                 "{} is not a results directory (no runs/ inside)",
                 root.display()
             )));
         }
-        Ok(ResultsDir {
-            root: root.to_path_buf(),
-        })
+        Ok(ResultsDir { root })
+    }
+
+    /// Moves the folder of a run that did not complete to `superseded/<run-id>.<n>`, so that a
+    /// new attempt starts clean and nothing measured is lost. Returns where it went.
+    pub fn set_aside(&self, run_id: &str) -> Result<PathBuf> {
+        let from = self.run_dir(run_id);
+        let aside = self.root.join("superseded");
+        fs::create_dir_all(&aside)
+            .map_err(|e| Error::io(format!("creating {}", aside.display()), e))?;
+        let to = (1..)
+            .map(|n| aside.join(format!("{run_id}.{n}")))
+            .find(|p| !p.exists())
+            .expect("a free name");
+        fs::rename(&from, &to)
+            .map_err(|e| Error::io(format!("moving {} aside", from.display()), e))?;
+        Ok(to)
     }
 
     /// The folder of a run.

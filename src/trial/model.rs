@@ -16,7 +16,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Span(pub Duration);
 
 impl Span {
-    /// Whole seconds, rounded up: plans count in seconds.
+    /// The longest span any field accepts (30 days); each field has its own, tighter bound
+    /// checked in validation.
+    pub const MAX: Duration = Duration::from_secs(30 * 24 * 3600);
+
+    /// Seconds, as a float.
     pub fn secs_f64(&self) -> f64 {
         self.0.as_secs_f64()
     }
@@ -29,16 +33,33 @@ impl<'de> Deserialize<'de> for Span {
                 "invalid duration {what}: write it like 150s, 2m30s or 500ms"
             ))
         };
-        match serde_yaml::Value::deserialize(d)? {
+        let too_long = |what: String| {
+            serde::de::Error::custom(format!(
+                "duration {what} is too long: at most {}",
+                humantime::format_duration(Span::MAX)
+            ))
+        };
+        let span = match serde_yaml::Value::deserialize(d)? {
             serde_yaml::Value::Number(n) => match n.as_f64() {
-                Some(s) if s >= 0.0 && s.is_finite() => Ok(Span(Duration::from_secs_f64(s))),
-                _ => Err(bad(format!("{n} (durations cannot be negative)"))),
+                Some(s) if s.is_nan() || s.is_infinite() => {
+                    return Err(bad(format!("{n} (not a finite number)")))
+                }
+                Some(s) if s < 0.0 => {
+                    return Err(bad(format!("{n} (durations cannot be negative)")))
+                }
+                Some(s) if s > Span::MAX.as_secs_f64() => return Err(too_long(n.to_string())),
+                Some(s) => Duration::from_secs_f64(s),
+                None => return Err(bad(n.to_string())),
             },
-            serde_yaml::Value::String(t) => humantime::parse_duration(t.trim())
-                .map(Span)
-                .map_err(|_| bad(format!("`{t}`"))),
-            other => Err(bad(format!("(got {})", yaml_kind(&other)))),
+            serde_yaml::Value::String(t) => {
+                humantime::parse_duration(t.trim()).map_err(|_| bad(format!("`{t}`")))?
+            }
+            other => return Err(bad(format!("(got {})", yaml_kind(&other)))),
+        };
+        if span > Span::MAX {
+            return Err(too_long(humantime::format_duration(span).to_string()));
         }
+        Ok(Span(span))
     }
 }
 
@@ -67,17 +88,25 @@ impl fmt::Display for Span {
     }
 }
 
-/// A rate written `10/s`, `600/m`, or a bare number per second.
+/// A rate written `10/s`, `600/m`, or a bare number per second. Always finite and not negative.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
 pub struct Rate(pub f64);
+
+impl Rate {
+    /// The highest rate any field accepts (per second): far beyond one generator.
+    pub const MAX: f64 = 1_000_000.0;
+}
 
 impl<'de> Deserialize<'de> for Rate {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let bad = |t: &str| {
             serde::de::Error::custom(format!("invalid rate {t}: write it like 10/s or 600/m"))
         };
-        match serde_yaml::Value::deserialize(d)? {
-            serde_yaml::Value::Number(n) => n.as_f64().map(Rate).ok_or_else(|| bad(&n.to_string())),
+        let (rate, text) = match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::Number(n) => (
+                n.as_f64().ok_or_else(|| bad(&n.to_string()))?,
+                n.to_string(),
+            ),
             serde_yaml::Value::String(t) => {
                 let (num, unit) = t.split_once('/').ok_or_else(|| bad(&format!("`{t}`")))?;
                 let n: f64 = num.trim().parse().map_err(|_| bad(&format!("`{t}`")))?;
@@ -87,10 +116,27 @@ impl<'de> Deserialize<'de> for Rate {
                     "h" => 3600.0,
                     _ => return Err(bad(&format!("`{t}`"))),
                 };
-                Ok(Rate(n / per))
+                (n / per, format!("`{t}`"))
             }
-            other => Err(bad(&format!("(got {})", yaml_kind(&other)))),
+            other => return Err(bad(&format!("(got {})", yaml_kind(&other)))),
+        };
+        if !rate.is_finite() {
+            return Err(serde::de::Error::custom(format!(
+                "invalid rate {text}: not a finite number"
+            )));
         }
+        if rate < 0.0 {
+            return Err(serde::de::Error::custom(format!(
+                "invalid rate {text}: rates cannot be negative"
+            )));
+        }
+        if rate > Rate::MAX {
+            return Err(serde::de::Error::custom(format!(
+                "invalid rate {text}: at most {} per second",
+                Rate::MAX
+            )));
+        }
+        Ok(Rate(rate))
     }
 }
 
@@ -168,6 +214,10 @@ pub struct TrialFile {
     /// CloudWatch metrics to pull for each run's window.
     #[serde(default)]
     pub metrics: Vec<MetricName>,
+    /// How long after a run's window CloudWatch's datapoints are complete (default 3m): at the
+    /// end of the campaign, windows pulled earlier than that are pulled again.
+    #[serde(default)]
+    pub metrics_settle: Option<Span>,
     /// Regression thresholds checked at the end of the run (same format as `compare --thresholds`).
     #[serde(default)]
     pub thresholds: Vec<String>,
@@ -297,13 +347,22 @@ fn one() -> i64 {
 }
 
 /// How virtual users start: `all-at-once` or a rate such as `10/s`.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum SpawnSpec {
     /// Every user starts at once (the seed's Locust runs).
     #[default]
     AllAtOnce,
     /// Users start at this many per second.
     Rate(Rate),
+}
+
+impl Serialize for SpawnSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SpawnSpec::AllAtOnce => s.serialize_str("all-at-once"),
+            SpawnSpec::Rate(r) => r.serialize(s),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for SpawnSpec {
@@ -745,6 +804,9 @@ pub struct CommandStoreSpec {
 pub struct SessionsSpec {
     /// memcached servers as `host:port`, or `[auto]` to discover the ElastiCache nodes.
     pub memcached: Vec<String>,
+    /// A jump host to reach nodes only visible inside the VPC (default: `stores.postgres.tunnel`).
+    #[serde(default)]
+    pub tunnel: Option<TunnelSpec>,
 }
 
 /// The stand-in service's store, reached over its admin API.

@@ -54,6 +54,9 @@ impl LoadPhase {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "step", rename_all = "kebab-case")]
 pub enum Step {
+    /// Resolve and check everything the campaign needs (groups, target groups, database and
+    /// its password, cache nodes, log groups, permissions) with cheap reads; changes nothing.
+    Preflight,
     /// Record the current ASG settings in the undo journal (before any change).
     SnapshotInfra {
         /// Services whose ASGs will change.
@@ -79,6 +82,8 @@ pub enum Step {
     ClearStores {
         /// Also flush the session cache.
         flush_sessions: bool,
+        /// The run this clear prepares (`before-each-run`); `None` for the whole trial.
+        before_run: Option<String>,
     },
     /// Count store rows.
     CountStores {
@@ -99,13 +104,60 @@ pub enum Step {
     },
     /// Put ASGs back as the journal recorded them.
     RestoreInfra,
+    /// Wait until CloudWatch has published the last window (datapoints arrive 1–3 minutes
+    /// after their period), then pull again every window pulled too early or that failed.
+    SettleMetrics {
+        /// How long after a window's end its datapoints are complete.
+        settle: Duration,
+    },
     /// Build the report.
     Report,
+}
+
+impl Step {
+    /// The step's kind, as in results (`clear-stores`, `load`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Preflight => "preflight",
+            Step::SnapshotInfra { .. } => "snapshot-infra",
+            Step::SetCapacity { .. } => "set-capacity",
+            Step::WaitReady { .. } => "wait-ready",
+            Step::CheckTarget => "check-target",
+            Step::ClearStores { .. } => "clear-stores",
+            Step::CountStores { .. } => "count-stores",
+            Step::Load(_) => "load",
+            Step::Cooldown { .. } => "cooldown",
+            Step::PullMetrics { .. } => "pull-metrics",
+            Step::RestoreInfra => "restore-infra",
+            Step::SettleMetrics { .. } => "settle-metrics",
+            Step::Report => "report",
+        }
+    }
+
+    /// True when a completed step is kept on `--resume` (it changed or measured something
+    /// that must not be done twice); false for idempotent steps that run again (pinning,
+    /// waiting for readiness: the groups may have been restored in between).
+    pub fn kept_on_resume(&self) -> bool {
+        matches!(
+            self,
+            Step::ClearStores { .. }
+                | Step::CountStores { .. }
+                | Step::Load(_)
+                | Step::Cooldown { .. }
+                | Step::PullMetrics { .. }
+        )
+    }
+
+    /// True when the step acts on AWS or waits, and a stop request may abandon it at once.
+    pub fn abandoned_on_stop(&self) -> bool {
+        !matches!(self, Step::Load(_) | Step::RestoreInfra | Step::Report)
+    }
 }
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Step::Preflight => write!(f, "preflight (resolve and check everything; no change)"),
             Step::SnapshotInfra { services } => write!(f, "snapshot infra ({})", names(services)),
             Step::SetCapacity { service, capacity } => write!(f, "set {service} ASG {capacity}"),
             Step::WaitReady { services, timeout } => {
@@ -119,7 +171,7 @@ impl fmt::Display for Step {
             Step::CheckTarget => {
                 write!(f, "check target (well-known READY, one provision + verify)")
             }
-            Step::ClearStores { flush_sessions } => {
+            Step::ClearStores { flush_sessions, .. } => {
                 write!(
                     f,
                     "clear stores{}",
@@ -151,6 +203,11 @@ impl fmt::Display for Step {
             }
             Step::PullMetrics { run_id } => write!(f, "pull metrics for {run_id}"),
             Step::RestoreInfra => write!(f, "restore infra"),
+            Step::SettleMetrics { settle } => write!(
+                f,
+                "settle metrics (wait until {} after the last window, pull again what was early)",
+                humantime::format_duration(*settle)
+            ),
             Step::Report => write!(f, "report"),
         }
     }
@@ -230,6 +287,8 @@ mod estimate {
     pub const LOCAL_READY: Duration = Duration::from_secs(1);
     pub const STORES: Duration = Duration::from_secs(3);
     pub const METRICS: Duration = Duration::from_secs(5);
+    /// CloudWatch publishes a minute's datapoints 1–3 minutes after it ends.
+    pub const SETTLE: Duration = Duration::from_secs(180);
 }
 
 fn run_id(
@@ -266,6 +325,7 @@ pub fn plan(trial: &Trial) -> Plan {
     let mut steps: Vec<PlannedStep> = Vec::new();
     let mut push = |step: Step, estimate: Duration| steps.push(PlannedStep { step, estimate });
 
+    push(Step::Preflight, estimate::API_CALL);
     let services: Vec<ServiceRole> = trial.capacities.iter().map(|(r, _)| *r).collect();
     if !services.is_empty() {
         push(
@@ -300,6 +360,7 @@ pub fn plan(trial: &Trial) -> Plan {
         push(
             Step::ClearStores {
                 flush_sessions: spec.stores.flush_sessions,
+                before_run: None,
             },
             estimate::STORES,
         );
@@ -317,16 +378,18 @@ pub fn plan(trial: &Trial) -> Plan {
     for iteration in 1..=trial.iterations {
         for users in &load_points {
             for tasks in &task_groups {
+                let id = run_id(trial, iteration, *users, runs.arrival.as_ref(), tasks);
                 if spec.stores.clear == ClearPolicy::BeforeEachRun {
                     push(
                         Step::ClearStores {
                             flush_sessions: spec.stores.flush_sessions,
+                            before_run: Some(id.clone()),
                         },
                         estimate::STORES,
                     );
                 }
                 let phase = LoadPhase {
-                    run_id: run_id(trial, iteration, *users, runs.arrival.as_ref(), tasks),
+                    run_id: id,
                     iteration,
                     users: *users,
                     arrival: runs.arrival,
@@ -372,6 +435,10 @@ pub fn plan(trial: &Trial) -> Plan {
     }
     if !trial.capacities.is_empty() {
         push(Step::RestoreInfra, estimate::API_CALL);
+    }
+    if !spec.metrics.is_empty() {
+        let settle = spec.metrics_settle.map(|s| s.0).unwrap_or(estimate::SETTLE);
+        push(Step::SettleMetrics { settle }, settle);
     }
     push(Step::Report, estimate::API_CALL);
     Plan {

@@ -392,77 +392,135 @@ fn check_environment(
     })
 }
 
-fn positive_span(
-    src: &Source,
-    diags: &mut Vec<Diagnostic>,
-    field: &str,
-    span: Option<Span>,
-    what: &str,
-) {
-    if let Some(s) = span {
-        if s.0 == Duration::ZERO {
-            diags.push(src.diagnostic(
+/// Upper bounds on what a trial may ask for: beyond them a value is a mistake (a unit slip, a
+/// pasted number), not a plan, and would exhaust the generator or the account.
+pub mod limits {
+    use std::time::Duration;
+
+    /// Virtual users of one run.
+    pub const USERS: i64 = 100_000;
+    /// Sessions in flight (open model).
+    pub const IN_FLIGHT: i64 = 100_000;
+    /// Iterations of the run sequence.
+    pub const ITERATIONS: i64 = 1_000;
+    /// Instances of one auto-scaling group.
+    pub const CAPACITY: i64 = 1_000;
+    /// One run.
+    pub const RUN: Duration = Duration::from_secs(7 * 24 * 3600);
+    /// A request.
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+    /// Waiting for readiness.
+    pub const READY_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+    /// A pause or a think time.
+    pub const PAUSE: Duration = Duration::from_secs(24 * 3600);
+    /// The infra sampler's interval, at least.
+    pub const SAMPLE_MIN: Duration = Duration::from_millis(100);
+    /// Waiting for CloudWatch to settle.
+    pub const SETTLE: Duration = Duration::from_secs(15 * 60);
+}
+
+/// One section's checks: the source for positions and the list to add to.
+struct Check<'a> {
+    src: &'a Source,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl Check<'_> {
+    fn err(&mut self, field: &str, message: impl Into<String>, hint: Option<&str>) {
+        self.diags.push(
+            self.src
+                .diagnostic(field, message, hint.map(str::to_string)),
+        );
+    }
+
+    /// A span, when given, in `(min, max]` (`min` exclusive when zero: longer than zero).
+    fn span(&mut self, field: &str, span: Option<Span>, min: Duration, max: Duration, what: &str) {
+        let Some(s) = span else { return };
+        if s.0.is_zero() && min.is_zero() {
+            self.err(
                 field,
                 format!("{what} must be longer than zero"),
-                Some("e.g. 150s".into()),
-            ));
+                Some("e.g. 150s"),
+            );
+        } else if s.0 < min {
+            self.err(
+                field,
+                format!(
+                    "{what} ({s}) is shorter than {}",
+                    humantime::format_duration(min)
+                ),
+                None,
+            );
+        } else if s.0 > max {
+            self.err(
+                field,
+                format!(
+                    "{what} ({s}) is longer than {}",
+                    humantime::format_duration(max)
+                ),
+                Some("check the unit (s, m, h)"),
+            );
+        }
+    }
+
+    /// An integer in `[min, max]`.
+    fn int(&mut self, field: &str, v: i64, min: i64, max: i64, what: &str) -> Option<u32> {
+        if v < min {
+            self.err(
+                field,
+                format!("{what} must be at least {min}, got {v}"),
+                None,
+            );
+            None
+        } else if v > max {
+            self.err(
+                field,
+                format!("{what} must be at most {max}, got {v}"),
+                None,
+            );
+            None
+        } else {
+            Some(v as u32)
+        }
+    }
+
+    /// A rate above zero (rates are finite and bounded by parsing).
+    fn positive_rate(&mut self, field: &str, r: Rate, what: &str) {
+        if r.0 <= 0.0 {
+            self.err(field, format!("{what} must be above zero"), None);
         }
     }
 }
 
-fn to_u32(
-    src: &Source,
-    diags: &mut Vec<Diagnostic>,
-    field: &str,
-    v: i64,
-    min: i64,
-    what: &str,
-) -> Option<u32> {
-    if v < min || v > u32::MAX as i64 {
-        diags.push(src.diagnostic(
-            field,
-            format!("{what} must be at least {min}, got {v}"),
-            None,
-        ));
-        None
-    } else {
-        Some(v as u32)
-    }
-}
-
-fn check_capacity(
-    src: &Source,
-    diags: &mut Vec<Diagnostic>,
-    field: &str,
-    c: &CapacitySpec,
-) -> Option<Capacity> {
-    let before = diags.len();
-    let cap = match (c.pin, c.min, c.max) {
-        (Some(p), None, None) if c.desired.is_none() => {
-            to_u32(src, diags, &format!("{field}.pin"), p, 0, "pin").map(Capacity::Pinned)
-        }
-        (None, Some(min), Some(max)) => {
-            let lo = to_u32(src, diags, &format!("{field}.min"), min, 0, "min");
-            let hi = to_u32(src, diags, &format!("{field}.max"), max, 1, "max");
-            let desired = c
+fn check_capacity(c: &mut Check, field: &str, spec: &CapacitySpec) -> Option<Capacity> {
+    let before = c.diags.len();
+    let max = limits::CAPACITY;
+    let cap = match (spec.pin, spec.min, spec.max) {
+        (Some(p), None, None) if spec.desired.is_none() => c
+            .int(&format!("{field}.pin"), p, 0, max, "pin")
+            .map(Capacity::Pinned),
+        (None, Some(min), Some(hi)) => {
+            let lo = c.int(&format!("{field}.min"), min, 0, max, "min");
+            let hi = c.int(&format!("{field}.max"), hi, 1, max, "max");
+            let desired = spec
                 .desired
-                .and_then(|d| to_u32(src, diags, &format!("{field}.desired"), d, 0, "desired"));
+                .and_then(|d| c.int(&format!("{field}.desired"), d, 0, max, "desired"));
             match (lo, hi) {
                 (Some(lo), Some(hi)) if lo > hi => {
-                    diags.push(src.diagnostic(
+                    c.err(
                         &format!("{field}.min"),
                         format!("min ({lo}) is greater than max ({hi})"),
-                        Some("min ≤ desired ≤ max".into()),
-                    ));
+                        Some("min ≤ desired ≤ max"),
+                    );
                     None
                 }
                 (Some(lo), Some(hi)) => {
                     if let Some(d) = desired.filter(|d| *d < lo || *d > hi) {
-                        diags.push(src.diagnostic(
+                        c.err(
                             &format!("{field}.desired"),
                             format!("desired ({d}) is outside {lo}..{hi}"),
                             None,
-                        ));
+                        );
                     }
                     Some(Capacity::Range {
                         min: lo,
@@ -474,18 +532,325 @@ fn check_capacity(
             }
         }
         _ => {
-            diags.push(src.diagnostic(
+            c.err(
                 field,
-                "write either `{ pin: N }` or `{ min: A, max: B }`".to_string(),
-                Some("pin sets min = max = desired".into()),
-            ));
+                "write either `{ pin: N }` or `{ min: A, max: B }`",
+                Some("pin sets min = max = desired"),
+            );
             None
         }
     };
-    if diags.len() > before {
-        None
-    } else {
-        cap
+    (c.diags.len() == before).then_some(cap).flatten()
+}
+
+/// `runs.users` / `runs.arrival`: the load points of the closed or open model.
+fn check_load_points(c: &mut Check, runs: &RunsSpec) -> Vec<u32> {
+    let mut steps = Vec::new();
+    let users = |c: &mut Check, field: &str, n: i64| c.int(field, n, 1, limits::USERS, "users");
+    match (&runs.users, &runs.arrival) {
+        (Some(_), Some(_)) => c.err(
+            "runs.arrival",
+            "give `users` (closed model) or `arrival` (open model), not both",
+            None,
+        ),
+        (None, None) => c.err(
+            "runs",
+            "missing `users` or `arrival`",
+            Some("e.g. users: { from: 2, to: 106, step: 8 }"),
+        ),
+        (Some(UsersSpec::One(n)), None) => steps.extend(users(c, "runs.users", *n)),
+        (Some(UsersSpec::List(list)), None) => {
+            if list.is_empty() {
+                c.err("runs.users", "the list of user counts is empty", None);
+            }
+            for (i, n) in list.iter().enumerate() {
+                steps.extend(users(c, &format!("runs.users[{i}]"), *n));
+            }
+        }
+        (Some(UsersSpec::Steps(s)), None) => {
+            let from = users(c, "runs.users.from", s.from);
+            let to = users(c, "runs.users.to", s.to);
+            let step = c.int("runs.users.step", s.step, 1, limits::USERS, "step");
+            if s.to < s.from {
+                c.err(
+                    "runs.users.to",
+                    format!("`to` ({}) is less than `from` ({})", s.to, s.from),
+                    Some("a ramp goes up: from ≤ to"),
+                );
+            } else if let (Some(from), Some(to), Some(step)) = (from, to, step) {
+                steps.extend((from..=to).step_by(step as usize));
+            }
+        }
+        (None, Some(a)) => {
+            c.positive_rate("runs.arrival.rate", a.rate, "the arrival rate");
+            if let Some(to) = a.to {
+                c.positive_rate("runs.arrival.to", to, "the arrival rate");
+            }
+            c.int(
+                "runs.arrival.max-in-flight",
+                a.max_in_flight,
+                1,
+                limits::IN_FLIGHT,
+                "max-in-flight",
+            );
+        }
+    }
+    steps
+}
+
+/// `runs`: durations, spawn, wait and iterations.
+fn check_timing(c: &mut Check, runs: &RunsSpec) -> u32 {
+    let zero = Duration::ZERO;
+    c.span(
+        "runs.duration",
+        Some(runs.duration),
+        zero,
+        limits::RUN,
+        "duration",
+    );
+    c.span(
+        "runs.request-timeout",
+        runs.request_timeout,
+        zero,
+        limits::REQUEST_TIMEOUT,
+        "request-timeout",
+    );
+    if let Some(cooldown) = runs.cooldown {
+        if cooldown.0 > limits::PAUSE {
+            c.span(
+                "runs.cooldown",
+                Some(cooldown),
+                zero,
+                limits::PAUSE,
+                "cooldown",
+            );
+        }
+    }
+    if let Some(w) = runs.warmup {
+        if w >= runs.duration {
+            c.err(
+                "runs.warmup",
+                format!(
+                    "warm-up ({w}) is not shorter than the run ({})",
+                    runs.duration
+                ),
+                None,
+            );
+        }
+    }
+    if let SpawnSpec::Rate(r) = runs.spawn_rate {
+        if r.0 <= 0.0 {
+            c.err(
+                "runs.spawn-rate",
+                "the spawn rate must be above zero",
+                Some("or `all-at-once`"),
+            );
+        }
+    }
+    match runs.wait {
+        WaitSpec::Between(a, b) if a > b => c.err(
+            "runs.wait.between",
+            format!("the lower bound ({a}) is above the upper ({b})"),
+            None,
+        ),
+        WaitSpec::Between(_, s) | WaitSpec::Constant(s) | WaitSpec::Pacing(s)
+            if s.0 > limits::PAUSE =>
+        {
+            c.span("runs.wait", Some(s), zero, limits::PAUSE, "the wait")
+        }
+        _ => {}
+    }
+    c.int(
+        "runs.iterations",
+        runs.iterations,
+        1,
+        limits::ITERATIONS,
+        "iterations",
+    )
+    .unwrap_or(1)
+}
+
+/// `runs.tasks` resolved against the built-ins and `http-tasks`.
+fn check_tasks(c: &mut Check, spec: &TrialFile) -> Vec<TaskRef> {
+    let mut tasks = Vec::new();
+    if spec.runs.tasks.is_empty() {
+        let hint = format!("use some of {}", BUILTIN_TASKS.join(", "));
+        c.err("runs.tasks", "no tasks", Some(&hint));
+    }
+    for (i, name) in spec.runs.tasks.iter().enumerate() {
+        let field = format!("runs.tasks[{i}]");
+        let t = match name.as_str() {
+            "well-known" => TaskRef::WellKnown,
+            "provision" => TaskRef::Provision,
+            "verify" => TaskRef::Verify,
+            other if spec.http_tasks.contains_key(other) => TaskRef::Http(other.to_string()),
+            other => {
+                let mut known: Vec<&str> = BUILTIN_TASKS.to_vec();
+                known.extend(spec.http_tasks.keys().map(String::as_str));
+                let hint = format!("known tasks: {}", known.join(", "));
+                c.err(&field, format!("unknown task `{other}`"), Some(&hint));
+                continue;
+            }
+        };
+        if tasks.contains(&t) {
+            c.err(&field, format!("task `{name}` is listed twice"), None);
+        }
+        tasks.push(t);
+    }
+    tasks
+}
+
+/// `http-tasks`: methods, paths, statuses and body files.
+fn check_http_tasks(c: &mut Check, spec: &TrialFile) {
+    let trial_dir = c.src.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    for (name, t) in &spec.http_tasks {
+        let field = format!("http-tasks.{name}");
+        if BUILTIN_TASKS.contains(&name.as_str()) {
+            c.err(
+                &field,
+                format!("`{name}` is a built-in task name"),
+                Some("pick another name"),
+            );
+        }
+        if reqwest::Method::from_bytes(t.method.as_bytes()).is_err()
+            || t.method.chars().any(|ch| ch.is_ascii_lowercase())
+        {
+            c.err(
+                &format!("{field}.method"),
+                format!("`{}` is not an HTTP method", t.method),
+                Some("GET, POST, PUT, DELETE, …"),
+            );
+        }
+        if !t.path.starts_with('/') {
+            c.err(
+                &format!("{field}.path"),
+                format!("`{}` must start with /", t.path),
+                None,
+            );
+        }
+        if !(100..=599).contains(&t.expect_status) {
+            c.err(
+                &format!("{field}.expect-status"),
+                format!("{} is not an HTTP status", t.expect_status),
+                None,
+            );
+        }
+        if let Some(body) = &t.body_file {
+            if !trial_dir.join(body).is_file() {
+                c.err(
+                    &format!("{field}.body-file"),
+                    format!("file `{}` not found", body.display()),
+                    Some("paths are relative to the trial file"),
+                );
+            }
+        }
+    }
+}
+
+/// `infra`: capacities, readiness timeout and sampling interval.
+fn check_infra(c: &mut Check, infra: &InfraSpec) -> Vec<(ServiceRole, Capacity)> {
+    let mut capacities = Vec::new();
+    for (role, spec) in infra.capacities() {
+        if let Some(cap) = check_capacity(c, &format!("infra.{role}"), &spec) {
+            capacities.push((role, cap));
+        }
+    }
+    c.span(
+        "infra.ready-timeout",
+        infra.ready_timeout,
+        Duration::ZERO,
+        limits::READY_TIMEOUT,
+        "ready-timeout",
+    );
+    c.span(
+        "infra.sample-every",
+        infra.sample_every,
+        limits::SAMPLE_MIN,
+        limits::PAUSE,
+        "sample-every",
+    );
+    capacities
+}
+
+/// `thresholds` and `metrics-settle`.
+fn check_gates(c: &mut Check, spec: &TrialFile) {
+    for (i, t) in spec.thresholds.iter().enumerate() {
+        if let Err(m) = crate::report::thresholds::Threshold::parse(t) {
+            c.err(
+                &format!("thresholds[{i}]"),
+                m,
+                Some("e.g. `verify p95 < 800ms` or `* p95 +10%`"),
+            );
+        }
+    }
+    if let Some(settle) = spec.metrics_settle {
+        if settle.0 > limits::SETTLE {
+            c.span(
+                "metrics-settle",
+                Some(settle),
+                Duration::ZERO,
+                limits::SETTLE,
+                "metrics-settle",
+            );
+        }
+    }
+}
+
+/// What the environment must offer for the steps this trial needs.
+fn check_against_environment(
+    c: &mut Check,
+    spec: &TrialFile,
+    capacities: &[(ServiceRole, Capacity)],
+    env: &Environment,
+) {
+    let name = &env.spec.name;
+    for (role, _) in capacities {
+        if env.spec.aws.is_none() || env.asg_name(*role).is_none() {
+            c.err(
+                &format!("infra.{role}"),
+                format!("environment `{name}` has no AWS auto-scaling group for {role}"),
+                Some("add `aws:` and `deployment:` (or services.<svc>.asg) to the environment, or drop `infra`"),
+            );
+        }
+    }
+    let stores = env.spec.stores.as_ref();
+    if spec.stores.clear != ClearPolicy::Never {
+        if !env.has_store_driver() {
+            c.err(
+                "stores.clear",
+                format!("environment `{name}` says nothing of its stores"),
+                Some("add stores.postgres (or sqlite, command, standin) to the environment"),
+            );
+        } else if !stores.is_some_and(|s| s.disposable) {
+            c.err(
+                "stores.clear",
+                format!("environment `{name}` is not marked disposable: clearing its stores is refused"),
+                Some("set `stores: { disposable: true }` in the environment if its data may be deleted"),
+            );
+        }
+    }
+    if spec.stores.count != CountPolicy::Never && !env.has_store_driver() {
+        c.err(
+            "stores.count",
+            format!("environment `{name}` says nothing of its stores"),
+            None,
+        );
+    }
+    if spec.stores.flush_sessions && stores.is_none_or(|s| s.sessions.is_none()) {
+        c.err(
+            "stores.flush-sessions",
+            format!("environment `{name}` has no session cache (stores.sessions)"),
+            None,
+        );
+    }
+    if !spec.metrics.is_empty() && env.spec.aws.is_none() {
+        c.err(
+            "metrics",
+            format!(
+                "environment `{name}` has no `aws` section: CloudWatch metrics cannot be pulled"
+            ),
+            Some("remove `metrics` for local runs"),
+        );
     }
 }
 
@@ -496,289 +861,22 @@ fn check_trial(
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Trial> {
     let before = diags.len();
+    let mut c = Check { src, diags };
     if !is_slug(&spec.name) {
-        diags.push(src.diagnostic(
+        c.err(
             "name",
             format!("`{}` is not a valid name", spec.name),
-            Some("use letters, digits, - and _ (it names the results folder)".into()),
-        ));
+            Some("use letters, digits, - and _ (it names the results folder)"),
+        );
     }
-    let runs = &spec.runs;
-    // Users or arrival.
-    let mut user_steps = Vec::new();
-    match (&runs.users, &runs.arrival) {
-        (Some(_), Some(_)) => diags.push(src.diagnostic(
-            "runs.arrival",
-            "give `users` (closed model) or `arrival` (open model), not both",
-            None,
-        )),
-        (None, None) => diags.push(src.diagnostic(
-            "runs",
-            "missing `users` or `arrival`",
-            Some("e.g. users: { from: 2, to: 106, step: 8 }".into()),
-        )),
-        (Some(UsersSpec::One(n)), None) => {
-            user_steps.extend(to_u32(src, diags, "runs.users", *n, 1, "users"))
-        }
-        (Some(UsersSpec::List(list)), None) => {
-            if list.is_empty() {
-                diags.push(src.diagnostic("runs.users", "the list of user counts is empty", None));
-            }
-            for (i, n) in list.iter().enumerate() {
-                user_steps.extend(to_u32(
-                    src,
-                    diags,
-                    &format!("runs.users[{i}]"),
-                    *n,
-                    1,
-                    "users",
-                ));
-            }
-        }
-        (Some(UsersSpec::Steps(s)), None) => {
-            let from = to_u32(src, diags, "runs.users.from", s.from, 1, "from");
-            let step = to_u32(src, diags, "runs.users.step", s.step, 1, "step");
-            if s.to < s.from {
-                diags.push(src.diagnostic(
-                    "runs.users.to",
-                    format!("`to` ({}) is less than `from` ({})", s.to, s.from),
-                    Some("a ramp goes up: from ≤ to".into()),
-                ));
-            } else if let (Some(from), Some(step)) = (from, step) {
-                let mut n = from as i64;
-                while n <= s.to {
-                    user_steps.push(n as u32);
-                    n += step as i64;
-                }
-            }
-        }
-        (None, Some(a)) => {
-            if a.rate.0 <= 0.0 {
-                diags.push(src.diagnostic(
-                    "runs.arrival.rate",
-                    "the arrival rate must be above zero",
-                    None,
-                ));
-            }
-            if a.to.is_some_and(|r| r.0 <= 0.0) {
-                diags.push(src.diagnostic(
-                    "runs.arrival.to",
-                    "the arrival rate must be above zero",
-                    None,
-                ));
-            }
-            to_u32(
-                src,
-                diags,
-                "runs.arrival.max-in-flight",
-                a.max_in_flight,
-                1,
-                "max-in-flight",
-            );
-        }
-    }
-    positive_span(src, diags, "runs.duration", Some(runs.duration), "duration");
-    positive_span(
-        src,
-        diags,
-        "runs.request-timeout",
-        runs.request_timeout,
-        "request-timeout",
-    );
-    if let Some(w) = runs.warmup {
-        if w >= runs.duration {
-            diags.push(src.diagnostic(
-                "runs.warmup",
-                format!(
-                    "warm-up ({w}) is not shorter than the run ({})",
-                    runs.duration
-                ),
-                None,
-            ));
-        }
-    }
-    if let SpawnSpec::Rate(r) = runs.spawn_rate {
-        if r.0 <= 0.0 {
-            diags.push(src.diagnostic(
-                "runs.spawn-rate",
-                "the spawn rate must be above zero",
-                Some("or `all-at-once`".into()),
-            ));
-        }
-    }
-    if let WaitSpec::Between(a, b) = runs.wait {
-        if a > b {
-            diags.push(src.diagnostic(
-                "runs.wait.between",
-                format!("the lower bound ({a}) is above the upper ({b})"),
-                None,
-            ));
-        }
-    }
-    let iterations = to_u32(
-        src,
-        diags,
-        "runs.iterations",
-        runs.iterations,
-        1,
-        "iterations",
-    )
-    .unwrap_or(1);
-    // Tasks.
-    let mut tasks = Vec::new();
-    if runs.tasks.is_empty() {
-        diags.push(src.diagnostic(
-            "runs.tasks",
-            "no tasks",
-            Some(format!("use some of {}", BUILTIN_TASKS.join(", "))),
-        ));
-    }
-    for (i, name) in runs.tasks.iter().enumerate() {
-        let field = format!("runs.tasks[{i}]");
-        let t = match name.as_str() {
-            "well-known" => TaskRef::WellKnown,
-            "provision" => TaskRef::Provision,
-            "verify" => TaskRef::Verify,
-            other if spec.http_tasks.contains_key(other) => TaskRef::Http(other.to_string()),
-            other => {
-                let mut known: Vec<&str> = BUILTIN_TASKS.to_vec();
-                known.extend(spec.http_tasks.keys().map(String::as_str));
-                diags.push(src.diagnostic(
-                    &field,
-                    format!("unknown task `{other}`"),
-                    Some(format!("known tasks: {}", known.join(", "))),
-                ));
-                continue;
-            }
-        };
-        if tasks.contains(&t) {
-            diags.push(src.diagnostic(&field, format!("task `{name}` is listed twice"), None));
-        }
-        tasks.push(t);
-    }
-    let trial_dir = src.file.parent().unwrap_or(Path::new("."));
-    for (name, t) in &spec.http_tasks {
-        let field = format!("http-tasks.{name}");
-        if BUILTIN_TASKS.contains(&name.as_str()) {
-            diags.push(src.diagnostic(
-                &field,
-                format!("`{name}` is a built-in task name"),
-                Some("pick another name".into()),
-            ));
-        }
-        if reqwest::Method::from_bytes(t.method.as_bytes()).is_err()
-            || t.method.chars().any(|c| c.is_ascii_lowercase())
-        {
-            diags.push(src.diagnostic(
-                &format!("{field}.method"),
-                format!("`{}` is not an HTTP method", t.method),
-                Some("GET, POST, PUT, DELETE, …".into()),
-            ));
-        }
-        if !t.path.starts_with('/') {
-            diags.push(src.diagnostic(
-                &format!("{field}.path"),
-                format!("`{}` must start with /", t.path),
-                None,
-            ));
-        }
-        if !(100..=599).contains(&t.expect_status) {
-            diags.push(src.diagnostic(
-                &format!("{field}.expect-status"),
-                format!("{} is not an HTTP status", t.expect_status),
-                None,
-            ));
-        }
-        if let Some(body) = &t.body_file {
-            if !trial_dir.join(body).is_file() {
-                diags.push(src.diagnostic(
-                    &format!("{field}.body-file"),
-                    format!("file `{}` not found", body.display()),
-                    Some("paths are relative to the trial file".into()),
-                ));
-            }
-        }
-    }
-    // Capacity.
-    let mut capacities = Vec::new();
-    for (role, c) in spec.infra.capacities() {
-        if let Some(cap) = check_capacity(src, diags, &format!("infra.{role}"), &c) {
-            capacities.push((role, cap));
-        }
-    }
-    positive_span(
-        src,
-        diags,
-        "infra.ready-timeout",
-        spec.infra.ready_timeout,
-        "ready-timeout",
-    );
-    positive_span(
-        src,
-        diags,
-        "infra.sample-every",
-        spec.infra.sample_every,
-        "sample-every",
-    );
-    for (i, t) in spec.thresholds.iter().enumerate() {
-        if let Err(m) = crate::report::thresholds::Threshold::parse(t) {
-            diags.push(src.diagnostic(
-                &format!("thresholds[{i}]"),
-                m,
-                Some("e.g. `verify p95 < 800ms` or `* p95 +10%`".into()),
-            ));
-        }
-    }
-    // What the environment must offer for the steps this trial needs.
+    let user_steps = check_load_points(&mut c, &spec.runs);
+    let iterations = check_timing(&mut c, &spec.runs);
+    let tasks = check_tasks(&mut c, &spec);
+    check_http_tasks(&mut c, &spec);
+    let capacities = check_infra(&mut c, &spec.infra);
+    check_gates(&mut c, &spec);
     if let Some(env) = &env {
-        let name = &env.spec.name;
-        for (role, _) in &capacities {
-            if env.spec.aws.is_none() || env.asg_name(*role).is_none() {
-                diags.push(src.diagnostic(
-                    &format!("infra.{role}"),
-                    format!("environment `{name}` has no AWS auto-scaling group for {role}"),
-                    Some("add `aws:` and `deployment:` (or services.<svc>.asg) to the environment, or drop `infra`".into()),
-                ));
-            }
-        }
-        let stores = env.spec.stores.as_ref();
-        if spec.stores.clear != ClearPolicy::Never {
-            if !env.has_store_driver() {
-                diags.push(
-                    src.diagnostic(
-                        "stores.clear",
-                        format!("environment `{name}` says nothing of its stores"),
-                        Some(
-                            "add stores.postgres (or sqlite, command, standin) to the environment"
-                                .into(),
-                        ),
-                    ),
-                );
-            } else if !stores.is_some_and(|s| s.disposable) {
-                diags.push(src.diagnostic(
-                    "stores.clear",
-                    format!("environment `{name}` is not marked disposable: clearing its stores is refused"),
-                    Some("set `stores: { disposable: true }` in the environment if its data may be deleted".into()),
-                ));
-            }
-        }
-        if spec.stores.count != CountPolicy::Never && !env.has_store_driver() {
-            diags.push(src.diagnostic(
-                "stores.count",
-                format!("environment `{name}` says nothing of its stores"),
-                None,
-            ));
-        }
-        if spec.stores.flush_sessions && stores.is_none_or(|s| s.sessions.is_none()) {
-            diags.push(src.diagnostic(
-                "stores.flush-sessions",
-                format!("environment `{name}` has no session cache (stores.sessions)"),
-                None,
-            ));
-        }
-        if !spec.metrics.is_empty() && env.spec.aws.is_none() {
-            diags.push(src.diagnostic("metrics", format!("environment `{name}` has no `aws` section: CloudWatch metrics cannot be pulled"), Some("remove `metrics` for local runs".into())));
-        }
+        check_against_environment(&mut c, &spec, &capacities, env);
     }
     if diags.len() > before {
         return None;

@@ -113,6 +113,7 @@ impl TargetCheck for ServiceCheck {
             intended: None,
             submissions: 0,
             user: 0,
+            connect_failed: false,
         };
         runner
             .run(

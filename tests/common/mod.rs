@@ -10,6 +10,9 @@
 
 #![allow(dead_code)]
 
+pub mod awsfault;
+pub mod watch;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

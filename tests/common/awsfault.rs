@@ -1,0 +1,402 @@
+//! AWS as it really behaves, in front of moto: a small HTTP proxy on loopback that forwards
+//! every request and, per test, can
+//! * answer `Throttling` / `RequestLimitExceeded` (in the protocol's own error format) on every
+//!   n-th call of an operation, or a 500, or any status and code;
+//! * delay answers, or freeze (accept and never answer) until thawed;
+//! * stretch instance lifecycles: instances it has not seen before stay `Pending` for a while,
+//!   then their targets stay `initial`, as on AWS (moto makes everything InService at once).
+//!
+//! It runs on its own thread and runtime, so a test that blocks on a child process never stalls
+//! it, and it records every operation it saw.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+/// What a rule does to a matching call.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// `Throttling` (awsQuery), `RequestLimitExceeded` (EC2), `ThrottlingException` (JSON).
+    Throttle,
+    /// Any status and error code.
+    Fail(u16, &'static str),
+    /// Forward, but answer this much later.
+    Delay(Duration),
+    /// Accept and never answer, until [`FaultProxy::thaw`].
+    Freeze,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    /// The operation (`UpdateAutoScalingGroup`), or `*`.
+    op: String,
+    /// Apply to the 1st, (1+n)th, (1+2n)th … matching call.
+    every: u32,
+    /// How many more times it applies (None: forever).
+    left: Option<u32>,
+    /// Matching calls to let through before it starts applying.
+    skip: u32,
+    seen: u32,
+    effect: Effect,
+}
+
+#[derive(Default)]
+struct Lifecycle {
+    pending: Duration,
+    initial: Duration,
+    /// Instances that were there before: never stretched.
+    old: HashSet<String>,
+    first_seen: HashMap<String, Instant>,
+}
+
+struct State {
+    upstream: String,
+    client: reqwest::Client,
+    rules: Mutex<Vec<Rule>>,
+    lifecycle: Mutex<Option<Lifecycle>>,
+    calls: Mutex<Vec<String>>,
+}
+
+/// A running proxy; `url` is what the SDK (or the binary's `--aws-endpoint`) is pointed at.
+pub struct FaultProxy {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    state: Arc<State>,
+}
+
+/// The operation of a request: `Action=` of a query-protocol body, or the JSON protocol's
+/// `X-Amz-Target` suffix.
+fn operation(headers: &HeaderMap, body: &[u8]) -> String {
+    if let Some(t) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        return t.rsplit('.').next().unwrap_or(t).to_string();
+    }
+    url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == "Action")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| "?".into())
+}
+
+/// An error answer in the protocol the request spoke.
+fn error_response(headers: &HeaderMap, body: &[u8], status: u16, code: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let message = format!("{code} injected by the test's AWS fault layer");
+    if headers.contains_key("x-amz-target") {
+        let ty = if code == "Throttling" {
+            "ThrottlingException"
+        } else {
+            code
+        };
+        let mut r = (
+            status,
+            [("content-type", "application/x-amz-json-1.1")],
+            format!("{{\"__type\":\"{ty}\",\"message\":\"{message}\"}}"),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert("x-amzn-errortype", HeaderValue::from_str(ty).unwrap());
+        return r;
+    }
+    let ec2 = url::form_urlencoded::parse(body).any(|(k, v)| k == "Version" && v == "2016-11-15");
+    let xml = if ec2 {
+        let code = if code == "Throttling" {
+            "RequestLimitExceeded"
+        } else {
+            code
+        };
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>fault-layer</RequestID></Response>")
+    } else {
+        format!("<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>fault-layer</RequestId></ErrorResponse>")
+    };
+    (status, [("content-type", "text/xml")], xml).into_response()
+}
+
+/// Rewrites `<member>` blocks of an XML answer: in each block naming a stretched id, replace
+/// `from` with `to`.
+fn rewrite_members(
+    xml: &str,
+    id_tag: &str,
+    young: &dyn Fn(&str) -> bool,
+    from: &str,
+    to: &str,
+) -> String {
+    let open = format!("<{id_tag}>");
+    let close = format!("</{id_tag}>");
+    xml.split("<member>")
+        .map(|block| {
+            let id = block.find(&open).and_then(|i| {
+                block[i + open.len()..]
+                    .find(&close)
+                    .map(|j| &block[i + open.len()..i + open.len() + j])
+            });
+            match id {
+                Some(id) if young(id) => block.replacen(from, to, 1),
+                _ => block.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("<member>")
+}
+
+impl State {
+    /// The effect for this call, if a rule matches.
+    fn effect(&self, op: &str) -> Option<Effect> {
+        let mut rules = self.rules.lock().unwrap();
+        for r in rules.iter_mut() {
+            if r.op != "*" && r.op != op {
+                continue;
+            }
+            if r.left == Some(0) {
+                continue;
+            }
+            if r.skip > 0 {
+                r.skip -= 1;
+                continue;
+            }
+            r.seen += 1;
+            if (r.seen - 1) % r.every.max(1) == 0 {
+                if let Some(n) = &mut r.left {
+                    *n -= 1;
+                }
+                return Some(r.effect.clone());
+            }
+        }
+        None
+    }
+
+    fn frozen(&self, op: &str) -> bool {
+        self.rules
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| matches!(r.effect, Effect::Freeze) && (r.op == "*" || r.op == op))
+    }
+
+    /// Stretches instance lifecycles in the answers that show them.
+    fn stretch(&self, op: &str, xml: String) -> String {
+        let mut guard = self.lifecycle.lock().unwrap();
+        let Some(l) = guard.as_mut() else {
+            return xml;
+        };
+        let now = Instant::now();
+        // Note every instance id the first time it is seen.
+        for chunk in xml
+            .split("<InstanceId>")
+            .skip(1)
+            .chain(xml.split("<Id>").skip(1))
+        {
+            if let Some(end) = chunk.find('<') {
+                let id = &chunk[..end];
+                if id.starts_with("i-") && !l.old.contains(id) {
+                    l.first_seen.entry(id.to_string()).or_insert(now);
+                }
+            }
+        }
+        let age = |id: &str| l.first_seen.get(id).map(|t| now - *t);
+        match op {
+            "DescribeAutoScalingGroups" => {
+                let young = |id: &str| age(id).is_some_and(|a| a < l.pending);
+                rewrite_members(
+                    &xml,
+                    "InstanceId",
+                    &young,
+                    "<LifecycleState>InService</LifecycleState>",
+                    "<LifecycleState>Pending</LifecycleState>",
+                )
+            }
+            "DescribeTargetHealth" => {
+                let young = |id: &str| age(id).is_some_and(|a| a < l.pending + l.initial);
+                rewrite_members(
+                    &xml,
+                    "Id",
+                    &young,
+                    "<State>healthy</State>",
+                    "<State>initial</State>",
+                )
+            }
+            _ => xml,
+        }
+    }
+}
+
+async fn forward(
+    state: Arc<State>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let op = operation(&headers, &body);
+    state.calls.lock().unwrap().push(op.clone());
+    match state.effect(&op) {
+        Some(Effect::Throttle) => return error_response(&headers, &body, 400, "Throttling"),
+        Some(Effect::Fail(status, code)) => return error_response(&headers, &body, status, code),
+        Some(Effect::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Effect::Freeze) => {
+            while state.frozen(&op) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        None => {}
+    }
+    let url = format!(
+        "{}{}",
+        state.upstream,
+        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    );
+    let mut req = state.client.request(method, url).body(body);
+    for (k, v) in &headers {
+        if k != "host" && k != "content-length" {
+            req = req.header(k, v);
+        }
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let status = resp.status();
+    let mut out_headers = HeaderMap::new();
+    for (k, v) in resp.headers() {
+        if !matches!(
+            k.as_str(),
+            "content-length" | "transfer-encoding" | "connection"
+        ) {
+            out_headers.append(k, v.clone());
+        }
+    }
+    let bytes = resp.bytes().await.unwrap_or_default();
+    let body = match String::from_utf8(bytes.to_vec()) {
+        Ok(text) => Bytes::from(state.stretch(&op, text)),
+        Err(_) => bytes,
+    };
+    let mut r = (status, body).into_response();
+    r.headers_mut().extend(out_headers);
+    r
+}
+
+impl FaultProxy {
+    /// Starts a proxy in front of `upstream` (moto's URL).
+    pub fn start(upstream: &str) -> FaultProxy {
+        let state = Arc::new(State {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            client: reqwest::Client::new(),
+            rules: Mutex::new(Vec::new()),
+            lifecycle: Mutex::new(None),
+            calls: Mutex::new(Vec::new()),
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let s = state.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = axum::Router::new().fallback(
+                    move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                        forward(s.clone(), method, uri, headers, body)
+                    },
+                );
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        FaultProxy { url, state }
+    }
+
+    fn add(&self, op: &str, every: u32, left: Option<u32>, effect: Effect) {
+        self.add_after(op, 0, every, left, effect);
+    }
+
+    fn add_after(&self, op: &str, skip: u32, every: u32, left: Option<u32>, effect: Effect) {
+        self.state.rules.lock().unwrap().push(Rule {
+            op: op.into(),
+            every,
+            left,
+            skip,
+            seen: 0,
+            effect,
+        });
+    }
+
+    /// Throttles every `every`-th call of `op` (`*`: all operations), starting with the first.
+    pub fn throttle(&self, op: &str, every: u32) {
+        self.add(op, every, None, Effect::Throttle);
+    }
+
+    /// Fails the next `times` calls of `op` with `status` and `code`.
+    pub fn fail(&self, op: &str, status: u16, code: &'static str, times: Option<u32>) {
+        self.add(op, 1, times, Effect::Fail(status, code));
+    }
+
+    /// Lets `skip` calls of `op` through, then fails the next `times` with `status` and `code`.
+    pub fn fail_after(&self, op: &str, skip: u32, status: u16, code: &'static str, times: u32) {
+        self.add_after(op, skip, 1, Some(times), Effect::Fail(status, code));
+    }
+
+    /// Delays every call of `op`.
+    pub fn delay(&self, op: &str, by: Duration) {
+        self.add(op, 1, None, Effect::Delay(by));
+    }
+
+    /// Accepts calls of `op` (`*`: all) and never answers until [`FaultProxy::thaw`].
+    pub fn freeze(&self, op: &str) {
+        self.add(op, 1, None, Effect::Freeze);
+    }
+
+    /// Drops every rule: frozen calls go on.
+    pub fn thaw(&self) {
+        self.state.rules.lock().unwrap().clear();
+    }
+
+    /// Instances not in `old` stay `Pending` for `pending` after they are first seen, then
+    /// their targets stay `initial` for `initial` more.
+    pub fn stretch_lifecycles(
+        &self,
+        pending: Duration,
+        initial: Duration,
+        old: impl IntoIterator<Item = String>,
+    ) {
+        *self.state.lifecycle.lock().unwrap() = Some(Lifecycle {
+            pending,
+            initial,
+            old: old.into_iter().collect(),
+            first_seen: HashMap::new(),
+        });
+    }
+
+    /// Every operation seen so far, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.state.calls.lock().unwrap().clone()
+    }
+
+    /// How many calls of `op` were seen.
+    pub fn count(&self, op: &str) -> usize {
+        self.calls().iter().filter(|c| *c == op).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_naming_a_young_instance_are_rewritten_others_kept() {
+        let xml = "<Instances><member><InstanceId>i-new</InstanceId><LifecycleState>InService</LifecycleState></member><member><InstanceId>i-old</InstanceId><LifecycleState>InService</LifecycleState></member></Instances>";
+        let out = rewrite_members(
+            xml,
+            "InstanceId",
+            &|id| id == "i-new",
+            "<LifecycleState>InService</LifecycleState>",
+            "<LifecycleState>Pending</LifecycleState>",
+        );
+        assert_eq!(out.matches("Pending").count(), 1);
+        assert!(out.contains("<InstanceId>i-old</InstanceId><LifecycleState>InService"));
+    }
+}
