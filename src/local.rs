@@ -33,12 +33,23 @@ impl StandinStores {
     }
 
     async fn call_at(&self, url: &url::Url, method: reqwest::Method) -> Result<serde_json::Value> {
-        let resp = self
-            .client
-            .request(method, url.clone())
-            .send()
-            .await
-            .map_err(|e| Error::Infra(format!("stand-in at {url}: {e}")))?;
+        // A stand-in started a moment ago (`standin … &` then `run`) may not listen yet: give
+        // a refused connection a few seconds before calling it unreachable.
+        let started = std::time::Instant::now();
+        let resp = loop {
+            match self
+                .client
+                .request(method.clone(), url.clone())
+                .send()
+                .await
+            {
+                Ok(r) => break r,
+                Err(e) if e.is_connect() && started.elapsed().as_secs() < 10 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await
+                }
+                Err(e) => return Err(crate::veraison::health::unreachable(url, &e)),
+            }
+        };
         if !resp.status().is_success() {
             return Err(Error::Infra(format!(
                 "stand-in at {url} answered {}",

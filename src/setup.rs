@@ -272,7 +272,16 @@ pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Provide
         stores,
         sessions,
         metrics,
-        target: Arc::new(ServiceCheck::new(check_target)),
+        target: Arc::new(
+            ServiceCheck::new(check_target).with_patience(
+                trial
+                    .spec
+                    .infra
+                    .ready_timeout
+                    .map(|t| t.0)
+                    .unwrap_or(std::time::Duration::from_secs(60)),
+            ),
+        ),
         load: Arc::new(LoadEngine::new(target, progress)),
         journal_target,
     })

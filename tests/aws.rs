@@ -1749,3 +1749,103 @@ async fn a_target_that_stops_answering_stops_the_campaign_and_restores() {
         "the campaign stopped instead of hammering a dead address"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_that_failed_is_pulled_again_once_settled_and_the_campaign_completes() {
+    let _serial = SERIAL.lock().await;
+    let trial = PIN_TRIAL.replace(
+        "runs:",
+        "metrics: [asg-instances]\nmetrics-settle: 3s\nruns:",
+    );
+    let d = Drill::new(&trial).await;
+    // The first pull fails (as a throttled or early pull would); the settle step pulls again.
+    d.proxy.fail("GetMetricData", 403, "AccessDenied", Some(1));
+    let out = run_trial(d.state.path(), &d.trial, &d.env, &d.out())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        d.proxy.count("GetMetricData"),
+        2,
+        "pulled, then pulled again"
+    );
+    let cw: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.out().join("runs/u002-well-known/cloudwatch.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(cw.get("error").is_none(), "{cw}");
+    let run: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.out().join("runs/u002-well-known/summary.json")).unwrap(),
+    )
+    .unwrap();
+    let end = run["started_unix"].as_f64().unwrap() + run["duration_s"].as_f64().unwrap();
+    assert!(
+        cw["pulled_unix"].as_f64().unwrap() >= end + 3.0,
+        "the second pull waited for the window to settle"
+    );
+    assert_eq!(d.manifest()["status"], "complete");
+    let ledger = std::fs::read_to_string(d.out().join("ledger.jsonl")).unwrap();
+    assert!(
+        ledger.contains("\"note\":\"failed: "),
+        "the ledger records the failed pull: {ledger}"
+    );
+}
+
+/// A wrong profile and an expired SSO session: one line each, with the cause and the fix, never
+/// the SDK's debug structures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_profile_and_an_expired_sso_session_are_one_line_with_the_fix() {
+    let _serial = SERIAL.lock().await;
+    let home = tempfile::tempdir().unwrap();
+    let aws = home.path().join(".aws");
+    std::fs::create_dir_all(aws.join("sso/cache")).unwrap();
+    std::fs::write(
+        aws.join("config"),
+        "[profile other]\nregion = eu-west-1\n[profile corp-admin]\nsso_session = corp\nsso_account_id = 123456789012\nsso_role_name = Admin\nregion = eu-west-1\n[sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\nsso_region = eu-west-1\n",
+    )
+    .unwrap();
+    // The SSO cache file is named by the SHA-1 of the session name; this token expired in 2020.
+    use sha1::Digest;
+    let name = hex::encode(sha1::Sha1::digest(b"corp"));
+    std::fs::write(
+        aws.join("sso/cache").join(format!("{name}.json")),
+        r#"{"accessToken":"x","expiresAt":"2020-01-01T00:00:00Z","region":"eu-west-1","startUrl":"https://corp.awsapps.com/start"}"#,
+    )
+    .unwrap();
+    for (profile, expect) in [
+        (
+            "veraison",
+            "AWS profile `veraison` is not defined in your AWS config",
+        ),
+        ("corp-admin", "run `aws sso login --profile corp-admin`"),
+    ] {
+        let env = common::write(
+            home.path(),
+            &format!("{profile}.yaml"),
+            &format!("name: e\naws: {{ region: eu-west-1, profile: {profile}, account: \"123456789012\", endpoint: \"http://127.0.0.1:1\" }}\ndeployment: veraison\nservices:\n  provisioning: {{ url: \"http://127.0.0.1:8443\" }}\n  verification: {{ url: \"http://127.0.0.1:8443\" }}\n"),
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .env("HOME", home.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .args(["infra", "status", "--env", env.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(err.contains(expect), "{profile}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(
+            !err.contains('{') && !err.contains("Some("),
+            "no debug dump: {err}"
+        );
+    }
+}

@@ -548,3 +548,58 @@ async fn spawn_rate_ramps_users_and_cancel_stops_the_run() {
     );
     assert!(users.windows(2).all(|w| w[0] <= w[1]), "{users:?}");
 }
+
+/// `bench` against an address nothing listens on: a clear error naming the address, and a
+/// non-zero exit, never a request rate that measures failures.
+#[test]
+fn bench_against_a_closed_port_fails_and_says_where() {
+    let port = common::free_port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trialrunner"))
+        .args([
+            "bench",
+            "--url",
+            &format!("http://127.0.0.1:{port}/"),
+            "--duration",
+            "1s",
+            "--connections",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains(&format!("at 127.0.0.1:{port}")), "{err}");
+}
+
+/// Users that cannot connect back off (50 ms doubling to 2 s) instead of hammering a dead
+/// address; the run is stopped as soon as the target looks dead, with the address in the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_back_off_from_a_dead_target_and_the_run_stops_naming_it() {
+    let _serial = SERIAL.lock().await;
+    let port = common::free_port();
+    let base = url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+    let mut t = target(&base, "v0.0.2602");
+    t.http_tasks.insert(
+        "get".into(),
+        http_task(&base, reqwest::Method::GET, "/", 200),
+    );
+    let p = phase("dead", Some(8), vec![TaskRef::Http("get".into())], 30.0);
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let err = LoadEngine::new(t, Progress::Quiet)
+        .run_phase(&p, dir.path(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10), "stopped early");
+    assert_eq!(err.exit_code(), 3);
+    let text = err.to_string();
+    assert!(text.contains(&format!("at 127.0.0.1:{port}")), "{text}");
+    // 8 users for ~6 s without back-off would be tens of thousands of attempts.
+    let s: RunSummary =
+        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    assert!(
+        s.aggregated.count < 8 * 6 * 4,
+        "{} attempts: users did not back off",
+        s.aggregated.count
+    );
+}

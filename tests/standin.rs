@@ -1,6 +1,8 @@
-//! The Veraison stand-in against the wire contract, with the real upstream vectors from
-//! `../shared/veraison-testdata/` (read there, never copied), and the project's own PSA
-//! material checked against them.
+//! The Veraison stand-in against the wire contract. The conformance tests use the real upstream
+//! vectors (`$VERAISON_TESTDATA` or `../shared/veraison-testdata/`, read there, never copied)
+//! and check the project's own PSA material against them; they skip visibly where the vectors
+//! are absent (a fresh clone) and fail under CI. Every other test uses the project's own
+//! generated devices, CoRIMs and tokens.
 
 mod common;
 
@@ -23,8 +25,18 @@ const SET_A_TOKEN: &str = "a-perf-psa.good.cbor";
 const SET_B_CORIM: &str = "b-e2e-psa-endorsements.cbor";
 const LEGACY_MT: &str = "application/corim-unsigned+cbor; profile=\"http://arm.com/psa/iot/1\"";
 
-fn vector(name: &str) -> Vec<u8> {
-    std::fs::read(common::testdata(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+/// The project's own device: its CoRIM (tagged or not, profile `psa/iot/1`) and its token for
+/// the seed nonce stand where the upstream set B CoRIM and set A token stood.
+fn own_device() -> Device {
+    Device::synthetic(0x5eed, 0)
+}
+
+fn own_corim(tagged: bool) -> Vec<u8> {
+    own_device().corim("http://arm.com/psa/iot/1", tagged, "own-corim")
+}
+
+fn own_token() -> Vec<u8> {
+    own_device().token(&URL_SAFE.decode(SEED_NONCE_B64).unwrap())
 }
 
 fn config(release: &str) -> StandinConfig {
@@ -152,6 +164,10 @@ async fn discovery_is_veraisons_and_refuses_application_json() {
 
 #[tokio::test]
 async fn set_a_provisions_three_endorsements_and_one_trust_anchor_then_verifies_affirming() {
+    let Some(dir) = common::upstream_vectors("set_a_provisions…") else {
+        return;
+    };
+    let vector = |name: &str| common::vector_in(&dir, name);
     // Set A is untagged: the K-V era up to v0.0.2511 accepts it.
     let s = start(config("v0.0.2511")).await;
     let r = submit(&s, vector(SET_A_CORIM), LEGACY_MT).await;
@@ -218,9 +234,9 @@ async fn set_a_provisions_three_endorsements_and_one_trust_anchor_then_verifies_
 #[tokio::test]
 async fn wrong_nonce_is_contraindicated_not_an_error() {
     let s = start(config("v0.0.2511")).await;
-    submit(&s, vector(SET_A_CORIM), LEGACY_MT).await;
+    submit(&s, own_corim(false), LEGACY_MT).await;
     let other = URL_SAFE.encode([7u8; 32]);
-    let (status, body, _) = verify(&s, &other, vector(SET_A_TOKEN)).await;
+    let (status, body, _) = verify(&s, &other, own_token()).await;
     assert_eq!(status, 200);
     assert_eq!(
         ear::ear_status(body["result"].as_str().unwrap(), Some(&ear_key(&s).await)),
@@ -231,7 +247,7 @@ async fn wrong_nonce_is_contraindicated_not_an_error() {
 #[tokio::test]
 async fn unknown_device_is_contraindicated() {
     let s = start(config("v0.0.2511")).await;
-    let (status, body, _) = verify(&s, SEED_NONCE_B64, vector(SET_A_TOKEN)).await;
+    let (status, body, _) = verify(&s, SEED_NONCE_B64, own_token()).await;
     assert_eq!(status, 200);
     assert_eq!(
         ear::ear_status(body["result"].as_str().unwrap(), None),
@@ -243,7 +259,7 @@ async fn unknown_device_is_contraindicated() {
 async fn key_value_era_keeps_duplicates_corim_store_era_refuses_them() {
     let kv = start(config("v0.0.2602")).await;
     for _ in 0..2 {
-        let v: Value = submit(&kv, vector(SET_B_CORIM), LEGACY_MT)
+        let v: Value = submit(&kv, own_corim(true), LEGACY_MT)
             .await
             .json()
             .await
@@ -255,17 +271,9 @@ async fn key_value_era_keeps_duplicates_corim_store_era_refuses_them() {
 
     let mt = "application/rim+cbor; profile=\"http://arm.com/psa/iot/1\"";
     let cs = start(config("v0.0.2604")).await;
-    let first: Value = submit(&cs, vector(SET_B_CORIM), mt)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let first: Value = submit(&cs, own_corim(true), mt).await.json().await.unwrap();
     assert_eq!(first["status"], "success", "{first}");
-    let second: Value = submit(&cs, vector(SET_B_CORIM), mt)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let second: Value = submit(&cs, own_corim(true), mt).await.json().await.unwrap();
     assert_eq!(second["status"], "failed");
     assert!(
         second["failure-reason"]
@@ -280,7 +288,7 @@ async fn key_value_era_keeps_duplicates_corim_store_era_refuses_them() {
 async fn provisioning_error_paths() {
     let s = start(config("v0.0.2602")).await;
     // Unknown media type: 415 with the accepted types in `Accept`.
-    let r = submit(&s, vector(SET_B_CORIM), "application/cbor").await;
+    let r = submit(&s, own_corim(true), "application/cbor").await;
     assert_eq!(r.status(), 415);
     assert!(r.headers()["accept"]
         .to_str()
@@ -291,7 +299,7 @@ async fn provisioning_error_paths() {
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["detail"], "empty body");
     // Untagged CoRIM from v0.0.2512 on: 200 with status failed.
-    let v: Value = submit(&s, vector(SET_A_CORIM), LEGACY_MT)
+    let v: Value = submit(&s, own_corim(false), LEGACY_MT)
         .await
         .json()
         .await
@@ -311,7 +319,7 @@ async fn provisioning_error_paths() {
     // The media type is normalised as Go's mime package does (case of type, quoting).
     let v: Value = submit(
         &s,
-        vector(SET_B_CORIM),
+        own_corim(true),
         "Application/Corim-Unsigned+CBOR; profile=\"http://arm.com/psa/iot/1\"",
     )
     .await
@@ -329,7 +337,7 @@ async fn bearer_auth_with_keycloak_password_grant() {
     };
     let s = start(cfg).await;
     let c = client();
-    let r = submit(&s, vector(SET_B_CORIM), LEGACY_MT).await;
+    let r = submit(&s, own_corim(true), LEGACY_MT).await;
     assert_eq!(r.status(), 401);
     assert!(
         r.bytes().await.unwrap().is_empty(),
@@ -370,13 +378,13 @@ async fn bearer_auth_with_keycloak_password_grant() {
         .post(s.url().join("/endorsement-provisioning/v1/submit").unwrap())
         .bearer_auth(token)
         .header("content-type", LEGACY_MT)
-        .body(vector(SET_B_CORIM))
+        .body(own_corim(true))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     // Verification never needs a token.
-    let (status, _, _) = verify(&s, SEED_NONCE_B64, vector(SET_A_TOKEN)).await;
+    let (status, _, _) = verify(&s, SEED_NONCE_B64, own_token()).await;
     assert_eq!(status, 200);
 }
 
@@ -443,7 +451,7 @@ async fn session_api_error_paths_and_nonce_rules() {
             .join(&format!("/challenge-response/v1/session/{id}"))
             .unwrap()
     };
-    let token = vector(SET_A_TOKEN);
+    let token = own_token();
     let post = |u: url::Url, ct: &str, body: Vec<u8>| {
         c.post(u)
             .header("content-type", ct.to_string())
@@ -540,10 +548,7 @@ async fn faults_slow_start_error_rate_db_cap_and_memcached_delete() {
         ..config("v0.0.2602")
     })
     .await;
-    assert_eq!(
-        submit(&s, vector(SET_B_CORIM), LEGACY_MT).await.status(),
-        500
-    );
+    assert_eq!(submit(&s, own_corim(true), LEGACY_MT).await.status(), 500);
 
     // DB cap 1 with 300 ms of latency: concurrent requests get "too many clients".
     let faults = Faults {
@@ -557,8 +562,8 @@ async fn faults_slow_start_error_rate_db_cap_and_memcached_delete() {
     })
     .await;
     let (a, b) = tokio::join!(
-        submit(&s, vector(SET_B_CORIM), LEGACY_MT),
-        submit(&s, vector(SET_B_CORIM), LEGACY_MT)
+        submit(&s, own_corim(true), LEGACY_MT),
+        submit(&s, own_corim(true), LEGACY_MT)
     );
     let mut statuses = [a.status().as_u16(), b.status().as_u16()];
     statuses.sort();
@@ -595,7 +600,8 @@ async fn faults_slow_start_error_rate_db_cap_and_memcached_delete() {
 }
 
 /// The vectors' device, rebuilt with the project's generator.
-fn vector_device() -> Device {
+fn vector_device(dir: &std::path::Path) -> Device {
+    let vector = |name: &str| common::vector_in(dir, name);
     let jwk: Value = serde_json::from_slice(&vector("psa-iak-ec-p256.jwk.json")).unwrap();
     let d = URL_SAFE_NO_PAD.decode(jwk["d"].as_str().unwrap()).unwrap();
     let token = ParsedToken::parse(&vector(SET_A_TOKEN)).unwrap();
@@ -614,8 +620,12 @@ fn vector_device() -> Device {
 
 #[test]
 fn generated_tokens_match_the_vectors_byte_for_byte_up_to_the_signature() {
+    let Some(dir) = common::upstream_vectors("generated_tokens_match_the_vectors…") else {
+        return;
+    };
+    let vector = |name: &str| common::vector_in(&dir, name);
     let vec_token = vector(SET_A_TOKEN);
-    let device = vector_device();
+    let device = vector_device(&dir);
     let nonce = URL_SAFE.decode(SEED_NONCE_B64).unwrap();
     // Same claims, same encoding: the payload is the vector's bytes 10..480.
     assert_eq!(device.claims(&nonce), vec_token[10..480]);
@@ -638,10 +648,14 @@ fn generated_tokens_match_the_vectors_byte_for_byte_up_to_the_signature() {
 
 #[test]
 fn generated_corims_have_the_vectors_structure() {
+    let Some(dir) = common::upstream_vectors("generated_corims_have_the_vectors_structure") else {
+        return;
+    };
+    let vector = |name: &str| common::vector_in(&dir, name);
     let theirs = psa::parse_corim(&vector(SET_A_CORIM)).unwrap();
     assert!(!theirs.tagged);
     assert_eq!(theirs.profile, "http://arm.com/psa/iot/1");
-    let device = vector_device();
+    let device = vector_device(&dir);
     let ours = psa::parse_corim(&device.corim("http://arm.com/psa/iot/1", false, "x")).unwrap();
     assert_eq!(ours.reference_values, theirs.reference_values);
     assert_eq!(ours.trust_anchors.len(), 1);
@@ -693,7 +707,7 @@ async fn generated_devices_provision_and_verify_in_every_era() {
 }
 
 #[tokio::test]
-async fn with_postgres_verification_slows_as_duplicate_rows_grow() {
+async fn with_postgres_verification_reads_every_duplicate_row() {
     let pg = common::postgres();
     let db = pg.database("standin_weight");
     let store = KvStore::postgres(&pg.conninfo(&db), 2).await.unwrap();
@@ -712,27 +726,98 @@ async fn with_postgres_verification_slows_as_duplicate_rows_grow() {
     .unwrap();
     assert_eq!(v["status"], "success");
     assert_eq!(pg.psql(&db, "SELECT count(*) FROM endorsements"), "3");
-    async fn median_verify_ms(s: &Standin, device: &Device) -> f64 {
-        let mut t = Vec::new();
-        for i in 0..15u8 {
+    async fn rows_per_verify(s: &Standin, device: &Device) -> u64 {
+        let before = s.rows_read();
+        for i in 0..5u8 {
             let nonce = [i; 32];
-            let start = Instant::now();
-            let (status, _, _) = verify(s, &URL_SAFE.encode(nonce), device.token(&nonce)).await;
+            let (status, body, _) = verify(s, &URL_SAFE.encode(nonce), device.token(&nonce)).await;
             assert_eq!(status, 200);
-            t.push(start.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(
+                ear::ear_status(body["result"].as_str().unwrap(), None),
+                Ok(EarStatus::Affirming)
+            );
         }
-        t.sort_by(f64::total_cmp);
-        t[t.len() / 2]
+        (s.rows_read() - before) / 5
     }
-    let light = median_verify_ms(&s, &device).await;
+    // One trust anchor row and three reference-value rows per verification.
+    assert_eq!(rows_per_verify(&s, &device).await, 1 + 3);
     // Re-provisioning in the K-V era inserts duplicates; add 60 000 of them the fast way.
     pg.psql(&db, "INSERT INTO endorsements (kv_key, kv_val) SELECT kv_key, kv_val FROM endorsements, generate_series(1, 20000)");
-    pg.psql(&db, "ANALYZE endorsements");
-    let heavy = median_verify_ms(&s, &device).await;
-    // A loose bound on the trend, not a timing: reading every duplicate row costs.
-    assert!(
-        heavy > 2.0 * light,
-        "light {light:.2} ms, heavy {heavy:.2} ms"
-    );
+    let stored: u64 = pg
+        .psql(&db, "SELECT count(*) FROM endorsements")
+        .parse()
+        .unwrap();
+    assert_eq!(stored, 60_003);
+    // Every duplicate is read on every verification (what made Trial 3 collapse); how long
+    // that takes is a benchmark's business, not a test's.
+    assert_eq!(rows_per_verify(&s, &device).await, 1 + stored);
     s.shutdown().await;
+}
+
+/// The readiness gate looks again on transient failures (a service still starting, random
+/// 500s) within its patience, and fails at once on a semantic one.
+#[tokio::test]
+async fn the_readiness_gate_retries_transient_failures_and_not_semantic_ones() {
+    use std::sync::Arc;
+    use trialrunner::load::tasks::Target;
+    use trialrunner::provider::TargetCheck;
+    use trialrunner::veraison::health::ServiceCheck;
+    let target = |s: &Standin, release: &str| {
+        Arc::new(Target {
+            provisioning: s.url(),
+            verification: s.url(),
+            release: ReleaseProfile::parse(release).unwrap(),
+            tokens: None,
+            http_tasks: Default::default(),
+        })
+    };
+    // 30 % of the answers are 500s: each look of ~5 requests mostly fails; the gate keeps looking.
+    let flaky = start(StandinConfig {
+        faults: Faults {
+            error_rate: 0.3,
+            ..Faults::default()
+        },
+        ..config("v0.0.2602")
+    })
+    .await;
+    for _ in 0..5 {
+        ServiceCheck::new(target(&flaky, "v0.0.2602"))
+            .with_patience(Duration::from_secs(60))
+            .check()
+            .await
+            .expect("ready within its patience despite the 500s");
+    }
+    // A service whose VTS is not up for 2 s: ready once it is.
+    let starting = start(StandinConfig {
+        faults: Faults {
+            slow_start: Duration::from_secs(2),
+            ..Faults::default()
+        },
+        ..config("v0.0.2602")
+    })
+    .await;
+    let report = ServiceCheck::new(target(&starting, "v0.0.2602"))
+        .with_patience(Duration::from_secs(30))
+        .check()
+        .await
+        .unwrap();
+    assert!(
+        report.notes.iter().any(|n| n.starts_with("ready after")),
+        "{:?}",
+        report.notes
+    );
+    // A contract mismatch (the stand-in speaks the corim-store era, the check the K-V era):
+    // 415, permanent, no waiting.
+    let other = start(config("v0.0.2604")).await;
+    let began = Instant::now();
+    let err = ServiceCheck::new(target(&other, "v0.0.2602"))
+        .with_patience(Duration::from_secs(30))
+        .check()
+        .await
+        .unwrap_err();
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "failed at once: {err}"
+    );
+    assert!(err.to_string().contains("415"), "{err}");
 }

@@ -79,6 +79,62 @@ pub struct AwsContext {
     pub endpoint: String,
     /// The account the environment declares.
     pub account: String,
+    /// The named profile, when the environment gives one.
+    pub profile: Option<String>,
+}
+
+/// The deepest message of an error's chain: the cause a person can act on.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// One line saying why no credentials were found and what to do, never an SDK debug dump.
+pub fn explain_credentials(
+    e: &aws_credential_types::provider::error::CredentialsError,
+    profile: Option<&str>,
+) -> String {
+    use aws_credential_types::provider::error::CredentialsError as E;
+    // One line: a chain's "Attempted:" list becomes `; `-separated.
+    let cause = root_cause(e)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let lower = cause.to_ascii_lowercase();
+    let profile_name = profile
+        .map(str::to_string)
+        .or_else(|| std::env::var("AWS_PROFILE").ok());
+    let named = profile_name
+        .as_deref()
+        .map(|p| format!("profile `{p}`"))
+        .unwrap_or_else(|| "the default profile".into());
+    let sso_login = format!(
+        "aws sso login{}",
+        profile_name
+            .as_deref()
+            .map(|p| format!(" --profile {p}"))
+            .unwrap_or_default()
+    );
+    if lower.contains("expired") || lower.contains("sso") && lower.contains("token") {
+        return format!("the AWS SSO session of {named} has expired or is missing ({cause}): run `{sso_login}` and try again");
+    }
+    if lower.contains("profile")
+        && (lower.contains("not defined") || lower.contains("did not contain"))
+    {
+        return format!("AWS {named} is not defined in your AWS config (~/.aws/config, or AWS_CONFIG_FILE): check `aws.profile` in the environment file and AWS_PROFILE");
+    }
+    match e {
+        E::CredentialsNotLoaded(_) => format!(
+            "no AWS credentials found for {named}: set `aws.profile` in the environment file or AWS_PROFILE, export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run `{sso_login}`"
+        ),
+        E::ProviderTimedOut(_) => format!("looking up AWS credentials for {named} timed out ({cause})"),
+        _ => format!("the AWS credentials of {named} could not be loaded: {cause}"),
+    }
 }
 
 /// Turns an SDK error into an [`Error::Infra`] naming the operation, the endpoint and the cause
@@ -170,6 +226,7 @@ impl AwsContext {
         let ctx = AwsContext {
             endpoint: endpoint.unwrap_or_else(|| format!("AWS {}", spec.region)),
             account: spec.account.clone(),
+            profile: spec.profile.clone(),
             config,
         };
         ctx.check_credentials().await?;
@@ -205,10 +262,7 @@ impl AwsContext {
             .ok_or_else(|| Error::Infra("no AWS credentials provider is configured".into()))?;
         match tokio::time::timeout(Duration::from_secs(15), provider.provide_credentials()).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(Error::Infra(format!(
-                "no AWS credentials found ({}): set AWS_PROFILE or the environment's aws.profile, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
-                DisplayErrorContext(&e)
-            ))),
+            Ok(Err(e)) => Err(Error::Infra(explain_credentials(&e, self.profile.as_deref()))),
             Err(_) => Err(Error::Infra("looking for AWS credentials took more than 15 s (is a metadata service expected here?)".into())),
         }
     }

@@ -63,5 +63,24 @@ pub fn run(args: Args) -> Result<i32> {
         report.kib_per_user()
     );
     println!("requests/s: {:.0}", report.requests_per_s());
+    // A rate of failures is not a measurement of the engine.
+    let a = &s.aggregated;
+    if a.count == 0 || a.failures * 2 > a.count {
+        let why = s
+            .failures
+            .first()
+            .map(|f| format!("{}: {}", f.class, f.message))
+            .unwrap_or_else(|| "no request completed".into());
+        crate::exec::signals::say(&format!(
+            "error: {} of {} requests failed ({why}): the figures above measure failures, not the engine",
+            a.failures, a.count
+        ));
+        let refused = s.failures.first().is_some_and(|f| f.class == "connect");
+        return Ok(if refused || a.count == 0 {
+            exit::INFRA
+        } else {
+            exit::CHECKS_FAILED
+        });
+    }
     Ok(exit::OK)
 }

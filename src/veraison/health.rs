@@ -17,6 +17,23 @@ use crate::trial::model::NonceMode;
 pub struct ServiceCheck {
     target: Arc<Target>,
     client: reqwest::Client,
+    /// How long transient failures (refused, timed out, 5xx, not READY) are retried.
+    patience: std::time::Duration,
+}
+
+/// A failed look at the target, and whether looking again may help.
+struct Failed {
+    error: Error,
+    transient: bool,
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Failed {
+        Failed {
+            error,
+            transient: false,
+        }
+    }
 }
 
 impl ServiceCheck {
@@ -26,10 +43,23 @@ impl ServiceCheck {
             .timeout(std::time::Duration::from_secs(30))
             .build()
             .expect("HTTP client builds");
-        ServiceCheck { target, client }
+        ServiceCheck {
+            target,
+            client,
+            patience: std::time::Duration::from_secs(60),
+        }
     }
 
-    async fn well_known(&self, base: &url::Url, service: &str) -> Result<Value> {
+    /// The same check, retrying transient failures for `patience`.
+    pub fn with_patience(self, patience: std::time::Duration) -> ServiceCheck {
+        ServiceCheck { patience, ..self }
+    }
+
+    async fn well_known(
+        &self,
+        base: &url::Url,
+        service: &str,
+    ) -> std::result::Result<Value, Failed> {
         let url = base
             .join(&format!("/.well-known/veraison/{service}"))
             .expect("path joins");
@@ -44,30 +74,86 @@ impl ServiceCheck {
                 }
             }
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| Error::Check(format!("{url}: {e}")))?;
+        let resp = req.send().await.map_err(|e| Failed {
+            error: unreachable(&url, &e),
+            transient: true,
+        })?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            return Err(Error::Check(format!(
-                "{url} answered {status}: {}",
-                body.get("detail").and_then(Value::as_str).unwrap_or("")
-            )));
+            return Err(Failed {
+                error: Error::Check(format!(
+                    "{url} answered {status}: {}",
+                    body.get("detail").and_then(Value::as_str).unwrap_or("")
+                )),
+                transient: status.is_server_error(),
+            });
         }
         match body.get("service-state").and_then(Value::as_str) {
             Some("READY") => Ok(body),
-            other => Err(Error::Check(format!(
-                "{url}: service-state is {other:?}, not READY"
-            ))),
+            other => Err(Failed {
+                error: Error::Check(format!("{url}: service-state is {other:?}, not READY")),
+                transient: true,
+            }),
         }
+    }
+}
+
+/// A request that did not get an answer: an unreachable target is an infrastructure error
+/// (exit 3, as in `stores` and `infra`), named by the address that refused.
+pub fn unreachable(url: &url::Url, e: &reqwest::Error) -> Error {
+    let (class, message) = crate::load::tasks::classify(e);
+    if class == crate::load::recorder::FailureClass::Connect {
+        let addr = crate::load::tasks::address_of(url).unwrap_or_else(|| url.to_string());
+        Error::Infra(format!(
+            "{message}: {}",
+            crate::load::tasks::unreachable_hint(&addr)
+        ))
+    } else {
+        Error::Infra(format!("{url}: {message}"))
     }
 }
 
 #[async_trait]
 impl TargetCheck for ServiceCheck {
+    /// Looks until the target is ready, retrying transient failures within `patience` (a
+    /// stand-in still starting, a 5xx, a service not READY yet); a semantic failure (a 4xx, a
+    /// failed provisioning, an EAR that is not affirming) fails at once.
     async fn check(&self) -> Result<TargetReport> {
+        let started = std::time::Instant::now();
+        let mut last_said = None::<std::time::Instant>;
+        let mut looks = 0u32;
+        loop {
+            looks += 1;
+            match self.check_once().await {
+                Ok(mut report) => {
+                    if looks > 1 {
+                        report.notes.push(format!(
+                            "ready after {looks} looks ({:.1} s)",
+                            started.elapsed().as_secs_f64()
+                        ));
+                    }
+                    return Ok(report);
+                }
+                Err(f) if f.transient && started.elapsed() < self.patience => {
+                    if last_said.is_none_or(|t| t.elapsed().as_secs() >= 5) {
+                        crate::exec::signals::say(&format!(
+                            "target not ready yet ({}); looking again for up to {}",
+                            f.error,
+                            humantime::format_duration(self.patience)
+                        ));
+                        last_said = Some(std::time::Instant::now());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(f) => return Err(f.error),
+            }
+        }
+    }
+}
+
+impl ServiceCheck {
+    async fn check_once(&self) -> std::result::Result<TargetReport, Failed> {
         let mut report = TargetReport::default();
         let prov = self
             .well_known(&self.target.provisioning, "provisioning")
@@ -139,10 +225,17 @@ impl TargetCheck for ServiceCheck {
                 .iter()
                 .map(|f| format!("{} ({}): {}", f.name, f.class, f.message))
                 .collect();
-            return Err(Error::Check(format!(
-                "the smoke provision + verify failed: {}",
-                what.join("; ")
-            )));
+            let transient = failures.iter().all(|f| {
+                matches!(f.class.as_str(), "connect" | "timeout" | "reset")
+                    || f.message.starts_with("HTTP 5")
+            });
+            return Err(Failed {
+                error: Error::Check(format!(
+                    "the smoke provision + verify failed: {}",
+                    what.join("; ")
+                )),
+                transient,
+            });
         }
         report.notes.push(
             "smoke provision + verify: success, EAR affirming and signed by the well-known key"

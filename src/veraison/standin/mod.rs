@@ -187,6 +187,11 @@ impl Standin {
         self.state.store.counts().await
     }
 
+    /// Rows its store has read (every duplicate row of a key counts).
+    pub fn rows_read(&self) -> u64 {
+        self.state.store.rows_read()
+    }
+
     /// Stops serving and waits for the server task.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {

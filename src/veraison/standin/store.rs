@@ -1,11 +1,12 @@
 //! The stand-in's endorsement store, shaped like Veraison's K-V era (`kvstore/sql.go`): tables
 //! `endorsements`, `trust_anchors`, `policies` of `(kv_key text, kv_val text)`, no unique
 //! constraint, an index on `kv_key`; `add` is a plain INSERT (duplicates pile up) and `get`
-//! reads every row of a key (`SELECT DISTINCT`), so store weight costs what it costs Veraison.
+//! reads every row of a key, so store weight costs what it costs Veraison. The store counts the
+//! rows it reads: tests assert on that, not on timings.
 //! The corim-store era adds a unique `manifests(manifest_id)` table: duplicates are refused.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use tokio_postgres::NoTls;
@@ -35,8 +36,14 @@ pub enum StoreError {
     Duplicate(String),
 }
 
-/// Where rows live.
-pub enum KvStore {
+/// Where rows live, and how many rows reads have gone through (the store's own account of
+/// what store weight costs: a key with 60 000 duplicate rows reads 60 000 rows).
+pub struct KvStore {
+    backend: Backend,
+    rows_read: AtomicU64,
+}
+
+enum Backend {
     /// In process; duplicates kept, like the SQL backend.
     Memory(Mutex<MemoryTables>),
     /// A real PostgreSQL database.
@@ -71,9 +78,21 @@ fn table(name: &str) -> &'static str {
 }
 
 impl KvStore {
+    fn new(backend: Backend) -> KvStore {
+        KvStore {
+            backend,
+            rows_read: AtomicU64::new(0),
+        }
+    }
+
     /// An empty in-memory store.
     pub fn memory() -> KvStore {
-        KvStore::Memory(Mutex::new(MemoryTables::default()))
+        KvStore::new(Backend::Memory(Mutex::new(MemoryTables::default())))
+    }
+
+    /// Rows read by `get` since the start (every duplicate counts).
+    pub fn rows_read(&self) -> u64 {
+        self.rows_read.load(Ordering::Relaxed)
     }
 
     /// Connects to PostgreSQL (`connections` sessions) and creates the schema if missing.
@@ -91,16 +110,16 @@ impl KvStore {
             clients.push(client);
         }
         clients[0].batch_execute(KV_SCHEMA).await.map_err(db)?;
-        Ok(KvStore::Postgres(PgPool {
+        Ok(KvStore::new(Backend::Postgres(PgPool {
             clients,
             next: AtomicUsize::new(0),
-        }))
+        })))
     }
 
     /// Adds a row (a plain insert: duplicates accumulate).
     pub async fn add(&self, table_name: &str, key: &str, value: &str) -> Result<(), StoreError> {
-        match self {
-            KvStore::Memory(m) => {
+        match &self.backend {
+            Backend::Memory(m) => {
                 let mut m = m.lock().expect("store lock");
                 m.tables
                     .entry(table(table_name))
@@ -110,7 +129,7 @@ impl KvStore {
                     .push(value.to_string());
                 Ok(())
             }
-            KvStore::Postgres(p) => {
+            Backend::Postgres(p) => {
                 let sql = format!(
                     "INSERT INTO {} (kv_key, kv_val) VALUES ($1, $2)",
                     table(table_name)
@@ -126,10 +145,12 @@ impl KvStore {
 
     /// Every distinct value of a key; every duplicate row is read to find them.
     pub async fn get(&self, table_name: &str, key: &str) -> Result<Vec<String>, StoreError> {
-        match self {
-            KvStore::Memory(m) => {
+        match &self.backend {
+            Backend::Memory(m) => {
                 let m = m.lock().expect("store lock");
                 let rows = m.tables.get(table(table_name)).and_then(|t| t.get(key));
+                self.rows_read
+                    .fetch_add(rows.map(|r| r.len() as u64).unwrap_or(0), Ordering::Relaxed);
                 let mut seen = HashSet::new();
                 Ok(rows
                     .into_iter()
@@ -138,12 +159,16 @@ impl KvStore {
                     .cloned()
                     .collect())
             }
-            KvStore::Postgres(p) => {
+            Backend::Postgres(p) => {
+                // Veraison's `SELECT DISTINCT kv_val … WHERE kv_key = $1` reads every duplicate;
+                // grouping reads the same rows and tells how many there were.
                 let sql = format!(
-                    "SELECT DISTINCT kv_val FROM {} WHERE kv_key = $1",
+                    "SELECT kv_val, count(*) FROM {} WHERE kv_key = $1 GROUP BY kv_val",
                     table(table_name)
                 );
                 let rows = p.client().query(&sql, &[&key]).await.map_err(db)?;
+                let read: i64 = rows.iter().map(|r| r.get::<_, i64>(1)).sum();
+                self.rows_read.fetch_add(read as u64, Ordering::Relaxed);
                 Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
             }
         }
@@ -151,8 +176,8 @@ impl KvStore {
 
     /// Records a CoRIM id; refused when already present (corim-store era).
     pub async fn add_manifest(&self, id: &str) -> Result<(), StoreError> {
-        match self {
-            KvStore::Memory(m) => {
+        match &self.backend {
+            Backend::Memory(m) => {
                 if m.lock()
                     .expect("store lock")
                     .manifests
@@ -163,7 +188,7 @@ impl KvStore {
                     Err(StoreError::Duplicate(id.to_string()))
                 }
             }
-            KvStore::Postgres(p) => match p
+            Backend::Postgres(p) => match p
                 .client()
                 .execute("INSERT INTO manifests (manifest_id) VALUES ($1)", &[&id])
                 .await
@@ -180,8 +205,8 @@ impl KvStore {
     /// Rows per table (including `manifests`).
     pub async fn counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         let mut out = BTreeMap::new();
-        match self {
-            KvStore::Memory(m) => {
+        match &self.backend {
+            Backend::Memory(m) => {
                 let m = m.lock().expect("store lock");
                 for t in KV_TABLES {
                     let n = m
@@ -193,7 +218,7 @@ impl KvStore {
                 }
                 out.insert("manifests".into(), m.manifests.len() as u64);
             }
-            KvStore::Postgres(p) => {
+            Backend::Postgres(p) => {
                 for t in KV_TABLES.iter().chain(&["manifests"]) {
                     let row = p
                         .client()
@@ -210,9 +235,9 @@ impl KvStore {
     /// Deletes every row; returns the counts before.
     pub async fn clear(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         let before = self.counts().await?;
-        match self {
-            KvStore::Memory(m) => *m.lock().expect("store lock") = MemoryTables::default(),
-            KvStore::Postgres(p) => {
+        match &self.backend {
+            Backend::Memory(m) => *m.lock().expect("store lock") = MemoryTables::default(),
+            Backend::Postgres(p) => {
                 p.client()
                     .batch_execute("DELETE FROM endorsements; DELETE FROM trust_anchors; DELETE FROM policies; DELETE FROM manifests;")
                     .await
