@@ -22,7 +22,6 @@ use trialrunner::veraison::standin::{Credentials, Standin, StandinConfig, TOKEN_
 
 const SET_A_CORIM: &str = "a-perf-corim-psa-full.cbor";
 const SET_A_TOKEN: &str = "a-perf-psa.good.cbor";
-const SET_B_CORIM: &str = "b-e2e-psa-endorsements.cbor";
 const LEGACY_MT: &str = "application/corim-unsigned+cbor; profile=\"http://arm.com/psa/iot/1\"";
 
 /// The project's own device: its CoRIM (tagged or not, profile `psa/iot/1`) and its token for
