@@ -108,7 +108,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
     };
     match cli.command {
         Command::Validate(a) => commands::validate::run(a),
-        Command::Plan(a) => commands::plan::run(a),
+        Command::Plan(a) => commands::plan::run(a, &global),
         Command::Run(a) => commands::run::run(a, &global),
         Command::Compare(a) => commands::compare::run(a),
         Command::Demo(a) => commands::demo::run(a),

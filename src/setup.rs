@@ -106,6 +106,7 @@ pub fn target_for(env: &Environment, trial: Option<&Trial>) -> Result<Target> {
         release: env.release.clone(),
         tokens: auth_for(env)?,
         http_tasks,
+        tls: crate::load::tls::ClientTls::of(env)?,
     })
 }
 
@@ -225,6 +226,7 @@ pub async fn aws_for(env: &Environment, opts: &SetupOptions) -> Result<Option<Aw
 pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Providers> {
     let env = &trial.env;
     let target = target_for(env, Some(trial))?;
+    let target_tls = target.tls.clone();
     let check_target = Arc::new(target_for(env, Some(trial))?);
     let progress = if opts.progress {
         Progress::Show
@@ -253,7 +255,9 @@ pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Provide
         Some(ctx) if !services.is_empty() => {
             let target = journal_target(ctx, env, &services);
             (
-                Some(Arc::new(AwsScaler::new(ctx.clone(), services))),
+                Some(Arc::new(
+                    AwsScaler::new(ctx.clone(), services).with_tls(&target_tls),
+                )),
                 Some(target),
             )
         }

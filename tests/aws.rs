@@ -1849,3 +1849,39 @@ async fn a_wrong_profile_and_an_expired_sso_session_are_one_line_with_the_fix() 
         );
     }
 }
+
+/// `plan` names what a trial will change, reading the current settings and changing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_names_the_account_the_groups_now_and_planned_and_changes_nothing() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(LONG_TRIAL).await;
+    let out = d
+        .cmd()
+        .args([
+            "plan",
+            d.trial.to_str().unwrap(),
+            "--env",
+            d.env.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needed in [
+        "account 123456789012, region eu-west-1",
+        &d.proxy.url,
+        "credentials   for account 123456789012",
+        "veraison-prov-asg (provisioning): now min 1 max 3 desired 1 → min 3 max 3 desired 3",
+        "veraison-verif-asg (verification): now min 1 max 3 desired 1 → min 3 max 3 desired 3",
+        d.env.to_str().unwrap(),
+    ] {
+        assert!(text.contains(needed), "`{needed}` missing:\n{text}");
+    }
+    assert_eq!(d.capacities().await, ORIGINAL);
+    assert_eq!(d.proxy.count("UpdateAutoScalingGroup"), 0, "read-only");
+}

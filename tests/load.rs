@@ -45,6 +45,7 @@ fn target(base: &url::Url, release: &str) -> Target {
         release: ReleaseProfile::parse(release).unwrap(),
         tokens: None,
         http_tasks: BTreeMap::new(),
+        tls: Default::default(),
     }
 }
 
@@ -601,5 +602,72 @@ async fn users_back_off_from_a_dead_target_and_the_run_stops_naming_it() {
         s.aggregated.count < 8 * 6 * 4,
         "{} attempts: users did not back off",
         s.aggregated.count
+    );
+}
+
+/// An HTTPS deployment with its own CA (Veraison's docker deployment): trusted through
+/// `tls.ca-file` (services and the token endpoint), and refused without it — certificate checks
+/// are never off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_its_own_ca_is_trusted_through_ca_file_and_refused_without() {
+    let s = standin("v0.0.2602", Faults::default(), true).await;
+    let front = common::tls::TlsFront::start(s.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    front.write_ca(dir.path());
+    let url = format!("https://localhost:{}", front.addr.port());
+    let env = |ca: bool| {
+        let tls = if ca { ", tls: { ca-file: ca.pem }" } else { "" };
+        let token_ca = if ca { ", ca-file: ca.pem" } else { "" };
+        format!(
+            "name: https\nservices:\n  provisioning: {{ url: \"{url}\"{tls}, auth: {{ oauth2-password: {{ token-url: \"{url}{TOKEN_PATH}\", client-id: veraison-client, client-secret-env: TLS_TEST_SECRET, username: veraison-provisioner, password-env: TLS_TEST_PASSWORD{token_ca} }} }} }}\n  verification: {{ url: \"{url}\"{tls} }}\nveraison: {{ release: v0.0.2602 }}\n"
+        )
+    };
+    common::write(dir.path(), "trusted.yaml", &env(true));
+    common::write(dir.path(), "untrusted.yaml", &env(false));
+    let trial = common::write(
+        dir.path(),
+        "t.yaml",
+        "name: https\nruns: { users: 2, duration: 2s, mode: together, tasks: [well-known, provision, verify] }\n",
+    );
+    let d = Credentials::default();
+    let run = |env: &str, out: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_trialrunner"))
+            .env("TLS_TEST_SECRET", &d.client_secret)
+            .env("TLS_TEST_PASSWORD", &d.password)
+            .arg("run")
+            .arg(&trial)
+            .arg("--env")
+            .arg(dir.path().join(env))
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .output()
+            .unwrap()
+    };
+    let ok = run("trusted.yaml", "ok");
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let summary: RunSummary = serde_json::from_slice(
+        &std::fs::read(dir.path().join("ok/runs/u002-all/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        summary.aggregated.count > 10 && summary.aggregated.failures == 0,
+        "{:?}",
+        summary.failures
+    );
+    assert!(
+        summary.endpoint(TOKEN_PATH).is_some(),
+        "the token came from the HTTPS token endpoint"
+    );
+    let refused = run("untrusted.yaml", "refused");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&url) && err.to_lowercase().contains("certificate"),
+        "{err}"
     );
 }

@@ -768,6 +768,7 @@ async fn the_readiness_gate_retries_transient_failures_and_not_semantic_ones() {
             release: ReleaseProfile::parse(release).unwrap(),
             tokens: None,
             http_tasks: Default::default(),
+            tls: Default::default(),
         })
     };
     // 30 % of the answers are 500s: each look of ~5 requests mostly fails; the gate keeps looking.

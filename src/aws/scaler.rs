@@ -100,6 +100,18 @@ impl AwsScaler {
         }
     }
 
+    /// Checks the services' well-knowns with these CA bundles and client certificate.
+    pub fn with_tls(self, tls: &crate::load::tls::ClientTls) -> AwsScaler {
+        AwsScaler {
+            http: tls
+                .builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("HTTP client builds"),
+            ..self
+        }
+    }
+
     fn service(&self, role: ServiceRole) -> Result<&ServiceInfra> {
         self.services
             .iter()

@@ -1,10 +1,17 @@
-//! `trialrunner plan TRIAL [--env ENV]`: print the steps, their order and the expected time.
-//! Touches nothing.
+//! `trialrunner plan TRIAL [--env ENV]`: the steps, their order and the expected time, then
+//! what the trial will change: the account, region and endpoint, every auto-scaling group with
+//! its current and planned capacity, the database and cache it will clear, the environment file
+//! it bound. It changes nothing: the current settings are read (read-only calls) unless
+//! `--offline`.
 
 use std::path::PathBuf;
 
+use super::{runtime, Global};
+use crate::aws::scaler::{services_of, AwsScaler};
+use crate::aws::{AwsContext, AwsTimeouts};
 use crate::error::{exit, Result};
-use crate::trial;
+use crate::provider::Scaler;
+use crate::trial::{self, plan::Changes};
 
 /// Arguments of `plan`.
 #[derive(Debug, clap::Args)]
@@ -17,19 +24,55 @@ pub struct Args {
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Do not read the current settings from AWS.
+    #[arg(long)]
+    pub offline: bool,
 }
 
-/// Prints the plan.
-pub fn run(args: Args) -> Result<i32> {
+/// Fills in whose credentials these are and the groups' current settings (read-only).
+async fn read_current(t: &trial::Trial, changes: &mut Changes, global: &Global) {
+    let Some(spec) = &t.env.spec.aws else { return };
+    let ctx = match AwsContext::load(spec, global.aws_endpoint.as_deref(), AwsTimeouts::default())
+        .await
+    {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            changes.credentials = Some(format!("not checked: {e}"));
+            for g in &mut changes.groups {
+                g.note = Some("no AWS access".into());
+            }
+            return;
+        }
+    };
+    changes.credentials = Some(match ctx.check_account().await {
+        Ok(()) => format!("for account {} (the environment's)", ctx.account),
+        Err(e) => format!("REFUSED: {e}"),
+    });
+    let scaler = AwsScaler::new(ctx, services_of(&t.env));
+    for g in &mut changes.groups {
+        match scaler.snapshot(&[g.service]).await {
+            Ok(s) => g.current = s.first().map(|s| (s.min, s.max, s.desired)),
+            Err(e) => g.note = Some(e.to_string()),
+        }
+    }
+}
+
+/// Prints the plan and what it changes.
+pub fn run(args: Args, global: &Global) -> Result<i32> {
     let t = trial::load_trial(&args.trial, args.env.as_deref())?;
     let p = trial::plan(&t);
+    let mut changes = trial::plan::changes(&t);
+    if !args.offline {
+        runtime().block_on(read_current(&t, &mut changes, global));
+    }
     if args.json {
+        let doc = serde_json::json!({"plan": p, "changes": changes});
         println!(
             "{}",
-            serde_json::to_string_pretty(&p).expect("plan serializes")
+            serde_json::to_string_pretty(&doc).expect("plan serializes")
         );
     } else {
-        println!("{p}");
+        println!("{p}\n\n{changes}");
     }
     Ok(exit::OK)
 }

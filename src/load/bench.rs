@@ -78,6 +78,7 @@ pub async fn run(
         release: ReleaseProfile::parse("head").expect("known release"),
         tokens: None,
         http_tasks: BTreeMap::from([("get".to_string(), task)]),
+        tls: Default::default(),
     };
     let phase = LoadPhase {
         run_id: format!("bench-c{connections}"),

@@ -80,7 +80,9 @@ impl LoadEngine {
     }
 
     fn client(&self, phase: &LoadPhase) -> Result<reqwest::Client> {
-        reqwest::Client::builder()
+        self.target
+            .tls
+            .builder()
             .timeout(phase.request_timeout)
             .connect_timeout(phase.request_timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(phase.users.unwrap_or(64) as usize + 16)

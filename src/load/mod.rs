@@ -6,6 +6,7 @@ pub mod bench;
 pub mod engine;
 pub mod recorder;
 pub mod tasks;
+pub mod tls;
 
 pub use engine::{LoadEngine, Progress};
 pub use tasks::Target;

@@ -42,6 +42,8 @@ pub enum FailureClass {
     Timeout,
     /// Connection refused or unreachable.
     Connect,
+    /// The TLS handshake failed (an untrusted or wrong certificate): permanent, not a refusal.
+    Tls,
     /// Connection reset mid-request.
     Reset,
     /// Any other transport error.
@@ -63,6 +65,7 @@ impl FailureClass {
             FailureClass::Status => "status",
             FailureClass::Timeout => "timeout",
             FailureClass::Connect => "connect",
+            FailureClass::Tls => "tls",
             FailureClass::Reset => "reset",
             FailureClass::Transport => "transport",
             FailureClass::Body => "body",

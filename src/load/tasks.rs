@@ -54,6 +54,8 @@ pub struct Target {
     pub tokens: Option<Arc<TokenSource>>,
     /// Plain HTTP tasks by name.
     pub http_tasks: BTreeMap<String, HttpTask>,
+    /// CA bundles and client certificate of the environment.
+    pub tls: super::tls::ClientTls,
 }
 
 /// One device's ready-made requests.
@@ -229,15 +231,22 @@ struct Reply {
 pub fn classify(e: &reqwest::Error) -> (FailureClass, String) {
     let mut root: &dyn std::error::Error = e;
     let mut io_kind = None;
+    let mut tls = false;
     while let Some(next) = root.source() {
         if let Some(io) = next.downcast_ref::<std::io::Error>() {
             io_kind = Some(io.kind());
+            tls |= io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
         }
+        tls |= next.downcast_ref::<rustls::Error>().is_some();
         root = next;
     }
     let detail = root.to_string();
     let class = if e.is_timeout() {
         FailureClass::Timeout
+    } else if tls || detail.contains("certificate") {
+        FailureClass::Tls
     } else if e.is_connect() {
         FailureClass::Connect
     } else if matches!(
@@ -256,6 +265,13 @@ pub fn classify(e: &reqwest::Error) -> (FailureClass, String) {
     };
     let message = match class {
         FailureClass::Timeout => "request timed out".to_string(),
+        FailureClass::Tls => match e.url() {
+            Some(u) => format!(
+                "TLS with {}: {detail}: trust its CA with `tls: {{ ca-file: … }}` in the environment",
+                u.origin().ascii_serialization()
+            ),
+            None => detail,
+        },
         // Name the address that refused: it is what the user must start or open.
         FailureClass::Connect => match e.url().and_then(address_of) {
             Some(addr) => format!("{detail} at {addr}"),

@@ -644,6 +644,25 @@ pub struct ServiceSpec {
     /// How to authenticate (provisioning only needs it).
     #[serde(default)]
     pub auth: Option<AuthSpec>,
+    /// TLS beyond the public roots: a CA bundle (a deployment with its own CA, as Veraison's
+    /// docker deployment), a client certificate. Certificates are always checked.
+    #[serde(default)]
+    pub tls: Option<TlsSpec>,
+}
+
+/// TLS settings of a service; paths are relative to the environment file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsSpec {
+    /// PEM file of CA certificates to trust besides the public roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain), when the service asks for one.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
 }
 
 /// Authentication for a service (one method).
@@ -669,6 +688,9 @@ pub struct PasswordGrantSpec {
     pub username: String,
     /// Variable holding the password.
     pub password_env: String,
+    /// PEM file of CA certificates to trust for the token endpoint (Keycloak with its own CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The Veraison release, which fixes media types, nonce encodings and store schema.

@@ -446,3 +446,181 @@ pub fn plan(trial: &Trial) -> Plan {
         steps,
     }
 }
+
+/// An auto-scaling group a trial changes.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupChange {
+    /// The service it runs.
+    pub service: ServiceRole,
+    /// Its name.
+    pub asg: String,
+    /// What the trial sets.
+    pub planned: Capacity,
+    /// (min, max, desired) now, when it was read.
+    pub current: Option<(i32, i32, i32)>,
+    /// Why the current settings are unknown, when they are.
+    pub note: Option<String>,
+}
+
+/// Everything a trial will change, and where: what `plan` shows before anything runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Changes {
+    /// The environment file it bound.
+    pub environment_file: std::path::PathBuf,
+    /// Account, region and endpoint, for an AWS environment.
+    pub aws: Option<(String, String, String)>,
+    /// Whose credentials were found (filled by the caller when it reads AWS).
+    pub credentials: Option<String>,
+    /// The groups it pins or frees.
+    pub groups: Vec<GroupChange>,
+    /// The stores it clears, and when.
+    pub clears: Option<String>,
+    /// The session cache it flushes.
+    pub flushes: Option<String>,
+    /// Cloud metric sets it reads.
+    pub reads: Vec<super::model::MetricName>,
+}
+
+/// What a database or cache description says, without reaching it.
+fn describe_stores(env: &super::validate::Environment) -> (Option<String>, Option<String>) {
+    let Some(s) = &env.spec.stores else {
+        return (None, None);
+    };
+    let d = env.spec.deployment.as_deref().unwrap_or("?");
+    let db = if let Some(pg) = &s.postgres {
+        let at = match (&pg.host, &pg.rds_instance) {
+            (Some(h), _) => format!("{h}:{}", pg.port.unwrap_or(5432)),
+            (None, Some(i)) if i == "auto" => format!("the RDS instance of deployment `{d}`"),
+            (None, Some(i)) => format!("RDS instance `{i}`"),
+            (None, None) => "?".into(),
+        };
+        let via = pg
+            .tunnel
+            .as_ref()
+            .map(|t| format!(", through {}", t.ssh))
+            .unwrap_or_default();
+        Some(format!(
+            "PostgreSQL database `{}` as `{}` at {at}{via}",
+            pg.database, pg.user
+        ))
+    } else if let Some(sq) = &s.sqlite {
+        Some(format!("SQLite stores in {}", sq.dir.display()))
+    } else if let Some(c) = &s.command {
+        Some(format!("by running `{}`", c.clear))
+    } else {
+        s.standin
+            .as_ref()
+            .map(|st| format!("the stand-in's store at {}", st.url))
+    };
+    let cache = s.sessions.as_ref().map(|m| {
+        if m.memcached.iter().any(|x| x == "auto") {
+            format!("memcached: the ElastiCache cluster of deployment `{d}`")
+        } else {
+            format!("memcached {}", m.memcached.join(", "))
+        }
+    });
+    (db, cache)
+}
+
+/// What a checked trial will change (pure: the current settings are left for the caller).
+pub fn changes(trial: &Trial) -> Changes {
+    let env = &trial.env;
+    let aws = env.spec.aws.as_ref().map(|a| {
+        (
+            a.account.clone(),
+            a.region.clone(),
+            a.endpoint
+                .clone()
+                .unwrap_or_else(|| format!("AWS {}", a.region)),
+        )
+    });
+    let groups = trial
+        .capacities
+        .iter()
+        .filter_map(|(role, cap)| {
+            Some(GroupChange {
+                service: *role,
+                asg: env.asg_name(*role)?,
+                planned: *cap,
+                current: None,
+                note: None,
+            })
+        })
+        .collect();
+    let (db, cache) = describe_stores(env);
+    let when = match trial.spec.stores.clear {
+        ClearPolicy::Never => None,
+        ClearPolicy::BeforeTrial => Some("once, before the first run"),
+        ClearPolicy::BeforeEachRun => Some("before every run"),
+    };
+    Changes {
+        environment_file: std::path::absolute(&env.file).unwrap_or_else(|_| env.file.clone()),
+        aws,
+        credentials: None,
+        groups,
+        clears: when.and_then(|w| db.map(|d| format!("{d}: {w}"))),
+        flushes: cache.filter(|_| trial.spec.stores.flush_sessions),
+        reads: trial.spec.metrics.clone(),
+    }
+}
+
+impl fmt::Display for Changes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "what it changes:")?;
+        writeln!(f, "  environment   {}", self.environment_file.display())?;
+        match &self.aws {
+            Some((account, region, endpoint)) => {
+                writeln!(
+                    f,
+                    "  AWS           account {account}, region {region}, {endpoint}"
+                )?;
+                if let Some(c) = &self.credentials {
+                    writeln!(f, "  credentials   {c}")?;
+                }
+            }
+            None => writeln!(f, "  AWS           none (a local environment)")?,
+        }
+        for g in &self.groups {
+            let (min, max, desired) = g.planned.bounds();
+            let planned = match desired {
+                Some(d) => format!("min {min} max {max} desired {d}"),
+                None => format!("min {min} max {max}"),
+            };
+            let now = match (g.current, &g.note) {
+                (Some((a, b, c)), _) => format!("min {a} max {b} desired {c}"),
+                (None, Some(n)) => format!("unknown ({n})"),
+                (None, None) => "not read (--offline)".into(),
+            };
+            writeln!(
+                f,
+                "  group         {} ({}): now {now} → {planned}",
+                g.asg, g.service
+            )?;
+        }
+        if self.groups.is_empty() {
+            writeln!(f, "  groups        none changed")?;
+        }
+        writeln!(
+            f,
+            "  clears        {}",
+            self.clears.as_deref().unwrap_or("nothing")
+        )?;
+        if let Some(c) = &self.flushes {
+            writeln!(f, "  flushes       {c}")?;
+        }
+        if !self.reads.is_empty() {
+            let names: Vec<String> = self
+                .reads
+                .iter()
+                .map(|m| {
+                    serde_json::to_value(m)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                })
+                .collect();
+            writeln!(f, "  reads         CloudWatch {}", names.join(", "))?;
+        }
+        Ok(())
+    }
+}

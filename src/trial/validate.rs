@@ -298,6 +298,29 @@ fn check_environment(
                 None,
             );
         }
+        if let Some(tls) = &svc.tls {
+            let dir = src.file.parent().unwrap_or(Path::new("."));
+            for (key, path) in [
+                ("ca-file", &tls.ca_file),
+                ("client-cert", &tls.client_cert),
+                ("client-key", &tls.client_key),
+            ] {
+                if let Some(p) = path.as_ref().filter(|p| !dir.join(p).is_file()) {
+                    err(
+                        &format!("{field}.tls.{key}"),
+                        format!("file `{}` not found", p.display()),
+                        Some("paths are relative to the environment file"),
+                    );
+                }
+            }
+            if tls.client_cert.is_some() != tls.client_key.is_some() {
+                err(
+                    &format!("{field}.tls"),
+                    "give both client-cert and client-key".into(),
+                    None,
+                );
+            }
+        }
         if let Some(AuthSpec { oauth2_password: g }) = &svc.auth {
             if g.password_env.is_empty() {
                 err(

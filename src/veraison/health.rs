@@ -39,7 +39,9 @@ impl From<Error> for Failed {
 impl ServiceCheck {
     /// A check of `target`.
     pub fn new(target: Arc<Target>) -> ServiceCheck {
-        let client = reqwest::Client::builder()
+        let client = target
+            .tls
+            .builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
             .expect("HTTP client builds");
@@ -75,8 +77,11 @@ impl ServiceCheck {
             }
         }
         let resp = req.send().await.map_err(|e| Failed {
+            transient: !matches!(
+                crate::load::tasks::classify(&e).0,
+                crate::load::recorder::FailureClass::Tls
+            ),
             error: unreachable(&url, &e),
-            transient: true,
         })?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
@@ -226,6 +231,7 @@ impl ServiceCheck {
                 .map(|f| format!("{} ({}): {}", f.name, f.class, f.message))
                 .collect();
             let transient = failures.iter().all(|f| {
+                // (a TLS failure is not: no amount of waiting fixes a certificate)
                 matches!(f.class.as_str(), "connect" | "timeout" | "reset")
                     || f.message.starts_with("HTTP 5")
             });

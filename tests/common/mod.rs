@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod awsfault;
+pub mod tls;
 pub mod watch;
 
 use std::io::{Read, Write};
