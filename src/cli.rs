@@ -67,6 +67,8 @@ pub enum Command {
     Standin(commands::standin::Args),
     /// Measure the load engine itself: closed-model GET, one user per connection, no wait.
     Bench(commands::bench::Args),
+    /// Print the JSON Schema of trial or environment files, or the reference of every field.
+    Schema(commands::schema::Args),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -120,5 +122,6 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Psa(a) => commands::psa::run(a),
         Command::Standin(a) => commands::standin::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Schema(a) => commands::schema::run(a),
     }
 }

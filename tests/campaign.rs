@@ -692,3 +692,79 @@ async fn the_default_results_dir_resumes_by_relative_path_and_out_never_merges()
     );
     assert_eq!(r.capacities(), vec![(1, 3, 1), (1, 3, 1)]);
 }
+
+/// The shell block under a README heading.
+fn readme_block(heading: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    let after = readme
+        .split_once(&format!("## {heading}\n"))
+        .unwrap_or_else(|| panic!("README has no `## {heading}`"))
+        .1;
+    let block = after
+        .split_once("```sh\n")
+        .unwrap()
+        .1
+        .split_once("```")
+        .unwrap()
+        .0;
+    block
+        .lines()
+        .map(|l| l.split(" #").next().unwrap().trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// The README's "Trying a trial locally", exactly as written (`cargo run --release --` is the
+/// binary under test): the stand-in in the background, the trial, `kill %1`.
+#[test]
+fn the_readmes_local_example_runs_verbatim() {
+    let lines = readme_block("Trying a trial locally");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let bin = env!("CARGO_BIN_EXE_trialrunner");
+    let mut background: Vec<std::process::Child> = Vec::new();
+    let mut results = None;
+    for line in &lines {
+        if line == "kill %1" {
+            let mut c = background.remove(0);
+            c.kill().unwrap();
+            c.wait().unwrap();
+            continue;
+        }
+        let command = line.replace("cargo run --release --", bin);
+        if let Some(bg) = command.strip_suffix('&') {
+            let mut words = bg.split_whitespace();
+            let child = Command::new(words.next().unwrap())
+                .args(words)
+                .current_dir(common::root())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            background.push(child);
+            continue;
+        }
+        let mut words = command.split_whitespace();
+        let out = Command::new(words.next().unwrap())
+            .args(words)
+            .current_dir(common::root())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        if !out.status.success() {
+            for mut c in background.drain(..) {
+                let _ = c.kill();
+            }
+        }
+        assert_eq!(out.status.code(), Some(0), "`{line}`:\n{err}");
+        results = err
+            .lines()
+            .find_map(|l| l.strip_prefix("results: "))
+            .map(PathBuf::from);
+    }
+    assert!(background.is_empty(), "the README stops what it starts");
+    let dir = results.expect("the run says where its results are");
+    let manifest = json(&dir.join("manifest.json"));
+    assert_eq!(manifest["status"], "complete");
+    assert_eq!(runs_of(&dir).len(), 9, "3 user steps × 3 tasks");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -400,3 +400,50 @@ fn trials_round_trip_through_the_manifests_json() {
     let back: TrialFile = serde_json::from_value(json.clone()).unwrap();
     assert_eq!(serde_json::to_value(&back).unwrap(), json);
 }
+
+/// The JSON Schemas and the field reference in docs/ are generated from the types that parse
+/// the files; CI fails when they are not current.
+#[test]
+fn the_schemas_and_the_reference_in_docs_are_current() {
+    use trialrunner::trial::schema;
+    let docs = common::root().join("docs");
+    for (file, now) in [
+        (
+            "trial.schema.json",
+            format!("{:#}\n", schema::trial_schema()),
+        ),
+        (
+            "environment.schema.json",
+            format!("{:#}\n", schema::environment_schema()),
+        ),
+        ("reference.md", schema::reference_markdown()),
+    ] {
+        let what = file.split('.').next().unwrap();
+        let what = if what == "reference" {
+            "reference"
+        } else {
+            what
+        };
+        let kept = std::fs::read_to_string(docs.join(file)).unwrap_or_default();
+        assert!(
+            kept == now,
+            "docs/{file} is not current: run `cargo run -- schema {what} > docs/{file}`"
+        );
+    }
+    // Every trial and environment in the project points editors at the schema.
+    for dir in ["trials", "trials/rehearsal", "templates"] {
+        for e in std::fs::read_dir(common::root().join(dir))
+            .unwrap()
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "yaml") {
+                let text = std::fs::read_to_string(e.path()).unwrap();
+                assert!(
+                    text.starts_with("# yaml-language-server: $schema="),
+                    "{}",
+                    e.path().display()
+                );
+            }
+        }
+    }
+}

@@ -12,6 +12,7 @@ pub mod psa;
 pub mod rehearse;
 pub mod report;
 pub mod run;
+pub mod schema;
 pub mod standin;
 pub mod stores;
 pub mod validate;

@@ -3,6 +3,7 @@
 
 pub mod model;
 pub mod plan;
+pub mod schema;
 pub mod source;
 pub mod validate;
 

@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A duration written as `150s`, `2m30s`, `500ms` (humantime), or a bare number of seconds.
@@ -141,7 +142,9 @@ impl<'de> Deserialize<'de> for Rate {
 }
 
 /// The services of a Veraison deployment a trial can act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ServiceRole {
     /// Endorsement provisioning (port 9443).
@@ -186,7 +189,7 @@ impl fmt::Display for ServiceRole {
 // ---------------------------------------------------------------------------------------------
 
 /// A trial file: what a campaign does.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TrialFile {
     /// Short name, used in result directory names.
@@ -224,7 +227,7 @@ pub struct TrialFile {
 }
 
 /// Per-service capacity, plus how long to wait for readiness.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct InfraSpec {
     /// Provisioning ASG capacity.
@@ -259,7 +262,7 @@ impl InfraSpec {
 }
 
 /// `{ pin: 3 }` or `{ min: 1, max: 3 }` (optionally with `desired`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CapacitySpec {
     /// min = max = desired = pin.
@@ -277,7 +280,7 @@ pub struct CapacitySpec {
 }
 
 /// When stores are cleared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClearPolicy {
     /// Never clear.
@@ -290,7 +293,7 @@ pub enum ClearPolicy {
 }
 
 /// When stores are counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CountPolicy {
     /// Never count.
@@ -303,7 +306,7 @@ pub enum CountPolicy {
 }
 
 /// Store handling for a trial.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StoresSpec {
     /// When to clear the endorsement, trust-anchor and policy stores.
@@ -318,7 +321,7 @@ pub struct StoresSpec {
 }
 
 /// `users: 15`, `users: [2, 10]`, or `users: { from: 2, to: 106, step: 8 }`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum UsersSpec {
     /// One user count.
@@ -330,7 +333,7 @@ pub enum UsersSpec {
 }
 
 /// An arithmetic ramp of user counts.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserSteps {
     /// First count.
@@ -422,7 +425,7 @@ impl<'de> Deserialize<'de> for WaitSpec {
 }
 
 /// An open (arrival-rate) model instead of closed-loop users.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ArrivalSpec {
     /// Sessions started per second at the beginning of the run.
@@ -440,7 +443,7 @@ fn default_in_flight() -> i64 {
 }
 
 /// How tasks map onto runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TaskMode {
     /// One run per task per user count (the seed's `user-steps`).
@@ -451,7 +454,7 @@ pub enum TaskMode {
 }
 
 /// The load runs of a trial.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RunsSpec {
     /// User counts (closed model). Exactly one of `users` and `arrival`.
@@ -494,7 +497,7 @@ pub struct RunsSpec {
 }
 
 /// Where verification nonces come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum NonceMode {
     /// One fixed nonce and one pre-signed token (the seed's behaviour).
@@ -505,7 +508,7 @@ pub enum NonceMode {
 }
 
 /// A plain HTTP task.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HttpTaskSpec {
     /// Which service's base URL the path is relative to.
@@ -537,7 +540,9 @@ fn ok_status() -> u16 {
 }
 
 /// The CloudWatch metric sets a trial can ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum MetricName {
     /// ASG desired / in-service / pending / total instances.
@@ -568,7 +573,7 @@ pub enum MetricName {
 // ---------------------------------------------------------------------------------------------
 
 /// An environment file: where the deployment's parts are. Never what to do.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EnvironmentFile {
     /// Name, used by trials to refer to it.
@@ -590,7 +595,7 @@ pub struct EnvironmentFile {
 }
 
 /// AWS settings of an environment.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AwsSpec {
     /// Region, e.g. `eu-west-1`.
@@ -606,7 +611,7 @@ pub struct AwsSpec {
 }
 
 /// The services of the deployment.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServicesSpec {
     /// Provisioning front end.
@@ -630,7 +635,7 @@ impl ServicesSpec {
 }
 
 /// One service front end.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ServiceSpec {
     /// Base URL, e.g. `https://services.example.com:8443`.
@@ -651,7 +656,7 @@ pub struct ServiceSpec {
 }
 
 /// TLS settings of a service; paths are relative to the environment file.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TlsSpec {
     /// PEM file of CA certificates to trust besides the public roots.
@@ -666,7 +671,7 @@ pub struct TlsSpec {
 }
 
 /// Authentication for a service (one method).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AuthSpec {
     /// OAuth2 resource-owner password grant (Keycloak).
@@ -674,7 +679,7 @@ pub struct AuthSpec {
 }
 
 /// OAuth2 password grant settings; secrets come from environment variables, never the file.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PasswordGrantSpec {
     /// Token endpoint.
@@ -694,7 +699,7 @@ pub struct PasswordGrantSpec {
 }
 
 /// The Veraison release, which fixes media types, nonce encodings and store schema.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct VeraisonSpec {
     /// A services tag such as `v0.0.2602`, or `head`.
@@ -715,7 +720,7 @@ fn default_release() -> String {
 }
 
 /// Where the stores are and whether they may be cleared.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StoresLocation {
     /// Veraison's PostgreSQL database.
@@ -739,7 +744,7 @@ pub struct StoresLocation {
 }
 
 /// PostgreSQL connection settings.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PostgresSpec {
     /// Explicit host; otherwise `rds-instance`.
@@ -773,7 +778,7 @@ fn veraison() -> String {
 }
 
 /// TLS mode of a PostgreSQL connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TlsMode {
     /// Plain TLS required (RDS rejects non-TLS with `no pg_hba.conf entry … no encryption`).
@@ -786,7 +791,7 @@ pub enum TlsMode {
 }
 
 /// An SSH port forward through a jump host.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TunnelSpec {
     /// `user@host`.
@@ -803,7 +808,7 @@ pub struct TunnelSpec {
 }
 
 /// SQLite store files.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SqliteSpec {
     /// Directory holding `en-store.sql`, `ta-store.sql`, `po-store.sql`.
@@ -811,7 +816,7 @@ pub struct SqliteSpec {
 }
 
 /// Commands that clear and count the stores.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CommandStoreSpec {
     /// Clears the stores; run with `sh -c`.
@@ -821,7 +826,7 @@ pub struct CommandStoreSpec {
 }
 
 /// The session cache.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SessionsSpec {
     /// memcached servers as `host:port`, or `[auto]` to discover the ElastiCache nodes.
@@ -832,9 +837,78 @@ pub struct SessionsSpec {
 }
 
 /// The stand-in service's store, reached over its admin API.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StandinStoreSpec {
     /// Base URL of the stand-in (either of its ports).
     pub url: url::Url,
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON Schema of the hand-parsed values (the derived types describe themselves)
+// ---------------------------------------------------------------------------------------------
+
+impl JsonSchema for Span {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A duration: `150s`, `2m30s`, `500ms`, `1h` (humantime), or a number of seconds. At most 30 days.",
+            "anyOf": [
+                {"type": "string", "pattern": "^\\s*([0-9]+(\\.[0-9]+)?\\s*(ns|us|µs|ms|s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hr|hrs|hour|hours|d|day|days)\\s*)+$"},
+                {"type": "number", "minimum": 0}
+            ],
+            "examples": ["150s", "2m30s", "500ms"]
+        })
+    }
+}
+
+impl JsonSchema for Rate {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Rate".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A rate: `10/s`, `600/m`, `36000/h`, or a number per second. Finite, not negative, at most 1000000/s.",
+            "anyOf": [
+                {"type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*/\\s*(s|m|min|h)\\s*$"},
+                {"type": "number", "minimum": 0, "maximum": Rate::MAX}
+            ],
+            "examples": ["10/s", "600/m"]
+        })
+    }
+}
+
+impl JsonSchema for SpawnSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SpawnRate".into()
+    }
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        let rate = g.subschema_for::<Rate>();
+        json_schema!({
+            "description": "How virtual users start: `all-at-once` (the seed's Locust runs) or a rate such as `10/s`.",
+            "anyOf": [{"const": "all-at-once"}, rate],
+            "default": "all-at-once"
+        })
+    }
+}
+
+impl JsonSchema for WaitSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Wait".into()
+    }
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        let span = g.subschema_for::<Span>();
+        json_schema!({
+            "description": "Think time after each iteration of a virtual user: `none` (a closed loop, Locust's default), `{ constant: 1s }`, `{ between: [0.5s, 1.5s] }` (uniform), or `{ pacing: 2s }` (each iteration starts this long after the previous one started).",
+            "anyOf": [
+                {"const": "none"},
+                {"type": "object", "properties": {"constant": span}, "required": ["constant"], "additionalProperties": false},
+                {"type": "object", "properties": {"between": {"type": "array", "items": span, "minItems": 2, "maxItems": 2}}, "required": ["between"], "additionalProperties": false},
+                {"type": "object", "properties": {"pacing": span}, "required": ["pacing"], "additionalProperties": false}
+            ],
+            "default": "none"
+        })
+    }
 }
