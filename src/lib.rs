@@ -6,6 +6,8 @@
 //! nothing of AWS; [`results`] and [`report`] keep and present what happened.
 //! See ARCHITECTURE.md for the map.
 
+#![warn(missing_docs)]
+
 pub mod aws;
 pub mod cli;
 pub mod commands;

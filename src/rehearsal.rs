@@ -42,26 +42,83 @@ pub async fn deploy_emulated(ctx: &AwsContext, d: &str) -> Result<()> {
     if !existing.auto_scaling_groups().is_empty() {
         return Ok(());
     }
+    let vpc = default_vpc(ctx).await?;
+    let lb = load_balancer(ctx, d, &vpc).await?;
+    log_groups(ctx, d).await?;
+    for (suffix, svc, port) in [
+        ("prov", "provisioning", 9443),
+        ("verif", "verification", 8443),
+    ] {
+        let tg = target_group(
+            ctx,
+            &ServiceShape {
+                d,
+                suffix,
+                svc,
+                port,
+            },
+            &vpc,
+            &lb,
+        )
+        .await?;
+        service_group(
+            ctx,
+            &ServiceShape {
+                d,
+                suffix,
+                svc,
+                port,
+            },
+            &tg,
+        )
+        .await?;
+    }
+    aws_sdk_rds::Client::new(&ctx.config)
+        .create_db_instance()
+        .db_instance_identifier(format!("{d}-support-rdsinstance-rehearsal"))
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .master_username("veraison")
+        .master_user_password("rehearsal-only")
+        .allocated_storage(5)
+        .send()
+        .await
+        .map_err(|e| sdk_error(ctx, "rds:CreateDBInstance", e))?;
+    Ok(())
+}
+
+/// One service of the deployment: `D-<suffix>-asg` behind `D-<suffix>-tg` on `port`.
+struct ServiceShape<'a> {
+    d: &'a str,
+    suffix: &'a str,
+    svc: &'a str,
+    port: i32,
+}
+
+async fn default_vpc(ctx: &AwsContext) -> Result<String> {
     let ec2 = aws_sdk_ec2::Client::new(&ctx.config);
-    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&ctx.config);
     let vpcs = ec2
         .describe_vpcs()
         .send()
         .await
         .map_err(|e| sdk_error(ctx, "ec2:DescribeVpcs", e))?;
-    let vpc = vpcs
+    Ok(vpcs
         .vpcs()
         .first()
         .and_then(|v| v.vpc_id())
         .ok_or_else(|| Error::Infra("the emulator has no VPC".into()))?
-        .to_string();
-    // The services load balancer `D-svc-lb` in two subnets, one listener per service port.
+        .to_string())
+}
+
+/// The services load balancer `D-svc-lb` in two subnets of the VPC; returns its ARN.
+async fn load_balancer(ctx: &AwsContext, d: &str, vpc: &str) -> Result<String> {
+    let ec2 = aws_sdk_ec2::Client::new(&ctx.config);
     let subnets: Vec<String> = ec2
         .describe_subnets()
         .filters(
             aws_sdk_ec2::types::Filter::builder()
                 .name("vpc-id")
-                .values(&vpc)
+                .values(vpc)
                 .build(),
         )
         .send()
@@ -72,7 +129,7 @@ pub async fn deploy_emulated(ctx: &AwsContext, d: &str) -> Result<()> {
         .filter_map(|s| s.subnet_id().map(str::to_string))
         .take(2)
         .collect();
-    let lb = elb
+    let lb = aws_sdk_elasticloadbalancingv2::Client::new(&ctx.config)
         .create_load_balancer()
         .name(format!("{d}-svc-lb"))
         .set_subnets(Some(subnets))
@@ -85,13 +142,16 @@ pub async fn deploy_emulated(ctx: &AwsContext, d: &str) -> Result<()> {
         .send()
         .await
         .map_err(|e| sdk_error(ctx, "elasticloadbalancing:CreateLoadBalancer", e))?;
-    let lb_arn = lb
+    Ok(lb
         .load_balancers()
         .first()
         .and_then(|l| l.load_balancer_arn())
         .unwrap_or_default()
-        .to_string();
-    // The log groups Veraison's CloudWatch agent writes.
+        .to_string())
+}
+
+/// The log groups Veraison's CloudWatch agent writes.
+async fn log_groups(ctx: &AwsContext, d: &str) -> Result<()> {
     let logs = aws_sdk_cloudwatchlogs::Client::new(&ctx.config);
     for svc in ["provisioning", "verification", "management", "vts"] {
         logs.create_log_group()
@@ -100,99 +160,93 @@ pub async fn deploy_emulated(ctx: &AwsContext, d: &str) -> Result<()> {
             .await
             .map_err(|e| sdk_error(ctx, "logs:CreateLogGroup", e))?;
     }
-    for (suffix, svc, port) in [
-        ("prov", "provisioning", 9443),
-        ("verif", "verification", 8443),
-    ] {
-        let lt = format!("{d}-{suffix}-lt");
-        ec2.create_launch_template()
-            .launch_template_name(&lt)
-            .launch_template_data(
-                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                    .image_id("ami-12c6146b")
-                    .instance_type(aws_sdk_ec2::types::InstanceType::T2Micro)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| sdk_error(ctx, "ec2:CreateLaunchTemplate", e))?;
-        let tg = elb
-            .create_target_group()
-            .name(format!("{d}-{suffix}-tg"))
-            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
-            .port(port)
-            .vpc_id(&vpc)
-            .health_check_path(format!("/.well-known/veraison/{svc}"))
-            .send()
-            .await
-            .map_err(|e| sdk_error(ctx, "elasticloadbalancing:CreateTargetGroup", e))?;
-        let tg_arn = tg
-            .target_groups()
-            .first()
-            .and_then(|t| t.target_group_arn())
-            .unwrap_or_default()
-            .to_string();
-        elb.create_listener()
-            .load_balancer_arn(&lb_arn)
-            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
-            .port(port)
-            .default_actions(
-                aws_sdk_elasticloadbalancingv2::types::Action::builder()
-                    .r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward)
-                    .target_group_arn(&tg_arn)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| sdk_error(ctx, "elasticloadbalancing:CreateListener", e))?;
-        asg.create_auto_scaling_group()
-            .auto_scaling_group_name(format!("{d}-{suffix}-asg"))
-            .launch_template(
-                LaunchTemplateSpecification::builder()
-                    .launch_template_name(&lt)
-                    .version("$Latest")
-                    .build(),
-            )
-            .min_size(1)
-            .max_size(3)
-            .desired_capacity(1)
-            .availability_zones(format!(
-                "{}a",
-                ctx.config
-                    .region()
-                    .map(|r| r.to_string())
-                    .unwrap_or_else(|| "eu-west-1".into())
-            ))
-            .target_group_arns(tg_arn)
-            .tags(
-                Tag::builder()
-                    .key("veraison-deployment")
-                    .value(d)
-                    .propagate_at_launch(true)
-                    .build(),
-            )
-            .tags(
-                Tag::builder()
-                    .key("deployment-instance-name")
-                    .value(svc)
-                    .propagate_at_launch(true)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| sdk_error(ctx, "autoscaling:CreateAutoScalingGroup", e))?;
-    }
-    let rds = aws_sdk_rds::Client::new(&ctx.config);
-    rds.create_db_instance()
-        .db_instance_identifier(format!("{d}-support-rdsinstance-rehearsal"))
-        .engine("postgres")
-        .db_instance_class("db.t3.micro")
-        .master_username("veraison")
-        .master_user_password("rehearsal-only")
-        .allocated_storage(5)
+    Ok(())
+}
+
+/// A service's target group with its well-known health check and a listener forwarding the
+/// service's port to it; returns the target group's ARN.
+async fn target_group(
+    ctx: &AwsContext,
+    s: &ServiceShape<'_>,
+    vpc: &str,
+    lb: &str,
+) -> Result<String> {
+    use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, ProtocolEnum};
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&ctx.config);
+    let tg = elb
+        .create_target_group()
+        .name(format!("{}-{}-tg", s.d, s.suffix))
+        .protocol(ProtocolEnum::Http)
+        .port(s.port)
+        .vpc_id(vpc)
+        .health_check_path(format!("/.well-known/veraison/{}", s.svc))
         .send()
         .await
-        .map_err(|e| sdk_error(ctx, "rds:CreateDBInstance", e))?;
+        .map_err(|e| sdk_error(ctx, "elasticloadbalancing:CreateTargetGroup", e))?;
+    let tg_arn = tg
+        .target_groups()
+        .first()
+        .and_then(|t| t.target_group_arn())
+        .unwrap_or_default()
+        .to_string();
+    elb.create_listener()
+        .load_balancer_arn(lb)
+        .protocol(ProtocolEnum::Http)
+        .port(s.port)
+        .default_actions(
+            Action::builder()
+                .r#type(ActionTypeEnum::Forward)
+                .target_group_arn(&tg_arn)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| sdk_error(ctx, "elasticloadbalancing:CreateListener", e))?;
+    Ok(tg_arn)
+}
+
+/// A service's launch template and auto-scaling group (1..3, desired 1) in the target group,
+/// its instances tagged as Veraison's are.
+async fn service_group(ctx: &AwsContext, s: &ServiceShape<'_>, tg_arn: &str) -> Result<()> {
+    let lt = format!("{}-{}-lt", s.d, s.suffix);
+    aws_sdk_ec2::Client::new(&ctx.config)
+        .create_launch_template()
+        .launch_template_name(&lt)
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id("ami-12c6146b")
+                .instance_type(aws_sdk_ec2::types::InstanceType::T2Micro)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| sdk_error(ctx, "ec2:CreateLaunchTemplate", e))?;
+    let tag = |k: &str, v: &str| {
+        Tag::builder()
+            .key(k)
+            .value(v)
+            .propagate_at_launch(true)
+            .build()
+    };
+    aws_sdk_autoscaling::Client::new(&ctx.config)
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(format!("{}-{}-asg", s.d, s.suffix))
+        .launch_template(
+            LaunchTemplateSpecification::builder()
+                .launch_template_name(&lt)
+                .version("$Latest")
+                .build(),
+        )
+        .min_size(1)
+        .max_size(3)
+        .desired_capacity(1)
+        .availability_zones(format!("{}a", ctx.region()))
+        .target_group_arns(tg_arn)
+        .tags(tag("veraison-deployment", s.d))
+        .tags(tag("deployment-instance-name", s.svc))
+        .send()
+        .await
+        .map_err(|e| sdk_error(ctx, "autoscaling:CreateAutoScalingGroup", e))?;
     Ok(())
 }
 

@@ -320,12 +320,39 @@ fn run_id(
 /// Builds the plan of a checked trial.
 pub fn plan(trial: &Trial) -> Plan {
     let spec = &trial.spec;
-    let runs = &spec.runs;
-    let aws = trial.env.spec.aws.is_some();
     let mut steps: Vec<PlannedStep> = Vec::new();
     let mut push = |step: Step, estimate: Duration| steps.push(PlannedStep { step, estimate });
-
     push(Step::Preflight, estimate::API_CALL);
+    infra_steps(trial, &mut push);
+    push(Step::CheckTarget, estimate::API_CALL);
+    if spec.stores.clear == ClearPolicy::BeforeTrial {
+        push(
+            Step::ClearStores {
+                flush_sessions: spec.stores.flush_sessions,
+                before_run: None,
+            },
+            estimate::STORES,
+        );
+    }
+    load_steps(trial, &mut push);
+    if !trial.capacities.is_empty() {
+        push(Step::RestoreInfra, estimate::API_CALL);
+    }
+    if !spec.metrics.is_empty() {
+        let settle = spec.metrics_settle.map(|s| s.0).unwrap_or(estimate::SETTLE);
+        push(Step::SettleMetrics { settle }, settle);
+    }
+    push(Step::Report, estimate::API_CALL);
+    Plan {
+        trial: spec.name.clone(),
+        steps,
+    }
+}
+
+/// Snapshot, set capacity, wait until ready: for a trial that changes infrastructure.
+fn infra_steps(trial: &Trial, push: &mut impl FnMut(Step, Duration)) {
+    let spec = &trial.spec;
+    let aws = trial.env.spec.aws.is_some();
     let services: Vec<ServiceRole> = trial.capacities.iter().map(|(r, _)| *r).collect();
     if !services.is_empty() {
         push(
@@ -355,16 +382,12 @@ pub fn plan(trial: &Trial) -> Plan {
         };
         push(Step::WaitReady { services, timeout }, est);
     }
-    push(Step::CheckTarget, estimate::API_CALL);
-    if spec.stores.clear == ClearPolicy::BeforeTrial {
-        push(
-            Step::ClearStores {
-                flush_sessions: spec.stores.flush_sessions,
-                before_run: None,
-            },
-            estimate::STORES,
-        );
-    }
+}
+
+/// The load runs with what goes around each: clears, cooldowns, counts, metric pulls.
+fn load_steps(trial: &Trial, push: &mut impl FnMut(Step, Duration)) {
+    let spec = &trial.spec;
+    let runs = &spec.runs;
     let task_groups: Vec<Vec<TaskRef>> = match runs.mode {
         TaskMode::PerTask => trial.tasks.iter().map(|t| vec![t.clone()]).collect(),
         TaskMode::Together => vec![trial.tasks.clone()],
@@ -432,18 +455,6 @@ pub fn plan(trial: &Trial) -> Plan {
                 estimate::STORES,
             );
         }
-    }
-    if !trial.capacities.is_empty() {
-        push(Step::RestoreInfra, estimate::API_CALL);
-    }
-    if !spec.metrics.is_empty() {
-        let settle = spec.metrics_settle.map(|s| s.0).unwrap_or(estimate::SETTLE);
-        push(Step::SettleMetrics { settle }, settle);
-    }
-    push(Step::Report, estimate::API_CALL);
-    Plan {
-        trial: spec.name.clone(),
-        steps,
     }
 }
 

@@ -240,73 +240,63 @@ fn is_slug(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-fn check_environment(
-    src: &Source,
-    spec: EnvironmentFile,
-    diags: &mut Vec<Diagnostic>,
-) -> Option<Environment> {
-    let before = diags.len();
-    let mut err = |field: &str, msg: String, hint: Option<&str>| {
-        diags.push(src.diagnostic(field, msg, hint.map(str::to_string)));
-    };
-    if !is_slug(&spec.name) {
-        err(
-            "name",
-            format!("`{}` is not a valid name", spec.name),
-            Some("use letters, digits, - and _"),
+/// `aws`: the account, region and endpoint.
+fn check_aws(c: &mut Check, aws: &AwsSpec) {
+    if aws.account.len() != 12 || !aws.account.chars().all(|ch| ch.is_ascii_digit()) {
+        c.err(
+            "aws.account",
+            format!("`{}` is not a 12-digit AWS account id", aws.account),
+            Some("quote it: account: \"123456789012\""),
         );
     }
-    if let Some(aws) = &spec.aws {
-        if aws.account.len() != 12 || !aws.account.chars().all(|c| c.is_ascii_digit()) {
-            err(
-                "aws.account",
-                format!("`{}` is not a 12-digit AWS account id", aws.account),
-                Some("quote it: account: \"123456789012\""),
-            );
-        }
-        if aws.region.is_empty()
-            || !aws
-                .region
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            err(
-                "aws.region",
-                format!("`{}` is not an AWS region", aws.region),
-                Some("e.g. eu-west-1"),
-            );
-        }
-        if let Some(e) = &aws.endpoint {
-            if url::Url::parse(e).is_err() {
-                err(
-                    "aws.endpoint",
-                    format!("`{e}` is not a URL"),
-                    Some("e.g. http://127.0.0.1:5000"),
-                );
-            }
-        }
+    let region_ok = !aws.region.is_empty()
+        && aws
+            .region
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-');
+    if !region_ok {
+        c.err(
+            "aws.region",
+            format!("`{}` is not an AWS region", aws.region),
+            Some("e.g. eu-west-1"),
+        );
     }
+    if let Some(e) = aws
+        .endpoint
+        .as_ref()
+        .filter(|e| url::Url::parse(e).is_err())
+    {
+        c.err(
+            "aws.endpoint",
+            format!("`{e}` is not a URL"),
+            Some("e.g. http://127.0.0.1:5000"),
+        );
+    }
+}
+
+/// `services`: URLs, TLS files, auth.
+fn check_services(c: &mut Check, services: &ServicesSpec) {
+    let dir = c.src.file.parent().unwrap_or(Path::new(".")).to_path_buf();
     for role in ServiceRole::ALL {
-        let Some(svc) = spec.services.get(role) else {
+        let Some(svc) = services.get(role) else {
             continue;
         };
         let field = format!("services.{role}");
         if !matches!(svc.url.scheme(), "http" | "https") {
-            err(
+            c.err(
                 &format!("{field}.url"),
                 format!("`{}` must be an http or https URL", svc.url),
                 None,
             );
         }
         if let Some(tls) = &svc.tls {
-            let dir = src.file.parent().unwrap_or(Path::new("."));
             for (key, path) in [
                 ("ca-file", &tls.ca_file),
                 ("client-cert", &tls.client_cert),
                 ("client-key", &tls.client_key),
             ] {
                 if let Some(p) = path.as_ref().filter(|p| !dir.join(p).is_file()) {
-                    err(
+                    c.err(
                         &format!("{field}.tls.{key}"),
                         format!("file `{}` not found", p.display()),
                         Some("paths are relative to the environment file"),
@@ -314,27 +304,117 @@ fn check_environment(
                 }
             }
             if tls.client_cert.is_some() != tls.client_key.is_some() {
-                err(
+                c.err(
                     &format!("{field}.tls"),
-                    "give both client-cert and client-key".into(),
+                    "give both client-cert and client-key",
                     None,
                 );
             }
         }
         if let Some(AuthSpec { oauth2_password: g }) = &svc.auth {
             if g.password_env.is_empty() {
-                err(
+                c.err(
                     &format!("{field}.auth.oauth2-password.password-env"),
-                    "empty variable name".into(),
+                    "empty variable name",
                     None,
+                );
+            }
+            if let Some(p) = g.ca_file.as_ref().filter(|p| !dir.join(p).is_file()) {
+                c.err(
+                    &format!("{field}.auth.oauth2-password.ca-file"),
+                    format!("file `{}` not found", p.display()),
+                    Some("paths are relative to the environment file"),
                 );
             }
         }
     }
+}
+
+/// `stores`: one driver, what it needs to be found, the session cache's nodes.
+fn check_store_locations(c: &mut Check, spec: &EnvironmentFile, stores: &StoresLocation) {
+    let drivers = [
+        stores.postgres.is_some(),
+        stores.sqlite.is_some(),
+        stores.command.is_some(),
+        stores.standin.is_some(),
+    ];
+    if drivers.iter().filter(|d| **d).count() > 1 {
+        c.err(
+            "stores",
+            "name one store driver: postgres, sqlite, command or standin",
+            None,
+        );
+    }
+    if let Some(pg) = &stores.postgres {
+        if pg.host.is_none() && pg.rds_instance.is_none() {
+            c.err(
+                "stores.postgres",
+                "needs `host` or `rds-instance`",
+                Some("rds-instance: auto finds the deployment's database"),
+            );
+        }
+        if pg.rds_instance.is_some() && spec.aws.is_none() {
+            c.err(
+                "stores.postgres.rds-instance",
+                "finding an RDS instance needs the `aws` section",
+                Some("give `host` instead"),
+            );
+        }
+        if pg.password_env.is_none() && spec.aws.is_none() {
+            c.err(
+                "stores.postgres",
+                "needs `password-env` (no AWS stack to read the password from)",
+                None,
+            );
+        }
+    }
+    let Some(s) = &stores.sessions else { return };
+    for (i, server) in s.memcached.iter().enumerate() {
+        let field = format!("stores.sessions.memcached[{i}]");
+        if server == "auto" {
+            if spec.aws.is_none() || spec.deployment.is_none() {
+                c.err(
+                    &field,
+                    "`auto` discovery needs the `aws` and `deployment` sections",
+                    None,
+                );
+            }
+        } else if server
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            c.err(
+                &field,
+                format!("`{server}` is not host:port"),
+                Some("e.g. 127.0.0.1:11211"),
+            );
+        }
+    }
+}
+
+fn check_environment(
+    src: &Source,
+    spec: EnvironmentFile,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Environment> {
+    let before = diags.len();
+    let mut c = Check { src, diags };
+    if !is_slug(&spec.name) {
+        c.err(
+            "name",
+            format!("`{}` is not a valid name", spec.name),
+            Some("use letters, digits, - and _"),
+        );
+    }
+    if let Some(aws) = &spec.aws {
+        check_aws(&mut c, aws);
+    }
+    check_services(&mut c, &spec.services);
     let release = match ReleaseProfile::parse(&spec.veraison.release) {
         Ok(r) => Some(r),
         Err(m) => {
-            err(
+            c.err(
                 "veraison.release",
                 m,
                 Some("the services tag the deployment runs, e.g. v0.0.2602"),
@@ -343,66 +423,7 @@ fn check_environment(
         }
     };
     if let Some(stores) = &spec.stores {
-        let drivers = [
-            stores.postgres.is_some(),
-            stores.sqlite.is_some(),
-            stores.command.is_some(),
-            stores.standin.is_some(),
-        ];
-        if drivers.iter().filter(|d| **d).count() > 1 {
-            err(
-                "stores",
-                "name one store driver: postgres, sqlite, command or standin".into(),
-                None,
-            );
-        }
-        if let Some(pg) = &stores.postgres {
-            if pg.host.is_none() && pg.rds_instance.is_none() {
-                err(
-                    "stores.postgres",
-                    "needs `host` or `rds-instance`".into(),
-                    Some("rds-instance: auto finds the deployment's database"),
-                );
-            }
-            if pg.rds_instance.is_some() && spec.aws.is_none() {
-                err(
-                    "stores.postgres.rds-instance",
-                    "finding an RDS instance needs the `aws` section".into(),
-                    Some("give `host` instead"),
-                );
-            }
-            if pg.password_env.is_none() && spec.aws.is_none() {
-                err(
-                    "stores.postgres",
-                    "needs `password-env` (no AWS stack to read the password from)".into(),
-                    None,
-                );
-            }
-        }
-        if let Some(s) = &stores.sessions {
-            for (i, server) in s.memcached.iter().enumerate() {
-                let field = format!("stores.sessions.memcached[{i}]");
-                if server == "auto" {
-                    if spec.aws.is_none() || spec.deployment.is_none() {
-                        err(
-                            &field,
-                            "`auto` discovery needs the `aws` and `deployment` sections".into(),
-                            None,
-                        );
-                    }
-                } else if server
-                    .rsplit_once(':')
-                    .and_then(|(_, p)| p.parse::<u16>().ok())
-                    .is_none()
-                {
-                    err(
-                        &field,
-                        format!("`{server}` is not host:port"),
-                        Some("e.g. 127.0.0.1:11211"),
-                    );
-                }
-            }
-        }
+        check_store_locations(&mut c, &spec, stores);
     }
     if diags.len() > before {
         return None;

@@ -145,6 +145,9 @@ impl Device {
     /// An unsigned CoRIM provisioning this device's reference values and trust anchor.
     /// `tagged` wraps it in tag 501 (required from v0.0.2512); `corim_id` should be unique
     /// per submission in the corim-store era.
+    // Long on purpose: it writes one CBOR document top to bottom in the order of the CoRIM and
+    // CoMID CDDL (corim-map, comid-map, reference-triples, attest-key-triples), so that reading
+    // it beside the spec is easy; split, the nesting would be scattered over helpers.
     pub fn corim(&self, profile: &str, tagged: bool, corim_id: &str) -> Vec<u8> {
         let class = |extra: Option<(i64, Value)>| {
             let mut class = vec![
