@@ -1,6 +1,5 @@
 //! `trialrunner bench`: the load engine alone, closed-model GET, one user per connection.
 
-use super::runtime;
 use crate::error::{exit, Result};
 
 /// Arguments of `bench`.
@@ -22,24 +21,22 @@ pub struct Args {
 
 /// Measures and prints.
 pub fn run(args: Args) -> Result<i32> {
-    // One thread: a current-thread runtime (no cross-thread wake-ups); more: multi-thread.
-    let rt = match args.threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime starts"),
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n.max(1))
-            .enable_all()
-            .build()
-            .expect("tokio runtime starts"),
-        None => runtime(),
-    };
+    // The engine runs on its own threads; this runtime only waits and writes files.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let dir = std::env::temp_dir().join(format!("trialrunner-bench-{}", std::process::id()));
     let report = rt.block_on(crate::load::bench::run(
         &args.url,
         args.connections,
         args.duration,
+        threads,
         &dir,
     ));
     let _ = std::fs::remove_dir_all(&dir);

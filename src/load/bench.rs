@@ -53,11 +53,13 @@ pub fn proc_status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs `connections` users doing `GET url` for `duration`; results go to `dir`.
+/// Runs `connections` users doing `GET url` for `duration` on `threads` engine threads;
+/// results go to `dir`.
 pub async fn run(
     url: &url::Url,
     connections: u32,
     duration: Duration,
+    threads: usize,
     dir: &Path,
 ) -> Result<BenchReport> {
     if connections == 0 {
@@ -95,7 +97,7 @@ pub async fn run(
         fleet: false,
     };
     let base_rss_kib = proc_status_kib("VmRSS:");
-    let engine = LoadEngine::new(target, Progress::Quiet);
+    let engine = LoadEngine::new(target, Progress::Quiet).with_threads(threads);
     let summary = engine
         .run_phase(&phase, dir, &CancellationToken::new())
         .await?;

@@ -1,18 +1,21 @@
 //! The load engine: runs one [`LoadPhase`] against a [`Target`].
 //!
-//! * Closed model: N virtual users (tokio tasks), started at once or at a spawn rate, each
-//!   looping over its tasks with an optional wait until the run ends.
+//! * Closed model: N virtual users, started at once or at a spawn rate, each looping over its
+//!   tasks with an optional wait until the run ends.
 //! * Open model: sessions start on a schedule (constant or linearly ramping rate) with a cap on
-//!   sessions in flight; a session that waits for a slot is late, and its first request's latency
-//!   is also measured from its *intended* start (coordinated-omission corrected), beside the raw
-//!   service time.
+//!   sessions in flight. A session that waits for a slot is late: its corrected latency is its
+//!   service time plus that wait (exactly its raw latency when the schedule is kept), and the
+//!   arrivals still waiting at the deadline are counted as dropped, their lateness in the
+//!   corrected latency too.
 //!
-//! When the run ends (deadline or cancel), users stop starting tasks; requests in flight finish
-//! or time out. A flusher task turns each second into rows on disk as the run goes.
+//! Users run on the engine's own threads ([`EnginePool`]); the flusher, on the caller's runtime,
+//! turns each finished UTC second into rows on disk, shows progress and watches for a dead
+//! target. At the deadline users stop starting tasks and requests in flight finish (the drain);
+//! on a stop request they get [`STOP_GRACE`].
 
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,11 +24,13 @@ use rand::Rng;
 use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::recorder::{Aggregator, Recorder, SecondView};
+use super::aggregate::{Aggregator, SecondView, Window};
+use super::pool::EnginePool;
+use super::recorder::{Clock, Recorder};
 use super::tasks::{plan_jobs, DeviceMaterial, Job, Runner, Target, UserCtx};
 use crate::error::{Error, Result};
 use crate::provider::LoadRunner;
-use crate::results::{self, unix_now, GeneratorHealth, RunSummary};
+use crate::results::{self, unix_now, Arrivals, GeneratorHealth, RunSummary};
 use crate::trial::model::{SpawnSpec, WaitSpec};
 use crate::trial::{LoadPhase, TaskRef};
 
@@ -38,30 +43,26 @@ pub enum Progress {
     Show,
 }
 
+/// How long requests in flight may go on after a stop request (or a dead target).
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// How long after a second ends it is flushed: late samples still land in it.
+const FLUSH_GRACE: Duration = Duration::from_millis(200);
+
 /// The load engine for one target.
 pub struct LoadEngine {
     target: Arc<Target>,
     progress: Progress,
     /// Seed of the synthetic device fleet.
     pub fleet_seed: u64,
+    /// The engine's threads (default: every core).
+    pub threads: usize,
 }
 
 fn rfc3339(unix: f64) -> String {
     chrono::DateTime::from_timestamp_micros((unix * 1e6) as i64)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
-}
-
-/// CPU time (user + system) of this process.
-fn process_cpu() -> Duration {
-    // SAFETY: getrusage only writes into the struct we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return Duration::ZERO;
-    }
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 impl LoadEngine {
@@ -71,6 +72,17 @@ impl LoadEngine {
             target: Arc::new(target),
             progress,
             fleet_seed: 0x7472_6961_6c72,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        }
+    }
+
+    /// The same engine on `n` threads.
+    pub fn with_threads(self, n: usize) -> LoadEngine {
+        LoadEngine {
+            threads: n.max(1),
+            ..self
         }
     }
 
@@ -91,17 +103,36 @@ impl LoadEngine {
             .map_err(|e| Error::Infra(format!("building the HTTP client: {e}")))
     }
 
+    /// The verification service's EAR key, from its well-known: every EAR under load is checked
+    /// against it.
+    async fn ear_key(&self, client: &reqwest::Client) -> Result<p256::ecdsa::VerifyingKey> {
+        let url = self
+            .target
+            .verification
+            .join("/.well-known/veraison/verification")
+            .expect("path joins");
+        let v: serde_json::Value = client
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "*/*")
+            .send()
+            .await
+            .map_err(|e| crate::veraison::health::unreachable(&url, &e))?
+            .json()
+            .await
+            .map_err(|e| Error::Check(format!("{url}: {e}")))?;
+        v.get("ear-verification-key")
+            .and_then(crate::veraison::ear::key_from_jwk)
+            .ok_or_else(|| Error::Check(format!("{url} has no usable ear-verification-key")))
+    }
+
     /// Provisions each device once before a verify run (unmeasured, like the seed's `on_start`).
     async fn provision_devices(
         &self,
         client: &reqwest::Client,
         devices: &[DeviceMaterial],
     ) -> Vec<String> {
-        let recorder = Recorder::new(vec![super::recorder::Endpoint {
-            method: "POST".into(),
-            name: "setup".into(),
-            task: "setup".into(),
-        }]);
+        let (jobs, endpoints, _) = plan_jobs(&[TaskRef::Provision], &self.target);
+        let recorder = Recorder::detached(endpoints);
         let runner = Runner {
             client,
             target: &self.target,
@@ -109,25 +140,54 @@ impl LoadEngine {
             token_endpoint: None,
             ear_key: None,
         };
-        let job = Job::Provision {
-            submit: super::recorder::EndpointId(0),
-        };
         for (i, d) in devices.iter().enumerate() {
-            let mut ctx = UserCtx {
-                device: d,
-                nonce: Default::default(),
-                intended: None,
-                submissions: 0,
-                user: i,
-                connect_failed: false,
-            };
-            runner.run(&job, &mut ctx).await;
+            let mut ctx = UserCtx::new(d, Default::default(), i);
+            runner.run(&jobs[0], &mut ctx).await;
         }
         recorder
             .failure_groups()
             .into_iter()
             .map(|g| format!("{}: {} ({}×)", g.class, g.message, g.count))
             .collect()
+    }
+
+    /// What every user of a run shares, devices made and provisioned.
+    async fn prepare(&self, phase: &LoadPhase) -> Result<Shared> {
+        let client = self.client(phase)?;
+        let (jobs, endpoints, token_endpoint) = plan_jobs(&phase.tasks, &self.target);
+        let device_count = if phase.fleet {
+            phase.users.unwrap_or(1).max(1)
+        } else {
+            1
+        };
+        let (release, seed) = (self.target.release.clone(), self.fleet_seed);
+        let devices: Vec<DeviceMaterial> = tokio::task::spawn_blocking(move || {
+            (0..device_count)
+                .map(|i| DeviceMaterial::new(&release, seed, i))
+                .collect()
+        })
+        .await
+        .map_err(|e| Error::Infra(format!("preparing device material: {e}")))?;
+        let mut ear_key = None;
+        if phase.tasks.contains(&TaskRef::Verify) {
+            ear_key = Some(self.ear_key(&client).await?);
+            let problems = self.provision_devices(&client, &devices).await;
+            if !problems.is_empty() {
+                tracing::warn!(run = %phase.run_id, "provisioning the devices before verify failed: {}", problems.join("; "));
+            }
+        }
+        Ok(Shared {
+            client,
+            target: self.target.clone(),
+            recorder: Arc::new(Recorder::detached(endpoints)),
+            token_endpoint,
+            jobs,
+            devices,
+            phase: phase.clone(),
+            ear_key,
+            check_cpu_ns: AtomicU64::new(0),
+            tasks_done: AtomicU64::new(0),
+        })
     }
 
     /// Runs a phase and writes its files into `dir`.
@@ -139,70 +199,48 @@ impl LoadEngine {
     ) -> Result<RunSummary> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let client = self.client(phase)?;
-        let (jobs, endpoints, token_endpoint) = plan_jobs(&phase.tasks, &self.target);
-        let device_count = if phase.fleet {
-            phase.users.unwrap_or(1).max(1)
-        } else {
-            1
-        };
-        let release = self.target.release.clone();
-        let seed = self.fleet_seed;
-        let devices: Vec<DeviceMaterial> = tokio::task::spawn_blocking(move || {
-            (0..device_count)
-                .map(|i| DeviceMaterial::new(&release, seed, i))
-                .collect()
-        })
-        .await
-        .map_err(|e| Error::Infra(format!("preparing device material: {e}")))?;
-        if phase.tasks.contains(&TaskRef::Verify) {
-            let problems = self.provision_devices(&client, &devices).await;
-            if !problems.is_empty() {
-                tracing::warn!(run = %phase.run_id, "provisioning the devices before verify failed: {}", problems.join("; "));
-            }
-        }
-        let recorder = Arc::new(Recorder::new(endpoints));
+        let mut shared = self.prepare(phase).await?;
+        let pool = EnginePool::start(self.threads)
+            .map_err(|e| Error::Infra(format!("starting the engine's threads: {e}")))?;
         let start = Instant::now();
         let start_unix = unix_now();
-        let cpu_before = process_cpu();
-        let aggregator =
-            Aggregator::create(dir, recorder.endpoints(), start, start_unix, phase.warmup)?;
-        let aggregator = Arc::new(AsyncMutex::new(aggregator));
-        let stop = cancel.child_token();
-        let lag = Arc::new(std::sync::Mutex::new(Duration::ZERO));
-        let dead = Arc::new(std::sync::Mutex::new(None::<String>));
-
-        let flusher = tokio::spawn(flush_loop(
-            aggregator.clone(),
-            recorder.clone(),
-            start,
-            stop.clone(),
-            self.progress,
-            phase.clone(),
-            dead.clone(),
-        ));
-        let lag_probe = tokio::spawn(lag_probe(lag.clone(), stop.clone()));
-
-        let shared = Arc::new(Shared {
-            client,
-            target: self.target.clone(),
-            recorder: recorder.clone(),
-            token_endpoint,
-            jobs,
-            devices,
-            phase: phase.clone(),
-        });
         let deadline = start + phase.duration;
+        let endpoints = shared.recorder.endpoints().to_vec();
+        shared.recorder = Arc::new(Recorder::new(
+            endpoints,
+            Clock::new(start, start_unix, deadline),
+        ));
+        let window = Window {
+            start: start_unix,
+            warmup_end: start_unix + phase.warmup.as_secs_f64(),
+            end: start_unix + phase.duration.as_secs_f64(),
+        };
+        let recorder = shared.recorder.clone();
+        let aggregator = Arc::new(AsyncMutex::new(Aggregator::create(dir, &recorder, window)?));
+        let stop = cancel.child_token();
+        let dead = Arc::new(std::sync::Mutex::new(None::<String>));
+        let cpu_before = pool.cpu_s();
+        let flusher = tokio::spawn(flush_loop(FlushCtx {
+            agg: aggregator.clone(),
+            rec: recorder.clone(),
+            stop: stop.clone(),
+            progress: self.progress,
+            phase: phase.clone(),
+            dead: dead.clone(),
+        }));
+        let shared = Arc::new(shared);
+        let arrivals = Arc::new(std::sync::Mutex::new(Arrivals::default()));
         let workers = match (&phase.arrival, phase.users) {
-            (Some(a), _) => vec![tokio::spawn(open_model(
+            (Some(a), _) => vec![pool.spawn(open_model(
                 shared.clone(),
                 *a,
                 start,
                 deadline,
                 stop.clone(),
+                arrivals.clone(),
             ))],
             (None, Some(users)) => {
-                closed_model(shared.clone(), users, start, deadline, stop.clone()).await
+                closed_model(&pool, shared.clone(), users, start, deadline, stop.clone()).await
             }
             (None, None) => Vec::new(),
         };
@@ -213,6 +251,8 @@ impl LoadEngine {
         }
         let stopped_early = stop.is_cancelled();
         stop.cancel();
+        let window_end = Instant::now().min(deadline);
+        recorder.end_window(window_end);
         // At the deadline, requests in flight may finish; on a stop they get a moment only.
         let grace = if stopped_early {
             STOP_GRACE
@@ -220,41 +260,57 @@ impl LoadEngine {
             phase.request_timeout + Duration::from_secs(2)
         };
         let joined = join_workers(workers, grace).await;
+        let drain_s = Instant::now()
+            .saturating_duration_since(window_end)
+            .as_secs_f64();
         let _ = flusher.await;
-        let _ = lag_probe.await;
-        let elapsed = start.elapsed();
-        // The last partial second.
+        let cpu_s = pool.cpu_s() - cpu_before;
+        let lag = pool.take_lag();
+        let threads = pool.threads();
+        tokio::task::spawn_blocking(move || pool.shutdown())
+            .await
+            .map_err(|e| Error::Internal(format!("stopping the engine's threads: {e}")))?;
+        let window_s = (window_end - start).as_secs_f64();
         let mut agg = Arc::try_unwrap(aggregator)
             .map_err(|_| Error::Infra("aggregator still shared".into()))?
             .into_inner();
-        agg.flush_second(&recorder)?;
-        let (endpoints, aggregated) = agg.finish(&recorder, dir, elapsed)?;
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        let cpu_pct = 100.0 * (process_cpu() - cpu_before).as_secs_f64()
-            / elapsed.as_secs_f64().max(1e-9)
-            / cores as f64;
-        let max_lag_ms = lag.lock().expect("lag lock").as_secs_f64() * 1000.0;
+        agg.end_window(start_unix + window_s);
+        let steady_s = agg.steady_seconds() as f64;
+        let (endpoints, aggregated) = agg.finish(&recorder, dir, drain_s)?;
+        let wall = (window_s + drain_s).max(1e-9);
+        let cpu_pct = 100.0 * cpu_s / wall / threads as f64;
+        let q = |q: f64| lag.value_at_quantile(q) as f64 / 1000.0;
+        let tasks = shared.tasks_done.load(Ordering::Relaxed).max(1);
+        let arrivals = phase
+            .arrival
+            .map(|_| arrivals.lock().expect("arrivals lock").clone());
         let summary = RunSummary {
             run_id: phase.run_id.clone(),
             iteration: phase.iteration,
             users: phase.users,
             arrival_rate: phase.arrival.map(|a| a.rate.0),
+            arrival_rate_to: phase.arrival.and_then(|a| a.to.map(|r| r.0)),
+            arrivals,
             tasks: phase.tasks.iter().map(|t| t.name().to_string()).collect(),
             started_at: rfc3339(start_unix),
-            ended_at: rfc3339(start_unix + elapsed.as_secs_f64()),
+            ended_at: rfc3339(start_unix + window_s),
             started_unix: start_unix,
-            duration_s: elapsed.as_secs_f64(),
+            duration_s: window_s,
+            steady_s,
             warmup_s: phase.warmup.as_secs_f64(),
             endpoints,
             aggregated,
             failures: recorder.failure_groups(),
             generator: GeneratorHealth {
-                cpu_pct_of_available: cpu_pct,
-                cores,
-                max_timer_lag_ms: max_lag_ms,
-                saturated: cpu_pct >= 90.0 || max_lag_ms >= 50.0,
+                cpu_pct,
+                threads,
+                timer_lag_p50_ms: q(0.5),
+                timer_lag_p99_ms: q(0.99),
+                max_timer_lag_ms: q(1.0),
+                check_cpu_us_per_task: shared.check_cpu_ns.load(Ordering::Relaxed) as f64
+                    / 1000.0
+                    / tasks as f64,
+                saturated: cpu_pct >= 90.0 || q(0.99) >= 20.0,
             },
             interrupted: cancel.is_cancelled(),
         };
@@ -267,9 +323,6 @@ impl LoadEngine {
         Ok(summary)
     }
 }
-
-/// How long requests in flight may go on after a stop request (or a dead target).
-pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Waits for the workers, at most `grace` (then they are aborted). A panic in any of them is an
 /// error: a run whose users crashed must never read as a success.
@@ -312,7 +365,6 @@ pub async fn join_workers(
 #[derive(Debug, Default)]
 pub struct DeadTargetWatch {
     seconds: std::collections::VecDeque<(u64, u64)>,
-    last: (u64, u64),
 }
 
 impl DeadTargetWatch {
@@ -321,15 +373,9 @@ impl DeadTargetWatch {
     /// Fewest requests in the window for a verdict.
     pub const MIN_REQUESTS: u64 = 3;
 
-    /// Takes the running totals (requests finished, connect failures) at the end of a second;
-    /// true when the target looks dead.
-    pub fn observe(&mut self, finished: u64, connect_failures: u64) -> bool {
-        let d = (
-            finished.saturating_sub(self.last.0),
-            connect_failures.saturating_sub(self.last.1),
-        );
-        self.last = (finished, connect_failures);
-        self.seconds.push_back(d);
+    /// Takes one second's requests and refused connections; true when the target looks dead.
+    pub fn observe(&mut self, requests: u64, refused: u64) -> bool {
+        self.seconds.push_back((requests, refused));
         if self.seconds.len() > Self::WINDOW_S {
             self.seconds.pop_front();
         }
@@ -381,6 +427,11 @@ struct Shared {
     jobs: Vec<Job>,
     devices: Vec<DeviceMaterial>,
     phase: LoadPhase,
+    ear_key: Option<p256::ecdsa::VerifyingKey>,
+    /// CPU the semantic checks took, ns, over every task.
+    check_cpu_ns: AtomicU64,
+    /// Tasks run.
+    tasks_done: AtomicU64,
 }
 
 impl Shared {
@@ -390,23 +441,28 @@ impl Shared {
             target: &self.target,
             recorder: &self.recorder,
             token_endpoint: self.token_endpoint,
-            ear_key: None,
+            ear_key: self.ear_key.as_ref(),
         }
     }
 
     fn ctx(&self, user: usize) -> UserCtx<'_> {
-        UserCtx {
-            device: &self.devices[user % self.devices.len()],
-            nonce: self.phase.nonce,
-            intended: None,
-            submissions: 0,
+        UserCtx::new(
+            &self.devices[user % self.devices.len()],
+            self.phase.nonce,
             user,
-            connect_failed: false,
-        }
+        )
+    }
+
+    /// Adds a user's (or session's) check CPU and task count, once, at its end.
+    fn account(&self, ctx: &UserCtx<'_>, tasks: u64) {
+        self.check_cpu_ns
+            .fetch_add(ctx.check_cpu_ns, Ordering::Relaxed);
+        self.tasks_done.fetch_add(tasks, Ordering::Relaxed);
     }
 }
 
 async fn closed_model(
+    pool: &EnginePool,
     shared: Arc<Shared>,
     users: u32,
     start: Instant,
@@ -429,9 +485,26 @@ async fn closed_model(
         if Instant::now() >= deadline {
             break;
         }
-        handles.push(tokio::spawn(user_loop(shared.clone(), user, stop.clone())));
+        handles.push(pool.spawn(user_loop(shared.clone(), user, stop.clone())));
     }
     handles
+}
+
+/// The wait after an iteration that began at `began`.
+fn think_time(wait: WaitSpec, began: Instant) -> Duration {
+    match wait {
+        WaitSpec::None => Duration::ZERO,
+        WaitSpec::Constant(d) => d.0,
+        WaitSpec::Between(a, b) => {
+            let (lo, hi) = (a.0.as_secs_f64(), b.0.as_secs_f64());
+            Duration::from_secs_f64(if hi > lo {
+                rand::thread_rng().gen_range(lo..hi)
+            } else {
+                lo
+            })
+        }
+        WaitSpec::Pacing(p) => p.0.saturating_sub(began.elapsed()),
+    }
 }
 
 async fn user_loop(shared: Arc<Shared>, user: usize, stop: CancellationToken) {
@@ -439,6 +512,7 @@ async fn user_loop(shared: Arc<Shared>, user: usize, stop: CancellationToken) {
     let runner = shared.runner();
     let mut ctx = shared.ctx(user);
     let mut backoff = Duration::ZERO;
+    let mut tasks = 0;
     while !stop.is_cancelled() {
         let began = Instant::now();
         for job in &shared.jobs {
@@ -446,6 +520,7 @@ async fn user_loop(shared: Arc<Shared>, user: usize, stop: CancellationToken) {
                 break;
             }
             runner.run(job, &mut ctx).await;
+            tasks += 1;
         }
         // A refused connection: back off (50 ms doubling to 2 s) instead of hammering.
         backoff = if std::mem::take(&mut ctx.connect_failed) {
@@ -453,19 +528,7 @@ async fn user_loop(shared: Arc<Shared>, user: usize, stop: CancellationToken) {
         } else {
             Duration::ZERO
         };
-        let wait = backoff.max(match shared.phase.wait {
-            WaitSpec::None => Duration::ZERO,
-            WaitSpec::Constant(d) => d.0,
-            WaitSpec::Between(a, b) => {
-                let (lo, hi) = (a.0.as_secs_f64(), b.0.as_secs_f64());
-                Duration::from_secs_f64(if hi > lo {
-                    rand::thread_rng().gen_range(lo..hi)
-                } else {
-                    lo
-                })
-            }
-            WaitSpec::Pacing(p) => p.0.saturating_sub(began.elapsed()),
-        });
+        let wait = backoff.max(think_time(shared.phase.wait, began));
         if !wait.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -473,6 +536,7 @@ async fn user_loop(shared: Arc<Shared>, user: usize, stop: CancellationToken) {
             }
         }
     }
+    shared.account(&ctx, tasks);
     shared.recorder.active_users.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -486,12 +550,19 @@ pub fn arrival_time(k: f64, r0: f64, r1: f64, d: f64) -> f64 {
     (-r0 + (r0 * r0 + 4.0 * a * k).sqrt()) / (2.0 * a)
 }
 
+/// Arrivals due before `d` seconds: the schedule's own count.
+pub fn arrivals_due(r0: f64, r1: f64, d: f64) -> u64 {
+    // The integral of the rate over the run, rounded up (arrival 0 is at t = 0).
+    ((r0 + r1) / 2.0 * d).ceil().max(0.0) as u64
+}
+
 async fn open_model(
     shared: Arc<Shared>,
     arrival: crate::trial::model::ArrivalSpec,
     start: Instant,
     deadline: Instant,
     stop: CancellationToken,
+    counts: Arc<std::sync::Mutex<Arrivals>>,
 ) {
     let slots = Arc::new(Semaphore::new(arrival.max_in_flight.max(1) as usize));
     let (r0, r1) = (
@@ -499,30 +570,43 @@ async fn open_model(
         arrival.to.map(|r| r.0).unwrap_or(arrival.rate.0),
     );
     let d = (deadline - start).as_secs_f64();
+    let due_of = |k: u64| start + Duration::from_secs_f64(arrival_time(k as f64, r0, r1, d));
     let mut sessions = tokio::task::JoinSet::new();
+    let mut started = 0u64;
+    let mut dropped_from = None;
     for k in 0u64.. {
-        let due = start + Duration::from_secs_f64(arrival_time(k as f64, r0, r1, d));
+        let due = due_of(k);
         if due >= deadline {
             break;
         }
-        tokio::select! {
-            _ = tokio::time::sleep_until(due.into()) => {}
-            _ = stop.cancelled() => break,
-        }
-        // Waiting for a slot makes the session late; its latency still counts from `due`.
+        // On schedule: sleep until due, and only a wait for a slot makes it late (the timer's
+        // own jitter is the generator's, not the target's). Behind schedule: late since due.
+        let base = if Instant::now() < due {
+            tokio::select! {
+                _ = tokio::time::sleep_until(due.into()) => {}
+                _ = stop.cancelled() => break,
+            }
+            Instant::now()
+        } else {
+            due
+        };
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("semaphore open"),
+            _ = tokio::time::sleep_until(deadline.into()) => { dropped_from = Some(k); break }
             _ = stop.cancelled() => break,
         };
+        let lateness = Instant::now().saturating_duration_since(base);
+        started += 1;
         let shared = shared.clone();
         sessions.spawn(async move {
             let runner = shared.runner();
             let mut ctx = shared.ctx(k as usize);
+            ctx.lateness = Some(lateness);
             shared.recorder.active_users.fetch_add(1, Ordering::Relaxed);
             for job in &shared.jobs {
-                ctx.intended = Some(due);
                 runner.run(job, &mut ctx).await;
             }
+            shared.account(&ctx, shared.jobs.len() as u64);
             shared.recorder.active_users.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
@@ -530,6 +614,33 @@ async fn open_model(
             reraise(done);
         }
     }
+    // Arrivals still waiting at the deadline: dropped, and as late as the deadline at least.
+    let scheduled = arrivals_due(r0, r1, d);
+    if let Some(first) = dropped_from {
+        let unit = shared.jobs.first().map(|j| j.unit);
+        for k in first..scheduled {
+            let due = due_of(k);
+            if due >= deadline {
+                break;
+            }
+            if let Some(unit) = unit {
+                shared.recorder.record_dropped(
+                    unit,
+                    deadline - Duration::from_micros(1),
+                    deadline - due,
+                );
+            }
+        }
+    }
+    *counts.lock().expect("arrivals lock") = Arrivals {
+        scheduled,
+        started,
+        dropped: if dropped_from.is_some() {
+            scheduled.saturating_sub(started)
+        } else {
+            0
+        },
+    };
     while let Some(done) = sessions.join_next().await {
         reraise(done);
     }
@@ -544,46 +655,48 @@ fn reraise(done: std::result::Result<(), tokio::task::JoinError>) {
     }
 }
 
-async fn flush_loop(
+struct FlushCtx {
     agg: Arc<AsyncMutex<Aggregator>>,
     rec: Arc<Recorder>,
-    start: Instant,
     stop: CancellationToken,
     progress: Progress,
     phase: LoadPhase,
     dead: Arc<std::sync::Mutex<Option<String>>>,
-) {
+}
+
+/// Flushes each UTC second once it is over (plus a grace for late samples), shows progress,
+/// and stops the run when the target looks dead.
+async fn flush_loop(f: FlushCtx) {
     let mut watch = DeadTargetWatch::default();
-    let bar = (progress == Progress::Show && std::io::stderr().is_terminal()).then(|| {
-        let b = indicatif::ProgressBar::new(phase.duration.as_secs());
+    let bar = (f.progress == Progress::Show && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(f.phase.duration.as_secs());
         b.set_style(
             indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len}s {msg}")
                 .expect("valid template")
                 .progress_chars("=> "),
         );
-        b.set_prefix(phase.run_id.clone());
+        b.set_prefix(f.phase.run_id.clone());
         b
     });
-    let mut next = start + Duration::from_secs(1);
     loop {
+        let next = f.agg.lock().await.next_second();
+        let wake = next as f64 + 1.0 + FLUSH_GRACE.as_secs_f64();
+        let wait = (wake - unix_now()).max(0.0);
         tokio::select! {
-            _ = tokio::time::sleep_until(next.into()) => {}
-            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs_f64(wait)) => {}
+            _ = f.stop.cancelled() => break,
         }
-        next += Duration::from_secs(1);
-        let view = match agg.lock().await.flush_second(&rec) {
+        let view = match f.agg.lock().await.flush_second(&f.rec) {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!("writing per-second results: {e}");
                 continue;
             }
         };
-        show(&bar, progress, &phase, &view);
-        let finished = rec.finished.load(Ordering::Relaxed);
-        let refused = rec.connect_failures.load(Ordering::Relaxed);
-        if watch.observe(finished, refused) {
-            *dead.lock().expect("dead lock") = Some(dead_target_message(&rec));
-            stop.cancel();
+        show(&bar, f.progress, &f.phase, &view);
+        if watch.observe(view.requests, view.refused) {
+            *f.dead.lock().expect("dead lock") = Some(dead_target_message(&f.rec));
+            f.stop.cancel();
             break;
         }
     }
@@ -610,30 +723,16 @@ fn show(
         per_endpoint.join(" | "),
         v.total_failures
     );
+    let at = v.offset.max(0.0) as u64 + 1;
     match bar {
         Some(b) => {
-            b.set_position(v.second + 1);
+            b.set_position(at);
             b.set_message(msg);
         }
-        None if progress == Progress::Show && (v.second + 1) % 5 == 0 => {
-            crate::exec::signals::say(&format!("[{} {:>4}s] {msg}", phase.run_id, v.second + 1));
+        None if progress == Progress::Show && at % 5 == 0 => {
+            crate::exec::signals::say(&format!("[{} {:>4}s] {msg}", phase.run_id, at));
         }
         None => {}
-    }
-}
-
-/// Measures how late a 100 ms timer fires: a saturated generator delays everything.
-async fn lag_probe(worst: Arc<std::sync::Mutex<Duration>>, stop: CancellationToken) {
-    let period = Duration::from_millis(100);
-    loop {
-        let asked = Instant::now();
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = stop.cancelled() => return,
-        }
-        let late = asked.elapsed().saturating_sub(period);
-        let mut w = worst.lock().expect("lag lock");
-        *w = (*w).max(late);
     }
 }
 
@@ -642,29 +741,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn arrivals_follow_the_ramp() {
+        // Constant: k / r.
+        assert!((arrival_time(10.0, 5.0, 5.0, 10.0) - 2.0).abs() < 1e-9);
+        // Ramp 0→20/s over 10 s: 100 arrivals in total, the last at t = 10.
+        assert!((arrival_time(100.0, 0.0, 20.0, 10.0) - 10.0).abs() < 1e-6);
+        // Half the arrivals come in the last ~29 % of the time.
+        assert!((arrival_time(50.0, 0.0, 20.0, 10.0) - 50f64.sqrt()).abs() < 1e-6);
+        assert_eq!(arrivals_due(20.0, 20.0, 10.0), 200);
+        assert_eq!(arrivals_due(20.0, 100.0, 10.0), 600);
+    }
+
+    #[test]
     fn a_dead_target_is_five_seconds_of_refusals_not_one_bad_second() {
         let mut w = DeadTargetWatch::default();
-        // Healthy seconds, then one second of refusals: no verdict.
-        let (mut n, mut c) = (0, 0);
         for _ in 0..5 {
-            n += 100;
-            assert!(!w.observe(n, c));
+            assert!(!w.observe(100, 0));
         }
-        n += 10;
-        c += 10;
-        assert!(!w.observe(n, c));
-        // Four more seconds of nothing but refusals (backed-off users: one a second).
+        assert!(!w.observe(10, 10), "one bad second");
         let mut verdict = false;
         for _ in 0..4 {
-            n += 1;
-            c += 1;
-            verdict = w.observe(n, c);
+            // Backed-off users: one refused attempt a second.
+            verdict = w.observe(1, 1);
         }
         assert!(verdict, "five seconds of refusals");
-        // Too few requests to judge.
         let mut quiet = DeadTargetWatch::default();
         for i in 1..=5 {
-            assert!(!quiet.observe(if i == 5 { 2 } else { 0 }, if i == 5 { 2 } else { 0 }));
+            let n = if i == 5 { 2 } else { 0 };
+            assert!(!quiet.observe(n, n), "too few requests to judge");
         }
     }
 
@@ -689,15 +793,5 @@ mod tests {
             started.elapsed() < Duration::from_secs(5),
             "aborted after the grace"
         );
-    }
-
-    #[test]
-    fn arrivals_follow_the_ramp() {
-        // Constant: k / r.
-        assert!((arrival_time(10.0, 5.0, 5.0, 10.0) - 2.0).abs() < 1e-9);
-        // Ramp 0→20/s over 10 s: 100 arrivals in total, the last at t = 10.
-        assert!((arrival_time(100.0, 0.0, 20.0, 10.0) - 10.0).abs() < 1e-6);
-        // Half the arrivals come in the last ~29 % of the time.
-        assert!((arrival_time(50.0, 0.0, 20.0, 10.0) - 50f64.sqrt()).abs() < 1e-6);
     }
 }

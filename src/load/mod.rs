@@ -1,9 +1,11 @@
 //! The load engine. It knows nothing of AWS: it is given base URLs, a release profile and
 //! credentials, and produces per-second, per-endpoint results.
 
+pub mod aggregate;
 pub mod auth;
 pub mod bench;
 pub mod engine;
+pub mod pool;
 pub mod recorder;
 pub mod tasks;
 pub mod tls;

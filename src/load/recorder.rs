@@ -1,36 +1,51 @@
-//! The recorder: per endpoint × per second HdrHistograms (µs, 3 significant digits), counts,
-//! and failures grouped by endpoint, class and message.
+//! The recorder: per endpoint × per UTC second HdrHistograms (µs, 3 significant digits), kept
+//! apart for successes and failures, with counts, bytes and failures grouped by endpoint, class
+//! and message.
 //!
-//! Virtual users record into the *current window* (one mutex, held for a histogram increment).
-//! Once a second the [`Aggregator`] swaps the window out, appends the second to `timeline.csv`,
-//! `stats_history.csv` and `latency.hlog`, and folds it into run totals. Memory stays bounded
-//! whatever the run length: only the current window and the totals are histograms.
+//! * **Seconds are UTC seconds.** A sample belongs to the second in which it completed, on the
+//!   wall clock (as Locust's and CloudWatch's do): the row stamped `T` holds what completed in
+//!   `[T, T+1)`. Samples that complete after the run's deadline go to a separate *drain* bucket.
+//! * **No global lock.** Users record into one of several shards (by thread), each a small map
+//!   from second to cells; the [`Aggregator`] takes a second from every shard once it is over.
+//! * **Endpoints and tasks.** Each request kind is an endpoint; each task (a verification
+//!   session of three requests, a provisioning, a discovery) is a unit of its own, recorded as
+//!   an endpoint of kind `task` with its whole latency and whether every request succeeded.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::error::Result;
-use crate::results::csv::{self, RowFigures};
-use crate::results::{AppendFile, EndpointSummary, FailureGroup, Figures, SteadySamples};
+use crate::results::FailureGroup;
 
 /// Index of an endpoint registered with the recorder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EndpointId(pub usize);
 
-/// A request kind, named as Locust named it.
+/// What an endpoint counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// One HTTP request.
+    #[default]
+    Request,
+    /// One task: all its requests, from the first sent to the last answered.
+    Task,
+}
+
+/// A request kind (named as Locust named it), or a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
-    /// HTTP method.
+    /// HTTP method (`TASK` for a task).
     pub method: String,
-    /// Request name (`/challenge-response/v1/[SESSION_ID]`).
+    /// Request name (`/challenge-response/v1/[SESSION_ID]`), or the task's unit name.
     pub name: String,
     /// The task issuing it.
     pub task: String,
+    /// Request or task.
+    pub kind: Kind,
 }
 
 /// Why a request failed.
@@ -48,7 +63,7 @@ pub enum FailureClass {
     Reset,
     /// Any other transport error.
     Transport,
-    /// The body was not what the contract says (garbage, missing fields).
+    /// The body was not what the contract says (garbage, missing fields, a bad signature).
     Body,
     /// Provisioning answered `status: failed`.
     Failed,
@@ -76,50 +91,97 @@ impl FailureClass {
     }
 }
 
-fn new_hist() -> Histogram<u64> {
+/// A new histogram of microseconds.
+pub fn new_hist() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant digits is valid")
 }
 
+/// What one endpoint did in one span: latencies of successes and of failures apart.
 #[derive(Clone)]
-struct Cell {
-    hist: Histogram<u64>,
-    corrected: Option<Histogram<u64>>,
-    ok: u64,
-    failed: u64,
-    bytes: u64,
+pub struct Cell {
+    /// Latency of successful requests (or tasks), µs.
+    pub ok: Histogram<u64>,
+    /// Latency of failed ones, µs.
+    pub failed: Histogram<u64>,
+    /// Latency from the intended start (open model, tasks), µs.
+    pub corrected: Option<Histogram<u64>>,
+    /// Failures that could not connect (the dead-target watch counts them).
+    pub refused: u64,
+    /// Response bytes.
+    pub bytes: u64,
 }
 
-impl Cell {
-    fn new() -> Cell {
+impl Default for Cell {
+    fn default() -> Self {
         Cell {
-            hist: new_hist(),
+            ok: new_hist(),
+            failed: new_hist(),
             corrected: None,
-            ok: 0,
-            failed: 0,
+            refused: 0,
             bytes: 0,
         }
     }
 }
 
-/// Shared by all virtual users of a run.
-pub struct Recorder {
-    endpoints: Vec<Endpoint>,
-    window: Mutex<Vec<Cell>>,
-    failures: Mutex<HashMap<(usize, FailureClass, String), u64>>,
-    /// Virtual users currently running (for `User Count`).
-    pub active_users: AtomicUsize,
-    /// Requests that failed to connect, since the start (the dead-target watch reads it).
-    pub connect_failures: std::sync::atomic::AtomicU64,
-    /// Requests finished (success or failure), since the start.
-    pub finished: std::sync::atomic::AtomicU64,
+impl Cell {
+    /// Successes.
+    pub fn successes(&self) -> u64 {
+        self.ok.len()
+    }
+
+    /// Failures.
+    pub fn failures(&self) -> u64 {
+        self.failed.len()
+    }
+
+    /// Every request.
+    pub fn count(&self) -> u64 {
+        self.ok.len() + self.failed.len()
+    }
+
+    /// Latency of every request, successes and failures (Locust's meaning).
+    pub fn all(&self) -> Histogram<u64> {
+        let mut h = self.ok.clone();
+        h.add(&self.failed).expect("auto-resizing histograms merge");
+        h
+    }
+
+    /// Adds another cell.
+    pub fn merge(&mut self, other: &Cell) {
+        self.ok
+            .add(&other.ok)
+            .expect("auto-resizing histograms merge");
+        self.failed
+            .add(&other.failed)
+            .expect("auto-resizing histograms merge");
+        if let Some(c) = &other.corrected {
+            self.corrected
+                .get_or_insert_with(new_hist)
+                .add(c)
+                .expect("auto-resizing histograms merge");
+        }
+        self.refused += other.refused;
+        self.bytes += other.bytes;
+    }
+
+    fn add(&mut self, s: &Sample) {
+        let h = if s.ok { &mut self.ok } else { &mut self.failed };
+        let _ = h.record(s.service_us.max(1));
+        if let Some(c) = s.corrected_us {
+            let _ = self.corrected.get_or_insert_with(new_hist).record(c.max(1));
+        }
+        self.bytes += s.bytes;
+    }
 }
 
-/// One finished request.
+/// One finished request or task.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
-    /// Service time: from sending to the last byte, µs.
+    /// When it completed.
+    pub end: Instant,
+    /// Service time: from sending to the last byte (a task: first sent to last answered), µs.
     pub service_us: u64,
-    /// From the intended start (open model), µs.
+    /// From the intended start (open model tasks), µs.
     pub corrected_us: Option<u64>,
     /// Response body bytes.
     pub bytes: u64,
@@ -127,18 +189,122 @@ pub struct Sample {
     pub ok: bool,
 }
 
+/// Where a sample goes in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Slot {
+    /// Completed in this UTC second, before the deadline.
+    Second(i64),
+    /// Completed after the deadline (requests in flight finishing).
+    Drain,
+}
+
+/// The mapping from the monotonic clock to UTC, fixed at the start of a run, and the deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    base: Instant,
+    base_unix_us: i64,
+    deadline: Instant,
+}
+
+impl Clock {
+    /// A clock whose `base` instant is `base_unix` on the wall clock; samples completing at or
+    /// after `deadline` are drain.
+    pub fn new(base: Instant, base_unix: f64, deadline: Instant) -> Clock {
+        Clock {
+            base,
+            base_unix_us: (base_unix * 1e6) as i64,
+            deadline,
+        }
+    }
+
+    /// Unix microseconds of an instant.
+    pub fn unix_us(&self, t: Instant) -> i64 {
+        match t.checked_duration_since(self.base) {
+            Some(d) => self.base_unix_us + d.as_micros() as i64,
+            None => self.base_unix_us - (self.base - t).as_micros() as i64,
+        }
+    }
+
+    /// Unix seconds of an instant.
+    pub fn unix(&self, t: Instant) -> f64 {
+        self.unix_us(t) as f64 / 1e6
+    }
+
+    /// The slot of a sample completing at `t`.
+    pub fn slot(&self, t: Instant) -> Slot {
+        if t >= self.deadline {
+            Slot::Drain
+        } else {
+            Slot::Second(self.unix_us(t).div_euclid(1_000_000))
+        }
+    }
+
+    /// The deadline.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Moves the deadline (a stop request ends the measured window early).
+    pub fn with_deadline(self, deadline: Instant) -> Clock {
+        Clock { deadline, ..self }
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    /// Cells per slot; rarely more than two slots at once.
+    slots: Vec<(Slot, Vec<Cell>)>,
+    failures: HashMap<(usize, FailureClass, String), u64>,
+}
+
+/// Shared by all virtual users of a run.
+pub struct Recorder {
+    endpoints: Vec<Endpoint>,
+    clock: Clock,
+    /// The deadline as µs after the clock's base (a stop request moves it earlier).
+    deadline_us: std::sync::atomic::AtomicU64,
+    shards: Box<[Mutex<Shard>]>,
+    /// Virtual users currently running (for `User Count`).
+    pub active_users: AtomicUsize,
+}
+
+thread_local! {
+    static SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    };
+}
+
 impl Recorder {
-    /// A recorder for these endpoints (ids are their indexes).
-    pub fn new(endpoints: Vec<Endpoint>) -> Recorder {
-        let window = vec![Cell::new(); endpoints.len()];
+    /// A recorder for these endpoints (ids are their indexes), on a clock.
+    pub fn new(endpoints: Vec<Endpoint>, clock: Clock) -> Recorder {
+        let shards = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            * 2;
         Recorder {
             endpoints,
-            window: Mutex::new(window),
-            failures: Mutex::new(HashMap::new()),
+            deadline_us: std::sync::atomic::AtomicU64::new(
+                clock
+                    .deadline
+                    .saturating_duration_since(clock.base)
+                    .as_micros() as u64,
+            ),
+            clock,
+            shards: (0..shards.max(2))
+                .map(|_| Mutex::new(Shard::default()))
+                .collect(),
             active_users: AtomicUsize::new(0),
-            connect_failures: Default::default(),
-            finished: Default::default(),
         }
+    }
+
+    /// A recorder not tied to a run (readiness checks, set-up): every sample in one slot.
+    pub fn detached(endpoints: Vec<Endpoint>) -> Recorder {
+        let now = Instant::now();
+        Recorder::new(
+            endpoints,
+            Clock::new(now, 0.0, now + Duration::from_secs(365 * 24 * 3600)),
+        )
     }
 
     /// The registered endpoints.
@@ -146,56 +312,118 @@ impl Recorder {
         &self.endpoints
     }
 
-    /// Records a finished request (success or failure).
-    pub fn record(&self, ep: EndpointId, s: Sample) {
-        self.finished.fetch_add(1, Ordering::Relaxed);
-        let mut w = self.window.lock().expect("recorder lock");
-        let cell = &mut w[ep.0];
-        let _ = cell.hist.record(s.service_us.max(1));
-        if let Some(c) = s.corrected_us {
-            let _ = cell.corrected.get_or_insert_with(new_hist).record(c.max(1));
-        }
-        cell.bytes += s.bytes;
-        if s.ok {
-            cell.ok += 1;
+    /// The run's clock (with the current deadline).
+    pub fn clock(&self) -> Clock {
+        let us = self.deadline_us.load(Ordering::Relaxed);
+        self.clock
+            .with_deadline(self.clock.base + Duration::from_micros(us))
+    }
+
+    /// Ends the measured window at `at` (a stop request): later completions are drain.
+    pub fn end_window(&self, at: Instant) {
+        let us = at.saturating_duration_since(self.clock.base).as_micros() as u64;
+        self.deadline_us.fetch_min(us, Ordering::Relaxed);
+    }
+
+    /// The slot of a sample completing at `t`: one relaxed atomic load, no lock.
+    fn slot(&self, t: Instant) -> Slot {
+        let since = t.saturating_duration_since(self.clock.base).as_micros() as u64;
+        if since >= self.deadline_us.load(Ordering::Relaxed) {
+            Slot::Drain
         } else {
-            cell.failed += 1;
+            Slot::Second((self.clock.base_unix_us + since as i64).div_euclid(1_000_000))
         }
     }
 
-    /// Records why a request failed (call with `record(.., ok: false)`).
-    pub fn failure(&self, ep: EndpointId, class: FailureClass, message: &str) {
-        if class == FailureClass::Connect {
-            self.connect_failures.fetch_add(1, Ordering::Relaxed);
-        }
+    fn shard(&self) -> &Mutex<Shard> {
+        let i = SHARD.with(|s| *s) % self.shards.len();
+        &self.shards[i]
+    }
+
+    fn cells_for(shard: &mut Shard, slot: Slot, n: usize) -> &mut Vec<Cell> {
+        let i = match shard.slots.iter().rposition(|(s, _)| *s == slot) {
+            Some(i) => i,
+            None => {
+                shard.slots.push((slot, vec![Cell::default(); n]));
+                shard.slots.len() - 1
+            }
+        };
+        &mut shard.slots[i].1
+    }
+
+    /// Records a finished request or task.
+    pub fn record(&self, ep: EndpointId, s: Sample) {
+        let slot = self.slot(s.end);
+        let mut shard = self.shard().lock().expect("recorder lock");
+        let n = self.endpoints.len();
+        Self::cells_for(&mut shard, slot, n)[ep.0].add(&s);
+    }
+
+    /// Records a failed request with why it failed.
+    pub fn record_failure(&self, ep: EndpointId, s: Sample, class: FailureClass, message: &str) {
+        let slot = self.slot(s.end);
         let mut msg: String = message.chars().take(240).collect();
         if msg.len() < message.len() {
             msg.push('…');
         }
-        *self
-            .failures
-            .lock()
-            .expect("recorder lock")
-            .entry((ep.0, class, msg))
-            .or_default() += 1;
+        let mut shard = self.shard().lock().expect("recorder lock");
+        let n = self.endpoints.len();
+        let cell = &mut Self::cells_for(&mut shard, slot, n)[ep.0];
+        cell.add(&Sample { ok: false, ..s });
+        if class == FailureClass::Connect {
+            cell.refused += 1;
+        }
+        *shard.failures.entry((ep.0, class, msg)).or_default() += 1;
     }
 
-    fn rotate(&self) -> Vec<Cell> {
-        let fresh = vec![Cell::new(); self.endpoints.len()];
-        std::mem::replace(&mut *self.window.lock().expect("recorder lock"), fresh)
+    /// Records an open-model arrival that never started (still waiting for a slot at the
+    /// deadline): only its lateness, in the corrected latency.
+    pub fn record_dropped(&self, ep: EndpointId, at: Instant, lateness: Duration) {
+        let slot = self.slot(at);
+        let mut shard = self.shard().lock().expect("recorder lock");
+        let n = self.endpoints.len();
+        let cell = &mut Self::cells_for(&mut shard, slot, n)[ep.0];
+        let _ = cell
+            .corrected
+            .get_or_insert_with(new_hist)
+            .record((lateness.as_micros() as u64).max(1));
+    }
+
+    /// Takes every cell of slots up to `until` (a second: that second and any earlier one
+    /// still held, late samples folded in; `Drain`: everything).
+    pub fn take(&self, until: Slot) -> Vec<Cell> {
+        let mut out = vec![Cell::default(); self.endpoints.len()];
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().expect("recorder lock");
+            let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut shard.slots)
+                .into_iter()
+                .partition(|(s, _)| *s <= until);
+            shard.slots = keep;
+            for (_, cells) in due {
+                for (o, c) in out.iter_mut().zip(&cells) {
+                    o.merge(c);
+                }
+            }
+        }
+        out
     }
 
     /// Failures so far, grouped and sorted by count.
     pub fn failure_groups(&self) -> Vec<FailureGroup> {
-        let f = self.failures.lock().expect("recorder lock");
-        let mut out: Vec<FailureGroup> = f
-            .iter()
+        let mut all: HashMap<(usize, FailureClass, String), u64> = HashMap::new();
+        for shard in self.shards.iter() {
+            for (k, n) in &shard.lock().expect("recorder lock").failures {
+                *all.entry(k.clone()).or_default() += n;
+            }
+        }
+        let mut out: Vec<FailureGroup> = all
+            .into_iter()
             .map(|((ep, class, msg), n)| FailureGroup {
-                method: self.endpoints[*ep].method.clone(),
-                name: self.endpoints[*ep].name.clone(),
+                method: self.endpoints[ep].method.clone(),
+                name: self.endpoints[ep].name.clone(),
                 class: class.as_str().into(),
-                message: msg.clone(),
-                count: *n,
+                message: msg,
+                count: n,
             })
             .collect();
         out.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
@@ -203,304 +431,65 @@ impl Recorder {
     }
 }
 
-#[derive(Clone)]
-struct Totals {
-    all: Cell,
-    steady: Cell,
-    samples: SteadySamples,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// What one second looked like, for live progress.
-#[derive(Debug, Clone, Default)]
-pub struct SecondView {
-    /// Seconds since start.
-    pub second: u64,
-    /// Users running.
-    pub users: usize,
-    /// Requests in this second, all endpoints.
-    pub requests: u64,
-    /// Failures in this second.
-    pub failures: u64,
-    /// Worst per-endpoint p95 this second, ms.
-    pub p95_ms: f64,
-    /// Failures so far.
-    pub total_failures: u64,
-    /// Per endpoint: (short name, requests, p95 ms, failures) in this second.
-    pub endpoints: Vec<(String, u64, f64, u64)>,
-}
-
-/// Folds windows into totals and writes the per-second files.
-pub struct Aggregator {
-    start: Instant,
-    start_unix: f64,
-    warmup: Duration,
-    totals: Vec<Totals>,
-    second: u64,
-    timeline: AppendFile,
-    history: AppendFile,
-    hlog: AppendFile,
-    tags: Vec<String>,
-}
-
-fn figures(c: &Cell, seconds: f64) -> Figures {
-    let h = &c.hist;
-    let count = c.ok + c.failed;
-    let q = |q: f64| {
-        if h.is_empty() {
-            0.0
-        } else {
-            csv::ms(h.value_at_quantile(q))
-        }
-    };
-    let secs = seconds.max(1e-9);
-    Figures {
-        count,
-        failures: c.failed,
-        rps: count as f64 / secs,
-        failures_per_s: c.failed as f64 / secs,
-        mean_ms: if h.is_empty() { 0.0 } else { h.mean() / 1000.0 },
-        min_ms: if h.is_empty() { 0.0 } else { csv::ms(h.min()) },
-        p50_ms: q(0.5),
-        p90_ms: q(0.9),
-        p95_ms: q(0.95),
-        p99_ms: q(0.99),
-        max_ms: q(1.0),
-    }
-}
-
-fn merge(into: &mut Cell, from: &Cell) {
-    into.hist
-        .add(&from.hist)
-        .expect("auto-resizing histograms merge");
-    if let Some(c) = &from.corrected {
-        into.corrected
-            .get_or_insert_with(new_hist)
-            .add(c)
-            .expect("auto-resizing histograms merge");
-    }
-    into.ok += from.ok;
-    into.failed += from.failed;
-    into.bytes += from.bytes;
-}
-
-impl Aggregator {
-    /// Starts the per-second files of a run in `dir`.
-    pub fn create(
-        dir: &Path,
-        endpoints: &[Endpoint],
-        start: Instant,
-        start_unix: f64,
-        warmup: Duration,
-    ) -> Result<Aggregator> {
-        let mut timeline = AppendFile::create(&dir.join("timeline.csv"))?;
-        timeline.write(csv::TIMELINE_HEADER)?;
-        let mut history = AppendFile::create(&dir.join("stats_history.csv"))?;
-        history.write(&csv::history_header())?;
-        let mut hlog = AppendFile::create(&dir.join("latency.hlog"))?;
-        hlog.write(&csv::hlog_header(start_unix))?;
-        let empty = Totals {
-            all: Cell::new(),
-            steady: Cell::new(),
-            samples: SteadySamples::default(),
+    #[test]
+    fn samples_land_in_their_utc_second_and_after_the_deadline_in_the_drain() {
+        let base = Instant::now();
+        // The run starts 0.192 s into UTC second 1000; the deadline is 2.5 s later.
+        let clock = Clock::new(base, 1000.192, base + Duration::from_millis(2500));
+        assert_eq!(clock.slot(base), Slot::Second(1000));
+        assert_eq!(
+            clock.slot(base + Duration::from_millis(807)),
+            Slot::Second(1000)
+        );
+        assert_eq!(
+            clock.slot(base + Duration::from_millis(808)),
+            Slot::Second(1001)
+        );
+        assert_eq!(
+            clock.slot(base + Duration::from_millis(2499)),
+            Slot::Second(1002)
+        );
+        assert_eq!(clock.slot(base + Duration::from_millis(2500)), Slot::Drain);
+        let ep = Endpoint {
+            method: "GET".into(),
+            name: "/".into(),
+            task: "t".into(),
+            kind: Kind::Request,
         };
-        Ok(Aggregator {
-            start,
-            start_unix,
-            warmup,
-            totals: vec![empty; endpoints.len()],
-            second: 0,
-            timeline,
-            history,
-            hlog,
-            tags: endpoints
-                .iter()
-                .map(|e| csv::hlog_tag(&e.method, &e.name))
-                .collect(),
-        })
-    }
-
-    /// Takes the recorder's window as the next second and writes it out.
-    pub fn flush_second(&mut self, rec: &Recorder) -> Result<SecondView> {
-        let cells = rec.rotate();
-        let users = rec.active_users.load(Ordering::Relaxed);
-        let second = self.second;
-        self.second += 1;
-        let offset = second as f64;
-        let unix = self.start_unix + offset;
-        let warm = Duration::from_secs(second) < self.warmup;
-        let mut view = SecondView {
-            second,
-            users,
-            ..Default::default()
+        let r = Recorder::new(vec![ep], clock);
+        let at = |ms: u64, ok: bool| Sample {
+            end: base + Duration::from_millis(ms),
+            service_us: 1000 + ms,
+            corrected_us: None,
+            bytes: 1,
+            ok,
         };
-        let mut all_second = Cell::new();
-        let mut all_total = Cell::new();
-        for (i, cell) in cells.iter().enumerate() {
-            let ep = &rec.endpoints[i];
-            let count = cell.ok + cell.failed;
-            let t = &mut self.totals[i];
-            merge(&mut t.all, cell);
-            if !warm {
-                merge(&mut t.steady, cell);
-                t.samples.rps.push(count as f64);
-                t.samples.failures.push(cell.failed as f64);
-                if !cell.hist.is_empty() {
-                    t.samples
-                        .p95_ms
-                        .push(csv::ms(cell.hist.value_at_quantile(0.95)));
-                }
-            }
-            merge(&mut all_second, cell);
-            merge(&mut all_total, &t.all);
-            self.timeline.write(&csv::timeline_row(
-                second,
-                unix,
-                &ep.method,
-                &ep.name,
-                users,
-                count,
-                cell.failed,
-                &cell.hist,
-                cell.corrected.as_ref(),
-                warm,
-            ))?;
-            let sec = RowFigures {
-                hist: &cell.hist,
-                count,
-                failures: cell.failed,
-                bytes: cell.bytes,
-                seconds: 1.0,
-            };
-            let tot = RowFigures {
-                hist: &t.all.hist,
-                count: t.all.ok + t.all.failed,
-                failures: t.all.failed,
-                bytes: t.all.bytes,
-                seconds: 1.0,
-            };
-            self.history.write(&csv::history_row(
-                unix as i64,
-                users,
-                &ep.method,
-                &ep.name,
-                &sec,
-                &tot,
-            ))?;
-            if !cell.hist.is_empty() {
-                self.hlog
-                    .write(&csv::hlog_line(&self.tags[i], offset, 1.0, &cell.hist))?;
-            }
-            view.requests += count;
-            view.failures += cell.failed;
-            let short = ep.name.rsplit('/').next().unwrap_or(&ep.name);
-            let p95 = if cell.hist.is_empty() {
-                0.0
-            } else {
-                csv::ms(cell.hist.value_at_quantile(0.95))
-            };
-            view.endpoints
-                .push((format!("{} {short}", ep.method), count, p95, cell.failed));
-            view.total_failures += t.all.failed;
-            if !cell.hist.is_empty() {
-                view.p95_ms = view.p95_ms.max(csv::ms(cell.hist.value_at_quantile(0.95)));
-            }
-        }
-        let sec = RowFigures {
-            hist: &all_second.hist,
-            count: all_second.ok + all_second.failed,
-            failures: all_second.failed,
-            bytes: all_second.bytes,
-            seconds: 1.0,
-        };
-        let tot = RowFigures {
-            hist: &all_total.hist,
-            count: all_total.ok + all_total.failed,
-            failures: all_total.failed,
-            bytes: all_total.bytes,
-            seconds: 1.0,
-        };
-        self.history.write(&csv::history_row(
-            unix as i64,
-            users,
-            "",
-            "Aggregated",
-            &sec,
-            &tot,
-        ))?;
-        self.timeline.flush()?;
-        self.history.flush()?;
-        self.hlog.flush()?;
-        Ok(view)
-    }
-
-    /// Seconds flushed so far.
-    pub fn seconds(&self) -> u64 {
-        self.second
-    }
-
-    /// Closes the per-second files, writes `stats.csv` and `failures.csv`, and returns the
-    /// per-endpoint summaries and the aggregate.
-    pub fn finish(
-        self,
-        rec: &Recorder,
-        dir: &Path,
-        elapsed: Duration,
-    ) -> Result<(Vec<EndpointSummary>, Figures)> {
-        let _ = self.start;
-        self.timeline.finish()?;
-        self.history.finish()?;
-        self.hlog.finish()?;
-        let secs = elapsed.as_secs_f64();
-        let steady_secs = (secs - self.warmup.as_secs_f64()).max(1e-9);
-        let mut stats = csv::stats_header();
-        let mut agg = Cell::new();
-        let mut out = Vec::new();
-        for (i, t) in self.totals.iter().enumerate() {
-            let ep = &rec.endpoints[i];
-            merge(&mut agg, &t.all);
-            let row = RowFigures {
-                hist: &t.all.hist,
-                count: t.all.ok + t.all.failed,
-                failures: t.all.failed,
-                bytes: t.all.bytes,
-                seconds: secs,
-            };
-            stats.push_str(&csv::stats_row(&ep.method, &ep.name, &row));
-            out.push(EndpointSummary {
-                method: ep.method.clone(),
-                name: ep.name.clone(),
-                task: ep.task.clone(),
-                total: figures(&t.all, secs),
-                steady: figures(&t.steady, steady_secs),
-                corrected: t.all.corrected.as_ref().map(|c| {
-                    let cell = Cell {
-                        hist: c.clone(),
-                        corrected: None,
-                        ok: t.all.ok,
-                        failed: t.all.failed,
-                        bytes: 0,
-                    };
-                    figures(&cell, secs)
-                }),
-                samples: t.samples.clone(),
-            });
-        }
-        let row = RowFigures {
-            hist: &agg.hist,
-            count: agg.ok + agg.failed,
-            failures: agg.failed,
-            bytes: agg.bytes,
-            seconds: secs,
-        };
-        stats.push_str(&csv::stats_row("", "Aggregated", &row));
-        crate::results::write_atomic(&dir.join("stats.csv"), stats.as_bytes())?;
-        let mut failures = csv::FAILURES_HEADER.to_string();
-        for g in rec.failure_groups() {
-            failures.push_str(&csv::failure_row(
-                &g.method, &g.name, &g.class, &g.message, g.count,
-            ));
-        }
-        crate::results::write_atomic(&dir.join("failures.csv"), failures.as_bytes())?;
-        Ok((out, figures(&agg, secs)))
+        r.record(EndpointId(0), at(10, true));
+        r.record(EndpointId(0), at(900, true));
+        r.record_failure(
+            EndpointId(0),
+            at(950, false),
+            FailureClass::Connect,
+            "refused",
+        );
+        r.record(EndpointId(0), at(2600, true));
+        let s1000 = r.take(Slot::Second(1000));
+        assert_eq!((s1000[0].successes(), s1000[0].failures()), (1, 0));
+        let s1001 = r.take(Slot::Second(1001));
+        assert_eq!(
+            (s1001[0].successes(), s1001[0].failures(), s1001[0].refused),
+            (1, 1, 1)
+        );
+        assert_eq!(r.take(Slot::Second(1002))[0].count(), 0);
+        assert_eq!(
+            r.take(Slot::Drain)[0].count(),
+            1,
+            "the drain holds what ended late"
+        );
+        assert_eq!(r.failure_groups()[0].count, 1);
     }
 }

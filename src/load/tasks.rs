@@ -16,7 +16,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::auth::TokenSource;
-use super::recorder::{Endpoint, EndpointId, FailureClass, Recorder, Sample};
+use super::recorder::{Endpoint, EndpointId, FailureClass, Kind, Recorder, Sample};
 use crate::trial::model::NonceMode;
 use crate::trial::TaskRef;
 use crate::veraison::ear::{self, EarStatus};
@@ -97,9 +97,18 @@ impl DeviceMaterial {
     }
 }
 
-/// A task with the endpoints it records into.
+/// A task and its unit: the endpoint its whole execution records into.
 #[derive(Debug, Clone)]
-pub enum Job {
+pub struct Job {
+    /// What it does.
+    pub work: Work,
+    /// The task-level endpoint (kind `task`).
+    pub unit: EndpointId,
+}
+
+/// What a task does, with the request endpoints it records into.
+#[derive(Debug, Clone)]
+pub enum Work {
     /// Both well-knowns.
     WellKnown {
         /// `GET /.well-known/veraison/provisioning`.
@@ -142,6 +151,14 @@ pub mod names {
     pub const NEW_SESSION: &str = "/challenge-response/v1/newSession?nonce=[NONCE]";
     /// Evidence POST and DELETE.
     pub const SESSION: &str = "/challenge-response/v1/[SESSION_ID]";
+    /// The units of the built-in tasks.
+    pub const WELL_KNOWN_UNIT: &str = "well-known (both services)";
+    /// One provisioning.
+    pub const PROVISION_UNIT: &str = "provisioning";
+    /// One challenge-response session: newSession, evidence, DELETE.
+    pub const VERIFY_UNIT: &str = "verification session";
+    /// The method name of task units.
+    pub const TASK: &str = "TASK";
 }
 
 /// Registers endpoints for tasks; returns the jobs and the endpoint list (token endpoint last,
@@ -151,42 +168,53 @@ pub fn plan_jobs(
     target: &Target,
 ) -> (Vec<Job>, Vec<Endpoint>, Option<EndpointId>) {
     let mut eps: Vec<Endpoint> = Vec::new();
-    let mut add = |method: &str, name: &str, task: &str| {
+    let mut add = |method: &str, name: &str, task: &str, kind: Kind| {
         eps.push(Endpoint {
             method: method.into(),
             name: name.into(),
             task: task.into(),
+            kind,
         });
         EndpointId(eps.len() - 1)
     };
     let jobs = tasks
         .iter()
-        .map(|t| match t {
-            TaskRef::WellKnown => Job::WellKnown {
-                provisioning: add("GET", names::WK_PROVISIONING, "well-known"),
-                verification: add("GET", names::WK_VERIFICATION, "well-known"),
-            },
-            TaskRef::Provision => Job::Provision {
-                submit: add("POST", names::SUBMIT, "provision"),
-            },
-            TaskRef::Verify => Job::Verify {
-                new_session: add("POST", names::NEW_SESSION, "verify"),
-                evidence: add("POST", names::SESSION, "verify"),
-                delete: add("DELETE", names::SESSION, "verify"),
-            },
-            TaskRef::Http(name) => {
-                let h = &target.http_tasks[name];
-                Job::Http {
-                    name: name.clone(),
-                    endpoint: add(h.method.as_str(), &h.name, name),
+        .map(|t| {
+            let work = match t {
+                TaskRef::WellKnown => Work::WellKnown {
+                    provisioning: add("GET", names::WK_PROVISIONING, "well-known", Kind::Request),
+                    verification: add("GET", names::WK_VERIFICATION, "well-known", Kind::Request),
+                },
+                TaskRef::Provision => Work::Provision {
+                    submit: add("POST", names::SUBMIT, "provision", Kind::Request),
+                },
+                TaskRef::Verify => Work::Verify {
+                    new_session: add("POST", names::NEW_SESSION, "verify", Kind::Request),
+                    evidence: add("POST", names::SESSION, "verify", Kind::Request),
+                    delete: add("DELETE", names::SESSION, "verify", Kind::Request),
+                },
+                TaskRef::Http(name) => {
+                    let h = &target.http_tasks[name];
+                    Work::Http {
+                        name: name.clone(),
+                        endpoint: add(h.method.as_str(), &h.name, name, Kind::Request),
+                    }
                 }
-            }
+            };
+            let unit_name = match t {
+                TaskRef::WellKnown => names::WELL_KNOWN_UNIT.to_string(),
+                TaskRef::Provision => names::PROVISION_UNIT.to_string(),
+                TaskRef::Verify => names::VERIFY_UNIT.to_string(),
+                TaskRef::Http(name) => format!("{name} (task)"),
+            };
+            let unit = add(names::TASK, &unit_name, t.name(), Kind::Task);
+            Job { work, unit }
         })
         .collect();
     let token = target
         .tokens
         .as_ref()
-        .map(|t| add("POST", &t.token_path(), "auth"));
+        .map(|t| add("POST", &t.token_path(), "auth", Kind::Request));
     (jobs, eps, token)
 }
 
@@ -196,14 +224,32 @@ pub struct UserCtx<'a> {
     pub device: &'a DeviceMaterial,
     /// Nonce handling.
     pub nonce: NonceMode,
-    /// Intended start of this session (open model), consumed by its first request.
-    pub intended: Option<Instant>,
+    /// Open model: how late this session started because it waited for a slot (its corrected
+    /// latency is its service time plus this); `None` in the closed model.
+    pub lateness: Option<std::time::Duration>,
+    /// CPU the semantic checks took so far (token minting, EAR signature and nonce), ns.
+    pub check_cpu_ns: u64,
     /// Counter for unique CoRIM ids (corim-store era).
     pub submissions: u64,
     /// Index of the user (for unique ids).
     pub user: usize,
     /// Set when a request of the last task could not connect (the user backs off).
     pub connect_failed: bool,
+}
+
+impl<'a> UserCtx<'a> {
+    /// A user's state: its device, the nonce handling, its index.
+    pub fn new(device: &'a DeviceMaterial, nonce: NonceMode, user: usize) -> UserCtx<'a> {
+        UserCtx {
+            device,
+            nonce,
+            lateness: None,
+            check_cpu_ns: 0,
+            submissions: 0,
+            user,
+            connect_failed: false,
+        }
+    }
 }
 
 /// Everything a request needs to be sent and recorded.
@@ -216,8 +262,20 @@ pub struct Runner<'a> {
     pub recorder: &'a Recorder,
     /// The token endpoint's id.
     pub token_endpoint: Option<EndpointId>,
-    /// When set, EAR signatures are verified too (readiness checks; the hot path skips it).
+    /// The service's EAR key: every EAR's signature is checked against it (and its nonce
+    /// against the session's).
     pub ear_key: Option<&'a p256::ecdsa::VerifyingKey>,
+}
+
+/// CPU time of the calling thread, ns (what the semantic checks cost the generator).
+pub fn thread_cpu_ns() -> u64 {
+    // SAFETY: clock_gettime only writes the timespec we pass.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock id and pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 struct Reply {
@@ -320,9 +378,7 @@ impl Runner<'_> {
         req: reqwest::RequestBuilder,
         ctx: &mut UserCtx<'_>,
     ) -> Option<Reply> {
-        let (intended, connect_failed) = (&mut ctx.intended, &mut ctx.connect_failed);
         let start = Instant::now();
-        let origin = intended.take().unwrap_or(start);
         let result = async {
             let resp = req.send().await?;
             let status = resp.status();
@@ -334,8 +390,9 @@ impl Runner<'_> {
         .await;
         let end = Instant::now();
         let sample = Sample {
+            end,
             service_us: (end - start).as_micros() as u64,
-            corrected_us: (origin != start).then(|| (end - origin).as_micros() as u64),
+            corrected_us: None,
             bytes: 0,
             ok: false,
         };
@@ -351,10 +408,9 @@ impl Runner<'_> {
             }),
             Err(e) => {
                 let (class, msg) = classify(&e);
-                self.recorder.record(ep, sample);
-                self.recorder.failure(ep, class, &msg);
+                self.recorder.record_failure(ep, sample, class, &msg);
                 if class == FailureClass::Connect {
-                    *connect_failed = true;
+                    ctx.connect_failed = true;
                 }
                 None
             }
@@ -367,12 +423,22 @@ impl Runner<'_> {
         reply: &Reply,
         outcome: Result<(), (FailureClass, String)>,
     ) -> bool {
-        let ok = outcome.is_ok();
-        self.recorder.record(ep, Sample { ok, ..reply.sample });
-        if let Err((class, msg)) = outcome {
-            self.recorder.failure(ep, class, &msg);
+        match outcome {
+            Ok(()) => {
+                self.recorder.record(
+                    ep,
+                    Sample {
+                        ok: true,
+                        ..reply.sample
+                    },
+                );
+                true
+            }
+            Err((class, msg)) => {
+                self.recorder.record_failure(ep, reply.sample, class, &msg);
+                false
+            }
         }
-        ok
     }
 
     fn expect_status(reply: &Reply, want: StatusCode) -> Result<(), (FailureClass, String)> {
@@ -391,27 +457,44 @@ impl Runner<'_> {
         let tokens = self.target.tokens.as_ref()?;
         let (token, fetched) = tokens.bearer(self.client).await;
         if let (Some(f), Some(ep)) = (fetched, self.token_endpoint) {
-            let ok = f.error.is_none();
-            self.recorder.record(
-                ep,
-                Sample {
-                    service_us: f.latency_us,
-                    corrected_us: None,
-                    bytes: 0,
-                    ok,
-                },
-            );
-            if let Some(e) = f.error {
-                self.recorder.failure(ep, FailureClass::Status, &e);
+            let sample = Sample {
+                end: Instant::now(),
+                service_us: f.latency_us,
+                corrected_us: None,
+                bytes: 0,
+                ok: f.error.is_none(),
+            };
+            match f.error {
+                None => self.recorder.record(ep, sample),
+                Some(e) => self
+                    .recorder
+                    .record_failure(ep, sample, FailureClass::Status, &e),
             }
         }
         token.and_then(|t| HeaderValue::from_str(&format!("Bearer {}", t.expose())).ok())
     }
 
-    /// Runs one task once.
-    pub async fn run(&self, job: &Job, ctx: &mut UserCtx<'_>) {
-        match job {
-            Job::WellKnown {
+    /// Runs one task once and records it as a unit (whole latency; a success only when every
+    /// request succeeded). Returns that verdict.
+    pub async fn run(&self, job: &Job, ctx: &mut UserCtx<'_>) -> bool {
+        let start = Instant::now();
+        let ok = self.work(&job.work, ctx).await;
+        let end = Instant::now();
+        let service = end - start;
+        let sample = Sample {
+            end,
+            service_us: service.as_micros() as u64,
+            corrected_us: ctx.lateness.map(|l| (service + l).as_micros() as u64),
+            bytes: 0,
+            ok,
+        };
+        self.recorder.record(job.unit, sample);
+        ok
+    }
+
+    async fn work(&self, work: &Work, ctx: &mut UserCtx<'_>) -> bool {
+        match work {
+            Work::WellKnown {
                 provisioning,
                 verification,
             } => {
@@ -420,30 +503,33 @@ impl Runner<'_> {
                 } else {
                     None
                 };
-                self.well_known(
-                    *provisioning,
-                    &self.target.provisioning,
-                    names::WK_PROVISIONING,
-                    auth,
-                    ctx,
-                )
-                .await;
-                self.well_known(
-                    *verification,
-                    &self.target.verification,
-                    names::WK_VERIFICATION,
-                    None,
-                    ctx,
-                )
-                .await;
+                let a = self
+                    .well_known(
+                        *provisioning,
+                        &self.target.provisioning,
+                        names::WK_PROVISIONING,
+                        auth,
+                        ctx,
+                    )
+                    .await;
+                let b = self
+                    .well_known(
+                        *verification,
+                        &self.target.verification,
+                        names::WK_VERIFICATION,
+                        None,
+                        ctx,
+                    )
+                    .await;
+                a && b
             }
-            Job::Provision { submit } => self.provision(*submit, ctx).await,
-            Job::Verify {
+            Work::Provision { submit } => self.provision(*submit, ctx).await,
+            Work::Verify {
                 new_session,
                 evidence,
                 delete,
             } => self.verify(*new_session, *evidence, *delete, ctx).await,
-            Job::Http { name, endpoint } => self.http(name, *endpoint, ctx).await,
+            Work::Http { name, endpoint } => self.http(name, *endpoint, ctx).await,
         }
     }
 
@@ -454,14 +540,14 @@ impl Runner<'_> {
         path: &str,
         auth: Option<HeaderValue>,
         ctx: &mut UserCtx<'_>,
-    ) {
+    ) -> bool {
         let url = base.join(path).expect("well-known path joins");
         let mut req = self.client.get(url).header(ACCEPT, "*/*");
         if let Some(a) = auth {
             req = req.header(AUTHORIZATION, a);
         }
         let Some(reply) = self.send(ep, req, ctx).await else {
-            return;
+            return false;
         };
         let outcome = Self::expect_status(&reply, StatusCode::OK).and_then(|_| {
             let v: Value = serde_json::from_slice(&reply.body)
@@ -474,10 +560,10 @@ impl Runner<'_> {
                 )),
             }
         });
-        self.verdict(ep, &reply, outcome);
+        self.verdict(ep, &reply, outcome)
     }
 
-    async fn provision(&self, ep: EndpointId, ctx: &mut UserCtx<'_>) {
+    async fn provision(&self, ep: EndpointId, ctx: &mut UserCtx<'_>) -> bool {
         let release = &self.target.release;
         let body = if release.store == crate::veraison::release::StoreEra::CorimStore {
             // Duplicates are refused in this era: a fresh corim-id per submission.
@@ -511,7 +597,7 @@ impl Runner<'_> {
             req = req.header(AUTHORIZATION, a);
         }
         let Some(reply) = self.send(ep, req, ctx).await else {
-            return;
+            return false;
         };
         let outcome = Self::expect_status(&reply, StatusCode::OK).and_then(|_| {
             let v: Value = serde_json::from_slice(&reply.body).map_err(|_| {
@@ -535,7 +621,7 @@ impl Runner<'_> {
                 )),
             }
         });
-        self.verdict(ep, &reply, outcome);
+        self.verdict(ep, &reply, outcome)
     }
 
     async fn verify(
@@ -544,12 +630,15 @@ impl Runner<'_> {
         ev_ep: EndpointId,
         del_ep: EndpointId,
         ctx: &mut UserCtx<'_>,
-    ) {
+    ) -> bool {
         let (nonce, token) = match ctx.nonce {
             NonceMode::Fixed => (seed_nonce(), ctx.device.seed_token.clone()),
             NonceMode::Fresh => {
+                let cpu = thread_cpu_ns();
                 let n: [u8; 32] = rand::random();
-                (n.to_vec(), Bytes::from(ctx.device.minter.mint(&n)))
+                let token = Bytes::from(ctx.device.minter.mint(&n));
+                ctx.check_cpu_ns += thread_cpu_ns().saturating_sub(cpu);
+                (n.to_vec(), token)
             }
         };
         // 1. newSession with the nonce as padded base64url (portable across releases).
@@ -568,7 +657,7 @@ impl Runner<'_> {
             )
             .await
         else {
-            return;
+            return false;
         };
         let session_url = Self::expect_status(&reply, StatusCode::CREATED).and_then(|_| {
             let loc = reply
@@ -599,7 +688,7 @@ impl Runner<'_> {
             }
             Err(e) => {
                 self.verdict(new_ep, &reply, Err(e));
-                return;
+                return false;
             }
         };
         // 2. Evidence.
@@ -609,7 +698,9 @@ impl Runner<'_> {
             .header(CONTENT_TYPE, PSA_EVIDENCE_MEDIA_TYPE)
             .header(ACCEPT, "*/*")
             .body(token);
+        let mut ok = false;
         if let Some(reply) = self.send(ev_ep, req, ctx).await {
+            let cpu = thread_cpu_ns();
             let outcome = Self::expect_status(&reply, StatusCode::OK).and_then(|_| {
                 let v: Value = serde_json::from_slice(&reply.body)
                     .map_err(|_| (FailureClass::Body, "session body is not JSON".to_string()))?;
@@ -623,7 +714,7 @@ impl Runner<'_> {
                     .get("result")
                     .and_then(Value::as_str)
                     .ok_or((FailureClass::Body, "no result in the session".to_string()))?;
-                match ear::ear_status(jwt, self.ear_key) {
+                match ear::check_ear(jwt, self.ear_key, Some(&nonce)) {
                     Ok(EarStatus::Affirming) => Ok(()),
                     Ok(EarStatus::Warning) => {
                         Err((FailureClass::Warning, "ear.status warning".into()))
@@ -635,7 +726,8 @@ impl Runner<'_> {
                     Err(e) => Err((FailureClass::Body, e.to_string())),
                 }
             });
-            self.verdict(ev_ep, &reply, outcome);
+            ctx.check_cpu_ns += thread_cpu_ns().saturating_sub(cpu);
+            ok = self.verdict(ev_ep, &reply, outcome);
         }
         // 3. DELETE, whatever the evidence outcome (the session exists).
         if let Some(reply) = self
@@ -647,11 +739,14 @@ impl Runner<'_> {
             .await
         {
             let outcome = Self::expect_status(&reply, StatusCode::NO_CONTENT);
-            self.verdict(del_ep, &reply, outcome);
+            ok &= self.verdict(del_ep, &reply, outcome);
+        } else {
+            ok = false;
         }
+        ok
     }
 
-    async fn http(&self, name: &str, ep: EndpointId, ctx: &mut UserCtx<'_>) {
+    async fn http(&self, name: &str, ep: EndpointId, ctx: &mut UserCtx<'_>) -> bool {
         let t = &self.target.http_tasks[name];
         let mut req = self.client.request(t.method.clone(), t.url.clone());
         if !t.headers.is_empty() {
@@ -666,10 +761,10 @@ impl Runner<'_> {
             }
         }
         let Some(reply) = self.send(ep, req, ctx).await else {
-            return;
+            return false;
         };
         let outcome = Self::expect_status(&reply, t.expect);
-        self.verdict(ep, &reply, outcome);
+        self.verdict(ep, &reply, outcome)
     }
 }
 

@@ -23,8 +23,10 @@ pub struct EndpointFigures {
     pub failure_rate: f64,
     /// Mean steady throughput per run.
     pub rps: f64,
-    /// Steady latency percentiles (count-weighted means over runs), ms.
+    /// Steady latency percentiles, pooled over the matched runs' histograms, ms.
     pub p50: f64,
+    /// 90th.
+    pub p90: f64,
     /// 95th.
     pub p95: f64,
     /// 99th.
@@ -39,20 +41,37 @@ pub struct EndpointFigures {
     pub p95_samples: Vec<f64>,
 }
 
+/// The steady histograms of several endpoint summaries merged: pooled percentiles, never a
+/// mean of percentiles. `None` when a summary predates kept histograms.
+pub fn pooled(items: &[&EndpointSummary]) -> Option<hdrhistogram::Histogram<u64>> {
+    let mut h = crate::load::recorder::new_hist();
+    for e in items {
+        if e.histograms.steady.is_empty() && e.steady.count > e.steady.failures {
+            return None;
+        }
+        h.add(crate::load::aggregate::decode(&e.histograms.steady)?)
+            .expect("auto-resizing histograms merge");
+    }
+    Some(h)
+}
+
 impl EndpointFigures {
     fn of(items: &[&EndpointSummary]) -> EndpointFigures {
         let count: u64 = items.iter().map(|e| e.steady.count).sum();
         let failures: u64 = items.iter().map(|e| e.steady.failures).sum();
-        let w = |f: &dyn Fn(&Figures) -> f64| {
-            if count == 0 {
-                0.0
-            } else {
+        let hist = pooled(items);
+        let q = |q: f64, fallback: &dyn Fn(&Figures) -> f64| match &hist {
+            Some(h) if !h.is_empty() => h.value_at_quantile(q) as f64 / 1000.0,
+            Some(_) => 0.0,
+            // Old results without histograms: a count-weighted mean, the best there is.
+            None if count > 0 => {
                 items
                     .iter()
-                    .map(|e| f(&e.steady) * e.steady.count as f64)
+                    .map(|e| fallback(&e.steady) * e.steady.count as f64)
                     .sum::<f64>()
                     / count as f64
             }
+            None => 0.0,
         };
         EndpointFigures {
             count,
@@ -62,9 +81,10 @@ impl EndpointFigures {
                 100.0 * failures as f64 / count as f64
             },
             rps: items.iter().map(|e| e.steady.rps).sum::<f64>() / items.len().max(1) as f64,
-            p50: w(&|f| f.p50_ms),
-            p95: w(&|f| f.p95_ms),
-            p99: w(&|f| f.p99_ms),
+            p50: q(0.5, &|f| f.p50_ms),
+            p90: q(0.9, &|f| f.p90_ms),
+            p95: q(0.95, &|f| f.p95_ms),
+            p99: q(0.99, &|f| f.p99_ms),
             max: items.iter().map(|e| e.steady.max_ms).fold(0.0, f64::max),
             rps_samples: items
                 .iter()
@@ -81,7 +101,8 @@ impl EndpointFigures {
     pub fn get(&self, f: Figure) -> f64 {
         match f {
             Figure::P50 => self.p50,
-            Figure::P90 | Figure::P95 => self.p95,
+            Figure::P90 => self.p90,
+            Figure::P95 => self.p95,
             Figure::P99 => self.p99,
             Figure::Max => self.max,
             Figure::Rps => self.rps,

@@ -38,12 +38,16 @@ pub fn mean_ci95(samples: &[f64]) -> (f64, f64) {
 /// One row of a per-second timeline.
 #[derive(Debug, Clone)]
 pub struct TimelineRow {
-    /// Seconds since the run's start.
+    /// Seconds since the run's start (of the second's beginning).
     pub second: f64,
-    /// Unix time.
+    /// The UTC second.
     pub unix: f64,
     /// Method and name.
     pub endpoint: String,
+    /// `partial`, `warmup` or `steady`.
+    pub phase: String,
+    /// `request` or `task`.
+    pub kind: String,
     /// Requests.
     pub requests: f64,
     /// Failures.
@@ -65,13 +69,15 @@ pub fn read_timeline(path: &Path) -> Vec<TimelineRow> {
             let f = split_csv(l);
             let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
             Some(TimelineRow {
-                second: num(0)?,
-                unix: num(1)?,
-                endpoint: format!("{} {}", f.get(2)?, f.get(3)?),
-                requests: num(5)?,
-                failures: num(6)?,
-                p50: num(7),
-                p95: num(9),
+                unix: num(0)?,
+                second: num(1)?,
+                phase: f.get(3)?.clone(),
+                endpoint: format!("{} {}", f.get(4)?, f.get(5)?),
+                kind: f.get(6)?.clone(),
+                requests: num(8)?,
+                failures: num(9)?,
+                p50: num(11),
+                p95: num(13),
             })
         })
         .collect()
@@ -163,11 +169,6 @@ fn summary_charts(runs: &[RunSummary]) -> Vec<String> {
                 "failures/s",
                 series(&|e| &e.samples.failures, "failures/s ± 95% CI"),
             ),
-            (
-                "p95 latency",
-                "ms",
-                series(&|e| &e.samples.p95_ms, "p95 ± 95% CI"),
-            ),
         ] {
             out.push(
                 Chart {
@@ -180,6 +181,29 @@ fn summary_charts(runs: &[RunSummary]) -> Vec<String> {
                 .to_svg(),
             );
         }
+        // Latency: percentiles of each run's steady histogram (pooled over its seconds), never
+        // a mean of per-second percentiles.
+        let pct = |label: &str, f: &dyn Fn(&crate::results::Figures) -> f64| Series {
+            dots: true,
+            ..Series::line(
+                label,
+                points.iter().map(|(u, e)| (*u, f(&e.steady))).collect(),
+            )
+        };
+        out.push(
+            Chart {
+                title: format!("{name}: latency vs users (steady, pooled)"),
+                x_label: "users".into(),
+                y_label: "ms".into(),
+                series: vec![
+                    pct("p50", &|f| f.p50_ms),
+                    pct("p95", &|f| f.p95_ms),
+                    pct("p99", &|f| f.p99_ms),
+                ],
+                ..Default::default()
+            }
+            .to_svg(),
+        );
     }
     out
 }
@@ -296,7 +320,11 @@ fn joins(dir: &Path, start: f64) -> Vec<(String, f64)> {
 /// The correlation of one run, from its files.
 pub fn correlate_run(rd: &ResultsDir, run: &RunSummary) -> correlate::Correlation {
     let dir = rd.run_dir(&run.run_id);
-    let rows = read_timeline(&dir.join("timeline.csv"));
+    // Whole seconds of requests only: a partial second is not a one-second sample.
+    let rows: Vec<TimelineRow> = read_timeline(&dir.join("timeline.csv"))
+        .into_iter()
+        .filter(|r| r.phase != "partial" && r.kind == "request")
+        .collect();
     let n = rows
         .iter()
         .map(|r| r.second as usize + 1)
@@ -327,7 +355,10 @@ pub fn correlate_run(rd: &ResultsDir, run: &RunSummary) -> correlate::Correlatio
 
 fn timeline_charts(rd: &ResultsDir, run: &RunSummary) -> Vec<String> {
     let dir = rd.run_dir(&run.run_id);
-    let rows = read_timeline(&dir.join("timeline.csv"));
+    let rows: Vec<TimelineRow> = read_timeline(&dir.join("timeline.csv"))
+        .into_iter()
+        .filter(|r| r.phase != "partial")
+        .collect();
     let mut by_ep: BTreeMap<String, Vec<&TimelineRow>> = BTreeMap::new();
     for r in &rows {
         by_ep.entry(r.endpoint.clone()).or_default().push(r);
@@ -637,7 +668,7 @@ fn tables(
             .map(|r| {
                 vec![
                     r.run_id.clone(),
-                    format!("{:.0}", r.generator.cpu_pct_of_available),
+                    format!("{:.0}", r.generator.cpu_pct),
                     format!("{:.1}", r.generator.max_timer_lag_ms),
                     if r.generator.saturated {
                         "YES: results may understate the target".into()

@@ -35,6 +35,11 @@ pub fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
+/// Milliseconds with microsecond precision, as every file writes them.
+pub fn ms3(us: u64) -> String {
+    format!("{:.3}", ms(us))
+}
+
 fn percentile_cells(h: &Histogram<u64>) -> String {
     LOCUST_PERCENTILES
         .iter()
@@ -42,7 +47,7 @@ fn percentile_cells(h: &Histogram<u64>) -> String {
             if h.is_empty() {
                 "N/A".to_string()
             } else {
-                format!("{:.0}", ms(h.value_at_quantile(*q)))
+                ms3(h.value_at_quantile(*q))
             }
         })
         .collect::<Vec<_>>()
@@ -65,7 +70,8 @@ pub fn stats_header() -> String {
     )
 }
 
-/// Figures one row of `stats.csv` or `stats_history.csv` needs.
+/// Figures one row of `stats.csv` or `stats_history.csv` needs (Locust's meaning: the latency
+/// of every request, failures included).
 pub struct RowFigures<'a> {
     /// Latency histogram (µs).
     pub hist: &'a Histogram<u64>,
@@ -79,7 +85,22 @@ pub struct RowFigures<'a> {
     pub seconds: f64,
 }
 
-impl RowFigures<'_> {
+impl<'a> RowFigures<'a> {
+    /// The figures of a recorder cell, with `all` its every-request histogram.
+    pub fn of(
+        cell: &crate::load::recorder::Cell,
+        all: &'a Histogram<u64>,
+        seconds: f64,
+    ) -> RowFigures<'a> {
+        RowFigures {
+            hist: all,
+            count: cell.count(),
+            failures: cell.failures(),
+            bytes: cell.bytes,
+            seconds,
+        }
+    }
+
     /// (median, mean, min, max) latency in ms, and the mean response size: Locust's totals.
     fn totals(&self) -> (f64, f64, f64, f64, f64) {
         let h = self.hist;
@@ -104,7 +125,7 @@ impl RowFigures<'_> {
         let (median, avg, min, max, size) = self.totals();
         let secs = self.seconds.max(1e-9);
         format!(
-            "{},{},{median:.0},{avg:.2},{min:.2},{max:.2},{size:.2},{:.2},{:.2}",
+            "{},{},{median:.3},{avg:.3},{min:.3},{max:.3},{size:.2},{:.3},{:.3}",
             self.count,
             self.failures,
             self.count as f64 / secs,
@@ -143,7 +164,7 @@ pub fn history_row(
 ) -> String {
     let (median, avg, min, max, size) = total.totals();
     format!(
-        "{unix},{users},{},{},{:.2},{:.2},{},{},{},{:.0},{:.2},{:.2},{:.2},{:.2}\n",
+        "{unix},{users},{},{},{:.3},{:.3},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.2}\n",
         field(method),
         field(name),
         second.count as f64 / second.seconds.max(1e-9),
@@ -172,29 +193,42 @@ pub fn failure_row(method: &str, name: &str, class: &str, message: &str, count: 
     )
 }
 
-/// `timeline.csv` header: one row per second per endpoint.
+/// `timeline.csv` header: one row per UTC second per endpoint (and per task). `phase` is
+/// `partial` (the run covers part of the second: counted in totals only), `warmup` or
+/// `steady`; latencies are of successes, `failed_p95_ms` of failures.
 pub const TIMELINE_HEADER: &str =
-    "second,unix_time,method,name,users,requests,failures,p50_ms,p90_ms,p95_ms,p99_ms,max_ms,mean_ms,corrected_p95_ms,warmup\n";
+    "unix,offset_s,covered_s,phase,method,name,kind,users,requests,failures,refused,p50_ms,p90_ms,p95_ms,p99_ms,max_ms,mean_ms,failed_p95_ms,corrected_p95_ms\n";
+
+/// One row of `timeline.csv`.
+pub struct TimelineRow<'a> {
+    /// The UTC second.
+    pub unix: i64,
+    /// Its start relative to the run's start, s (negative for the partial first second).
+    pub offset: f64,
+    /// How much of it the run covers, s.
+    pub covered: f64,
+    /// `partial`, `warmup` or `steady`.
+    pub phase: &'a str,
+    /// Method (`TASK` for a task).
+    pub method: &'a str,
+    /// Name.
+    pub name: &'a str,
+    /// Request or task.
+    pub kind: crate::load::recorder::Kind,
+    /// Users running.
+    pub users: usize,
+    /// What the second held.
+    pub cell: &'a crate::load::recorder::Cell,
+}
 
 /// A timeline row.
-#[allow(clippy::too_many_arguments)]
-pub fn timeline_row(
-    second: u64,
-    unix: f64,
-    method: &str,
-    name: &str,
-    users: usize,
-    count: u64,
-    failures: u64,
-    h: &Histogram<u64>,
-    corrected: Option<&Histogram<u64>>,
-    warmup: bool,
-) -> String {
+pub fn timeline_row(r: &TimelineRow) -> String {
+    let h = &r.cell.ok;
     let q = |q: f64| {
         if h.is_empty() {
             String::new()
         } else {
-            format!("{:.3}", ms(h.value_at_quantile(q)))
+            ms3(h.value_at_quantile(q))
         }
     };
     let mean = if h.is_empty() {
@@ -202,20 +236,39 @@ pub fn timeline_row(
     } else {
         format!("{:.3}", h.mean() / 1000.0)
     };
-    let corr = corrected
+    let failed = if r.cell.failed.is_empty() {
+        String::new()
+    } else {
+        ms3(r.cell.failed.value_at_quantile(0.95))
+    };
+    let corr = r
+        .cell
+        .corrected
+        .as_ref()
         .filter(|c| !c.is_empty())
-        .map(|c| format!("{:.3}", ms(c.value_at_quantile(0.95))))
+        .map(|c| ms3(c.value_at_quantile(0.95)))
         .unwrap_or_default();
+    let kind = match r.kind {
+        crate::load::recorder::Kind::Request => "request",
+        crate::load::recorder::Kind::Task => "task",
+    };
     format!(
-        "{second},{unix:.3},{},{},{users},{count},{failures},{},{},{},{},{},{mean},{corr},{}\n",
-        field(method),
-        field(name),
+        "{},{:.3},{:.3},{},{},{},{kind},{},{},{},{},{},{},{},{},{},{mean},{failed},{corr}\n",
+        r.unix,
+        r.offset,
+        r.covered,
+        r.phase,
+        field(r.method),
+        field(r.name),
+        r.users,
+        r.cell.count(),
+        r.cell.failures(),
+        r.cell.refused,
         q(0.5),
         q(0.9),
         q(0.95),
         q(0.99),
         q(1.0),
-        warmup as u8
     )
 }
 

@@ -1,5 +1,16 @@
 //! The self-describing records a run leaves behind (`summary.json`), read back by reports and
-//! comparisons. Latencies are in milliseconds; rates per second.
+//! comparisons. Latencies are in milliseconds (three decimals: microseconds kept); rates per
+//! second.
+//!
+//! What each figure means (computed in one place each: `load::aggregate`):
+//! * `total`: every request completed in the measured window (start → deadline, or → the stop
+//!   request), warm-up and the partial first and last seconds included; rates divide by the
+//!   window's length. Latency percentiles are of successes; `failed` has the failures'.
+//! * `steady`: only whole UTC seconds after the warm-up and before the deadline; rates divide by
+//!   their number. This is what "steady" means in every report.
+//! * `drain`: requests in flight at the deadline that completed after it, reported apart.
+//! * Percentiles over several seconds, runs or endpoints come from merged histograms
+//!   (`histograms` keeps them), never from means of percentiles.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +39,9 @@ pub struct Figures {
     pub p99_ms: f64,
     /// Maximum, ms.
     pub max_ms: f64,
+    /// Seconds the rates are over.
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 impl Figures {
@@ -52,24 +66,62 @@ pub struct SteadySamples {
     pub failures: Vec<f64>,
 }
 
-/// One endpoint's results in a run.
+/// Requests completing after the deadline (in flight when it came).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Drain {
+    /// How many.
+    pub count: u64,
+    /// Of which failed.
+    pub failures: u64,
+    /// From the deadline to the last of them, s.
+    pub seconds: f64,
+}
+
+/// Merged histograms of an endpoint (HdrHistogram V2, deflate, base64; µs), for pooling across
+/// runs, workers and endpoints.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Histograms {
+    /// Successes in the steady seconds.
+    pub steady: String,
+    /// Successes in the whole window.
+    pub total: String,
+    /// Latency from the intended start over the window (open model tasks, dropped arrivals
+    /// included).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub corrected: String,
+}
+
+/// One endpoint's results in a run: a request kind, or a task (a unit of several requests).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct EndpointSummary {
-    /// HTTP method (Locust's `Type`).
+    /// HTTP method (Locust's `Type`), or `TASK`.
     pub method: String,
-    /// Request name as Locust named it.
+    /// Request name as Locust named it, or the task's unit (`verify session`).
     pub name: String,
     /// The task that issues it.
     pub task: String,
-    /// The whole run.
+    /// A request or a task.
+    #[serde(default)]
+    pub kind: crate::load::recorder::Kind,
+    /// The measured window.
     pub total: Figures,
-    /// After warm-up.
+    /// Whole seconds after warm-up, before the deadline.
     pub steady: Figures,
-    /// Latency from the intended start (open model; coordinated-omission corrected).
+    /// Latency of the failed requests in the window (their count is `total.failures`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<Figures>,
+    /// Completions after the deadline.
+    #[serde(default)]
+    pub drain: Drain,
+    /// Latency from the intended start (open model tasks; coordinated-omission corrected) over
+    /// the window, the dropped arrivals' lateness included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corrected: Option<Figures>,
     /// Steady-state per-second samples.
     pub samples: SteadySamples,
+    /// Merged histograms.
+    #[serde(default)]
+    pub histograms: Histograms,
 }
 
 /// Failures of one kind.
@@ -87,17 +139,41 @@ pub struct FailureGroup {
     pub count: u64,
 }
 
-/// How hard the load generator itself worked.
+/// How hard the load generator itself worked: its own threads only, not the process (an
+/// in-process stand-in is not the generator).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct GeneratorHealth {
-    /// Process CPU time / wall time, as a percentage of the cores available.
-    pub cpu_pct_of_available: f64,
-    /// Cores available to the process.
-    pub cores: usize,
-    /// Worst scheduling lag of a 100 ms timer, ms.
+    /// CPU time of the load engine's threads / (wall time × their number), %.
+    #[serde(alias = "cpu_pct_of_available")]
+    pub cpu_pct: f64,
+    /// The load engine's threads.
+    #[serde(alias = "cores")]
+    pub threads: usize,
+    /// Median lateness of a 100 ms timer on the engine's runtime, ms.
+    #[serde(default)]
+    pub timer_lag_p50_ms: f64,
+    /// 99th percentile of it, ms.
+    #[serde(default)]
+    pub timer_lag_p99_ms: f64,
+    /// Worst lateness, ms.
     pub max_timer_lag_ms: f64,
+    /// CPU the semantic checks took (token minting, EAR signature and nonce), µs per task.
+    #[serde(default)]
+    pub check_cpu_us_per_task: f64,
     /// True when the generator, not the target, may have limited the run.
     pub saturated: bool,
+}
+
+/// The open model's arrivals.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Arrivals {
+    /// Due before the deadline, per the schedule.
+    pub scheduled: u64,
+    /// Started.
+    pub started: u64,
+    /// Still waiting for a slot at the deadline: never sent. Their lateness (deadline − due)
+    /// is in the corrected latency.
+    pub dropped: u64,
 }
 
 /// Everything a run produced, in summary.
@@ -111,6 +187,12 @@ pub struct RunSummary {
     pub users: Option<u32>,
     /// Arrivals per second at start (open model).
     pub arrival_rate: Option<f64>,
+    /// Arrivals per second at the end, when the rate ramps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrival_rate_to: Option<f64>,
+    /// The open model's arrivals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrivals: Option<Arrivals>,
     /// Task names.
     pub tasks: Vec<String>,
     /// UTC start, RFC 3339.
@@ -119,13 +201,16 @@ pub struct RunSummary {
     pub ended_at: String,
     /// Unix time of the start, seconds (the timeline's zero).
     pub started_unix: f64,
-    /// Measured duration, s.
+    /// Measured window (start → deadline or stop request), s; drain excluded.
     pub duration_s: f64,
+    /// Whole steady seconds (after warm-up, before the deadline).
+    #[serde(default)]
+    pub steady_s: f64,
     /// Warm-up, s.
     pub warmup_s: f64,
     /// Per endpoint.
     pub endpoints: Vec<EndpointSummary>,
-    /// All endpoints together.
+    /// Every request of every endpoint together (mixed endpoints: read per endpoint first).
     pub aggregated: Figures,
     /// Failures grouped by endpoint, class and message.
     pub failures: Vec<FailureGroup>,
@@ -140,6 +225,16 @@ impl RunSummary {
     /// The endpoint with this name, if the run had it.
     pub fn endpoint(&self, name: &str) -> Option<&EndpointSummary> {
         self.endpoints.iter().find(|e| e.name == name)
+    }
+
+    /// The load as people say it: `10 users`, `20/s`, `20→100/s`.
+    pub fn load_label(&self) -> String {
+        match (self.users, self.arrival_rate, self.arrival_rate_to) {
+            (Some(u), _, _) => u.to_string(),
+            (None, Some(a), Some(b)) if (a - b).abs() > 1e-9 => format!("{a}→{b}/s"),
+            (None, Some(a), _) => format!("{a}/s"),
+            _ => String::new(),
+        }
     }
 }
 

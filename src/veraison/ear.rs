@@ -114,11 +114,25 @@ pub enum EarError {
     /// The signature does not verify with the given key.
     #[error("EAR signature does not verify")]
     BadSignature,
+    /// `eat_nonce` is not the session's nonce (a replayed or mixed-up result).
+    #[error("EAR eat_nonce does not match the session nonce")]
+    NonceMismatch,
 }
 
 /// The worst `ear.status` over all submodules, from a JWT; the signature is checked when a key
 /// is given (the load engine's hot path skips it, the readiness check does not).
 pub fn ear_status(jwt: &str, key: Option<&VerifyingKey>) -> Result<EarStatus, EarError> {
+    check_ear(jwt, key, None)
+}
+
+/// [`ear_status`], and when `nonce` is given, `eat_nonce` must decode to it: what every
+/// verification under load checks (the signature with the service's key, the nonce with the
+/// session's).
+pub fn check_ear(
+    jwt: &str,
+    key: Option<&VerifyingKey>,
+    nonce: Option<&[u8]>,
+) -> Result<EarStatus, EarError> {
     let mut parts = jwt.split('.');
     let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -138,6 +152,15 @@ pub fn ear_status(jwt: &str, key: Option<&VerifyingKey>) -> Result<EarStatus, Ea
         .map_err(|_| EarError::Malformed("payload is not base64url"))?;
     let claims: Value =
         serde_json::from_slice(&payload).map_err(|_| EarError::Malformed("payload is not JSON"))?;
+    if let Some(want) = nonce {
+        let got = claims
+            .get("eat_nonce")
+            .and_then(Value::as_str)
+            .and_then(decode_b64_lenient);
+        if got.as_deref() != Some(want) {
+            return Err(EarError::NonceMismatch);
+        }
+    }
     let submods = claims
         .get("submods")
         .and_then(Value::as_object)

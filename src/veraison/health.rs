@@ -8,10 +8,11 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::load::recorder::{Endpoint, EndpointId, Recorder};
-use crate::load::tasks::{DeviceMaterial, Job, Runner, Target, UserCtx};
+use crate::load::recorder::Recorder;
+use crate::load::tasks::{plan_jobs, DeviceMaterial, Runner, Target, UserCtx};
 use crate::provider::{TargetCheck, TargetReport};
 use crate::trial::model::NonceMode;
+use crate::trial::TaskRef;
 
 /// Checks a Veraison deployment over HTTP.
 pub struct ServiceCheck {
@@ -185,12 +186,8 @@ impl ServiceCheck {
             })?;
         // One semantic provision + verify, with a device of its own.
         let device = DeviceMaterial::new(&self.target.release, 0x5eed_c4ec, 0);
-        let eps = ["submit", "new", "evidence", "delete"].map(|n| Endpoint {
-            method: "POST".into(),
-            name: n.into(),
-            task: "check".into(),
-        });
-        let recorder = Recorder::new(eps.to_vec());
+        let (jobs, endpoints, _) = plan_jobs(&[TaskRef::Provision, TaskRef::Verify], &self.target);
+        let recorder = Recorder::detached(endpoints);
         let runner = Runner {
             client: &self.client,
             target: &self.target,
@@ -198,32 +195,10 @@ impl ServiceCheck {
             token_endpoint: None,
             ear_key: Some(&key),
         };
-        let mut ctx = UserCtx {
-            device: &device,
-            nonce: NonceMode::Fresh,
-            intended: None,
-            submissions: 0,
-            user: 0,
-            connect_failed: false,
-        };
-        runner
-            .run(
-                &Job::Provision {
-                    submit: EndpointId(0),
-                },
-                &mut ctx,
-            )
-            .await;
-        runner
-            .run(
-                &Job::Verify {
-                    new_session: EndpointId(1),
-                    evidence: EndpointId(2),
-                    delete: EndpointId(3),
-                },
-                &mut ctx,
-            )
-            .await;
+        let mut ctx = UserCtx::new(&device, NonceMode::Fresh, 0);
+        for job in &jobs {
+            runner.run(job, &mut ctx).await;
+        }
         let failures = recorder.failure_groups();
         if !failures.is_empty() {
             let what: Vec<String> = failures

@@ -5,23 +5,19 @@
 
 use std::path::Path;
 
-use trialrunner::results::{self, EndpointSummary, Figures, RunSummary, SteadySamples};
+use hdrhistogram::Histogram;
+use trialrunner::load::aggregate::{encode, figures as figures_of};
+use trialrunner::results::{self, EndpointSummary, Histograms, RunSummary, SteadySamples};
 
-/// Figures with a given rps and p95 (other percentiles derived).
-pub fn figures(count: u64, failures: u64, rps: f64, p95: f64) -> Figures {
-    Figures {
-        count,
-        failures,
-        rps,
-        failures_per_s: failures as f64 / 150.0,
-        mean_ms: p95 / 2.0,
-        min_ms: 1.0,
-        p50_ms: p95 / 2.0,
-        p90_ms: p95 * 0.9,
-        p95_ms: p95,
-        p99_ms: p95 * 1.5,
-        max_ms: p95 * 3.0,
+/// A histogram of `count` latencies spread evenly over `[0, p95 / 0.95]` ms: its p95 is `p95`.
+pub fn histogram(count: u64, p95: f64) -> Histogram<u64> {
+    let mut h = trialrunner::load::recorder::new_hist();
+    let top_us = p95 / 0.95 * 1000.0;
+    for i in 0..count {
+        h.record(((i as f64 + 0.5) / count as f64 * top_us).max(1.0) as u64)
+            .unwrap();
     }
+    h
 }
 
 /// An endpoint whose per-second samples are `rps` and `p95` with a little deterministic noise.
@@ -36,13 +32,19 @@ pub fn endpoint(
 ) -> EndpointSummary {
     let noise = |i: usize| ((i * 7919) % 11) as f64 / 10.0 - 0.5;
     let count = (rps * seconds as f64) as u64;
+    let h = histogram(count.saturating_sub(failures).max(1), p95);
+    let f = figures_of(&h, count, failures, seconds as f64);
     EndpointSummary {
         method: method.into(),
         name: name.into(),
         task: task.into(),
-        total: figures(count, failures, rps, p95),
-        steady: figures(count, failures, rps, p95),
-        corrected: None,
+        total: f.clone(),
+        steady: f,
+        histograms: Histograms {
+            steady: encode(&h),
+            total: encode(&h),
+            corrected: String::new(),
+        },
         samples: SteadySamples {
             rps: (0..seconds).map(|i| rps + noise(i) * rps * 0.05).collect(),
             p95_ms: (0..seconds).map(|i| p95 + noise(i) * p95 * 0.05).collect(),
@@ -50,6 +52,7 @@ pub fn endpoint(
                 .map(|i| if (i as u64) < failures { 1.0 } else { 0.0 })
                 .collect(),
         },
+        ..Default::default()
     }
 }
 
@@ -97,14 +100,14 @@ pub fn write_results(dir: &Path, users: &[u32], seconds: usize, slow: f64) {
         for sec in 0..seconds {
             for e in &s.endpoints {
                 timeline.push_str(&format!(
-                    "{sec},{:.3},{},{},{u},{:.0},0,{:.3},,{:.3},,,,,{}\n",
-                    started + sec as f64,
+                    "{},{sec}.000,1.000,{},{},{},request,{u},{:.0},0,0,{:.3},,{:.3},,,,,\n",
+                    started as i64 + sec as i64,
+                    if sec < 10 { "warmup" } else { "steady" },
                     e.method,
                     results::csv::field(&e.name),
                     e.samples.rps[sec],
                     e.steady.p50_ms,
                     e.samples.p95_ms[sec],
-                    (sec < 10) as u8
                 ));
             }
         }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
-/// A latency distribution: `10ms` (fixed), `uniform:10ms:50ms`, `exp:20ms` (exponential mean).
+/// A latency distribution: `10ms` (fixed), `uniform:10ms:50ms`, `exp:20ms` (exponential mean),
+/// `bimodal:10ms:100ms:0.1` (10 % slow).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Latency {
     /// Always this long.
@@ -16,6 +17,9 @@ pub enum Latency {
     Uniform(Duration, Duration),
     /// Exponential with this mean.
     Exponential(Duration),
+    /// The first value, or with probability `p` the second (a slow path: a cache miss, a
+    /// database round trip).
+    Bimodal(Duration, Duration, f64),
 }
 
 impl Latency {
@@ -34,6 +38,13 @@ impl Latency {
                 let u: f64 = rng.gen_range(f64::EPSILON..1.0);
                 Duration::from_secs_f64(-mean.as_secs_f64() * u.ln())
             }
+            Latency::Bimodal(fast, slow, p) => {
+                if rng.gen_bool(p.clamp(0.0, 1.0)) {
+                    slow
+                } else {
+                    fast
+                }
+            }
         }
     }
 
@@ -46,6 +57,13 @@ impl Latency {
             ),
             Latency::Exponential(mean) => {
                 Duration::from_secs_f64(-mean.as_secs_f64() * (1.0 - q).ln())
+            }
+            Latency::Bimodal(fast, slow, p) => {
+                if q < 1.0 - p {
+                    fast
+                } else {
+                    slow
+                }
             }
         }
     }
@@ -61,7 +79,17 @@ impl FromStr for Latency {
             [one] => Ok(Latency::Fixed(d(one)?)),
             ["uniform", lo, hi] => Ok(Latency::Uniform(d(lo)?, d(hi)?)),
             ["exp", mean] => Ok(Latency::Exponential(d(mean)?)),
-            _ => Err(format!("`{s}`: write 10ms, uniform:10ms:50ms or exp:20ms")),
+            ["bimodal", fast, slow, p] => {
+                let p: f64 = p
+                    .parse()
+                    .ok()
+                    .filter(|p: &f64| (0.0..=1.0).contains(p))
+                    .ok_or_else(|| format!("`{p}` is not a probability between 0 and 1"))?;
+                Ok(Latency::Bimodal(d(fast)?, d(slow)?, p))
+            }
+            _ => Err(format!(
+                "`{s}`: write 10ms, uniform:10ms:50ms, exp:20ms or bimodal:10ms:100ms:0.1"
+            )),
         }
     }
 }

@@ -121,6 +121,10 @@ struct AppState {
     sessions: Mutex<HashMap<uuid::Uuid, Session>>,
     tokens: Mutex<HashMap<String, Instant>>,
     db_permits: Option<Semaphore>,
+    /// Requests answered, by (`METHOD route`, UTC second).
+    counters: Mutex<BTreeMap<(String, i64), u64>>,
+    /// Injected delays (µs) by the UTC second in which they ended.
+    injected: Mutex<BTreeMap<i64, hdrhistogram::Histogram<u64>>>,
 }
 
 /// A running stand-in; stops when dropped or on [`Standin::shutdown`].
@@ -159,6 +163,8 @@ impl Standin {
             sessions: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             db_permits,
+            counters: Mutex::new(BTreeMap::new()),
+            injected: Mutex::new(BTreeMap::new()),
         });
         let app = router(state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -185,6 +191,31 @@ impl Standin {
     /// Row counts of the store.
     pub async fn counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         self.state.store.counts().await
+    }
+
+    /// Requests answered so far, by (`METHOD route`, UTC second of the answer).
+    pub fn served(&self) -> BTreeMap<(String, i64), u64> {
+        self.state.counters.lock().expect("counters lock").clone()
+    }
+
+    /// Requests answered so far on a route (`POST /endorsement-provisioning/v1/submit`).
+    pub fn served_on(&self, route: &str) -> u64 {
+        self.served()
+            .iter()
+            .filter(|((r, _), _)| r == route)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// The delays it injected (µs) in the given UTC seconds (by when they ended), merged.
+    pub fn injected_in(&self, seconds: &[i64]) -> hdrhistogram::Histogram<u64> {
+        let mut h = crate::load::recorder::new_hist();
+        for (s, hist) in self.state.injected.lock().expect("injected lock").iter() {
+            if seconds.contains(s) {
+                h.add(hist).expect("auto-resizing histograms merge");
+            }
+        }
+        h
     }
 
     /// Rows its store has read (every duplicate row of a key counts).
@@ -224,6 +255,7 @@ fn router(state: Arc<AppState>) -> Router {
             "/standin/v1/sessions",
             axum::routing::delete(admin_flush_sessions),
         )
+        .route("/standin/v1/counters", get(admin_counters))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -231,7 +263,44 @@ fn router(state: Arc<AppState>) -> Router {
                 "404 page not found",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
+}
+
+/// The route a request is counted under: `METHOD /path` with ids as their template
+/// (`/challenge-response/v1/session/{id}`); the well-knowns by service.
+fn route_of(req: &axum::extract::Request) -> String {
+    let path = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
+    let path = if path.starts_with("/.well-known/") {
+        req.uri().path().to_string()
+    } else {
+        path
+    };
+    format!("{} {path}", req.method())
+}
+
+/// Counts every answered request (but the admin API's) by route and by the UTC second in
+/// which its answer left: the ground truth tests compare the generator's figures with.
+async fn count(
+    State(st): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = route_of(&req);
+    let resp = next.run(req).await;
+    if !route.contains(" /standin/") {
+        let second = chrono::Utc::now().timestamp();
+        *st.counters
+            .lock()
+            .expect("counters lock")
+            .entry((route, second))
+            .or_default() += 1;
+    }
+    resp
 }
 
 // ----------------------------------------------------------------------------- helpers
@@ -328,6 +397,14 @@ impl AppState {
             )
         };
         if let Some(d) = delay {
+            let ends = chrono::Utc::now() + chrono::Duration::from_std(d).unwrap_or_default();
+            let _ = self
+                .injected
+                .lock()
+                .expect("injected lock")
+                .entry(ends.timestamp())
+                .or_insert_with(crate::load::recorder::new_hist)
+                .record(d.as_micros() as u64);
             tokio::time::sleep(d).await;
         }
         if fail {
@@ -876,6 +953,17 @@ async fn admin_clear(State(st): State<Arc<AppState>>) -> Response {
         Ok(before) => axum::Json(json!({"before": before})).into_response(),
         Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+async fn admin_counters(State(st): State<Arc<AppState>>) -> Response {
+    let counts: Vec<Value> = st
+        .counters
+        .lock()
+        .expect("counters lock")
+        .iter()
+        .map(|((route, second), n)| json!({"route": route, "second": second, "count": n}))
+        .collect();
+    axum::Json(json!({"counts": counts})).into_response()
 }
 
 async fn admin_flush_sessions(State(st): State<Arc<AppState>>) -> Response {
