@@ -17,12 +17,7 @@ use crate::aws::{sdk_error, AwsContext};
 use crate::error::{Error, Result};
 use crate::trial::model::MetricName;
 
-fn is_local(endpoint: &str) -> bool {
-    url::Url::parse(endpoint)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .is_some_and(|h| h == "localhost" || h == "::1" || h == "[::1]" || h.starts_with("127."))
-}
+use crate::aws::is_emulator as is_local;
 
 /// Creates the deployment `d` in the emulator, unless its ASGs exist already.
 pub async fn deploy_emulated(ctx: &AwsContext, d: &str) -> Result<()> {

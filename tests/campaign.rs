@@ -222,7 +222,23 @@ async fn local_rehearsal_of_all_four_seed_trials() {
         .unwrap()
         .iter()
         .any(|s| s["label"] == "after clear" && s["counts"]["endorsements"] == 0));
-    // Trial 3: store weight against rows that grow each iteration.
+    // Trial 3: store weight against rows that grow each iteration; each run placed at the rows
+    // it ran against (the verify run sees what the provision run just added).
+    let snapshots = json(&r.out("t3").join("stores.json"));
+    let before = |run: &str| {
+        snapshots
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["label"] == format!("before {run}"))
+            .unwrap()["counts"]["endorsements"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(before("it2-u004-verify") > before("it2-u004-provision"));
+    // CloudWatch series from the emulator are labelled synthetic.
+    let cw = json(&r.out("t1").join("runs/u006-verify/cloudwatch.json"));
+    assert_eq!(cw["synthetic"], true);
     let t3 = html("t3");
     assert!(t3.contains("store weight: p95 vs stored rows"));
     let weights: serde_json::Value =
@@ -485,13 +501,14 @@ fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-/// Labels of the store counts, in order.
+/// Labels of the store counts, in order (the counts before each run left out).
 fn store_labels(dir: &Path) -> Vec<String> {
     json(&dir.join("stores.json"))
         .as_array()
         .unwrap()
         .iter()
         .map(|s| s["label"].as_str().unwrap().to_string())
+        .filter(|l| !l.starts_with("before it"))
         .collect()
 }
 
@@ -540,7 +557,7 @@ async fn resume_never_repeats_a_completed_clear_or_count_and_reruns_the_run_in_f
         .as_array()
         .unwrap()
         .iter()
-        .skip(2)
+        .filter(|s| s["label"].as_str().unwrap().starts_with("after iteration"))
         .map(|s| s["counts"]["endorsements"].as_u64().unwrap())
         .collect();
     assert!(

@@ -899,3 +899,53 @@ async fn https_with_its_own_ca_is_trusted_through_ca_file_and_refused_without() 
         "{err}"
     );
 }
+
+/// The generator judges itself by its own threads: a slow target with a busy machine around it
+/// (a core burnt by something else, as an in-process stand-in would) is not "saturated"; one
+/// engine thread driving a fast target as hard as it can is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generator_flags_its_own_saturation_and_not_a_busy_neighbour() {
+    let _serial = SERIAL.lock().await;
+    // True negative: 100 ms answers, 8 users, and another thread burning a core meanwhile.
+    let (_s, t) = new_session_target(Some("100ms".parse().unwrap())).await;
+    let burning = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let b = burning.clone();
+    let burner = std::thread::spawn(move || {
+        let mut x = 0u64;
+        while b.load(std::sync::atomic::Ordering::Relaxed) {
+            x = x.wrapping_mul(31).wrapping_add(1);
+        }
+        x
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let idle = LoadEngine::new(t, Progress::Quiet)
+        .with_threads(1)
+        .run_phase(
+            &phase("neighbour", Some(8), vec![TaskRef::Http("new".into())], 3.0),
+            dir.path(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    burning.store(false, std::sync::atomic::Ordering::Relaxed);
+    burner.join().unwrap();
+    assert!(!idle.generator.saturated, "{:?}", idle.generator);
+    assert!(idle.generator.cpu_pct < 50.0, "{:?}", idle.generator);
+    // True positive: one engine thread, 128 users, a target that answers at once.
+    let fast = raw_server("fast").await;
+    let mut t = target(&fast, "v0.0.2602");
+    let mut task = http_task(&fast, reqwest::Method::GET, "/", 200);
+    task.expect = reqwest::StatusCode::OK;
+    t.http_tasks.insert("get".into(), task);
+    let busy = LoadEngine::new(t, Progress::Quiet)
+        .with_threads(1)
+        .run_phase(
+            &phase("hammer", Some(128), vec![TaskRef::Http("get".into())], 3.0),
+            dir.path(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(busy.generator.saturated, "{:?}", busy.generator);
+    assert_eq!(busy.generator.threads, 1);
+}

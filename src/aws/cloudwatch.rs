@@ -355,7 +355,7 @@ impl CloudWatchSource {
                     };
                     for ev in resp.events() {
                         let ts = ev.timestamp().unwrap_or(0);
-                        *per_minute.entry(ts / 60_000 * 60).or_default() += 1;
+                        *per_minute.entry(ts.div_euclid(60_000) * 60).or_default() += 1;
                         if samples.len() < 3 {
                             samples.push(
                                 ev.message()
@@ -372,7 +372,13 @@ impl CloudWatchSource {
                     }
                 }
                 if !per_minute.is_empty() {
-                    out.push(json!({"log_group": group, "pattern": pattern, "total": per_minute.values().sum::<u64>(), "per_minute": per_minute, "samples": samples}));
+                    // Minutes of AWS's clock, placed on ours.
+                    let offset = self.ctx.clock_offset().await;
+                    let minutes: Vec<(f64, u64)> = per_minute
+                        .iter()
+                        .map(|(m, n)| (*m as f64 - offset, *n))
+                        .collect();
+                    out.push(json!({"log_group": group, "pattern": pattern, "total": per_minute.values().sum::<u64>(), "per_minute": minutes, "samples": samples}));
                 }
             }
         }
@@ -455,15 +461,6 @@ pub async fn resolve(ctx: &AwsContext, env: &Environment) -> Result<Resources> {
             .collect();
     }
     Ok(r)
-}
-
-/// The URL whose `Date` header tells AWS's time.
-fn clock_url(ctx: &AwsContext, region: &str) -> String {
-    if ctx.endpoint.starts_with("http") {
-        ctx.endpoint.clone()
-    } else {
-        format!("https://monitoring.{region}.amazonaws.com/")
-    }
 }
 
 impl CloudWatchSource {
@@ -554,19 +551,7 @@ impl MetricsSource for CloudWatchSource {
     }
 
     async fn pull(&self, from_unix: f64, to_unix: f64, dir: &Path) -> Result<()> {
-        let region = self
-            .env
-            .spec
-            .aws
-            .as_ref()
-            .map(|a| a.region.clone())
-            .unwrap_or_default();
-        let offset = clock_offset(&clock_url(&self.ctx, &region))
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!("clock check: {e}; assuming no offset");
-                0.0
-            });
+        let offset = self.ctx.clock_offset().await;
         // Our window in AWS time.
         let (from, to) = (from_unix + offset, to_unix + offset);
         let resources = self.resources().await?.clone();
@@ -594,6 +579,8 @@ impl MetricsSource for CloudWatchSource {
         let doc = json!({
             "window": {"from": from_unix, "to": to_unix, "aws_from": from, "aws_to": to},
             "pulled_unix": crate::results::unix_now(),
+            // From an emulator the series are what a rehearsal put there: labelled as such.
+            "synthetic": super::is_emulator(&self.ctx.endpoint),
             "clock_offset_s": offset,
             "period_s": self.period,
             "resources": resources,

@@ -20,6 +20,15 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use crate::error::{Error, Result};
 use crate::trial::model::AwsSpec;
 
+/// True for an endpoint on this machine: an emulator (moto, LocalStack), whose CloudWatch series
+/// are whatever a rehearsal put there, never what a deployment did.
+pub fn is_emulator(endpoint: &str) -> bool {
+    url::Url::parse(endpoint)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .is_some_and(|h| h == "localhost" || h == "::1" || h == "[::1]" || h.starts_with("127."))
+}
+
 /// Timeouts every AWS client uses.
 #[derive(Debug, Clone, Copy)]
 pub struct AwsTimeouts {
@@ -81,6 +90,8 @@ pub struct AwsContext {
     pub account: String,
     /// The named profile, when the environment gives one.
     pub profile: Option<String>,
+    /// AWS's clock minus ours (seconds), measured once, applied to every AWS timestamp.
+    clock: std::sync::Arc<tokio::sync::OnceCell<f64>>,
 }
 
 /// The deepest message of an error's chain: the cause a person can act on.
@@ -228,6 +239,7 @@ impl AwsContext {
             account: spec.account.clone(),
             profile: spec.profile.clone(),
             config,
+            clock: Default::default(),
         };
         ctx.check_credentials().await?;
         Ok(ctx)
@@ -244,6 +256,35 @@ impl AwsContext {
         AwsContext {
             config,
             ..self.clone()
+        }
+    }
+
+    /// AWS's clock minus ours, seconds (positive: AWS ahead), measured on first use from the
+    /// `Date` header of the endpoint (0 with a warning when it cannot be). Every AWS timestamp
+    /// (datapoints, scaling activities, launch times, log events) is moved onto the generator's
+    /// clock by subtracting it, so cloud and client share one time axis.
+    pub async fn clock_offset(&self) -> f64 {
+        *self
+            .clock
+            .get_or_init(|| async {
+                let url = if self.endpoint.starts_with("http") {
+                    self.endpoint.clone()
+                } else {
+                    format!("https://monitoring.{}.amazonaws.com/", self.region())
+                };
+                cloudwatch::clock_offset(&url).await.unwrap_or_else(|e| {
+                    tracing::warn!("clock check: {e}; assuming no offset");
+                    0.0
+                })
+            })
+            .await
+    }
+
+    /// The same context with a known clock offset (tests, or a clock checked elsewhere).
+    pub fn with_clock_offset(self, offset: f64) -> AwsContext {
+        AwsContext {
+            clock: std::sync::Arc::new(tokio::sync::OnceCell::new_with(Some(offset))),
+            ..self
         }
     }
 

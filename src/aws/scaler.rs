@@ -590,6 +590,8 @@ impl Scaler for AwsScaler {
     }
 
     async fn spin_up_timeline(&self, from_unix: f64, to_unix: f64) -> Result<Value> {
+        // AWS timestamps onto the generator's clock.
+        let offset = self.ctx.clock_offset().await;
         let mut activities = Vec::new();
         let mut instance_ids = Vec::new();
         for svc in &self.services {
@@ -601,13 +603,16 @@ impl Scaler for AwsScaler {
                 .await
                 .map_err(|e| sdk_error(&self.ctx, "autoscaling:DescribeScalingActivities", e))?;
             for a in out.activities() {
-                let start = a.start_time().map(|t| t.as_secs_f64()).unwrap_or(0.0);
+                let start = a
+                    .start_time()
+                    .map(|t| t.as_secs_f64() - offset)
+                    .unwrap_or(0.0);
                 if start < from_unix - 600.0 || start > to_unix {
                     continue;
                 }
                 activities.push(json!({
                     "service": svc.role, "asg": svc.asg, "start": start,
-                    "end": a.end_time().map(|t| t.as_secs_f64()),
+                    "end": a.end_time().map(|t| t.as_secs_f64() - offset),
                     "status": a.status_code().map(|s| s.as_str()), "cause": a.cause(), "description": a.description(),
                 }));
             }
@@ -630,10 +635,10 @@ impl Scaler for AwsScaler {
                 for i in r.instances() {
                     let id = i.instance_id().unwrap_or("?");
                     let role = instance_ids.iter().find(|(_, x)| x == id).map(|(r, _)| *r);
-                    instances.push(json!({"id": id, "service": role, "launch_time": i.launch_time().map(|t| t.as_secs_f64())}));
+                    instances.push(json!({"id": id, "service": role, "launch_time": i.launch_time().map(|t| t.as_secs_f64() - offset)}));
                 }
             }
         }
-        Ok(json!({"activities": activities, "instances": instances}))
+        Ok(json!({"activities": activities, "instances": instances, "clock_offset_s": offset}))
     }
 }

@@ -427,6 +427,14 @@ impl Campaign<'_> {
             tracing::info!(run = %phase.run_id, "an earlier attempt did not complete: kept in {}", aside.display());
         }
         let p = self.providers;
+        // A trial that counts its stores knows the rows each run ran against.
+        if self.trial.spec.stores.count != crate::trial::model::CountPolicy::Never {
+            if let Some(stores) = &p.stores {
+                let counts = stores.count().await?;
+                let label = format!("before {}", phase.run_id);
+                self.snapshot(&label, counts);
+            }
+        }
         let sampler = p.scaler.clone().map(|scaler| {
             let every = self
                 .trial

@@ -200,8 +200,10 @@ impl LoadEngine {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let mut shared = self.prepare(phase).await?;
-        let pool = EnginePool::start(self.threads)
-            .map_err(|e| Error::Infra(format!("starting the engine's threads: {e}")))?;
+        let pool = Arc::new(
+            EnginePool::start(self.threads)
+                .map_err(|e| Error::Infra(format!("starting the engine's threads: {e}")))?,
+        );
         let start = Instant::now();
         let start_unix = unix_now();
         let deadline = start + phase.duration;
@@ -220,6 +222,9 @@ impl LoadEngine {
         let stop = cancel.child_token();
         let dead = Arc::new(std::sync::Mutex::new(None::<String>));
         let cpu_before = pool.cpu_s();
+        let generator = Arc::new(std::sync::Mutex::new(GeneratorSeconds::create(
+            dir, cpu_before,
+        )?));
         let flusher = tokio::spawn(flush_loop(FlushCtx {
             agg: aggregator.clone(),
             rec: recorder.clone(),
@@ -227,6 +232,8 @@ impl LoadEngine {
             progress: self.progress,
             phase: phase.clone(),
             dead: dead.clone(),
+            pool: pool.clone(),
+            generator: generator.clone(),
         }));
         let shared = Arc::new(shared);
         let arrivals = Arc::new(std::sync::Mutex::new(Arrivals::default()));
@@ -265,8 +272,17 @@ impl LoadEngine {
             .as_secs_f64();
         let _ = flusher.await;
         let cpu_s = pool.cpu_s() - cpu_before;
-        let lag = pool.take_lag();
+        let lag = {
+            let mut g = generator.lock().expect("generator lock");
+            g.lag
+                .add(pool.take_lag())
+                .expect("auto-resizing histograms merge");
+            let _ = g.file.flush();
+            g.lag.clone()
+        };
         let threads = pool.threads();
+        let pool = Arc::try_unwrap(pool)
+            .map_err(|_| Error::Internal("the engine's threads are still shared".into()))?;
         tokio::task::spawn_blocking(move || pool.shutdown())
             .await
             .map_err(|e| Error::Internal(format!("stopping the engine's threads: {e}")))?;
@@ -662,6 +678,55 @@ struct FlushCtx {
     progress: Progress,
     phase: LoadPhase,
     dead: Arc<std::sync::Mutex<Option<String>>>,
+    pool: Arc<EnginePool>,
+    generator: Arc<std::sync::Mutex<GeneratorSeconds>>,
+}
+
+/// `generator.csv`: the engine's own CPU and timer lag, second by second.
+struct GeneratorSeconds {
+    file: results::AppendFile,
+    cpu_s: f64,
+    at: Instant,
+    /// The run's timer lateness so far, µs.
+    lag: hdrhistogram::Histogram<u64>,
+}
+
+impl GeneratorSeconds {
+    fn create(dir: &Path, cpu_s: f64) -> Result<GeneratorSeconds> {
+        let mut file = results::AppendFile::create(&dir.join("generator.csv"))?;
+        file.write("unix,cpu_pct,timer_lag_p50_ms,timer_lag_p99_ms,timer_lag_max_ms\n")?;
+        Ok(GeneratorSeconds {
+            file,
+            cpu_s,
+            at: Instant::now(),
+            lag: super::recorder::new_hist(),
+        })
+    }
+
+    /// One second's row from the pool's counters.
+    fn second(&mut self, unix: i64, pool: &EnginePool) {
+        let cpu = pool.cpu_s();
+        let wall = self.at.elapsed().as_secs_f64().max(1e-3);
+        let pct = 100.0 * (cpu - self.cpu_s) / wall / pool.threads() as f64;
+        self.cpu_s = cpu;
+        self.at = Instant::now();
+        let lag = pool.take_lag();
+        let q = |q: f64| {
+            if lag.is_empty() {
+                0.0
+            } else {
+                lag.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
+        let _ = self.file.write(&format!(
+            "{unix},{pct:.1},{:.3},{:.3},{:.3}\n",
+            q(0.5),
+            q(0.99),
+            q(1.0)
+        ));
+        let _ = self.file.flush();
+        let _ = self.lag.add(&lag);
+    }
 }
 
 /// Flushes each UTC second once it is over (plus a grace for late samples), shows progress,
@@ -694,6 +759,10 @@ async fn flush_loop(f: FlushCtx) {
             }
         };
         show(&bar, f.progress, &f.phase, &view);
+        f.generator
+            .lock()
+            .expect("generator lock")
+            .second(view.unix, &f.pool);
         if watch.observe(view.requests, view.refused) {
             *f.dead.lock().expect("dead lock") = Some(dead_target_message(&f.rec));
             f.stop.cancel();

@@ -292,12 +292,16 @@ fn spin_up_markers(dir: &Path, start: f64, end: f64) -> Vec<Marker> {
 /// CloudWatch series of a run, as (label, points relative to the run start).
 fn cloud_series(dir: &Path, start: f64) -> Vec<(String, Vec<(f64, f64)>)> {
     let cw: Value = results::read_json(&dir.join("cloudwatch.json")).unwrap_or(Value::Null);
+    let synthetic = cw["synthetic"].as_bool() == Some(true);
     cw["series"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|s| {
-            let label = s["label"].as_str()?.to_string();
+            let mut label = s["label"].as_str()?.to_string();
+            if synthetic {
+                label.push_str(" (synthetic)");
+            }
             let points = s["points"]
                 .as_array()?
                 .iter()
@@ -317,7 +321,55 @@ fn joins(dir: &Path, start: f64) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// The correlation of one run, from its files.
+/// The per-second histograms of a run's `latency.hlog`: (tag, Unix second, histogram), request
+/// endpoints only.
+pub fn hlog_seconds(path: &Path) -> Vec<(String, f64, hdrhistogram::Histogram<u64>)> {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let mut base = 0.0;
+    let mut out = Vec::new();
+    for entry in IntervalLogIterator::new(&bytes).flatten() {
+        match entry {
+            LogEntry::BaseTime(b) => base = b.as_secs_f64(),
+            LogEntry::Interval(i) => {
+                let tag = i.tag().map(|t| t.as_str().to_string()).unwrap_or_default();
+                if tag.starts_with("TASK:") {
+                    continue;
+                }
+                let Some(h) = crate::load::aggregate::decode(i.encoded_histogram()) else {
+                    continue;
+                };
+                out.push((tag, base + i.start_timestamp().as_secs_f64(), h));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The worst endpoint's p95 over `[t, t + 60)`, pooled from its per-second histograms.
+fn period_p95(seconds: &[(String, f64, hdrhistogram::Histogram<u64>)], t: f64) -> Option<f64> {
+    let mut per_tag: BTreeMap<&str, hdrhistogram::Histogram<u64>> = BTreeMap::new();
+    for (tag, at, h) in seconds {
+        if *at >= t && *at < t + 60.0 {
+            per_tag
+                .entry(tag)
+                .or_insert_with(crate::load::recorder::new_hist)
+                .add(h)
+                .expect("auto-resizing histograms merge");
+        }
+    }
+    per_tag
+        .values()
+        .filter(|h| !h.is_empty())
+        .map(|h| h.value_at_quantile(0.95) as f64 / 1000.0)
+        .reduce(f64::max)
+}
+
+/// The correlation of one run, from its files: DB connections per CloudWatch period beside the
+/// client's pooled p95 for the same period; failures and p95 per whole second.
 pub fn correlate_run(rd: &ResultsDir, run: &RunSummary) -> correlate::Correlation {
     let dir = rd.run_dir(&run.run_id);
     // Whole seconds of requests only: a partial second is not a one-second sample.
@@ -339,16 +391,27 @@ pub fn correlate_run(rd: &ResultsDir, run: &RunSummary) -> correlate::Correlatio
         }
         failures[i] += r.failures;
     }
-    let db: Vec<(f64, f64)> = cloud_series(&dir, run.started_unix)
+    let seconds = hlog_seconds(&dir.join("latency.hlog"));
+    let (start, end) = (run.started_unix, run.started_unix + run.duration_s);
+    let minutes: Vec<correlate::Minute> = cloud_series(&dir, 0.0)
         .into_iter()
         .filter(|(l, _)| l.contains("DatabaseConnections"))
-        .flat_map(|(_, p)| p)
+        .flat_map(|(_, points)| points)
+        .map(|(t, db)| {
+            // The client's figure for the period, when the run covered half of it at least.
+            let covered = (end.min(t + 60.0) - start.max(t)).max(0.0);
+            correlate::Minute {
+                t,
+                db,
+                p95: (covered >= 30.0).then(|| period_p95(&seconds, t)).flatten(),
+            }
+        })
         .collect();
     correlate::correlate(
+        minutes,
         &p95,
         &failures,
         run.warmup_s,
-        &db,
         &joins(&dir, run.started_unix),
     )
 }
@@ -443,23 +506,33 @@ fn store_weight_charts(runs: &[RunSummary], stores: &[StoreSnapshot]) -> Vec<Str
     if iterations.is_empty() {
         return Vec::new();
     }
-    let rows_before = |it: u32| -> f64 {
-        if it <= 1 {
+    // The rows each run actually ran against: the count taken just before it (a verify run
+    // after a provision run sees what that provision added). Older results only counted per
+    // iteration: the count before the iteration then stands for all its runs.
+    let rows_before = |run: &RunSummary| -> f64 {
+        let rows = |s: &StoreSnapshot| s.counts.values().sum::<u64>() as f64;
+        if let Some(s) = stores
+            .iter()
+            .find(|s| s.label == format!("before {}", run.run_id))
+        {
+            return rows(s);
+        }
+        if run.iteration <= 1 {
             return stores
                 .iter()
                 .find(|s| s.label == "after clear")
-                .map(|s| s.counts.values().sum::<u64>() as f64)
+                .map(rows)
                 .unwrap_or(0.0);
         }
         iterations
-            .get(it as usize - 2)
-            .map(|s| s.counts.values().sum::<u64>() as f64)
+            .get(run.iteration as usize - 2)
+            .map(|s| rows(s))
             .unwrap_or(0.0)
     };
     let mut rps: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     let mut p95: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for r in runs {
-        let rows = rows_before(r.iteration);
+        let rows = rows_before(r);
         for e in &r.endpoints {
             let key = format!("{} {}", e.method, e.name);
             rps.entry(key.clone())
