@@ -838,6 +838,7 @@ async fn users_back_off_from_a_dead_target_and_the_run_stops_naming_it() {
 /// are never off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_its_own_ca_is_trusted_through_ca_file_and_refused_without() {
+    let _serial = SERIAL.lock().await;
     let s = standin("v0.0.2602", Faults::default(), true).await;
     let front = common::tls::TlsFront::start(s.addr).await;
     let dir = tempfile::tempdir().unwrap();
@@ -948,4 +949,73 @@ async fn the_generator_flags_its_own_saturation_and_not_a_busy_neighbour() {
         .unwrap();
     assert!(busy.generator.saturated, "{:?}", busy.generator);
     assert_eq!(busy.generator.threads, 1);
+}
+
+/// `run` piped (not a terminal) with 5 % of requests failing: it ends with the summary table
+/// and the ✓/✗ list, and the broken threshold fails it (before, it printed two paths and
+/// exited 0). Every step is announced with its place, the time left and the run's number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_piped_run_ends_with_its_summary_and_the_threshold_list() {
+    let _serial = SERIAL.lock().await;
+    let sick = standin(
+        "v0.0.2602",
+        Faults {
+            error_rate: 0.05,
+            ..Faults::default()
+        },
+        false,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = sick.url().to_string();
+    let env = std::fs::read_to_string(common::root().join("templates/local.yaml"))
+        .unwrap()
+        .replace("http://127.0.0.1:8443/", &url)
+        .replace("http://127.0.0.1:8443", url.trim_end_matches('/'));
+    common::write(dir.path(), "local.yaml", &env);
+    let trial = common::write(
+        dir.path(),
+        "sick.yaml",
+        "name: sick\nenvironment: local.yaml\nruns:\n  users: 2\n  duration: 3s\n  tasks: [verify]\nthresholds:\n  - verify failure-rate < 1%\n  - verify p95 < 10s\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trialrunner"))
+        .arg("run")
+        .arg(&trial)
+        .arg("--out")
+        .arg(dir.path().join("results/sick"))
+        .arg("--yes")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Summary: verify") && stdout.contains("verification session"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("✗ verify failure-rate < 1%") && stdout.contains("✓ verify p95 < 10s"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Failures by cause") && stdout.contains("HTTP 500"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("left] run 1/1 · load u002-verify"),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .all(|l| !l.contains("/s p95") || l.chars().count() <= 80),
+        "{stderr}"
+    );
+    // The report shows what the gate decided.
+    let html = std::fs::read_to_string(dir.path().join("results/sick/report.html")).unwrap();
+    assert!(
+        html.contains(r#"<span class="fail">✗</span> <code>verify failure-rate &lt; 1%</code>"#)
+    );
 }

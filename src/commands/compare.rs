@@ -35,14 +35,9 @@ pub fn run(args: Args) -> Result<i32> {
         crate::results::write_atomic(j, c.junit().as_bytes())?;
     }
     if let Some(h) = &args.html {
-        let charts: String = c
-            .charts(
-                &args.base.display().to_string(),
-                &args.contender.display().to_string(),
-            )
-            .concat();
-        let page = format!("<!doctype html><html><head><meta charset=\"utf-8\"><title>compare</title></head><body><h1>{} vs {}</h1><pre>{}</pre>{charts}</body></html>", args.base.display(), args.contender.display(), c.table().replace('<', "&lt;"));
-        crate::results::write_atomic(h, page.as_bytes())?;
+        let page = report::comparison_page(&args.base, &args.contender, &c)?;
+        crate::results::write_atomic(h, page.html()?.as_bytes())?;
+        println!("comparison: {}", h.display());
     }
     Ok(if c.passed() {
         exit::OK

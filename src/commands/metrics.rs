@@ -96,5 +96,7 @@ pub fn run(action: Action, global: &Global) -> Result<i32> {
         crate::provider::MetricsSource::pull(&source, from, to, &out).await
     })?;
     println!("wrote {}", out.join("cloudwatch.json").display());
+    let page = crate::report::build(&out)?;
+    println!("report: {}", page.display());
     Ok(exit::OK)
 }

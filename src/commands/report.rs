@@ -53,6 +53,12 @@ async fn refresh(
 
 /// Builds the report (refreshing the metrics first when asked).
 pub fn run(args: Args, global: &Global) -> Result<i32> {
+    if !args.refresh_metrics && !args.dir.join("runs").is_dir() {
+        // A `metrics pull` directory (cloudwatch.json alone), or an error naming what is missing.
+        let path = crate::report::build(&args.dir)?;
+        println!("report: {}", path.display());
+        return Ok(exit::OK);
+    }
     let dir = ResultsDir::open(&args.dir)?;
     let mut code = exit::OK;
     if args.refresh_metrics {

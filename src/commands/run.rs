@@ -52,9 +52,10 @@ fn append_line(path: &Path, line: &str) -> Result<()> {
         .map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
-/// The regression gate after a run: the trial's thresholds and `--thresholds`, against the
-/// baseline when given (relative bounds need one). Exit 1 when one breaks.
-fn gate(t: &trial::Trial, dir: &Path, args: &Args) -> Result<i32> {
+/// The regression gate after a run: the trial's thresholds and `--thresholds`, against
+/// `--baseline`, else the latest results of the trial's `compare-with` (relative bounds need
+/// one). Prints the k6-style ✓/✗ list; exit 1 when one breaks.
+fn gate(t: &trial::Trial, dir: &ResultsDir, args: &Args) -> Result<i32> {
     let mut list: Vec<report::thresholds::Threshold> = t
         .spec
         .thresholds
@@ -64,14 +65,30 @@ fn gate(t: &trial::Trial, dir: &Path, args: &Args) -> Result<i32> {
     if let Some(f) = &args.thresholds {
         list.extend(report::compare::read_thresholds(f)?);
     }
+    let baseline = args.baseline.clone().or_else(|| {
+        let data = report::data::ReportData::read(&dir.root).ok()?;
+        report::compare_with_baseline(&data).map(|(_, p)| p)
+    });
     if list.is_empty() && args.baseline.is_none() {
+        println!("\nthresholds: none set (the trial's `thresholds`, or --thresholds FILE)");
         return Ok(exit::OK);
     }
-    let c = match &args.baseline {
-        Some(b) => report::compare::compare(b, dir, &list)?,
-        None => report::compare::check_absolute(dir, &list)?,
+    let c = match report::gate(&dir.root, &list, baseline.as_deref()) {
+        Ok(c) => c,
+        Err(e @ Error::Usage(_)) => {
+            // The run's results stand; the gate could not judge them, so it fails.
+            println!("\nthresholds\n✗ {e}");
+            return Ok(exit::CHECKS_FAILED);
+        }
+        Err(e) => return Err(e),
     };
-    print!("{}", c.table());
+    if let Some(b) = &baseline {
+        println!("\nagainst {}", b.display());
+        print!("{}", c.table());
+    } else {
+        println!("\nthresholds");
+        print!("{}", report::compare::checks_text(&c.checks));
+    }
     if let Some(j) = &args.junit {
         crate::results::write_atomic(j, c.junit().as_bytes())?;
     }
@@ -135,9 +152,14 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
     });
     let line = report::compare::history_line(&dir.root)?;
     append_line(&history, &line)?;
+    print!(
+        "{}",
+        report::tables::terminal_summary(&report::data::ReportData::read(&dir.root)?)
+    );
+    // The gate first: the report shows what it decided.
+    let code = gate(&t, &dir, &args)?;
     let html = report::build(&dir.root)?;
     signals::say(&format!("report: {}", html.display()));
-    let code = gate(&t, &dir.root, &args)?;
     if code == exit::OK && !outcome.partial.is_empty() {
         signals::say(&format!(
             "results are partial (exit {}): {}",

@@ -253,9 +253,7 @@ impl Campaign<'_> {
                 continue;
             }
             tracing::info!(step = %step, "step");
-            if !matches!(step, Step::Load(_)) {
-                signals::say(&format!("[{}/{total}] {step}", index + 1));
-            }
+            signals::say(&self.step_line(index, total));
             // A stop request abandons AWS calls and waits at once; a load run stops itself
             // (users first, then its files); the restore and the report only stop for the second.
             let stop = if step.abandoned_on_stop() {
@@ -271,6 +269,27 @@ impl Campaign<'_> {
             self.ledger.record(&key, &step.to_string(), note)?;
         }
         Ok(())
+    }
+
+    /// The line announcing a step: its place, the time the plan says is left, and for a load
+    /// run its place among the runs.
+    fn step_line(&self, index: usize, total: usize) -> String {
+        let steps = &self.plan.steps;
+        let left: Duration = steps[index..].iter().map(|s| s.estimate).sum();
+        let left = humantime::format_duration(Duration::from_secs(left.as_secs()));
+        let step = &steps[index].step;
+        let run = match step {
+            Step::Load(_) => {
+                let runs = steps.iter().filter(|s| matches!(s.step, Step::Load(_)));
+                let before = steps[..index]
+                    .iter()
+                    .filter(|s| matches!(s.step, Step::Load(_)))
+                    .count();
+                format!("run {}/{} · ", before + 1, runs.count())
+            }
+            _ => String::new(),
+        };
+        format!("[{}/{total} · {left} left] {run}{step}", index + 1)
     }
 
     /// A completed clear is done again only when it prepares a run that is not complete.

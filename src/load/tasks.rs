@@ -624,6 +624,9 @@ impl Runner<'_> {
         self.verdict(ep, &reply, outcome)
     }
 
+    /// One challenge-response session: newSession, the evidence with its token, DELETE, each
+    /// checked. About 120 lines, kept whole so the session reads top to bottom in the order the
+    /// service sees it.
     async fn verify(
         &self,
         new_ep: EndpointId,

@@ -1,6 +1,12 @@
-//! Small, dependency-free SVG charts: lines and points on one or two y axes, 95 % confidence
-//! bars, vertical markers (instance launch, InService, healthy) and shaded spans (warm-up).
-//! Self-contained text, so a report opens anywhere without network access or fonts to fetch.
+//! Small, dependency-free SVG charts for the report: lines (or minute steps) on one or two
+//! labelled y axes, 95 % confidence bars, p50/p95/p99 lines, horizontal bars for instance
+//! timelines, vertical markers and shaded spans. Self-contained text: a report opens anywhere
+//! without network access or fonts to fetch.
+//!
+//! What every chart guarantees (checked in a real browser by the test suite): every series is
+//! in the legend (the legend wraps onto as many rows as it needs), everything drawn stays inside
+//! the plot area (lines are clipped to it, ranges include every point and bar), both axes say
+//! their unit, and each point shows its values on hover (`<title>`).
 
 use std::fmt::Write as _;
 
@@ -11,6 +17,15 @@ pub enum Axis {
     Left,
     /// Right (a second unit, e.g. DB connections beside latency).
     Right,
+}
+
+/// How a series is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A line through the points.
+    Line,
+    /// A step per point, holding its value until the next (a CloudWatch period `[t, t+60)`).
+    Step,
 }
 
 /// One data series.
@@ -24,8 +39,14 @@ pub struct Series {
     pub errors: Option<Vec<f64>>,
     /// Axis.
     pub axis: Axis,
-    /// Draw markers at points (summary charts) as well as the line.
+    /// Draw markers at points as well as the line.
     pub dots: bool,
+    /// Line or steps.
+    pub shape: Shape,
+    /// The width of a step (s), for [`Shape::Step`].
+    pub step: f64,
+    /// A fixed colour (otherwise the palette's next).
+    pub color: Option<&'static str>,
 }
 
 impl Series {
@@ -37,6 +58,19 @@ impl Series {
             errors: None,
             axis: Axis::Left,
             dots: false,
+            shape: Shape::Line,
+            step: 60.0,
+            color: None,
+        }
+    }
+
+    /// Minute steps on the right axis (a CloudWatch series beside client figures).
+    pub fn steps_right(name: impl Into<String>, points: Vec<(f64, f64)>, width: f64) -> Series {
+        Series {
+            axis: Axis::Right,
+            shape: Shape::Step,
+            step: width,
+            ..Series::line(name, points)
         }
     }
 }
@@ -52,16 +86,31 @@ pub struct Marker {
     pub color: &'static str,
 }
 
+/// A horizontal bar (one state of one instance): row, from, to, colour, hover text.
+#[derive(Debug, Clone)]
+pub struct Bar {
+    /// Row index (0 at the top).
+    pub row: usize,
+    /// Start.
+    pub from: f64,
+    /// End.
+    pub to: f64,
+    /// Colour.
+    pub color: &'static str,
+    /// Hover text.
+    pub label: String,
+}
+
 /// A chart.
 #[derive(Debug, Clone, Default)]
 pub struct Chart {
     /// Title.
     pub title: String,
-    /// X axis label.
+    /// X axis label, with its unit.
     pub x_label: String,
-    /// Left axis label.
+    /// Left axis label, with its unit.
     pub y_label: String,
-    /// Right axis label (only drawn when a series uses it).
+    /// Right axis label, with its unit (drawn when a series uses it).
     pub y2_label: String,
     /// Series.
     pub series: Vec<Series>,
@@ -69,6 +118,16 @@ pub struct Chart {
     pub markers: Vec<Marker>,
     /// Shaded x spans (start, end, label).
     pub spans: Vec<(f64, f64, String)>,
+    /// A logarithmic left axis (values spanning decades).
+    pub log_y: bool,
+    /// Horizontal bars with their row names (an instance timeline) instead of a y scale.
+    pub bars: Vec<Bar>,
+    /// Row names of the bars.
+    pub rows: Vec<String>,
+    /// Legend entries of the bars' colours: (colour, meaning).
+    pub bar_legend: Vec<(&'static str, String)>,
+    /// Labelled x ticks (dates on a trend) instead of numbers.
+    pub x_ticks: Vec<(f64, String)>,
 }
 
 /// The palette (colour-blind friendly, distinct on screen and in screenshots).
@@ -76,12 +135,14 @@ pub const PALETTE: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
 
-const W: f64 = 700.0;
-const H: f64 = 300.0;
-const L: f64 = 64.0;
-const R: f64 = 64.0;
+/// Most hover points per series.
+const MAX_HOVER_POINTS: usize = 60;
+const W: f64 = 720.0;
+const L: f64 = 72.0;
+const R: f64 = 72.0;
 const T: f64 = 34.0;
-const B: f64 = 70.0;
+const PLOT_H: f64 = 220.0;
+const LEGEND_ROW: f64 = 16.0;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -102,21 +163,29 @@ pub fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
         .map(|m| m * mag)
         .find(|s| *s >= raw)
         .unwrap_or(10.0 * mag);
+    // From the round value at or below `lo` to the first at or above `hi`: every value inside.
     let start = (lo / step).floor() * step;
     let mut out = Vec::new();
-    let mut v = start;
-    while v <= hi + step * 0.5 {
+    let mut i = 0.0;
+    loop {
+        let v = start + i * step;
         out.push((v * 1e9).round() / 1e9);
-        v += step;
+        if v >= hi - step * 1e-9 {
+            break;
+        }
+        i += 1.0;
     }
     out
 }
 
-fn fmt_num(v: f64) -> String {
-    if v.abs() >= 10000.0 {
+/// A number as an axis or a tooltip shows it: whole when whole, microseconds kept below 1.
+pub fn fmt_num(v: f64) -> String {
+    if v.abs() >= 100_000.0 {
         format!("{:.0}k", v / 1000.0)
     } else if v.fract().abs() < 1e-9 {
         format!("{v:.0}")
+    } else if v.abs() < 1.0 {
+        format!("{v:.3}")
     } else if v.abs() < 10.0 {
         format!("{v:.2}")
     } else {
@@ -129,20 +198,29 @@ struct Scale {
     hi: f64,
     a: f64,
     b: f64,
+    log: bool,
 }
 
 impl Scale {
     fn map(&self, v: f64) -> f64 {
-        if self.hi > self.lo {
-            self.a + (v - self.lo) / (self.hi - self.lo) * (self.b - self.a)
+        let (lo, hi, v) = if self.log {
+            (self.lo.log10(), self.hi.log10(), v.max(self.lo).log10())
+        } else {
+            (self.lo, self.hi, v)
+        };
+        if hi > lo {
+            self.a + (v - lo) / (hi - lo) * (self.b - self.a)
         } else {
             (self.a + self.b) / 2.0
         }
     }
 }
 
-fn y_range(series: &[&Series]) -> (f64, f64) {
+/// The y range of some series: from 0 (or, on a log axis, the decade below the smallest
+/// positive value) to a round value above the highest point or bar.
+fn y_range(series: &[&Series], log: bool) -> (f64, f64) {
     let mut hi = f64::MIN;
+    let mut lo_pos = f64::MAX;
     for s in series {
         for (i, (_, y)) in s.points.iter().enumerate() {
             let e = s
@@ -152,44 +230,201 @@ fn y_range(series: &[&Series]) -> (f64, f64) {
                 .copied()
                 .unwrap_or(0.0);
             hi = hi.max(y + e);
+            if *y > 0.0 {
+                lo_pos = lo_pos.min(*y);
+            }
         }
     }
     if hi == f64::MIN || hi <= 0.0 {
         hi = 1.0;
     }
+    if log {
+        let lo = 10f64.powf(lo_pos.min(hi).log10().floor());
+        let top = 10f64.powf(hi.log10().ceil());
+        return (lo, top.max(lo * 10.0));
+    }
     let t = ticks(0.0, hi, 5);
     (0.0, *t.last().unwrap_or(&hi))
 }
 
+/// Decade ticks of a log axis.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut v = lo;
+    while v <= hi * 1.0001 {
+        out.push(v);
+        v *= 10.0;
+    }
+    out
+}
+
+/// True when positive values span two decades or more: a log axis reads better.
+pub fn spans_decades(values: impl IntoIterator<Item = f64>) -> bool {
+    let (mut lo, mut hi) = (f64::MAX, f64::MIN);
+    for v in values.into_iter().filter(|v| *v > 0.0) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    hi > lo && hi / lo >= 100.0
+}
+
+/// Legend entries laid out in rows across the chart's width: (x, row) per entry.
+fn legend_layout(labels: &[String]) -> (Vec<(f64, usize)>, usize) {
+    let mut out = Vec::new();
+    let (mut x, mut row) = (L, 0);
+    for label in labels {
+        let w = 26.0 + 6.4 * label.chars().count() as f64;
+        if x + w > W - 8.0 && x > L {
+            x = L;
+            row += 1;
+        }
+        out.push((x, row));
+        x += w;
+    }
+    (out, if labels.is_empty() { 0 } else { row + 1 })
+}
+
 impl Chart {
+    /// An empty chart with its title and axis labels (units included).
+    pub fn new(
+        title: impl Into<String>,
+        x_label: impl Into<String>,
+        y_label: impl Into<String>,
+    ) -> Chart {
+        Chart {
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            ..Default::default()
+        }
+    }
+
     /// True when there is nothing to draw.
     pub fn is_empty(&self) -> bool {
-        self.series.iter().all(|s| s.points.is_empty())
+        self.series.iter().all(|s| s.points.is_empty()) && self.bars.is_empty()
+    }
+
+    /// Legend entries: (label, colour, dashed, a series' entry); series without points have none.
+    fn legend_labels(&self) -> Vec<(String, &'static str, bool, bool)> {
+        let mut out: Vec<(String, &'static str, bool, bool)> = self
+            .series
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.points.is_empty())
+            .map(|(i, s)| {
+                let color = s.color.unwrap_or(PALETTE[i % PALETTE.len()]);
+                let label = if s.axis == Axis::Right {
+                    format!("{} (right axis)", s.name)
+                } else {
+                    s.name.clone()
+                };
+                (label, color, s.axis == Axis::Right, true)
+            })
+            .collect();
+        out.extend(
+            self.bar_legend
+                .iter()
+                .map(|(c, l)| (l.clone(), *c, false, false)),
+        );
+        out.extend(
+            self.markers
+                .iter()
+                .map(|m| {
+                    (
+                        m.color,
+                        m.label.split(' ').next_back().unwrap_or("").to_string(),
+                    )
+                })
+                .fold(
+                    Vec::<(&'static str, String)>::new(),
+                    |mut acc, (c, kind)| {
+                        if !acc.iter().any(|(ac, _)| *ac == c) {
+                            acc.push((c, kind));
+                        }
+                        acc
+                    },
+                )
+                .into_iter()
+                .map(|(c, kind)| (format!("marker: {kind}"), c, true, false)),
+        );
+        out
     }
 
     /// Renders the chart as an `<svg>` element.
     pub fn to_svg(&self) -> String {
+        let plot_h = if self.rows.is_empty() {
+            PLOT_H
+        } else {
+            (self.rows.len() as f64 * 22.0).clamp(60.0, 600.0)
+        };
+        let legend = self.legend_labels();
+        let labels: Vec<String> = legend.iter().map(|(l, ..)| l.clone()).collect();
+        let (positions, legend_rows) = legend_layout(&labels);
+        let bottom = T + plot_h;
+        let h = bottom + 46.0 + legend_rows as f64 * LEGEND_ROW + 8.0;
         let mut s = String::new();
+        let series_count = self.series.iter().filter(|s| !s.points.is_empty()).count();
+        let id = format!("c{:x}", fxhash(&self.title));
         let _ = write!(
             s,
-            r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{}">"#,
+            r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {h}" width="{W}" height="{h}" role="img" aria-label="{}" data-series="{series_count}">"#,
             esc(&self.title)
         );
         let _ = write!(
             s,
-            r##"<rect x="0" y="0" width="{W}" height="{H}" fill="#ffffff"/>"##
-        );
-        let _ = write!(
-            s,
-            r##"<text x="{}" y="20" text-anchor="middle" font-size="14" font-weight="bold" fill="#222">{}</text>"##,
+            r##"<rect x="0" y="0" width="{W}" height="{h}" fill="#ffffff"/><text x="{}" y="20" text-anchor="middle" font-size="13" font-weight="bold" fill="#222">{}</text>"##,
             W / 2.0,
-            esc(&self.title)
+            esc(&truncate(&self.title, 95))
         );
+        let _ = write!(
+            s,
+            r#"<defs><clipPath id="{id}"><rect x="{L}" y="{T}" width="{}" height="{plot_h}"/></clipPath></defs><rect class="plot" x="{L}" y="{T}" width="{}" height="{plot_h}" fill="none"/>"#,
+            W - L - R,
+            W - L - R
+        );
+        let x = self.x_scale();
+        if self.rows.is_empty() {
+            self.draw_xy(&mut s, &x, bottom, &id);
+        } else {
+            self.draw_bars(&mut s, &x, bottom, plot_h, &id);
+        }
+        self.draw_x_axis(&mut s, &x, bottom);
+        // Legend.
+        for ((label, color, dashed, series), (lx, row)) in legend.iter().zip(&positions) {
+            let kind = if *series { "series" } else { "key" };
+            let ly = bottom + 46.0 + *row as f64 * LEGEND_ROW;
+            let dash = if *dashed {
+                r#" stroke-dasharray="5 3""#
+            } else {
+                ""
+            };
+            let _ = write!(
+                s,
+                r##"<g class="legend-item" data-kind="{kind}"><line x1="{lx:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="3"{dash}/><text x="{:.1}" y="{:.1}" font-size="11" fill="#222">{}</text></g>"##,
+                ly - 4.0,
+                lx + 16.0,
+                ly - 4.0,
+                lx + 20.0,
+                ly,
+                esc(label)
+            );
+        }
+        s.push_str("</svg>");
+        s
+    }
+
+    fn x_scale(&self) -> Scale {
         let xs: Vec<f64> = self
             .series
             .iter()
-            .flat_map(|s| s.points.iter().map(|p| p.0))
+            .flat_map(|s| {
+                let step = if s.shape == Shape::Step { s.step } else { 0.0 };
+                s.points.iter().flat_map(move |p| [p.0, p.0 + step])
+            })
             .chain(self.markers.iter().map(|m| m.x))
+            .chain(self.bars.iter().flat_map(|b| [b.from, b.to]))
+            .chain(self.spans.iter().flat_map(|sp| [sp.0, sp.1]))
+            .filter(|v| v.is_finite())
             .collect();
         let (xlo, xhi) = if xs.is_empty() {
             (0.0, 1.0)
@@ -200,12 +435,55 @@ impl Chart {
             )
         };
         let xt = ticks(xlo, xhi, 8);
-        let x = Scale {
+        Scale {
             lo: xt[0].min(xlo),
-            hi: (*xt.last().unwrap()).max(xhi),
+            hi: (*xt.last().unwrap_or(&xhi)).max(xhi),
             a: L,
             b: W - R,
+            log: false,
+        }
+    }
+
+    fn draw_x_axis(&self, s: &mut String, x: &Scale, bottom: f64) {
+        // Users and rows are whole: no tick between two of them.
+        let whole = self
+            .series
+            .iter()
+            .flat_map(|s| &s.points)
+            .all(|p| p.0.fract() == 0.0);
+        let labelled: Vec<(f64, String)> = if self.x_ticks.is_empty() {
+            ticks(x.lo, x.hi, 8)
+                .into_iter()
+                .filter(|t| *t >= x.lo - 1e-9 && *t <= x.hi + 1e-9)
+                .filter(|t| !whole || t.fract() == 0.0)
+                .map(|t| (t, fmt_num(t)))
+                .collect()
+        } else {
+            // At most ~8 labels, evenly picked.
+            let every = self.x_ticks.len().div_ceil(8).max(1);
+            self.x_ticks.iter().step_by(every).cloned().collect()
         };
+        for (t, label) in labelled {
+            let px = x.map(t);
+            let _ = write!(
+                s,
+                r##"<line x1="{px:.1}" y1="{bottom}" x2="{px:.1}" y2="{}" stroke="#333"/><text x="{px:.1}" y="{}" text-anchor="middle" font-size="11" fill="#333">{}</text>"##,
+                bottom + 5.0,
+                bottom + 17.0,
+                esc(&label)
+            );
+        }
+        let _ = write!(
+            s,
+            r##"<line class="axis" x1="{L}" y1="{bottom}" x2="{}" y2="{bottom}" stroke="#333"/><text x="{}" y="{}" text-anchor="middle" font-size="12" fill="#333">{}</text>"##,
+            W - R,
+            (L + W - R) / 2.0,
+            bottom + 33.0,
+            esc(&self.x_label)
+        );
+    }
+
+    fn draw_xy(&self, s: &mut String, x: &Scale, bottom: f64, clip: &str) {
         let left: Vec<&Series> = self
             .series
             .iter()
@@ -216,32 +494,38 @@ impl Chart {
             .iter()
             .filter(|s| s.axis == Axis::Right)
             .collect();
-        let (l0, l1) = y_range(&left);
+        let (l0, l1) = y_range(&left, self.log_y);
         let y = Scale {
             lo: l0,
             hi: l1,
-            a: H - B,
+            a: bottom,
             b: T,
+            log: self.log_y,
         };
-        let (r0, r1) = y_range(&right);
+        let (r0, r1) = y_range(&right, false);
         let y2 = Scale {
             lo: r0,
             hi: r1,
-            a: H - B,
+            a: bottom,
             b: T,
+            log: false,
         };
-        // Spans and grid.
         for (a, b, label) in &self.spans {
             let (xa, xb) = (x.map(*a), x.map(*b));
             let _ = write!(
                 s,
                 r##"<rect class="span" x="{xa:.1}" y="{T}" width="{:.1}" height="{:.1}" fill="#f3f0e0"><title>{}</title></rect>"##,
                 (xb - xa).max(0.0),
-                H - B - T,
+                bottom - T,
                 esc(label)
             );
         }
-        for t in ticks(l0, l1, 5) {
+        let lticks = if self.log_y {
+            log_ticks(l0, l1)
+        } else {
+            ticks(l0, l1, 5)
+        };
+        for t in lticks {
             let py = y.map(t);
             let _ = write!(
                 s,
@@ -252,144 +536,192 @@ impl Chart {
                 fmt_num(t)
             );
         }
-        for t in &xt {
-            let px = x.map(*t);
-            let _ = write!(
-                s,
-                r##"<line x1="{px:.1}" y1="{}" x2="{px:.1}" y2="{}" stroke="#333"/><text x="{px:.1}" y="{}" text-anchor="middle" font-size="11" fill="#333">{}</text>"##,
-                H - B,
-                H - B + 5.0,
-                H - B + 18.0,
-                fmt_num(*t)
-            );
-        }
+        let _ = write!(
+            s,
+            r##"<line class="axis" x1="{L}" y1="{T}" x2="{L}" y2="{bottom}" stroke="#333"/><text transform="translate(16,{}) rotate(-90)" text-anchor="middle" font-size="12" fill="#333">{}</text>"##,
+            (bottom + T) / 2.0,
+            esc(&format!(
+                "{}{}",
+                self.y_label,
+                if self.log_y { " (log)" } else { "" }
+            ))
+        );
         if !right.is_empty() {
             for t in ticks(r0, r1, 5) {
-                let py = y2.map(t);
                 let _ = write!(
                     s,
                     r##"<text x="{}" y="{:.1}" font-size="11" fill="#555">{}</text>"##,
                     W - R + 6.0,
-                    py + 4.0,
+                    y2.map(t) + 4.0,
                     fmt_num(t)
                 );
             }
             let _ = write!(
                 s,
-                r##"<line class="axis" x1="{}" y1="{T}" x2="{}" y2="{}" stroke="#333"/>"##,
+                r##"<line class="axis" x1="{}" y1="{T}" x2="{}" y2="{bottom}" stroke="#333"/><text transform="translate({},{}) rotate(90)" text-anchor="middle" font-size="12" fill="#555">{}</text>"##,
                 W - R,
                 W - R,
-                H - B
-            );
-            let _ = write!(
-                s,
-                r##"<text transform="translate({},{}) rotate(90)" text-anchor="middle" font-size="12" fill="#555">{}</text>"##,
-                W - 14.0,
-                (H - B + T) / 2.0,
+                W - 16.0,
+                (bottom + T) / 2.0,
                 esc(&self.y2_label)
             );
         }
-        // Axes.
-        let _ = write!(
-            s,
-            r##"<line class="axis" x1="{L}" y1="{}" x2="{}" y2="{}" stroke="#333"/><line class="axis" x1="{L}" y1="{T}" x2="{L}" y2="{}" stroke="#333"/>"##,
-            H - B,
-            W - R,
-            H - B,
-            H - B
-        );
-        let _ = write!(
-            s,
-            r##"<text x="{}" y="{}" text-anchor="middle" font-size="12" fill="#333">{}</text>"##,
-            (L + W - R) / 2.0,
-            H - B + 36.0,
-            esc(&self.x_label)
-        );
-        let _ = write!(
-            s,
-            r##"<text transform="translate(16,{}) rotate(-90)" text-anchor="middle" font-size="12" fill="#333">{}</text>"##,
-            (H - B + T) / 2.0,
-            esc(&self.y_label)
-        );
-        // Markers.
         for m in &self.markers {
             let px = x.map(m.x);
             let _ = write!(
                 s,
-                r#"<line class="marker" x1="{px:.1}" y1="{T}" x2="{px:.1}" y2="{}" stroke="{}" stroke-dasharray="4 3"><title>{}</title></line>"#,
-                H - B,
+                r#"<line class="marker" x1="{px:.1}" y1="{T}" x2="{px:.1}" y2="{bottom}" stroke="{}" stroke-dasharray="4 3" stroke-width="1.5"><title>{}</title></line>"#,
                 m.color,
                 esc(&m.label)
             );
         }
-        // Series.
         for (i, se) in self.series.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()];
+            let color = se.color.unwrap_or(PALETTE[i % PALETTE.len()]);
             let ys = if se.axis == Axis::Left { &y } else { &y2 };
-            if se.points.is_empty() {
-                continue;
-            }
-            let path: Vec<String> = se
-                .points
-                .iter()
-                .map(|(px, py)| format!("{:.1},{:.1}", x.map(*px), ys.map(*py)))
-                .collect();
-            let dash = if se.axis == Axis::Right {
-                r#" stroke-dasharray="6 3""#
-            } else {
-                ""
-            };
-            let _ = write!(
-                s,
-                r#"<polyline class="series" fill="none" stroke="{color}" stroke-width="2"{dash} points="{}"><title>{}</title></polyline>"#,
-                path.join(" "),
-                esc(&se.name)
-            );
-            if let Some(errs) = &se.errors {
-                for ((px, py), e) in se.points.iter().zip(errs) {
-                    let (cx, top, bot) = (x.map(*px), ys.map(py + e), ys.map((py - e).max(0.0)));
-                    let _ = write!(
-                        s,
-                        r#"<path class="ci" d="M{cx:.1},{top:.1}V{bot:.1}M{:.1},{top:.1}h8M{:.1},{bot:.1}h8" stroke="{color}" fill="none"/>"#,
-                        cx - 4.0,
-                        cx - 4.0
-                    );
-                }
-            }
-            if se.dots || se.points.len() == 1 {
-                for (px, py) in &se.points {
-                    let _ = write!(
-                        s,
-                        r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"/>"#,
-                        x.map(*px),
-                        ys.map(*py)
-                    );
-                }
-            }
+            self.draw_series(s, se, x, ys, color, clip);
         }
-        // Legend.
-        let mut lx = L;
-        let ly = H - 14.0;
-        for (i, se) in self.series.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()];
-            let label = if se.axis == Axis::Right {
-                format!("{} (right)", se.name)
-            } else {
-                se.name.clone()
-            };
-            let _ = write!(
-                s,
-                r##"<rect x="{lx:.1}" y="{}" width="14" height="4" fill="{color}"/><text x="{:.1}" y="{}" font-size="11" fill="#222">{}</text>"##,
-                ly - 4.0,
-                lx + 18.0,
-                ly + 1.0,
-                esc(&label)
-            );
-            lx += 26.0 + 6.5 * label.chars().count() as f64;
-        }
-        s.push_str("</svg>");
-        s
     }
+
+    fn draw_series(
+        &self,
+        s: &mut String,
+        se: &Series,
+        x: &Scale,
+        ys: &Scale,
+        color: &str,
+        clip: &str,
+    ) {
+        if se.points.is_empty() {
+            return;
+        }
+        let mut path = Vec::new();
+        for (i, (px, py)) in se.points.iter().enumerate() {
+            match se.shape {
+                Shape::Line => path.push(format!("{:.1},{:.1}", x.map(*px), ys.map(*py))),
+                Shape::Step => {
+                    let end = se
+                        .points
+                        .get(i + 1)
+                        .map(|n| n.0.min(px + se.step))
+                        .unwrap_or(px + se.step);
+                    path.push(format!("{:.1},{:.1}", x.map(*px), ys.map(*py)));
+                    path.push(format!("{:.1},{:.1}", x.map(end), ys.map(*py)));
+                }
+            }
+        }
+        let dash = if se.axis == Axis::Right {
+            r#" stroke-dasharray="6 3""#
+        } else {
+            ""
+        };
+        let _ = write!(
+            s,
+            r#"<polyline class="series" clip-path="url(#{clip})" fill="none" stroke="{color}" stroke-width="2"{dash} points="{}"><title>{}</title></polyline>"#,
+            path.join(" "),
+            esc(&se.name)
+        );
+        if let Some(errs) = &se.errors {
+            for ((px, py), e) in se.points.iter().zip(errs) {
+                let (cx, top, bot) = (x.map(*px), ys.map(py + e), ys.map((py - e).max(ys.lo)));
+                let _ = write!(
+                    s,
+                    r#"<path class="ci" clip-path="url(#{clip})" d="M{cx:.1},{top:.1}V{bot:.1}M{:.1},{top:.1}h8M{:.1},{bot:.1}h8" stroke="{color}" fill="none"><title>{}: {} ± {} (95 % CI)</title></path>"#,
+                    cx - 4.0,
+                    cx - 4.0,
+                    esc(&se.name),
+                    fmt_num(*py),
+                    fmt_num(*e)
+                );
+            }
+        }
+        // Points: visible when `dots`, always hoverable; a long series keeps one hover point in
+        // every few (and its peak), so a 42-run report stays light.
+        let (r, opacity) = if se.dots || se.points.len() == 1 {
+            (3.5, 1.0)
+        } else {
+            (4.0, 0.0)
+        };
+        let every = se.points.len().div_ceil(MAX_HOVER_POINTS).max(1);
+        let peak = se
+            .points
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1 .1.total_cmp(&b.1 .1))
+            .map(|(i, _)| i);
+        let hover = se
+            .points
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % every == 0 || Some(*i) == peak)
+            .map(|(_, p)| p);
+        for (px, py) in hover {
+            let _ = write!(
+                s,
+                r#"<circle class="pt" cx="{:.1}" cy="{:.1}" r="{r}" fill="{color}" fill-opacity="{opacity}"><title>{}: {} at {}</title></circle>"#,
+                x.map(*px),
+                ys.map(*py),
+                esc(&se.name),
+                fmt_num(*py),
+                fmt_num(*px)
+            );
+        }
+    }
+
+    fn draw_bars(&self, s: &mut String, x: &Scale, bottom: f64, plot_h: f64, clip: &str) {
+        let row_h = plot_h / self.rows.len().max(1) as f64;
+        for (i, name) in self.rows.iter().enumerate() {
+            let cy = T + row_h * (i as f64 + 0.5);
+            let _ = write!(
+                s,
+                r##"<text x="{}" y="{:.1}" text-anchor="end" font-size="10" fill="#333">{}</text>"##,
+                L - 4.0,
+                cy + 3.0,
+                esc(&truncate(name, 11))
+            );
+        }
+        for b in &self.bars {
+            let y0 = T + row_h * b.row as f64 + row_h * 0.2;
+            let (xa, xb) = (x.map(b.from), x.map(b.to));
+            let _ = write!(
+                s,
+                r#"<rect class="bar" clip-path="url(#{clip})" x="{xa:.1}" y="{y0:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{}</title></rect>"#,
+                (xb - xa).max(1.0),
+                row_h * 0.6,
+                b.color,
+                esc(&b.label)
+            );
+        }
+        for m in &self.markers {
+            let px = x.map(m.x);
+            let _ = write!(
+                s,
+                r#"<line class="marker" x1="{px:.1}" y1="{T}" x2="{px:.1}" y2="{bottom}" stroke="{}" stroke-dasharray="4 3"><title>{}</title></line>"#,
+                m.color,
+                esc(&m.label)
+            );
+        }
+        let _ = write!(
+            s,
+            r##"<line class="axis" x1="{L}" y1="{T}" x2="{L}" y2="{bottom}" stroke="#333"/>"##
+        );
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// A small stable hash for ids.
+fn fxhash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -403,14 +735,19 @@ mod tests {
             vec![0.0, 20.0, 40.0, 60.0, 80.0, 100.0]
         );
         assert_eq!(ticks(2.0, 106.0, 8).first(), Some(&0.0));
+        // The last tick is never below the highest value (211 on a 50-step axis: 250).
+        assert_eq!(ticks(0.0, 211.0, 5).last(), Some(&250.0));
+        assert_eq!(ticks(0.0, 200.0, 5).last(), Some(&200.0));
+        assert_eq!(fmt_num(0.213), "0.213", "sub-millisecond values keep µs");
     }
 
     #[test]
-    fn renders_axes_series_markers_and_escapes() {
+    fn renders_axes_series_legend_markers_and_escapes() {
         let mut c = Chart {
             title: "p95 <ms>".into(),
             x_label: "users".into(),
             y_label: "ms".into(),
+            y2_label: "connections".into(),
             ..Default::default()
         };
         c.series.push(Series {
@@ -418,10 +755,8 @@ mod tests {
             dots: true,
             ..Series::line("verify", vec![(2.0, 10.0), (10.0, 30.0)])
         });
-        c.series.push(Series {
-            axis: Axis::Right,
-            ..Series::line("db", vec![(2.0, 5.0)])
-        });
+        c.series
+            .push(Series::steps_right("db", vec![(2.0, 5.0), (6.0, 7.0)], 4.0));
         c.markers.push(Marker {
             x: 5.0,
             label: "i-1 InService".into(),
@@ -431,6 +766,33 @@ mod tests {
         assert!(svg.contains("p95 &lt;ms&gt;"));
         assert_eq!(svg.matches(r#"class="series""#).count(), 2);
         assert_eq!(svg.matches(r#"class="ci""#).count(), 2);
-        assert!(svg.contains("i-1 InService") && svg.contains("db (right)"));
+        assert!(svg.contains("i-1 InService") && svg.contains("db (right axis)"));
+        assert!(svg.contains(r#"data-series="2""#));
+        assert_eq!(
+            svg.matches(r#"data-kind="series""#).count(),
+            2,
+            "two series"
+        );
+        assert_eq!(
+            svg.matches(r#"class="legend-item""#).count(),
+            3,
+            "and a marker kind"
+        );
+        assert_eq!(
+            svg.matches(r#"class="pt""#).count(),
+            4,
+            "every point hoverable"
+        );
+    }
+
+    #[test]
+    fn a_long_legend_wraps_onto_more_rows() {
+        let labels: Vec<String> = (0..12)
+            .map(|i| format!("POST /challenge-response/v1/[SESSION_ID] #{i}"))
+            .collect();
+        let (pos, rows) = legend_layout(&labels);
+        assert!(rows >= 6, "{rows}");
+        assert!(pos.iter().all(|(x, _)| *x < W), "{pos:?}");
+        assert!(spans_decades([0.2, 30.0]) && !spans_decades([10.0, 300.0]));
     }
 }

@@ -41,6 +41,15 @@ impl Figure {
     pub fn higher_is_worse(self) -> bool {
         !matches!(self, Figure::Rps)
     }
+
+    /// The unit its values are in.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Figure::Rps => "/s",
+            Figure::FailureRate => "%",
+            _ => "ms",
+        }
+    }
 }
 
 impl fmt::Display for Figure {
@@ -63,8 +72,12 @@ impl fmt::Display for Figure {
 pub enum Bound {
     /// Must be below (`<`) this value (ms for latency, req/s, percent).
     Below(f64),
+    /// Must be at most (`<=`) this value.
+    AtMost(f64),
     /// Must be above (`>`) this value.
     Above(f64),
+    /// Must be at least (`>=`) this value.
+    AtLeast(f64),
     /// May worsen by at most this percentage relative to the baseline.
     Relative(f64),
 }
@@ -101,6 +114,21 @@ fn parse_value(s: &str, figure: Figure) -> Result<f64, String> {
 }
 
 impl Threshold {
+    /// True when it applies to an endpoint of `task` named `name` (a task name means the task's
+    /// unit, the session, when there is one; a request name its requests; `*` all).
+    pub fn applies(&self, task: &str, name: &str, is_unit: bool, task_has_unit: bool) -> bool {
+        match self.endpoint.as_str() {
+            "*" => true,
+            e if e == task => is_unit || !task_has_unit,
+            e => !is_unit && (name == e || name.ends_with(e)),
+        }
+    }
+
+    /// True when it needs a baseline.
+    pub fn relative(&self) -> bool {
+        matches!(self.bound, Bound::Relative(_))
+    }
+
     /// Parses `ENDPOINT FIGURE (< VALUE | > VALUE | +N%)`.
     pub fn parse(text: &str) -> Result<Threshold, String> {
         let parts: Vec<&str> = text.split_whitespace().collect();
@@ -116,8 +144,10 @@ impl Threshold {
             format!("unknown figure `{figure}`: use p50, p90, p95, p99, max, rps or failure-rate")
         })?;
         let bound = match rest {
-            ["<", v] | ["<=", v] => Bound::Below(parse_value(v, figure)?),
-            [">", v] | [">=", v] => Bound::Above(parse_value(v, figure)?),
+            ["<", v] => Bound::Below(parse_value(v, figure)?),
+            ["<=", v] => Bound::AtMost(parse_value(v, figure)?),
+            [">", v] => Bound::Above(parse_value(v, figure)?),
+            [">=", v] => Bound::AtLeast(parse_value(v, figure)?),
             [rel] if rel.starts_with('+') && rel.ends_with('%') => Bound::Relative(
                 rel[1..rel.len() - 1]
                     .parse()
@@ -142,7 +172,9 @@ impl Threshold {
     pub fn check(&self, contender: f64, baseline: Option<f64>) -> Option<bool> {
         match self.bound {
             Bound::Below(v) => Some(contender < v),
+            Bound::AtMost(v) => Some(contender <= v),
             Bound::Above(v) => Some(contender > v),
+            Bound::AtLeast(v) => Some(contender >= v),
             Bound::Relative(pct) => {
                 let base = baseline?;
                 let limit = if self.figure.higher_is_worse() {
@@ -182,6 +214,16 @@ mod tests {
             Bound::Below(1500.0)
         );
         assert!(Threshold::parse("verify p97 < 1s").is_err());
+        // `<=` is `<=`.
+        let at_most = Threshold::parse("verify p90 <= 800ms").unwrap();
+        assert_eq!(at_most.figure, Figure::P90);
+        assert_eq!(at_most.check(800.0, None), Some(true));
+        assert_eq!(
+            Threshold::parse("verify p95 < 800ms")
+                .unwrap()
+                .check(800.0, None),
+            Some(false)
+        );
         assert!(Threshold::parse("verify p95 < 800").is_err());
     }
 }

@@ -38,6 +38,24 @@ impl TaskRef {
             TaskRef::Http(n) => n,
         }
     }
+
+    /// The names of the requests it issues, as results name them.
+    pub fn request_names(&self, spec: &TrialFile) -> Vec<String> {
+        use crate::load::tasks::names;
+        match self {
+            TaskRef::WellKnown => {
+                vec![names::WK_PROVISIONING.into(), names::WK_VERIFICATION.into()]
+            }
+            TaskRef::Provision => vec![names::SUBMIT.into()],
+            TaskRef::Verify => vec![names::NEW_SESSION.into(), names::SESSION.into()],
+            TaskRef::Http(n) => spec
+                .http_tasks
+                .get(n)
+                .map(|h| h.path.clone())
+                .into_iter()
+                .collect(),
+        }
+    }
 }
 
 /// Checked auto-scaling capacity.
@@ -817,14 +835,34 @@ fn check_infra(c: &mut Check, infra: &InfraSpec) -> Vec<(ServiceRole, Capacity)>
 }
 
 /// `thresholds` and `metrics-settle`.
-fn check_gates(c: &mut Check, spec: &TrialFile) {
+fn check_gates(c: &mut Check, spec: &TrialFile, tasks: &[TaskRef]) {
     for (i, t) in spec.thresholds.iter().enumerate() {
-        if let Err(m) = crate::report::thresholds::Threshold::parse(t) {
-            c.err(
-                &format!("thresholds[{i}]"),
-                m,
-                Some("e.g. `verify p95 < 800ms` or `* p95 +10%`"),
-            );
+        let field = format!("thresholds[{i}]");
+        match crate::report::thresholds::Threshold::parse(t) {
+            Err(m) => c.err(&field, m, Some("e.g. `verify p95 < 800ms` or `* p95 +10%`")),
+            Ok(th) => {
+                // A threshold that matches nothing would pass without checking anything.
+                let requests: Vec<String> =
+                    tasks.iter().flat_map(|t| t.request_names(spec)).collect();
+                let e = th.endpoint.as_str();
+                let matches = e == "*"
+                    || tasks.iter().any(|t| t.name() == e)
+                    || requests.iter().any(|r| r == e || r.ends_with(e));
+                if !matches && !tasks.is_empty() {
+                    let mut known: Vec<String> =
+                        tasks.iter().map(|t| t.name().to_string()).collect();
+                    known.extend(requests);
+                    let hint = format!(
+                        "name a task or a request of this trial: {}",
+                        known.join(", ")
+                    );
+                    c.err(
+                        &field,
+                        format!("`{e}` matches no endpoint of this trial"),
+                        Some(&hint),
+                    );
+                }
+            }
         }
     }
     if let Some(settle) = spec.metrics_settle {
@@ -918,7 +956,7 @@ fn check_trial(
     let tasks = check_tasks(&mut c, &spec);
     check_http_tasks(&mut c, &spec);
     let capacities = check_infra(&mut c, &spec.infra);
-    check_gates(&mut c, &spec);
+    check_gates(&mut c, &spec, &tasks);
     if let Some(env) = &env {
         check_against_environment(&mut c, &spec, &capacities, env);
     }

@@ -1,0 +1,376 @@
+//! What a report reads from a results directory, read once: the run summaries, store counts and
+//! manifest, and per run its timeline, latency log, cloud series, infra samples and spin-up
+//! timeline. Readers tolerate missing files (a run interrupted early has fewer).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::results::{self, ResultsDir, RunSummary, StoreSnapshot};
+
+/// One row of a per-second timeline.
+#[derive(Debug, Clone)]
+pub struct TimelineRow {
+    /// Seconds since the run's start (of the second's beginning).
+    pub second: f64,
+    /// The UTC second.
+    pub unix: f64,
+    /// Method and name.
+    pub endpoint: String,
+    /// `partial`, `warmup` or `steady`.
+    pub phase: String,
+    /// `request` or `task`.
+    pub kind: String,
+    /// Users running.
+    pub users: f64,
+    /// Requests.
+    pub requests: f64,
+    /// Failures.
+    pub failures: f64,
+    /// Median, ms.
+    pub p50: Option<f64>,
+    /// p95, ms.
+    pub p95: Option<f64>,
+}
+
+/// Splits one CSV line (quoted fields allowed).
+pub fn split_csv(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// Reads `timeline.csv`.
+pub fn read_timeline(path: &Path) -> Vec<TimelineRow> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f = split_csv(l);
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+            Some(TimelineRow {
+                unix: num(0)?,
+                second: num(1)?,
+                phase: f.get(3)?.clone(),
+                endpoint: format!("{} {}", f.get(4)?, f.get(5)?),
+                kind: f.get(6)?.clone(),
+                users: num(7).unwrap_or(0.0),
+                requests: num(8)?,
+                failures: num(9)?,
+                p50: num(11),
+                p95: num(13),
+            })
+        })
+        .collect()
+}
+
+/// Reads a JSON-lines file.
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The per-second histograms of a run's `latency.hlog`: (tag, Unix second, histogram), request
+/// endpoints only.
+pub fn hlog_seconds(path: &Path) -> Vec<(String, f64, hdrhistogram::Histogram<u64>)> {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let mut base = 0.0;
+    let mut out = Vec::new();
+    for entry in IntervalLogIterator::new(&bytes).flatten() {
+        match entry {
+            LogEntry::BaseTime(b) => base = b.as_secs_f64(),
+            LogEntry::Interval(i) => {
+                let tag = i.tag().map(|t| t.as_str().to_string()).unwrap_or_default();
+                if tag.starts_with("TASK:") {
+                    continue;
+                }
+                let Some(h) = crate::load::aggregate::decode(i.encoded_histogram()) else {
+                    continue;
+                };
+                out.push((tag, base + i.start_timestamp().as_secs_f64(), h));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A CloudWatch series of a run, on the generator's clock.
+#[derive(Debug, Clone)]
+pub struct CloudSeries {
+    /// Its label (namespace, metric, dimensions, statistic; "(synthetic)" from an emulator).
+    pub label: String,
+    /// The metric's name.
+    pub metric: String,
+    /// Period start (Unix seconds) and value.
+    pub points: Vec<(f64, f64)>,
+    /// The period, s.
+    pub period: f64,
+}
+
+/// Lines of a log group matching one pattern.
+#[derive(Debug, Clone, Default)]
+pub struct ErrorLog {
+    /// The log group.
+    pub group: String,
+    /// The pattern.
+    pub pattern: String,
+    /// (minute start, lines) on the generator's clock.
+    pub per_minute: Vec<(f64, u64)>,
+    /// The first matching lines.
+    pub samples: Vec<String>,
+}
+
+/// Cloud figures of a run: its series, error-log counts, and why they are missing if they are.
+#[derive(Debug, Clone, Default)]
+pub struct Cloud {
+    /// The series.
+    pub series: Vec<CloudSeries>,
+    /// Error-log counts per pattern.
+    pub logs: Vec<ErrorLog>,
+    /// Why the pull failed, if it did.
+    pub error: Option<String>,
+    /// Series from an emulator.
+    pub synthetic: bool,
+}
+
+/// Reads a run's `cloudwatch.json`.
+pub fn read_cloud(dir: &Path) -> Cloud {
+    let cw: Value = results::read_json(&dir.join("cloudwatch.json")).unwrap_or(Value::Null);
+    let synthetic = cw["synthetic"].as_bool() == Some(true);
+    let period = cw["period_s"].as_f64().unwrap_or(60.0);
+    let series = cw["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            let mut label = s["label"].as_str()?.to_string();
+            if synthetic {
+                label.push_str(" (synthetic)");
+            }
+            Some(CloudSeries {
+                label,
+                metric: s["metric"].as_str().unwrap_or("").to_string(),
+                points: s["points"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?)))
+                    .collect(),
+                period,
+            })
+        })
+        .collect();
+    let logs = cw["logs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            let minutes = l["per_minute"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| Some((p[0].as_f64()?, p[1].as_u64()?)))
+                        .collect()
+                })
+                .or_else(|| {
+                    l["per_minute"].as_object().map(|m| {
+                        m.iter()
+                            .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_u64()?)))
+                            .collect()
+                    })
+                })
+                .unwrap_or_default();
+            let samples = l["samples"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect();
+            ErrorLog {
+                group: l["log_group"].as_str().unwrap_or("").to_string(),
+                pattern: l["pattern"].as_str().unwrap_or("").to_string(),
+                per_minute: minutes,
+                samples,
+            }
+        })
+        .collect();
+    Cloud {
+        series,
+        logs,
+        error: cw["error"].as_str().map(str::to_string),
+        synthetic,
+    }
+}
+
+/// One instance's life as the samples and the spin-up timeline saw it.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceLife {
+    /// Instance id.
+    pub id: String,
+    /// Its group.
+    pub group: String,
+    /// Launched (EC2 launch time).
+    pub launched: Option<f64>,
+    /// First sampled.
+    pub first_seen: Option<f64>,
+    /// First seen InService.
+    pub in_service: Option<f64>,
+    /// First seen with a healthy target.
+    pub healthy: Option<f64>,
+    /// Last seen.
+    pub last_seen: f64,
+    /// Gone before the last sample (terminated or replaced).
+    pub gone: bool,
+}
+
+/// Every instance a run's infra samples and spin-up timeline saw.
+pub fn instance_lives(dir: &Path) -> Vec<InstanceLife> {
+    let samples = read_jsonl(&dir.join("infra.jsonl"));
+    let scaling: Value = results::read_json(&dir.join("scaling.json")).unwrap_or(Value::Null);
+    let mut lives: BTreeMap<String, InstanceLife> = BTreeMap::new();
+    let last_t = samples
+        .last()
+        .and_then(|s| s["unix"].as_f64())
+        .unwrap_or(0.0);
+    for s in &samples {
+        let t = s["unix"].as_f64().unwrap_or(0.0);
+        for g in s["groups"].as_array().into_iter().flatten() {
+            let group = g["asg"].as_str().unwrap_or("").to_string();
+            for i in g["instances"].as_array().into_iter().flatten() {
+                let id = i["id"].as_str().unwrap_or("?").to_string();
+                let life = lives.entry(id.clone()).or_insert_with(|| InstanceLife {
+                    id,
+                    group: group.clone(),
+                    first_seen: Some(t),
+                    ..Default::default()
+                });
+                life.last_seen = t;
+                if i["lifecycle"] == "InService" && life.in_service.is_none() {
+                    life.in_service = Some(t);
+                }
+            }
+            for tg in g["targets"].as_array().into_iter().flatten() {
+                if tg["state"] == "healthy" {
+                    if let Some(life) = tg["id"].as_str().and_then(|id| lives.get_mut(id)) {
+                        life.healthy.get_or_insert(t);
+                    }
+                }
+            }
+        }
+    }
+    for i in scaling["instances"].as_array().into_iter().flatten() {
+        if let (Some(id), Some(t)) = (i["id"].as_str(), i["launch_time"].as_f64()) {
+            if let Some(life) = lives.get_mut(id) {
+                life.launched = Some(t);
+            }
+        }
+    }
+    for life in lives.values_mut() {
+        life.gone = life.last_seen + 1e-9 < last_t;
+    }
+    lives.into_values().collect()
+}
+
+/// Everything a report of one results directory reads.
+pub struct ReportData {
+    /// The directory.
+    pub dir: ResultsDir,
+    /// Completed (and interrupted) runs, in start order.
+    pub runs: Vec<RunSummary>,
+    /// Store counts.
+    pub stores: Vec<StoreSnapshot>,
+    /// The manifest.
+    pub manifest: Value,
+}
+
+impl ReportData {
+    /// Reads a results directory.
+    pub fn read(dir: &Path) -> crate::Result<ReportData> {
+        let rd = ResultsDir::open(dir)?;
+        let runs = rd.summaries()?;
+        let stores = results::read_json(&rd.root.join("stores.json")).unwrap_or_default();
+        let manifest = results::read_json(&rd.root.join("manifest.json")).unwrap_or(Value::Null);
+        Ok(ReportData {
+            dir: rd,
+            runs,
+            stores,
+            manifest,
+        })
+    }
+
+    /// The trial's name.
+    pub fn trial(&self) -> String {
+        self.manifest["trial"]["spec"]["name"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                self.dir
+                    .root
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("results")
+                    .to_string()
+            })
+    }
+
+    /// The environment's name.
+    pub fn environment(&self) -> String {
+        self.manifest["environment"]["spec"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// The tasks, in the order the runs show them.
+    pub fn tasks(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in &self.runs {
+            for e in &r.endpoints {
+                if !out.contains(&e.task) && e.task != "auth" {
+                    out.push(e.task.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Instances that became InService during a run, after its first infra sample: (id, seconds
+/// since `start`). Instances already in service when sampling began did not join.
+pub fn joins(lives: &[InstanceLife], start: f64) -> Vec<(String, f64)> {
+    let first = lives
+        .iter()
+        .filter_map(|l| l.first_seen)
+        .fold(f64::INFINITY, f64::min);
+    lives
+        .iter()
+        .filter_map(|l| Some((l, l.in_service?)))
+        .filter(|(_, t)| *t > first)
+        .map(|(l, t)| (l.id.clone(), t - start))
+        .collect()
+}
