@@ -1019,3 +1019,39 @@ async fn a_piped_run_ends_with_its_summary_and_the_threshold_list() {
         html.contains(r#"<span class="fail">✗</span> <code>verify failure-rate &lt; 1%</code>"#)
     );
 }
+
+/// `bench --task verify` (no URL: a stand-in of its own) reports the generator's CPU per
+/// verification session, from the engine's threads, with every session checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_verify_reports_generator_cpu_per_session() {
+    let _serial = SERIAL.lock().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trialrunner"))
+        .args([
+            "bench",
+            "--task",
+            "verify",
+            "--connections",
+            "4",
+            "--duration",
+            "2s",
+            "--threads",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("failures: 0"), "{stdout}");
+    let per_session: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("generator CPU per verification session: "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no per-session CPU in {stdout}"));
+    assert!(per_session > 0.0, "{stdout}");
+}

@@ -5,9 +5,13 @@ use crate::error::{exit, Result};
 /// Arguments of `bench`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The URL to GET.
-    #[arg(long)]
-    pub url: url::Url,
+    /// The target (for `--task verify` without it: a stand-in on its own thread, not counted).
+    #[arg(long, required_if_eq("task", "http"))]
+    pub url: Option<url::Url>,
+    /// What each user does: `http` (GET the URL) or `verify` (Veraison verification sessions,
+    /// reporting the generator's CPU per session).
+    #[arg(long, value_enum, default_value = "http")]
+    pub task: crate::load::bench::BenchTask,
     /// Connections (= virtual users).
     #[arg(long, default_value_t = 64)]
     pub connections: u32,
@@ -32,8 +36,31 @@ pub fn run(args: Args) -> Result<i32> {
             .unwrap_or(1)
     });
     let dir = std::env::temp_dir().join(format!("trialrunner-bench-{}", std::process::id()));
+    // Without a URL, `verify` gets a stand-in on a runtime of its own (its CPU is not the
+    // generator's: only the engine's threads are measured).
+    let (_standin_rt, _standin, url) = match &args.url {
+        Some(u) => (None, None, u.clone()),
+        None => {
+            let srt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("standin")
+                .enable_all()
+                .build()
+                .expect("tokio runtime starts");
+            let standin = srt
+                .block_on(crate::veraison::standin::Standin::start(
+                    "127.0.0.1:0".parse().expect("an address"),
+                    crate::veraison::standin::StandinConfig::default(),
+                    crate::veraison::standin::store::KvStore::memory(),
+                ))
+                .map_err(|e| crate::error::Error::io("starting the stand-in", e))?;
+            let url = standin.url();
+            (Some(srt), Some(standin), url)
+        }
+    };
     let report = rt.block_on(crate::load::bench::run(
-        &args.url,
+        &url,
+        args.task,
         args.connections,
         args.duration,
         threads,
@@ -59,6 +86,13 @@ pub fn run(args: Args) -> Result<i32> {
         report.peak_rss_kib,
         report.kib_per_user()
     );
+    if args.task == crate::load::bench::BenchTask::Verify {
+        println!(
+            "generator CPU per verification session: {:.0} µs (goal ≤ 150 µs; EAR checks {:.0} µs of it)",
+            report.cpu_us_per_task(),
+            s.generator.check_cpu_us_per_task
+        );
+    }
     println!("requests/s: {:.0}", report.requests_per_s());
     // A rate of failures is not a measurement of the engine.
     let a = &s.aggregated;

@@ -53,10 +53,41 @@ pub fn proc_status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs `connections` users doing `GET url` for `duration` on `threads` engine threads;
-/// results go to `dir`.
+/// What a benchmark's users do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchTask {
+    /// `GET url`, status checked.
+    Http,
+    /// Veraison verification sessions: a token with a fresh nonce, newSession, evidence,
+    /// DELETE, the EAR's signature and nonce checked.
+    Verify,
+}
+
+impl BenchReport {
+    /// Generator CPU (the engine's threads only) per task completed, µs.
+    pub fn cpu_us_per_task(&self) -> f64 {
+        let g = &self.summary.generator;
+        let cpu_s = g.cpu_pct / 100.0 * self.summary.duration_s * g.threads as f64;
+        let tasks = self
+            .summary
+            .endpoints
+            .iter()
+            .find(|e| e.kind == super::recorder::Kind::Task)
+            .map(|e| e.total.count)
+            .unwrap_or(self.summary.aggregated.count);
+        if tasks == 0 {
+            0.0
+        } else {
+            cpu_s * 1e6 / tasks as f64
+        }
+    }
+}
+
+/// Runs `connections` users doing `task` against `url` for `duration` on `threads` engine
+/// threads; results go to `dir`.
 pub async fn run(
     url: &url::Url,
+    kind: BenchTask,
     connections: u32,
     duration: Duration,
     threads: usize,
@@ -74,10 +105,14 @@ pub async fn run(
         expect: reqwest::StatusCode::OK,
         auth: false,
     };
+    let (release, tasks) = match kind {
+        BenchTask::Http => ("head", vec![TaskRef::Http("get".into())]),
+        BenchTask::Verify => ("v0.0.2602", vec![TaskRef::Verify]),
+    };
     let target = Target {
         provisioning: url.clone(),
         verification: url.clone(),
-        release: ReleaseProfile::parse("head").expect("known release"),
+        release: ReleaseProfile::parse(release).expect("known release"),
         tokens: None,
         http_tasks: BTreeMap::from([("get".to_string(), task)]),
         tls: Default::default(),
@@ -87,13 +122,16 @@ pub async fn run(
         iteration: 1,
         users: Some(connections),
         arrival: None,
-        tasks: vec![TaskRef::Http("get".into())],
+        tasks,
         duration,
         spawn: SpawnSpec::AllAtOnce,
         wait: WaitSpec::None,
         warmup: Duration::ZERO,
         request_timeout: Duration::from_secs(30),
-        nonce: NonceMode::Fixed,
+        nonce: match kind {
+            BenchTask::Http => NonceMode::Fixed,
+            BenchTask::Verify => NonceMode::Fresh,
+        },
         fleet: false,
     };
     let base_rss_kib = proc_status_kib("VmRSS:");
