@@ -196,8 +196,13 @@ impl ServiceCheck {
             ear_key: Some(&key),
         };
         let mut ctx = UserCtx::new(&device, NonceMode::Fresh, 0);
+        // A failed provision ends the look: the verify after it would be contraindicated (its
+        // device unknown), a consequence read as a semantic failure.
         for job in &jobs {
             runner.run(job, &mut ctx).await;
+            if !recorder.failure_groups().is_empty() {
+                break;
+            }
         }
         let failures = recorder.failure_groups();
         if !failures.is_empty() {
