@@ -10,7 +10,7 @@ use super::data::{
     instance_lives, joins, read_cloud, read_timeline, Cloud, CloudSeries, ReportData,
 };
 use super::mean_ci95;
-use super::svg::{spans_decades, Axis, Bar, Chart, Marker, Series};
+use super::svg::{Axis, Bar, Chart, Marker, Series};
 use crate::load::recorder::Kind;
 use crate::results::{EndpointSummary, RunSummary, StoreSnapshot};
 
@@ -138,12 +138,7 @@ pub fn task_charts(
             });
         }
     }
-    latency.log_y = spans_decades(
-        latency
-            .series
-            .iter()
-            .flat_map(|s| s.points.iter().map(|p| p.1)),
-    );
+    latency.log_y_if_decades();
     let mut out = vec![throughput.to_svg()];
     if !failures.series.is_empty() {
         out.push(failures.to_svg());
@@ -267,7 +262,7 @@ pub fn store_weight_charts(runs: &[RunSummary], stores: &[StoreSnapshot]) -> Vec
                 .collect(),
             ..Default::default()
         };
-        c.log_y = spans_decades(c.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
+        c.log_y_if_decades();
         c.to_svg()
     };
     vec![
@@ -542,12 +537,7 @@ pub fn run_timeline(data: &ReportData, run: &RunSummary) -> Vec<String> {
             )
         });
     }
-    latency.log_y = spans_decades(
-        latency
-            .series
-            .iter()
-            .flat_map(|s| s.points.iter().map(|p| p.1)),
-    );
+    latency.log_y_if_decades();
     let split = split_cloud(&cloud, start);
     latency.series.extend(split.counts);
     fails.series.extend(split.errors);
@@ -706,7 +696,7 @@ pub fn trend_charts(lines: &[serde_json::Value]) -> Vec<String> {
                 .collect(),
             ..Default::default()
         };
-        c.log_y = spans_decades(c.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
+        c.log_y_if_decades();
         c.to_svg()
     };
     vec![

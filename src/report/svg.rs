@@ -299,6 +299,15 @@ impl Chart {
         }
     }
 
+    /// A logarithmic left axis when its values span two decades or more.
+    pub fn log_y_if_decades(&mut self) {
+        self.log_y = spans_decades(
+            self.series
+                .iter()
+                .flat_map(|s| s.points.iter().map(|p| p.1)),
+        );
+    }
+
     /// True when there is nothing to draw.
     pub fn is_empty(&self) -> bool {
         self.series.iter().all(|s| s.points.is_empty()) && self.bars.is_empty()
