@@ -763,14 +763,15 @@ async fn spawn_rate_ramps_users_and_cancel_stops_the_run() {
         summary.duration_s
     );
     let timeline = std::fs::read_to_string(dir.path().join("timeline.csv")).unwrap();
-    // One row per endpoint per second (2 endpoints and the task); whole seconds only.
-    let users: Vec<u32> = timeline
-        .lines()
-        .skip(1)
-        .filter(|l| l.split(',').nth(3) != Some("partial"))
-        .step_by(3)
-        .map(|l| l.split(',').nth(7).unwrap().parse().unwrap())
-        .collect();
+    // Users at the end of each whole second (one row per endpoint per second, same count).
+    let mut by_second = std::collections::BTreeMap::<i64, u32>::new();
+    for l in timeline.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        if f[3] != "partial" {
+            by_second.insert(f[0].parse().unwrap(), f[7].parse().unwrap());
+        }
+    }
+    let users: Vec<u32> = by_second.into_values().collect();
     assert!(
         users[0] < users[users.len() - 1],
         "users ramp up: {users:?}"

@@ -172,6 +172,8 @@ pub struct Aggregator {
     tags: Vec<String>,
     /// Every request endpoint's cells, whole run, for Locust's `Aggregated` and `stats.csv`.
     locust: Vec<Cell>,
+    /// Virtual users running at the end of the last flushed second.
+    users: i64,
 }
 
 impl Aggregator {
@@ -198,6 +200,7 @@ impl Aggregator {
                 .map(|e| csv::hlog_tag(&e.method, &e.name))
                 .collect(),
             locust: vec![Cell::default(); n],
+            users: 0,
         })
     }
 
@@ -216,7 +219,9 @@ impl Aggregator {
         let t = self.next;
         self.next += 1;
         let cells = rec.take(Slot::Second(t));
-        let users = rec.active_users.load(std::sync::atomic::Ordering::Relaxed);
+        // Users at the end of this second, not at flush time (a stop may have ended them).
+        self.users += rec.take_users(Slot::Second(t));
+        let users = self.users.max(0) as usize;
         let phase = self.window.phase(t);
         let covered = self.window.covered(t);
         let mut view = SecondView {

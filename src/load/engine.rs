@@ -528,7 +528,7 @@ fn think_time(wait: WaitSpec, began: Instant) -> Duration {
 }
 
 async fn user_loop(shared: Arc<Shared>, user: usize, stop: CancellationToken) {
-    shared.recorder.active_users.fetch_add(1, Ordering::Relaxed);
+    shared.recorder.user_started();
     let runner = shared.runner();
     let mut ctx = shared.ctx(user);
     let mut backoff = Duration::ZERO;
@@ -557,7 +557,7 @@ async fn user_loop(shared: Arc<Shared>, user: usize, stop: CancellationToken) {
         }
     }
     shared.account(&ctx, tasks);
-    shared.recorder.active_users.fetch_sub(1, Ordering::Relaxed);
+    shared.recorder.user_stopped();
 }
 
 /// Seconds since start at which arrival `k` is due, for a rate ramping linearly from `r0` to
@@ -636,12 +636,12 @@ async fn open_model(
             let runner = shared.runner();
             let mut ctx = shared.ctx(k as usize);
             ctx.lateness = Some(lateness);
-            shared.recorder.active_users.fetch_add(1, Ordering::Relaxed);
+            shared.recorder.user_started();
             for job in &shared.jobs {
                 runner.run(job, &mut ctx).await;
             }
             shared.account(&ctx, shared.jobs.len() as u64);
-            shared.recorder.active_users.fetch_sub(1, Ordering::Relaxed);
+            shared.recorder.user_stopped();
             drop(permit);
         });
         while let Some(done) = sessions.try_join_next() {

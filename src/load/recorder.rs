@@ -254,6 +254,8 @@ impl Clock {
 struct Shard {
     /// Cells per slot; rarely more than two slots at once.
     slots: Vec<(Slot, Vec<Cell>)>,
+    /// Virtual users started minus stopped, per slot of when it happened.
+    users: Vec<(Slot, i64)>,
     failures: HashMap<(usize, FailureClass, String), u64>,
 }
 
@@ -264,8 +266,8 @@ pub struct Recorder {
     /// The deadline as µs after the clock's base (a stop request moves it earlier).
     deadline_us: std::sync::atomic::AtomicU64,
     shards: Box<[Mutex<Shard>]>,
-    /// Virtual users currently running (for `User Count`).
-    pub active_users: AtomicUsize,
+    /// Virtual users currently running (live figures).
+    active_users: AtomicUsize,
 }
 
 thread_local! {
@@ -351,6 +353,49 @@ impl Recorder {
         &mut shard.slots[i].1
     }
 
+    /// Virtual users running now.
+    pub fn active_users(&self) -> usize {
+        self.active_users.load(Ordering::Relaxed)
+    }
+
+    /// A virtual user (or open-model session) starts; counted in the second it happens.
+    pub fn user_started(&self) {
+        self.active_users.fetch_add(1, Ordering::Relaxed);
+        self.note_users(Instant::now(), 1);
+    }
+
+    /// A virtual user (or open-model session) ends.
+    pub fn user_stopped(&self) {
+        self.active_users.fetch_sub(1, Ordering::Relaxed);
+        self.note_users(Instant::now(), -1);
+    }
+
+    fn note_users(&self, at: Instant, delta: i64) {
+        let slot = self.slot(at);
+        let mut shard = self.shard().lock().expect("recorder lock");
+        match shard.users.iter_mut().rev().find(|(s, _)| *s == slot) {
+            Some((_, d)) => *d += delta,
+            None => shard.users.push((slot, delta)),
+        }
+    }
+
+    /// Takes the change in running users over the slots up to `until`: added to the count at
+    /// the end of the previous second, it is the count at the end of `until`, whenever read.
+    pub fn take_users(&self, until: Slot) -> i64 {
+        let mut sum = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().expect("recorder lock");
+            shard.users.retain(|(s, d)| {
+                let due = *s <= until;
+                if due {
+                    sum += d;
+                }
+                !due
+            });
+        }
+        sum
+    }
+
     /// Records a finished request or task.
     pub fn record(&self, ep: EndpointId, s: Sample) {
         let slot = self.slot(s.end);
@@ -434,6 +479,26 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_are_counted_in_the_second_they_start_and_stop_not_when_read() {
+        let base = Instant::now();
+        let clock = Clock::new(base, 1000.192, base + Duration::from_millis(2500));
+        let r = Recorder::new(Vec::new(), clock);
+        let at = |ms| base + Duration::from_millis(ms);
+        for _ in 0..3 {
+            r.note_users(at(10), 1);
+        }
+        r.note_users(at(900), 1);
+        // A stop request: every user ends after the deadline, before the last seconds are read.
+        for _ in 0..4 {
+            r.note_users(at(2600), -1);
+        }
+        assert_eq!(r.take_users(Slot::Second(1000)), 3);
+        assert_eq!(r.take_users(Slot::Second(1001)), 1, "4 running at its end");
+        assert_eq!(r.take_users(Slot::Second(1002)), 0, "still 4");
+        assert_eq!(r.take_users(Slot::Drain), -4);
+    }
 
     #[test]
     fn samples_land_in_their_utc_second_and_after_the_deadline_in_the_drain() {
