@@ -69,6 +69,8 @@ pub enum Command {
     Bench(commands::bench::Args),
     /// Print the JSON Schema of trial or environment files, or the reference of every field.
     Schema(commands::schema::Args),
+    /// One generator worker of a fleet (started by a coordinator, locally or through SSM).
+    Worker(commands::worker::Args),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -123,5 +125,6 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Standin(a) => commands::standin::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Schema(a) => commands::schema::run(a),
+        Command::Worker(a) => commands::worker::run(a),
     }
 }

@@ -14,6 +14,7 @@ pub mod commands;
 pub mod demo;
 pub mod error;
 pub mod exec;
+pub mod fleet;
 pub mod load;
 pub mod local;
 pub mod provider;

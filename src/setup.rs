@@ -286,9 +286,32 @@ pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Provide
                     .unwrap_or(std::time::Duration::from_secs(60)),
             ),
         ),
-        load: Arc::new(LoadEngine::new(target, progress)),
+        load: load_for(trial, target, progress)?,
         journal_target,
     })
+}
+
+/// Where a trial's load comes from: this process, or the generator fleet its environment names.
+fn load_for(
+    trial: &Trial,
+    target: crate::load::Target,
+    progress: Progress,
+) -> Result<Arc<dyn crate::provider::LoadRunner>> {
+    let Some(generators) = trial.env.spec.generators.as_ref() else {
+        return Ok(Arc::new(LoadEngine::new(target, progress)));
+    };
+    match (generators.local, &generators.aws) {
+        (Some(n), _) => Ok(Arc::new(crate::fleet::local::LocalFleet::new(
+            n,
+            &trial.file,
+            &trial.env.file,
+            trial.spec.on_generator_loss,
+        )?)),
+        _ => Err(Error::Usage(format!(
+            "{}: generators.aws: a fleet on AWS is not available in this build; use `generators: {{ local: N }}` or no generators",
+            trial.env.file.display()
+        ))),
+    }
 }
 
 /// What a journal over these groups of an environment is keyed by.

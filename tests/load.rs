@@ -5,17 +5,22 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
+use trialrunner::fleet::local::LocalFleet;
+use trialrunner::load::aggregate::decode;
 use trialrunner::load::auth::{PasswordGrant, TokenSource};
 use trialrunner::load::tasks::{HttpTask, Target};
 use trialrunner::load::{LoadEngine, Progress};
+use trialrunner::provider::LoadRunner;
 use trialrunner::results::RunSummary;
 use trialrunner::secret::Secret;
+use trialrunner::trial::model::GeneratorLoss;
 use trialrunner::trial::model::{ArrivalSpec, NonceMode, Rate, SpawnSpec, WaitSpec};
 use trialrunner::trial::{LoadPhase, TaskRef};
 use trialrunner::veraison::release::ReleaseProfile;
@@ -470,6 +475,110 @@ async fn raw_server(behave: &'static str) -> url::Url {
         }
     });
     url::Url::parse(&format!("http://{addr}")).unwrap()
+}
+
+/// A plain HTTP/1.1 server that counts the connections it accepted and the requests it answered,
+/// and closes a connection left idle for `idle_close`.
+struct CountingServer {
+    url: url::Url,
+    connections: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+}
+
+impl CountingServer {
+    async fn start(idle_close: Option<Duration>) -> CountingServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = url::Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        let (connections, requests) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (c, r) = (connections.clone(), requests.clone());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let r = r.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let read = sock.read(&mut chunk);
+                        let n = match idle_close {
+                            Some(idle) => match tokio::time::timeout(idle, read).await {
+                                Ok(n) => n,
+                                Err(_) => return,
+                            },
+                            None => read.await,
+                        };
+                        match n {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        // Bodiless requests: each ends with an empty line.
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            r.fetch_add(1, Ordering::SeqCst);
+                            let resp = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if sock.write_all(resp.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        CountingServer {
+            url,
+            connections,
+            requests,
+        }
+    }
+}
+
+/// Each virtual user keeps its own connection alive (the server sees one connection per user
+/// however many requests it answers), and a user whose idle connection the server closed opens
+/// a new one without a failure. Counts are the server's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_user_keeps_its_connection_alive_and_reconnects_after_an_idle_close() {
+    let _serial = SERIAL.lock().await;
+    for idle_close in [None, Some(Duration::from_millis(50))] {
+        let srv = CountingServer::start(idle_close).await;
+        let mut t = target(&srv.url, "head");
+        t.http_tasks.insert(
+            "get".into(),
+            http_task(&srv.url, reqwest::Method::GET, "/", 200),
+        );
+        let mut p = phase(
+            "keep-alive",
+            Some(4),
+            vec![TaskRef::Http("get".into())],
+            2.0,
+        );
+        if idle_close.is_some() {
+            p.wait =
+                WaitSpec::Constant(trialrunner::trial::model::Span(Duration::from_millis(200)));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let s = run(t, &p, dir.path()).await;
+        assert_eq!(s.aggregated.failures, 0, "{idle_close:?}: {:?}", s.failures);
+        let e = s.endpoint("/").unwrap();
+        let served = srv.requests.load(Ordering::SeqCst);
+        assert_eq!(e.total.count + e.drain.count, served, "{idle_close:?}");
+        let connections = srv.connections.load(Ordering::SeqCst);
+        match idle_close {
+            None => {
+                assert!(served > 100, "{served}");
+                assert_eq!(
+                    connections, 4,
+                    "one connection per user for {served} requests"
+                );
+            }
+            Some(_) => {
+                assert!(served >= 4 * 8, "{served}");
+                assert_eq!(
+                    connections, served,
+                    "a new connection after every idle close"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1055,4 +1164,235 @@ async fn bench_verify_reports_generator_cpu_per_session() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no per-session CPU in {stdout}"));
     assert!(per_session > 0.0, "{stdout}");
+}
+
+/// A trial with a fleet of local worker processes (this build's binary) against a stand-in.
+fn fleet_trial(dir: &Path, url: &url::Url, workers: u32, runs: &str) -> trialrunner::trial::Trial {
+    let env = common::write(
+        dir,
+        "fleet-env.yaml",
+        &format!(
+            "name: fleet\nservices:\n  provisioning: {{ url: \"{url}\" }}\n  verification: {{ url: \"{url}\" }}\nveraison: {{ release: v0.0.2602 }}\ngenerators: {{ local: {workers} }}\n"
+        ),
+    );
+    let trial = common::write(dir, "fleet.yaml", &format!("name: fleet\nruns: {runs}\n"));
+    trialrunner::trial::load_trial(&trial, Some(&env)).unwrap()
+}
+
+fn fleet_of(t: &trialrunner::trial::Trial, loss: GeneratorLoss) -> LocalFleet {
+    let workers = t.env.spec.generators.as_ref().unwrap().local.unwrap();
+    LocalFleet::new(workers, &t.file, &t.env.file, loss)
+        .unwrap()
+        .with_exe(env!("CARGO_BIN_EXE_trialrunner").into())
+}
+
+fn worker_summary(dir: &Path, w: &str) -> RunSummary {
+    serde_json::from_slice(
+        &std::fs::read(dir.join("workers").join(w).join("summary.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+/// `generators: { local: 3 }`: three worker processes share 7 users (3/2/2) from one start;
+/// the merged counts equal the workers' and the stand-in's own, merged percentiles equal those
+/// of one histogram of every worker's samples, and the seconds line up across workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_fleet_of_three_merges_exactly_what_the_stand_in_served() {
+    let _serial = SERIAL.lock().await;
+    let s = standin("v0.0.2602", Faults::default(), false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = fleet_trial(
+        dir.path(),
+        &s.url(),
+        3,
+        "{ users: 7, duration: 4s, mode: together, tasks: [well-known, provision, verify] }",
+    );
+    let plan = trialrunner::trial::plan(&t);
+    let phase = plan.load_phases().next().unwrap().clone();
+    let out = dir.path().join("run");
+    let summary = fleet_of(&t, GeneratorLoss::Stop)
+        .run(&phase, &out, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(summary.partial, None);
+    assert_eq!(summary.aggregated.failures, 0, "{:?}", summary.failures);
+    let names: Vec<&str> = summary.workers.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["w1", "w2", "w3"]);
+    let users: Vec<u32> = summary.workers.iter().map(|w| w.users.unwrap()).collect();
+    assert_eq!(users, [3, 2, 2]);
+    let workers: Vec<RunSummary> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|w| worker_summary(&out, w))
+        .collect();
+    // One start: every worker began within 100 ms of the common instant.
+    for w in &workers {
+        assert!(
+            (w.started_unix - summary.started_unix).abs() < 0.1,
+            "{} vs {}",
+            w.started_unix,
+            summary.started_unix
+        );
+    }
+    // Each worker read the EAR key (one verification well-known) and provisioned its device.
+    for (name, method, route, before) in [
+        (
+            "/.well-known/veraison/verification",
+            "GET",
+            "GET /.well-known/veraison/verification",
+            3,
+        ),
+        (
+            "/endorsement-provisioning/v1/submit",
+            "POST",
+            "POST /endorsement-provisioning/v1/submit",
+            3,
+        ),
+        (
+            "/challenge-response/v1/newSession?nonce=[NONCE]",
+            "POST",
+            "POST /challenge-response/v1/newSession",
+            0,
+        ),
+        (
+            "/challenge-response/v1/[SESSION_ID]",
+            "DELETE",
+            "DELETE /challenge-response/v1/session/{id}",
+            0,
+        ),
+    ] {
+        let of = |r: &RunSummary| {
+            let e = r
+                .endpoints
+                .iter()
+                .find(|e| e.name == name && e.method == method)
+                .unwrap();
+            (e.total.count + e.drain.count, e.histograms.total.clone())
+        };
+        let (merged, merged_hist) = of(&summary);
+        let sum: u64 = workers.iter().map(|w| of(w).0).sum();
+        assert_eq!(merged, sum, "{route}: merged = the workers' sum");
+        assert_eq!(
+            merged + before,
+            s.served_on(route),
+            "{route}: = the stand-in's own count"
+        );
+        // Percentiles of the merge = those of one histogram of every worker's samples.
+        let mut all = trialrunner::load::recorder::new_hist();
+        for w in &workers {
+            all.add(decode(&of(w).1).unwrap()).unwrap();
+        }
+        let merged_hist = decode(&merged_hist).unwrap();
+        for q in [0.5, 0.95, 0.99, 1.0] {
+            assert_eq!(
+                merged_hist.value_at_quantile(q),
+                all.value_at_quantile(q),
+                "{route} q{q}"
+            );
+        }
+    }
+    // Seconds line up: per UTC second and endpoint, the merged row counts the workers' rows.
+    let rows = |path: &Path| -> BTreeMap<(i64, String, String), (u64, u32)> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (
+                    (f[0].parse().unwrap(), f[4].to_string(), f[5].to_string()),
+                    (f[8].parse().unwrap(), f[7].parse().unwrap()),
+                )
+            })
+            .collect()
+    };
+    let merged = rows(&out.join("timeline.csv"));
+    let per_worker: Vec<_> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|w| rows(&out.join("workers").join(w).join("timeline.csv")))
+        .collect();
+    assert!(merged.len() >= 4 * 7, "{}", merged.len());
+    for (key, (requests, users)) in &merged {
+        let sum: u64 = per_worker
+            .iter()
+            .map(|w| w.get(key).map_or(0, |r| r.0))
+            .sum();
+        assert_eq!(*requests, sum, "{key:?}");
+        let users_sum: u32 = per_worker
+            .iter()
+            .map(|w| w.get(key).map_or(0, |r| r.1))
+            .sum();
+        assert_eq!(*users, users_sum, "{key:?}");
+    }
+}
+
+/// A worker killed mid-run: the run keeps what was measured, is marked partial and names the
+/// worker; with `on-generator-loss: stop` the phase fails naming it, with `continue` it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_makes_the_run_partial_and_is_named() {
+    let _serial = SERIAL.lock().await;
+    let s = standin("v0.0.2602", Faults::default(), false).await;
+    for loss in [GeneratorLoss::Stop, GeneratorLoss::Continue] {
+        let dir = tempfile::tempdir().unwrap();
+        let t = fleet_trial(
+            dir.path(),
+            &s.url(),
+            3,
+            "{ users: 6, duration: 5s, mode: together, tasks: [well-known] }",
+        );
+        let phase = trialrunner::trial::plan(&t)
+            .load_phases()
+            .next()
+            .unwrap()
+            .clone();
+        let out = dir.path().join("run");
+        let pid_file = out.join("workers/w2/worker.pid");
+        let killer = {
+            let pid_file = pid_file.clone();
+            tokio::spawn(async move {
+                while !pid_file.exists() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                // Into the load (it starts ~2 s after the workers), then SIGKILL: no goodbye.
+                tokio::time::sleep(Duration::from_millis(3500)).await;
+                let pid: i32 = std::fs::read_to_string(&pid_file)
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            })
+        };
+        let result = fleet_of(&t, loss)
+            .run(&phase, &out, &CancellationToken::new())
+            .await;
+        killer.await.unwrap();
+        let summary: RunSummary =
+            serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+        let partial = summary.partial.clone().expect("partial");
+        assert!(
+            partial.contains("w2") && partial.contains("signal 9"),
+            "{partial}"
+        );
+        let w2 = summary.workers.iter().find(|w| w.name == "w2").unwrap();
+        assert_eq!(w2.status, "lost");
+        assert!(
+            w2.requests > 0,
+            "its seconds before the kill are kept: {w2:?}"
+        );
+        assert!(
+            summary
+                .workers
+                .iter()
+                .filter(|w| w.status == "finished")
+                .count()
+                == 2
+        );
+        match loss {
+            GeneratorLoss::Stop => {
+                let e = result.unwrap_err().to_string();
+                assert!(e.contains("w2") && e.contains("on-generator-loss"), "{e}");
+            }
+            GeneratorLoss::Continue => assert_eq!(result.unwrap().partial, Some(partial)),
+        }
+    }
 }

@@ -93,7 +93,7 @@ async fn verify(s: &Standin, nonce_b64: &str, token: Vec<u8>) -> (StatusCode, Va
     (status, r.json().await.unwrap_or(Value::Null), session)
 }
 
-async fn ear_key(s: &Standin) -> p256::ecdsa::VerifyingKey {
+async fn ear_key(s: &Standin) -> ear::EarKey {
     let wk: Value = client()
         .get(s.url().join("/.well-known/veraison/verification").unwrap())
         .send()

@@ -88,7 +88,7 @@ pub fn run(args: Args) -> Result<i32> {
     );
     if args.task == crate::load::bench::BenchTask::Verify {
         println!(
-            "generator CPU per verification session: {:.0} µs (goal ≤ 150 µs; EAR checks {:.0} µs of it)",
+            "generator CPU per verification session: {:.0} µs (goal ≤ 150 µs; token signing and EAR checks {:.0} µs of it)",
             report.cpu_us_per_task(),
             s.generator.check_cpu_us_per_task
         );

@@ -17,7 +17,7 @@ use base64::Engine;
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 
-use super::recorder::{Cell, Kind, Recorder, Slot};
+use super::recorder::{Cell, Endpoint, Kind, Recorder, Slot};
 use crate::error::Result;
 use crate::results::csv::{self, RowFigures};
 use crate::results::{AppendFile, Drain, EndpointSummary, Figures, Histograms, SteadySamples};
@@ -174,6 +174,63 @@ pub struct Aggregator {
     locust: Vec<Cell>,
     /// Virtual users running at the end of the last flushed second.
     users: i64,
+    /// A fleet worker's lossless copy of every flushed second (`cells.jsonl`).
+    cell_log: Option<AppendFile>,
+}
+
+/// One second (or the drain) of a fleet worker, lossless: one line of `cells.jsonl`, what the
+/// coordinator merges by adding histograms.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CellLine {
+    /// The UTC second; `None` for the drain (completions after the deadline).
+    pub unix: Option<i64>,
+    /// Users started minus stopped over it.
+    pub users: i64,
+    /// One per endpoint, in `endpoints.json`'s order.
+    pub cells: Vec<CellText>,
+}
+
+/// A [`Cell`] as text: histograms in [`encode`]'s form.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct CellText {
+    /// Successful latencies.
+    pub ok: String,
+    /// Failed latencies.
+    pub failed: String,
+    /// Corrected latencies (open model, tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrected: Option<String>,
+    /// Refused connections.
+    pub refused: u64,
+    /// Response bytes.
+    pub bytes: u64,
+}
+
+impl CellText {
+    /// The text of a cell.
+    pub fn of(c: &Cell) -> CellText {
+        CellText {
+            ok: encode(&c.ok),
+            failed: encode(&c.failed),
+            corrected: c.corrected.as_ref().map(encode),
+            refused: c.refused,
+            bytes: c.bytes,
+        }
+    }
+
+    /// The cell back; `None` when a histogram does not decode.
+    pub fn cell(&self) -> Option<Cell> {
+        Some(Cell {
+            ok: decode(&self.ok)?,
+            failed: decode(&self.failed)?,
+            corrected: match &self.corrected {
+                Some(t) => Some(decode(t)?),
+                None => None,
+            },
+            refused: self.refused,
+            bytes: self.bytes,
+        })
+    }
 }
 
 impl Aggregator {
@@ -201,7 +258,29 @@ impl Aggregator {
                 .collect(),
             locust: vec![Cell::default(); n],
             users: 0,
+            cell_log: None,
         })
+    }
+
+    /// Also writes every flushed second losslessly to `cells.jsonl`, and the endpoints to
+    /// `endpoints.json` (a fleet worker's output).
+    pub fn log_cells(&mut self, dir: &Path, endpoints: &[Endpoint]) -> Result<()> {
+        crate::results::write_json(&dir.join("endpoints.json"), &endpoints)?;
+        self.cell_log = Some(AppendFile::create(&dir.join("cells.jsonl"))?);
+        Ok(())
+    }
+
+    fn log_line(&mut self, unix: Option<i64>, users: i64, cells: &[Cell]) -> Result<()> {
+        if let Some(log) = &mut self.cell_log {
+            let line = CellLine {
+                unix,
+                users,
+                cells: cells.iter().map(CellText::of).collect(),
+            };
+            log.write(&(serde_json::to_string(&line).expect("cells serialize") + "\n"))?;
+            log.flush()?;
+        }
+        Ok(())
     }
 
     /// The next second to flush.
@@ -220,7 +299,9 @@ impl Aggregator {
         self.next += 1;
         let cells = rec.take(Slot::Second(t));
         // Users at the end of this second, not at flush time (a stop may have ended them).
-        self.users += rec.take_users(Slot::Second(t));
+        let users_delta = rec.take_users(Slot::Second(t));
+        self.users += users_delta;
+        self.log_line(Some(t), users_delta, &cells)?;
         let users = self.users.max(0) as usize;
         let phase = self.window.phase(t);
         let covered = self.window.covered(t);
@@ -330,6 +411,11 @@ impl Aggregator {
             self.flush_second(rec)?;
         }
         let drained = rec.take(Slot::Drain);
+        let users_delta = rec.take_users(Slot::Drain);
+        self.log_line(None, users_delta, &drained)?;
+        if let Some(log) = self.cell_log.take() {
+            log.finish()?;
+        }
         self.timeline.finish()?;
         self.history.finish()?;
         self.hlog.finish()?;

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::aggregate::{Aggregator, SecondView, Window};
 use super::pool::EnginePool;
 use super::recorder::{Clock, Recorder};
-use super::tasks::{plan_jobs, DeviceMaterial, Job, Runner, Target, UserCtx};
+use super::tasks::{plan_jobs, DeviceMaterial, Job, Runner, Target, UserCtx, Wire};
 use crate::error::{Error, Result};
 use crate::provider::LoadRunner;
 use crate::results::{self, unix_now, Arrivals, GeneratorHealth, RunSummary};
@@ -57,9 +57,20 @@ pub struct LoadEngine {
     pub fleet_seed: u64,
     /// The engine's threads (default: every core).
     pub threads: usize,
+    /// Set when this engine runs one worker's share of a generator fleet's phase.
+    share: Option<Share>,
 }
 
-fn rfc3339(unix: f64) -> String {
+/// One worker's place in a generator fleet's phase.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Share {
+    /// Index of its first virtual user in the whole phase (device identities, unique ids).
+    pub first_user: u32,
+    /// The wall-clock start every worker waits for, Unix seconds.
+    pub start_unix: f64,
+}
+
+pub(crate) fn rfc3339(unix: f64) -> String {
     chrono::DateTime::from_timestamp_micros((unix * 1e6) as i64)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
@@ -75,6 +86,17 @@ impl LoadEngine {
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            share: None,
+        }
+    }
+
+    /// The same engine running a share of a fleet's phase: its users are numbered from the
+    /// share's first, it starts at the common wall-clock start, and it also writes the lossless
+    /// per-second cells (`cells.jsonl`) the coordinator merges.
+    pub fn with_share(self, share: Share) -> LoadEngine {
+        LoadEngine {
+            share: Some(share),
+            ..self
         }
     }
 
@@ -91,21 +113,9 @@ impl LoadEngine {
         &self.target
     }
 
-    fn client(&self, phase: &LoadPhase) -> Result<reqwest::Client> {
-        self.target
-            .tls
-            .builder()
-            .timeout(phase.request_timeout)
-            .connect_timeout(phase.request_timeout.min(Duration::from_secs(10)))
-            .pool_max_idle_per_host(phase.users.unwrap_or(64) as usize + 16)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| Error::Infra(format!("building the HTTP client: {e}")))
-    }
-
     /// The verification service's EAR key, from its well-known: every EAR under load is checked
     /// against it.
-    async fn ear_key(&self, client: &reqwest::Client) -> Result<p256::ecdsa::VerifyingKey> {
+    async fn ear_key(&self, client: &reqwest::Client) -> Result<crate::veraison::ear::EarKey> {
         let url = self
             .target
             .verification
@@ -126,15 +136,11 @@ impl LoadEngine {
     }
 
     /// Provisions each device once before a verify run (unmeasured, like the seed's `on_start`).
-    async fn provision_devices(
-        &self,
-        client: &reqwest::Client,
-        devices: &[DeviceMaterial],
-    ) -> Vec<String> {
+    async fn provision_devices(&self, wire: &Wire, devices: &[DeviceMaterial]) -> Vec<String> {
         let (jobs, endpoints, _) = plan_jobs(&[TaskRef::Provision], &self.target);
         let recorder = Recorder::detached(endpoints);
         let runner = Runner {
-            client,
+            wire,
             target: &self.target,
             recorder: &recorder,
             token_endpoint: None,
@@ -153,7 +159,7 @@ impl LoadEngine {
 
     /// What every user of a run shares, devices made and provisioned.
     async fn prepare(&self, phase: &LoadPhase) -> Result<Shared> {
-        let client = self.client(phase)?;
+        let wire = Wire::new(&self.target, phase.request_timeout)?;
         let (jobs, endpoints, token_endpoint) = plan_jobs(&phase.tasks, &self.target);
         let device_count = if phase.fleet {
             phase.users.unwrap_or(1).max(1)
@@ -161,8 +167,9 @@ impl LoadEngine {
             1
         };
         let (release, seed) = (self.target.release.clone(), self.fleet_seed);
+        let first = self.share.map_or(0, |s| s.first_user);
         let devices: Vec<DeviceMaterial> = tokio::task::spawn_blocking(move || {
-            (0..device_count)
+            (first..first + device_count)
                 .map(|i| DeviceMaterial::new(&release, seed, i))
                 .collect()
         })
@@ -170,14 +177,14 @@ impl LoadEngine {
         .map_err(|e| Error::Infra(format!("preparing device material: {e}")))?;
         let mut ear_key = None;
         if phase.tasks.contains(&TaskRef::Verify) {
-            ear_key = Some(self.ear_key(&client).await?);
-            let problems = self.provision_devices(&client, &devices).await;
+            ear_key = Some(self.ear_key(&wire.client).await?);
+            let problems = self.provision_devices(&wire, &devices).await;
             if !problems.is_empty() {
                 tracing::warn!(run = %phase.run_id, "provisioning the devices before verify failed: {}", problems.join("; "));
             }
         }
         Ok(Shared {
-            client,
+            wire,
             target: self.target.clone(),
             recorder: Arc::new(Recorder::detached(endpoints)),
             token_endpoint,
@@ -185,6 +192,7 @@ impl LoadEngine {
             devices,
             phase: phase.clone(),
             ear_key,
+            first_user: first as usize,
             check_cpu_ns: AtomicU64::new(0),
             tasks_done: AtomicU64::new(0),
         })
@@ -208,6 +216,18 @@ impl LoadEngine {
             EnginePool::start(self.threads)
                 .map_err(|e| Error::Infra(format!("starting the engine's threads: {e}")))?,
         );
+        if let Some(share) = self.share {
+            // Every worker of a fleet starts on the same wall-clock instant.
+            let wait = share.start_unix - unix_now();
+            if wait > 0.0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs_f64(wait)) => {}
+                    _ = cancel.cancelled() => {}
+                }
+            } else if wait < -0.05 {
+                tracing::warn!(run = %phase.run_id, "started {:.2} s after the fleet's common start", -wait);
+            }
+        }
         let start = Instant::now();
         let start_unix = unix_now();
         let deadline = start + phase.duration;
@@ -222,10 +242,15 @@ impl LoadEngine {
             end: start_unix + phase.duration.as_secs_f64(),
         };
         let recorder = shared.recorder.clone();
-        let aggregator = Arc::new(AsyncMutex::new(Aggregator::create(dir, &recorder, window)?));
+        let mut aggregator = Aggregator::create(dir, &recorder, window)?;
+        if self.share.is_some() {
+            aggregator.log_cells(dir, recorder.endpoints())?;
+        }
+        let aggregator = Arc::new(AsyncMutex::new(aggregator));
         let stop = cancel.child_token();
         let dead = Arc::new(std::sync::Mutex::new(None::<String>));
         let cpu_before = pool.cpu_s();
+        let busy_before = pool.busy_s();
         let generator = Arc::new(std::sync::Mutex::new(GeneratorSeconds::create(
             dir, cpu_before,
         )?));
@@ -276,6 +301,7 @@ impl LoadEngine {
             .as_secs_f64();
         let _ = flusher.await;
         let cpu_s = pool.cpu_s() - cpu_before;
+        let busy_s = pool.busy_s() - busy_before;
         let lag = {
             let mut g = generator.lock().expect("generator lock");
             g.lag
@@ -299,6 +325,7 @@ impl LoadEngine {
         let (endpoints, aggregated) = agg.finish(&recorder, dir, drain_s)?;
         let wall = (window_s + drain_s).max(1e-9);
         let cpu_pct = 100.0 * cpu_s / wall / threads as f64;
+        let busy_pct = (100.0 * busy_s / wall / threads as f64).max(cpu_pct);
         let q = |q: f64| lag.value_at_quantile(q) as f64 / 1000.0;
         let tasks = shared.tasks_done.load(Ordering::Relaxed).max(1);
         let arrivals = phase
@@ -323,6 +350,7 @@ impl LoadEngine {
             failures: recorder.failure_groups(),
             generator: GeneratorHealth {
                 cpu_pct,
+                busy_pct,
                 threads,
                 timer_lag_p50_ms: q(0.5),
                 timer_lag_p99_ms: q(0.99),
@@ -330,9 +358,13 @@ impl LoadEngine {
                 check_cpu_us_per_task: shared.check_cpu_ns.load(Ordering::Relaxed) as f64
                     / 1000.0
                     / tasks as f64,
-                saturated: cpu_pct >= 90.0 || q(0.99) >= 20.0,
+                // Wanting a core all the time (even when a busy machine gave it less) or late
+                // timers: the generator, not the target, may have set the pace.
+                saturated: busy_pct >= 90.0 || q(0.99) >= 20.0,
             },
             interrupted: cancel.is_cancelled(),
+            workers: Vec::new(),
+            partial: None,
         };
         // The files are written whatever happened: nothing measured is lost.
         results::write_json(&dir.join("summary.json"), &summary)?;
@@ -440,14 +472,16 @@ impl LoadRunner for LoadEngine {
 
 /// What every virtual user of a run shares.
 struct Shared {
-    client: reqwest::Client,
+    wire: Wire,
     target: Arc<Target>,
     recorder: Arc<Recorder>,
     token_endpoint: Option<super::recorder::EndpointId>,
     jobs: Vec<Job>,
     devices: Vec<DeviceMaterial>,
     phase: LoadPhase,
-    ear_key: Option<p256::ecdsa::VerifyingKey>,
+    ear_key: Option<crate::veraison::ear::EarKey>,
+    /// Number of the first user (non-zero in a fleet worker's share).
+    first_user: usize,
     /// CPU the semantic checks took, ns, over every task.
     check_cpu_ns: AtomicU64,
     /// Tasks run.
@@ -457,7 +491,7 @@ struct Shared {
 impl Shared {
     fn runner(&self) -> Runner<'_> {
         Runner {
-            client: &self.client,
+            wire: &self.wire,
             target: &self.target,
             recorder: &self.recorder,
             token_endpoint: self.token_endpoint,
@@ -469,7 +503,7 @@ impl Shared {
         UserCtx::new(
             &self.devices[user % self.devices.len()],
             self.phase.nonce,
-            user,
+            self.first_user + user,
         )
     }
 

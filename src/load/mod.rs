@@ -5,10 +5,11 @@ pub mod aggregate;
 pub mod auth;
 pub mod bench;
 pub mod engine;
+pub mod http;
 pub mod pool;
 pub mod recorder;
 pub mod tasks;
 pub mod tls;
 
-pub use engine::{LoadEngine, Progress};
+pub use engine::{LoadEngine, Progress, Share};
 pub use tasks::Target;

@@ -35,6 +35,16 @@ fn thread_cpu_s(tid: i32) -> Option<f64> {
     Some((utime + stime) / ticks_per_s())
 }
 
+/// Seconds a thread of this process has been running or ready to run (waiting for a core),
+/// from the scheduler's own accounting; `None` where the kernel keeps none.
+fn thread_busy_s(tid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    let mut f = stat.split_whitespace();
+    let run: f64 = f.next()?.parse().ok()?;
+    let wait: f64 = f.next()?.parse().ok()?;
+    (run > 0.0).then_some((run + wait) / 1e9)
+}
+
 /// The engine's threads.
 pub struct EnginePool {
     handles: Vec<Handle>,
@@ -102,6 +112,16 @@ impl EnginePool {
     /// CPU seconds its threads have used so far.
     pub fn cpu_s(&self) -> f64 {
         self.tids.iter().filter_map(|t| thread_cpu_s(*t)).sum()
+    }
+
+    /// Seconds its threads have been running or waiting for a core so far: what they wanted,
+    /// where [`EnginePool::cpu_s`] is what a busy machine gave them (CPU where the kernel keeps
+    /// no scheduler statistics).
+    pub fn busy_s(&self) -> f64 {
+        self.tids
+            .iter()
+            .filter_map(|t| thread_busy_s(*t).or_else(|| thread_cpu_s(*t)))
+            .sum()
     }
 
     /// Timer lateness so far (µs), and resets it.

@@ -36,7 +36,7 @@ pub enum Kind {
 }
 
 /// A request kind (named as Locust named it), or a task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Endpoint {
     /// HTTP method (`TASK` for a task).
     pub method: String,
@@ -88,6 +88,25 @@ impl FailureClass {
             FailureClass::Contraindicated => "contraindicated",
             FailureClass::Warning => "warning",
         }
+    }
+
+    /// The class a results name stands for.
+    pub fn parse(name: &str) -> Option<FailureClass> {
+        use FailureClass::*;
+        [
+            Status,
+            Timeout,
+            Connect,
+            Tls,
+            Reset,
+            Transport,
+            Body,
+            Failed,
+            Contraindicated,
+            Warning,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == name)
     }
 }
 
@@ -451,6 +470,40 @@ impl Recorder {
             }
         }
         out
+    }
+
+    /// Adds cells measured elsewhere (a fleet worker's second) to a slot, with the change in
+    /// running users over it: the merge of a fleet feeds the same aggregation as one engine.
+    pub fn inject(&self, slot: Slot, cells: &[Cell], users_delta: i64) {
+        let mut shard = self.shards[0].lock().expect("recorder lock");
+        let n = self.endpoints.len();
+        for (mine, theirs) in Self::cells_for(&mut shard, slot, n).iter_mut().zip(cells) {
+            mine.merge(theirs);
+        }
+        shard.users.push((slot, users_delta));
+    }
+
+    /// Adds failure groups counted elsewhere (a fleet worker's); groups naming an endpoint or
+    /// class this recorder does not know are returned.
+    pub fn inject_failures(&self, groups: &[FailureGroup]) -> Vec<FailureGroup> {
+        let mut shard = self.shards[0].lock().expect("recorder lock");
+        let mut unknown = Vec::new();
+        for g in groups {
+            let ep = self
+                .endpoints
+                .iter()
+                .position(|e| e.method == g.method && e.name == g.name);
+            match (ep, FailureClass::parse(&g.class)) {
+                (Some(ep), Some(class)) => {
+                    *shard
+                        .failures
+                        .entry((ep, class, g.message.clone()))
+                        .or_default() += g.count;
+                }
+                _ => unknown.push(g.clone()),
+            }
+        }
+        unknown
     }
 
     /// Failures so far, grouped and sorted by count.

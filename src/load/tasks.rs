@@ -9,13 +9,12 @@ use std::time::Instant;
 use base64::engine::general_purpose::URL_SAFE;
 use base64::Engine;
 use bytes::Bytes;
-use reqwest::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION,
-};
+use reqwest::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use super::auth::TokenSource;
+use super::http::{Address, Connections, HttpClient, HttpError};
 use super::recorder::{Endpoint, EndpointId, FailureClass, Kind, Recorder, Sample};
 use crate::trial::model::NonceMode;
 use crate::trial::TaskRef;
@@ -32,8 +31,8 @@ pub struct HttpTask {
     pub name: String,
     /// Method.
     pub method: Method,
-    /// Extra headers.
-    pub headers: HeaderMap,
+    /// Extra headers, in order.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Body.
     pub body: Bytes,
     /// Expected status.
@@ -57,6 +56,69 @@ pub struct Target {
     /// CA bundles and client certificate of the environment.
     pub tls: super::tls::ClientTls,
 }
+
+/// Where each request of a run goes, parsed once (never per request).
+#[derive(Debug, Clone)]
+pub struct Routes {
+    wk_provisioning: Address,
+    wk_verification: Address,
+    submit: Address,
+    /// newSession without its query (the nonce is added per session).
+    new_session: Address,
+    http: BTreeMap<String, Address>,
+}
+
+impl Routes {
+    /// The routes of a target; an error names the URL that cannot be spoken to.
+    pub fn of(target: &Target) -> Result<Routes, String> {
+        let p = Address::of(&target.provisioning)?;
+        let v = Address::of(&target.verification)?;
+        Ok(Routes {
+            wk_provisioning: p.with_path(names::WK_PROVISIONING)?,
+            wk_verification: v.with_path(names::WK_VERIFICATION)?,
+            submit: p.with_path(names::SUBMIT)?,
+            new_session: v.with_path(NEW_SESSION_PATH)?,
+            http: target
+                .http_tasks
+                .iter()
+                .map(|(name, t)| Ok((name.clone(), Address::of(&t.url)?)))
+                .collect::<Result<_, String>>()?,
+        })
+    }
+}
+
+/// How a run's requests travel: the users' connection settings and routes, and the reqwest
+/// client of everything outside the measured path (token fetches).
+pub struct Wire {
+    /// The users' connections' settings.
+    pub http: HttpClient,
+    /// Where each request goes.
+    pub routes: Routes,
+    /// The client of the token endpoint.
+    pub client: reqwest::Client,
+}
+
+impl Wire {
+    /// The wire to a target, every request bounded by `timeout` (connecting by at most 10 s).
+    pub fn new(target: &Target, timeout: std::time::Duration) -> crate::error::Result<Wire> {
+        let connect = timeout.min(std::time::Duration::from_secs(10));
+        let infra = |e: String| crate::error::Error::Infra(format!("the target's URLs: {e}"));
+        Ok(Wire {
+            http: HttpClient::new(target.tls.config(), connect, timeout),
+            routes: Routes::of(target).map_err(infra)?,
+            client: target
+                .tls
+                .builder()
+                .timeout(timeout)
+                .connect_timeout(connect)
+                .tcp_nodelay(true)
+                .build()
+                .map_err(|e| infra(format!("building the HTTP client: {e}")))?,
+        })
+    }
+}
+
+const NEW_SESSION_PATH: &str = "/challenge-response/v1/newSession";
 
 /// One device's ready-made requests.
 pub struct DeviceMaterial {
@@ -235,6 +297,8 @@ pub struct UserCtx<'a> {
     pub user: usize,
     /// Set when a request of the last task could not connect (the user backs off).
     pub connect_failed: bool,
+    /// The user's own keep-alive connections.
+    pub connections: Connections,
 }
 
 impl<'a> UserCtx<'a> {
@@ -248,14 +312,15 @@ impl<'a> UserCtx<'a> {
             submissions: 0,
             user,
             connect_failed: false,
+            connections: Connections::default(),
         }
     }
 }
 
 /// Everything a request needs to be sent and recorded.
 pub struct Runner<'a> {
-    /// The HTTP client.
-    pub client: &'a reqwest::Client,
+    /// How requests travel.
+    pub wire: &'a Wire,
     /// The target.
     pub target: &'a Target,
     /// Where to record.
@@ -264,7 +329,7 @@ pub struct Runner<'a> {
     pub token_endpoint: Option<EndpointId>,
     /// The service's EAR key: every EAR's signature is checked against it (and its nonce
     /// against the session's).
-    pub ear_key: Option<&'a p256::ecdsa::VerifyingKey>,
+    pub ear_key: Option<&'a ear::EarKey>,
 }
 
 /// CPU time of the calling thread, ns (what the semantic checks cost the generator).
@@ -283,6 +348,34 @@ struct Reply {
     location: Option<HeaderValue>,
     body: Bytes,
     sample: Sample,
+}
+
+/// A request before it is sent: where, how, with what.
+struct Outgoing<'r> {
+    method: Method,
+    to: &'r Address,
+    headers: &'r [(HeaderName, HeaderValue)],
+    body: Bytes,
+}
+
+impl<'r> Outgoing<'r> {
+    fn new(method: Method, to: &'r Address, headers: &'r [(HeaderName, HeaderValue)]) -> Self {
+        Outgoing {
+            method,
+            to,
+            headers,
+            body: Bytes::new(),
+        }
+    }
+
+    fn body(self, body: Bytes) -> Self {
+        Outgoing { body, ..self }
+    }
+}
+
+/// `Accept: */*`, sent with every Veraison request.
+fn accept() -> (HeaderName, HeaderValue) {
+    (ACCEPT, HeaderValue::from_static("*/*"))
 }
 
 /// Classifies a transport error for the failure table.
@@ -375,19 +468,21 @@ impl Runner<'_> {
     async fn send(
         &self,
         ep: EndpointId,
-        req: reqwest::RequestBuilder,
+        req: Outgoing<'_>,
         ctx: &mut UserCtx<'_>,
     ) -> Option<Reply> {
         let start = Instant::now();
-        let result = async {
-            let resp = req.send().await?;
-            let status = resp.status();
-            // Only `Location` is ever read: no copy of the whole header map per request.
-            let location = resp.headers().get(LOCATION).cloned();
-            let body = resp.bytes().await?;
-            Ok::<_, reqwest::Error>((status, location, body))
-        }
-        .await;
+        let result = self
+            .wire
+            .http
+            .send(
+                &mut ctx.connections,
+                req.method,
+                req.to,
+                req.headers,
+                req.body,
+            )
+            .await;
         let end = Instant::now();
         let sample = Sample {
             end,
@@ -397,18 +492,17 @@ impl Runner<'_> {
             ok: false,
         };
         match result {
-            Ok((status, location, body)) => Some(Reply {
-                status,
-                location,
+            Ok(r) => Some(Reply {
+                status: r.status,
+                location: r.location,
                 sample: Sample {
-                    bytes: body.len() as u64,
+                    bytes: r.body.len() as u64,
                     ..sample
                 },
-                body,
+                body: r.body,
             }),
-            Err(e) => {
-                let (class, msg) = classify(&e);
-                self.recorder.record_failure(ep, sample, class, &msg);
+            Err(HttpError { class, message }) => {
+                self.recorder.record_failure(ep, sample, class, &message);
                 if class == FailureClass::Connect {
                     ctx.connect_failed = true;
                 }
@@ -455,7 +549,7 @@ impl Runner<'_> {
     /// The provisioning bearer header, fetching a token if needed (recorded on its endpoint).
     async fn bearer(&self) -> Option<HeaderValue> {
         let tokens = self.target.tokens.as_ref()?;
-        let (token, fetched) = tokens.bearer(self.client).await;
+        let (token, fetched) = tokens.bearer(&self.wire.client).await;
         if let (Some(f), Some(ep)) = (fetched, self.token_endpoint) {
             let sample = Sample {
                 end: Instant::now(),
@@ -504,22 +598,10 @@ impl Runner<'_> {
                     None
                 };
                 let a = self
-                    .well_known(
-                        *provisioning,
-                        &self.target.provisioning,
-                        names::WK_PROVISIONING,
-                        auth,
-                        ctx,
-                    )
+                    .well_known(*provisioning, &self.wire.routes.wk_provisioning, auth, ctx)
                     .await;
                 let b = self
-                    .well_known(
-                        *verification,
-                        &self.target.verification,
-                        names::WK_VERIFICATION,
-                        None,
-                        ctx,
-                    )
+                    .well_known(*verification, &self.wire.routes.wk_verification, None, ctx)
                     .await;
                 a && b
             }
@@ -536,16 +618,13 @@ impl Runner<'_> {
     async fn well_known(
         &self,
         ep: EndpointId,
-        base: &url::Url,
-        path: &str,
+        to: &Address,
         auth: Option<HeaderValue>,
         ctx: &mut UserCtx<'_>,
     ) -> bool {
-        let url = base.join(path).expect("well-known path joins");
-        let mut req = self.client.get(url).header(ACCEPT, "*/*");
-        if let Some(a) = auth {
-            req = req.header(AUTHORIZATION, a);
-        }
+        let mut headers = vec![accept()];
+        headers.extend(auth.map(|a| (AUTHORIZATION, a)));
+        let req = Outgoing::new(Method::GET, to, &headers);
         let Some(reply) = self.send(ep, req, ctx).await else {
             return false;
         };
@@ -582,20 +661,15 @@ impl Runner<'_> {
         } else {
             ctx.device.corim.clone()
         };
-        let url = self
-            .target
-            .provisioning
-            .join(names::SUBMIT)
-            .expect("submit path joins");
-        let mut req = self
-            .client
-            .post(url)
-            .header(CONTENT_TYPE, release.provisioning_media_type)
-            .header(ACCEPT, "*/*")
-            .body(body);
-        if let Some(a) = self.bearer().await {
-            req = req.header(AUTHORIZATION, a);
-        }
+        let mut headers = vec![
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static(release.provisioning_media_type),
+            ),
+            accept(),
+        ];
+        headers.extend(self.bearer().await.map(|a| (AUTHORIZATION, a)));
+        let req = Outgoing::new(Method::POST, &self.wire.routes.submit, &headers).body(body);
         let Some(reply) = self.send(ep, req, ctx).await else {
             return false;
         };
@@ -644,18 +718,23 @@ impl Runner<'_> {
                 (n.to_vec(), token)
             }
         };
-        // 1. newSession with the nonce as padded base64url (portable across releases).
-        let mut url = self
-            .target
-            .verification
-            .join("/challenge-response/v1/newSession")
-            .expect("path joins");
-        url.query_pairs_mut()
-            .append_pair("nonce", &URL_SAFE.encode(&nonce));
+        // 1. newSession with the nonce as padded base64url, `=` escaped (portable across
+        // releases).
+        let query = format!(
+            "{NEW_SESSION_PATH}?nonce={}",
+            URL_SAFE.encode(&nonce).replace('=', "%3D")
+        );
+        let new_session = self
+            .wire
+            .routes
+            .new_session
+            .with_path(&query)
+            .expect("base64url is a valid query");
+        let headers = [accept()];
         let Some(reply) = self
             .send(
                 new_ep,
-                self.client.post(url.clone()).header(ACCEPT, "*/*"),
+                Outgoing::new(Method::POST, &new_session, &headers),
                 ctx,
             )
             .await
@@ -681,7 +760,8 @@ impl Runner<'_> {
                 ));
             }
             // Location is relative (`session/<uuid>`): resolve against the request URL.
-            url.join(loc)
+            new_session
+                .join(loc)
                 .map_err(|_| (FailureClass::Body, format!("bad Location {loc:?}")))
         });
         let session_url = match session_url {
@@ -695,12 +775,14 @@ impl Runner<'_> {
             }
         };
         // 2. Evidence.
-        let req = self
-            .client
-            .post(session_url.clone())
-            .header(CONTENT_TYPE, PSA_EVIDENCE_MEDIA_TYPE)
-            .header(ACCEPT, "*/*")
-            .body(token);
+        let evidence_headers = [
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static(PSA_EVIDENCE_MEDIA_TYPE),
+            ),
+            accept(),
+        ];
+        let req = Outgoing::new(Method::POST, &session_url, &evidence_headers).body(token);
         let mut ok = false;
         if let Some(reply) = self.send(ev_ep, req, ctx).await {
             let cpu = thread_cpu_ns();
@@ -736,7 +818,7 @@ impl Runner<'_> {
         if let Some(reply) = self
             .send(
                 del_ep,
-                self.client.delete(session_url).header(ACCEPT, "*/*"),
+                Outgoing::new(Method::DELETE, &session_url, &headers),
                 ctx,
             )
             .await
@@ -751,18 +833,17 @@ impl Runner<'_> {
 
     async fn http(&self, name: &str, ep: EndpointId, ctx: &mut UserCtx<'_>) -> bool {
         let t = &self.target.http_tasks[name];
-        let mut req = self.client.request(t.method.clone(), t.url.clone());
-        if !t.headers.is_empty() {
-            req = req.headers(t.headers.clone());
-        }
-        if !t.body.is_empty() {
-            req = req.body(t.body.clone());
-        }
-        if t.auth {
-            if let Some(a) = self.bearer().await {
-                req = req.header(AUTHORIZATION, a);
+        let bearer = if t.auth { self.bearer().await } else { None };
+        let with_bearer;
+        let headers = match bearer {
+            Some(a) => {
+                with_bearer = [t.headers.as_slice(), &[(AUTHORIZATION, a)]].concat();
+                &with_bearer
             }
-        }
+            None => &t.headers,
+        };
+        let req = Outgoing::new(t.method.clone(), &self.wire.routes.http[name], headers)
+            .body(t.body.clone());
         let Some(reply) = self.send(ep, req, ctx).await else {
             return false;
         };
@@ -772,14 +853,17 @@ impl Runner<'_> {
 }
 
 /// Parses header pairs for an HTTP task.
-pub fn header_map(headers: &BTreeMap<String, String>) -> Result<HeaderMap, String> {
-    let mut map = HeaderMap::new();
-    for (k, v) in headers {
-        let name = HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| format!("`{k}` is not a header name"))?;
-        let value =
-            HeaderValue::from_str(v).map_err(|_| format!("header `{k}` has an invalid value"))?;
-        map.insert(name, value);
-    }
-    Ok(map)
+pub fn header_map(
+    headers: &BTreeMap<String, String>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("`{k}` is not a header name"))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|_| format!("header `{k}` has an invalid value"))?;
+            Ok((name, value))
+        })
+        .collect()
 }

@@ -3,24 +3,66 @@
 //! certificate when a service asks for one. Certificate checks are never turned off.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{Error, Result};
 use crate::trial::Environment;
 
-/// What every client of an environment trusts and presents.
-#[derive(Clone, Default)]
+/// What every client of an environment trusts and presents: one rustls configuration, used by
+/// the load engine's connections and by every `reqwest` client alike.
+#[derive(Clone)]
 pub struct ClientTls {
-    roots: Vec<reqwest::Certificate>,
-    identity: Option<reqwest::Identity>,
+    /// The public roots, the environment's CAs and its client certificate.
+    config: Arc<rustls::ClientConfig>,
+    identity: bool,
     /// The files they came from, for messages.
     pub files: Vec<PathBuf>,
+}
+
+impl Default for ClientTls {
+    fn default() -> ClientTls {
+        ClientTls {
+            config: client_config(Vec::new(), None).expect("the public roots make a config"),
+            identity: false,
+            files: Vec::new(),
+        }
+    }
+}
+
+/// A client certificate chain and its key.
+type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// The public roots (webpki) plus `extra` CAs, presenting `identity` when asked; HTTP/1.1.
+fn client_config(
+    extra: Vec<CertificateDer<'static>>,
+    identity: Option<Identity>,
+) -> std::result::Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for c in extra {
+        roots.add(c)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientTls")
             .field("files", &self.files)
-            .field("identity", &self.identity.is_some())
+            .field("identity", &self.identity)
             .finish()
     }
 }
@@ -45,7 +87,9 @@ impl ClientTls {
     /// The TLS settings of an environment, files read and parsed (errors name the file, the
     /// field and the problem).
     pub fn of(env: &Environment) -> Result<ClientTls> {
-        let mut tls = ClientTls::default();
+        let mut files = Vec::new();
+        let mut extra = Vec::new();
+        let mut client_identity = None;
         let file = &env.file;
         let services = &env.spec.services;
         let named = [
@@ -97,13 +141,16 @@ impl ClientTls {
         }
         for (field, ca) in ca_files {
             let (path, pem) = read(file, &field, &ca)?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            let bad = |e: &dyn std::fmt::Display| {
                 Error::Usage(format!(
                     "{}: {field}: {} is not a PEM certificate bundle: {e}",
                     file.display(),
                     path.display()
                 ))
-            })?;
+            };
+            let certs = CertificateDer::pem_slice_iter(&pem)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| bad(&e))?;
             if certs.is_empty() {
                 return Err(Error::Usage(format!(
                     "{}: {field}: {} holds no certificate",
@@ -111,36 +158,47 @@ impl ClientTls {
                     path.display()
                 )));
             }
-            tls.roots.extend(certs);
-            tls.files.push(path);
+            extra.extend(certs);
+            files.push(path);
         }
         if let Some((field, cert, key)) = identity {
-            let (cp, mut pem) = read(file, &format!("{field}.client-cert"), &cert)?;
+            let (cp, cert) = read(file, &format!("{field}.client-cert"), &cert)?;
             let (kp, key) = read(file, &format!("{field}.client-key"), &key)?;
-            pem.push(b'\n');
-            pem.extend_from_slice(&key);
-            tls.identity = Some(reqwest::Identity::from_pem(&pem).map_err(|e| {
+            let bad = |e: &dyn std::fmt::Display| {
                 Error::Usage(format!(
                     "{}: {field}: {} and {} are not a PEM certificate and key: {e}",
                     file.display(),
                     cp.display(),
                     kp.display()
                 ))
-            })?);
-            tls.files.push(cp);
+            };
+            let chain = CertificateDer::pem_slice_iter(&cert)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| bad(&e))?;
+            if chain.is_empty() {
+                return Err(bad(&"no certificate"));
+            }
+            let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| bad(&e))?;
+            client_identity = Some((chain, key));
+            files.push(cp);
         }
-        Ok(tls)
+        let identity = client_identity.is_some();
+        let config = client_config(extra, client_identity)
+            .map_err(|e| Error::Usage(format!("{}: TLS settings: {e}", file.display())))?;
+        Ok(ClientTls {
+            config,
+            identity,
+            files,
+        })
     }
 
-    /// A client builder that trusts the public roots and these CAs, and presents the identity.
+    /// The rustls configuration (public roots, these CAs, the identity).
+    pub fn config(&self) -> Arc<rustls::ClientConfig> {
+        self.config.clone()
+    }
+
+    /// A `reqwest` client builder on the same configuration.
     pub fn builder(&self) -> reqwest::ClientBuilder {
-        let mut b = reqwest::Client::builder();
-        for c in &self.roots {
-            b = b.add_root_certificate(c.clone());
-        }
-        if let Some(i) = &self.identity {
-            b = b.identity(i.clone());
-        }
-        b
+        reqwest::Client::builder().use_preconfigured_tls((*self.config).clone())
     }
 }

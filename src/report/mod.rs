@@ -340,6 +340,11 @@ fn warnings(data: &ReportData) -> Vec<String> {
             out.push(format!("missing: {p}"));
         }
     }
+    for r in &data.runs {
+        if let Some(why) = &r.partial {
+            out.push(format!("run {} is partial: {why}", r.run_id));
+        }
+    }
     let saturated: Vec<&str> = data
         .runs
         .iter()
@@ -487,6 +492,7 @@ fn sections(data: &ReportData, baseline: Option<&(String, Vec<RunSummary>)>) -> 
             tables::stores_table(data),
             tables::infra_table(data),
             tables::generator_table(&data.runs),
+            tables::workers_table(&data.runs),
             tables::error_logs_table(data),
             tables::missing_table(data),
         ],

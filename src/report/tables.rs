@@ -173,16 +173,75 @@ pub fn infra_table(data: &ReportData) -> Table {
     }
 }
 
+/// A generator fleet's workers per run: each one's share, what it recorded, its own health,
+/// and whether it finished (empty without a fleet).
+pub fn workers_table(runs: &[RunSummary]) -> Table {
+    let mut rows = Vec::new();
+    for r in runs {
+        for w in &r.workers {
+            let g = &w.generator;
+            let share = match (w.users, w.arrival_rate) {
+                (Some(u), _) => format!("{u} users"),
+                (None, Some(a)) => format!("{a}/s"),
+                _ => String::new(),
+            };
+            rows.push(vec![
+                r.run_id.clone(),
+                w.name.clone(),
+                share,
+                w.requests.to_string(),
+                w.failures.to_string(),
+                format!("{:.0}", g.cpu_pct),
+                format!("{:.0}", g.busy_pct),
+                fmt_ms(g.timer_lag_p99_ms),
+                if g.saturated {
+                    "YES".into()
+                } else {
+                    "no".into()
+                },
+                match &w.message {
+                    Some(m) => format!("{}: {m}", w.status),
+                    None => w.status.clone(),
+                },
+            ]);
+        }
+    }
+    Table {
+        title: "Generator fleet".into(),
+        note: "Each worker's share and what it recorded; the run's figures are their per-second \
+               histograms added, never averaged percentiles."
+            .into(),
+        header: [
+            "run",
+            "worker",
+            "share",
+            "requests",
+            "failures",
+            "CPU %",
+            "busy %",
+            "timer lag p99 ms",
+            "saturated",
+            "status",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+    }
+}
+
 /// The generator's own health per run.
 pub fn generator_table(runs: &[RunSummary]) -> Table {
     Table {
         title: "Load generator".into(),
-        note: "The engine's own threads: their CPU and the lateness of a 100 ms timer on them."
-            .into(),
+        note:
+            "The engine's own threads: the CPU they got, the time they wanted a core (running or \
+               waiting for one), and the lateness of a 100 ms timer on them."
+                .into(),
         header: [
             "run",
             "threads",
             "CPU %",
+            "busy %",
             "timer lag p99 ms",
             "check CPU µs/task",
             "saturated",
@@ -197,6 +256,7 @@ pub fn generator_table(runs: &[RunSummary]) -> Table {
                     r.run_id.clone(),
                     g.threads.to_string(),
                     format!("{:.0}", g.cpu_pct),
+                    format!("{:.0}", g.busy_pct),
                     fmt_ms(g.timer_lag_p99_ms),
                     format!("{:.0}", g.check_cpu_us_per_task),
                     if g.saturated {

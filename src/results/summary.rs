@@ -146,6 +146,10 @@ pub struct GeneratorHealth {
     /// CPU time of the load engine's threads / (wall time × their number), %.
     #[serde(alias = "cpu_pct_of_available")]
     pub cpu_pct: f64,
+    /// Time the engine's threads were running or ready to run (waiting for a core) / (wall
+    /// time × their number), %: what they wanted, where `cpu_pct` is what they got.
+    #[serde(default)]
+    pub busy_pct: f64,
     /// The load engine's threads.
     #[serde(alias = "cores")]
     pub threads: usize,
@@ -174,6 +178,15 @@ pub struct Arrivals {
     /// Still waiting for a slot at the deadline: never sent. Their lateness (deadline − due)
     /// is in the corrected latency.
     pub dropped: u64,
+}
+
+impl Arrivals {
+    /// Adds another generator's arrivals.
+    pub fn add(&mut self, other: &Arrivals) {
+        self.scheduled += other.scheduled;
+        self.started += other.started;
+        self.dropped += other.dropped;
+    }
 }
 
 /// Everything a run produced, in summary.
@@ -219,6 +232,34 @@ pub struct RunSummary {
     /// The run ended early (Ctrl-C).
     #[serde(default)]
     pub interrupted: bool,
+    /// With a generator fleet: one row per worker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerRow>,
+    /// Why the results are partial (a generator worker failed or stopped reporting), if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<String>,
+}
+
+/// What one generator worker of a fleet did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WorkerRow {
+    /// `w1`, `w2`, … (with the instance id on AWS).
+    pub name: String,
+    /// Its share of the users (closed model).
+    pub users: Option<u32>,
+    /// Its share of the arrival rate (open model).
+    pub arrival_rate: Option<f64>,
+    /// Requests it recorded (window and drain).
+    pub requests: u64,
+    /// Of which failed.
+    pub failures: u64,
+    /// Its own generator health (CPU, busy, timer lag, saturated).
+    pub generator: GeneratorHealth,
+    /// `finished`, or `lost` (failed or stopped reporting; its seconds so far are merged).
+    pub status: String,
+    /// What happened, when lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl RunSummary {

@@ -224,6 +224,21 @@ pub struct TrialFile {
     /// Regression thresholds checked at the end of the run (same format as `compare --thresholds`).
     #[serde(default)]
     pub thresholds: Vec<String>,
+    /// With a generator fleet: what a run does when a worker fails or stops reporting. Its
+    /// results are kept and marked partial either way.
+    #[serde(default)]
+    pub on_generator_loss: GeneratorLoss,
+}
+
+/// What a campaign does when a generator worker is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum GeneratorLoss {
+    /// End the campaign after the run (restoring everything, as on any error).
+    #[default]
+    Stop,
+    /// Go on with the next run.
+    Continue,
 }
 
 /// Per-service capacity, plus how long to wait for readiness.
@@ -592,6 +607,44 @@ pub struct EnvironmentFile {
     /// Where the stores are.
     #[serde(default)]
     pub stores: Option<StoresLocation>,
+    /// Where the load comes from: this process when absent, worker processes on this host
+    /// (`local: N`) or a fleet of instances driven through Systems Manager (`aws: …`).
+    #[serde(default)]
+    pub generators: Option<GeneratorsSpec>,
+}
+
+/// A generator fleet: exactly one of `local` and `aws`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GeneratorsSpec {
+    /// Worker processes on this host (uses every core; how the suite tests distribution).
+    #[serde(default)]
+    pub local: Option<u32>,
+    /// Instances of an auto-scaling group, started through Systems Manager Run Command.
+    #[serde(default)]
+    pub aws: Option<AwsGenerators>,
+}
+
+/// A generator fleet on AWS.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AwsGenerators {
+    /// The generators' auto-scaling group (pinned to `count` for the run, restored after).
+    pub asg: String,
+    /// Instances, one worker each.
+    pub count: u32,
+    /// `s3://bucket[/prefix]` carrying the phase spec, the trial and the workers' results.
+    pub bucket: String,
+    /// Region of the group and bucket; default: the environment's.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Where the instances fetch the trialrunner binary (a release URL); default: the binary
+    /// running the campaign, uploaded to the bucket.
+    #[serde(default)]
+    pub binary_url: Option<String>,
+    /// Instance type of the group, for `plan`'s instance-hours (default: read from AWS).
+    #[serde(default)]
+    pub instance_type: Option<String>,
 }
 
 /// AWS settings of an environment.

@@ -12,7 +12,7 @@ use super::model::{
 use super::validate::{Capacity, TaskRef, Trial};
 
 /// One load run: who loads what, for how long.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct LoadPhase {
     /// Unique within the trial, names the run's folder (`u010-verify`, `it2-u015-provision`).
     pub run_id: String,
@@ -490,6 +490,49 @@ pub struct Changes {
     pub flushes: Option<String>,
     /// Cloud metric sets it reads.
     pub reads: Vec<super::model::MetricName>,
+    /// The generator fleet and its share of the load, when the environment names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generators: Option<String>,
+}
+
+/// The fleet line of `plan`: who generates the load, each worker's share in the largest run,
+/// and for a fleet on AWS the group it pins and the instance-hours the campaign costs.
+fn describe_generators(trial: &Trial) -> Option<String> {
+    let g = trial.env.spec.generators.as_ref()?;
+    let plan = plan(trial);
+    let largest = plan
+        .load_phases()
+        .max_by_key(|p| p.users.unwrap_or(0))?
+        .clone();
+    let (workers, what) = match (g.local, &g.aws) {
+        (Some(n), _) => (n, format!("{n} worker processes on this host")),
+        (None, Some(a)) => {
+            let hours = a.count as f64 * plan.total().as_secs_f64() / 3600.0;
+            let kind = a.instance_type.as_deref().unwrap_or("instances");
+            (
+                a.count,
+                format!(
+                    "{} {kind} of {} (pinned to {} for the campaign, restored after; about {hours:.2} instance-hours), through SSM, specs and results in {}",
+                    a.count, a.asg, a.count, a.bucket
+                ),
+            )
+        }
+        (None, None) => return None,
+    };
+    let shares = crate::fleet::split(&largest, workers);
+    let share = match largest.users {
+        Some(u) => format!(
+            "{u} users of run {} as {}",
+            largest.run_id,
+            shares
+                .iter()
+                .map(|(p, _)| p.users.unwrap_or(0).to_string())
+                .collect::<Vec<_>>()
+                .join("/")
+        ),
+        None => format!("arrival rates ÷ {}", shares.len()),
+    };
+    Some(format!("{what}; {share}"))
 }
 
 /// What a database or cache description says, without reaching it.
@@ -572,6 +615,7 @@ pub fn changes(trial: &Trial) -> Changes {
         clears: when.and_then(|w| db.map(|d| format!("{d}: {w}"))),
         flushes: cache.filter(|_| trial.spec.stores.flush_sessions),
         reads: trial.spec.metrics.clone(),
+        generators: describe_generators(trial),
     }
 }
 
@@ -618,6 +662,9 @@ impl fmt::Display for Changes {
         )?;
         if let Some(c) = &self.flushes {
             writeln!(f, "  flushes       {c}")?;
+        }
+        if let Some(g) = &self.generators {
+            writeln!(f, "  generators    {g}")?;
         }
         if !self.reads.is_empty() {
             let names: Vec<String> = self

@@ -15,7 +15,7 @@ use crate::veraison::release::ReleaseProfile;
 pub const BUILTIN_TASKS: [&str; 3] = ["well-known", "provision", "verify"];
 
 /// A task a load phase runs.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TaskRef {
     /// `GET /.well-known/veraison/provisioning` (and verification).
@@ -443,6 +443,9 @@ fn check_environment(
     if let Some(stores) = &spec.stores {
         check_store_locations(&mut c, &spec, stores);
     }
+    if let Some(g) = &spec.generators {
+        check_generators(&mut c, g, spec.aws.is_some());
+    }
     if diags.len() > before {
         return None;
     }
@@ -452,6 +455,45 @@ fn check_environment(
         spec,
         release: release?,
     })
+}
+
+fn check_generators(c: &mut Check, g: &GeneratorsSpec, has_aws: bool) {
+    match (g.local, &g.aws) {
+        (Some(_), Some(_)) | (None, None) => c.err(
+            "generators",
+            "give exactly one of `local` and `aws`",
+            Some("`generators: { local: 4 }` or `generators: { aws: { asg: …, count: …, bucket: s3://… } }`"),
+        ),
+        (Some(n), None) if n == 0 || n as i64 > limits::GENERATORS => c.err(
+            "generators.local",
+            format!("{n} worker processes: between 1 and {}", limits::GENERATORS),
+            None,
+        ),
+        (None, Some(a)) => {
+            if a.count == 0 || a.count as i64 > limits::GENERATORS {
+                c.err(
+                    "generators.aws.count",
+                    format!("{} instances: between 1 and {}", a.count, limits::GENERATORS),
+                    None,
+                );
+            }
+            if crate::fleet::aws::S3Location::parse(&a.bucket).is_none() {
+                c.err(
+                    "generators.aws.bucket",
+                    format!("`{}` is not an S3 location", a.bucket),
+                    Some("write it s3://bucket or s3://bucket/prefix"),
+                );
+            }
+            if !has_aws {
+                c.err(
+                    "generators.aws",
+                    "a fleet on AWS needs the environment's `aws` (account, region)",
+                    None,
+                );
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Upper bounds on what a trial may ask for: beyond them a value is a mistake (a unit slip, a
@@ -467,6 +509,8 @@ pub mod limits {
     pub const ITERATIONS: i64 = 1_000;
     /// Instances of one auto-scaling group.
     pub const CAPACITY: i64 = 1_000;
+    /// Generator workers (processes or instances).
+    pub const GENERATORS: i64 = 256;
     /// One run.
     pub const RUN: Duration = Duration::from_secs(7 * 24 * 3600);
     /// A request.

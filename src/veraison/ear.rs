@@ -4,7 +4,7 @@
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
-use p256::ecdsa::signature::{Signer, Verifier};
+use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use serde_json::{json, Value};
 
@@ -59,8 +59,28 @@ pub fn public_jwk(key: &SigningKey) -> Value {
     })
 }
 
-/// A verifying key from a JWK.
-pub fn key_from_jwk(jwk: &Value) -> Option<VerifyingKey> {
+/// The service's EAR key, ready for the load's hot path (ring's ES256 verification).
+#[derive(Debug, Clone)]
+pub struct EarKey(ring::signature::UnparsedPublicKey<Vec<u8>>);
+
+impl EarKey {
+    /// Whether `sig` (raw `r‖s`) signs `message`.
+    pub fn verifies(&self, message: &[u8], sig: &[u8]) -> bool {
+        self.0.verify(message, sig).is_ok()
+    }
+}
+
+impl From<&VerifyingKey> for EarKey {
+    fn from(key: &VerifyingKey) -> EarKey {
+        EarKey(ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_FIXED,
+            key.to_encoded_point(false).as_bytes().to_vec(),
+        ))
+    }
+}
+
+/// A verifying key from a JWK (a point on P-256, checked).
+pub fn key_from_jwk(jwk: &Value) -> Option<EarKey> {
     let coord = |k: &str| {
         jwk.get(k)?
             .as_str()
@@ -70,7 +90,9 @@ pub fn key_from_jwk(jwk: &Value) -> Option<VerifyingKey> {
     let mut sec1 = vec![0x04];
     sec1.extend(x);
     sec1.extend(y);
-    VerifyingKey::from_sec1_bytes(&sec1).ok()
+    VerifyingKey::from_sec1_bytes(&sec1)
+        .ok()
+        .map(|k| EarKey::from(&k))
 }
 
 /// Builds and signs an EAR for one PSA appraisal.
@@ -121,7 +143,7 @@ pub enum EarError {
 
 /// The worst `ear.status` over all submodules, from a JWT; the signature is checked when a key
 /// is given (the load engine's hot path skips it, the readiness check does not).
-pub fn ear_status(jwt: &str, key: Option<&VerifyingKey>) -> Result<EarStatus, EarError> {
+pub fn ear_status(jwt: &str, key: Option<&EarKey>) -> Result<EarStatus, EarError> {
     check_ear(jwt, key, None)
 }
 
@@ -130,7 +152,7 @@ pub fn ear_status(jwt: &str, key: Option<&VerifyingKey>) -> Result<EarStatus, Ea
 /// session's).
 pub fn check_ear(
     jwt: &str,
-    key: Option<&VerifyingKey>,
+    key: Option<&EarKey>,
     nonce: Option<&[u8]>,
 ) -> Result<EarStatus, EarError> {
     let mut parts = jwt.split('.');
@@ -143,9 +165,11 @@ pub fn check_ear(
         let sig = URL_SAFE_NO_PAD
             .decode(s)
             .map_err(|_| EarError::Malformed("signature is not base64url"))?;
-        let sig = Signature::from_slice(&sig).map_err(|_| EarError::BadSignature)?;
-        key.verify(format!("{h}.{p}").as_bytes(), &sig)
-            .map_err(|_| EarError::BadSignature)?;
+        // The signing input is the JWT up to its second dot, as sent: no copy.
+        let signed = &jwt[..h.len() + 1 + p.len()];
+        if !key.verifies(signed.as_bytes(), &sig) {
+            return Err(EarError::BadSignature);
+        }
     }
     let payload = URL_SAFE_NO_PAD
         .decode(p)
@@ -212,7 +236,9 @@ mod tests {
         );
         let vk = key_from_jwk(&public_jwk(&key)).unwrap();
         assert_eq!(ear_status(&jwt, Some(&vk)), Ok(EarStatus::Affirming));
-        let other = VerifyingKey::from(&SigningKey::from_slice(&[8u8; 32]).unwrap());
+        let other = EarKey::from(&VerifyingKey::from(
+            &SigningKey::from_slice(&[8u8; 32]).unwrap(),
+        ));
         assert_eq!(ear_status(&jwt, Some(&other)), Err(EarError::BadSignature));
         assert!(ear_status("a.b", None).is_err());
     }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::load::recorder::Recorder;
-use crate::load::tasks::{plan_jobs, DeviceMaterial, Runner, Target, UserCtx};
+use crate::load::tasks::{plan_jobs, DeviceMaterial, Runner, Target, UserCtx, Wire};
 use crate::provider::{TargetCheck, TargetReport};
 use crate::trial::model::NonceMode;
 use crate::trial::TaskRef;
@@ -188,8 +188,9 @@ impl ServiceCheck {
         let device = DeviceMaterial::new(&self.target.release, 0x5eed_c4ec, 0);
         let (jobs, endpoints, _) = plan_jobs(&[TaskRef::Provision, TaskRef::Verify], &self.target);
         let recorder = Recorder::detached(endpoints);
+        let wire = Wire::new(&self.target, std::time::Duration::from_secs(30))?;
         let runner = Runner {
-            client: &self.client,
+            wire: &wire,
             target: &self.target,
             recorder: &recorder,
             token_endpoint: None,

@@ -317,13 +317,18 @@ impl Device {
     }
 }
 
-/// Cheap per-session re-signing for a fixed-length nonce: the payload template is patched in
-/// place (no CBOR re-encoding) and signed.
-#[derive(Clone)]
+/// Mints a device's tokens for fresh nonces on the load's hot path: the signed structure and
+/// the envelope are encoded once with a marker where the nonce goes, so a token is two copies,
+/// a patched nonce and one ES256 signature (ring).
 pub struct TokenMinter {
-    key: SigningKey,
-    payload: Vec<u8>,
-    nonce_at: usize,
+    key: ring::signature::EcdsaKeyPair,
+    rng: ring::rand::SystemRandom,
+    /// `Sig_structure` (RFC 9052 §4.4) over the payload, nonce at `tbs_nonce_at`.
+    tbs: Vec<u8>,
+    tbs_nonce_at: usize,
+    /// The tagged COSE_Sign1, nonce at `envelope_nonce_at`, the signature its last 64 bytes.
+    envelope: Vec<u8>,
+    envelope_nonce_at: usize,
     nonce_len: usize,
 }
 
@@ -332,14 +337,31 @@ impl TokenMinter {
     pub fn new(device: &Device, nonce_len: usize) -> TokenMinter {
         let marker = vec![0xAAu8; nonce_len];
         let payload = device.claims(&marker);
-        let nonce_at = payload
-            .windows(nonce_len)
-            .position(|w| w == marker.as_slice())
-            .expect("nonce marker is in the payload");
+        let at = |bytes: &[u8]| {
+            let found: Vec<usize> = (0..=bytes.len() - nonce_len)
+                .filter(|&i| bytes[i..i + nonce_len] == marker[..])
+                .collect();
+            assert_eq!(found.len(), 1, "the nonce marker appears exactly once");
+            found[0]
+        };
+        let tbs = sig_structure(&PROTECTED_ES256, &payload);
+        let envelope = cose_sign1(&payload, &[0u8; 64]);
+        let rng = ring::rand::SystemRandom::new();
+        let public = VerifyingKey::from(&device.key).to_encoded_point(false);
+        let key = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &device.key.to_bytes(),
+            public.as_bytes(),
+            &rng,
+        )
+        .expect("a P-256 key pair ring accepts");
         TokenMinter {
-            key: device.key.clone(),
-            payload,
-            nonce_at,
+            key,
+            rng,
+            tbs_nonce_at: at(&tbs),
+            tbs,
+            envelope_nonce_at: at(&envelope),
+            envelope,
             nonce_len,
         }
     }
@@ -351,9 +373,18 @@ impl TokenMinter {
             self.nonce_len,
             "nonce length fixed at construction"
         );
-        let mut payload = self.payload.clone();
-        payload[self.nonce_at..self.nonce_at + self.nonce_len].copy_from_slice(nonce);
-        sign_cose(&self.key, &payload)
+        let mut tbs = self.tbs.clone();
+        tbs[self.tbs_nonce_at..self.tbs_nonce_at + self.nonce_len].copy_from_slice(nonce);
+        let sig = self
+            .key
+            .sign(&self.rng, &tbs)
+            .expect("ES256 signing with the system's randomness");
+        let mut token = self.envelope.clone();
+        token[self.envelope_nonce_at..self.envelope_nonce_at + self.nonce_len]
+            .copy_from_slice(nonce);
+        let n = token.len();
+        token[n - 64..].copy_from_slice(sig.as_ref());
+        token
     }
 }
 
@@ -382,13 +413,18 @@ fn sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
 /// Tagged COSE_Sign1 with ES256 over `payload`.
 pub fn sign_cose(key: &SigningKey, payload: &[u8]) -> Vec<u8> {
     let sig: Signature = key.sign(&sig_structure(&PROTECTED_ES256, payload));
+    cose_sign1(payload, &sig.to_bytes())
+}
+
+/// The tagged COSE_Sign1 envelope: protected ES256 header, no unprotected ones.
+fn cose_sign1(payload: &[u8], sig: &[u8]) -> Vec<u8> {
     to_cbor(&Value::Tag(
         tag::COSE_SIGN1,
         Box::new(Value::Array(vec![
             Value::Bytes(PROTECTED_ES256.to_vec()),
             Value::Map(vec![]),
             Value::Bytes(payload.to_vec()),
-            Value::Bytes(sig.to_bytes().to_vec()),
+            Value::Bytes(sig.to_vec()),
         ])),
     ))
 }
@@ -700,10 +736,23 @@ mod tests {
     fn minter_patches_the_nonce_in_place() {
         let d = Device::synthetic(1, 1);
         let m = TokenMinter::new(&d, 32);
-        let nonce = [3u8; 32];
+        for nonce in [[3u8; 32], [0xAA; 32], std::array::from_fn(|i| i as u8)] {
+            let minted = m.mint(&nonce);
+            let t = ParsedToken::parse(&minted).unwrap();
+            assert_eq!(t.payload, d.claims(&nonce));
+            assert_eq!(t.claims.nonce, nonce);
+            // The same bytes as the general encoder's, signature aside; and it verifies.
+            let general = sign_cose(&d.key, &d.claims(&nonce));
+            assert_eq!(minted.len(), general.len());
+            assert_eq!(minted[..minted.len() - 64], general[..general.len() - 64]);
+            t.verify(&d.public_key_pem()).unwrap();
+        }
+        let other = Device::synthetic(1, 2);
         assert_eq!(
-            ParsedToken::parse(&m.mint(&nonce)).unwrap().payload,
-            d.claims(&nonce)
+            ParsedToken::parse(&TokenMinter::new(&other, 32).mint(&[3; 32]))
+                .unwrap()
+                .verify(&d.public_key_pem()),
+            Err(PsaError::BadSignature)
         );
     }
 }

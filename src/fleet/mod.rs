@@ -1,0 +1,372 @@
+//! Load beyond one process: a phase split across generator workers, each running the same
+//! engine on its share from the same wall-clock start, merged second by second by adding
+//! histograms (never averaging percentiles). The results directory, report and compare are the
+//! same as for one generator, plus one row per worker.
+//!
+//! * [`split`]: users, spawn and arrival rates shared out (106 users over 4: 27/27/26/26).
+//! * [`WorkerSpec`]: what `trialrunner worker` reads.
+//! * [`merge`]: the workers' lossless per-second cells fed through the engine's own aggregation.
+//! * [`local::LocalFleet`]: N worker processes on this host; [`aws`]: instances of an
+//!   auto-scaling group started through Systems Manager, with S3 carrying specs and results.
+
+pub mod aws;
+pub mod local;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::load::aggregate::{Aggregator, CellLine, Window};
+use crate::load::recorder::{Endpoint, Recorder, Slot};
+use crate::load::Share;
+use crate::results::{self, GeneratorHealth, RunSummary, WorkerRow};
+use crate::trial::model::{ArrivalSpec, Rate, SpawnSpec};
+use crate::trial::LoadPhase;
+
+/// What one worker runs: its share of a phase and where the trial is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    /// `w1`, `w2`, …
+    pub name: String,
+    /// Its share of the phase.
+    pub phase: LoadPhase,
+    /// Its first user and the common start.
+    pub share: Share,
+    /// The trial file (its plain HTTP tasks and body files).
+    pub trial: PathBuf,
+    /// The environment file.
+    pub environment: PathBuf,
+    /// Engine threads (default: every core of the worker's host).
+    #[serde(default)]
+    pub threads: Option<usize>,
+}
+
+/// Splits a phase over `workers`: users as evenly as possible (the first ones get one more),
+/// spawn and arrival rates in proportion. Workers with nothing to do are left out. Returns
+/// each share with the number of its first user.
+pub fn split(phase: &LoadPhase, workers: u32) -> Vec<(LoadPhase, u32)> {
+    let workers = workers.max(1);
+    if let Some(users) = phase.users {
+        let (base, extra) = (users / workers, users % workers);
+        let mut first = 0;
+        let mut out = Vec::new();
+        for k in 0..workers {
+            let n = base + u32::from(k < extra);
+            if n == 0 {
+                continue;
+            }
+            let mut p = phase.clone();
+            p.users = Some(n);
+            if let SpawnSpec::Rate(r) = phase.spawn {
+                p.spawn = SpawnSpec::Rate(Rate(r.0 * n as f64 / users as f64));
+            }
+            out.push((p, first));
+            first += n;
+        }
+        return out;
+    }
+    let Some(a) = phase.arrival else {
+        return vec![(phase.clone(), 0)];
+    };
+    let n = workers as f64;
+    (0..workers)
+        .map(|k| {
+            let mut p = phase.clone();
+            p.arrival = Some(ArrivalSpec {
+                rate: Rate(a.rate.0 / n),
+                to: a.to.map(|t| Rate(t.0 / n)),
+                max_in_flight: (a.max_in_flight + workers as i64 - 1) / workers as i64,
+            });
+            // Session numbers (device choice, unique ids) apart per worker.
+            (p, k * 1_000_000)
+        })
+        .collect()
+}
+
+/// How a worker ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerEnd {
+    /// It wrote its summary.
+    Finished,
+    /// It failed or stopped reporting; what is known.
+    Lost(String),
+}
+
+/// A worker's files after the run.
+#[derive(Debug, Clone)]
+pub struct WorkerOutcome {
+    /// Its name.
+    pub name: String,
+    /// Where its files are (its `cells.jsonl`, `endpoints.json`, `summary.json`).
+    pub dir: PathBuf,
+    /// How it ended.
+    pub end: WorkerEnd,
+    /// Its share.
+    pub phase: LoadPhase,
+}
+
+/// Reads a worker's cells; a torn last line (a killed worker) ends the reading.
+fn read_cells(dir: &Path) -> Vec<CellLine> {
+    let Ok(f) = std::fs::File::open(dir.join("cells.jsonl")) else {
+        return Vec::new();
+    };
+    std::io::BufReader::new(f)
+        .lines()
+        .map_while(|l| l.ok().and_then(|l| serde_json::from_str(&l).ok()))
+        .collect()
+}
+
+fn read_summary(dir: &Path) -> Option<RunSummary> {
+    serde_json::from_slice(&std::fs::read(dir.join("summary.json")).ok()?).ok()
+}
+
+/// The generator health of a fleet: threads added, CPU and busy time weighted by threads, the
+/// worst timer lag, saturated when any worker was.
+fn fleet_health(all: &[GeneratorHealth]) -> GeneratorHealth {
+    let threads: usize = all.iter().map(|g| g.threads).sum();
+    let weighted = |f: fn(&GeneratorHealth) -> f64| {
+        all.iter().map(|g| f(g) * g.threads as f64).sum::<f64>() / threads.max(1) as f64
+    };
+    let worst = |f: fn(&GeneratorHealth) -> f64| all.iter().map(f).fold(0.0, f64::max);
+    GeneratorHealth {
+        cpu_pct: weighted(|g| g.cpu_pct),
+        busy_pct: weighted(|g| g.busy_pct),
+        threads,
+        timer_lag_p50_ms: worst(|g| g.timer_lag_p50_ms),
+        timer_lag_p99_ms: worst(|g| g.timer_lag_p99_ms),
+        max_timer_lag_ms: worst(|g| g.max_timer_lag_ms),
+        check_cpu_us_per_task: weighted(|g| g.check_cpu_us_per_task),
+        saturated: all.iter().any(|g| g.saturated),
+    }
+}
+
+/// Merges the workers' files of a phase that started at `start_unix` into `dir`: the same
+/// per-second files, `stats.csv`, `failures.csv` and `summary.json` as one engine writes, from
+/// the workers' histograms added second by second; one [`WorkerRow`] each. A lost worker's
+/// seconds so far are merged and the run is marked partial, naming it.
+pub fn merge(
+    phase: &LoadPhase,
+    start_unix: f64,
+    workers: &[WorkerOutcome],
+    dir: &Path,
+) -> Result<RunSummary> {
+    let endpoints: Vec<Endpoint> = workers
+        .iter()
+        .find_map(|w| {
+            serde_json::from_slice(&std::fs::read(w.dir.join("endpoints.json")).ok()?).ok()
+        })
+        .ok_or_else(|| {
+            Error::Infra(format!(
+                "{}: no generator worker produced results ({})",
+                phase.run_id,
+                lost_names(workers)
+            ))
+        })?;
+    let rec = Recorder::detached(endpoints);
+    let mut rows = Vec::new();
+    let mut healths = Vec::new();
+    let mut ends = Vec::new();
+    let mut drain_s: f64 = 0.0;
+    let mut arrivals: Option<results::Arrivals> = None;
+    let mut interrupted = false;
+    for w in workers {
+        let (mut requests, mut failures) = (0, 0);
+        for line in read_cells(&w.dir) {
+            let cells: Option<Vec<_>> = line.cells.iter().map(|c| c.cell()).collect();
+            let Some(cells) = cells else { break };
+            for (c, ep) in cells.iter().zip(rec.endpoints()) {
+                if ep.kind == crate::load::recorder::Kind::Request {
+                    requests += c.count();
+                    failures += c.failures();
+                }
+            }
+            rec.inject(
+                line.unix.map_or(Slot::Drain, Slot::Second),
+                &cells,
+                line.users,
+            );
+        }
+        let summary = read_summary(&w.dir);
+        if let Some(s) = &summary {
+            let unknown = rec.inject_failures(&s.failures);
+            if !unknown.is_empty() {
+                tracing::warn!("{}: failures naming unknown endpoints: {unknown:?}", w.name);
+            }
+            healths.push(s.generator.clone());
+            ends.push(s.started_unix + s.duration_s);
+            drain_s = drain_s.max(
+                s.endpoints
+                    .iter()
+                    .map(|e| e.drain.seconds)
+                    .fold(0.0, f64::max),
+            );
+            interrupted |= s.interrupted;
+            if let Some(a) = &s.arrivals {
+                arrivals.get_or_insert_with(Default::default).add(a);
+            }
+        }
+        let (status, message) = match &w.end {
+            WorkerEnd::Finished if summary.is_some() => ("finished", None),
+            WorkerEnd::Finished => ("lost", Some("ended without its summary".to_string())),
+            WorkerEnd::Lost(why) => ("lost", Some(why.clone())),
+        };
+        rows.push(WorkerRow {
+            name: w.name.clone(),
+            users: w.phase.users,
+            arrival_rate: w.phase.arrival.map(|a| a.rate.0),
+            requests,
+            failures,
+            generator: summary.map(|s| s.generator).unwrap_or_default(),
+            status: status.into(),
+            message,
+        });
+    }
+    // The window: the common start to the latest end a worker reported (the phase's length
+    // when none did).
+    let end = ends
+        .iter()
+        .copied()
+        .fold(None, |m: Option<f64>, e| Some(m.map_or(e, |m| m.max(e))))
+        .unwrap_or(start_unix + phase.duration.as_secs_f64());
+    let window = Window {
+        start: start_unix,
+        warmup_end: start_unix + phase.warmup.as_secs_f64(),
+        end,
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    // The engine's own aggregation, fed the merged cells: the same files, the same figures.
+    let mut agg = Aggregator::create(dir, &rec, window)?;
+    while (agg.next_second() as f64) < window.end {
+        agg.flush_second(&rec)?;
+    }
+    let steady_s = agg.steady_seconds() as f64;
+    let (endpoint_summaries, aggregated) = agg.finish(&rec, dir, drain_s)?;
+    let lost: Vec<&WorkerRow> = rows.iter().filter(|r| r.status != "finished").collect();
+    let partial = (!lost.is_empty()).then(|| {
+        format!(
+            "generator worker{} lost: {}; the results hold what the others measured and its seconds until then",
+            if lost.len() > 1 { "s" } else { "" },
+            lost.iter()
+                .map(|r| format!("{} ({})", r.name, r.message.as_deref().unwrap_or("lost")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    });
+    let summary = RunSummary {
+        run_id: phase.run_id.clone(),
+        iteration: phase.iteration,
+        users: phase.users,
+        arrival_rate: phase.arrival.map(|a| a.rate.0),
+        arrival_rate_to: phase.arrival.and_then(|a| a.to.map(|r| r.0)),
+        arrivals,
+        tasks: phase.tasks.iter().map(|t| t.name().to_string()).collect(),
+        started_at: crate::load::engine::rfc3339(start_unix),
+        ended_at: crate::load::engine::rfc3339(end),
+        started_unix: start_unix,
+        duration_s: end - start_unix,
+        steady_s,
+        warmup_s: phase.warmup.as_secs_f64(),
+        endpoints: endpoint_summaries,
+        aggregated,
+        failures: rec.failure_groups(),
+        generator: fleet_health(&healths),
+        interrupted,
+        workers: rows,
+        partial,
+    };
+    results::write_json(&dir.join("summary.json"), &summary)?;
+    Ok(summary)
+}
+
+fn lost_names(workers: &[WorkerOutcome]) -> String {
+    workers
+        .iter()
+        .map(|w| match &w.end {
+            WorkerEnd::Finished => format!("{}: finished", w.name),
+            WorkerEnd::Lost(m) => format!("{}: {m}", w.name),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn phase(users: Option<u32>) -> LoadPhase {
+        LoadPhase {
+            run_id: "r".into(),
+            iteration: 1,
+            users,
+            arrival: None,
+            tasks: vec![crate::trial::TaskRef::Verify],
+            duration: Duration::from_secs(10),
+            spawn: SpawnSpec::Rate(Rate(10.6)),
+            wait: Default::default(),
+            warmup: Duration::ZERO,
+            request_timeout: Duration::from_secs(5),
+            nonce: Default::default(),
+            fleet: true,
+        }
+    }
+
+    #[test]
+    fn users_and_rates_are_shared_out_evenly_and_numbered_apart() {
+        let shares = split(&phase(Some(106)), 4);
+        let users: Vec<u32> = shares.iter().map(|(p, _)| p.users.unwrap()).collect();
+        assert_eq!(users, [27, 27, 26, 26]);
+        let firsts: Vec<u32> = shares.iter().map(|(_, f)| *f).collect();
+        assert_eq!(firsts, [0, 27, 54, 80]);
+        let spawn: f64 = shares
+            .iter()
+            .map(|(p, _)| match p.spawn {
+                SpawnSpec::Rate(r) => r.0,
+                SpawnSpec::AllAtOnce => 0.0,
+            })
+            .sum();
+        assert!((spawn - 10.6).abs() < 1e-9, "{spawn}");
+        // Fewer users than workers: no idle worker.
+        assert_eq!(split(&phase(Some(2)), 4).len(), 2);
+        let mut open = phase(None);
+        open.arrival = Some(ArrivalSpec {
+            rate: Rate(30.0),
+            to: Some(Rate(90.0)),
+            max_in_flight: 10,
+        });
+        let shares = split(&open, 3);
+        assert_eq!(shares.len(), 3);
+        for (p, _) in &shares {
+            let a = p.arrival.unwrap();
+            assert_eq!(
+                (a.rate.0, a.to.unwrap().0, a.max_in_flight),
+                (10.0, 30.0, 4)
+            );
+        }
+    }
+
+    #[test]
+    fn a_phase_spec_survives_the_trip_through_json() {
+        let spec = WorkerSpec {
+            name: "w1".into(),
+            phase: phase(Some(5)),
+            share: Share {
+                first_user: 5,
+                start_unix: 1.5e9,
+            },
+            trial: "t.yaml".into(),
+            environment: "e.yaml".into(),
+            threads: Some(2),
+        };
+        let back: WorkerSpec =
+            serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(
+            serde_json::to_value(&back.phase).unwrap(),
+            serde_json::to_value(&spec.phase).unwrap()
+        );
+        assert_eq!(back.share, spec.share);
+    }
+}
