@@ -286,7 +286,7 @@ pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Provide
                     .unwrap_or(std::time::Duration::from_secs(60)),
             ),
         ),
-        load: load_for(trial, target, progress)?,
+        load: load_for(trial, target, progress, aws.as_ref())?,
         journal_target,
     })
 }
@@ -296,6 +296,7 @@ fn load_for(
     trial: &Trial,
     target: crate::load::Target,
     progress: Progress,
+    aws: Option<&AwsContext>,
 ) -> Result<Arc<dyn crate::provider::LoadRunner>> {
     let Some(generators) = trial.env.spec.generators.as_ref() else {
         return Ok(Arc::new(LoadEngine::new(target, progress)));
@@ -307,10 +308,22 @@ fn load_for(
             &trial.env.file,
             trial.spec.on_generator_loss,
         )?)),
-        _ => Err(Error::Usage(format!(
-            "{}: generators.aws: a fleet on AWS is not available in this build; use `generators: {{ local: N }}` or no generators",
-            trial.env.file.display()
-        ))),
+        (None, Some(spec)) => {
+            let ctx = aws.ok_or_else(|| {
+                Error::Usage(format!(
+                    "{}: generators.aws needs the environment's `aws`",
+                    trial.env.file.display()
+                ))
+            })?;
+            Ok(Arc::new(crate::fleet::aws::AwsFleet::new(
+                ctx,
+                spec,
+                &trial.file,
+                &trial.env.file,
+                trial.spec.on_generator_loss,
+            )?))
+        }
+        (None, None) => Ok(Arc::new(LoadEngine::new(target, progress))),
     }
 }
 

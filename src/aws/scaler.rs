@@ -56,6 +56,7 @@ pub struct AwsScaler {
 pub fn services_of(env: &Environment) -> Vec<ServiceInfra> {
     ServiceRole::ALL
         .into_iter()
+        .chain(Some(ServiceRole::Generators))
         .filter_map(|role| {
             let asg = env.asg_name(role)?;
             let well_known = env

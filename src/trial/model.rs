@@ -141,7 +141,8 @@ impl<'de> Deserialize<'de> for Rate {
     }
 }
 
-/// The services of a Veraison deployment a trial can act on.
+/// The groups of a deployment a trial can act on: Veraison's services, and the load
+/// generators' own group when the environment names a fleet on AWS.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
@@ -153,10 +154,13 @@ pub enum ServiceRole {
     Verification,
     /// Policy management (port 10443).
     Management,
+    /// The load generators' group (`generators.aws.asg`): not a Veraison service, pinned to
+    /// the fleet's size for the campaign and restored with the others.
+    Generators,
 }
 
 impl ServiceRole {
-    /// All roles, in a stable order.
+    /// Veraison's services, in a stable order (the generators' group is not one).
     pub const ALL: [ServiceRole; 3] = [Self::Provisioning, Self::Verification, Self::Management];
 
     /// The kebab-case name used in files.
@@ -165,6 +169,7 @@ impl ServiceRole {
             Self::Provisioning => "provisioning",
             Self::Verification => "verification",
             Self::Management => "management",
+            Self::Generators => "generators",
         }
     }
 
@@ -174,6 +179,7 @@ impl ServiceRole {
             Self::Provisioning => "prov",
             Self::Verification => "verif",
             Self::Management => "manage",
+            Self::Generators => "generators",
         }
     }
 }
@@ -683,6 +689,7 @@ impl ServicesSpec {
             ServiceRole::Provisioning => Some(&self.provisioning),
             ServiceRole::Verification => Some(&self.verification),
             ServiceRole::Management => self.management.as_ref(),
+            ServiceRole::Generators => None,
         }
     }
 }

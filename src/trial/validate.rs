@@ -110,6 +110,14 @@ pub struct Environment {
 impl Environment {
     /// The ASG name of a service, explicit or derived from the deployment name.
     pub fn asg_name(&self, role: ServiceRole) -> Option<String> {
+        if role == ServiceRole::Generators {
+            return self
+                .spec
+                .generators
+                .as_ref()
+                .and_then(|g| g.aws.as_ref())
+                .map(|a| a.asg.clone());
+        }
         let explicit = self.spec.services.get(role).and_then(|s| s.asg.clone());
         explicit.or_else(|| {
             self.spec
@@ -121,6 +129,9 @@ impl Environment {
 
     /// The target group name of a service, explicit or derived from the deployment name.
     pub fn target_group_name(&self, role: ServiceRole) -> Option<String> {
+        if role == ServiceRole::Generators {
+            return None;
+        }
         let explicit = self
             .spec
             .services
@@ -827,6 +838,13 @@ fn check_http_tasks(c: &mut Check, spec: &TrialFile) {
                 Some("GET, POST, PUT, DELETE, …"),
             );
         }
+        if t.service == ServiceRole::Generators {
+            c.err(
+                &format!("{field}.service"),
+                "`generators` is the load generators' group, not a service",
+                Some("provisioning or verification"),
+            );
+        }
         if !t.path.starts_with('/') {
             c.err(
                 &format!("{field}.path"),
@@ -999,8 +1017,17 @@ fn check_trial(
     let iterations = check_timing(&mut c, &spec.runs);
     let tasks = check_tasks(&mut c, &spec);
     check_http_tasks(&mut c, &spec);
-    let capacities = check_infra(&mut c, &spec.infra);
+    let mut capacities = check_infra(&mut c, &spec.infra);
     check_gates(&mut c, &spec, &tasks);
+    // A fleet on AWS: its group is pinned to the fleet's size, journaled and restored as the
+    // services' are.
+    if let Some(fleet) = env
+        .as_ref()
+        .and_then(|e| e.spec.generators.as_ref())
+        .and_then(|g| g.aws.as_ref())
+    {
+        capacities.push((ServiceRole::Generators, Capacity::Pinned(fleet.count)));
+    }
     if let Some(env) = &env {
         check_against_environment(&mut c, &spec, &capacities, env);
     }

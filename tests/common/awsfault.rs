@@ -3,6 +3,9 @@
 //! * answer `Throttling` / `RequestLimitExceeded` (in the protocol's own error format) on every
 //!   n-th call of an operation, or a 500, or any status and code;
 //! * delay answers, or freeze (accept and never answer) until thawed;
+//! * answer an operation itself (a JSON-protocol body): what moto does not implement (SSM's
+//!   DescribeInstanceInformation, CancelCommand) or a state AWS holds for minutes (an SSM
+//!   invocation InProgress while the test plays the instance);
 //! * stretch instance lifecycles: instances it has not seen before stay `Pending` for a while,
 //!   then their targets stay `initial`, as on AWS (moto makes everything InService at once).
 //!
@@ -28,6 +31,8 @@ pub enum Effect {
     Delay(Duration),
     /// Accept and never answer, until [`FaultProxy::thaw`].
     Freeze,
+    /// Answer 200 with this JSON body (JSON protocols), never reaching moto.
+    Answer(String),
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +64,8 @@ struct State {
     rules: Mutex<Vec<Rule>>,
     lifecycle: Mutex<Option<Lifecycle>>,
     calls: Mutex<Vec<String>>,
+    /// Request bodies of JSON-protocol calls, by operation.
+    bodies: Mutex<Vec<(String, Bytes)>>,
 }
 
 /// A running proxy; `url` is what the SDK (or the binary's `--aws-endpoint`) is pointed at.
@@ -231,10 +238,25 @@ async fn forward(
 ) -> Response {
     let op = operation(&headers, &body);
     state.calls.lock().unwrap().push(op.clone());
+    if headers.contains_key("x-amz-target") {
+        state
+            .bodies
+            .lock()
+            .unwrap()
+            .push((op.clone(), body.clone()));
+    }
     match state.effect(&op) {
         Some(Effect::Throttle) => return error_response(&headers, &body, 400, "Throttling"),
         Some(Effect::Fail(status, code)) => return error_response(&headers, &body, status, code),
         Some(Effect::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Effect::Answer(json)) => {
+            return (
+                StatusCode::OK,
+                [("content-type", "application/x-amz-json-1.1")],
+                json,
+            )
+                .into_response()
+        }
         Some(Effect::Freeze) => {
             while state.frozen(&op) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -286,6 +308,7 @@ impl FaultProxy {
             rules: Mutex::new(Vec::new()),
             lifecycle: Mutex::new(None),
             calls: Mutex::new(Vec::new()),
+            bodies: Mutex::new(Vec::new()),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -350,6 +373,16 @@ impl FaultProxy {
         self.add(op, 1, None, Effect::Freeze);
     }
 
+    /// Answers every call of `op` with this JSON body until [`FaultProxy::clear`].
+    pub fn answer(&self, op: &str, json: impl Into<String>) {
+        self.add(op, 1, None, Effect::Answer(json.into()));
+    }
+
+    /// Drops the rules of `op`.
+    pub fn clear(&self, op: &str) {
+        self.state.rules.lock().unwrap().retain(|r| r.op != op);
+    }
+
     /// Drops every rule: frozen calls go on.
     pub fn thaw(&self) {
         self.state.rules.lock().unwrap().clear();
@@ -374,6 +407,18 @@ impl FaultProxy {
     /// Every operation seen so far, in order.
     pub fn calls(&self) -> Vec<String> {
         self.state.calls.lock().unwrap().clone()
+    }
+
+    /// The JSON request bodies of every call of `op` seen so far.
+    pub fn requests(&self, op: &str) -> Vec<serde_json::Value> {
+        self.state
+            .bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(o, _)| o == op)
+            .map(|(_, b)| serde_json::from_slice(b).unwrap())
+            .collect()
     }
 
     /// How many calls of `op` were seen.
