@@ -1396,3 +1396,32 @@ async fn a_killed_worker_makes_the_run_partial_and_is_named() {
         }
     }
 }
+
+/// A verification service still joining behind its balancer (500: VTS not up) when the run
+/// starts: the engine looks for the EAR key again instead of failing the run (it did, on the
+/// first answer), and the run goes on once the service serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ear_key_is_looked_for_again_while_the_service_joins() {
+    let _serial = SERIAL.lock().await;
+    let s = standin(
+        "v0.0.2602",
+        Faults {
+            slow_start: Duration::from_millis(1500),
+            ..Faults::default()
+        },
+        false,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let summary = run(
+        target(&s.url(), "v0.0.2602"),
+        &phase("joining", Some(2), vec![TaskRef::Verify], 1.5),
+        dir.path(),
+    )
+    .await;
+    assert!(summary.aggregated.count > 0);
+    assert!(
+        s.served_on("GET /.well-known/veraison/verification") >= 2,
+        "it looked more than once"
+    );
+}

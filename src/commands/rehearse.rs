@@ -14,9 +14,46 @@ pub struct Args {
     /// The rehearsal environment file.
     #[arg(long)]
     pub env: PathBuf,
-    /// Hours of CloudWatch series to seed ahead.
+    /// Hours of CloudWatch series to seed ahead (without `--twin`; the twin publishes what
+    /// happened instead).
     #[arg(long, default_value_t = 2.0)]
     pub hours: f64,
+    /// Then serve the deployment's twin here until stopped: one stand-in per instance of the
+    /// emulated groups behind a load balancer on this address (point the services' URLs at it).
+    #[arg(long)]
+    pub twin: Option<std::net::SocketAddr>,
+    /// The twin's instances keep their K-V store in this PostgreSQL database (default: memory).
+    #[arg(long, requires = "twin")]
+    pub postgres: Option<String>,
+    /// One instance's capacity, `WORKERSxSERVICE` (default 4x10ms: 400 requests/s).
+    #[arg(long, requires = "twin", value_parser = parse_capacity)]
+    pub capacity: Option<crate::veraison::standin::faults::InstanceCapacity>,
+    /// How long a launched instance is Pending before it is routed to.
+    #[arg(long, requires = "twin", value_parser = humantime::parse_duration)]
+    pub spin_up: Option<std::time::Duration>,
+    /// After that, how long its VTS is not up (its requests fail).
+    #[arg(long, requires = "twin", value_parser = humantime::parse_duration)]
+    pub not_ready: Option<std::time::Duration>,
+    /// The span over which the groups' scaling policies judge their metric (AWS: 1m).
+    #[arg(long, requires = "twin", value_parser = humantime::parse_duration)]
+    pub policy_window: Option<std::time::Duration>,
+}
+
+/// `4x10ms`: workers and service time.
+fn parse_capacity(
+    s: &str,
+) -> std::result::Result<crate::veraison::standin::faults::InstanceCapacity, String> {
+    let (w, t) = s
+        .split_once('x')
+        .ok_or_else(|| format!("`{s}`: write WORKERSxSERVICE, e.g. 4x10ms"))?;
+    let workers: usize = w
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{w}` is not a number of workers"))?;
+    let service = humantime::parse_duration(t.trim()).map_err(|e| format!("`{t}`: {e}"))?;
+    Ok(crate::veraison::standin::faults::InstanceCapacity { workers, service })
 }
 
 /// Deploys and seeds.
@@ -45,11 +82,52 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
             MetricName::TargetHealth,
         ];
         let resources = crate::aws::cloudwatch::resolve(&ctx, &env).await?;
-        let n = crate::rehearsal::seed_cloudwatch(&ctx, &all, &resources, args.hours).await?;
+        if args.twin.is_none() {
+            let n = crate::rehearsal::seed_cloudwatch(&ctx, &all, &resources, args.hours).await?;
+            println!(
+                "deployment `{d}` ready in {}; {n} CloudWatch datapoints seeded",
+                ctx.endpoint
+            );
+        } else {
+            println!(
+                "deployment `{d}` ready in {}; its CloudWatch series will come from the twin",
+                ctx.endpoint
+            );
+        }
+        let Some(listen) = args.twin else {
+            return Ok::<_, Error>(());
+        };
+        let mut config = crate::rehearsal::twin::TwinConfig::new(&d);
+        config.release = env.release.clone();
+        if let Some(c) = args.capacity {
+            config.capacity = Some(c);
+        }
+        config.spin_up = args.spin_up.unwrap_or(config.spin_up);
+        config.not_ready = args.not_ready.unwrap_or(config.not_ready);
+        config.policy_window = args.policy_window.unwrap_or(config.policy_window);
+        config.resources = Some(resources);
+        // Short rehearsal runs: a put every second keeps each run's minute filled.
+        config.publish_every = Some(std::time::Duration::from_secs(1));
+        let store = match &args.postgres {
+            Some(conninfo) => crate::veraison::standin::store::KvStore::postgres(conninfo, 4)
+                .await
+                .map_err(|e| Error::Infra(e.to_string()))?,
+            None => crate::veraison::standin::store::KvStore::memory(),
+        };
+        let twin = crate::rehearsal::twin::Twin::start(&ctx, listen, config.clone(), store).await?;
         println!(
-            "deployment `{d}` ready in {}; {n} CloudWatch datapoints seeded",
-            ctx.endpoint
+            "twin of `{d}` at {} ({} instances; each {}; spin-up {:?}, then {:?} not ready; policies judged every {:?}); Ctrl-C stops it",
+            twin.url(),
+            twin.instances().len(),
+            config
+                .capacity
+                .map(|c| format!("{} workers x {:?} = {:.0} requests/s", c.workers, c.service, c.per_second()))
+                .unwrap_or_else(|| "unbounded".into()),
+            config.spin_up,
+            config.not_ready,
+            config.policy_window
         );
+        let _ = tokio::signal::ctrl_c().await;
         Ok::<_, Error>(())
     })?;
     Ok(exit::OK)

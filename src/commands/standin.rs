@@ -87,6 +87,7 @@ pub fn run(args: Args) -> Result<i32> {
             slow_start: args.slow_start.unwrap_or_default(),
             db_connections: args.db_connections,
             pause: None,
+            capacity: None,
         },
         memcached_sessions: args.memcached_sessions,
         ..StandinConfig::default()

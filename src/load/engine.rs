@@ -46,6 +46,11 @@ pub enum Progress {
 /// How long requests in flight may go on after a stop request (or a dead target).
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// Looks at the verification well-known for the EAR key before giving up, and the pause
+/// between them (a joining instance behind a load balancer answers 500 for a while).
+const EAR_KEY_ATTEMPTS: u32 = 8;
+const EAR_KEY_PAUSE: Duration = Duration::from_millis(500);
+
 /// How long after a second ends it is flushed: late samples still land in it.
 const FLUSH_GRACE: Duration = Duration::from_millis(200);
 
@@ -121,18 +126,44 @@ impl LoadEngine {
             .verification
             .join("/.well-known/veraison/verification")
             .expect("path joins");
-        let v: serde_json::Value = client
-            .get(url.clone())
-            .header(reqwest::header::ACCEPT, "*/*")
-            .send()
-            .await
-            .map_err(|e| crate::veraison::health::unreachable(&url, &e))?
-            .json()
-            .await
-            .map_err(|e| Error::Check(format!("{url}: {e}")))?;
-        v.get("ear-verification-key")
-            .and_then(crate::veraison::ear::key_from_jwk)
-            .ok_or_else(|| Error::Check(format!("{url} has no usable ear-verification-key")))
+        // Behind a load balancer one instance may still be joining (500, its VTS not up) or
+        // gone: a few looks before giving up, never a campaign stopped by one answer.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let last = attempt >= EAR_KEY_ATTEMPTS;
+            let resp = match client
+                .get(url.clone())
+                .header(reqwest::header::ACCEPT, "*/*")
+                .send()
+                .await
+            {
+                Ok(r) => r,
+                Err(e) if !last && (e.is_connect() || e.is_timeout()) => {
+                    tokio::time::sleep(EAR_KEY_PAUSE).await;
+                    continue;
+                }
+                Err(e) => return Err(crate::veraison::health::unreachable(&url, &e)),
+            };
+            let status = resp.status();
+            if status.is_server_error() && !last {
+                tracing::info!("{url}: HTTP {status}, looking again");
+                tokio::time::sleep(EAR_KEY_PAUSE).await;
+                continue;
+            }
+            let v: serde_json::Value = resp
+                .json()
+                .await
+                .map_err(|e| Error::Check(format!("{url}: HTTP {status}: {e}")))?;
+            return v
+                .get("ear-verification-key")
+                .and_then(crate::veraison::ear::key_from_jwk)
+                .ok_or_else(|| {
+                    Error::Check(format!(
+                        "{url} (HTTP {status}) has no usable ear-verification-key"
+                    ))
+                });
+        }
     }
 
     /// Provisions each device once before a verify run (unmeasured, like the seed's `on_start`).

@@ -7,6 +7,8 @@
 //!
 //! Refuses any endpoint that is not on this machine: it creates resources.
 
+pub mod twin;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag};
@@ -201,7 +203,7 @@ async fn target_group(
 }
 
 /// A service's launch template and auto-scaling group (1..3, desired 1) in the target group,
-/// its instances tagged as Veraison's are.
+/// its instances tagged as Veraison's are, with a target-tracking policy on CPU (60 %).
 async fn service_group(ctx: &AwsContext, s: &ServiceShape<'_>, tg_arn: &str) -> Result<()> {
     let lt = format!("{}-{}-lt", s.d, s.suffix);
     aws_sdk_ec2::Client::new(&ctx.config)
@@ -242,6 +244,27 @@ async fn service_group(ctx: &AwsContext, s: &ServiceShape<'_>, tg_arn: &str) -> 
         .send()
         .await
         .map_err(|e| sdk_error(ctx, "autoscaling:CreateAutoScalingGroup", e))?;
+    // Scaling on CPU as a deployment would; the twin acts it out (moto runs no policies).
+    aws_sdk_autoscaling::Client::new(&ctx.config)
+        .put_scaling_policy()
+        .auto_scaling_group_name(format!("{}-{}-asg", s.d, s.suffix))
+        .policy_name(format!("{}-{}-cpu60", s.d, s.suffix))
+        .policy_type("TargetTrackingScaling")
+        .target_tracking_configuration(
+            aws_sdk_autoscaling::types::TargetTrackingConfiguration::builder()
+                .predefined_metric_specification(
+                    aws_sdk_autoscaling::types::PredefinedMetricSpecification::builder()
+                        .predefined_metric_type(
+                            aws_sdk_autoscaling::types::MetricType::AsgAverageCpuUtilization,
+                        )
+                        .build(),
+                )
+                .target_value(60.0)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| sdk_error(ctx, "autoscaling:PutScalingPolicy", e))?;
     Ok(())
 }
 

@@ -108,6 +108,26 @@ pub struct Faults {
     pub db_connections: Option<usize>,
     /// Stop answering from `at` after start for `for` (requests wait until the pause ends).
     pub pause: Option<(Duration, Duration)>,
+    /// What one instance can serve: without it, as much as this machine can.
+    pub capacity: Option<InstanceCapacity>,
+}
+
+/// One instance's capacity, as a small EC2 instance has: `workers` requests in service at
+/// once, each occupying its worker for `service` (queued beyond that). Throughput tops out at
+/// `workers / service` per second, whatever the machine running the rehearsal.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InstanceCapacity {
+    /// Requests served at once.
+    pub workers: usize,
+    /// Time each one occupies its worker.
+    pub service: Duration,
+}
+
+impl InstanceCapacity {
+    /// Requests per second at most.
+    pub fn per_second(&self) -> f64 {
+        self.workers as f64 / self.service.as_secs_f64().max(1e-9)
+    }
 }
 
 /// The message a Veraison front end gives when its local VTS is not up (seed Trial 4).

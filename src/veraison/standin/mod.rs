@@ -92,6 +92,32 @@ pub struct StandinConfig {
     pub memcached_sessions: bool,
 }
 
+/// What the instances of one deployment share: the K-V store (RDS), the session cache
+/// (memcached) and the EAR signing key (VTS's configuration). One stand-in has its own; the
+/// rehearsal's twin gives every instance the same.
+#[derive(Clone)]
+pub struct Cluster {
+    store: Arc<KvStore>,
+    sessions: Arc<Mutex<HashMap<uuid::Uuid, Session>>>,
+    ear_key: SigningKey,
+}
+
+impl Cluster {
+    /// A cluster on this store, with an empty session cache and a fresh EAR key.
+    pub fn new(store: KvStore) -> Cluster {
+        Cluster {
+            store: Arc::new(store),
+            sessions: Arc::default(),
+            ear_key: SigningKey::random(&mut rand::rngs::OsRng),
+        }
+    }
+
+    /// The shared store.
+    pub fn store(&self) -> &KvStore {
+        &self.store
+    }
+}
+
 impl Default for StandinConfig {
     fn default() -> Self {
         StandinConfig {
@@ -115,12 +141,14 @@ struct Session {
 
 struct AppState {
     config: StandinConfig,
-    store: KvStore,
+    store: Arc<KvStore>,
     ear_key: SigningKey,
     started: Instant,
-    sessions: Mutex<HashMap<uuid::Uuid, Session>>,
+    sessions: Arc<Mutex<HashMap<uuid::Uuid, Session>>>,
     tokens: Mutex<HashMap<String, Instant>>,
     db_permits: Option<Semaphore>,
+    /// The instance's workers, when its capacity is bounded.
+    workers: Option<Semaphore>,
     /// Requests answered, by (`METHOD route`, UTC second).
     counters: Mutex<BTreeMap<(String, i64), u64>>,
     /// Injected delays (µs) by the UTC second in which they ended.
@@ -143,6 +171,16 @@ impl Standin {
         config: StandinConfig,
         store: KvStore,
     ) -> std::io::Result<Standin> {
+        Standin::start_in(listen, config, &Cluster::new(store)).await
+    }
+
+    /// One instance of a cluster: its own listener, faults and capacity; the cluster's store,
+    /// session cache and EAR key.
+    pub async fn start_in(
+        listen: SocketAddr,
+        config: StandinConfig,
+        cluster: &Cluster,
+    ) -> std::io::Result<Standin> {
         // A deep accept queue: std's default of 128 overflows when hundreds of virtual users
         // connect at once, and each dropped SYN costs the client a 1 s retransmit.
         let socket = if listen.is_ipv4() {
@@ -155,14 +193,19 @@ impl Standin {
         let listener = socket.listen(4096)?;
         let addr = listener.local_addr()?;
         let db_permits = config.faults.db_connections.map(Semaphore::new);
+        let workers = config
+            .faults
+            .capacity
+            .map(|c| Semaphore::new(c.workers.max(1)));
         let state = Arc::new(AppState {
             config,
-            store,
-            ear_key: SigningKey::random(&mut rand::rngs::OsRng),
+            store: cluster.store.clone(),
+            ear_key: cluster.ear_key.clone(),
             started: Instant::now(),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: cluster.sessions.clone(),
             tokens: Mutex::new(HashMap::new()),
             db_permits,
+            workers,
             counters: Mutex::new(BTreeMap::new()),
             injected: Mutex::new(BTreeMap::new()),
         });
@@ -383,6 +426,11 @@ impl AppState {
     /// Applies pause, latency and random errors; `Err` is the response to give instead.
     async fn inject(&self) -> Result<(), Response> {
         let f = &self.config.faults;
+        if let (Some(workers), Some(c)) = (&self.workers, f.capacity) {
+            // A worker of the instance is busy for the service time; others queue for one.
+            let _busy = workers.acquire().await.expect("workers never close");
+            tokio::time::sleep(c.service).await;
+        }
         if let Some((at, dur)) = f.pause {
             let now = self.started.elapsed();
             if now >= at && now < at + dur {

@@ -1,0 +1,634 @@
+//! The rehearsal's twin of a Veraison deployment: one stand-in per instance of each emulated
+//! auto-scaling group (as the AWS emulator lists them), behind a local load balancer that
+//! routes each service's requests only to its instances that have finished spinning up. Each
+//! instance has a bounded capacity (workers × service time, as a small EC2 instance has), and
+//! all share the deployment's store, session cache and EAR key. Pinning a group to 1 or to 3
+//! therefore changes what the client sees, as it does on AWS; an instance the group launches
+//! mid-run is Pending for its spin-up, then answers 500 while its VTS is not up, then serves.
+//!
+//! The groups' target-tracking policies (read from the emulator) are acted out: every policy
+//! window the twin measures the policy's metric from what its instances served (requests per
+//! target, or CPU as the share of the instances' workers busy) and sets the group's desired
+//! capacity in the emulator as AWS would (`ceil(desired × metric / target)` within min..max,
+//! out at once, in after a few windows below target); the instances then launch with their
+//! spin-up.
+//!
+//! CloudWatch series come from what happened, never seeded: every `publish_every` the twin
+//! puts into the emulator, timestamped with the current UTC minute, the groups' instance counts
+//! (in service = routable, pending = still spinning up), the instances' CPU (workers busy), and
+//! per target group the requests and 5xx answers the balancer passed (as deltas, summed by the
+//! minute's `Sum`) and the healthy hosts (routable and ready).
+//!
+//! A provider for `rehearse` and the tests only: nothing in a campaign's path depends on it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use crate::aws::{sdk_error, AwsContext};
+use crate::error::{Error, Result};
+use crate::trial::model::ServiceRole;
+use crate::veraison::release::ReleaseProfile;
+use crate::veraison::standin::faults::{Faults, InstanceCapacity};
+use crate::veraison::standin::store::KvStore;
+use crate::veraison::standin::{Cluster, Standin, StandinConfig};
+
+/// The twin's knobs: set them to resemble the deployment before the first AWS run.
+#[derive(Debug, Clone)]
+pub struct TwinConfig {
+    /// The deployment name `D` (groups `D-prov-asg`, `D-verif-asg`).
+    pub deployment: String,
+    /// The release the instances speak.
+    pub release: ReleaseProfile,
+    /// What one instance serves (none: as much as this machine can).
+    pub capacity: Option<InstanceCapacity>,
+    /// How long a newly launched instance is Pending (not routed to).
+    pub spin_up: Duration,
+    /// After that, how long its VTS is not up (its requests fail, as the 2025 campaign saw).
+    pub not_ready: Duration,
+    /// How often the groups are read from the emulator.
+    pub poll: Duration,
+    /// The span over which a group's scaling policy judges its metric (AWS: one minute).
+    pub policy_window: Duration,
+    /// Windows below target before a group scales in (scale-out is at once).
+    pub scale_in_after: u32,
+    /// How often the derived CloudWatch series are put into the emulator (none: never).
+    pub publish_every: Option<Duration>,
+    /// The deployment's target groups and load balancer, as CloudWatch names them
+    /// (`resolve` finds them); without them no ELB series are published.
+    pub resources: Option<crate::aws::cloudwatch::Resources>,
+}
+
+impl TwinConfig {
+    /// Defaults for `D`: 4 workers × 10 ms per instance (400 requests/s, where the 2025
+    /// campaign saw throughput flatten), 20 s spin-up, 10 s before VTS is up, 0.5 s polls.
+    pub fn new(deployment: &str) -> TwinConfig {
+        TwinConfig {
+            deployment: deployment.to_string(),
+            release: ReleaseProfile::parse("v0.0.2602").expect("known release"),
+            capacity: Some(InstanceCapacity {
+                workers: 4,
+                service: Duration::from_millis(10),
+            }),
+            spin_up: Duration::from_secs(20),
+            not_ready: Duration::from_secs(10),
+            poll: Duration::from_millis(500),
+            policy_window: Duration::from_secs(60),
+            scale_in_after: 3,
+            publish_every: Some(Duration::from_secs(5)),
+            resources: None,
+        }
+    }
+}
+
+/// One emulated instance.
+struct Instance {
+    id: String,
+    role: ServiceRole,
+    standin: Standin,
+    /// When the load balancer starts routing to it.
+    routable_at: Instant,
+    /// Requests the balancer sent it.
+    routed: AtomicUsize,
+    /// Of which answered 5xx.
+    failed: AtomicUsize,
+    /// When its VTS is up (after `routable_at`).
+    ready_at: Instant,
+}
+
+struct TwinState {
+    instances: Mutex<Vec<Arc<Instance>>>,
+    next: AtomicUsize,
+    client: reqwest::Client,
+}
+
+/// A running twin: its load balancer's address, and the instances behind it.
+pub struct Twin {
+    /// The load balancer (point the environment's service URLs here).
+    pub addr: SocketAddr,
+    state: Arc<TwinState>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Twin {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// One line per instance, for people and tests: role, id, routable, requests routed to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceView {
+    /// Its service.
+    pub role: ServiceRole,
+    /// The EC2 instance id in the emulator.
+    pub id: String,
+    /// Routed to now.
+    pub routable: bool,
+    /// Requests routed to it so far.
+    pub routed: usize,
+}
+
+/// Which service a request is for, by its path (the load balancer's listener rules).
+fn role_of(path: &str) -> ServiceRole {
+    if path.starts_with("/endorsement-provisioning") || path.ends_with("/provisioning") {
+        ServiceRole::Provisioning
+    } else {
+        ServiceRole::Verification
+    }
+}
+
+/// InService instances of a group in the emulator.
+async fn in_service(ctx: &AwsContext, asg: &str) -> Result<Vec<String>> {
+    let out = aws_sdk_autoscaling::Client::new(&ctx.config)
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(asg)
+        .send()
+        .await
+        .map_err(|e| sdk_error(ctx, "autoscaling:DescribeAutoScalingGroups", e))?;
+    Ok(out
+        .auto_scaling_groups()
+        .iter()
+        .flat_map(|g| g.instances())
+        .filter(|i| i.lifecycle_state().map(|s| s.as_str()) == Some("InService"))
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect())
+}
+
+impl Twin {
+    /// Reads the deployment's groups, starts an instance for each InService one (those already
+    /// running are routable at once), binds the load balancer on `listen`, and follows the
+    /// groups every `poll` from then on.
+    pub async fn start(
+        ctx: &AwsContext,
+        listen: SocketAddr,
+        config: TwinConfig,
+        store: KvStore,
+    ) -> Result<Twin> {
+        if !crate::aws::is_emulator(&ctx.endpoint) {
+            return Err(Error::Usage(format!(
+                "the twin follows an emulator on this machine, not {}",
+                ctx.endpoint
+            )));
+        }
+        let cluster = Cluster::new(store);
+        let state = Arc::new(TwinState {
+            instances: Mutex::new(Vec::new()),
+            next: AtomicUsize::new(0),
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(1024)
+                .build()
+                .map_err(|e| Error::Infra(format!("the twin's balancer client: {e}")))?,
+        });
+        reconcile(ctx, &config, &cluster, &state, true).await?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| Error::io(format!("binding the twin's balancer on {listen}"), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("the twin's address", e))?;
+        let app = axum::Router::new()
+            .fallback(balance)
+            .with_state(state.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let serve = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        let follow = {
+            let (ctx, state) = (ctx.clone(), state.clone());
+            tokio::spawn(async move {
+                let mut policy = PolicyState::default();
+                let mut window = Instant::now();
+                let mut published = Instant::now();
+                let mut series = SeriesState::default();
+                loop {
+                    tokio::time::sleep(config.poll).await;
+                    if let Err(e) = reconcile(&ctx, &config, &cluster, &state, false).await {
+                        tracing::warn!("twin: reading the groups: {e}");
+                    }
+                    if config
+                        .publish_every
+                        .is_some_and(|p| published.elapsed() >= p)
+                    {
+                        let span = published.elapsed();
+                        published = Instant::now();
+                        if let Err(e) = publish(&ctx, &config, &state, &mut series, span).await {
+                            tracing::warn!("twin: publishing CloudWatch series: {e}");
+                        }
+                    }
+                    if window.elapsed() >= config.policy_window {
+                        let span = window.elapsed();
+                        window = Instant::now();
+                        if let Err(e) =
+                            act_out_policies(&ctx, &config, &state, &mut policy, span).await
+                        {
+                            tracing::warn!("twin: acting out the scaling policies: {e}");
+                        }
+                    }
+                }
+            })
+        };
+        Ok(Twin {
+            addr,
+            state,
+            shutdown: Some(tx),
+            tasks: vec![serve, follow],
+        })
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> url::Url {
+        url::Url::parse(&format!("http://{}", self.addr)).expect("valid URL")
+    }
+
+    /// The instances behind the balancer.
+    pub fn instances(&self) -> Vec<InstanceView> {
+        let now = Instant::now();
+        self.state
+            .instances
+            .lock()
+            .expect("instances lock")
+            .iter()
+            .map(|i| InstanceView {
+                role: i.role,
+                id: i.id.clone(),
+                routable: i.routable_at <= now,
+                routed: i.routed.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+}
+
+/// What the publisher remembers between puts: requests and 5xx per instance at the last one.
+#[derive(Default)]
+struct SeriesState {
+    counted: BTreeMap<String, (usize, usize)>,
+}
+
+/// One put of the derived series (see the module's documentation), stamped with the current
+/// UTC minute.
+async fn publish(
+    ctx: &AwsContext,
+    config: &TwinConfig,
+    state: &TwinState,
+    memory: &mut SeriesState,
+    span: Duration,
+) -> Result<usize> {
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+    let minute = (crate::results::unix_now() / 60.0).floor() * 60.0;
+    let stamp = aws_smithy_types::DateTime::from_secs_f64(minute);
+    let datum = |metric: &str, value: f64, dims: &[(&str, &str)]| {
+        let mut d = MetricDatum::builder()
+            .metric_name(metric)
+            .value(value)
+            .timestamp(stamp);
+        for (k, v) in dims {
+            d = d.dimensions(Dimension::builder().name(*k).value(*v).build());
+        }
+        d.build()
+    };
+    let now = Instant::now();
+    // Per role: (in service, pending, healthy, requests, 5xx) over the span.
+    let mut per_role: BTreeMap<ServiceRole, [f64; 5]> = BTreeMap::new();
+    for i in state.instances.lock().expect("instances lock").iter() {
+        let e = per_role.entry(i.role).or_default();
+        if i.routable_at <= now {
+            e[0] += 1.0;
+        } else {
+            e[1] += 1.0;
+        }
+        if i.ready_at <= now {
+            e[2] += 1.0;
+        }
+        let (routed, failed) = (
+            i.routed.load(Ordering::Relaxed),
+            i.failed.load(Ordering::Relaxed),
+        );
+        let (r0, f0) = memory.counted.get(&i.id).copied().unwrap_or((0, 0));
+        memory.counted.insert(i.id.clone(), (routed, failed));
+        e[3] += routed.saturating_sub(r0) as f64;
+        e[4] += failed.saturating_sub(f0) as f64;
+    }
+    let mut autoscaling = Vec::new();
+    let mut ec2 = Vec::new();
+    let mut elb = Vec::new();
+    for role in [ServiceRole::Provisioning, ServiceRole::Verification] {
+        let [in_service, pending, healthy, requests, failed] =
+            per_role.get(&role).copied().unwrap_or_default();
+        let asg = format!("{}-{}-asg", config.deployment, role.asg_suffix());
+        let dims = [("AutoScalingGroupName", asg.as_str())];
+        autoscaling.push(datum("GroupInServiceInstances", in_service, &dims));
+        autoscaling.push(datum("GroupPendingInstances", pending, &dims));
+        autoscaling.push(datum("GroupTotalInstances", in_service + pending, &dims));
+        if let Some(c) = config.capacity {
+            let per_s = requests / span.as_secs_f64().max(1e-3);
+            let busy = per_s * c.service.as_secs_f64() / (c.workers as f64 * in_service.max(1.0));
+            ec2.push(datum("CPUUtilization", 100.0 * busy.min(1.0), &dims));
+        }
+        let marker = format!("-{}-", role.asg_suffix());
+        for (tg, lb) in config
+            .resources
+            .iter()
+            .flat_map(|r| r.target_groups.iter())
+            .filter(|(tg, _)| tg.contains(&marker))
+        {
+            let dims = [("TargetGroup", tg.as_str()), ("LoadBalancer", lb.as_str())];
+            elb.push(datum("RequestCount", requests, &dims));
+            elb.push(datum("HTTPCode_Target_5XX_Count", failed, &dims));
+            elb.push(datum("HealthyHostCount", healthy, &dims));
+            elb.push(datum(
+                "UnHealthyHostCount",
+                in_service - healthy.min(in_service),
+                &dims,
+            ));
+        }
+    }
+    let cw = aws_sdk_cloudwatch::Client::new(&ctx.config);
+    let mut total = 0;
+    for (namespace, data) in [
+        ("AWS/AutoScaling", autoscaling),
+        ("AWS/EC2", ec2),
+        ("AWS/ApplicationELB", elb),
+    ] {
+        if data.is_empty() {
+            continue;
+        }
+        total += data.len();
+        cw.put_metric_data()
+            .namespace(namespace)
+            .set_metric_data(Some(data))
+            .send()
+            .await
+            .map_err(|e| sdk_error(ctx, "cloudwatch:PutMetricData", e))?;
+    }
+    Ok(total)
+}
+
+/// What the policy loop remembers between windows.
+#[derive(Default)]
+struct PolicyState {
+    /// Requests routed to each instance at the last window.
+    routed: BTreeMap<String, usize>,
+    /// Consecutive windows each group wanted fewer instances.
+    low: BTreeMap<String, u32>,
+}
+
+/// A group's target-tracking policy: its predefined metric and target value.
+async fn target_tracking(ctx: &AwsContext, asg: &str) -> Result<Option<(String, f64)>> {
+    let out = aws_sdk_autoscaling::Client::new(&ctx.config)
+        .describe_policies()
+        .auto_scaling_group_name(asg)
+        .send()
+        .await
+        .map_err(|e| sdk_error(ctx, "autoscaling:DescribePolicies", e))?;
+    Ok(out.scaling_policies().iter().find_map(|p| {
+        let t = p.target_tracking_configuration()?;
+        let metric = t
+            .predefined_metric_specification()?
+            .predefined_metric_type()?
+            .as_str()
+            .to_string();
+        Some((metric, t.target_value()?))
+    }))
+}
+
+/// The new desired capacity a target-tracking policy asks for, within min..max.
+pub fn tracked_capacity(desired: i32, metric: f64, target: f64, min: i32, max: i32) -> i32 {
+    if target <= 0.0 {
+        return desired;
+    }
+    let want = (desired.max(1) as f64 * metric / target).ceil() as i32;
+    want.clamp(min, max)
+}
+
+/// One policy window: each group's metric from what its instances served, then its desired
+/// capacity set as its policy asks.
+async fn act_out_policies(
+    ctx: &AwsContext,
+    config: &TwinConfig,
+    state: &TwinState,
+    memory: &mut PolicyState,
+    span: Duration,
+) -> Result<()> {
+    let asg = aws_sdk_autoscaling::Client::new(&ctx.config);
+    for role in [ServiceRole::Provisioning, ServiceRole::Verification] {
+        let name = format!("{}-{}-asg", config.deployment, role.asg_suffix());
+        let Some((metric, target)) = target_tracking(ctx, &name).await? else {
+            continue;
+        };
+        let (requests, serving) = {
+            let now = Instant::now();
+            let instances = state.instances.lock().expect("instances lock");
+            let mut requests = 0;
+            let mut serving = 0;
+            for i in instances.iter().filter(|i| i.role == role) {
+                let routed = i.routed.load(Ordering::Relaxed);
+                requests += routed - memory.routed.get(&i.id).copied().unwrap_or(0).min(routed);
+                memory.routed.insert(i.id.clone(), routed);
+                serving += usize::from(i.routable_at <= now);
+            }
+            (requests as f64, serving.max(1) as f64)
+        };
+        let per_s = requests / span.as_secs_f64().max(1e-3);
+        let value = match (metric.as_str(), config.capacity) {
+            ("ALBRequestCountPerTarget", _) => per_s * 60.0 / serving,
+            ("ASGAverageCPUUtilization", Some(c)) => {
+                100.0 * (per_s * c.service.as_secs_f64() / (c.workers as f64 * serving)).min(1.0)
+            }
+            _ => continue,
+        };
+        let group = asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(&name)
+            .send()
+            .await
+            .map_err(|e| sdk_error(ctx, "autoscaling:DescribeAutoScalingGroups", e))?;
+        let Some(g) = group.auto_scaling_groups().first() else {
+            continue;
+        };
+        let (desired, min, max) = (
+            g.desired_capacity().unwrap_or(0),
+            g.min_size().unwrap_or(0),
+            g.max_size().unwrap_or(0),
+        );
+        let want = tracked_capacity(desired, value, target, min, max);
+        let low = memory.low.entry(name.clone()).or_default();
+        *low = if want < desired { *low + 1 } else { 0 };
+        if want > desired || (want < desired && *low >= config.scale_in_after) {
+            tracing::info!(
+                "twin: {name}: {metric} {value:.0} against {target:.0}: desired {desired} → {want}"
+            );
+            *low = 0;
+            asg.set_desired_capacity()
+                .auto_scaling_group_name(&name)
+                .desired_capacity(want)
+                .honor_cooldown(false)
+                .send()
+                .await
+                .map_err(|e| sdk_error(ctx, "autoscaling:SetDesiredCapacity", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Brings the instances in line with the groups: new InService instances start (Pending for
+/// the spin-up, then not ready for a while, unless they were there from the start), instances
+/// gone from a group stop.
+async fn reconcile(
+    ctx: &AwsContext,
+    config: &TwinConfig,
+    cluster: &Cluster,
+    state: &TwinState,
+    initial: bool,
+) -> Result<()> {
+    let mut wanted: BTreeMap<String, ServiceRole> = BTreeMap::new();
+    for role in [ServiceRole::Provisioning, ServiceRole::Verification] {
+        let asg = format!("{}-{}-asg", config.deployment, role.asg_suffix());
+        for id in in_service(ctx, &asg).await? {
+            wanted.insert(id, role);
+        }
+    }
+    let known: Vec<String> = state
+        .instances
+        .lock()
+        .expect("instances lock")
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
+    let mut started = Vec::new();
+    for (id, role) in &wanted {
+        if known.contains(id) {
+            continue;
+        }
+        let (spin_up, not_ready) = if initial {
+            (Duration::ZERO, Duration::ZERO)
+        } else {
+            (config.spin_up, config.not_ready)
+        };
+        let standin = Standin::start_in(
+            "127.0.0.1:0".parse().expect("an address"),
+            StandinConfig {
+                release: config.release.clone(),
+                faults: Faults {
+                    capacity: config.capacity,
+                    slow_start: spin_up + not_ready,
+                    ..Faults::default()
+                },
+                memcached_sessions: true,
+                ..StandinConfig::default()
+            },
+            cluster,
+        )
+        .await
+        .map_err(|e| Error::io(format!("starting the twin's instance {id}"), e))?;
+        started.push(Arc::new(Instance {
+            id: id.clone(),
+            role: *role,
+            standin,
+            routable_at: Instant::now() + spin_up,
+            routed: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            ready_at: Instant::now() + spin_up + not_ready,
+        }));
+    }
+    let mut instances = state.instances.lock().expect("instances lock");
+    instances.retain(|i| wanted.contains_key(&i.id));
+    instances.extend(started);
+    Ok(())
+}
+
+/// The load balancer: the request's service by path, round robin over its routable instances,
+/// 503 when it has none (as an ALB without healthy targets).
+async fn balance(
+    State(state): State<Arc<TwinState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let role = role_of(uri.path());
+    let target = {
+        let now = Instant::now();
+        let instances = state.instances.lock().expect("instances lock");
+        let ready: Vec<&Arc<Instance>> = instances
+            .iter()
+            .filter(|i| i.role == role && i.routable_at <= now)
+            .collect();
+        if ready.is_empty() {
+            None
+        } else {
+            let i = ready[state.next.fetch_add(1, Ordering::Relaxed) % ready.len()].clone();
+            i.routed.fetch_add(1, Ordering::Relaxed);
+            Some(i)
+        }
+    };
+    let Some(target) = target else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no healthy {role} targets"),
+        )
+            .into_response();
+    };
+    let url = format!(
+        "{}{}",
+        target.standin.url().as_str().trim_end_matches('/'),
+        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    );
+    let mut req = state.client.request(method, url).body(body);
+    for (k, v) in &headers {
+        if k != "host" && k != "content-length" {
+            req = req.header(k, v);
+        }
+    }
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            if status.is_server_error() {
+                target.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut out = HeaderMap::new();
+            for (k, v) in resp.headers() {
+                if k != "content-length" && k != "transfer-encoding" && k != "connection" {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+            let body = resp.bytes().await.unwrap_or_default();
+            (status, out, body).into_response()
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, format!("{}: {e}", target.id)).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_tracking_scales_in_proportion_within_the_bounds() {
+        // 1 instance at 100 % CPU against 50 %: 2; then 2 at 100 %: 4, capped at 3.
+        assert_eq!(tracked_capacity(1, 100.0, 50.0, 1, 3), 2);
+        assert_eq!(tracked_capacity(2, 100.0, 50.0, 1, 3), 3);
+        // Quiet: down to what the load needs, never below min.
+        assert_eq!(tracked_capacity(3, 10.0, 50.0, 1, 3), 1);
+        assert_eq!(tracked_capacity(3, 40.0, 50.0, 2, 3), 3);
+        // Pinned (min = max): never moves.
+        assert_eq!(tracked_capacity(2, 100.0, 50.0, 2, 2), 2);
+    }
+}
