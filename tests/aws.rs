@@ -2277,6 +2277,21 @@ async fn the_fleet_binary_goes_to_s3_once_per_content() {
     assert_eq!(keys, 2);
 }
 
+/// A twin of the deployment in moto on a free port, its store in memory.
+async fn twin_on(
+    ctx: &AwsContext,
+    config: trialrunner::rehearsal::twin::TwinConfig,
+) -> trialrunner::rehearsal::twin::Twin {
+    trialrunner::rehearsal::twin::Twin::start(
+        ctx,
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        KvStore::memory(),
+    )
+    .await
+    .unwrap()
+}
+
 /// The rehearsal's twin: capacity follows the group. Pinned to 1, provisioning tops out at one
 /// instance's capacity (2 workers × 20 ms: 100/s); pinned to 3, near three times that; every
 /// steady second of the second beats every one of the first. After the restore the twin
@@ -2296,14 +2311,7 @@ async fn the_twin_serves_what_the_pinned_group_can() {
     config.spin_up = Duration::ZERO;
     config.not_ready = Duration::ZERO;
     config.poll = Duration::from_millis(100);
-    let twin = Twin::start(
-        &ctx,
-        "127.0.0.1:0".parse().unwrap(),
-        config,
-        KvStore::memory(),
-    )
-    .await
-    .unwrap();
+    let twin = twin_on(&ctx, config).await;
     let roles =
         |twin: &Twin, role: ServiceRole| twin.instances().iter().filter(|i| i.role == role).count();
     assert_eq!(roles(&twin, ServiceRole::Provisioning), 1);
@@ -2376,14 +2384,7 @@ async fn a_launched_instance_is_pending_then_not_ready_then_serves() {
     config.spin_up = Duration::from_millis(1500);
     config.not_ready = Duration::from_millis(1500);
     config.poll = Duration::from_millis(50);
-    let twin = Twin::start(
-        &ctx,
-        "127.0.0.1:0".parse().unwrap(),
-        config,
-        KvStore::memory(),
-    )
-    .await
-    .unwrap();
+    let twin = twin_on(&ctx, config).await;
     let prov = |twin: &Twin| {
         twin.instances()
             .into_iter()
@@ -2482,14 +2483,7 @@ async fn the_twin_acts_out_the_groups_target_tracking_policy() {
     config.poll = Duration::from_millis(50);
     config.policy_window = Duration::from_secs(1);
     config.scale_in_after = 2;
-    let twin = Twin::start(
-        &ctx,
-        "127.0.0.1:0".parse().unwrap(),
-        config,
-        KvStore::memory(),
-    )
-    .await
-    .unwrap();
+    let twin = twin_on(&ctx, config).await;
     let verif = |twin: &Twin| {
         twin.instances()
             .into_iter()
@@ -2552,29 +2546,87 @@ async fn the_twin_acts_out_the_groups_target_tracking_policy() {
     );
 }
 
+/// The rehearsal deployment's CloudWatch resources (target groups, RDS), as a pull resolves them.
+async fn deployment_resources(ctx: &AwsContext) -> trialrunner::aws::cloudwatch::Resources {
+    let dir = tempfile::tempdir().unwrap();
+    let any = url::Url::parse("http://127.0.0.1:9").unwrap();
+    let env_file = common::write(
+        dir.path(),
+        "env.yaml",
+        &env_yaml(&any, ACCOUNT, &common::moto().url),
+    );
+    let env = trial::load_environment(&env_file).unwrap();
+    trialrunner::aws::cloudwatch::resolve(ctx, &env)
+        .await
+        .unwrap()
+}
+
+/// A metric's one-minute datapoints from two minutes ago to now, read back from the emulator.
+async fn datapoints(
+    ctx: &AwsContext,
+    namespace: &str,
+    metric: &str,
+    dims: &[(&str, &str)],
+    stat: aws_sdk_cloudwatch::types::Statistic,
+) -> Vec<aws_sdk_cloudwatch::types::Datapoint> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let mut q = aws_sdk_cloudwatch::Client::new(&ctx.config)
+        .get_metric_statistics()
+        .namespace(namespace)
+        .metric_name(metric)
+        .start_time(aws_smithy_types::DateTime::from_secs_f64(
+            (now / 60.0).floor() * 60.0 - 120.0,
+        ))
+        .end_time(aws_smithy_types::DateTime::from_secs_f64(now + 60.0))
+        .period(60)
+        .statistics(stat);
+    for (k, v) in dims {
+        q = q.dimensions(
+            aws_sdk_cloudwatch::types::Dimension::builder()
+                .name(*k)
+                .value(*v)
+                .build(),
+        );
+    }
+    q.send().await.unwrap().datapoints().to_vec()
+}
+
+/// The per-minute maxima of a metric with one dimension; asserts there is at least one and
+/// every one is `want`.
+async fn assert_maxima(
+    ctx: &AwsContext,
+    namespace: &str,
+    metric: &str,
+    dim: (&str, &str),
+    want: f64,
+) {
+    let points = datapoints(
+        ctx,
+        namespace,
+        metric,
+        &[dim],
+        aws_sdk_cloudwatch::types::Statistic::Maximum,
+    )
+    .await;
+    assert!(
+        !points.is_empty() && points.iter().all(|d| d.maximum() == Some(want)),
+        "{metric}: {points:?}"
+    );
+}
+
 /// The twin's CloudWatch series come from what happened: the requests the balancer passed to
 /// the verification group (the test's own count), its in-service instances, stamped with UTC
 /// minutes, read back from the emulator as a metrics pull would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_twins_cloudwatch_series_are_what_it_served() {
-    use trialrunner::rehearsal::twin::{Twin, TwinConfig};
+    use trialrunner::rehearsal::twin::TwinConfig;
     let _serial = SERIAL.lock().await;
     let ctx = ctx().await;
     deploy(&ctx).await;
-    let dir = tempfile::tempdir().unwrap();
-    let env_file = common::write(
-        dir.path(),
-        "env.yaml",
-        &env_yaml(
-            &url::Url::parse("http://127.0.0.1:9").unwrap(),
-            ACCOUNT,
-            &common::moto().url,
-        ),
-    );
-    let env = trial::load_environment(&env_file).unwrap();
-    let resources = trialrunner::aws::cloudwatch::resolve(&ctx, &env)
-        .await
-        .unwrap();
+    let resources = deployment_resources(&ctx).await;
     let verif_tg = resources
         .target_groups
         .iter()
@@ -2586,14 +2638,7 @@ async fn the_twins_cloudwatch_series_are_what_it_served() {
     config.poll = Duration::from_millis(50);
     config.publish_every = Some(Duration::from_millis(200));
     config.resources = Some(resources);
-    let twin = Twin::start(
-        &ctx,
-        "127.0.0.1:0".parse().unwrap(),
-        config,
-        KvStore::memory(),
-    )
-    .await
-    .unwrap();
+    let twin = twin_on(&ctx, config).await;
     let client = reqwest::Client::new();
     let url = twin
         .url()
@@ -2610,79 +2655,197 @@ async fn the_twins_cloudwatch_series_are_what_it_served() {
         assert_eq!(r.status(), 201);
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let cw = aws_sdk_cloudwatch::Client::new(&ctx.config);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    let stat = |metric: &str,
-                dims: Vec<(&'static str, String)>,
-                s: aws_sdk_cloudwatch::types::Statistic| {
-        let cw = cw.clone();
-        let metric = metric.to_string();
-        async move {
-            let mut q = cw
-                .get_metric_statistics()
-                .namespace(if metric.starts_with("Group") {
-                    "AWS/AutoScaling"
-                } else {
-                    "AWS/ApplicationELB"
-                })
-                .metric_name(&metric)
-                .start_time(aws_smithy_types::DateTime::from_secs_f64(
-                    (now / 60.0).floor() * 60.0 - 120.0,
-                ))
-                .end_time(aws_smithy_types::DateTime::from_secs_f64(now + 60.0))
-                .period(60)
-                .statistics(s);
-            for (k, v) in dims {
-                q = q.dimensions(
-                    aws_sdk_cloudwatch::types::Dimension::builder()
-                        .name(k)
-                        .value(v)
-                        .build(),
-                );
-            }
-            q.send().await.unwrap().datapoints().to_vec()
-        }
-    };
-    let tg_dims = || {
-        vec![
-            ("TargetGroup", verif_tg.0.clone()),
-            ("LoadBalancer", verif_tg.1.clone()),
-        ]
-    };
-    let requests: f64 = stat(
-        "RequestCount",
-        tg_dims(),
-        aws_sdk_cloudwatch::types::Statistic::Sum,
-    )
-    .await
-    .iter()
-    .filter_map(|d| d.sum())
-    .sum();
+    let tg = [
+        ("TargetGroup", verif_tg.0.as_str()),
+        ("LoadBalancer", verif_tg.1.as_str()),
+    ];
+    let sum = aws_sdk_cloudwatch::types::Statistic::Sum;
+    let requests = datapoints(&ctx, "AWS/ApplicationELB", "RequestCount", &tg, sum.clone()).await;
+    let total: f64 = requests.iter().filter_map(|d| d.sum()).sum();
     assert_eq!(
-        requests, sent as f64,
+        total, sent as f64,
         "RequestCount is what the balancer passed"
     );
-    for d in stat(
-        "RequestCount",
-        tg_dims(),
-        aws_sdk_cloudwatch::types::Statistic::Sum,
-    )
-    .await
-    {
+    for d in &requests {
         let t = d.timestamp().unwrap().as_secs_f64();
         assert_eq!(t % 60.0, 0.0, "stamped with UTC minutes");
     }
-    let in_service = stat(
+    let asg = format!("{D}-verif-asg");
+    let group = ("AutoScalingGroupName", asg.as_str());
+    assert_maxima(
+        &ctx,
+        "AWS/AutoScaling",
         "GroupInServiceInstances",
-        vec![("AutoScalingGroupName", format!("{D}-verif-asg"))],
-        aws_sdk_cloudwatch::types::Statistic::Maximum,
+        group,
+        1.0,
     )
     .await;
-    assert!(
-        !in_service.is_empty() && in_service.iter().all(|d| d.maximum() == Some(1.0)),
-        "{in_service:?}"
+}
+
+/// The twin's database runs out: max_connections 6 and pools of 4 for four instances (three
+/// provisioning, one verification), so the pools hold 6 and at least one provisioning instance
+/// got none; it fails every submission with "too many clients" (its share of the test's own
+/// requests), those lines land in the provisioning log group where the error-log counts find
+/// them, and RDS DatabaseConnections says 6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_twins_database_runs_out_and_the_logs_say_too_many_clients() {
+    use trialrunner::rehearsal::twin::TwinConfig;
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    let resources = deployment_resources(&ctx).await;
+    let db = resources
+        .rds_instance
+        .clone()
+        .expect("the rehearsal's RDS instance");
+    aws_sdk_autoscaling::Client::new(&ctx.config)
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(format!("{D}-prov-asg"))
+        .min_size(3)
+        .max_size(3)
+        .desired_capacity(3)
+        .send()
+        .await
+        .unwrap();
+    let mut config = TwinConfig::new(D);
+    config.capacity = None;
+    config.poll = Duration::from_millis(50);
+    config.publish_every = Some(Duration::from_millis(200));
+    config.resources = Some(resources);
+    config.db_max_connections = Some(6);
+    config.db_pool = 4;
+    let twin = twin_on(&ctx, config).await;
+    // Every instance's pool (both services' instances use the one database) took what was left.
+    let all = twin.instances();
+    assert_eq!(all.iter().map(|i| i.db_connections).sum::<usize>(), 6);
+    let prov: Vec<_> = all
+        .iter()
+        .filter(|i| i.role == ServiceRole::Provisioning)
+        .collect();
+    assert_eq!(prov.len(), 3);
+    let starved = prov.iter().filter(|i| i.db_connections == 0).count();
+    assert!(starved >= 1, "{all:?}");
+    let release = trialrunner::veraison::release::ReleaseProfile::parse("v0.0.2602").unwrap();
+    let device = trialrunner::load::tasks::DeviceMaterial::new(&release, 7, 0);
+    let client = reqwest::Client::new();
+    let url = twin
+        .url()
+        .join("/endorsement-provisioning/v1/submit")
+        .unwrap();
+    let (mut refused, sent) = (0, 60);
+    for _ in 0..sent {
+        let r = client
+            .post(url.clone())
+            .header("content-type", release.provisioning_media_type)
+            .header("accept", "*/*")
+            .body(device.corim.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        if status == 500 && body.contains("too many clients") {
+            refused += 1;
+        } else {
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    assert_eq!(
+        refused,
+        sent / 3 * starved,
+        "the instances without connections: their thirds of the requests"
     );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&ctx.config);
+    let events = logs
+        .filter_log_events()
+        .log_group_name(format!("{D}-provisioning"))
+        .filter_pattern("\"too many clients\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.events().len(), refused, "one log line per refusal");
+    let rds = ("DBInstanceIdentifier", db.as_str());
+    assert_maxima(&ctx, "AWS/RDS", "DatabaseConnections", rds, 6.0).await;
+}
+
+/// A stop request during a fleet's run on AWS cancels every worker's SSM command at once
+/// (CancelCommand for each instance, answered by the fault layer as moto lacks it) and the
+/// generators' group is restored with the services'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_fleet_run_cancels_its_ssm_commands_and_restores_its_group() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(&FLEET_TRIAL.replace("duration: 3s", "duration: 60s")).await;
+    let _s3 = fleet_resources(&d.ctx).await;
+    let env = std::fs::read_to_string(&d.env).unwrap()
+        + &format!("generators: {{ aws: {{ asg: {GEN_ASG}, count: 2, bucket: \"s3://{FLEET_BUCKET}/camp\", binary-url: \"https://releases.example/trialrunner\" }} }}\n");
+    std::fs::write(&d.env, env).unwrap();
+    d.proxy
+        .answer("GetCommandInvocation", r#"{"Status":"InProgress"}"#);
+    d.proxy.answer("CancelCommand", "{}");
+    let run = d.start_run();
+    let asg = aws_sdk_autoscaling::Client::new(&d.ctx.config);
+    let mut ids = Vec::new();
+    for _ in 0..600 {
+        let g = asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(GEN_ASG)
+            .send()
+            .await
+            .unwrap();
+        ids = g.auto_scaling_groups()[0]
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect();
+        if ids.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let online: Vec<String> = ids
+        .iter()
+        .map(|i| format!(r#"{{"InstanceId":"{i}","PingStatus":"Online"}}"#))
+        .collect();
+    d.proxy.answer(
+        "DescribeInstanceInformation",
+        format!(r#"{{"InstanceInformationList":[{}]}}"#, online.join(",")),
+    );
+    for _ in 0..300 {
+        if d.proxy.requests("SendCommand").len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(d.proxy.requests("SendCommand").len(), 2);
+    let asked = Instant::now();
+    run.signal(libc::SIGINT);
+    for _ in 0..100 {
+        if d.proxy.count("CancelCommand") == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut cancelled: Vec<String> = d
+        .proxy
+        .requests("CancelCommand")
+        .iter()
+        .flat_map(|c| serde_json::from_value::<Vec<String>>(c["InstanceIds"].clone()).unwrap())
+        .collect();
+    cancelled.sort();
+    ids.sort();
+    assert_eq!(cancelled, ids, "every instance's command cancelled");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "at once: {:?}",
+        asked.elapsed()
+    );
+    // SSM reports them Cancelled; the run ends and restores.
+    d.proxy.clear("GetCommandInvocation");
+    d.proxy
+        .answer("GetCommandInvocation", r#"{"Status":"Cancelled"}"#);
+    let (status, output, _) = run.finish(asked, Duration::from_secs(90));
+    assert_ne!(status.code(), Some(0), "{output}");
+    let (min, max, desired, _, _) = settings(&d.ctx, GEN_ASG).await;
+    assert_eq!((min, max, desired), (0, 4, 0), "restored:\n{output}");
 }

@@ -1,5 +1,6 @@
-//! Campaigns that survive: the local rehearsal of seed trials 1–4 (moto as AWS, the stand-in on
-//! real PostgreSQL as Veraison, seeded CloudWatch), kill -9 then `--resume`, SIGINT mid-run.
+//! Campaigns that survive: the local rehearsal of seed trials 1–4 (moto as AWS, the deployment's
+//! twin on real PostgreSQL as Veraison, CloudWatch from what the twin served), kill -9 then
+//! `--resume`, SIGINT mid-run.
 
 mod common;
 
@@ -7,8 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use trialrunner::rehearsal::twin::{Twin, TwinConfig};
+use trialrunner::veraison::standin::faults::InstanceCapacity;
 use trialrunner::veraison::standin::store::KvStore;
-use trialrunner::veraison::standin::{Standin, StandinConfig};
 
 /// moto, the state dir and the stand-in's database are shared: one test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -20,52 +22,84 @@ struct Rehearsal {
     dir: tempfile::TempDir,
     env: PathBuf,
     state: PathBuf,
-    _standin: Standin,
+    _twin: Twin,
     db: String,
 }
 
-async fn rehearsal() -> Rehearsal {
+/// The rehearsal; `policies`: the twin acts out the groups' scaling policies every second (else
+/// never, so a test of restores reads back exactly what was restored).
+async fn rehearsal(policies: bool) -> Rehearsal {
     let moto = common::moto();
     moto.reset();
     let pg = common::postgres();
     let db = pg.database("rehearsal");
     let store = KvStore::postgres(&pg.conninfo(&db), 4).await.unwrap();
-    let standin = Standin::start(
-        "127.0.0.1:0".parse().unwrap(),
-        StandinConfig::default(),
-        store,
-    )
-    .await
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let url = standin.url();
+    let (port, view_port) = (common::free_port(), common::free_port());
+    let url = format!("http://127.0.0.1:{port}");
+    // The campaign sees AWS through the twin's view of moto: instances Pending while they spin up.
+    let view = format!("http://127.0.0.1:{view_port}");
     let env = common::write(
         dir.path(),
         "rehearsal.yaml",
         &format!(
-            "name: rehearsal\naws: {{ region: eu-west-1, account: \"123456789012\", endpoint: \"{}\" }}\ndeployment: veraison\nservices:\n  provisioning: {{ url: \"{url}\" }}\n  verification: {{ url: \"{url}\" }}\nveraison: {{ release: v0.0.2602 }}\nstores:\n  postgres: {{ host: 127.0.0.1, port: {}, database: {db}, user: postgres, password-env: REHEARSAL_DB_PASSWORD, tls: prefer }}\n  disposable: true\n",
-            moto.url, pg.port
+            "name: rehearsal\naws: {{ region: eu-west-1, account: \"123456789012\", endpoint: \"{view}\" }}\ndeployment: veraison\nservices:\n  provisioning: {{ url: \"{url}\" }}\n  verification: {{ url: \"{url}\" }}\nveraison: {{ release: v0.0.2602 }}\nstores:\n  postgres: {{ host: 127.0.0.1, port: {}, database: {db}, user: postgres, password-env: REHEARSAL_DB_PASSWORD, tls: prefer }}\n  disposable: true\n",
+            pg.port
         ),
     );
+    // The deployment in moto, then its twin on the environment's service port: 100 requests/s
+    // per instance, launched instances Pending 2 s then not ready 1 s, policies judged every
+    // second when asked for, CloudWatch series put twice a second.
+    // SAFETY: set before this process's SDK reads them; every test sets the same values.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    }
+    let environment = trialrunner::trial::load_environment(&env).unwrap();
+    let ctx = trialrunner::aws::AwsContext::load(
+        environment.spec.aws.as_ref().unwrap(),
+        Some(moto.url.as_str()),
+        trialrunner::aws::AwsTimeouts::default(),
+    )
+    .await
+    .unwrap();
+    trialrunner::rehearsal::deploy_emulated(&ctx, "veraison")
+        .await
+        .unwrap();
+    let mut config = TwinConfig::new("veraison");
+    config.capacity = Some(InstanceCapacity {
+        workers: 2,
+        service: std::time::Duration::from_millis(20),
+    });
+    config.spin_up = std::time::Duration::from_secs(2);
+    config.not_ready = std::time::Duration::from_secs(1);
+    config.poll = std::time::Duration::from_millis(100);
+    config.policy_window = std::time::Duration::from_secs(if policies { 1 } else { 86_400 });
+    config.publish_every = Some(std::time::Duration::from_millis(500));
+    config.resources = Some(
+        trialrunner::aws::cloudwatch::resolve(&ctx, &environment)
+            .await
+            .unwrap(),
+    );
+    config.db_max_connections = Some(64);
+    config.aws_view = Some(format!("127.0.0.1:{view_port}").parse().unwrap());
+    let twin = Twin::start(
+        &ctx,
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        config,
+        store,
+    )
+    .await
+    .unwrap();
     let state = dir.path().join("state");
-    let r = Rehearsal {
+    Rehearsal {
         env,
         state,
-        _standin: standin,
+        _twin: twin,
         db,
         dir,
-    };
-    let out = r
-        .cmd(&["rehearse", "--env", r.env.to_str().unwrap(), "--hours", "1"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    r
+    }
 }
 
 impl Rehearsal {
@@ -163,7 +197,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_rehearsal_of_all_four_seed_trials() {
     let _serial = SERIAL.lock().await;
-    let r = rehearsal().await;
+    let r = rehearsal(true).await;
     let trials = [
         ("trials/rehearsal/rehearsal-1-users-pinned-3.yaml", "t1"),
         ("trials/rehearsal/rehearsal-2-users-pinned-1.yaml", "t2"),
@@ -181,15 +215,46 @@ async fn local_rehearsal_of_all_four_seed_trials() {
             String::from_utf8_lossy(&out.stderr),
         );
         assert_eq!(out.status.code(), Some(0), "{trial}:\n{stderr}");
+        if name == "t1" {
+            // Pinned 1 → 3: the readiness gate waited out the new instances' spin-up (2 s), seen
+            // as Pending through the twin's view of the emulator.
+            let waited: Vec<u64> = format!("{stdout}{stderr}")
+                .lines()
+                .filter_map(|l| {
+                    l.split_once(": ready after ")?
+                        .1
+                        .strip_suffix(" s")?
+                        .parse()
+                        .ok()
+                })
+                .collect();
+            assert!(waited.iter().any(|s| *s >= 2), "{waited:?}\n{stderr}");
+        }
         assert!(
             !stdout.contains(PLANTED) && !stderr.contains(PLANTED),
             "secret in the output of {trial}"
         );
+        // Restored as found; the twin then acts out the groups' CPU policy on what the last
+        // seconds of load left in its window, as AWS would, so desired may move since.
+        let journal = json(&r.out(name).join("journal.json"));
         assert_eq!(
-            r.capacities(),
-            vec![(1, 3, 1), (1, 3, 1)],
-            "{trial}: ASGs restored"
+            journal["restored"], true,
+            "{trial}: the journal was replayed"
         );
+        for g in journal["original"].as_array().unwrap() {
+            // (desired as the twin's policy left it after the previous trial's load)
+            let d = g["desired"].as_i64().unwrap();
+            assert!(
+                g["min"] == 1 && g["max"] == 3 && (1..=3).contains(&d),
+                "{trial}: {g}"
+            );
+        }
+        for (min, max, desired) in r.capacities() {
+            assert!(
+                (min, max) == (1, 3) && (1..=3).contains(&desired),
+                "{trial}: ASGs restored"
+            );
+        }
     }
     let html = |n: &str| std::fs::read_to_string(r.out(n).join("report.html")).unwrap();
     // Trial 1: per-endpoint summaries against users, timelines with infra, CloudWatch pulled.
@@ -212,7 +277,7 @@ async fn local_rehearsal_of_all_four_seed_trials() {
         .expect("RDS connections pulled");
     assert!(
         !db["points"].as_array().unwrap().is_empty(),
-        "seeded series found for the run's window"
+        "the twin's series found for the run's window"
     );
     assert!(std::fs::read(r.out("t1").join("runs/u006-verify/correlation.json")).is_ok());
     // Stores cleared and counted through the PostgreSQL driver.
@@ -237,7 +302,7 @@ async fn local_rehearsal_of_all_four_seed_trials() {
             .unwrap()
     };
     assert!(before("it2-u004-verify") > before("it2-u004-provision"));
-    // CloudWatch series from the emulator are labelled synthetic.
+    // CloudWatch series from the emulator are marked as such.
     let cw = json(&r.out("t1").join("runs/u006-verify/cloudwatch.json"));
     assert_eq!(cw["synthetic"], true);
     let t3 = html("t3");
@@ -260,6 +325,42 @@ async fn local_rehearsal_of_all_four_seed_trials() {
         db_rows_after_t3,
         rows[2].to_string(),
         "the driver counted what the database holds"
+    );
+    // Trial 2 (pinned 1) saturates lower than Trial 1 (pinned 3): one instance's 100/s.
+    let rps = |n: &str, run: &str| {
+        let s = json(&r.out(n).join(format!("runs/{run}/summary.json")));
+        assert_eq!(
+            s["aggregated"]["failures"], 0,
+            "{n} {run}: {}",
+            s["failures"]
+        );
+        s["aggregated"]["rps"].as_f64().unwrap()
+    };
+    let (t1_rps, t2_rps) = (rps("t1", "u006-provision"), rps("t2", "u006-provision"));
+    assert!(
+        t2_rps <= 110.0 && t1_rps > 1.8 * t2_rps,
+        "pinned 3: {t1_rps:.0}/s, pinned 1: {t2_rps:.0}/s"
+    );
+    // Trial 4 (1..3): the twin acted out the group's CPU policy: the sampled desired capacity
+    // rose during the run, then the group was restored.
+    let desired: Vec<i64> =
+        std::fs::read_to_string(r.out("t4").join("runs/u010-verify/infra.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .flat_map(|v| {
+                v["groups"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|g| g["desired"].as_i64())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+    assert!(
+        desired.iter().any(|d| *d > 1),
+        "scaled out under load: {desired:?}"
     );
     // Trial 4: the auto-scaling chart when instances came or went; the InService count always.
     let t4 = html("t4");
@@ -340,7 +441,7 @@ fn start_and_wait_for_load(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_then_resume_gives_the_same_runs_and_restores() {
     let _serial = SERIAL.lock().await;
-    let r = rehearsal().await;
+    let r = rehearsal(false).await;
     let trial = "trials/rehearsal/rehearsal-1-users-pinned-3.yaml";
     let out = r.out("killed");
     let mut child = start_and_wait_for_load(&r, trial, &out, 3);
@@ -400,7 +501,7 @@ async fn kill_9_then_resume_gives_the_same_runs_and_restores() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_mid_run_exits_130_with_partial_results_and_restored_asgs() {
     let _serial = SERIAL.lock().await;
-    let r = rehearsal().await;
+    let r = rehearsal(false).await;
     let trial = r.long_trial();
     let out = r.out("interrupted");
     let child = start_and_wait_for_load(&r, trial.to_str().unwrap(), &out, 2);
@@ -450,7 +551,7 @@ async fn sigint_mid_run_exits_130_with_partial_results_and_restored_asgs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_ctrl_c_exits_after_the_restore_attempt() {
     let _serial = SERIAL.lock().await;
-    let r = rehearsal().await;
+    let r = rehearsal(false).await;
     let trial = r.long_trial();
     let out = r.out("twice");
     let child = start_and_wait_for_load(&r, trial.to_str().unwrap(), &out, 1);
@@ -519,7 +620,7 @@ fn store_labels(dir: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_never_repeats_a_completed_clear_or_count_and_reruns_the_run_in_flight() {
     let _serial = SERIAL.lock().await;
-    let r = rehearsal().await;
+    let r = rehearsal(false).await;
     let trial = r.slowed(
         "trials/rehearsal/rehearsal-3-store-weight.yaml",
         "weight.yaml",
@@ -595,7 +696,7 @@ async fn resume_never_repeats_a_completed_clear_or_count_and_reruns_the_run_in_f
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_stopped_by_ctrl_c_runs_again_on_resume() {
     let _serial = SERIAL.lock().await;
-    let r = rehearsal().await;
+    let r = rehearsal(false).await;
     let trial = r.slowed(
         "trials/rehearsal/rehearsal-1-users-pinned-3.yaml",
         "again.yaml",
@@ -635,7 +736,7 @@ async fn a_run_stopped_by_ctrl_c_runs_again_on_resume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_results_dir_resumes_by_relative_path_and_out_never_merges() {
     let _serial = SERIAL.lock().await;
-    let r = rehearsal().await;
+    let r = rehearsal(false).await;
     let trial = r.slowed(
         "trials/rehearsal/rehearsal-1-users-pinned-3.yaml",
         "default.yaml",

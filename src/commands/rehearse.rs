@@ -37,6 +37,17 @@ pub struct Args {
     /// The span over which the groups' scaling policies judge their metric (AWS: 1m).
     #[arg(long, requires = "twin", value_parser = humantime::parse_duration)]
     pub policy_window: Option<std::time::Duration>,
+    /// The database's max_connections: instances' pools beyond it fail with "too many clients".
+    #[arg(long, requires = "twin")]
+    pub db_max_connections: Option<usize>,
+    /// Connections each instance's pool opens (default 4).
+    #[arg(long, requires = "twin")]
+    pub db_pool: Option<usize>,
+    /// Also serve the emulator as the twin's instances are (Pending while they spin up) on
+    /// this address: point the environment's `aws.endpoint` there, and deploy with
+    /// `--aws-endpoint` naming the emulator itself.
+    #[arg(long, requires = "twin")]
+    pub aws_view: Option<std::net::SocketAddr>,
 }
 
 /// `4x10ms`: workers and service time.
@@ -106,6 +117,9 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
         config.not_ready = args.not_ready.unwrap_or(config.not_ready);
         config.policy_window = args.policy_window.unwrap_or(config.policy_window);
         config.resources = Some(resources);
+        config.db_max_connections = args.db_max_connections;
+        config.db_pool = args.db_pool.unwrap_or(config.db_pool);
+        config.aws_view = args.aws_view;
         // Short rehearsal runs: a put every second keeps each run's minute filled.
         config.publish_every = Some(std::time::Duration::from_secs(1));
         let store = match &args.postgres {
@@ -127,6 +141,9 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
             config.not_ready,
             config.policy_window
         );
+        if let Some(view) = &twin.aws_view {
+            println!("the emulator as the instances are: {}", view.url());
+        }
         let _ = tokio::signal::ctrl_c().await;
         Ok::<_, Error>(())
     })?;

@@ -88,6 +88,7 @@ pub fn run(args: Args) -> Result<i32> {
             db_connections: args.db_connections,
             pause: None,
             capacity: None,
+            db_pool: None,
         },
         memcached_sessions: args.memcached_sessions,
         ..StandinConfig::default()

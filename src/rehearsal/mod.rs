@@ -8,6 +8,7 @@
 //! Refuses any endpoint that is not on this machine: it creates resources.
 
 pub mod twin;
+pub mod view;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -19,6 +19,13 @@
 //! per target group the requests and 5xx answers the balancer passed (as deltas, summed by the
 //! minute's `Sum`) and the healthy hosts (routable and ready).
 //!
+//! The database is one: with `db_max_connections` set, each instance opens a pool of `db_pool`
+//! connections at start from what the database has left (as VTS does); its requests wait for
+//! one of them, and an instance that got none fails every store operation with "too many
+//! clients", as the 2025 campaign saw. The 5xx answers'
+//! messages go to the services' log groups, one stream per instance, where the campaign's
+//! error-log counts find them; RDS `DatabaseConnections` is what the pools hold.
+//!
 //! A provider for `rehearse` and the tests only: nothing in a campaign's path depends on it.
 
 use std::collections::BTreeMap;
@@ -64,6 +71,12 @@ pub struct TwinConfig {
     /// The deployment's target groups and load balancer, as CloudWatch names them
     /// (`resolve` finds them); without them no ELB series are published.
     pub resources: Option<crate::aws::cloudwatch::Resources>,
+    /// The database's `max_connections` (none: connections never run out).
+    pub db_max_connections: Option<usize>,
+    /// Connections each instance's pool opens at start.
+    pub db_pool: usize,
+    /// Also serve the emulator as the instances are (see [`super::view`]) on this address.
+    pub aws_view: Option<SocketAddr>,
 }
 
 impl TwinConfig {
@@ -84,6 +97,9 @@ impl TwinConfig {
             scale_in_after: 3,
             publish_every: Some(Duration::from_secs(5)),
             resources: None,
+            db_max_connections: None,
+            db_pool: 4,
+            aws_view: None,
         }
     }
 }
@@ -101,10 +117,24 @@ struct Instance {
     failed: AtomicUsize,
     /// When its VTS is up (after `routable_at`).
     ready_at: Instant,
+    /// Database connections its pool got.
+    db_connections: usize,
+}
+
+/// A 5xx answer's message, for the service's log group.
+struct LogLine {
+    role: ServiceRole,
+    instance: String,
+    at_ms: i64,
+    message: String,
 }
 
 struct TwinState {
     instances: Mutex<Vec<Arc<Instance>>>,
+    /// One reconciliation at a time (the follow loop and the emulator's view both ask).
+    reconciling: tokio::sync::Mutex<()>,
+    /// 5xx messages not yet put into the log groups (bounded).
+    log_lines: Mutex<Vec<LogLine>>,
     next: AtomicUsize,
     client: reqwest::Client,
 }
@@ -113,6 +143,8 @@ struct TwinState {
 pub struct Twin {
     /// The load balancer (point the environment's service URLs here).
     pub addr: SocketAddr,
+    /// The emulator as the instances are, when asked for (point `aws.endpoint` here).
+    pub aws_view: Option<super::view::AwsView>,
     state: Arc<TwinState>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -129,6 +161,22 @@ impl Drop for Twin {
     }
 }
 
+impl TwinState {
+    /// Where an instance stands, if the twin runs it.
+    fn phase(&self, id: &str) -> Option<super::view::Phase> {
+        let now = Instant::now();
+        let instances = self.instances.lock().expect("instances lock");
+        let i = instances.iter().find(|i| i.id == id)?;
+        Some(if now < i.routable_at {
+            super::view::Phase::Pending
+        } else if now < i.ready_at {
+            super::view::Phase::NotReady
+        } else {
+            super::view::Phase::Serving
+        })
+    }
+}
+
 /// One line per instance, for people and tests: role, id, routable, requests routed to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceView {
@@ -140,6 +188,8 @@ pub struct InstanceView {
     pub routable: bool,
     /// Requests routed to it so far.
     pub routed: usize,
+    /// Database connections its pool got.
+    pub db_connections: usize,
 }
 
 /// Which service a request is for, by its path (the load balancer's listener rules).
@@ -187,6 +237,8 @@ impl Twin {
         let cluster = Cluster::new(store);
         let state = Arc::new(TwinState {
             instances: Mutex::new(Vec::new()),
+            reconciling: tokio::sync::Mutex::new(()),
+            log_lines: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(1024)
@@ -211,6 +263,23 @@ impl Twin {
                 })
                 .await;
         });
+        let aws_view = match config.aws_view {
+            Some(listen) => {
+                let s = state.clone();
+                let phase: super::view::PhaseOf = Arc::new(move |id: &str| s.phase(id));
+                let (c, cfg, cl, s) = (ctx.clone(), config.clone(), cluster.clone(), state.clone());
+                let catch_up: super::view::CatchUp = Arc::new(move || {
+                    let (c, cfg, cl, s) = (c.clone(), cfg.clone(), cl.clone(), s.clone());
+                    Box::pin(async move {
+                        if let Err(e) = reconcile(&c, &cfg, &cl, &s, false).await {
+                            tracing::warn!("twin: reading the groups: {e}");
+                        }
+                    })
+                });
+                Some(super::view::AwsView::start(listen, &ctx.endpoint, phase, catch_up).await?)
+            }
+            None => None,
+        };
         let follow = {
             let (ctx, state) = (ctx.clone(), state.clone());
             tokio::spawn(async move {
@@ -247,6 +316,7 @@ impl Twin {
         };
         Ok(Twin {
             addr,
+            aws_view,
             state,
             shutdown: Some(tx),
             tasks: vec![serve, follow],
@@ -271,15 +341,85 @@ impl Twin {
                 id: i.id.clone(),
                 routable: i.routable_at <= now,
                 routed: i.routed.load(Ordering::Relaxed),
+                db_connections: i.db_connections,
             })
             .collect()
     }
 }
 
-/// What the publisher remembers between puts: requests and 5xx per instance at the last one.
+/// 5xx messages held between two puts at most (a flood is sampled, not stored).
+const MAX_LOG_LINES: usize = 10_000;
+
+/// The line a service would log for a 5xx answer: its problem detail, else its body.
+fn log_message(body: &[u8]) -> String {
+    let detail = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string));
+    let text = detail.unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    format!(
+        "level=error msg={:?}",
+        text.chars().take(500).collect::<String>()
+    )
+}
+
+/// What the publisher remembers between puts: requests and 5xx per instance at the last one,
+/// and the log streams it made.
 #[derive(Default)]
 struct SeriesState {
     counted: BTreeMap<String, (usize, usize)>,
+    streams: std::collections::BTreeSet<(String, String)>,
+}
+
+/// Puts the held 5xx messages into `D-<service>` log groups, one stream per instance.
+async fn publish_logs(
+    ctx: &AwsContext,
+    config: &TwinConfig,
+    state: &TwinState,
+    memory: &mut SeriesState,
+) -> Result<usize> {
+    let lines = std::mem::take(&mut *state.log_lines.lock().expect("log lines lock"));
+    let mut by_stream: BTreeMap<(String, String), Vec<&LogLine>> = BTreeMap::new();
+    for l in &lines {
+        by_stream
+            .entry((
+                format!("{}-{}", config.deployment, l.role),
+                l.instance.clone(),
+            ))
+            .or_default()
+            .push(l);
+    }
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&ctx.config);
+    for ((group, stream), lines) in &by_stream {
+        if memory.streams.insert((group.clone(), stream.clone())) {
+            logs.create_log_stream()
+                .log_group_name(group)
+                .log_stream_name(stream)
+                .send()
+                .await
+                .map_err(|e| sdk_error(ctx, "logs:CreateLogStream", e))?;
+        }
+        for chunk in lines.chunks(1000) {
+            logs.put_log_events()
+                .log_group_name(group)
+                .log_stream_name(stream)
+                .set_log_events(Some(
+                    chunk
+                        .iter()
+                        .map(|l| {
+                            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                                .timestamp(l.at_ms)
+                                .message(&l.message)
+                                .build()
+                                .expect("timestamp and message are set")
+                        })
+                        .collect(),
+                ))
+                .send()
+                .await
+                .map_err(|e| sdk_error(ctx, "logs:PutLogEvents", e))?;
+        }
+    }
+    Ok(lines.len())
 }
 
 /// One put of the derived series (see the module's documentation), stamped with the current
@@ -329,6 +469,27 @@ async fn publish(
     let mut autoscaling = Vec::new();
     let mut ec2 = Vec::new();
     let mut elb = Vec::new();
+    let mut rds = Vec::new();
+    if let (Some(_), Some(db)) = (
+        config.db_max_connections,
+        config
+            .resources
+            .as_ref()
+            .and_then(|r| r.rds_instance.as_ref()),
+    ) {
+        let held: usize = state
+            .instances
+            .lock()
+            .expect("instances lock")
+            .iter()
+            .map(|i| i.db_connections)
+            .sum();
+        rds.push(datum(
+            "DatabaseConnections",
+            held as f64,
+            &[("DBInstanceIdentifier", db.as_str())],
+        ));
+    }
     for role in [ServiceRole::Provisioning, ServiceRole::Verification] {
         let [in_service, pending, healthy, requests, failed] =
             per_role.get(&role).copied().unwrap_or_default();
@@ -366,6 +527,7 @@ async fn publish(
         ("AWS/AutoScaling", autoscaling),
         ("AWS/EC2", ec2),
         ("AWS/ApplicationELB", elb),
+        ("AWS/RDS", rds),
     ] {
         if data.is_empty() {
             continue;
@@ -378,7 +540,7 @@ async fn publish(
             .await
             .map_err(|e| sdk_error(ctx, "cloudwatch:PutMetricData", e))?;
     }
-    Ok(total)
+    Ok(total + publish_logs(ctx, config, state, memory).await?)
 }
 
 /// What the policy loop remembers between windows.
@@ -498,6 +660,7 @@ async fn reconcile(
     state: &TwinState,
     initial: bool,
 ) -> Result<()> {
+    let _one = state.reconciling.lock().await;
     let mut wanted: BTreeMap<String, ServiceRole> = BTreeMap::new();
     for role in [ServiceRole::Provisioning, ServiceRole::Verification] {
         let asg = format!("{}-{}-asg", config.deployment, role.asg_suffix());
@@ -505,13 +668,17 @@ async fn reconcile(
             wanted.insert(id, role);
         }
     }
-    let known: Vec<String> = state
-        .instances
-        .lock()
-        .expect("instances lock")
-        .iter()
-        .map(|i| i.id.clone())
-        .collect();
+    let (known, mut db_used): (Vec<String>, usize) = {
+        let instances = state.instances.lock().expect("instances lock");
+        (
+            instances.iter().map(|i| i.id.clone()).collect(),
+            instances
+                .iter()
+                .filter(|i| wanted.contains_key(&i.id))
+                .map(|i| i.db_connections)
+                .sum(),
+        )
+    };
     let mut started = Vec::new();
     for (id, role) in &wanted {
         if known.contains(id) {
@@ -522,6 +689,12 @@ async fn reconcile(
         } else {
             (config.spin_up, config.not_ready)
         };
+        // Its pool takes what the database has left.
+        let db_connections = match config.db_max_connections {
+            Some(max) => config.db_pool.min(max.saturating_sub(db_used)),
+            None => config.db_pool,
+        };
+        db_used += db_connections;
         let standin = Standin::start_in(
             "127.0.0.1:0".parse().expect("an address"),
             StandinConfig {
@@ -529,6 +702,7 @@ async fn reconcile(
                 faults: Faults {
                     capacity: config.capacity,
                     slow_start: spin_up + not_ready,
+                    db_pool: config.db_max_connections.map(|_| db_connections),
                     ..Faults::default()
                 },
                 memcached_sessions: true,
@@ -546,6 +720,7 @@ async fn reconcile(
             routed: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
             ready_at: Instant::now() + spin_up + not_ready,
+            db_connections,
         }));
     }
     let mut instances = state.instances.lock().expect("instances lock");
@@ -610,6 +785,17 @@ async fn balance(
                 }
             }
             let body = resp.bytes().await.unwrap_or_default();
+            if status.is_server_error() {
+                let mut lines = state.log_lines.lock().expect("log lines lock");
+                if lines.len() < MAX_LOG_LINES {
+                    lines.push(LogLine {
+                        role,
+                        instance: target.id.clone(),
+                        at_ms: (crate::results::unix_now() * 1000.0) as i64,
+                        message: log_message(&body),
+                    });
+                }
+            }
             (status, out, body).into_response()
         }
         Err(e) => (StatusCode::BAD_GATEWAY, format!("{}: {e}", target.id)).into_response(),

@@ -125,7 +125,7 @@ pub fn hlog_seconds(path: &Path) -> Vec<(String, f64, hdrhistogram::Histogram<u6
 /// A CloudWatch series of a run, on the generator's clock.
 #[derive(Debug, Clone)]
 pub struct CloudSeries {
-    /// Its label (namespace, metric, dimensions, statistic; "(synthetic)" from an emulator).
+    /// Its label (namespace, metric, dimensions, statistic; "(emulator)" from a rehearsal).
     pub label: String,
     /// The metric's name.
     pub metric: String,
@@ -173,7 +173,7 @@ pub fn read_cloud(dir: &Path) -> Cloud {
         .filter_map(|s| {
             let mut label = s["label"].as_str()?.to_string();
             if synthetic {
-                label.push_str(" (synthetic)");
+                label.push_str(" (emulator)");
             }
             Some(CloudSeries {
                 label,

@@ -147,6 +147,8 @@ struct AppState {
     sessions: Arc<Mutex<HashMap<uuid::Uuid, Session>>>,
     tokens: Mutex<HashMap<String, Instant>>,
     db_permits: Option<Semaphore>,
+    /// The instance's pool of database connections, when it has one.
+    db_pool: Option<Semaphore>,
     /// The instance's workers, when its capacity is bounded.
     workers: Option<Semaphore>,
     /// Requests answered, by (`METHOD route`, UTC second).
@@ -193,6 +195,7 @@ impl Standin {
         let listener = socket.listen(4096)?;
         let addr = listener.local_addr()?;
         let db_permits = config.faults.db_connections.map(Semaphore::new);
+        let db_pool = config.faults.db_pool.map(Semaphore::new);
         let workers = config
             .faults
             .capacity
@@ -205,6 +208,7 @@ impl Standin {
             sessions: cluster.sessions.clone(),
             tokens: Mutex::new(HashMap::new()),
             db_permits,
+            db_pool,
             workers,
             counters: Mutex::new(BTreeMap::new()),
             injected: Mutex::new(BTreeMap::new()),
@@ -629,7 +633,7 @@ async fn submit(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
     if st.starting() {
         return problem(StatusCode::INTERNAL_SERVER_ERROR, VTS_REFUSED);
     }
-    let _permit = match db_permit(&st) {
+    let _permit = match db_permit(&st).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -645,7 +649,20 @@ async fn submit(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
     vendor_json(StatusCode::OK, PROV_SESSION_MT, &v)
 }
 
-fn db_permit(st: &AppState) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, Response> {
+async fn db_permit(st: &AppState) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, Response> {
+    let refused = || {
+        problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("error encountered while processing: {TOO_MANY_CLIENTS}"),
+        )
+    };
+    // A pool: its requests wait for one of its connections; without any, every one fails.
+    if let Some(pool) = &st.db_pool {
+        if st.config.faults.db_pool == Some(0) {
+            return Err(refused());
+        }
+        return Ok(Some(pool.acquire().await.expect("the pool never closes")));
+    }
     match &st.db_permits {
         None => Ok(None),
         Some(s) => s.try_acquire().map(Some).map_err(|_| {
@@ -852,7 +869,7 @@ async fn evidence(
             format!("error encountered while processing evidence: {VTS_REFUSED}"),
         );
     }
-    let permit = db_permit(&st);
+    let permit = db_permit(&st).await;
     let appraisal = match permit {
         Err(r) => Err(r),
         Ok(_permit) => match st.inject().await {
