@@ -2293,8 +2293,9 @@ async fn twin_on(
 }
 
 /// The rehearsal's twin: capacity follows the group. Pinned to 1, provisioning tops out at one
-/// instance's capacity (2 workers × 20 ms: 100/s); pinned to 3, near three times that; every
-/// steady second of the second beats every one of the first. After the restore the twin
+/// instance's capacity (2 workers × 20 ms: 100/s); pinned to 3, near three times that; the
+/// difference is significant as `compare` judges it, and every steady second of the second
+/// beats every one of the first. After the restore the twin
 /// follows the group back to one instance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_twin_serves_what_the_pinned_group_can() {
@@ -2357,6 +2358,11 @@ async fn the_twin_serves_what_the_pinned_group_can() {
     assert!(
         median(three) >= 2.4 * median(one),
         "three instances: {three:?} vs {one:?}"
+    );
+    let t = trialrunner::report::compare::welch_t(one, three);
+    assert!(
+        trialrunner::report::compare::significant(t),
+        "significant as compare judges it: t = {t:.1}"
     );
     assert!(
         three[0] > one[one.len() - 1],

@@ -1,6 +1,24 @@
 //! A generator fleet on AWS: the instances of an auto-scaling group, started through Systems
 //! Manager Run Command, with S3 carrying the phase spec and the workers' results.
 
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_ssm::types::InstanceInformationStringFilter;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::local::start_delay;
+use super::{merge, split, WorkerEnd, WorkerOutcome, WorkerSpec};
+use crate::aws::{is_emulator, sdk_error, AwsContext};
+use crate::error::{Error, Result};
+use crate::load::Share;
+use crate::provider::LoadRunner;
+use crate::results::{unix_now, RunSummary};
+use crate::trial::model::{AwsGenerators, GeneratorLoss};
+use crate::trial::LoadPhase;
+
 /// `s3://bucket[/prefix]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Location {
@@ -34,24 +52,6 @@ impl S3Location {
         }
     }
 }
-
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-use async_trait::async_trait;
-use aws_sdk_ssm::types::InstanceInformationStringFilter;
-use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
-
-use super::local::start_delay;
-use super::{merge, split, WorkerEnd, WorkerOutcome, WorkerSpec};
-use crate::aws::{is_emulator, sdk_error, AwsContext};
-use crate::error::{Error, Result};
-use crate::load::Share;
-use crate::provider::LoadRunner;
-use crate::results::{unix_now, RunSummary};
-use crate::trial::model::{AwsGenerators, GeneratorLoss};
-use crate::trial::LoadPhase;
 
 /// The SSM document every worker runs under.
 pub const DOCUMENT: &str = "AWS-RunShellScript";
@@ -603,14 +603,6 @@ impl LoadRunner for AwsFleet {
             });
         }
         let summary = merge(phase, start_unix, &outcomes, dir)?;
-        match (&summary.partial, self.on_loss) {
-            (Some(why), GeneratorLoss::Stop) if !cancel.is_cancelled() => {
-                Err(Error::Infra(format!(
-                    "{}: {why} (the trial's on-generator-loss is stop; its results are kept)",
-                    phase.run_id
-                )))
-            }
-            _ => Ok(summary),
-        }
+        super::after_loss(phase, summary, self.on_loss, cancel)
     }
 }

@@ -201,14 +201,6 @@ impl LoadRunner for LocalFleet {
             })
             .collect();
         let summary = merge(phase, start_unix, &outcomes, dir)?;
-        match (&summary.partial, self.on_loss) {
-            (Some(why), GeneratorLoss::Stop) if !cancel.is_cancelled() => {
-                Err(Error::Infra(format!(
-                    "{}: {why} (the trial's on-generator-loss is stop; its results are kept)",
-                    phase.run_id
-                )))
-            }
-            _ => Ok(summary),
-        }
+        super::after_loss(phase, summary, self.on_loss, cancel)
     }
 }

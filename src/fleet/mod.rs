@@ -281,6 +281,25 @@ pub fn merge(
     Ok(summary)
 }
 
+/// A merged run under the trial's `on-generator-loss`: partial results are kept either way;
+/// with `stop` (and no stop request already ending the campaign) the phase fails naming why.
+pub fn after_loss(
+    phase: &LoadPhase,
+    summary: RunSummary,
+    on_loss: crate::trial::model::GeneratorLoss,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<RunSummary> {
+    match (&summary.partial, on_loss) {
+        (Some(why), crate::trial::model::GeneratorLoss::Stop) if !cancel.is_cancelled() => {
+            Err(Error::Infra(format!(
+                "{}: {why} (the trial's on-generator-loss is stop; its results are kept)",
+                phase.run_id
+            )))
+        }
+        _ => Ok(summary),
+    }
+}
+
 fn lost_names(workers: &[WorkerOutcome]) -> String {
     workers
         .iter()

@@ -184,9 +184,14 @@ pub fn failures_z(base: (u64, u64), contender: (u64, u64)) -> f64 {
     }
 }
 
-/// Whether a change is significant at 95 %.
+/// Whether a change with this statistic is significant at 95 % (two-sided, normal).
+pub fn significant(z: f64) -> bool {
+    z.abs() > 1.96
+}
+
+/// How a change reads in tables.
 fn verdict(z: f64) -> &'static str {
-    if z.abs() > 1.96 {
+    if significant(z) {
         "significant"
     } else {
         "not significant"
