@@ -175,6 +175,51 @@ async fn percentiles_match_fixed_uniform_and_bimodal_injected_distributions() {
 /// What the generator counted equals what the stand-in served, request for request, per route;
 /// and per UTC second, up to the few requests answered on one side of a second's boundary and
 /// received on the other.
+/// Every request of the Veraison tasks: its name in results, its method, the stand-in's route.
+const VERAISON_ROUTES: [(&str, &str, &str); 6] = [
+    (
+        "/.well-known/veraison/provisioning",
+        "GET",
+        "GET /.well-known/veraison/provisioning",
+    ),
+    (
+        "/.well-known/veraison/verification",
+        "GET",
+        "GET /.well-known/veraison/verification",
+    ),
+    (
+        "/endorsement-provisioning/v1/submit",
+        "POST",
+        "POST /endorsement-provisioning/v1/submit",
+    ),
+    (
+        "/challenge-response/v1/newSession?nonce=[NONCE]",
+        "POST",
+        "POST /challenge-response/v1/newSession",
+    ),
+    (
+        "/challenge-response/v1/[SESSION_ID]",
+        "POST",
+        "POST /challenge-response/v1/session/{id}",
+    ),
+    (
+        "/challenge-response/v1/[SESSION_ID]",
+        "DELETE",
+        "DELETE /challenge-response/v1/session/{id}",
+    ),
+];
+
+/// Requests an engine sends before a verify run on `route`, `engines` times over: it reads the
+/// EAR key (one verification well-known) and provisions its device (one submission).
+fn setup_requests(route: &str, engines: u64) -> u64 {
+    match route {
+        "GET /.well-known/veraison/verification" | "POST /endorsement-provisioning/v1/submit" => {
+            engines
+        }
+        _ => 0,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_counts_and_seconds_equal_the_stand_ins_own() {
     let _serial = SERIAL.lock().await;
@@ -195,46 +240,8 @@ async fn request_counts_and_seconds_equal_the_stand_ins_own() {
             .find(|e| e.name == name && e.method == method)
             .unwrap()
     };
-    // Before the run the engine read the EAR key (one verification well-known) and
-    // provisioned its device (one submission).
-    for (name, method, route, before) in [
-        (
-            "/.well-known/veraison/provisioning",
-            "GET",
-            "GET /.well-known/veraison/provisioning",
-            0,
-        ),
-        (
-            "/.well-known/veraison/verification",
-            "GET",
-            "GET /.well-known/veraison/verification",
-            1,
-        ),
-        (
-            "/endorsement-provisioning/v1/submit",
-            "POST",
-            "POST /endorsement-provisioning/v1/submit",
-            1,
-        ),
-        (
-            "/challenge-response/v1/newSession?nonce=[NONCE]",
-            "POST",
-            "POST /challenge-response/v1/newSession",
-            0,
-        ),
-        (
-            "/challenge-response/v1/[SESSION_ID]",
-            "POST",
-            "POST /challenge-response/v1/session/{id}",
-            0,
-        ),
-        (
-            "/challenge-response/v1/[SESSION_ID]",
-            "DELETE",
-            "DELETE /challenge-response/v1/session/{id}",
-            0,
-        ),
-    ] {
+    for (name, method, route) in VERAISON_ROUTES {
+        let before = setup_requests(route, 1);
         let e = by_name(name, method);
         assert_eq!(
             e.total.count + e.drain.count + before,
@@ -1233,33 +1240,8 @@ async fn a_local_fleet_of_three_merges_exactly_what_the_stand_in_served() {
             summary.started_unix
         );
     }
-    // Each worker read the EAR key (one verification well-known) and provisioned its device.
-    for (name, method, route, before) in [
-        (
-            "/.well-known/veraison/verification",
-            "GET",
-            "GET /.well-known/veraison/verification",
-            3,
-        ),
-        (
-            "/endorsement-provisioning/v1/submit",
-            "POST",
-            "POST /endorsement-provisioning/v1/submit",
-            3,
-        ),
-        (
-            "/challenge-response/v1/newSession?nonce=[NONCE]",
-            "POST",
-            "POST /challenge-response/v1/newSession",
-            0,
-        ),
-        (
-            "/challenge-response/v1/[SESSION_ID]",
-            "DELETE",
-            "DELETE /challenge-response/v1/session/{id}",
-            0,
-        ),
-    ] {
+    for (name, method, route) in VERAISON_ROUTES {
+        let before = setup_requests(route, 3);
         let of = |r: &RunSummary| {
             let e = r
                 .endpoints

@@ -256,19 +256,8 @@ pub fn merge(
         )
     });
     let summary = RunSummary {
-        run_id: phase.run_id.clone(),
-        iteration: phase.iteration,
-        users: phase.users,
-        arrival_rate: phase.arrival.map(|a| a.rate.0),
-        arrival_rate_to: phase.arrival.and_then(|a| a.to.map(|r| r.0)),
         arrivals,
-        tasks: phase.tasks.iter().map(|t| t.name().to_string()).collect(),
-        started_at: crate::load::engine::rfc3339(start_unix),
-        ended_at: crate::load::engine::rfc3339(end),
-        started_unix: start_unix,
-        duration_s: end - start_unix,
         steady_s,
-        warmup_s: phase.warmup.as_secs_f64(),
         endpoints: endpoint_summaries,
         aggregated,
         failures: rec.failure_groups(),
@@ -276,6 +265,7 @@ pub fn merge(
         interrupted,
         workers: rows,
         partial,
+        ..crate::load::engine::phase_summary(phase, start_unix, end)
     };
     results::write_json(&dir.join("summary.json"), &summary)?;
     Ok(summary)

@@ -75,7 +75,26 @@ pub struct Share {
     pub start_unix: f64,
 }
 
-pub(crate) fn rfc3339(unix: f64) -> String {
+/// A run's summary as far as its phase and window say (load, tasks, times); the figures are
+/// the caller's. One engine and a fleet's merge both start from it.
+pub fn phase_summary(phase: &LoadPhase, start_unix: f64, end_unix: f64) -> RunSummary {
+    RunSummary {
+        run_id: phase.run_id.clone(),
+        iteration: phase.iteration,
+        users: phase.users,
+        arrival_rate: phase.arrival.map(|a| a.rate.0),
+        arrival_rate_to: phase.arrival.and_then(|a| a.to.map(|r| r.0)),
+        tasks: phase.tasks.iter().map(|t| t.name().to_string()).collect(),
+        started_at: rfc3339(start_unix),
+        ended_at: rfc3339(end_unix),
+        started_unix: start_unix,
+        duration_s: end_unix - start_unix,
+        warmup_s: phase.warmup.as_secs_f64(),
+        ..RunSummary::default()
+    }
+}
+
+fn rfc3339(unix: f64) -> String {
     chrono::DateTime::from_timestamp_micros((unix * 1e6) as i64)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
@@ -363,19 +382,8 @@ impl LoadEngine {
             .arrival
             .map(|_| arrivals.lock().expect("arrivals lock").clone());
         let summary = RunSummary {
-            run_id: phase.run_id.clone(),
-            iteration: phase.iteration,
-            users: phase.users,
-            arrival_rate: phase.arrival.map(|a| a.rate.0),
-            arrival_rate_to: phase.arrival.and_then(|a| a.to.map(|r| r.0)),
             arrivals,
-            tasks: phase.tasks.iter().map(|t| t.name().to_string()).collect(),
-            started_at: rfc3339(start_unix),
-            ended_at: rfc3339(start_unix + window_s),
-            started_unix: start_unix,
-            duration_s: window_s,
             steady_s,
-            warmup_s: phase.warmup.as_secs_f64(),
             endpoints,
             aggregated,
             failures: recorder.failure_groups(),
@@ -394,8 +402,7 @@ impl LoadEngine {
                 saturated: busy_pct >= 90.0 || q(0.99) >= 20.0,
             },
             interrupted: cancel.is_cancelled(),
-            workers: Vec::new(),
-            partial: None,
+            ..phase_summary(phase, start_unix, start_unix + window_s)
         };
         // The files are written whatever happened: nothing measured is lost.
         results::write_json(&dir.join("summary.json"), &summary)?;

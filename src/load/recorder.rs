@@ -90,23 +90,23 @@ impl FailureClass {
         }
     }
 
+    /// Every class.
+    pub const ALL: [FailureClass; 10] = [
+        FailureClass::Status,
+        FailureClass::Timeout,
+        FailureClass::Connect,
+        FailureClass::Tls,
+        FailureClass::Reset,
+        FailureClass::Transport,
+        FailureClass::Body,
+        FailureClass::Failed,
+        FailureClass::Contraindicated,
+        FailureClass::Warning,
+    ];
+
     /// The class a results name stands for.
     pub fn parse(name: &str) -> Option<FailureClass> {
-        use FailureClass::*;
-        [
-            Status,
-            Timeout,
-            Connect,
-            Tls,
-            Reset,
-            Transport,
-            Body,
-            Failed,
-            Contraindicated,
-            Warning,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == name)
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
     }
 }
 

@@ -97,6 +97,15 @@ impl AwsView {
     }
 }
 
+/// The rewrite that shows an auto-scaling group's instance as Pending.
+pub const ASG_PENDING: (&str, &str) = (
+    "<LifecycleState>InService</LifecycleState>",
+    "<LifecycleState>Pending</LifecycleState>",
+);
+
+/// The rewrite that shows a target as not yet healthy.
+pub const TARGET_INITIAL: (&str, &str) = ("<State>healthy</State>", "<State>initial</State>");
+
 /// Rewrites each `<member>` block naming an instance (in `id_tag`) that `change` wants changed.
 pub fn rewrite_members(
     xml: &str,
@@ -168,17 +177,13 @@ async fn forward(
         Some("DescribeAutoScalingGroups") => {
             let xml = String::from_utf8_lossy(&bytes);
             Some(rewrite_members(&xml, "InstanceId", &|id| {
-                (phase(id) == Some(Phase::Pending)).then_some((
-                    "<LifecycleState>InService</LifecycleState>",
-                    "<LifecycleState>Pending</LifecycleState>",
-                ))
+                (phase(id) == Some(Phase::Pending)).then_some(ASG_PENDING)
             }))
         }
         Some("DescribeTargetHealth") => {
             let xml = String::from_utf8_lossy(&bytes);
             Some(rewrite_members(&xml, "Id", &|id| {
-                (phase(id) == Some(Phase::Pending))
-                    .then_some(("<State>healthy</State>", "<State>initial</State>"))
+                (phase(id) == Some(Phase::Pending)).then_some(TARGET_INITIAL)
             }))
         }
         _ => None,

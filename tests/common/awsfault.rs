@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use trialrunner::rehearsal::view::{rewrite_members, ASG_PENDING, TARGET_INITIAL};
 
 /// What a rule does to a matching call.
 #[derive(Debug, Clone)]
@@ -121,33 +122,6 @@ fn error_response(headers: &HeaderMap, body: &[u8], status: u16, code: &str) -> 
     (status, [("content-type", "text/xml")], xml).into_response()
 }
 
-/// Rewrites `<member>` blocks of an XML answer: in each block naming a stretched id, replace
-/// `from` with `to`.
-fn rewrite_members(
-    xml: &str,
-    id_tag: &str,
-    young: &dyn Fn(&str) -> bool,
-    from: &str,
-    to: &str,
-) -> String {
-    let open = format!("<{id_tag}>");
-    let close = format!("</{id_tag}>");
-    xml.split("<member>")
-        .map(|block| {
-            let id = block.find(&open).and_then(|i| {
-                block[i + open.len()..]
-                    .find(&close)
-                    .map(|j| &block[i + open.len()..i + open.len() + j])
-            });
-            match id {
-                Some(id) if young(id) => block.replacen(from, to, 1),
-                _ => block.to_string(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("<member>")
-}
-
 impl State {
     /// The effect for this call, if a rule matches.
     fn effect(&self, op: &str) -> Option<Effect> {
@@ -206,23 +180,11 @@ impl State {
         match op {
             "DescribeAutoScalingGroups" => {
                 let young = |id: &str| age(id).is_some_and(|a| a < l.pending);
-                rewrite_members(
-                    &xml,
-                    "InstanceId",
-                    &young,
-                    "<LifecycleState>InService</LifecycleState>",
-                    "<LifecycleState>Pending</LifecycleState>",
-                )
+                rewrite_members(&xml, "InstanceId", &|id| young(id).then_some(ASG_PENDING))
             }
             "DescribeTargetHealth" => {
                 let young = |id: &str| age(id).is_some_and(|a| a < l.pending + l.initial);
-                rewrite_members(
-                    &xml,
-                    "Id",
-                    &young,
-                    "<State>healthy</State>",
-                    "<State>initial</State>",
-                )
+                rewrite_members(&xml, "Id", &|id| young(id).then_some(TARGET_INITIAL))
             }
             _ => xml,
         }
@@ -424,24 +386,5 @@ impl FaultProxy {
     /// How many calls of `op` were seen.
     pub fn count(&self, op: &str) -> usize {
         self.calls().iter().filter(|c| *c == op).count()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn members_naming_a_young_instance_are_rewritten_others_kept() {
-        let xml = "<Instances><member><InstanceId>i-new</InstanceId><LifecycleState>InService</LifecycleState></member><member><InstanceId>i-old</InstanceId><LifecycleState>InService</LifecycleState></member></Instances>";
-        let out = rewrite_members(
-            xml,
-            "InstanceId",
-            &|id| id == "i-new",
-            "<LifecycleState>InService</LifecycleState>",
-            "<LifecycleState>Pending</LifecycleState>",
-        );
-        assert_eq!(out.matches("Pending").count(), 1);
-        assert!(out.contains("<InstanceId>i-old</InstanceId><LifecycleState>InService"));
     }
 }
