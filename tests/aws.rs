@@ -2688,15 +2688,21 @@ async fn the_twins_cloudwatch_series_are_what_it_served() {
     .await;
 }
 
-/// The twin's database runs out: max_connections 6 and pools of 4 for four instances (three
-/// provisioning, one verification), so the pools hold 6 and at least one provisioning instance
-/// got none; it fails every submission with "too many clients" (its share of the test's own
-/// requests), those lines land in the provisioning log group where the error-log counts find
-/// them, and RDS DatabaseConnections says 6.
+/// The twin's database runs out under load, for real: a PostgreSQL server of its own with
+/// `max_connections` 8, and the twin's four instances (three provisioning, one verification)
+/// each pooling real sessions on it as VTS does (opened on demand, two kept idle). One request
+/// at a time is never refused. Then 24 users at once, queueing at instances of one worker ×
+/// 40 ms while holding their sessions: the server refuses the sessions too many with its own
+/// "sorry, too many clients already"; every refusal is one 500 to the client, one refusal in
+/// the instances' pools and one line in the provisioning log group; RDS DatabaseConnections
+/// (the server's `pg_stat_activity`) peaked near the server's limit, never above it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_twins_database_runs_out_and_the_logs_say_too_many_clients() {
-    use trialrunner::rehearsal::twin::TwinConfig;
+async fn the_twins_database_runs_out_under_load_and_the_logs_say_too_many_clients() {
+    use trialrunner::rehearsal::twin::{Twin, TwinConfig};
     let _serial = SERIAL.lock().await;
+    const MAX_CONNECTIONS: u32 = 8;
+    let pg = common::Postgres::start(MAX_CONNECTIONS);
+    let conninfo = pg.conninfo(&pg.database("twin"));
     let ctx = ctx().await;
     deploy(&ctx).await;
     let resources = deployment_resources(&ctx).await;
@@ -2714,65 +2720,118 @@ async fn the_twins_database_runs_out_and_the_logs_say_too_many_clients() {
         .await
         .unwrap();
     let mut config = TwinConfig::new(D);
-    config.capacity = None;
+    config.capacity = Some(trialrunner::veraison::standin::faults::InstanceCapacity {
+        workers: 1,
+        service: Duration::from_millis(40),
+    });
     config.poll = Duration::from_millis(50);
-    config.publish_every = Some(Duration::from_millis(200));
+    config.publish_every = Some(Duration::from_millis(100));
     config.resources = Some(resources);
-    config.db_max_connections = Some(6);
-    config.db_pool = 4;
-    let twin = twin_on(&ctx, config).await;
-    // Every instance's pool (both services' instances use the one database) took what was left.
-    let all = twin.instances();
-    assert_eq!(all.iter().map(|i| i.db_connections).sum::<usize>(), 6);
-    let prov: Vec<_> = all
-        .iter()
-        .filter(|i| i.role == ServiceRole::Provisioning)
-        .collect();
-    assert_eq!(prov.len(), 3);
-    let starved = prov.iter().filter(|i| i.db_connections == 0).count();
-    assert!(starved >= 1, "{all:?}");
+    config.postgres = Some(conninfo.clone());
+    let store = KvStore::postgres(&conninfo, 1).await.unwrap();
+    let twin = Twin::start(&ctx, "127.0.0.1:0".parse().unwrap(), config, store)
+        .await
+        .unwrap();
+    assert_eq!(twin.instances().len(), 4);
     let release = trialrunner::veraison::release::ReleaseProfile::parse("v0.0.2602").unwrap();
     let device = trialrunner::load::tasks::DeviceMaterial::new(&release, 7, 0);
-    let client = reqwest::Client::new();
     let url = twin
         .url()
         .join("/endorsement-provisioning/v1/submit")
         .unwrap();
-    let (mut refused, sent) = (0, 60);
-    for _ in 0..sent {
-        let r = client
-            .post(url.clone())
-            .header("content-type", release.provisioning_media_type)
-            .header("accept", "*/*")
-            .body(device.corim.clone())
+    // One submission's outcome: Ok(true) served, Ok(false) refused for connections.
+    let (corim, mt) = (device.corim.clone(), release.provisioning_media_type);
+    let submit = move |client: reqwest::Client| {
+        let (url, corim) = (url.clone(), corim.clone());
+        async move {
+            let r = client
+                .post(url)
+                .header("content-type", mt)
+                .header("accept", "*/*")
+                .body(corim)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap();
+            match status {
+                200 => true,
+                500 if body.contains("sorry, too many clients already") => false,
+                _ => panic!("{status}: {body}"),
+            }
+        }
+    };
+    let client = reqwest::Client::new();
+    for _ in 0..12 {
+        assert!(
+            submit(client.clone()).await,
+            "one at a time is never refused"
+        );
+    }
+    let refused_by = |twin: &Twin| twin.instances().iter().map(|i| i.db_refused).sum::<usize>();
+    assert_eq!(refused_by(&twin), 0);
+    // 24 users for 1.5 s.
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    let users: Vec<_> = (0..24)
+        .map(|_| {
+            let (client, submit) = (client.clone(), submit.clone());
+            tokio::spawn(async move {
+                let (mut served, mut refused) = (0usize, 0usize);
+                while std::time::Instant::now() < until {
+                    if submit(client.clone()).await {
+                        served += 1;
+                    } else {
+                        refused += 1;
+                    }
+                }
+                (served, refused)
+            })
+        })
+        .collect();
+    let (mut served, mut refused) = (0, 0);
+    for u in users {
+        let (s, r) = u.await.unwrap();
+        served += s;
+        refused += r;
+    }
+    assert!(
+        served > 0 && refused > 0,
+        "served {served}, refused {refused}"
+    );
+    assert_eq!(refused_by(&twin), refused, "each refusal was the server's");
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&ctx.config);
+    let mut lines = 0;
+    for _ in 0..100 {
+        lines = logs
+            .filter_log_events()
+            .log_group_name(format!("{D}-provisioning"))
+            .filter_pattern("\"too many clients\"")
             .send()
             .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let body = r.text().await.unwrap();
-        if status == 500 && body.contains("too many clients") {
-            refused += 1;
-        } else {
-            assert_eq!(status, 200, "{body}");
+            .unwrap()
+            .events()
+            .len();
+        if lines >= refused {
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        refused,
-        sent / 3 * starved,
-        "the instances without connections: their thirds of the requests"
+    assert_eq!(lines, refused, "one log line per refusal");
+    let peak = datapoints(
+        &ctx,
+        "AWS/RDS",
+        "DatabaseConnections",
+        &[("DBInstanceIdentifier", db.as_str())],
+        aws_sdk_cloudwatch::types::Statistic::Maximum,
+    )
+    .await
+    .iter()
+    .filter_map(|d| d.maximum())
+    .fold(0.0, f64::max);
+    assert!(
+        (MAX_CONNECTIONS as f64 - 2.0..=MAX_CONNECTIONS as f64).contains(&peak),
+        "DatabaseConnections peaked at {peak}"
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let logs = aws_sdk_cloudwatchlogs::Client::new(&ctx.config);
-    let events = logs
-        .filter_log_events()
-        .log_group_name(format!("{D}-provisioning"))
-        .filter_pattern("\"too many clients\"")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(events.events().len(), refused, "one log line per refusal");
-    let rds = ("DBInstanceIdentifier", db.as_str());
-    assert_maxima(&ctx, "AWS/RDS", "DatabaseConnections", rds, 6.0).await;
 }
 
 /// A stop request during a fleet's run on AWS cancels every worker's SSM command at once

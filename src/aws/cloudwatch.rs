@@ -319,7 +319,9 @@ impl CloudWatchSource {
         Ok((series, calls))
     }
 
-    /// Error-pattern counts per minute (and a few sample lines) in the log groups.
+    /// Error-pattern counts per minute and per second (and a few sample lines) in the log
+    /// groups: the minutes for charts beside CloudWatch's periods, the seconds to tell a run's
+    /// own lines from its neighbours' in the padded window.
     pub async fn error_logs(
         &self,
         groups: &[String],
@@ -331,6 +333,7 @@ impl CloudWatchSource {
         for group in groups {
             for pattern in ERROR_PATTERNS {
                 let mut per_minute: BTreeMap<i64, u64> = BTreeMap::new();
+                let mut per_second: BTreeMap<i64, u64> = BTreeMap::new();
                 let mut samples = Vec::new();
                 let mut token: Option<String> = None;
                 loop {
@@ -356,6 +359,7 @@ impl CloudWatchSource {
                     for ev in resp.events() {
                         let ts = ev.timestamp().unwrap_or(0);
                         *per_minute.entry(ts.div_euclid(60_000) * 60).or_default() += 1;
+                        *per_second.entry(ts.div_euclid(1000)).or_default() += 1;
                         if samples.len() < 3 {
                             samples.push(
                                 ev.message()
@@ -378,7 +382,11 @@ impl CloudWatchSource {
                         .iter()
                         .map(|(m, n)| (*m as f64 - offset, *n))
                         .collect();
-                    out.push(json!({"log_group": group, "pattern": pattern, "total": per_minute.values().sum::<u64>(), "per_minute": minutes, "samples": samples}));
+                    let seconds: Vec<(f64, u64)> = per_second
+                        .iter()
+                        .map(|(t, n)| (*t as f64 - offset, *n))
+                        .collect();
+                    out.push(json!({"log_group": group, "pattern": pattern, "total": per_minute.values().sum::<u64>(), "per_minute": minutes, "per_second": seconds, "samples": samples}));
                 }
             }
         }

@@ -22,7 +22,9 @@ pub struct Args {
     /// emulated groups behind a load balancer on this address (point the services' URLs at it).
     #[arg(long)]
     pub twin: Option<std::net::SocketAddr>,
-    /// The twin's instances keep their K-V store in this PostgreSQL database (default: memory).
+    /// The twin's instances keep their K-V store in this PostgreSQL database, each through
+    /// sessions of its own, so the server's `max_connections` decides when they run out
+    /// (default: memory).
     #[arg(long, requires = "twin")]
     pub postgres: Option<String>,
     /// One instance's capacity, `WORKERSxSERVICE` (default 4x10ms: 400 requests/s).
@@ -37,12 +39,16 @@ pub struct Args {
     /// The span over which the groups' scaling policies judge their metric (AWS: 1m).
     #[arg(long, requires = "twin", value_parser = humantime::parse_duration)]
     pub policy_window: Option<std::time::Duration>,
-    /// The database's max_connections: instances' pools beyond it fail with "too many clients".
-    #[arg(long, requires = "twin")]
+    /// Without `--postgres`: the database's max_connections, counted; connections past it
+    /// fail with "too many clients".
+    #[arg(long, requires = "twin", conflicts_with = "postgres")]
     pub db_max_connections: Option<usize>,
-    /// Connections each instance's pool opens (default 4).
+    /// Connections each instance's pool opens at most (default 0: no limit, as Go's).
     #[arg(long, requires = "twin")]
     pub db_pool: Option<usize>,
+    /// Connections each instance keeps open between requests (default 2, as Go's).
+    #[arg(long, requires = "twin")]
+    pub db_idle: Option<usize>,
     /// Also serve the emulator as the twin's instances are (Pending while they spin up) on
     /// this address: point the environment's `aws.endpoint` there, and deploy with
     /// `--aws-endpoint` naming the emulator itself.
@@ -119,6 +125,8 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
         config.resources = Some(resources);
         config.db_max_connections = args.db_max_connections;
         config.db_pool = args.db_pool.unwrap_or(config.db_pool);
+        config.db_idle = args.db_idle.unwrap_or(config.db_idle);
+        config.postgres = args.postgres.clone();
         config.aws_view = args.aws_view;
         // Short rehearsal runs: a put every second keeps each run's minute filled.
         config.publish_every = Some(std::time::Duration::from_secs(1));

@@ -142,6 +142,72 @@ fn fleet_health(all: &[GeneratorHealth]) -> GeneratorHealth {
     }
 }
 
+/// What a merge gathers from the workers' summaries beside their cells.
+#[derive(Default)]
+struct Gathered {
+    healths: Vec<GeneratorHealth>,
+    ends: Vec<f64>,
+    drain_s: f64,
+    arrivals: Option<results::Arrivals>,
+    interrupted: bool,
+}
+
+impl Gathered {
+    /// Feeds one worker's per-second cells into `rec`, gathers its summary and gives its row.
+    fn absorb(&mut self, rec: &Recorder, w: &WorkerOutcome) -> WorkerRow {
+        let (mut requests, mut failures) = (0, 0);
+        for line in read_cells(&w.dir) {
+            let cells: Option<Vec<_>> = line.cells.iter().map(|c| c.cell()).collect();
+            let Some(cells) = cells else { break };
+            for (c, ep) in cells.iter().zip(rec.endpoints()) {
+                if ep.kind == crate::load::recorder::Kind::Request {
+                    requests += c.count();
+                    failures += c.failures();
+                }
+            }
+            rec.inject(
+                line.unix.map_or(Slot::Drain, Slot::Second),
+                &cells,
+                line.users,
+            );
+        }
+        let summary = read_summary(&w.dir);
+        if let Some(s) = &summary {
+            let unknown = rec.inject_failures(&s.failures);
+            if !unknown.is_empty() {
+                tracing::warn!("{}: failures naming unknown endpoints: {unknown:?}", w.name);
+            }
+            self.healths.push(s.generator.clone());
+            self.ends.push(s.started_unix + s.duration_s);
+            self.drain_s = self.drain_s.max(
+                s.endpoints
+                    .iter()
+                    .map(|e| e.drain.seconds)
+                    .fold(0.0, f64::max),
+            );
+            self.interrupted |= s.interrupted;
+            if let Some(a) = &s.arrivals {
+                self.arrivals.get_or_insert_with(Default::default).add(a);
+            }
+        }
+        let (status, message) = match &w.end {
+            WorkerEnd::Finished if summary.is_some() => ("finished", None),
+            WorkerEnd::Finished => ("lost", Some("ended without its summary".to_string())),
+            WorkerEnd::Lost(why) => ("lost", Some(why.clone())),
+        };
+        WorkerRow {
+            name: w.name.clone(),
+            users: w.phase.users,
+            arrival_rate: w.phase.arrival.map(|a| a.rate.0),
+            requests,
+            failures,
+            generator: summary.map(|s| s.generator).unwrap_or_default(),
+            status: status.into(),
+            message,
+        }
+    }
+}
+
 /// Merges the workers' files of a phase that started at `start_unix` into `dir`: the same
 /// per-second files, `stats.csv`, `failures.csv` and `summary.json` as one engine writes, from
 /// the workers' histograms added second by second; one [`WorkerRow`] each. A lost worker's
@@ -165,64 +231,15 @@ pub fn merge(
             ))
         })?;
     let rec = Recorder::detached(endpoints);
-    let mut rows = Vec::new();
-    let mut healths = Vec::new();
-    let mut ends = Vec::new();
-    let mut drain_s: f64 = 0.0;
-    let mut arrivals: Option<results::Arrivals> = None;
-    let mut interrupted = false;
-    for w in workers {
-        let (mut requests, mut failures) = (0, 0);
-        for line in read_cells(&w.dir) {
-            let cells: Option<Vec<_>> = line.cells.iter().map(|c| c.cell()).collect();
-            let Some(cells) = cells else { break };
-            for (c, ep) in cells.iter().zip(rec.endpoints()) {
-                if ep.kind == crate::load::recorder::Kind::Request {
-                    requests += c.count();
-                    failures += c.failures();
-                }
-            }
-            rec.inject(
-                line.unix.map_or(Slot::Drain, Slot::Second),
-                &cells,
-                line.users,
-            );
-        }
-        let summary = read_summary(&w.dir);
-        if let Some(s) = &summary {
-            let unknown = rec.inject_failures(&s.failures);
-            if !unknown.is_empty() {
-                tracing::warn!("{}: failures naming unknown endpoints: {unknown:?}", w.name);
-            }
-            healths.push(s.generator.clone());
-            ends.push(s.started_unix + s.duration_s);
-            drain_s = drain_s.max(
-                s.endpoints
-                    .iter()
-                    .map(|e| e.drain.seconds)
-                    .fold(0.0, f64::max),
-            );
-            interrupted |= s.interrupted;
-            if let Some(a) = &s.arrivals {
-                arrivals.get_or_insert_with(Default::default).add(a);
-            }
-        }
-        let (status, message) = match &w.end {
-            WorkerEnd::Finished if summary.is_some() => ("finished", None),
-            WorkerEnd::Finished => ("lost", Some("ended without its summary".to_string())),
-            WorkerEnd::Lost(why) => ("lost", Some(why.clone())),
-        };
-        rows.push(WorkerRow {
-            name: w.name.clone(),
-            users: w.phase.users,
-            arrival_rate: w.phase.arrival.map(|a| a.rate.0),
-            requests,
-            failures,
-            generator: summary.map(|s| s.generator).unwrap_or_default(),
-            status: status.into(),
-            message,
-        });
-    }
+    let mut gathered = Gathered::default();
+    let rows: Vec<WorkerRow> = workers.iter().map(|w| gathered.absorb(&rec, w)).collect();
+    let Gathered {
+        healths,
+        ends,
+        drain_s,
+        arrivals,
+        interrupted,
+    } = gathered;
     // The window: the common start to the latest end a worker reported (the phase's length
     // when none did).
     let end = ends

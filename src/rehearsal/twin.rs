@@ -19,12 +19,14 @@
 //! per target group the requests and 5xx answers the balancer passed (as deltas, summed by the
 //! minute's `Sum`) and the healthy hosts (routable and ready).
 //!
-//! The database is one: with `db_max_connections` set, each instance opens a pool of `db_pool`
-//! connections at start from what the database has left (as VTS does); its requests wait for
-//! one of them, and an instance that got none fails every store operation with "too many
-//! clients", as the 2025 campaign saw. The 5xx answers'
-//! messages go to the services' log groups, one stream per instance, where the campaign's
-//! error-log counts find them; RDS `DatabaseConnections` is what the pools hold.
+//! The database is one. Each instance pools its connections as VTS's `database/sql` does
+//! ([`crate::veraison::standin::pool`]): opened on demand (at most `db_pool`), `db_idle` kept
+//! between requests, the rest closed. With `postgres` they are real sessions on that server,
+//! so its own `max_connections` refuses the one too many with "sorry, too many clients
+//! already", under load, as the 2025 campaign saw; without a server, `db_max_connections`
+//! counts them alike. The 5xx answers' messages go to the services' log groups, one stream per
+//! instance, where the campaign's error-log counts find them; RDS `DatabaseConnections` is
+//! what the server's `pg_stat_activity` lists (or the count).
 //!
 //! A provider for `rehearse` and the tests only: nothing in a campaign's path depends on it.
 
@@ -44,6 +46,7 @@ use crate::error::{Error, Result};
 use crate::trial::model::ServiceRole;
 use crate::veraison::release::ReleaseProfile;
 use crate::veraison::standin::faults::{Faults, InstanceCapacity};
+use crate::veraison::standin::pool::{DbAccount, Opener, SessionPool};
 use crate::veraison::standin::store::KvStore;
 use crate::veraison::standin::{Cluster, Standin, StandinConfig};
 
@@ -71,10 +74,16 @@ pub struct TwinConfig {
     /// The deployment's target groups and load balancer, as CloudWatch names them
     /// (`resolve` finds them); without them no ELB series are published.
     pub resources: Option<crate::aws::cloudwatch::Resources>,
-    /// The database's `max_connections` (none: connections never run out).
+    /// The instances' database: real sessions on this PostgreSQL server (`conninfo`), whose
+    /// own `max_connections` decides when they run out.
+    pub postgres: Option<String>,
+    /// Without `postgres`: the database's `max_connections`, counted (none, and no server:
+    /// connections never run out).
     pub db_max_connections: Option<usize>,
-    /// Connections each instance's pool opens at start.
+    /// Connections each instance's pool opens at most (0: no limit, Go's default).
     pub db_pool: usize,
+    /// Connections each instance keeps open between requests (Go's default: 2).
+    pub db_idle: usize,
     /// Also serve the emulator as the instances are (see [`super::view`]) on this address.
     pub aws_view: Option<SocketAddr>,
 }
@@ -97,8 +106,10 @@ impl TwinConfig {
             scale_in_after: 3,
             publish_every: Some(Duration::from_secs(5)),
             resources: None,
+            postgres: None,
             db_max_connections: None,
-            db_pool: 4,
+            db_pool: 0,
+            db_idle: 2,
             aws_view: None,
         }
     }
@@ -117,8 +128,8 @@ struct Instance {
     failed: AtomicUsize,
     /// When its VTS is up (after `routable_at`).
     ready_at: Instant,
-    /// Database connections its pool got.
-    db_connections: usize,
+    /// Its database connections, when the twin has a database to count.
+    db: Option<Arc<SessionPool>>,
 }
 
 /// A 5xx answer's message, for the service's log group.
@@ -137,6 +148,8 @@ struct TwinState {
     log_lines: Mutex<Vec<LogLine>>,
     next: AtomicUsize,
     client: reqwest::Client,
+    /// The counted database (without a PostgreSQL server).
+    db_account: Option<Arc<DbAccount>>,
 }
 
 /// A running twin: its load balancer's address, and the instances behind it.
@@ -146,6 +159,7 @@ pub struct Twin {
     /// The emulator as the instances are, when asked for (point `aws.endpoint` here).
     pub aws_view: Option<super::view::AwsView>,
     state: Arc<TwinState>,
+    cluster: Cluster,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -188,8 +202,10 @@ pub struct InstanceView {
     pub routable: bool,
     /// Requests routed to it so far.
     pub routed: usize,
-    /// Database connections its pool got.
+    /// Database connections its pool holds open now.
     pub db_connections: usize,
+    /// Connections the database refused it so far.
+    pub db_refused: usize,
 }
 
 /// Which service a request is for, by its path (the load balancer's listener rules).
@@ -244,6 +260,10 @@ impl Twin {
                 .pool_max_idle_per_host(1024)
                 .build()
                 .map_err(|e| Error::Infra(format!("the twin's balancer client: {e}")))?,
+            db_account: match (&config.postgres, config.db_max_connections) {
+                (None, Some(max)) => Some(DbAccount::new(max)),
+                _ => None,
+            },
         });
         reconcile(ctx, &config, &cluster, &state, true).await?;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -280,6 +300,7 @@ impl Twin {
             }
             None => None,
         };
+        let cluster_of_twin = cluster.clone();
         let follow = {
             let (ctx, state) = (ctx.clone(), state.clone());
             tokio::spawn(async move {
@@ -298,7 +319,9 @@ impl Twin {
                     {
                         let span = published.elapsed();
                         published = Instant::now();
-                        if let Err(e) = publish(&ctx, &config, &state, &mut series, span).await {
+                        if let Err(e) =
+                            publish(&ctx, &config, &cluster, &state, &mut series, span).await
+                        {
                             tracing::warn!("twin: publishing CloudWatch series: {e}");
                         }
                     }
@@ -318,6 +341,7 @@ impl Twin {
             addr,
             aws_view,
             state,
+            cluster: cluster_of_twin,
             shutdown: Some(tx),
             tasks: vec![serve, follow],
         })
@@ -326,6 +350,11 @@ impl Twin {
     /// `http://ADDR`.
     pub fn url(&self) -> url::Url {
         url::Url::parse(&format!("http://{}", self.addr)).expect("valid URL")
+    }
+
+    /// The deployment's store, as its instances share it (its counts and rows read).
+    pub fn store(&self) -> &KvStore {
+        self.cluster.store()
     }
 
     /// The instances behind the balancer.
@@ -341,7 +370,8 @@ impl Twin {
                 id: i.id.clone(),
                 routable: i.routable_at <= now,
                 routed: i.routed.load(Ordering::Relaxed),
-                db_connections: i.db_connections,
+                db_connections: i.db.as_ref().map_or(0, |p| p.open()),
+                db_refused: i.db.as_ref().map_or(0, |p| p.refused()),
             })
             .collect()
     }
@@ -427,6 +457,7 @@ async fn publish_logs(
 async fn publish(
     ctx: &AwsContext,
     config: &TwinConfig,
+    cluster: &Cluster,
     state: &TwinState,
     memory: &mut SeriesState,
     span: Duration,
@@ -470,20 +501,18 @@ async fn publish(
     let mut ec2 = Vec::new();
     let mut elb = Vec::new();
     let mut rds = Vec::new();
-    if let (Some(_), Some(db)) = (
-        config.db_max_connections,
+    let connections = match &state.db_account {
+        Some(account) => Some(account.open() as u64),
+        None if config.postgres.is_some() => cluster.store().sessions().await.ok().flatten(),
+        None => None,
+    };
+    if let (Some(held), Some(db)) = (
+        connections,
         config
             .resources
             .as_ref()
             .and_then(|r| r.rds_instance.as_ref()),
     ) {
-        let held: usize = state
-            .instances
-            .lock()
-            .expect("instances lock")
-            .iter()
-            .map(|i| i.db_connections)
-            .sum();
         rds.push(datum(
             "DatabaseConnections",
             held as f64,
@@ -668,16 +697,9 @@ async fn reconcile(
             wanted.insert(id, role);
         }
     }
-    let (known, mut db_used): (Vec<String>, usize) = {
+    let known: Vec<String> = {
         let instances = state.instances.lock().expect("instances lock");
-        (
-            instances.iter().map(|i| i.id.clone()).collect(),
-            instances
-                .iter()
-                .filter(|i| wanted.contains_key(&i.id))
-                .map(|i| i.db_connections)
-                .sum(),
-        )
+        instances.iter().map(|i| i.id.clone()).collect()
     };
     let mut started = Vec::new();
     for (id, role) in &wanted {
@@ -689,12 +711,13 @@ async fn reconcile(
         } else {
             (config.spin_up, config.not_ready)
         };
-        // Its pool takes what the database has left.
-        let db_connections = match config.db_max_connections {
-            Some(max) => config.db_pool.min(max.saturating_sub(db_used)),
-            None => config.db_pool,
+        // Its pool opens what it needs on the deployment's one database.
+        let opener = match (&config.postgres, &state.db_account) {
+            (Some(conninfo), _) => Some(Opener::Postgres(conninfo.clone())),
+            (None, Some(account)) => Some(Opener::Counted(account.clone())),
+            (None, None) => None,
         };
-        db_used += db_connections;
+        let db = opener.map(|o| Arc::new(SessionPool::new(o, config.db_pool, config.db_idle)));
         let standin = Standin::start_in(
             "127.0.0.1:0".parse().expect("an address"),
             StandinConfig {
@@ -702,7 +725,7 @@ async fn reconcile(
                 faults: Faults {
                     capacity: config.capacity,
                     slow_start: spin_up + not_ready,
-                    db_pool: config.db_max_connections.map(|_| db_connections),
+                    db_pool: db.clone(),
                     ..Faults::default()
                 },
                 memcached_sessions: true,
@@ -720,7 +743,7 @@ async fn reconcile(
             routed: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
             ready_at: Instant::now() + spin_up + not_ready,
-            db_connections,
+            db,
         }));
     }
     let mut instances = state.instances.lock().expect("instances lock");

@@ -47,6 +47,10 @@ pub struct Correlation {
     pub join_concentration: Option<f64>,
     /// Median p95 during warm-up and after.
     pub p95_warmup_vs_steady: Option<(f64, f64)>,
+    /// Error-log lines per pattern over the run's window (every log group searched).
+    pub error_lines: std::collections::BTreeMap<String, u64>,
+    /// The client's p95 over the whole run (ms, worst endpoint, pooled).
+    pub p95_run: Option<f64>,
     /// Plain-language findings.
     pub findings: Vec<String>,
 }
@@ -57,6 +61,9 @@ pub const JOIN_WINDOW_S: f64 = 40.0;
 pub const MAX_LAG_PERIODS: i64 = 3;
 /// Fewest pairs for a claim about DB connections and p95.
 pub const MIN_PAIRS: usize = 6;
+/// The ratio of p95s (runs with an error pattern ÷ runs without) from which it is said to rise
+/// with the pattern.
+pub const RISE: f64 = 1.5;
 
 fn median(v: &mut [f64]) -> Option<f64> {
     if v.is_empty() {
@@ -283,6 +290,7 @@ pub fn across_runs(runs: &[(String, Correlation)]) -> Vec<String> {
     if near + elsewhere > 0 && runs.iter().any(|(_, c)| c.join_concentration.is_some()) {
         out.push(format!("across the trial: {} failures, {near} within {JOIN_WINDOW_S:.0} s of an instance joining", near + elsewhere));
     }
+    out.extend(error_patterns_against_p95(runs));
     let series: Vec<Vec<Minute>> = runs.iter().map(|(_, c)| c.minutes.clone()).collect();
     let all: Vec<Minute> = series.iter().flatten().copied().collect();
     if let Some(peak) = all.iter().copied().max_by(|a, b| a.db.total_cmp(&b.db)) {
@@ -295,6 +303,48 @@ pub fn across_runs(runs: &[(String, Correlation)]) -> Vec<String> {
             "across the trial: {}",
             db_finding(r, lag, n, peak.db, peak.p95, med)
         ));
+    }
+    out
+}
+
+/// Each error pattern the logs showed in some runs and not in others, against the client's p95
+/// in those runs: the runs' median p95 with the pattern and without it, and whether p95 rose
+/// with it (the 2025 campaign's "too many clients" as load grew).
+fn error_patterns_against_p95(runs: &[(String, Correlation)]) -> Vec<String> {
+    let patterns: std::collections::BTreeSet<&String> = runs
+        .iter()
+        .flat_map(|(_, c)| {
+            c.error_lines
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(p, _)| p)
+        })
+        .collect();
+    let mut out = Vec::new();
+    for pattern in patterns {
+        let lines = |c: &Correlation| c.error_lines.get(pattern).copied().unwrap_or(0);
+        let (with, without): (Vec<_>, Vec<_>) = runs.iter().partition(|(_, c)| lines(c) > 0);
+        let total: u64 = with.iter().map(|(_, c)| lines(c)).sum();
+        let names: Vec<&str> = with.iter().map(|(r, _)| r.as_str()).collect();
+        let p95 = |rs: &[&(String, Correlation)]| {
+            median(&mut rs.iter().filter_map(|(_, c)| c.p95_run).collect::<Vec<_>>())
+        };
+        let head = format!(
+            "\"{pattern}\" in {total} log lines, in {} of {} runs ({})",
+            with.len(),
+            runs.len(),
+            names.join(", ")
+        );
+        out.push(match (p95(&with), p95(&without)) {
+            (Some(a), Some(b)) if b > 0.0 && a / b >= RISE => format!(
+                "{head}; p95 rose with it: {a:.1} ms in those runs against {b:.1} ms without ({:.1}×)",
+                a / b
+            ),
+            (Some(a), Some(b)) => format!(
+                "{head}; p95 did not rise with it: {a:.1} ms in those runs against {b:.1} ms without"
+            ),
+            _ => format!("{head}; no run without it to compare p95 with"),
+        });
     }
     out
 }
@@ -372,6 +422,37 @@ mod tests {
             "{f:?}"
         );
         assert!(f.iter().any(|l| l.contains("n = 28")), "{f:?}");
+    }
+
+    #[test]
+    fn an_error_pattern_is_tied_to_p95_only_when_p95_rose_in_its_runs() {
+        let run = |lines: u64, p95: f64| Correlation {
+            error_lines: [("too many clients".to_string(), lines)].into(),
+            p95_run: Some(p95),
+            ..Default::default()
+        };
+        let runs = |p95s: [f64; 4]| -> Vec<(String, Correlation)> {
+            [
+                (4, 0, p95s[0]),
+                (16, 0, p95s[1]),
+                (28, 40, p95s[2]),
+                (40, 90, p95s[3]),
+            ]
+            .into_iter()
+            .map(|(u, l, p)| (format!("u{u:03}-verify"), run(l, p)))
+            .collect()
+        };
+        let f = across_runs(&runs([20.0, 24.0, 80.0, 120.0]));
+        assert!(
+            f.iter().any(|l| l
+                == "\"too many clients\" in 130 log lines, in 2 of 4 runs (u028-verify, u040-verify); p95 rose with it: 120.0 ms in those runs against 24.0 ms without (5.0×)"),
+            "{f:?}"
+        );
+        let f = across_runs(&runs([20.0, 24.0, 22.0, 25.0]));
+        assert!(
+            f.iter().any(|l| l.contains("p95 did not rise with it")),
+            "{f:?}"
+        );
     }
 
     #[test]

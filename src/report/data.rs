@@ -144,8 +144,38 @@ pub struct ErrorLog {
     pub pattern: String,
     /// (minute start, lines) on the generator's clock.
     pub per_minute: Vec<(f64, u64)>,
+    /// (second start, lines) on the generator's clock (empty in results from before they were
+    /// kept).
+    pub per_second: Vec<(f64, u64)>,
     /// The first matching lines.
     pub samples: Vec<String>,
+}
+
+impl ErrorLog {
+    /// Lines in `[from, to)` on the generator's clock: by second, or (results from before the
+    /// seconds were kept) by the minutes that overlap it.
+    pub fn lines_within(&self, from: f64, to: f64) -> u64 {
+        let (buckets, width) = if self.per_second.is_empty() {
+            (&self.per_minute, 60.0)
+        } else {
+            (&self.per_second, 1.0)
+        };
+        buckets
+            .iter()
+            .filter(|(t, _)| *t + width > from && *t < to)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// The span of a run whose lines are its own: start to the end of its drain.
+pub fn run_span(run: &RunSummary) -> (f64, f64) {
+    let drain = run
+        .endpoints
+        .iter()
+        .map(|e| e.drain.seconds)
+        .fold(0.0, f64::max);
+    (run.started_unix, run.started_unix + run.duration_s + drain)
 }
 
 /// Cloud figures of a run: its series, error-log counts, and why they are missing if they are.
@@ -207,6 +237,12 @@ pub fn read_cloud(dir: &Path) -> Cloud {
                     })
                 })
                 .unwrap_or_default();
+            let per_second = l["per_second"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| Some((p[0].as_f64()?, p[1].as_u64()?)))
+                .collect();
             let samples = l["samples"]
                 .as_array()
                 .into_iter()
@@ -217,6 +253,7 @@ pub fn read_cloud(dir: &Path) -> Cloud {
                 group: l["log_group"].as_str().unwrap_or("").to_string(),
                 pattern: l["pattern"].as_str().unwrap_or("").to_string(),
                 per_minute: minutes,
+                per_second,
                 samples,
             }
         })

@@ -186,14 +186,30 @@ pub fn correlate_run(rd: &ResultsDir, run: &RunSummary) -> correlate::Correlatio
         })
         .collect();
     let joined = joins(&instance_lives(&dir), start);
-    correlate::correlate(minutes, &p95, &failures, run.warmup_s, &joined)
+    let mut c = correlate::correlate(minutes, &p95, &failures, run.warmup_s, &joined);
+    c.p95_run = window_p95(&seconds, start.floor(), end.ceil());
+    // The run's own lines, not the padded window's neighbours'.
+    let (from, to) = data::run_span(run);
+    for log in read_cloud(&dir).logs {
+        *c.error_lines.entry(log.pattern.clone()).or_default() += log.lines_within(from, to);
+    }
+    c
 }
 
 /// The worst endpoint's p95 over `[t, t + 60)`, pooled from its per-second histograms.
 fn period_p95(seconds: &[(String, f64, hdrhistogram::Histogram<u64>)], t: f64) -> Option<f64> {
+    window_p95(seconds, t, t + 60.0)
+}
+
+/// The worst endpoint's p95 over `[from, to)`, pooled from its per-second histograms.
+fn window_p95(
+    seconds: &[(String, f64, hdrhistogram::Histogram<u64>)],
+    from: f64,
+    to: f64,
+) -> Option<f64> {
     let mut per_tag: BTreeMap<&str, hdrhistogram::Histogram<u64>> = BTreeMap::new();
     for (tag, at, h) in seconds {
-        if *at >= t && *at < t + 60.0 {
+        if *at >= from && *at < to {
             per_tag
                 .entry(tag)
                 .or_insert_with(crate::load::recorder::new_hist)

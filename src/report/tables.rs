@@ -275,14 +275,15 @@ pub fn error_logs_table(data: &ReportData) -> Table {
     let mut rows = Vec::new();
     for r in &data.runs {
         let cloud = read_cloud(&data.dir.run_dir(&r.run_id));
-        for super::data::ErrorLog {
-            group,
-            pattern,
-            per_minute: minutes,
-            samples,
-        } in &cloud.logs
-        {
-            let total: u64 = minutes.iter().map(|(_, n)| n).sum();
+        let (from, to) = super::data::run_span(r);
+        for log in &cloud.logs {
+            let super::data::ErrorLog {
+                group,
+                pattern,
+                per_minute: minutes,
+                samples,
+                ..
+            } = log;
             let per_minute: Vec<String> = minutes
                 .iter()
                 .map(|(t, n)| {
@@ -296,7 +297,7 @@ pub fn error_logs_table(data: &ReportData) -> Table {
                 r.run_id.clone(),
                 group.clone(),
                 pattern.clone(),
-                total.to_string(),
+                log.lines_within(from, to).to_string(),
                 per_minute.join(", "),
                 samples.first().cloned().unwrap_or_default(),
             ]);
@@ -305,14 +306,14 @@ pub fn error_logs_table(data: &ReportData) -> Table {
     Table {
         title: "Error logs".into(),
         note:
-            "Lines matching the seed campaign's failure causes, per minute, and the first of them."
+            "Lines matching the seed campaign's failure causes: during the run (its drain included), per minute of the window pulled around it (a minute of context each side), and the first of them."
                 .into(),
         header: [
             "run",
             "log group",
             "pattern",
-            "lines",
-            "per minute",
+            "lines in the run",
+            "per minute around it",
             "first line",
         ]
         .map(String::from)

@@ -211,7 +211,13 @@ static PG: OnceLock<Postgres> = OnceLock::new();
 
 /// The binary's PostgreSQL cluster (started on first use).
 pub fn postgres() -> &'static Postgres {
-    PG.get_or_init(|| {
+    PG.get_or_init(|| Postgres::start(200))
+}
+
+impl Postgres {
+    /// A cluster of its own with this `max_connections`, stopped when dropped (the binary's
+    /// shared one, [`postgres`], never is).
+    pub fn start(max_connections: u32) -> Postgres {
         let dir = tempfile::Builder::new()
             .prefix("trialrunner-pg")
             .tempdir()
@@ -236,7 +242,7 @@ pub fn postgres() -> &'static Postgres {
         assert!(init.success(), "initdb failed");
         let port = free_port();
         let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections={max_connections}",
             dir.display()
         );
         let start = as_postgres(&[
@@ -266,7 +272,13 @@ pub fn postgres() -> &'static Postgres {
             dir,
             counter: Mutex::new(0),
         }
-    })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 impl Postgres {

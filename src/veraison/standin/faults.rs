@@ -110,10 +110,10 @@ pub struct Faults {
     pub pause: Option<(Duration, Duration)>,
     /// What one instance can serve: without it, as much as this machine can.
     pub capacity: Option<InstanceCapacity>,
-    /// A pool of this many database connections: requests needing one wait for it; with none
-    /// (the database had none left when the instance started) every one fails with
-    /// "too many clients".
-    pub db_pool: Option<usize>,
+    /// The instance's own database connections, pooled as VTS pools them (see
+    /// [`super::pool`]): requests needing one take it from here, and the database may refuse
+    /// to open more ("too many clients").
+    pub db_pool: Option<std::sync::Arc<super::pool::SessionPool>>,
 }
 
 /// One instance's capacity, as a small EC2 instance has: `workers` requests in service at

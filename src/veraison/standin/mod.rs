@@ -10,6 +10,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod faults;
+pub mod pool;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
@@ -147,8 +148,6 @@ struct AppState {
     sessions: Arc<Mutex<HashMap<uuid::Uuid, Session>>>,
     tokens: Mutex<HashMap<String, Instant>>,
     db_permits: Option<Semaphore>,
-    /// The instance's pool of database connections, when it has one.
-    db_pool: Option<Semaphore>,
     /// The instance's workers, when its capacity is bounded.
     workers: Option<Semaphore>,
     /// Requests answered, by (`METHOD route`, UTC second).
@@ -195,7 +194,6 @@ impl Standin {
         let listener = socket.listen(4096)?;
         let addr = listener.local_addr()?;
         let db_permits = config.faults.db_connections.map(Semaphore::new);
-        let db_pool = config.faults.db_pool.map(Semaphore::new);
         let workers = config
             .faults
             .capacity
@@ -208,7 +206,6 @@ impl Standin {
             sessions: cluster.sessions.clone(),
             tokens: Mutex::new(HashMap::new()),
             db_permits,
-            db_pool,
             workers,
             counters: Mutex::new(BTreeMap::new()),
             injected: Mutex::new(BTreeMap::new()),
@@ -633,14 +630,15 @@ async fn submit(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
     if st.starting() {
         return problem(StatusCode::INTERNAL_SERVER_ERROR, VTS_REFUSED);
     }
-    let _permit = match db_permit(&st).await {
-        Ok(p) => p,
+    let hold = match db_hold(&st).await {
+        Ok(h) => h,
         Err(r) => return r,
     };
     if let Err(r) = st.inject().await {
         return r;
     }
-    let outcome = provision(&st, &body).await;
+    let outcome = provision(&st, hold.via(), &body).await;
+    drop(hold);
     let mut v = json!({"status": "success", "expiry": now_rfc3339()});
     if let Err(reason) = outcome {
         v["status"] = json!("failed");
@@ -649,28 +647,44 @@ async fn submit(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
     vendor_json(StatusCode::OK, PROV_SESSION_MT, &v)
 }
 
-async fn db_permit(st: &AppState) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, Response> {
-    let refused = || {
+/// What a request holds of the database while it is served: nothing (no limit), a permit of
+/// the connection cap, or a connection of the instance's pool.
+enum DbHold<'a> {
+    Free,
+    Permit(#[allow(dead_code)] tokio::sync::SemaphorePermit<'a>),
+    Connection(pool::Lease<'a>),
+}
+
+impl DbHold<'_> {
+    /// The session the store's queries go through, when the hold is a real one.
+    fn via(&self) -> store::Via<'_> {
+        match self {
+            DbHold::Connection(lease) => lease.client(),
+            _ => None,
+        }
+    }
+}
+
+async fn db_hold(st: &AppState) -> Result<DbHold<'_>, Response> {
+    let refused = |why: &str| {
         problem(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("error encountered while processing: {TOO_MANY_CLIENTS}"),
+            format!("error encountered while processing: {why}"),
         )
     };
-    // A pool: its requests wait for one of its connections; without any, every one fails.
-    if let Some(pool) = &st.db_pool {
-        if st.config.faults.db_pool == Some(0) {
-            return Err(refused());
-        }
-        return Ok(Some(pool.acquire().await.expect("the pool never closes")));
+    if let Some(pool) = &st.config.faults.db_pool {
+        return pool
+            .acquire()
+            .await
+            .map(DbHold::Connection)
+            .map_err(|e| refused(&e.to_string()));
     }
     match &st.db_permits {
-        None => Ok(None),
-        Some(s) => s.try_acquire().map(Some).map_err(|_| {
-            problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("error encountered while processing: {TOO_MANY_CLIENTS}"),
-            )
-        }),
+        None => Ok(DbHold::Free),
+        Some(s) => s
+            .try_acquire()
+            .map(DbHold::Permit)
+            .map_err(|_| refused(TOO_MANY_CLIENTS)),
     }
 }
 
@@ -678,7 +692,7 @@ fn key_b64(b: &[u8]) -> String {
     URL_SAFE.encode(b)
 }
 
-async fn provision(st: &AppState, body: &[u8]) -> Result<(), String> {
+async fn provision(st: &AppState, via: store::Via<'_>, body: &[u8]) -> Result<(), String> {
     let e = psa::parse_corim(body).map_err(|e| e.to_string())?;
     let rel = &st.config.release;
     if rel.corim_tagged && !e.tagged {
@@ -689,7 +703,7 @@ async fn provision(st: &AppState, body: &[u8]) -> Result<(), String> {
     }
     if rel.store == StoreEra::CorimStore {
         st.store
-            .add_manifest(&e.corim_id)
+            .add_manifest(via, &e.corim_id)
             .await
             .map_err(|e| e.to_string())?;
     }
@@ -703,7 +717,7 @@ async fn provision(st: &AppState, body: &[u8]) -> Result<(), String> {
                 "psa.measurement-value": rv.digests.iter().map(|d| ear::b64_std(d)).collect::<Vec<_>>(),
             }});
             st.store
-                .add("endorsements", &key, &val.to_string())
+                .add(via, "endorsements", &key, &val.to_string())
                 .await
                 .map_err(|e| e.to_string())?;
         }
@@ -714,7 +728,7 @@ async fn provision(st: &AppState, body: &[u8]) -> Result<(), String> {
             "psa.impl-id": key_b64(impl_id), "psa.inst-id": key_b64(inst), "psa.iak-pub": pem,
         }});
         st.store
-            .add("trust_anchors", &key, &val.to_string())
+            .add(via, "trust_anchors", &key, &val.to_string())
             .await
             .map_err(|e| e.to_string())?;
     }
@@ -869,12 +883,11 @@ async fn evidence(
             format!("error encountered while processing evidence: {VTS_REFUSED}"),
         );
     }
-    let permit = db_permit(&st).await;
-    let appraisal = match permit {
+    let appraisal = match db_hold(&st).await {
         Err(r) => Err(r),
-        Ok(_permit) => match st.inject().await {
+        Ok(hold) => match st.inject().await {
             Err(r) => Err(r),
-            Ok(()) => appraise(&st, &body, &nonce).await.map_err(|e| {
+            Ok(()) => appraise(&st, hold.via(), &body, &nonce).await.map_err(|e| {
                 problem(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("error encountered while processing evidence: {e}"),
@@ -903,7 +916,12 @@ async fn evidence(
 
 /// PSA appraisal as VTS does it: bad evidence yields a contraindicated EAR, not an error;
 /// store errors are errors (HTTP 500).
-async fn appraise(st: &AppState, token: &[u8], session_nonce: &[u8]) -> Result<String, StoreError> {
+async fn appraise(
+    st: &AppState,
+    via: store::Via<'_>,
+    token: &[u8],
+    session_nonce: &[u8],
+) -> Result<String, StoreError> {
     let affirming = json!({"instance-identity": 2, "configuration": 0, "executables": 2, "file-system": 0,
         "hardware": 2, "runtime-opaque": 2, "storage-opaque": 2, "sourced-data": 0});
     let crypto_failed = json!({"instance-identity": 99, "configuration": 99, "executables": 99, "file-system": 99,
@@ -938,7 +956,7 @@ async fn appraise(st: &AppState, token: &[u8], session_nonce: &[u8]) -> Result<S
         key_b64(&c.implementation_id),
         key_b64(&c.instance_id)
     );
-    let anchors = st.store.get("trust_anchors", &ta_key).await?;
+    let anchors = st.store.get(via, "trust_anchors", &ta_key).await?;
     let pem = anchors
         .iter()
         .filter_map(|a| serde_json::from_str::<Value>(a).ok())
@@ -952,7 +970,7 @@ async fn appraise(st: &AppState, token: &[u8], session_nonce: &[u8]) -> Result<S
     let rv_key = format!("PSA_IOT://0/{}", key_b64(&c.implementation_id));
     let refvals: Vec<Value> = st
         .store
-        .get("endorsements", &rv_key)
+        .get(via, "endorsements", &rv_key)
         .await?
         .iter()
         .filter_map(|v| serde_json::from_str(v).ok())

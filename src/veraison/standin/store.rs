@@ -41,6 +41,8 @@ pub enum StoreError {
 pub struct KvStore {
     backend: Backend,
     rows_read: AtomicU64,
+    /// Rows read by the UTC second in which the read ended.
+    rows_read_by_second: Mutex<BTreeMap<i64, u64>>,
 }
 
 enum Backend {
@@ -64,10 +66,17 @@ pub struct PgPool {
 }
 
 impl PgPool {
-    fn client(&self) -> &tokio_postgres::Client {
-        &self.clients[self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len()]
+    /// `via` when the caller holds a session of its own, else the next of the store's.
+    fn client<'a>(&'a self, via: Via<'a>) -> &'a tokio_postgres::Client {
+        via.unwrap_or_else(|| {
+            &self.clients[self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len()]
+        })
     }
 }
+
+/// The session a store operation goes through: an instance's own (from its
+/// [`super::pool::SessionPool`]), or none for the store's shared connections.
+pub type Via<'a> = Option<&'a tokio_postgres::Client>;
 
 fn table(name: &str) -> &'static str {
     KV_TABLES
@@ -82,6 +91,7 @@ impl KvStore {
         KvStore {
             backend,
             rows_read: AtomicU64::new(0),
+            rows_read_by_second: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -93,6 +103,22 @@ impl KvStore {
     /// Rows read by `get` since the start (every duplicate counts).
     pub fn rows_read(&self) -> u64 {
         self.rows_read.load(Ordering::Relaxed)
+    }
+
+    /// Rows read by `get`, by the UTC second in which each read ended.
+    pub fn rows_read_by_second(&self) -> BTreeMap<i64, u64> {
+        self.rows_read_by_second.lock().expect("store lock").clone()
+    }
+
+    fn count_read(&self, rows: u64) {
+        self.rows_read.fetch_add(rows, Ordering::Relaxed);
+        let second = crate::results::unix_now().floor() as i64;
+        *self
+            .rows_read_by_second
+            .lock()
+            .expect("store lock")
+            .entry(second)
+            .or_default() += rows;
     }
 
     /// Connects to PostgreSQL (`connections` sessions) and creates the schema if missing.
@@ -109,7 +135,10 @@ impl KvStore {
             });
             clients.push(client);
         }
-        clients[0].batch_execute(KV_SCHEMA).await.map_err(db)?;
+        clients[0]
+            .batch_execute(KV_SCHEMA)
+            .await
+            .map_err(db_error)?;
         Ok(KvStore::new(Backend::Postgres(PgPool {
             clients,
             next: AtomicUsize::new(0),
@@ -117,7 +146,13 @@ impl KvStore {
     }
 
     /// Adds a row (a plain insert: duplicates accumulate).
-    pub async fn add(&self, table_name: &str, key: &str, value: &str) -> Result<(), StoreError> {
+    pub async fn add(
+        &self,
+        via: Via<'_>,
+        table_name: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Memory(m) => {
                 let mut m = m.lock().expect("store lock");
@@ -134,23 +169,27 @@ impl KvStore {
                     "INSERT INTO {} (kv_key, kv_val) VALUES ($1, $2)",
                     table(table_name)
                 );
-                p.client()
+                p.client(via)
                     .execute(&sql, &[&key, &value])
                     .await
                     .map(drop)
-                    .map_err(db)
+                    .map_err(db_error)
             }
         }
     }
 
     /// Every distinct value of a key; every duplicate row is read to find them.
-    pub async fn get(&self, table_name: &str, key: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn get(
+        &self,
+        via: Via<'_>,
+        table_name: &str,
+        key: &str,
+    ) -> Result<Vec<String>, StoreError> {
         match &self.backend {
             Backend::Memory(m) => {
                 let m = m.lock().expect("store lock");
                 let rows = m.tables.get(table(table_name)).and_then(|t| t.get(key));
-                self.rows_read
-                    .fetch_add(rows.map(|r| r.len() as u64).unwrap_or(0), Ordering::Relaxed);
+                self.count_read(rows.map(|r| r.len() as u64).unwrap_or(0));
                 let mut seen = HashSet::new();
                 Ok(rows
                     .into_iter()
@@ -166,16 +205,16 @@ impl KvStore {
                     "SELECT kv_val, count(*) FROM {} WHERE kv_key = $1 GROUP BY kv_val",
                     table(table_name)
                 );
-                let rows = p.client().query(&sql, &[&key]).await.map_err(db)?;
+                let rows = p.client(via).query(&sql, &[&key]).await.map_err(db_error)?;
                 let read: i64 = rows.iter().map(|r| r.get::<_, i64>(1)).sum();
-                self.rows_read.fetch_add(read as u64, Ordering::Relaxed);
+                self.count_read(read as u64);
                 Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
             }
         }
     }
 
     /// Records a CoRIM id; refused when already present (corim-store era).
-    pub async fn add_manifest(&self, id: &str) -> Result<(), StoreError> {
+    pub async fn add_manifest(&self, via: Via<'_>, id: &str) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Memory(m) => {
                 if m.lock()
@@ -189,7 +228,7 @@ impl KvStore {
                 }
             }
             Backend::Postgres(p) => match p
-                .client()
+                .client(via)
                 .execute("INSERT INTO manifests (manifest_id) VALUES ($1)", &[&id])
                 .await
             {
@@ -197,7 +236,7 @@ impl KvStore {
                 Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
                     Err(StoreError::Duplicate(id.to_string()))
                 }
-                Err(e) => Err(db(e)),
+                Err(e) => Err(db_error(e)),
             },
         }
     }
@@ -221,15 +260,34 @@ impl KvStore {
             Backend::Postgres(p) => {
                 for t in KV_TABLES.iter().chain(&["manifests"]) {
                     let row = p
-                        .client()
+                        .client(None)
                         .query_one(&format!("SELECT count(*) FROM {t}"), &[])
                         .await
-                        .map_err(db)?;
+                        .map_err(db_error)?;
                     out.insert(t.to_string(), row.get::<_, i64>(0) as u64);
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Sessions the PostgreSQL server lists for this database (`pg_stat_activity`), as RDS's
+    /// `DatabaseConnections` counts them; none for the in-memory store.
+    pub async fn sessions(&self) -> Result<Option<u64>, StoreError> {
+        match &self.backend {
+            Backend::Memory(_) => Ok(None),
+            Backend::Postgres(p) => {
+                let row = p
+                    .client(None)
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()",
+                        &[],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                Ok(Some(row.get::<_, i64>(0) as u64))
+            }
+        }
     }
 
     /// Deletes every row; returns the counts before.
@@ -238,17 +296,18 @@ impl KvStore {
         match &self.backend {
             Backend::Memory(m) => *m.lock().expect("store lock") = MemoryTables::default(),
             Backend::Postgres(p) => {
-                p.client()
+                p.client(None)
                     .batch_execute("DELETE FROM endorsements; DELETE FROM trust_anchors; DELETE FROM policies; DELETE FROM manifests;")
                     .await
-                    .map_err(db)?;
+                    .map_err(db_error)?;
             }
         }
         Ok(before)
     }
 }
 
-fn db(e: tokio_postgres::Error) -> StoreError {
+/// A PostgreSQL error as the server put it (severity, message, SQLSTATE).
+pub(crate) fn db_error(e: tokio_postgres::Error) -> StoreError {
     StoreError::Db(match e.as_db_error() {
         Some(d) => format!(
             "{}: {} (SQLSTATE {})",
