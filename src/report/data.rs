@@ -413,3 +413,31 @@ pub fn joins(lives: &[InstanceLife], start: f64) -> Vec<(String, f64)> {
         .map(|(l, t)| (l.id.clone(), t - start))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_error_lines_are_its_own_seconds_not_its_padded_windows() {
+        // A run over [1000.5, 1003.5): lines before it, during it and after it, in one minute.
+        let log = ErrorLog {
+            per_minute: vec![(960.0, 9)],
+            per_second: vec![
+                (995.0, 2),
+                (1000.0, 1),
+                (1002.0, 3),
+                (1003.0, 1),
+                (1010.0, 2),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(log.lines_within(1000.5, 1003.5), 5);
+        // Results from before the seconds were kept: the minutes the run overlaps.
+        let minutes_only = ErrorLog {
+            per_minute: vec![(900.0, 4), (960.0, 9), (1020.0, 6)],
+            ..Default::default()
+        };
+        assert_eq!(minutes_only.lines_within(1000.5, 1003.5), 9);
+    }
+}
