@@ -784,31 +784,15 @@ async fn balance(
         )
             .into_response();
     };
-    let url = format!(
-        "{}{}",
-        target.standin.url().as_str().trim_end_matches('/'),
-        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
-    );
-    let mut req = state.client.request(method, url).body(body);
-    for (k, v) in &headers {
-        if k != "host" && k != "content-length" {
-            req = req.header(k, v);
-        }
-    }
-    match req.send().await {
-        Ok(resp) => {
-            let status = resp.status();
+    let base = target.standin.url();
+    match super::view::forward(&state.client, base.as_str(), method, &uri, &headers, body).await {
+        Ok(super::view::Forwarded {
+            status,
+            headers,
+            body,
+        }) => {
             if status.is_server_error() {
                 target.failed.fetch_add(1, Ordering::Relaxed);
-            }
-            let mut out = HeaderMap::new();
-            for (k, v) in resp.headers() {
-                if k != "content-length" && k != "transfer-encoding" && k != "connection" {
-                    out.insert(k.clone(), v.clone());
-                }
-            }
-            let body = resp.bytes().await.unwrap_or_default();
-            if status.is_server_error() {
                 let mut lines = state.log_lines.lock().expect("log lines lock");
                 if lines.len() < MAX_LOG_LINES {
                     lines.push(LogLine {
@@ -819,7 +803,7 @@ async fn balance(
                     });
                 }
             }
-            (status, out, body).into_response()
+            (status, headers, body).into_response()
         }
         Err(e) => (StatusCode::BAD_GATEWAY, format!("{}: {e}", target.id)).into_response(),
     }

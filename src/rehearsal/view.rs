@@ -76,7 +76,7 @@ impl AwsView {
             phase,
             catch_up,
         });
-        let app = axum::Router::new().fallback(forward).with_state(state);
+        let app = axum::Router::new().fallback(answer).with_state(state);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -135,7 +135,8 @@ fn operation(body: &[u8]) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-async fn forward(
+/// Answers one request as the emulator would, with the instances' phases seen through it.
+async fn answer(
     State(state): State<Arc<ViewState>>,
     method: Method,
     uri: Uri,
@@ -143,29 +144,14 @@ async fn forward(
     body: Bytes,
 ) -> Response {
     let op = operation(&body);
-    let url = format!(
-        "{}{}",
-        state.upstream,
-        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
-    );
-    let mut req = state.client.request(method, url).body(body);
-    for (k, v) in &headers {
-        if k != "host" && k != "content-length" {
-            req = req.header(k, v);
-        }
-    }
-    let resp = match req.send().await {
-        Ok(r) => r,
+    let Forwarded {
+        status,
+        headers: out,
+        body: bytes,
+    } = match forward(&state.client, &state.upstream, method, &uri, &headers, body).await {
+        Ok(f) => f,
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
-    let status = resp.status();
-    let mut out = HeaderMap::new();
-    for (k, v) in resp.headers() {
-        if k != "content-length" && k != "transfer-encoding" && k != "connection" {
-            out.insert(k.clone(), v.clone());
-        }
-    }
-    let bytes = resp.bytes().await.unwrap_or_default();
     if matches!(
         op.as_deref(),
         Some("DescribeAutoScalingGroups" | "DescribeTargetHealth")
@@ -192,6 +178,57 @@ async fn forward(
         Some(t) => (status, out, t).into_response(),
         None => (status, out, bytes).into_response(),
     }
+}
+
+/// What an upstream answered to a forwarded request, its hop-by-hop headers dropped.
+pub struct Forwarded {
+    /// Its status.
+    pub status: StatusCode,
+    /// Its end-to-end headers.
+    pub headers: HeaderMap,
+    /// Its body.
+    pub body: Bytes,
+}
+
+/// Passes a request on to `base` followed by its path and query, with its headers but `host`
+/// and `content-length` (set anew), and reads the answer: the one forwarding the view, the
+/// twin's balancer and the tests' AWS fault layer share.
+pub async fn forward(
+    client: &reqwest::Client,
+    base: &str,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> std::result::Result<Forwarded, reqwest::Error> {
+    let url = format!(
+        "{}{}",
+        base.trim_end_matches('/'),
+        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    );
+    let mut req = client.request(method, url).body(body);
+    for (k, v) in headers {
+        if k != "host" && k != "content-length" {
+            req = req.header(k, v);
+        }
+    }
+    let resp = req.send().await?;
+    let status = resp.status();
+    let mut out = HeaderMap::new();
+    for (k, v) in resp.headers() {
+        if !matches!(
+            k.as_str(),
+            "content-length" | "transfer-encoding" | "connection"
+        ) {
+            out.append(k, v.clone());
+        }
+    }
+    let body = resp.bytes().await?;
+    Ok(Forwarded {
+        status,
+        headers: out,
+        body,
+    })
 }
 
 #[cfg(test)]

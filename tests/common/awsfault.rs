@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use trialrunner::rehearsal::view::{rewrite_members, ASG_PENDING, TARGET_INITIAL};
+use trialrunner::rehearsal::view::{
+    forward as forward_to, rewrite_members, Forwarded, ASG_PENDING, TARGET_INITIAL,
+};
 
 /// What a rule does to a matching call.
 #[derive(Debug, Clone)]
@@ -226,32 +228,14 @@ async fn forward(
         }
         None => {}
     }
-    let url = format!(
-        "{}{}",
-        state.upstream,
-        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
-    );
-    let mut req = state.client.request(method, url).body(body);
-    for (k, v) in &headers {
-        if k != "host" && k != "content-length" {
-            req = req.header(k, v);
-        }
-    }
-    let resp = match req.send().await {
-        Ok(r) => r,
+    let Forwarded {
+        status,
+        headers: out_headers,
+        body: bytes,
+    } = match forward_to(&state.client, &state.upstream, method, &uri, &headers, body).await {
+        Ok(f) => f,
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
-    let status = resp.status();
-    let mut out_headers = HeaderMap::new();
-    for (k, v) in resp.headers() {
-        if !matches!(
-            k.as_str(),
-            "content-length" | "transfer-encoding" | "connection"
-        ) {
-            out_headers.append(k, v.clone());
-        }
-    }
-    let bytes = resp.bytes().await.unwrap_or_default();
     let body = match String::from_utf8(bytes.to_vec()) {
         Ok(text) => Bytes::from(state.stretch(&op, text)),
         Err(_) => bytes,
