@@ -80,7 +80,7 @@ pub fn main() -> i32 {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            crate::exec::signals::say(&format!("error: {e}"));
+            crate::terminal::say(&format!("error: {e}"));
             e.exit_code()
         }
     }

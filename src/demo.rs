@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::exec::{self, Interrupts};
 use crate::setup::{self, SetupOptions};
+use crate::standin::store::KvStore;
+use crate::standin::{Standin, StandinConfig};
 use crate::trial;
-use crate::veraison::standin::store::KvStore;
-use crate::veraison::standin::{Standin, StandinConfig};
 
 /// The trials the demo runs, embedded so the binary needs nothing beside it.
 pub const DEMO_TRIALS: [(&str, &str); 2] = [

@@ -18,12 +18,15 @@ pub mod fleet;
 pub mod load;
 pub mod local;
 pub mod provider;
+pub mod readiness;
 pub mod rehearsal;
 pub mod report;
 pub mod results;
 pub mod secret;
 pub mod setup;
+pub mod standin;
 pub mod stores;
+pub mod terminal;
 pub mod trial;
 pub mod veraison;
 

@@ -47,7 +47,7 @@ impl StandinStores {
                 Err(e) if e.is_connect() && started.elapsed().as_secs() < 10 => {
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await
                 }
-                Err(e) => return Err(crate::veraison::health::unreachable(url, &e)),
+                Err(e) => return Err(crate::load::tasks::unreachable(url, &e)),
             }
         };
         if !resp.status().is_success() {

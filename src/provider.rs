@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
@@ -35,6 +36,70 @@ pub struct AsgSettings {
     /// Group metrics enabled (empty when collection is off).
     #[serde(default)]
     pub enabled_metrics: Vec<String>,
+}
+
+/// What a journal's changes apply to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalTarget {
+    /// AWS account id.
+    pub account: String,
+    /// Region.
+    pub region: String,
+    /// Where the API calls went (`AWS eu-west-1`, or an emulator's URL).
+    pub endpoint: String,
+    /// The Veraison deployment name, when the environment gives one.
+    pub deployment: Option<String>,
+    /// The auto-scaling groups, sorted.
+    pub groups: Vec<String>,
+}
+
+impl JournalTarget {
+    /// A target; group names are sorted and deduplicated.
+    pub fn new(
+        account: &str,
+        region: &str,
+        endpoint: &str,
+        deployment: Option<&str>,
+        groups: impl IntoIterator<Item = String>,
+    ) -> JournalTarget {
+        let mut groups: Vec<String> = groups.into_iter().collect();
+        groups.sort();
+        groups.dedup();
+        JournalTarget {
+            account: account.into(),
+            region: region.into(),
+            endpoint: endpoint.into(),
+            deployment: deployment.map(str::to_string),
+            groups,
+        }
+    }
+
+    /// A short stable key (names the state file).
+    pub fn key(&self) -> String {
+        let text = serde_json::to_string(self).expect("target serializes");
+        hex::encode(&Sha256::digest(text.as_bytes())[..8])
+    }
+
+    /// True when both act on the same account, region and endpoint and share a group.
+    pub fn overlaps(&self, other: &JournalTarget) -> bool {
+        self.account == other.account
+            && self.region == other.region
+            && self.endpoint == other.endpoint
+            && self.groups.iter().any(|g| other.groups.contains(g))
+    }
+}
+
+impl std::fmt::Display for JournalTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} in account {} ({}, {})",
+            self.groups.join(", "),
+            self.account,
+            self.region,
+            self.endpoint
+        )
+    }
 }
 
 /// How long it took for a service to become ready.
@@ -159,5 +224,5 @@ pub struct Providers {
     pub load: Arc<dyn LoadRunner>,
     /// What the undo journal is keyed by (account, region, endpoint, groups), when the trial
     /// changes infrastructure.
-    pub journal_target: Option<crate::exec::journal::JournalTarget>,
+    pub journal_target: Option<JournalTarget>,
 }

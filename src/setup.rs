@@ -11,20 +11,19 @@ use crate::aws::scaler::{services_of, AwsScaler, ServiceInfra};
 use crate::aws::stores::{ElastiCacheNodes, RdsLocator};
 use crate::aws::{AwsContext, AwsTimeouts};
 use crate::error::{Error, Result};
-use crate::exec::journal::JournalTarget;
 use crate::load::auth::{PasswordGrant, TokenSource};
 use crate::load::tasks::{header_map, HttpTask, Target};
 use crate::load::{LoadEngine, Progress};
-use crate::provider::{MetricsSource, Providers, Scaler, SessionCache, StoreDriver};
+use crate::provider::{JournalTarget, MetricsSource, Providers, Scaler, SessionCache, StoreDriver};
+use crate::readiness::ServiceCheck;
 use crate::secret::Secret;
 use crate::stores::command::CommandStores;
 use crate::stores::memcached::MemcachedSessions;
 use crate::stores::postgres::{DbLocation, DbLocator, FixedLocation, PostgresStores};
 use crate::stores::sqlite::SqliteStores;
 use crate::stores::tables_for;
-use crate::trial::model::{AuthSpec, ClearPolicy, CountPolicy, ServiceRole};
+use crate::trial::model::{AuthSpec, ClearPolicy, ServiceRole};
 use crate::trial::{Environment, Trial};
-use crate::veraison::health::ServiceCheck;
 
 /// Options that come from the command line rather than the files.
 #[derive(Debug, Clone, Default)]
@@ -340,36 +339,4 @@ pub fn journal_target(
         env.spec.deployment.as_deref(),
         services.iter().map(|s| s.asg.clone()),
     )
-}
-
-/// True when a trial clears or counts the stores.
-fn uses_stores(trial: &Trial) -> bool {
-    trial.spec.stores.clear != ClearPolicy::Never || trial.spec.stores.count != CountPolicy::Never
-}
-
-/// Resolves and checks everything a campaign needs before its first change (cheap reads only):
-/// the groups and target groups, the database (location, password, tunnel, tables), the cache
-/// nodes, the metrics' resources and log groups. One line per thing found.
-pub async fn preflight(trial: &Trial, p: &Providers) -> Result<Vec<String>> {
-    let mut found = Vec::new();
-    if let Some(s) = &p.scaler {
-        found.extend(s.preflight().await?);
-    }
-    if uses_stores(trial) {
-        if let Some(s) = &p.stores {
-            found.extend(s.preflight().await?);
-        }
-    }
-    if trial.spec.stores.flush_sessions {
-        if let Some(s) = &p.sessions {
-            found.extend(s.preflight().await?);
-        }
-    }
-    if let Some(m) = &p.metrics {
-        found.extend(m.preflight().await?);
-    }
-    for line in &found {
-        tracing::info!("preflight: {line}");
-    }
-    Ok(found)
 }

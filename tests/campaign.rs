@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use trialrunner::rehearsal::twin::{Twin, TwinConfig};
-use trialrunner::veraison::standin::faults::InstanceCapacity;
-use trialrunner::veraison::standin::store::KvStore;
+use trialrunner::standin::faults::InstanceCapacity;
+use trialrunner::standin::store::KvStore;
 
 /// moto, the state dir and the stand-in's database are shared: one test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -20,13 +20,13 @@ use trialrunner::load::{LoadEngine, Progress};
 use trialrunner::provider::LoadRunner;
 use trialrunner::results::RunSummary;
 use trialrunner::secret::Secret;
+use trialrunner::standin::faults::{Faults, Latency};
+use trialrunner::standin::store::KvStore;
+use trialrunner::standin::{Credentials, Standin, StandinConfig, TOKEN_PATH};
 use trialrunner::trial::model::GeneratorLoss;
 use trialrunner::trial::model::{ArrivalSpec, NonceMode, Rate, SpawnSpec, WaitSpec};
 use trialrunner::trial::{LoadPhase, TaskRef};
 use trialrunner::veraison::release::ReleaseProfile;
-use trialrunner::veraison::standin::faults::{Faults, Latency};
-use trialrunner::veraison::standin::store::KvStore;
-use trialrunner::veraison::standin::{Credentials, Standin, StandinConfig, TOKEN_PATH};
 
 /// Timing-sensitive tests must not share the two cores with each other: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

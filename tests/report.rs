@@ -13,7 +13,7 @@ use std::process::Command;
 use base64::Engine as _;
 use trialrunner::exec::Interrupts;
 use trialrunner::report::compare;
-use trialrunner::report::thresholds::Threshold;
+use trialrunner::trial::thresholds::Threshold;
 
 /// Measures a page after layout: opens every `<details>`, then checks every chart. Its result
 /// is base64 JSON in `<pre id="probe">` (the DOM dump escapes nothing in base64).

@@ -13,12 +13,12 @@ use base64::Engine;
 use p256::ecdsa::SigningKey;
 use reqwest::StatusCode;
 use serde_json::Value;
+use trialrunner::standin::faults::Faults;
+use trialrunner::standin::store::KvStore;
+use trialrunner::standin::{Credentials, Standin, StandinConfig, TOKEN_PATH};
 use trialrunner::veraison::ear::{self, EarStatus};
 use trialrunner::veraison::psa::{self, Device, ParsedToken, SwComponent, SEED_NONCE_B64};
 use trialrunner::veraison::release::ReleaseProfile;
-use trialrunner::veraison::standin::faults::Faults;
-use trialrunner::veraison::standin::store::KvStore;
-use trialrunner::veraison::standin::{Credentials, Standin, StandinConfig, TOKEN_PATH};
 
 const SET_A_CORIM: &str = "a-perf-corim-psa-full.cbor";
 const SET_A_TOKEN: &str = "a-perf-psa.good.cbor";
@@ -760,7 +760,7 @@ async fn the_readiness_gate_retries_transient_failures_and_not_semantic_ones() {
     use std::sync::Arc;
     use trialrunner::load::tasks::Target;
     use trialrunner::provider::TargetCheck;
-    use trialrunner::veraison::health::ServiceCheck;
+    use trialrunner::readiness::ServiceCheck;
     let target = |s: &Standin, release: &str| {
         Arc::new(Target {
             provisioning: s.url(),

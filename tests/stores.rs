@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use trialrunner::provider::{SessionCache, StoreDriver};
 use trialrunner::secret::Secret;
+use trialrunner::standin::store::KV_SCHEMA;
 use trialrunner::stores::command::CommandStores;
 use trialrunner::stores::memcached::MemcachedSessions;
 use trialrunner::stores::postgres::{DbLocation, FixedLocation, PostgresStores};
 use trialrunner::stores::sqlite::SqliteStores;
 use trialrunner::stores::{CORIM_STORE_TABLES, KV_TABLES};
 use trialrunner::trial::model::{TlsMode, TunnelSpec};
-use trialrunner::veraison::standin::store::KV_SCHEMA;
 
 fn pg_driver(
     db: &str,

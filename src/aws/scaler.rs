@@ -406,7 +406,7 @@ impl Scaler for AwsScaler {
                     report
                         .seconds
                         .insert(role.name().into(), started.elapsed().as_secs_f64());
-                    crate::exec::signals::say(&format!(
+                    crate::terminal::say(&format!(
                         "{role}: ready after {:.0} s",
                         started.elapsed().as_secs_f64()
                     ));
@@ -425,7 +425,7 @@ impl Scaler for AwsScaler {
                 )));
             }
             if last_note.elapsed() >= Duration::from_secs(30) {
-                crate::exec::signals::say(&format!(
+                crate::terminal::say(&format!(
                     "waiting for readiness ({:.0} s): {}",
                     started.elapsed().as_secs_f64(),
                     missing.join("; ")
@@ -484,7 +484,7 @@ impl Scaler for AwsScaler {
                 .await
             {
                 let e = sdk_error(&self.ctx, "autoscaling:DisableMetricsCollection", e);
-                crate::exec::signals::say(&format!(
+                crate::terminal::say(&format!(
                     "warning: {}: group metrics {} left enabled ({e})",
                     original.name,
                     added.join(", ")

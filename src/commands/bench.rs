@@ -48,10 +48,10 @@ pub fn run(args: Args) -> Result<i32> {
                 .build()
                 .expect("tokio runtime starts");
             let standin = srt
-                .block_on(crate::veraison::standin::Standin::start(
+                .block_on(crate::standin::Standin::start(
                     "127.0.0.1:0".parse().expect("an address"),
-                    crate::veraison::standin::StandinConfig::default(),
-                    crate::veraison::standin::store::KvStore::memory(),
+                    crate::standin::StandinConfig::default(),
+                    crate::standin::store::KvStore::memory(),
                 ))
                 .map_err(|e| crate::error::Error::io("starting the stand-in", e))?;
             let url = standin.url();
@@ -69,31 +69,36 @@ pub fn run(args: Args) -> Result<i32> {
     let _ = std::fs::remove_dir_all(&dir);
     let report = report?;
     let s = &report.summary;
-    println!(
+    crate::outln!(
         "connections: {}  duration: {:.1} s",
-        args.connections, s.duration_s
+        args.connections,
+        s.duration_s
     );
-    println!(
+    crate::outln!(
         "requests: {}  failures: {}",
-        s.aggregated.count, s.aggregated.failures
+        s.aggregated.count,
+        s.aggregated.failures
     );
-    println!(
+    crate::outln!(
         "latency ms: p50 {:.3}  p95 {:.3}  p99 {:.3}  max {:.3}",
-        s.aggregated.p50_ms, s.aggregated.p95_ms, s.aggregated.p99_ms, s.aggregated.max_ms
+        s.aggregated.p50_ms,
+        s.aggregated.p95_ms,
+        s.aggregated.p99_ms,
+        s.aggregated.max_ms
     );
-    println!(
+    crate::outln!(
         "peak RSS: {} KiB ({:.1} KiB per connection above the baseline)",
         report.peak_rss_kib,
         report.kib_per_user()
     );
     if args.task == crate::load::bench::BenchTask::Verify {
-        println!(
+        crate::outln!(
             "generator CPU per verification session: {:.0} µs (goal ≤ 150 µs; token signing and EAR checks {:.0} µs of it)",
             report.cpu_us_per_task(),
             s.generator.check_cpu_us_per_task
         );
     }
-    println!("requests/s: {:.0}", report.requests_per_s());
+    crate::outln!("requests/s: {:.0}", report.requests_per_s());
     // A rate of failures is not a measurement of the engine.
     let a = &s.aggregated;
     if a.count == 0 || a.failures * 2 > a.count {
@@ -102,7 +107,7 @@ pub fn run(args: Args) -> Result<i32> {
             .first()
             .map(|f| format!("{}: {}", f.class, f.message))
             .unwrap_or_else(|| "no request completed".into());
-        crate::exec::signals::say(&format!(
+        crate::terminal::say(&format!(
             "error: {} of {} requests failed ({why}): the figures above measure failures, not the engine",
             a.failures, a.count
         ));

@@ -30,14 +30,14 @@ pub fn run(args: Args) -> Result<i32> {
         None => Vec::new(),
     };
     let c = report::compare::compare(&args.base, &args.contender, &list)?;
-    print!("{}", c.table());
+    crate::out!("{}", c.table());
     if let Some(j) = &args.junit {
         crate::results::write_atomic(j, c.junit().as_bytes())?;
     }
     if let Some(h) = &args.html {
         let page = report::comparison_page(&args.base, &args.contender, &c)?;
         crate::results::write_atomic(h, page.html()?.as_bytes())?;
-        println!("comparison: {}", h.display());
+        crate::outln!("comparison: {}", h.display());
     }
     Ok(if c.passed() {
         exit::OK

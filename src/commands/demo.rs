@@ -28,12 +28,12 @@ pub fn run(args: Args) -> Result<i32> {
     };
     for dir in &outcome.results {
         if let Ok(md) = std::fs::read_to_string(dir.join("report.md")) {
-            println!("{md}");
+            crate::outln!("{md}");
         }
-        println!("results: {}", dir.display());
+        crate::outln!("results: {}", dir.display());
     }
     for report in &outcome.reports {
-        println!("report: {}", report.display());
+        crate::outln!("report: {}", report.display());
     }
     Ok(exit::OK)
 }

@@ -11,7 +11,7 @@ use super::{runtime, Global};
 use crate::aws::scaler::{services_of, AwsScaler};
 use crate::error::{exit, Error, Result};
 use crate::exec::journal::{Liveness, UndoJournal};
-use crate::exec::{restore_budget, signals};
+use crate::exec::restore_budget;
 use crate::provider::Scaler;
 use crate::{setup, trial};
 
@@ -89,9 +89,12 @@ async fn status(
     env: &trial::Environment,
     pending: Vec<UndoJournal>,
 ) -> Result<i32> {
-    println!(
+    crate::outln!(
         "{:<24} {:>5} {:>5} {:>8}   journal (original)",
-        "asg", "min", "max", "desired"
+        "asg",
+        "min",
+        "max",
+        "desired"
     );
     for svc in services_of(env) {
         let orig = pending
@@ -102,12 +105,15 @@ async fn status(
             .map(|o| format!("{} {} {}", o.min, o.max, o.desired))
             .unwrap_or_else(|| "-".into());
         match scaler.snapshot(&[svc.role]).await {
-            Ok(c) => println!(
+            Ok(c) => crate::outln!(
                 "{:<24} {:>5} {:>5} {:>8}   {note}",
-                c[0].name, c[0].min, c[0].max, c[0].desired
+                c[0].name,
+                c[0].min,
+                c[0].max,
+                c[0].desired
             ),
-            Err(Error::Missing(_)) => println!("{:<24} (no such group)", svc.asg),
-            Err(e) => println!("{:<24} {e}", svc.asg),
+            Err(Error::Missing(_)) => crate::outln!("{:<24} (no such group)", svc.asg),
+            Err(e) => crate::outln!("{:<24} {e}", svc.asg),
         }
     }
     if let Some(d) = &env.spec.deployment {
@@ -115,15 +121,15 @@ async fn status(
         let (gone, live): (Vec<_>, Vec<_>) = instances
             .into_iter()
             .partition(|(_, _, state)| state == "terminated" || state == "shutting-down");
-        println!(
+        crate::outln!(
             "\n{} live instance(s) tagged veraison-deployment={d}:",
             live.len()
         );
         for (id, name, state) in live {
-            println!("  {id:<22} {name:<14} {state}");
+            crate::outln!("  {id:<22} {name:<14} {state}");
         }
         if !gone.is_empty() {
-            println!("  (and {} terminated)", gone.len());
+            crate::outln!("  (and {} terminated)", gone.len());
         }
     }
     if pending.is_empty() {
@@ -131,7 +137,7 @@ async fn status(
     }
     for j in &pending {
         let s = j.state();
-        println!(
+        crate::outln!(
             "\nPENDING journal for {}\n  {}\n  results: {}",
             s.target,
             describe_owner(j),
@@ -151,7 +157,7 @@ async fn restore(
     forget: bool,
 ) -> Result<i32> {
     if pending.is_empty() {
-        println!("nothing to restore: no pending journal for these auto-scaling groups");
+        crate::outln!("nothing to restore: no pending journal for these auto-scaling groups");
         return Ok(exit::OK);
     }
     let mut code = exit::OK;
@@ -165,14 +171,14 @@ async fn restore(
                     describe_owner(&j)
                 )));
             }
-            signals::say(&format!(
+            crate::terminal::say(&format!(
                 "warning: --force: {} will find its groups restored under it",
                 j.state().owner
             ));
         }
         if forget {
             j.forget("dropped with `infra restore --forget`")?;
-            println!(
+            crate::outln!(
                 "forgot the journal for {} (nothing restored)",
                 j.state().target
             );
@@ -180,13 +186,16 @@ async fn restore(
         }
         let report = j.restore(scaler as &dyn Scaler, restore_budget()).await;
         for o in &report.restored {
-            println!(
+            crate::outln!(
                 "restored {:<24} min {} max {} desired {}",
-                o.name, o.min, o.max, o.desired
+                o.name,
+                o.min,
+                o.max,
+                o.desired
             );
         }
         if !report.complete() {
-            signals::say(&j.failure_message(&report));
+            crate::terminal::say(&j.failure_message(&report));
             code = exit::INFRA;
         }
     }

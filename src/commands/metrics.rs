@@ -95,8 +95,8 @@ pub fn run(action: Action, global: &Global) -> Result<i32> {
             .map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
         crate::provider::MetricsSource::pull(&source, from, to, &out).await
     })?;
-    println!("wrote {}", out.join("cloudwatch.json").display());
+    crate::outln!("wrote {}", out.join("cloudwatch.json").display());
     let page = crate::report::build(&out)?;
-    println!("report: {}", page.display());
+    crate::outln!("report: {}", page.display());
     Ok(exit::OK)
 }

@@ -67,12 +67,12 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
     }
     if args.json {
         let doc = serde_json::json!({"plan": p, "changes": changes});
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("plan serializes")
         );
     } else {
-        println!("{p}\n\n{changes}");
+        crate::outln!("{p}\n\n{changes}");
     }
     Ok(exit::OK)
 }

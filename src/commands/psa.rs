@@ -60,7 +60,7 @@ pub fn run(args: Args) -> Result<i32> {
             jwk.to_string().as_bytes(),
         )?;
     }
-    println!(
+    crate::outln!(
         "{} device(s) in {}: CoRIM for `{}`, tokens for nonce {nonce_b64}",
         args.devices,
         out.display(),

@@ -29,7 +29,7 @@ pub struct Args {
     pub postgres: Option<String>,
     /// One instance's capacity, `WORKERSxSERVICE` (default 4x10ms: 400 requests/s).
     #[arg(long, requires = "twin", value_parser = parse_capacity)]
-    pub capacity: Option<crate::veraison::standin::faults::InstanceCapacity>,
+    pub capacity: Option<crate::standin::faults::InstanceCapacity>,
     /// How long a launched instance is Pending before it is routed to.
     #[arg(long, requires = "twin", value_parser = humantime::parse_duration)]
     pub spin_up: Option<std::time::Duration>,
@@ -59,7 +59,7 @@ pub struct Args {
 /// `4x10ms`: workers and service time.
 fn parse_capacity(
     s: &str,
-) -> std::result::Result<crate::veraison::standin::faults::InstanceCapacity, String> {
+) -> std::result::Result<crate::standin::faults::InstanceCapacity, String> {
     let (w, t) = s
         .split_once('x')
         .ok_or_else(|| format!("`{s}`: write WORKERSxSERVICE, e.g. 4x10ms"))?;
@@ -70,7 +70,7 @@ fn parse_capacity(
         .filter(|n| *n > 0)
         .ok_or_else(|| format!("`{w}` is not a number of workers"))?;
     let service = humantime::parse_duration(t.trim()).map_err(|e| format!("`{t}`: {e}"))?;
-    Ok(crate::veraison::standin::faults::InstanceCapacity { workers, service })
+    Ok(crate::standin::faults::InstanceCapacity { workers, service })
 }
 
 /// Deploys and seeds.
@@ -101,12 +101,12 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
         let resources = crate::aws::cloudwatch::resolve(&ctx, &env).await?;
         if args.twin.is_none() {
             let n = crate::rehearsal::seed_cloudwatch(&ctx, &all, &resources, args.hours).await?;
-            println!(
+            crate::outln!(
                 "deployment `{d}` ready in {}; {n} CloudWatch datapoints seeded",
                 ctx.endpoint
             );
         } else {
-            println!(
+            crate::outln!(
                 "deployment `{d}` ready in {}; its CloudWatch series will come from the twin",
                 ctx.endpoint
             );
@@ -131,13 +131,13 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
         // Short rehearsal runs: a put every second keeps each run's minute filled.
         config.publish_every = Some(std::time::Duration::from_secs(1));
         let store = match &args.postgres {
-            Some(conninfo) => crate::veraison::standin::store::KvStore::postgres(conninfo, 4)
+            Some(conninfo) => crate::standin::store::KvStore::postgres(conninfo, 4)
                 .await
                 .map_err(|e| Error::Infra(e.to_string()))?,
-            None => crate::veraison::standin::store::KvStore::memory(),
+            None => crate::standin::store::KvStore::memory(),
         };
         let twin = crate::rehearsal::twin::Twin::start(&ctx, listen, config.clone(), store).await?;
-        println!(
+        crate::outln!(
             "twin of `{d}` at {} ({} instances; each {}; spin-up {:?}, then {:?} not ready; policies judged every {:?}); Ctrl-C stops it",
             twin.url(),
             twin.instances().len(),
@@ -150,7 +150,7 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
             config.policy_window
         );
         if let Some(view) = &twin.aws_view {
-            println!("the emulator as the instances are: {}", view.url());
+            crate::outln!("the emulator as the instances are: {}", view.url());
         }
         let _ = tokio::signal::ctrl_c().await;
         Ok::<_, Error>(())

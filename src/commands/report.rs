@@ -56,7 +56,7 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
     if !args.refresh_metrics && !args.dir.join("runs").is_dir() {
         // A `metrics pull` directory (cloudwatch.json alone), or an error naming what is missing.
         let path = crate::report::build(&args.dir)?;
-        println!("report: {}", path.display());
+        crate::outln!("report: {}", path.display());
         return Ok(exit::OK);
     }
     let dir = ResultsDir::open(&args.dir)?;
@@ -71,11 +71,11 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
         }
         results::write_json(&path, &manifest)?;
         if !missing.is_empty() {
-            crate::exec::signals::say(&format!("still missing: {}", missing.join("; ")));
+            crate::terminal::say(&format!("still missing: {}", missing.join("; ")));
             code = exit::PARTIAL;
         }
     }
     let path = crate::report::build(&dir.root)?;
-    println!("report: {}", path.display());
+    crate::outln!("report: {}", path.display());
     Ok(code)
 }

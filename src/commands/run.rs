@@ -56,11 +56,11 @@ fn append_line(path: &Path, line: &str) -> Result<()> {
 /// `--baseline`, else the latest results of the trial's `compare-with` (relative bounds need
 /// one). Prints the k6-style ✓/✗ list; exit 1 when one breaks.
 fn gate(t: &trial::Trial, dir: &ResultsDir, args: &Args) -> Result<i32> {
-    let mut list: Vec<report::thresholds::Threshold> = t
+    let mut list: Vec<crate::trial::thresholds::Threshold> = t
         .spec
         .thresholds
         .iter()
-        .filter_map(|s| report::thresholds::Threshold::parse(s).ok())
+        .filter_map(|s| crate::trial::thresholds::Threshold::parse(s).ok())
         .collect();
     if let Some(f) = &args.thresholds {
         list.extend(report::compare::read_thresholds(f)?);
@@ -70,24 +70,24 @@ fn gate(t: &trial::Trial, dir: &ResultsDir, args: &Args) -> Result<i32> {
         report::compare_with_baseline(&data).map(|(_, p)| p)
     });
     if list.is_empty() && args.baseline.is_none() {
-        println!("\nthresholds: none set (the trial's `thresholds`, or --thresholds FILE)");
+        crate::outln!("\nthresholds: none set (the trial's `thresholds`, or --thresholds FILE)");
         return Ok(exit::OK);
     }
     let c = match report::gate(&dir.root, &list, baseline.as_deref()) {
         Ok(c) => c,
         Err(e @ Error::Usage(_)) => {
             // The run's results stand; the gate could not judge them, so it fails.
-            println!("\nthresholds\n✗ {e}");
+            crate::outln!("\nthresholds\n✗ {e}");
             return Ok(exit::CHECKS_FAILED);
         }
         Err(e) => return Err(e),
     };
     if let Some(b) = &baseline {
-        println!("\nagainst {}", b.display());
-        print!("{}", c.table());
+        crate::outln!("\nagainst {}", b.display());
+        crate::out!("{}", c.table());
     } else {
-        println!("\nthresholds");
-        print!("{}", report::compare::checks_text(&c.checks));
+        crate::outln!("\nthresholds");
+        crate::out!("{}", report::compare::checks_text(&c.checks));
     }
     if let Some(j) = &args.junit {
         crate::results::write_atomic(j, c.junit().as_bytes())?;
@@ -117,7 +117,7 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
     let t = trial::load_trial(&args.trial, args.env.as_deref())?;
     let p = trial::plan(&t);
     let interrupts = Interrupts::default();
-    let outcome = runtime().block_on(async {
+    let ran = runtime().block_on(async {
         signals::watch(&interrupts);
         // Inputs and secrets are checked, and the account guard passed, before anything changes.
         let providers = setup::providers_for(&t, &global.setup()).await?;
@@ -135,14 +135,30 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
             crate::exec::journal::refuse_others(target, args.resume.as_deref())?;
         }
         let dir = results_dir(&args, &t)?;
-        signals::say(&format!("results: {}", dir.root.display()));
-        let outcome = exec::execute(&t, &p, &providers, &dir, &interrupts).await?;
+        crate::terminal::say(&format!("results: {}", dir.root.display()));
+        let outcome = exec::execute(&t, &p, &providers, &dir, &interrupts).await;
         Ok::<_, Error>((dir, outcome))
     });
-    let (dir, outcome) = match outcome {
-        Ok(done) => done,
+    let (dir, outcome) = match ran {
+        Ok(ran) => ran,
         Err(Error::Interrupted) => return Ok(interrupts.exit_code()),
         Err(e) => return Err(e),
+    };
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // Partial results still get their report, unless a second stop request said not to.
+            if !interrupts.hard.is_cancelled() {
+                match report::build(&dir.root) {
+                    Ok(html) => crate::terminal::say(&format!("report: {}", html.display())),
+                    Err(r) => tracing::warn!("building the report of the partial results: {r}"),
+                }
+            }
+            return match e {
+                Error::Interrupted => Ok(interrupts.exit_code()),
+                e => Err(e),
+            };
+        }
     };
     let history = args.history.clone().unwrap_or_else(|| {
         dir.root
@@ -152,16 +168,16 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
     });
     let line = report::compare::history_line(&dir.root)?;
     append_line(&history, &line)?;
-    print!(
+    crate::out!(
         "{}",
         report::tables::terminal_summary(&report::data::ReportData::read(&dir.root)?)
     );
     // The gate first: the report shows what it decided.
     let code = gate(&t, &dir, &args)?;
     let html = report::build(&dir.root)?;
-    signals::say(&format!("report: {}", html.display()));
+    crate::terminal::say(&format!("report: {}", html.display()));
     if code == exit::OK && !outcome.partial.is_empty() {
-        signals::say(&format!(
+        crate::terminal::say(&format!(
             "results are partial (exit {}): {}",
             exit::PARTIAL,
             outcome.partial.join("; ")

@@ -25,9 +25,9 @@ pub struct Args {
 /// Prints it.
 pub fn run(args: Args) -> Result<i32> {
     match args.what {
-        What::Trial => println!("{:#}", schema::trial_schema()),
-        What::Environment => println!("{:#}", schema::environment_schema()),
-        What::Reference => print!("{}", schema::reference_markdown()),
+        What::Trial => crate::outln!("{:#}", schema::trial_schema()),
+        What::Environment => crate::outln!("{:#}", schema::environment_schema()),
+        What::Reference => crate::out!("{}", schema::reference_markdown()),
     }
     Ok(exit::OK)
 }

@@ -2,10 +2,10 @@
 
 use super::runtime;
 use crate::error::{exit, Error, Result};
+use crate::standin::faults::Faults;
+use crate::standin::store::KvStore;
+use crate::standin::{Credentials, Standin, StandinConfig};
 use crate::veraison::release::ReleaseProfile;
-use crate::veraison::standin::faults::Faults;
-use crate::veraison::standin::store::KvStore;
-use crate::veraison::standin::{Credentials, Standin, StandinConfig};
 
 /// Options of the stand-in service.
 #[derive(Debug, clap::Args)]
@@ -33,7 +33,7 @@ pub struct Args {
     pub postgres: Option<String>,
     /// Added latency: 10ms, uniform:10ms:50ms or exp:20ms.
     #[arg(long)]
-    pub latency: Option<crate::veraison::standin::faults::Latency>,
+    pub latency: Option<crate::standin::faults::Latency>,
     /// Probability (0..1) of answering 500.
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
@@ -103,7 +103,7 @@ pub fn run(args: Args) -> Result<i32> {
         let s = Standin::start(args.listen, config, store)
             .await
             .map_err(|e| Error::io(format!("listening on {}", args.listen), e))?;
-        println!("stand-in listening on {}", s.url());
+        crate::outln!("stand-in listening on {}", s.url());
         let interrupts = crate::exec::Interrupts::default();
         crate::exec::signals::watch(&interrupts);
         interrupts.soft.cancelled().await;

@@ -70,10 +70,10 @@ pub fn run(action: Action, global: &Global) -> Result<i32> {
         }
     })?;
     for (table, n) in &counts {
-        println!("{table:<16} {n}");
+        crate::outln!("{table:<16} {n}");
     }
     if clear {
-        println!("(counts before clearing)");
+        crate::outln!("(counts before clearing)");
     }
     Ok(exit::OK)
 }

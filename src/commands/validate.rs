@@ -65,7 +65,7 @@ pub fn run(args: Args) -> Result<i32> {
             })
         };
         match result {
-            Ok(what) => println!("ok   {}: {what}", f.display()),
+            Ok(what) => crate::outln!("ok   {}: {what}", f.display()),
             Err(d) => {
                 failed = true;
                 eprintln!("FAIL {}:\n{d}", f.display());

@@ -13,75 +13,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+pub use crate::provider::JournalTarget;
 use crate::provider::{AsgSettings, Scaler};
 use crate::results;
-
-/// What a journal's changes apply to.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JournalTarget {
-    /// AWS account id.
-    pub account: String,
-    /// Region.
-    pub region: String,
-    /// Where the API calls went (`AWS eu-west-1`, or an emulator's URL).
-    pub endpoint: String,
-    /// The Veraison deployment name, when the environment gives one.
-    pub deployment: Option<String>,
-    /// The auto-scaling groups, sorted.
-    pub groups: Vec<String>,
-}
-
-impl JournalTarget {
-    /// A target; group names are sorted and deduplicated.
-    pub fn new(
-        account: &str,
-        region: &str,
-        endpoint: &str,
-        deployment: Option<&str>,
-        groups: impl IntoIterator<Item = String>,
-    ) -> JournalTarget {
-        let mut groups: Vec<String> = groups.into_iter().collect();
-        groups.sort();
-        groups.dedup();
-        JournalTarget {
-            account: account.into(),
-            region: region.into(),
-            endpoint: endpoint.into(),
-            deployment: deployment.map(str::to_string),
-            groups,
-        }
-    }
-
-    /// A short stable key (names the state file).
-    pub fn key(&self) -> String {
-        let text = serde_json::to_string(self).expect("target serializes");
-        hex::encode(&Sha256::digest(text.as_bytes())[..8])
-    }
-
-    /// True when both act on the same account, region and endpoint and share a group.
-    pub fn overlaps(&self, other: &JournalTarget) -> bool {
-        self.account == other.account
-            && self.region == other.region
-            && self.endpoint == other.endpoint
-            && self.groups.iter().any(|g| other.groups.contains(g))
-    }
-}
-
-impl std::fmt::Display for JournalTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} in account {} ({}, {})",
-            self.groups.join(", "),
-            self.account,
-            self.region,
-            self.endpoint
-        )
-    }
-}
+use crate::results::absolute;
 
 /// The process that wrote a journal.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -209,11 +146,6 @@ pub fn state_dir() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
         .unwrap_or_else(|| PathBuf::from("."));
     absolute(&base.join("trialrunner"))
-}
-
-/// `path` made absolute against the current directory (without resolving links).
-pub fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// The state file of a target's journal.

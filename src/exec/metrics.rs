@@ -100,7 +100,7 @@ pub async fn settle(
     };
     let wait = latest + settle.as_secs_f64() - unix_now();
     if wait > 0.0 {
-        crate::exec::signals::say(&format!(
+        crate::terminal::say(&format!(
             "waiting {wait:.0} s for CloudWatch to publish the last window"
         ));
         tokio::time::sleep(Duration::from_secs_f64(wait)).await;

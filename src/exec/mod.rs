@@ -13,6 +13,7 @@
 pub mod journal;
 pub mod ledger;
 pub mod metrics;
+pub mod preflight;
 pub mod signals;
 
 use std::collections::{BTreeMap, HashSet};
@@ -62,8 +63,8 @@ fn manifest(
     let mut m = json!({
         "tool": {"name": "trialrunner", "version": env!("CARGO_PKG_VERSION")},
         "status": status,
-        "trial": {"file": journal::absolute(&trial.file), "sha256": trial.hash, "spec": trial.spec},
-        "environment": {"file": journal::absolute(&trial.env.file), "sha256": trial.env.hash, "spec": trial.env.spec},
+        "trial": {"file": results::absolute(&trial.file), "sha256": trial.hash, "spec": trial.spec},
+        "environment": {"file": results::absolute(&trial.env.file), "sha256": trial.env.hash, "spec": trial.env.spec},
         "release": trial.env.release,
         "plan": {"steps": plan.steps.len(), "load_runs": plan.load_phases().count(), "expected_s": plan.total().as_secs_f64()},
         "generator": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), "host": journal::hostname()},
@@ -208,15 +209,9 @@ pub async fn execute(
         &dir.root.join("manifest.json"),
         &manifest(trial, plan, status, &c.extra),
     )?;
-    if result.is_err() && !interrupts.hard.is_cancelled() {
-        // Partial results still get a report.
-        if let Err(e) = crate::report::build(&dir.root) {
-            tracing::warn!("building the report of the partial results: {e}");
-        }
-    }
     if let Some(message) = restore_failure {
         if let Err(e) = &result {
-            signals::say(&format!("the campaign stopped: {e}"));
+            crate::terminal::say(&format!("the campaign stopped: {e}"));
         }
         return Err(Error::Infra(message));
     }
@@ -253,9 +248,9 @@ impl Campaign<'_> {
                 continue;
             }
             tracing::info!(step = %step, "step");
-            signals::say(&self.step_line(index, total));
+            crate::terminal::say(&self.step_line(index, total));
             // A stop request abandons AWS calls and waits at once; a load run stops itself
-            // (users first, then its files); the restore and the report only stop for the second.
+            // (users first, then its files); the restore only stops for the second.
             let stop = if step.abandoned_on_stop() {
                 self.interrupts.soft.clone()
             } else {
@@ -322,7 +317,7 @@ impl Campaign<'_> {
         let p = self.providers;
         match step {
             Step::Preflight => {
-                let found = crate::setup::preflight(self.trial, p).await?;
+                let found = preflight::preflight(self.trial, p).await?;
                 self.extra.insert("preflight".into(), json!(found));
             }
             Step::SnapshotInfra { services } => {
@@ -395,9 +390,6 @@ impl Campaign<'_> {
                 let source = Self::need(&p.metrics, "metrics")?;
                 let still = metrics::settle(source, self.dir, *settle, false).await?;
                 self.outcome.partial = still;
-            }
-            Step::Report => {
-                crate::report::build(&self.dir.root)?;
             }
         }
         Ok(None)
@@ -500,7 +492,7 @@ impl Campaign<'_> {
         if !journal.pending() {
             return None;
         }
-        signals::say("restoring the auto-scaling groups…");
+        crate::terminal::say("restoring the auto-scaling groups…");
         let report = journal.restore(scaler.as_ref(), restore_budget()).await;
         self.extra.insert(
             "restore".into(),
@@ -512,7 +504,7 @@ impl Campaign<'_> {
         );
         if report.complete() {
             for o in &report.restored {
-                signals::say(&format!(
+                crate::terminal::say(&format!(
                     "restored {} to min {} max {} desired {}",
                     o.name, o.min, o.max, o.desired
                 ));

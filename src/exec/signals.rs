@@ -3,8 +3,8 @@
 //! restores the infrastructure and writes the results; the second skips everything but the
 //! restore attempt. The process then exits with 128 + the first signal's number.
 //!
-//! Messages go through [`say`], which never panics: after SIGHUP the terminal may be gone, and a
-//! failed write to stderr must not turn an orderly stop into a crash.
+//! Messages go through [`crate::terminal::say`], which never panics: after SIGHUP the terminal
+//! may be gone, and a failed write to stderr must not turn an orderly stop into a crash.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
@@ -58,14 +58,6 @@ pub fn signal_name(signal: i32) -> &'static str {
     }
 }
 
-/// Writes a line to stderr, ignoring failures (the terminal may be gone after SIGHUP).
-pub fn say(text: &str) {
-    use std::io::Write;
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{text}");
-    let _ = err.flush();
-}
-
 /// Listens for SIGINT, SIGTERM and SIGHUP on the current runtime and turns them into stop
 /// requests. Must be called inside a runtime.
 pub fn watch(interrupts: &Interrupts) {
@@ -86,12 +78,12 @@ pub fn watch(interrupts: &Interrupts) {
                 let first = !i.soft.is_cancelled();
                 i.request(number);
                 if first {
-                    say(&format!(
+                    crate::terminal::say(&format!(
                         "\n{}: stopping the load, restoring infrastructure, writing results (again to skip all but the restore)",
                         signal_name(number)
                     ));
                 } else {
-                    say(&format!(
+                    crate::terminal::say(&format!(
                         "\n{} again: exiting after the restore attempt",
                         signal_name(number)
                     ));

@@ -13,12 +13,12 @@
 
 use std::path::Path;
 
-use base64::Engine;
-use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 
-use super::recorder::{Cell, Endpoint, Kind, Recorder, Slot};
+use super::recorder::{Recorder, Slot};
 use crate::error::Result;
+pub use crate::results::cells::{decode, encode, CellLine, CellText};
+use crate::results::cells::{Cell, Endpoint, Kind};
 use crate::results::csv::{self, RowFigures};
 use crate::results::{AppendFile, Drain, EndpointSummary, Figures, Histograms, SteadySamples};
 
@@ -54,31 +54,6 @@ pub fn figures(latency: &Histogram<u64>, count: u64, failures: u64, seconds: f64
         max_ms: q(1.0),
         seconds,
     }
-}
-
-/// A histogram as base64 of its V2 deflate encoding (empty string for an empty one).
-pub fn encode(h: &Histogram<u64>) -> String {
-    if h.is_empty() {
-        return String::new();
-    }
-    let mut buf = Vec::new();
-    V2DeflateSerializer::new()
-        .serialize(h, &mut buf)
-        .expect("histograms serialize into a Vec");
-    base64::engine::general_purpose::STANDARD.encode(buf)
-}
-
-/// Decodes [`encode`]'s output (an empty histogram for an empty string).
-pub fn decode(text: &str) -> Option<Histogram<u64>> {
-    if text.is_empty() {
-        return Some(super::recorder::new_hist());
-    }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .ok()?;
-    hdrhistogram::serialization::Deserializer::new()
-        .deserialize(&mut bytes.as_slice())
-        .ok()
 }
 
 /// Where a second stands in the run.
@@ -176,61 +151,6 @@ pub struct Aggregator {
     users: i64,
     /// A fleet worker's lossless copy of every flushed second (`cells.jsonl`).
     cell_log: Option<AppendFile>,
-}
-
-/// One second (or the drain) of a fleet worker, lossless: one line of `cells.jsonl`, what the
-/// coordinator merges by adding histograms.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct CellLine {
-    /// The UTC second; `None` for the drain (completions after the deadline).
-    pub unix: Option<i64>,
-    /// Users started minus stopped over it.
-    pub users: i64,
-    /// One per endpoint, in `endpoints.json`'s order.
-    pub cells: Vec<CellText>,
-}
-
-/// A [`Cell`] as text: histograms in [`encode`]'s form.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct CellText {
-    /// Successful latencies.
-    pub ok: String,
-    /// Failed latencies.
-    pub failed: String,
-    /// Corrected latencies (open model, tasks).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub corrected: Option<String>,
-    /// Refused connections.
-    pub refused: u64,
-    /// Response bytes.
-    pub bytes: u64,
-}
-
-impl CellText {
-    /// The text of a cell.
-    pub fn of(c: &Cell) -> CellText {
-        CellText {
-            ok: encode(&c.ok),
-            failed: encode(&c.failed),
-            corrected: c.corrected.as_ref().map(encode),
-            refused: c.refused,
-            bytes: c.bytes,
-        }
-    }
-
-    /// The cell back; `None` when a histogram does not decode.
-    pub fn cell(&self) -> Option<Cell> {
-        Some(Cell {
-            ok: decode(&self.ok)?,
-            failed: decode(&self.failed)?,
-            corrected: match &self.corrected {
-                Some(t) => Some(decode(t)?),
-                None => None,
-            },
-            refused: self.refused,
-            bytes: self.bytes,
-        })
-    }
 }
 
 impl Aggregator {

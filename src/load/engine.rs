@@ -162,7 +162,7 @@ impl LoadEngine {
                     tokio::time::sleep(EAR_KEY_PAUSE).await;
                     continue;
                 }
-                Err(e) => return Err(crate::veraison::health::unreachable(&url, &e)),
+                Err(e) => return Err(crate::load::tasks::unreachable(&url, &e)),
             };
             let status = resp.status();
             if status.is_server_error() && !last {
@@ -918,7 +918,7 @@ fn show(
             b.set_message(progress_line(phase, v));
         }
         None if progress == Progress::Show && at % 5 == 0 => {
-            crate::exec::signals::say(&progress_line(phase, v));
+            crate::terminal::say(&progress_line(phase, v));
         }
         None => {}
     }

@@ -16,181 +16,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
-
+pub use crate::results::cells::{new_hist, Cell, Endpoint, FailureClass, Kind};
 use crate::results::FailureGroup;
 
 /// Index of an endpoint registered with the recorder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EndpointId(pub usize);
 
-/// What an endpoint counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    /// One HTTP request.
-    #[default]
-    Request,
-    /// One task: all its requests, from the first sent to the last answered.
-    Task,
-}
-
-/// A request kind (named as Locust named it), or a task.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Endpoint {
-    /// HTTP method (`TASK` for a task).
-    pub method: String,
-    /// Request name (`/challenge-response/v1/[SESSION_ID]`), or the task's unit name.
-    pub name: String,
-    /// The task issuing it.
-    pub task: String,
-    /// Request or task.
-    pub kind: Kind,
-}
-
-/// Why a request failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum FailureClass {
-    /// An unexpected HTTP status.
-    Status,
-    /// The request timed out.
-    Timeout,
-    /// Connection refused or unreachable.
-    Connect,
-    /// The TLS handshake failed (an untrusted or wrong certificate): permanent, not a refusal.
-    Tls,
-    /// Connection reset mid-request.
-    Reset,
-    /// Any other transport error.
-    Transport,
-    /// The body was not what the contract says (garbage, missing fields, a bad signature).
-    Body,
-    /// Provisioning answered `status: failed`.
-    Failed,
-    /// The EAR said `contraindicated`.
-    Contraindicated,
-    /// The EAR said `warning`.
-    Warning,
-}
-
-impl FailureClass {
-    /// The name used in results.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureClass::Status => "status",
-            FailureClass::Timeout => "timeout",
-            FailureClass::Connect => "connect",
-            FailureClass::Tls => "tls",
-            FailureClass::Reset => "reset",
-            FailureClass::Transport => "transport",
-            FailureClass::Body => "body",
-            FailureClass::Failed => "failed",
-            FailureClass::Contraindicated => "contraindicated",
-            FailureClass::Warning => "warning",
-        }
+/// Adds a finished sample to a cell.
+fn add(cell: &mut Cell, s: &Sample) {
+    let h = if s.ok { &mut cell.ok } else { &mut cell.failed };
+    let _ = h.record(s.service_us.max(1));
+    if let Some(c) = s.corrected_us {
+        let _ = cell.corrected.get_or_insert_with(new_hist).record(c.max(1));
     }
-
-    /// Every class.
-    pub const ALL: [FailureClass; 10] = [
-        FailureClass::Status,
-        FailureClass::Timeout,
-        FailureClass::Connect,
-        FailureClass::Tls,
-        FailureClass::Reset,
-        FailureClass::Transport,
-        FailureClass::Body,
-        FailureClass::Failed,
-        FailureClass::Contraindicated,
-        FailureClass::Warning,
-    ];
-
-    /// The class a results name stands for.
-    pub fn parse(name: &str) -> Option<FailureClass> {
-        Self::ALL.into_iter().find(|c| c.as_str() == name)
-    }
-}
-
-/// A new histogram of microseconds.
-pub fn new_hist() -> Histogram<u64> {
-    Histogram::new(3).expect("3 significant digits is valid")
-}
-
-/// What one endpoint did in one span: latencies of successes and of failures apart.
-#[derive(Clone)]
-pub struct Cell {
-    /// Latency of successful requests (or tasks), µs.
-    pub ok: Histogram<u64>,
-    /// Latency of failed ones, µs.
-    pub failed: Histogram<u64>,
-    /// Latency from the intended start (open model, tasks), µs.
-    pub corrected: Option<Histogram<u64>>,
-    /// Failures that could not connect (the dead-target watch counts them).
-    pub refused: u64,
-    /// Response bytes.
-    pub bytes: u64,
-}
-
-impl Default for Cell {
-    fn default() -> Self {
-        Cell {
-            ok: new_hist(),
-            failed: new_hist(),
-            corrected: None,
-            refused: 0,
-            bytes: 0,
-        }
-    }
-}
-
-impl Cell {
-    /// Successes.
-    pub fn successes(&self) -> u64 {
-        self.ok.len()
-    }
-
-    /// Failures.
-    pub fn failures(&self) -> u64 {
-        self.failed.len()
-    }
-
-    /// Every request.
-    pub fn count(&self) -> u64 {
-        self.ok.len() + self.failed.len()
-    }
-
-    /// Latency of every request, successes and failures (Locust's meaning).
-    pub fn all(&self) -> Histogram<u64> {
-        let mut h = self.ok.clone();
-        h.add(&self.failed).expect("auto-resizing histograms merge");
-        h
-    }
-
-    /// Adds another cell.
-    pub fn merge(&mut self, other: &Cell) {
-        self.ok
-            .add(&other.ok)
-            .expect("auto-resizing histograms merge");
-        self.failed
-            .add(&other.failed)
-            .expect("auto-resizing histograms merge");
-        if let Some(c) = &other.corrected {
-            self.corrected
-                .get_or_insert_with(new_hist)
-                .add(c)
-                .expect("auto-resizing histograms merge");
-        }
-        self.refused += other.refused;
-        self.bytes += other.bytes;
-    }
-
-    fn add(&mut self, s: &Sample) {
-        let h = if s.ok { &mut self.ok } else { &mut self.failed };
-        let _ = h.record(s.service_us.max(1));
-        if let Some(c) = s.corrected_us {
-            let _ = self.corrected.get_or_insert_with(new_hist).record(c.max(1));
-        }
-        self.bytes += s.bytes;
-    }
+    cell.bytes += s.bytes;
 }
 
 /// One finished request or task.
@@ -420,7 +260,7 @@ impl Recorder {
         let slot = self.slot(s.end);
         let mut shard = self.shard().lock().expect("recorder lock");
         let n = self.endpoints.len();
-        Self::cells_for(&mut shard, slot, n)[ep.0].add(&s);
+        add(&mut Self::cells_for(&mut shard, slot, n)[ep.0], &s);
     }
 
     /// Records a failed request with why it failed.
@@ -433,7 +273,7 @@ impl Recorder {
         let mut shard = self.shard().lock().expect("recorder lock");
         let n = self.endpoints.len();
         let cell = &mut Self::cells_for(&mut shard, slot, n)[ep.0];
-        cell.add(&Sample { ok: false, ..s });
+        add(cell, &Sample { ok: false, ..s });
         if class == FailureClass::Connect {
             cell.refused += 1;
         }

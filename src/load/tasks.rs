@@ -201,27 +201,7 @@ pub enum Work {
     },
 }
 
-/// Request names, as Locust's script named them.
-pub mod names {
-    /// Provisioning well-known.
-    pub const WK_PROVISIONING: &str = "/.well-known/veraison/provisioning";
-    /// Verification well-known.
-    pub const WK_VERIFICATION: &str = "/.well-known/veraison/verification";
-    /// CoRIM submission.
-    pub const SUBMIT: &str = "/endorsement-provisioning/v1/submit";
-    /// newSession, nonce elided.
-    pub const NEW_SESSION: &str = "/challenge-response/v1/newSession?nonce=[NONCE]";
-    /// Evidence POST and DELETE.
-    pub const SESSION: &str = "/challenge-response/v1/[SESSION_ID]";
-    /// The units of the built-in tasks.
-    pub const WELL_KNOWN_UNIT: &str = "well-known (both services)";
-    /// One provisioning.
-    pub const PROVISION_UNIT: &str = "provisioning";
-    /// One challenge-response session: newSession, evidence, DELETE.
-    pub const VERIFY_UNIT: &str = "verification session";
-    /// The method name of task units.
-    pub const TASK: &str = "TASK";
-}
+pub use crate::trial::names;
 
 /// Registers endpoints for tasks; returns the jobs and the endpoint list (token endpoint last,
 /// when auth is configured).
@@ -866,4 +846,15 @@ pub fn header_map(
             Ok((name, value))
         })
         .collect()
+}
+/// A request that did not get an answer: an unreachable target is an infrastructure error
+/// (exit 3, as in `stores` and `infra`), named by the address that refused.
+pub fn unreachable(url: &url::Url, e: &reqwest::Error) -> crate::error::Error {
+    let (class, message) = classify(e);
+    if class == FailureClass::Connect {
+        let addr = address_of(url).unwrap_or_else(|| url.to_string());
+        crate::error::Error::Infra(format!("{message}: {}", unreachable_hint(&addr)))
+    } else {
+        crate::error::Error::Infra(format!("{url}: {message}"))
+    }
 }

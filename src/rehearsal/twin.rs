@@ -20,7 +20,7 @@
 //! minute's `Sum`) and the healthy hosts (routable and ready).
 //!
 //! The database is one. Each instance pools its connections as VTS's `database/sql` does
-//! ([`crate::veraison::standin::pool`]): opened on demand (at most `db_pool`), `db_idle` kept
+//! ([`crate::standin::pool`]): opened on demand (at most `db_pool`), `db_idle` kept
 //! between requests, the rest closed. With `postgres` they are real sessions on that server,
 //! so its own `max_connections` refuses the one too many with "sorry, too many clients
 //! already", under load, as the 2025 campaign saw; without a server, `db_max_connections`
@@ -43,12 +43,12 @@ use axum::response::{IntoResponse, Response};
 
 use crate::aws::{sdk_error, AwsContext};
 use crate::error::{Error, Result};
+use crate::standin::faults::{Faults, InstanceCapacity};
+use crate::standin::pool::{DbAccount, Opener, SessionPool};
+use crate::standin::store::KvStore;
+use crate::standin::{Cluster, Standin, StandinConfig};
 use crate::trial::model::ServiceRole;
 use crate::veraison::release::ReleaseProfile;
-use crate::veraison::standin::faults::{Faults, InstanceCapacity};
-use crate::veraison::standin::pool::{DbAccount, Opener, SessionPool};
-use crate::veraison::standin::store::KvStore;
-use crate::veraison::standin::{Cluster, Standin, StandinConfig};
 
 /// The twin's knobs: set them to resemble the deployment before the first AWS run.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ use super::data::{
 };
 use super::mean_ci95;
 use super::svg::{Axis, Bar, Chart, Marker, Series};
-use crate::load::recorder::Kind;
+use crate::results::cells::Kind;
 use crate::results::{EndpointSummary, RunSummary, StoreSnapshot};
 
 /// Picks a figure (p50, p95…) out of a run's figures.

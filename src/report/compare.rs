@@ -17,20 +17,20 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::thresholds::{Figure, Threshold};
 use crate::error::{Error, Result};
-use crate::load::recorder::Kind;
+use crate::results::cells::Kind;
 use crate::results::{EndpointSummary, Figures, ResultsDir, RunSummary};
+use crate::trial::thresholds::{Figure, Threshold};
 
 /// The steady histograms of endpoint summaries merged: pooled percentiles, never a mean of
 /// percentiles. `None` when a summary predates kept histograms.
 pub fn pooled(items: &[&EndpointSummary]) -> Option<Histogram<u64>> {
-    let mut h = crate::load::recorder::new_hist();
+    let mut h = crate::results::cells::new_hist();
     for e in items {
         if e.histograms.steady.is_empty() && e.steady.count > e.steady.failures {
             return None;
         }
-        h.add(crate::load::aggregate::decode(&e.histograms.steady)?)
+        h.add(crate::results::cells::decode(&e.histograms.steady)?)
             .expect("auto-resizing histograms merge");
     }
     Some(h)
@@ -39,10 +39,10 @@ pub fn pooled(items: &[&EndpointSummary]) -> Option<Histogram<u64>> {
 /// The corrected (open model) p95 of endpoint summaries, pooled from their corrected
 /// histograms; `None` for the closed model.
 fn corrected_p95(items: &[&EndpointSummary]) -> Option<f64> {
-    let mut h = crate::load::recorder::new_hist();
+    let mut h = crate::results::cells::new_hist();
     for e in items {
         e.corrected.as_ref()?;
-        h.add(crate::load::aggregate::decode(&e.histograms.corrected)?)
+        h.add(crate::results::cells::decode(&e.histograms.corrected)?)
             .expect("auto-resizing histograms merge");
     }
     (!h.is_empty()).then(|| h.value_at_quantile(0.95) as f64 / 1000.0)
@@ -267,17 +267,7 @@ impl EndpointDelta {
     }
 }
 
-/// A relative change as text.
-pub fn pct(base: f64, new: f64) -> String {
-    if base == 0.0 {
-        return if new == 0.0 {
-            "±0%".into()
-        } else {
-            "new".into()
-        };
-    }
-    format!("{:+.1}%", 100.0 * (new - base) / base)
-}
+pub use super::format::pct;
 
 /// A threshold checked against one endpoint.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -520,7 +510,7 @@ pub fn checks_text(checks: &[Check]) -> String {
 }
 
 fn fmt(v: f64) -> String {
-    super::tables::fmt_ms(v)
+    super::format::fmt_ms(v)
 }
 
 impl Comparison {
@@ -622,7 +612,7 @@ mod tests {
     #[test]
     fn a_large_p95_shift_is_significant_and_none_is_not() {
         let hist = |scale: u64| {
-            let mut h = crate::load::recorder::new_hist();
+            let mut h = crate::results::cells::new_hist();
             for i in 1..=2000u64 {
                 h.record(i * scale).unwrap();
             }

@@ -111,7 +111,7 @@ pub fn hlog_seconds(path: &Path) -> Vec<(String, f64, hdrhistogram::Histogram<u6
                 if tag.starts_with("TASK:") {
                     continue;
                 }
-                let Some(h) = crate::load::aggregate::decode(i.encoded_histogram()) else {
+                let Some(h) = crate::results::cells::decode(i.encoded_histogram()) else {
                     continue;
                 };
                 out.push((tag, base + i.start_timestamp().as_secs_f64(), h));

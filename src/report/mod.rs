@@ -12,9 +12,9 @@ pub mod charts;
 pub mod compare;
 pub mod correlate;
 pub mod data;
+pub mod format;
 pub mod svg;
 pub mod tables;
-pub mod thresholds;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::results::{self, ResultsDir, RunSummary};
+use crate::trial::thresholds;
 use compare::{Check, Comparison};
 use data::{
     hlog_seconds, instance_lives, joins, read_cloud, read_jsonl, read_timeline, ReportData,
@@ -212,7 +213,7 @@ fn window_p95(
         if *at >= from && *at < to {
             per_tag
                 .entry(tag)
-                .or_insert_with(crate::load::recorder::new_hist)
+                .or_insert_with(crate::results::cells::new_hist)
                 .add(h)
                 .expect("auto-resizing histograms merge");
         }

@@ -6,8 +6,10 @@ use serde::Serialize;
 
 use super::charts::endpoint_label;
 use super::data::{read_cloud, ReportData};
+pub use super::format::fmt_ms;
+use super::format::pct;
 use super::mean_ci95;
-use crate::load::recorder::Kind;
+use crate::results::cells::Kind;
 use crate::results::RunSummary;
 
 /// A table: a title, a header, rows of cells.
@@ -21,19 +23,6 @@ pub struct Table {
     pub header: Vec<String>,
     /// Rows.
     pub rows: Vec<Vec<String>>,
-}
-
-/// Milliseconds as tables show them: microseconds kept below 1 ms.
-pub fn fmt_ms(v: f64) -> String {
-    if v == 0.0 {
-        "0".into()
-    } else if v < 1.0 {
-        format!("{v:.3}")
-    } else if v < 100.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.1}")
-    }
 }
 
 /// One summary table per task: every run (load step or iteration) and, within it, the task's
@@ -342,7 +331,6 @@ pub fn missing_table(data: &ReportData) -> Table {
 
 /// Compared endpoints: baseline, contender and the change of each figure, with its significance.
 pub fn delta_table(title: &str, deltas: &[super::compare::EndpointDelta]) -> Table {
-    use super::compare::pct;
     let pair = |b: f64, c: f64| format!("{} → {} ({})", fmt_ms(b), fmt_ms(c), pct(b, c));
     Table {
         title: title.into(),

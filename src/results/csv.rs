@@ -88,7 +88,7 @@ pub struct RowFigures<'a> {
 impl<'a> RowFigures<'a> {
     /// The figures of a recorder cell, with `all` its every-request histogram.
     pub fn of(
-        cell: &crate::load::recorder::Cell,
+        cell: &crate::results::cells::Cell,
         all: &'a Histogram<u64>,
         seconds: f64,
     ) -> RowFigures<'a> {
@@ -214,11 +214,11 @@ pub struct TimelineRow<'a> {
     /// Name.
     pub name: &'a str,
     /// Request or task.
-    pub kind: crate::load::recorder::Kind,
+    pub kind: crate::results::cells::Kind,
     /// Users running.
     pub users: usize,
     /// What the second held.
-    pub cell: &'a crate::load::recorder::Cell,
+    pub cell: &'a crate::results::cells::Cell,
 }
 
 /// A timeline row.
@@ -249,8 +249,8 @@ pub fn timeline_row(r: &TimelineRow) -> String {
         .map(|c| ms3(c.value_at_quantile(0.95)))
         .unwrap_or_default();
     let kind = match r.kind {
-        crate::load::recorder::Kind::Request => "request",
-        crate::load::recorder::Kind::Task => "task",
+        crate::results::cells::Kind::Request => "request",
+        crate::results::cells::Kind::Task => "task",
     };
     format!(
         "{},{:.3},{:.3},{},{},{},{kind},{},{},{},{},{},{},{},{},{},{mean},{failed},{corr}\n",

@@ -8,6 +8,7 @@
 //! Whole files are written atomically (temp file, fsync, rename, fsync of the directory); the
 //! per-second files of a run in flight are appended and flushed each second.
 
+pub mod cells;
 pub mod csv;
 pub mod summary;
 
@@ -27,6 +28,11 @@ pub fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// `path` made absolute against the current directory (without resolving links).
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Writes `bytes` to `path` atomically: a reader sees the old file or the new one, never half.
@@ -123,7 +129,7 @@ impl ResultsDir {
     /// Starts a new results directory. An existing one that holds anything is refused: two
     /// campaigns must never merge into one report (continue one with `--resume`).
     pub fn create(root: &Path) -> Result<ResultsDir> {
-        let root = crate::exec::journal::absolute(root);
+        let root = absolute(root);
         let occupied = fs::read_dir(&root).is_ok_and(|mut d| d.next().is_some());
         if occupied {
             return Err(Error::Usage(format!(
@@ -149,7 +155,7 @@ impl ResultsDir {
 
     /// Opens an existing results directory.
     pub fn open(root: &Path) -> Result<ResultsDir> {
-        let root = crate::exec::journal::absolute(root);
+        let root = absolute(root);
         if !root.join("runs").is_dir() {
             return Err(Error::Usage(format!(
                 "{} is not a results directory (no runs/ inside)",

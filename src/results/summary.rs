@@ -102,7 +102,7 @@ pub struct EndpointSummary {
     pub task: String,
     /// A request or a task.
     #[serde(default)]
-    pub kind: crate::load::recorder::Kind,
+    pub kind: crate::results::cells::Kind,
     /// The measured window.
     pub total: Figures,
     /// Whole seconds after warm-up, before the deadline.

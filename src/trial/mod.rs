@@ -2,9 +2,13 @@
 //! anything; planning performs no I/O beyond reading the files.
 
 pub mod model;
+pub mod names;
 pub mod plan;
+pub mod s3;
 pub mod schema;
+pub mod share;
 pub mod source;
+pub mod thresholds;
 pub mod validate;
 
 pub use plan::{plan, LoadPhase, Plan, Step};

@@ -110,8 +110,6 @@ pub enum Step {
         /// How long after a window's end its datapoints are complete.
         settle: Duration,
     },
-    /// Build the report.
-    Report,
 }
 
 impl Step {
@@ -130,7 +128,6 @@ impl Step {
             Step::PullMetrics { .. } => "pull-metrics",
             Step::RestoreInfra => "restore-infra",
             Step::SettleMetrics { .. } => "settle-metrics",
-            Step::Report => "report",
         }
     }
 
@@ -150,7 +147,7 @@ impl Step {
 
     /// True when the step acts on AWS or waits, and a stop request may abandon it at once.
     pub fn abandoned_on_stop(&self) -> bool {
-        !matches!(self, Step::Load(_) | Step::RestoreInfra | Step::Report)
+        !matches!(self, Step::Load(_) | Step::RestoreInfra)
     }
 }
 
@@ -208,7 +205,6 @@ impl fmt::Display for Step {
                 "settle metrics (wait until {} after the last window, pull again what was early)",
                 humantime::format_duration(*settle)
             ),
-            Step::Report => write!(f, "report"),
         }
     }
 }
@@ -342,7 +338,6 @@ pub fn plan(trial: &Trial) -> Plan {
         let settle = spec.metrics_settle.map(|s| s.0).unwrap_or(estimate::SETTLE);
         push(Step::SettleMetrics { settle }, settle);
     }
-    push(Step::Report, estimate::API_CALL);
     Plan {
         trial: spec.name.clone(),
         steps,
@@ -519,7 +514,7 @@ fn describe_generators(trial: &Trial) -> Option<String> {
         }
         (None, None) => return None,
     };
-    let shares = crate::fleet::split(&largest, workers);
+    let shares = super::share::split(&largest, workers);
     let share = match largest.users {
         Some(u) => format!(
             "{u} users of run {} as {}",

@@ -41,7 +41,7 @@ impl TaskRef {
 
     /// The names of the requests it issues, as results name them.
     pub fn request_names(&self, spec: &TrialFile) -> Vec<String> {
-        use crate::load::tasks::names;
+        use crate::trial::names;
         match self {
             TaskRef::WellKnown => {
                 vec![names::WK_PROVISIONING.into(), names::WK_VERIFICATION.into()]
@@ -488,7 +488,7 @@ fn check_generators(c: &mut Check, g: &GeneratorsSpec, has_aws: bool) {
                     None,
                 );
             }
-            if crate::fleet::aws::S3Location::parse(&a.bucket).is_none() {
+            if crate::trial::s3::S3Location::parse(&a.bucket).is_none() {
                 c.err(
                     "generators.aws.bucket",
                     format!("`{}` is not an S3 location", a.bucket),
@@ -900,7 +900,7 @@ fn check_infra(c: &mut Check, infra: &InfraSpec) -> Vec<(ServiceRole, Capacity)>
 fn check_gates(c: &mut Check, spec: &TrialFile, tasks: &[TaskRef]) {
     for (i, t) in spec.thresholds.iter().enumerate() {
         let field = format!("thresholds[{i}]");
-        match crate::report::thresholds::Threshold::parse(t) {
+        match crate::trial::thresholds::Threshold::parse(t) {
             Err(m) => c.err(&field, m, Some("e.g. `verify p95 < 800ms` or `* p95 +10%`")),
             Ok(th) => {
                 // A threshold that matches nothing would pass without checking anything.

@@ -1,7 +1,6 @@
-//! Veraison's wire contract: releases, PSA material, EARs, auth, and the stand-in service.
+//! Veraison's wire contract, a leaf every room may use: releases (media types, nonce encoding,
+//! store era by tag), PSA material (devices, CoRIMs, tokens) and EARs.
 
 pub mod ear;
-pub mod health;
 pub mod psa;
 pub mod release;
-pub mod standin;

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod awsfault;
+pub mod deployment;
 pub mod tls;
 pub mod watch;
 
@@ -519,4 +520,39 @@ pub fn sshd() -> Option<&'static Sshd> {
         Some(Sshd { port, identity, user, _dir: dir, _child: Mutex::new(child) })
     })
     .as_ref()
+}
+
+/// What a finished command printed, and how it ended.
+pub struct Finished {
+    /// Its exit code (`None` when a signal ended it).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Finished {
+    /// Everything it printed, stdout first.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `cmd` to its end and asserts its exit code; a mismatch shows everything it printed.
+pub fn expect_exit(cmd: &mut Command, code: i32) -> Finished {
+    let out = cmd.output().expect("the command starts");
+    let done = Finished {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_eq!(
+        done.code,
+        Some(code),
+        "{cmd:?} exited {:?}, expected {code}:\n{}",
+        out.status,
+        done.text()
+    );
+    done
 }

@@ -82,7 +82,7 @@ impl ServiceCheck {
                 crate::load::tasks::classify(&e).0,
                 crate::load::recorder::FailureClass::Tls
             ),
-            error: unreachable(&url, &e),
+            error: crate::load::tasks::unreachable(&url, &e),
         })?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
@@ -102,21 +102,6 @@ impl ServiceCheck {
                 transient: true,
             }),
         }
-    }
-}
-
-/// A request that did not get an answer: an unreachable target is an infrastructure error
-/// (exit 3, as in `stores` and `infra`), named by the address that refused.
-pub fn unreachable(url: &url::Url, e: &reqwest::Error) -> Error {
-    let (class, message) = crate::load::tasks::classify(e);
-    if class == crate::load::recorder::FailureClass::Connect {
-        let addr = crate::load::tasks::address_of(url).unwrap_or_else(|| url.to_string());
-        Error::Infra(format!(
-            "{message}: {}",
-            crate::load::tasks::unreachable_hint(&addr)
-        ))
-    } else {
-        Error::Infra(format!("{url}: {message}"))
     }
 }
 
@@ -143,7 +128,7 @@ impl TargetCheck for ServiceCheck {
                 }
                 Err(f) if f.transient && started.elapsed() < self.patience => {
                     if last_said.is_none_or(|t| t.elapsed().as_secs() >= 5) {
-                        crate::exec::signals::say(&format!(
+                        crate::terminal::say(&format!(
                             "target not ready yet ({}); looking again for up to {}",
                             f.error,
                             humantime::format_duration(self.patience)

@@ -138,8 +138,7 @@ impl InstanceCapacity {
 pub const VTS_REFUSED: &str =
     "rpc error: code = Unavailable desc = connection error: desc = \"transport: Error while dialing: dial tcp 127.0.0.1:50051: connect: connection refused\"";
 
-/// The message PostgreSQL gives past `max_connections` (seed Trial 1).
-pub const TOO_MANY_CLIENTS: &str = "FATAL: sorry, too many clients already (SQLSTATE 53300)";
+pub use super::pool::TOO_MANY_CLIENTS;
 
 #[cfg(test)]
 mod tests {

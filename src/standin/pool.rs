@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio_postgres::NoTls;
 
-use super::faults::TOO_MANY_CLIENTS;
 use super::store::{db_error, StoreError};
+
+/// The message PostgreSQL gives past `max_connections` (seed Trial 1).
+pub const TOO_MANY_CLIENTS: &str = "FATAL: sorry, too many clients already (SQLSTATE 53300)";
 
 /// A database without a server: its `max_connections` and the connections open against it.
 #[derive(Debug)]

@@ -33,9 +33,9 @@ use tokio::sync::Semaphore;
 
 use self::faults::{Faults, TOO_MANY_CLIENTS, VTS_REFUSED};
 use self::store::{KvStore, StoreError};
-use super::ear::{self, EarStatus};
-use super::psa::{self, ParsedToken};
-use super::release::{ReleaseProfile, StoreEra, PSA_EVIDENCE_MEDIA_TYPE};
+use crate::veraison::ear::{self, EarStatus};
+use crate::veraison::psa::{self, ParsedToken};
+use crate::veraison::release::{ReleaseProfile, StoreEra, PSA_EVIDENCE_MEDIA_TYPE};
 
 /// Session lifetime, hard-coded in Veraison (`ConfigSessionTTL`).
 pub const SESSION_TTL: Duration = Duration::from_secs(150);
@@ -253,7 +253,7 @@ impl Standin {
 
     /// The delays it injected (µs) in the given UTC seconds (by when they ended), merged.
     pub fn injected_in(&self, seconds: &[i64]) -> hdrhistogram::Histogram<u64> {
-        let mut h = crate::load::recorder::new_hist();
+        let mut h = crate::results::cells::new_hist();
         for (s, hist) in self.state.injected.lock().expect("injected lock").iter() {
             if seconds.contains(s) {
                 h.add(hist).expect("auto-resizing histograms merge");
@@ -452,7 +452,7 @@ impl AppState {
                 .lock()
                 .expect("injected lock")
                 .entry(ends.timestamp())
-                .or_insert_with(crate::load::recorder::new_hist)
+                .or_insert_with(crate::results::cells::new_hist)
                 .record(d.as_micros() as u64);
             tokio::time::sleep(d).await;
         }

@@ -1,0 +1,40 @@
+//! Preflight: before a campaign's first change, every provider resolves and checks what it will
+//! use with cheap reads (the groups and target groups, the database's location, password,
+//! tunnel and tables, the cache nodes, the metrics' resources and log groups). Nothing changes.
+
+use crate::error::Result;
+use crate::provider::Providers;
+use crate::trial::model::{ClearPolicy, CountPolicy};
+use crate::trial::Trial;
+
+/// True when a trial clears or counts the stores.
+fn uses_stores(trial: &Trial) -> bool {
+    trial.spec.stores.clear != ClearPolicy::Never || trial.spec.stores.count != CountPolicy::Never
+}
+
+/// Resolves and checks everything a campaign needs before its first change (cheap reads only):
+/// the groups and target groups, the database (location, password, tunnel, tables), the cache
+/// nodes, the metrics' resources and log groups. One line per thing found.
+pub async fn preflight(trial: &Trial, p: &Providers) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    if let Some(s) = &p.scaler {
+        found.extend(s.preflight().await?);
+    }
+    if uses_stores(trial) {
+        if let Some(s) = &p.stores {
+            found.extend(s.preflight().await?);
+        }
+    }
+    if trial.spec.stores.flush_sessions {
+        if let Some(s) = &p.sessions {
+            found.extend(s.preflight().await?);
+        }
+    }
+    if let Some(m) = &p.metrics {
+        found.extend(m.preflight().await?);
+    }
+    for line in &found {
+        tracing::info!("preflight: {line}");
+    }
+    Ok(found)
+}

@@ -1,0 +1,571 @@
+//! The rehearsal's twin of the deployment against moto: one stand-in per instance of the
+//! emulated groups, capacity per instance, lifecycle timing, scaling policies acted out,
+//! CloudWatch series and error-log lines from what it served, the database running out.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::deployment::*;
+use tokio_util::sync::CancellationToken;
+use trialrunner::aws::AwsContext;
+use trialrunner::standin::store::KvStore;
+use trialrunner::trial::model::ServiceRole;
+use trialrunner::trial::{self};
+
+/// A twin of the deployment in moto on a free port, its store in memory.
+async fn twin_on(
+    ctx: &AwsContext,
+    config: trialrunner::rehearsal::twin::TwinConfig,
+) -> trialrunner::rehearsal::twin::Twin {
+    trialrunner::rehearsal::twin::Twin::start(
+        ctx,
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        KvStore::memory(),
+    )
+    .await
+    .unwrap()
+}
+
+/// The rehearsal's twin: capacity follows the group. Pinned to 1, provisioning tops out at one
+/// instance's capacity (2 workers × 20 ms: 100/s); pinned to 3, near three times that; the
+/// difference is significant as `compare` judges it, and every steady second of the second
+/// beats every one of the first. After the restore the twin
+/// follows the group back to one instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_twin_serves_what_the_pinned_group_can() {
+    use trialrunner::rehearsal::twin::{Twin, TwinConfig};
+    use trialrunner::standin::faults::InstanceCapacity;
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    let mut config = TwinConfig::new(D);
+    config.capacity = Some(InstanceCapacity {
+        workers: 2,
+        service: Duration::from_millis(20),
+    });
+    config.spin_up = Duration::ZERO;
+    config.not_ready = Duration::ZERO;
+    config.poll = Duration::from_millis(100);
+    let twin = twin_on(&ctx, config).await;
+    let roles =
+        |twin: &Twin, role: ServiceRole| twin.instances().iter().filter(|i| i.role == role).count();
+    assert_eq!(roles(&twin, ServiceRole::Provisioning), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let env = common::write(
+        dir.path(),
+        "env.yaml",
+        &env_yaml(&twin.url(), ACCOUNT, &common::moto().url),
+    );
+    let mut steady = Vec::new();
+    for pin in [1, 3] {
+        let trial = common::write(
+            dir.path(),
+            &format!("twin{pin}.yaml"),
+            &format!("name: twin{pin}\nenvironment: env.yaml\ninfra:\n  provisioning: {{ pin: {pin} }}\n  ready-timeout: 30s\n  sample-every: 1s\nruns: {{ users: 12, duration: 6s, warmup: 2s, tasks: [provision] }}\n"),
+        );
+        let out = dir.path().join(format!("r{pin}"));
+        let o = run_trial(state.path(), &trial, &env, &out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let summary: trialrunner::results::RunSummary = serde_json::from_slice(
+            &std::fs::read(out.join("runs/u012-provision/summary.json")).unwrap(),
+        )
+        .unwrap();
+        let e = summary
+            .endpoint("/endorsement-provisioning/v1/submit")
+            .unwrap();
+        assert_eq!(e.total.failures, 0);
+        let mut rps = e.samples.rps.clone();
+        rps.sort_by(f64::total_cmp);
+        assert!(rps.len() >= 3, "{rps:?}");
+        steady.push(rps);
+    }
+    let (one, three) = (&steady[0], &steady[1]);
+    eprintln!("steady req/s: pinned 1 {one:?}, pinned 3 {three:?}");
+    let median = |v: &Vec<f64>| v[v.len() / 2];
+    assert!(
+        median(one) <= 110.0 && median(one) >= 70.0,
+        "one instance: {one:?}"
+    );
+    assert!(
+        median(three) >= 2.4 * median(one),
+        "three instances: {three:?} vs {one:?}"
+    );
+    let t = trialrunner::report::compare::welch_t(one, three);
+    assert!(
+        trialrunner::report::compare::significant(t),
+        "significant as compare judges it: t = {t:.1}"
+    );
+    assert!(
+        three[0] > one[one.len() - 1],
+        "every second of 3 beats every second of 1: {three:?} vs {one:?}"
+    );
+    // Restored to 1..3 desired 1: the twin follows the group back.
+    common::wait_until(
+        "the twin follows the restore",
+        Duration::from_secs(20),
+        || roles(&twin, ServiceRole::Provisioning) == 1,
+    );
+}
+
+/// The twin's instances take time: one the group launches is Pending (never routed to) for its
+/// spin-up, then routed while its VTS is not up (500 with VTS's refusal, as the 2025 campaign
+/// saw), then serves; the balancer's own counts and the answers show each phase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launched_instance_is_pending_then_not_ready_then_serves() {
+    use trialrunner::rehearsal::twin::{Twin, TwinConfig};
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    let mut config = TwinConfig::new(D);
+    config.capacity = None;
+    config.spin_up = Duration::from_millis(1500);
+    config.not_ready = Duration::from_millis(1500);
+    config.poll = Duration::from_millis(50);
+    let twin = twin_on(&ctx, config).await;
+    let prov = |twin: &Twin| {
+        twin.instances()
+            .into_iter()
+            .filter(|i| i.role == ServiceRole::Provisioning)
+            .collect::<Vec<_>>()
+    };
+    let old = prov(&twin)[0].id.clone();
+    aws_sdk_autoscaling::Client::new(&ctx.config)
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(format!("{D}-prov-asg"))
+        .min_size(2)
+        .max_size(2)
+        .desired_capacity(2)
+        .send()
+        .await
+        .unwrap();
+    let mut seen = None;
+    for _ in 0..200 {
+        if prov(&twin).len() == 2 {
+            seen = Some(Instant::now());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seen = seen.expect("the twin follows the launch");
+    let new = |twin: &Twin| prov(twin).into_iter().find(|i| i.id != old).unwrap();
+    assert!(!new(&twin).routable, "Pending at first");
+    let client = reqwest::Client::new();
+    let url = twin
+        .url()
+        .join("/.well-known/veraison/provisioning")
+        .unwrap();
+    let mut answers = Vec::new();
+    while seen.elapsed() < Duration::from_millis(4200) {
+        let r = client
+            .get(url.clone())
+            .header("accept", "*/*")
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        answers.push((
+            seen.elapsed(),
+            status,
+            body.contains("connection refused"),
+            new(&twin).routed,
+        ));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let during = |from: u64, to: u64| {
+        answers.iter().filter(move |(t, ..)| {
+            *t >= Duration::from_millis(from) && *t < Duration::from_millis(to)
+        })
+    };
+    assert!(
+        during(0, 1300).all(|(_, s, _, routed)| *s == 200 && *routed == 0),
+        "Pending: never routed to, every answer from the old instance"
+    );
+    let refused = during(1500, 3000)
+        .filter(|(_, s, vts, _)| *s == 500 && *vts)
+        .count();
+    assert!(
+        refused >= 5,
+        "not ready: VTS refusals once routed ({refused})"
+    );
+    assert!(
+        during(3300, 4200).all(|(_, s, ..)| *s == 200),
+        "then it serves"
+    );
+    let last = answers.last().unwrap().3;
+    let at_3300 = during(3300, 3400).next().unwrap().3;
+    assert!(last > at_3300, "and takes its share");
+}
+
+/// The twin acts out a group's target-tracking policy (the rehearsal deployment's: CPU at 60 %,
+/// CPU being the share of the instances' workers busy): with load beyond one instance's capacity
+/// the verification group's desired capacity rises in the emulator (within its 1..3), the new
+/// instances launch with their spin-up and take requests; once the load stops, it scales back in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_twin_acts_out_the_groups_target_tracking_policy() {
+    use trialrunner::rehearsal::twin::{Twin, TwinConfig};
+    use trialrunner::standin::faults::InstanceCapacity;
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    // The rehearsal deployment's policy: target tracking on CPU at 60 %.
+    let group = format!("{D}-verif-asg");
+    let mut config = TwinConfig::new(D);
+    config.capacity = Some(InstanceCapacity {
+        workers: 2,
+        service: Duration::from_millis(20),
+    });
+    config.spin_up = Duration::from_millis(300);
+    config.not_ready = Duration::from_millis(300);
+    config.poll = Duration::from_millis(50);
+    config.policy_window = Duration::from_secs(1);
+    config.scale_in_after = 2;
+    let twin = twin_on(&ctx, config).await;
+    let verif = |twin: &Twin| {
+        twin.instances()
+            .into_iter()
+            .filter(|i| i.role == ServiceRole::Verification)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(verif(&twin).len(), 1);
+    let stop = CancellationToken::new();
+    let url = twin
+        .url()
+        .join("/challenge-response/v1/newSession")
+        .unwrap();
+    let load: Vec<_> = (0..12)
+        .map(|_| {
+            let (url, stop) = (url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                while !stop.is_cancelled() {
+                    let _ = client
+                        .post(url.clone())
+                        .header("accept", "*/*")
+                        .send()
+                        .await;
+                }
+            })
+        })
+        .collect();
+    let since = Instant::now();
+    while since.elapsed() < Duration::from_secs(15) {
+        let v = verif(&twin);
+        if v.len() == 3 && v.iter().all(|i| i.routable && i.routed > 20) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, _, desired, _, _) = settings(&ctx, &group).await;
+    let v = verif(&twin);
+    assert_eq!(desired, 3, "scaled out to its max");
+    assert!(
+        v.len() == 3 && v.iter().all(|i| i.routed > 20),
+        "the launched instances take requests: {v:?}"
+    );
+    stop.cancel();
+    for l in load {
+        l.await.unwrap();
+    }
+    let since = Instant::now();
+    while since.elapsed() < Duration::from_secs(15) && settings(&ctx, &group).await.2 != 1 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        settings(&ctx, &group).await.2,
+        1,
+        "scaled back in once quiet"
+    );
+    common::wait_until(
+        "the twin follows the scale-in",
+        Duration::from_secs(10),
+        || verif(&twin).len() == 1,
+    );
+}
+
+/// The rehearsal deployment's CloudWatch resources (target groups, RDS), as a pull resolves them.
+async fn deployment_resources(ctx: &AwsContext) -> trialrunner::aws::cloudwatch::Resources {
+    let dir = tempfile::tempdir().unwrap();
+    let any = url::Url::parse("http://127.0.0.1:9").unwrap();
+    let env_file = common::write(
+        dir.path(),
+        "env.yaml",
+        &env_yaml(&any, ACCOUNT, &common::moto().url),
+    );
+    let env = trial::load_environment(&env_file).unwrap();
+    trialrunner::aws::cloudwatch::resolve(ctx, &env)
+        .await
+        .unwrap()
+}
+
+/// A metric's one-minute datapoints from two minutes ago to now, read back from the emulator.
+async fn datapoints(
+    ctx: &AwsContext,
+    namespace: &str,
+    metric: &str,
+    dims: &[(&str, &str)],
+    stat: aws_sdk_cloudwatch::types::Statistic,
+) -> Vec<aws_sdk_cloudwatch::types::Datapoint> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let mut q = aws_sdk_cloudwatch::Client::new(&ctx.config)
+        .get_metric_statistics()
+        .namespace(namespace)
+        .metric_name(metric)
+        .start_time(aws_smithy_types::DateTime::from_secs_f64(
+            (now / 60.0).floor() * 60.0 - 120.0,
+        ))
+        .end_time(aws_smithy_types::DateTime::from_secs_f64(now + 60.0))
+        .period(60)
+        .statistics(stat);
+    for (k, v) in dims {
+        q = q.dimensions(
+            aws_sdk_cloudwatch::types::Dimension::builder()
+                .name(*k)
+                .value(*v)
+                .build(),
+        );
+    }
+    q.send().await.unwrap().datapoints().to_vec()
+}
+
+/// The per-minute maxima of a metric with one dimension; asserts there is at least one and
+/// every one is `want`.
+async fn assert_maxima(
+    ctx: &AwsContext,
+    namespace: &str,
+    metric: &str,
+    dim: (&str, &str),
+    want: f64,
+) {
+    let points = datapoints(
+        ctx,
+        namespace,
+        metric,
+        &[dim],
+        aws_sdk_cloudwatch::types::Statistic::Maximum,
+    )
+    .await;
+    assert!(
+        !points.is_empty() && points.iter().all(|d| d.maximum() == Some(want)),
+        "{metric}: {points:?}"
+    );
+}
+
+/// The twin's CloudWatch series come from what happened: the requests the balancer passed to
+/// the verification group (the test's own count), its in-service instances, stamped with UTC
+/// minutes, read back from the emulator as a metrics pull would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_twins_cloudwatch_series_are_what_it_served() {
+    use trialrunner::rehearsal::twin::TwinConfig;
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    let resources = deployment_resources(&ctx).await;
+    let verif_tg = resources
+        .target_groups
+        .iter()
+        .find(|(tg, _)| tg.contains("-verif-"))
+        .cloned()
+        .expect("the verification target group");
+    let mut config = TwinConfig::new(D);
+    config.capacity = None;
+    config.poll = Duration::from_millis(50);
+    config.publish_every = Some(Duration::from_millis(200));
+    config.resources = Some(resources);
+    let twin = twin_on(&ctx, config).await;
+    let client = reqwest::Client::new();
+    let url = twin
+        .url()
+        .join("/challenge-response/v1/newSession")
+        .unwrap();
+    let sent = 37;
+    for _ in 0..sent {
+        let r = client
+            .post(url.clone())
+            .header("accept", "*/*")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let tg = [
+        ("TargetGroup", verif_tg.0.as_str()),
+        ("LoadBalancer", verif_tg.1.as_str()),
+    ];
+    let sum = aws_sdk_cloudwatch::types::Statistic::Sum;
+    let requests = datapoints(&ctx, "AWS/ApplicationELB", "RequestCount", &tg, sum.clone()).await;
+    let total: f64 = requests.iter().filter_map(|d| d.sum()).sum();
+    assert_eq!(
+        total, sent as f64,
+        "RequestCount is what the balancer passed"
+    );
+    for d in &requests {
+        let t = d.timestamp().unwrap().as_secs_f64();
+        assert_eq!(t % 60.0, 0.0, "stamped with UTC minutes");
+    }
+    let asg = format!("{D}-verif-asg");
+    let group = ("AutoScalingGroupName", asg.as_str());
+    assert_maxima(
+        &ctx,
+        "AWS/AutoScaling",
+        "GroupInServiceInstances",
+        group,
+        1.0,
+    )
+    .await;
+}
+
+/// The twin's database runs out under load, for real: a PostgreSQL server of its own with
+/// `max_connections` 8, and the twin's four instances (three provisioning, one verification)
+/// each pooling real sessions on it as VTS does (opened on demand, two kept idle). One request
+/// at a time is never refused. Then 24 users at once, queueing at instances of one worker ×
+/// 40 ms while holding their sessions: the server refuses the sessions too many with its own
+/// "sorry, too many clients already"; every refusal is one 500 to the client, one refusal in
+/// the instances' pools and one line in the provisioning log group; RDS DatabaseConnections
+/// (the server's `pg_stat_activity`) peaked near the server's limit, never above it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_twins_database_runs_out_under_load_and_the_logs_say_too_many_clients() {
+    use trialrunner::rehearsal::twin::{Twin, TwinConfig};
+    let _serial = SERIAL.lock().await;
+    const MAX_CONNECTIONS: u32 = 8;
+    let pg = common::Postgres::start(MAX_CONNECTIONS);
+    let conninfo = pg.conninfo(&pg.database("twin"));
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    let resources = deployment_resources(&ctx).await;
+    let db = resources
+        .rds_instance
+        .clone()
+        .expect("the rehearsal's RDS instance");
+    aws_sdk_autoscaling::Client::new(&ctx.config)
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(format!("{D}-prov-asg"))
+        .min_size(3)
+        .max_size(3)
+        .desired_capacity(3)
+        .send()
+        .await
+        .unwrap();
+    let mut config = TwinConfig::new(D);
+    config.capacity = Some(trialrunner::standin::faults::InstanceCapacity {
+        workers: 1,
+        service: Duration::from_millis(40),
+    });
+    config.poll = Duration::from_millis(50);
+    config.publish_every = Some(Duration::from_millis(100));
+    config.resources = Some(resources);
+    config.postgres = Some(conninfo.clone());
+    let store = KvStore::postgres(&conninfo, 1).await.unwrap();
+    let twin = Twin::start(&ctx, "127.0.0.1:0".parse().unwrap(), config, store)
+        .await
+        .unwrap();
+    assert_eq!(twin.instances().len(), 4);
+    let release = trialrunner::veraison::release::ReleaseProfile::parse("v0.0.2602").unwrap();
+    let device = trialrunner::load::tasks::DeviceMaterial::new(&release, 7, 0);
+    let url = twin
+        .url()
+        .join("/endorsement-provisioning/v1/submit")
+        .unwrap();
+    // One submission's outcome: Ok(true) served, Ok(false) refused for connections.
+    let (corim, mt) = (device.corim.clone(), release.provisioning_media_type);
+    let submit = move |client: reqwest::Client| {
+        let (url, corim) = (url.clone(), corim.clone());
+        async move {
+            let r = client
+                .post(url)
+                .header("content-type", mt)
+                .header("accept", "*/*")
+                .body(corim)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap();
+            match status {
+                200 => true,
+                500 if body.contains("sorry, too many clients already") => false,
+                _ => panic!("{status}: {body}"),
+            }
+        }
+    };
+    let client = reqwest::Client::new();
+    for _ in 0..12 {
+        assert!(
+            submit(client.clone()).await,
+            "one at a time is never refused"
+        );
+    }
+    let refused_by = |twin: &Twin| twin.instances().iter().map(|i| i.db_refused).sum::<usize>();
+    assert_eq!(refused_by(&twin), 0);
+    // 24 users for 1.5 s.
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    let users: Vec<_> = (0..24)
+        .map(|_| {
+            let (client, submit) = (client.clone(), submit.clone());
+            tokio::spawn(async move {
+                let (mut served, mut refused) = (0usize, 0usize);
+                while std::time::Instant::now() < until {
+                    if submit(client.clone()).await {
+                        served += 1;
+                    } else {
+                        refused += 1;
+                    }
+                }
+                (served, refused)
+            })
+        })
+        .collect();
+    let (mut served, mut refused) = (0, 0);
+    for u in users {
+        let (s, r) = u.await.unwrap();
+        served += s;
+        refused += r;
+    }
+    assert!(
+        served > 0 && refused > 0,
+        "served {served}, refused {refused}"
+    );
+    assert_eq!(refused_by(&twin), refused, "each refusal was the server's");
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&ctx.config);
+    let mut lines = 0;
+    for _ in 0..100 {
+        lines = logs
+            .filter_log_events()
+            .log_group_name(format!("{D}-provisioning"))
+            .filter_pattern("\"too many clients\"")
+            .send()
+            .await
+            .unwrap()
+            .events()
+            .len();
+        if lines >= refused {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(lines, refused, "one log line per refusal");
+    let peak = datapoints(
+        &ctx,
+        "AWS/RDS",
+        "DatabaseConnections",
+        &[("DBInstanceIdentifier", db.as_str())],
+        aws_sdk_cloudwatch::types::Statistic::Maximum,
+    )
+    .await
+    .iter()
+    .filter_map(|d| d.maximum())
+    .fold(0.0, f64::max);
+    assert!(
+        (MAX_CONNECTIONS as f64 - 2.0..=MAX_CONNECTIONS as f64).contains(&peak),
+        "DatabaseConnections peaked at {peak}"
+    );
+}

@@ -1,0 +1,224 @@
+//! A Veraison-shaped deployment in moto and the helpers every AWS test binary shares: the test
+//! credentials, the deployment, its groups' settings read back, the binary with its own journal
+//! state, and the [`Drill`] (moto behind the fault layer, a stand-in, a trial's files).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use trialrunner::aws::{AwsContext, AwsTimeouts};
+use trialrunner::standin::store::KvStore;
+use trialrunner::standin::{Standin, StandinConfig};
+use trialrunner::trial::model::AwsSpec;
+
+use super::awsfault::FaultProxy;
+use super::watch::Watched;
+
+/// moto is shared by every test of this binary and `reset` wipes it: one test at a time.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub const ACCOUNT: &str = "123456789012";
+pub const D: &str = "veraison";
+
+pub fn set_test_credentials() {
+    // SAFETY: set before any thread reads them, and every test sets the same values.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    }
+}
+
+pub async fn ctx() -> AwsContext {
+    set_test_credentials();
+    let spec = AwsSpec {
+        region: "eu-west-1".into(),
+        profile: None,
+        account: ACCOUNT.into(),
+        endpoint: Some(super::moto().url.clone()),
+    };
+    AwsContext::load(&spec, None, AwsTimeouts::default())
+        .await
+        .unwrap()
+}
+
+/// A deployment shaped like Veraison's in moto (the rehearsal's, so both stay one shape):
+/// launch templates, `veraison-prov-asg` and `veraison-verif-asg` at 1..3 behind target groups,
+/// tagged instances, and an RDS instance `veraison-support-rdsinstance-rehearsal`.
+pub async fn deploy(ctx: &AwsContext) {
+    super::moto().reset();
+    trialrunner::rehearsal::deploy_emulated(ctx, D)
+        .await
+        .unwrap();
+}
+
+pub async fn settings(ctx: &AwsContext, name: &str) -> (i32, i32, i32, usize, usize) {
+    let asg = aws_sdk_autoscaling::Client::new(&ctx.config);
+    let out = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .unwrap();
+    let g = &out.auto_scaling_groups()[0];
+    let in_service = g
+        .instances()
+        .iter()
+        .filter(|i| i.lifecycle_state().map(|s| s.as_str()) == Some("InService"))
+        .count();
+    (
+        g.min_size().unwrap(),
+        g.max_size().unwrap(),
+        g.desired_capacity().unwrap(),
+        in_service,
+        g.enabled_metrics().len(),
+    )
+}
+
+/// Capacity is back. (Group metrics collection cannot be turned off in moto, which does not
+/// implement DisableMetricsCollection: the restore warns and goes on, as it would on AWS errors.)
+pub async fn assert_original(ctx: &AwsContext) {
+    for name in [format!("{D}-prov-asg"), format!("{D}-verif-asg")] {
+        let (min, max, desired, _, _) = settings(ctx, &name).await;
+        assert_eq!(
+            (min, max, desired),
+            (1, 3, 1),
+            "{name} is back to 1..3, desired 1"
+        );
+    }
+}
+
+pub async fn standin() -> Standin {
+    Standin::start(
+        "127.0.0.1:0".parse().unwrap(),
+        StandinConfig::default(),
+        KvStore::memory(),
+    )
+    .await
+    .unwrap()
+}
+
+/// The binary, with its undo-journal state kept in `state` (one per test).
+pub fn trialrunner(state: impl AsRef<Path>) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_trialrunner"));
+    c.env("TRIALRUNNER_STATE_DIR", state.as_ref());
+    c
+}
+
+/// `trialrunner run TRIAL --env ENV --out OUT` with its own journal state.
+pub fn run_trial(state: impl AsRef<Path>, trial: &Path, env: &Path, out: &Path) -> Command {
+    let mut c = trialrunner(state);
+    c.arg("run")
+        .arg(trial)
+        .arg("--env")
+        .arg(env)
+        .arg("--out")
+        .arg(out);
+    c
+}
+
+/// Journal state files in a state directory.
+pub fn state_journals(state: &Path) -> usize {
+    std::fs::read_dir(state)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("journal-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+pub fn env_yaml(standin: &url::Url, account: &str, endpoint: &str) -> String {
+    format!(
+        "name: moto-{account}\naws: {{ region: eu-west-1, account: \"{account}\", endpoint: \"{endpoint}\" }}\ndeployment: {D}\nservices:\n  provisioning: {{ url: \"{standin}\" }}\n  verification: {{ url: \"{standin}\" }}\nveraison: {{ release: v0.0.2602 }}\n"
+    )
+}
+
+/// A long trial (so a signal lands mid-run) of two 20 s runs, pinning both groups at 3.
+pub const LONG_TRIAL: &str = "name: long\nenvironment: env.yaml\ninfra:\n  provisioning: { pin: 3 }\n  verification: { pin: 3 }\n  ready-timeout: 60s\n  sample-every: 1s\nruns: { users: [2, 4], duration: 20s, tasks: [well-known] }\n";
+
+/// Moto behind a fault proxy, a stand-in, and the files of a trial pointed at the proxy.
+pub struct Drill {
+    pub proxy: FaultProxy,
+    pub ctx: AwsContext,
+    pub standin: Option<Standin>,
+    pub dir: tempfile::TempDir,
+    pub state: tempfile::TempDir,
+    pub trial: PathBuf,
+    pub env: PathBuf,
+}
+
+impl Drill {
+    pub async fn new(trial: &str) -> Drill {
+        let ctx = ctx().await;
+        deploy(&ctx).await;
+        let proxy = FaultProxy::start(&super::moto().url);
+        let standin = standin().await;
+        let dir = tempfile::tempdir().unwrap();
+        let env = super::write(
+            dir.path(),
+            "env.yaml",
+            &env_yaml(&standin.url(), ACCOUNT, &proxy.url),
+        );
+        let trial = super::write(dir.path(), "trial.yaml", trial);
+        Drill {
+            proxy,
+            ctx,
+            standin: Some(standin),
+            dir,
+            state: tempfile::tempdir().unwrap(),
+            trial,
+            env,
+        }
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.dir.path().join("r")
+    }
+
+    /// The binary with this drill's journal state and an 8 s restore budget.
+    pub fn cmd(&self) -> Command {
+        let mut c = trialrunner(self.state.path());
+        c.env("TRIALRUNNER_RESTORE_BUDGET", "8s")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test");
+        c
+    }
+
+    /// `run` of the drill's trial, watched.
+    pub fn start_run(&self) -> Watched {
+        let mut c = self.cmd();
+        c.args(["-v", "run"])
+            .arg(&self.trial)
+            .arg("--env")
+            .arg(&self.env)
+            .arg("--out")
+            .arg(self.out());
+        Watched::spawn(c)
+    }
+
+    pub fn infra(&self, args: &[&str]) -> std::process::Output {
+        self.cmd()
+            .arg("infra")
+            .args(args)
+            .arg("--env")
+            .arg(&self.env)
+            .output()
+            .unwrap()
+    }
+
+    pub async fn capacities(&self) -> Vec<(i32, i32, i32)> {
+        let mut out = Vec::new();
+        for name in ["veraison-prov-asg", "veraison-verif-asg"] {
+            let (min, max, desired, _, _) = settings(&self.ctx, name).await;
+            out.push((min, max, desired));
+        }
+        out
+    }
+
+    pub fn manifest(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.out().join("manifest.json")).unwrap()).unwrap()
+    }
+}
+
+pub const PINNED: [(i32, i32, i32); 2] = [(3, 3, 3), (3, 3, 3)];
+pub const ORIGINAL: [(i32, i32, i32); 2] = [(1, 3, 1), (1, 3, 1)];
