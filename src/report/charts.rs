@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use super::data::{
     instance_lives, joins, read_cloud, read_timeline, Cloud, CloudSeries, ReportData,
 };
-use super::mean_ci95;
+use super::stats::{mean_ci, LEVEL};
 use super::svg::{Axis, Bar, Chart, Marker, Series};
 use crate::results::cells::Kind;
 use crate::results::{EndpointSummary, RunSummary, StoreSnapshot};
@@ -85,8 +85,10 @@ pub fn task_charts(
     let x_label = load_axis(runs);
     let ci_series =
         |name: &str, pts: &[(f64, &EndpointSummary)], f: &dyn Fn(&EndpointSummary) -> &[f64]| {
-            let stats: Vec<(f64, (f64, f64))> =
-                pts.iter().map(|(x, e)| (*x, mean_ci95(f(e)))).collect();
+            let stats: Vec<(f64, (f64, f64))> = pts
+                .iter()
+                .map(|(x, e)| (*x, mean_ci(f(e), LEVEL)))
+                .collect();
             Series {
                 points: stats.iter().map(|(x, (m, _))| (*x, *m)).collect(),
                 errors: Some(stats.iter().map(|(_, (_, ci))| *ci).collect()),

@@ -6,13 +6,15 @@
 //! table per task → charts per question → per-run detail, collapsed. Its pieces: [`data`] reads
 //! the files once, [`tables`] and [`charts`] turn them into rows and SVG ([`svg`]), [`correlate`]
 //! finds what the client and the cloud share, [`compare`] and [`thresholds`] judge a run against
-//! a baseline. The same page template renders `compare --html`.
+//! a baseline with the tests of [`stats`] (every interval and verdict). The same page template
+//! renders `compare --html`.
 
 pub mod charts;
 pub mod compare;
 pub mod correlate;
 pub mod data;
 pub mod format;
+pub mod stats;
 pub mod svg;
 pub mod tables;
 
@@ -36,20 +38,6 @@ pub const TEMPLATE: &str = include_str!("../../templates/report.html.j2");
 
 /// The gate's outcome, kept beside the results so a rebuilt report shows what the run decided.
 pub const CHECKS_FILE: &str = "checks.json";
-
-/// Mean and 95 % confidence half-width (1.96 · SEM) of samples.
-pub fn mean_ci95(samples: &[f64]) -> (f64, f64) {
-    let n = samples.len() as f64;
-    if n == 0.0 {
-        return (0.0, 0.0);
-    }
-    let mean = samples.iter().sum::<f64>() / n;
-    if n < 2.0 {
-        return (mean, 0.0);
-    }
-    let var = samples.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, 1.96 * (var / n).sqrt())
-}
 
 /// A titled group of charts and tables; per-run detail is collapsed.
 #[derive(Debug, Clone, Serialize, Default)]
