@@ -4,9 +4,9 @@
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
-use p256::ecdsa::signature::Signer;
-use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use serde_json::{json, Value};
+
+use super::es256::{PublicKey, SigningKey, Verifier};
 
 /// The EAR profile Veraison uses.
 pub const EAR_PROFILE: &str = "tag:github.com,2023:veraison/ear";
@@ -49,33 +49,30 @@ impl EarStatus {
 
 /// The public half of a signing key as a JWK (what the verification well-known publishes).
 pub fn public_jwk(key: &SigningKey) -> Value {
-    let point = VerifyingKey::from(key).to_encoded_point(false);
+    let public = key.public_key();
     json!({
         "kty": "EC",
         "crv": "P-256",
         "alg": "ES256",
-        "x": URL_SAFE_NO_PAD.encode(point.x().expect("uncompressed point")),
-        "y": URL_SAFE_NO_PAD.encode(point.y().expect("uncompressed point")),
+        "x": URL_SAFE_NO_PAD.encode(public.x()),
+        "y": URL_SAFE_NO_PAD.encode(public.y()),
     })
 }
 
-/// The service's EAR key, ready for the load's hot path (ring's ES256 verification).
+/// The service's EAR key, parsed once for the load's hot path.
 #[derive(Debug, Clone)]
-pub struct EarKey(ring::signature::UnparsedPublicKey<Vec<u8>>);
+pub struct EarKey(Verifier);
 
 impl EarKey {
     /// Whether `sig` (raw `r‖s`) signs `message`.
     pub fn verifies(&self, message: &[u8], sig: &[u8]) -> bool {
-        self.0.verify(message, sig).is_ok()
+        self.0.verifies(message, sig)
     }
 }
 
-impl From<&VerifyingKey> for EarKey {
-    fn from(key: &VerifyingKey) -> EarKey {
-        EarKey(ring::signature::UnparsedPublicKey::new(
-            &ring::signature::ECDSA_P256_SHA256_FIXED,
-            key.to_encoded_point(false).as_bytes().to_vec(),
-        ))
+impl From<&PublicKey> for EarKey {
+    fn from(key: &PublicKey) -> EarKey {
+        EarKey(key.verifier())
     }
 }
 
@@ -86,13 +83,7 @@ pub fn key_from_jwk(jwk: &Value) -> Option<EarKey> {
             .as_str()
             .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
     };
-    let (x, y) = (coord("x")?, coord("y")?);
-    let mut sec1 = vec![0x04];
-    sec1.extend(x);
-    sec1.extend(y);
-    VerifyingKey::from_sec1_bytes(&sec1)
-        .ok()
-        .map(|k| EarKey::from(&k))
+    PublicKey::from_xy(&coord("x")?, &coord("y")?).map(|k| EarKey::from(&k))
 }
 
 /// Builds and signs an EAR for one PSA appraisal.
@@ -123,8 +114,8 @@ pub fn sign_ear(
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    let sig: Signature = key.sign(signing_input.as_bytes());
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+    let sig = key.sign(signing_input.as_bytes());
+    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig))
 }
 
 /// Why an EAR could not be read.
@@ -225,7 +216,7 @@ mod tests {
 
     #[test]
     fn sign_then_read_status_with_and_without_key() {
-        let key = SigningKey::from_slice(&[7u8; 32]).unwrap();
+        let key = SigningKey::from_scalar(&[7u8; 32]).unwrap();
         let jwt = sign_ear(
             &key,
             EarStatus::Affirming,
@@ -236,9 +227,7 @@ mod tests {
         );
         let vk = key_from_jwk(&public_jwk(&key)).unwrap();
         assert_eq!(ear_status(&jwt, Some(&vk)), Ok(EarStatus::Affirming));
-        let other = EarKey::from(&VerifyingKey::from(
-            &SigningKey::from_slice(&[8u8; 32]).unwrap(),
-        ));
+        let other = EarKey::from(&SigningKey::from_scalar(&[8u8; 32]).unwrap().public_key());
         assert_eq!(ear_status(&jwt, Some(&other)), Err(EarError::BadSignature));
         assert!(ear_status("a.b", None).is_err());
     }
