@@ -55,11 +55,14 @@ impl Shares {
         let span = wall_s.max(1e-9) * threads.max(1) as f64;
         // The scheduler's running time is finer than the CPU ticks; either may lag the other.
         let ran = sched.run_s.max(cpu_s);
+        let waited = sched.wait_s.min(span - ran).max(0.0);
+        // The time the threads wanted nothing: what is left of the span.
+        let slept = (span - ran - waited).max(0.0);
         Shares {
             cpu_pct: pct(cpu_s, span),
-            busy_pct: pct(ran + sched.wait_s, span).min(100.0),
-            wait_pct: pct(sched.wait_s, span),
-            own_busy_pct: pct(ran, span - sched.wait_s).min(100.0),
+            busy_pct: pct(ran + waited, span).min(100.0),
+            wait_pct: pct(waited, span),
+            own_busy_pct: pct(ran, ran + slept),
         }
     }
 }
@@ -68,46 +71,68 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-/// The generator's figures since a start: its threads' CPU and scheduling, the machine's CPU.
-pub struct GeneratorWatch {
+/// What the generator's threads and the machine had done at an instant.
+#[derive(Clone, Copy)]
+struct Reading {
     at: Instant,
     cpu_s: f64,
     sched: SchedTimes,
     machine: Option<(u64, u64)>,
 }
 
-impl GeneratorWatch {
-    /// Starts watching the pool's threads now.
-    pub fn start(pool: &EnginePool) -> GeneratorWatch {
-        GeneratorWatch {
+impl Reading {
+    fn now(pool: &EnginePool) -> Reading {
+        Reading {
             at: Instant::now(),
             cpu_s: pool.cpu_s(),
             sched: pool.sched(),
             machine: machine_ticks(),
         }
     }
+}
 
-    /// The generator's health over the `wall_s` seconds since the start: `lag` is the timer
+/// The generator's figures from a start to an end: its threads' CPU and scheduling, the
+/// machine's CPU.
+pub struct GeneratorWatch {
+    start: Reading,
+    end: Option<Reading>,
+}
+
+impl GeneratorWatch {
+    /// Starts watching the pool's threads now.
+    pub fn start(pool: &EnginePool) -> GeneratorWatch {
+        GeneratorWatch {
+            start: Reading::now(pool),
+            end: None,
+        }
+    }
+
+    /// Ends the span watched now (the health reads up to here, however late it is asked).
+    pub fn stop(&mut self, pool: &EnginePool) {
+        self.end = Some(Reading::now(pool));
+    }
+
+    /// The generator's health over the span (up to now if not stopped): `lag` is the timer
     /// lateness over the same span, `requests` and `tasks` what it sent and ran, `check_cpu_ns`
     /// what the semantic checks cost.
     pub fn health(
         &self,
         pool: &EnginePool,
         lag: &Lateness,
-        wall_s: f64,
         requests: u64,
         tasks: u64,
         check_cpu_ns: u64,
     ) -> GeneratorHealth {
-        let cpu_s = pool.cpu_s() - self.cpu_s;
-        let now = pool.sched();
+        let (a, b) = (self.start, self.end.unwrap_or_else(|| Reading::now(pool)));
+        let cpu_s = b.cpu_s - a.cpu_s;
         let sched = SchedTimes {
-            run_s: now.run_s - self.sched.run_s,
-            wait_s: now.wait_s - self.sched.wait_s,
-            slices: now.slices.saturating_sub(self.sched.slices),
+            run_s: b.sched.run_s - a.sched.run_s,
+            wait_s: b.sched.wait_s - a.sched.wait_s,
+            slices: b.sched.slices.saturating_sub(a.sched.slices),
         };
+        let wall_s = (b.at - a.at).as_secs_f64();
         let shares = Shares::of(cpu_s, sched, wall_s, pool.threads());
-        let machine_cpu_pct = match (self.machine, machine_ticks()) {
+        let machine_cpu_pct = match (a.machine, b.machine) {
             (Some((b0, t0)), Some((b1, t1))) => pct((b1 - b0) as f64, (t1 - t0) as f64),
             _ => 0.0,
         };
@@ -170,8 +195,7 @@ impl GeneratorSeconds {
     /// One second's row from the pool's counters.
     pub fn second(&mut self, unix: i64, pool: &EnginePool) {
         let lag = pool.take_lag();
-        let wall_s = self.last.at.elapsed().as_secs_f64();
-        let h = self.last.health(pool, &lag, wall_s, 0, 0, 0);
+        let h = self.last.health(pool, &lag, 0, 0, 0);
         self.last = GeneratorWatch::start(pool);
         let _ = self.file.write(&format!(
             "{unix},{:.1},{:.3},{:.3},{:.3},{:.1},{:.1},{:.3}\n",

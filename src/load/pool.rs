@@ -169,6 +169,33 @@ impl EnginePool {
         self.handles[i].spawn(fut)
     }
 
+    /// Spawns many tasks at once, spread round-robin: each thread queues its share on its own
+    /// run queue in one go (what it polls first), rather than taking them one at a time from
+    /// the queue of tasks sent from other threads.
+    pub async fn spawn_together<F>(&self, futs: Vec<F>) -> Vec<tokio::task::JoinHandle<F::Output>>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let n = self.handles.len();
+        let mut shares: Vec<Vec<F>> = (0..n).map(|_| Vec::new()).collect();
+        for (i, f) in futs.into_iter().enumerate() {
+            shares[i % n].push(f);
+        }
+        let spawners: Vec<_> = shares
+            .into_iter()
+            .zip(&self.handles)
+            .map(|(share, h)| {
+                h.spawn(async move { share.into_iter().map(tokio::spawn).collect::<Vec<_>>() })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for s in spawners {
+            all.extend(s.await.expect("a spawner only spawns"));
+        }
+        all
+    }
+
     /// CPU seconds its threads have used so far.
     pub fn cpu_s(&self) -> f64 {
         self.tids.iter().filter_map(|t| thread_cpu_s(*t)).sum()

@@ -165,6 +165,8 @@ impl Running {
             .saturating_duration_since(window_end)
             .as_secs_f64();
         let _ = self.flusher.await;
+        let mut watch = self.watch;
+        watch.stop(&self.pool);
         Ended {
             window_s: (window_end - self.start).as_secs_f64(),
             drain_s,
@@ -177,7 +179,7 @@ impl Running {
             aggregator: self.aggregator,
             dead: self.dead,
             generator: self.generator,
-            watch: self.watch,
+            watch,
             arrivals: self.arrivals,
         }
     }
@@ -223,7 +225,6 @@ impl Ended {
             self.watch.health(
                 &self.pool,
                 lag,
-                self.window_s + self.drain_s,
                 requests,
                 self.shared.tasks_done.load(Ordering::Relaxed),
                 self.shared.check_cpu_ns.load(Ordering::Relaxed),

@@ -30,18 +30,22 @@ pub(super) async fn closed_model(
     deadline: Instant,
     stop: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut handles = Vec::with_capacity(users as usize);
     let spawn_gap = match shared.phase.spawn {
-        SpawnSpec::AllAtOnce => None,
-        SpawnSpec::Rate(r) => Some(Duration::from_secs_f64(1.0 / r.0)),
+        // All at once: queued on their threads' own run queues together, so each is polled
+        // in turn at once (spawned one by one from outside, a busy thread would take in one
+        // new user every few dozen polls: ten thousand users would trickle in over seconds).
+        SpawnSpec::AllAtOnce => {
+            let users = (0..users as usize).map(|u| user_loop(shared.clone(), u, stop.clone()));
+            return pool.spawn_together(users.collect()).await;
+        }
+        SpawnSpec::Rate(r) => Duration::from_secs_f64(1.0 / r.0),
     };
+    let mut handles = Vec::with_capacity(users as usize);
     for user in 0..users as usize {
-        if let Some(gap) = spawn_gap {
-            let at = start + gap * user as u32;
-            tokio::select! {
-                _ = tokio::time::sleep_until(at.into()) => {}
-                _ = stop.cancelled() => break,
-            }
+        let at = start + spawn_gap * user as u32;
+        tokio::select! {
+            _ = tokio::time::sleep_until(at.into()) => {}
+            _ = stop.cancelled() => break,
         }
         if Instant::now() >= deadline {
             break;

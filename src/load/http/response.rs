@@ -334,7 +334,9 @@ mod tests {
         let done = receive(b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", 4, true).unwrap();
         assert!(done.response.body.is_empty() && done.reusable);
         let short = receive(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc", 4, false);
-        assert!(short.unwrap_err().contains("before the response's body was complete"));
+        assert!(short
+            .unwrap_err()
+            .contains("before the response's body was complete"));
         assert!(receive(b"", 1, false)
             .unwrap_err()
             .contains("before a response"));
