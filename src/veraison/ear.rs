@@ -165,34 +165,65 @@ pub fn check_ear(
     let payload = URL_SAFE_NO_PAD
         .decode(p)
         .map_err(|_| EarError::Malformed("payload is not base64url"))?;
+    // The claims the check reads, borrowed (the annotated evidence is skipped, not built);
+    // anything unusual takes the general reading below, which says what is wrong.
+    if let Ok(c) = serde_json::from_slice::<EarClaims>(&payload) {
+        let statuses = c
+            .submods
+            .as_ref()
+            .map(|m| m.values().map(|s| s.status.as_deref()));
+        return judge(c.eat_nonce.as_deref(), statuses, nonce);
+    }
     let claims: Value =
         serde_json::from_slice(&payload).map_err(|_| EarError::Malformed("payload is not JSON"))?;
+    let statuses = claims.get("submods").and_then(Value::as_object).map(|m| {
+        m.values()
+            .map(|s| s.get("ear.status").and_then(Value::as_str))
+    });
+    judge(
+        claims.get("eat_nonce").and_then(Value::as_str),
+        statuses,
+        nonce,
+    )
+}
+
+/// The claims of an EAR that its check reads.
+#[derive(serde::Deserialize)]
+struct EarClaims<'a> {
+    #[serde(borrow, default)]
+    eat_nonce: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    submods: Option<std::collections::BTreeMap<std::borrow::Cow<'a, str>, Submod<'a>>>,
+}
+
+/// One submodule's appraisal.
+#[derive(serde::Deserialize)]
+struct Submod<'a> {
+    #[serde(borrow, default, rename = "ear.status")]
+    status: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The verdict of an EAR's claims: its nonce must be the session's (when one is given), and
+/// the worst status of its submodules is its status.
+fn judge<'s>(
+    eat_nonce: Option<&str>,
+    statuses: Option<impl Iterator<Item = Option<&'s str>>>,
+    nonce: Option<&[u8]>,
+) -> Result<EarStatus, EarError> {
     if let Some(want) = nonce {
-        let got = claims
-            .get("eat_nonce")
-            .and_then(Value::as_str)
-            .and_then(decode_b64_lenient);
-        if got.as_deref() != Some(want) {
+        if eat_nonce.and_then(decode_b64_lenient).as_deref() != Some(want) {
             return Err(EarError::NonceMismatch);
         }
     }
-    let submods = claims
-        .get("submods")
-        .and_then(Value::as_object)
-        .ok_or(EarError::Malformed("no submods"))?;
     let rank = |s: EarStatus| match s {
         EarStatus::Affirming => 0,
         EarStatus::Warning => 1,
         EarStatus::Contraindicated => 2,
         EarStatus::None => 3,
     };
-    submods
-        .values()
-        .filter_map(|m| {
-            m.get("ear.status")
-                .and_then(Value::as_str)
-                .and_then(EarStatus::parse)
-        })
+    statuses
+        .ok_or(EarError::Malformed("no submods"))?
+        .filter_map(|s| s.and_then(EarStatus::parse))
         .max_by_key(|s| rank(*s))
         .ok_or(EarError::Malformed("no ear.status"))
 }
@@ -230,5 +261,42 @@ mod tests {
         let other = EarKey::from(&SigningKey::from_scalar(&[8u8; 32]).unwrap().public_key());
         assert_eq!(ear_status(&jwt, Some(&other)), Err(EarError::BadSignature));
         assert!(ear_status("a.b", None).is_err());
+    }
+
+    /// An unsigned JWT around these claims.
+    fn jwt_of(claims: &Value) -> String {
+        format!(
+            "e30.{}.",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap())
+        )
+    }
+
+    #[test]
+    fn the_worst_status_counts_and_odd_claims_say_what_is_wrong() {
+        let n = URL_SAFE.encode([1u8; 32]);
+        let status = |claims: Value, nonce: Option<&[u8]>| check_ear(&jwt_of(&claims), None, nonce);
+        let two = json!({"eat_nonce": n, "submods": {"a": {"ear.status": "affirming"}, "b": {"ear.status": "warning", "x": [1, {"y": 2}]}}});
+        assert_eq!(status(two.clone(), Some(&[1; 32])), Ok(EarStatus::Warning));
+        assert_eq!(status(two, Some(&[2; 32])), Err(EarError::NonceMismatch));
+        // Shapes the borrowed reading refuses go through the general one, same verdicts.
+        assert_eq!(
+            status(json!({"eat_nonce": 7, "submods": {}}), Some(&[1; 32])),
+            Err(EarError::NonceMismatch)
+        );
+        assert_eq!(
+            status(json!({"submods": []}), None),
+            Err(EarError::Malformed("no submods"))
+        );
+        assert_eq!(
+            status(json!({"submods": {"a": {"ear.status": 3}}}), None),
+            Err(EarError::Malformed("no ear.status"))
+        );
+        assert_eq!(
+            status(
+                json!({"submods": {"a": {"ear.status": "affirming"}, "b": 5}}),
+                None
+            ),
+            Ok(EarStatus::Affirming)
+        );
     }
 }
