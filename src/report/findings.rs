@@ -317,6 +317,7 @@ pub fn start_of_runs(data: &ReportData) -> Vec<String> {
                     )
                 })
                 .sum();
+            let cause = start_cause(data, worst, &task);
             let pools = if opens > 0 {
                 format!(
                     "; the twin's instances opened {opens} database connections in those first seconds"
@@ -325,7 +326,7 @@ pub fn start_of_runs(data: &ReportData) -> Vec<String> {
                 String::new()
             };
             out.push(format!(
-                "{task}: the first second of {} of {considered} runs is slower than their steady seconds (p95 ×1.5 or more; {}: {} ms against {} ms steady, {}){pools}",
+                "{task}: the first second of {} of {considered} runs is slower than their steady seconds (p95 ×1.5 or more; {}: {} ms against {} ms steady, {}){cause}{pools}",
                 slower.len(),
                 worst.run_id,
                 fmt_ms(*p95),
@@ -335,6 +336,70 @@ pub fn start_of_runs(data: &ReportData) -> Vec<String> {
         }
     }
     out
+}
+
+/// Where the first second's time went in `run`, for `task`'s requests, against its steady
+/// seconds: the wait for the first byte (the service) and the TCP handshakes of the connections
+/// opened (the setup and the network), from the timeline's phase columns; empty when the
+/// results carry no phases.
+fn start_cause(data: &ReportData, run: &RunSummary, task: &str) -> String {
+    let requests: Vec<String> = run
+        .endpoints
+        .iter()
+        .filter(|e| e.task == task && e.kind == Kind::Request)
+        .map(|e| format!("{} {}", e.method, e.name))
+        .collect();
+    let rows: Vec<_> = read_timeline(&data.dir.run_dir(&run.run_id).join("timeline.csv"))
+        .into_iter()
+        .filter(|r| r.kind == "request" && requests.contains(&r.endpoint))
+        .collect();
+    let Some(first) = rows.iter().map(|r| r.second).reduce(f64::min) else {
+        return String::new();
+    };
+    let of = |pick: fn(&super::data::TimelineRow) -> Option<f64>, steady: bool| -> Vec<f64> {
+        let mut by_second: std::collections::BTreeMap<i64, f64> = Default::default();
+        for r in &rows {
+            let wanted = if steady {
+                r.phase == "steady"
+            } else {
+                r.second == first
+            };
+            if let (true, Some(v)) = (wanted, pick(r)) {
+                let e = by_second.entry(r.second as i64).or_insert(0.0);
+                *e = e.max(v);
+            }
+        }
+        by_second.into_values().collect()
+    };
+    let median = |mut v: Vec<f64>| -> Option<f64> {
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| v[v.len() / 2])
+    };
+    let (Some(wait_first), Some(wait_steady)) = (
+        median(of(|r| r.wait_p95, false)),
+        median(of(|r| r.wait_p95, true)),
+    ) else {
+        return String::new();
+    };
+    let connect_first = median(of(|r| r.connect_p95, false)).unwrap_or(0.0);
+    let opened: f64 = rows
+        .iter()
+        .filter(|r| r.second == first)
+        .map(|r| r.opened)
+        .sum();
+    let whose = if wait_first >= 1.5 * wait_steady && wait_first > 2.0 * connect_first {
+        "the service's: the wait grew, not the handshakes"
+    } else if connect_first >= wait_first {
+        "the connections': the handshakes took longer than the wait"
+    } else {
+        "neither phase alone"
+    };
+    format!(
+        "; in its first second the wait for the first byte was {} ms p95 ({} ms steady), the load opened {opened:.0} connections with {} ms p95 handshakes: the time was {whose}",
+        fmt_ms(wait_first),
+        fmt_ms(wait_steady),
+        fmt_ms(connect_first),
+    )
 }
 
 /// A rehearsal's twin saying this machine set some figures: the runs in which it added more
