@@ -280,7 +280,16 @@ impl LoadEngine {
         }
         let start = Instant::now();
         let start_unix = unix_now();
-        let deadline = start + phase.duration;
+        // A fleet's workers share one deadline too: one that started late ends with the others,
+        // so the merged window is the phase's (its lateness is reported, not hidden in a longer run).
+        let length = match self.share {
+            Some(share) => Duration::from_secs_f64(
+                (share.start_unix + phase.duration.as_secs_f64() - start_unix).max(0.0),
+            )
+            .min(phase.duration),
+            None => phase.duration,
+        };
+        let deadline = start + length;
         let endpoints = shared.recorder.endpoints().to_vec();
         shared.recorder = Arc::new(Recorder::new(
             endpoints,
@@ -289,7 +298,7 @@ impl LoadEngine {
         let window = Window {
             start: start_unix,
             warmup_end: start_unix + phase.warmup.as_secs_f64(),
-            end: start_unix + phase.duration.as_secs_f64(),
+            end: start_unix + length.as_secs_f64(),
         };
         let recorder = shared.recorder.clone();
         let mut aggregator = Aggregator::create(dir, &recorder, window)?;
