@@ -264,7 +264,7 @@ impl LoadEngine {
             shared,
             pool,
             progress: self.progress,
-            log_cells: self.share.is_some(),
+            fleet_start: self.share.map(|s| s.start_unix),
             cancel,
         })
         .await?;

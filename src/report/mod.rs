@@ -356,6 +356,9 @@ fn warnings(data: &ReportData) -> Vec<String> {
         if let Some(why) = &r.partial {
             out.push(format!("run {} is partial: {why}", r.run_id));
         }
+        for w in &r.warnings {
+            out.push(format!("run {}: {w}", r.run_id));
+        }
     }
     let saturated: Vec<&str> = data
         .runs

@@ -188,6 +188,7 @@ pub fn workers_table(runs: &[RunSummary]) -> Table {
                 } else {
                     "no".into()
                 },
+                w.late_s.map(|l| format!("{l:.2}")).unwrap_or_default(),
                 match &w.message {
                     Some(m) => format!("{}: {m}", w.status),
                     None => w.status.clone(),
@@ -198,7 +199,9 @@ pub fn workers_table(runs: &[RunSummary]) -> Table {
     Table {
         title: "Generator fleet".into(),
         note: "Each worker's share and what it recorded; the run's figures are their per-second \
-               histograms added, never averaged percentiles."
+               histograms added, never averaged percentiles. `late s`: how long after the \
+               fleet's common start it began (its share was missing until then); a lost \
+               worker's status ends with the last line of its log."
             .into(),
         header: [
             "run",
@@ -210,6 +213,7 @@ pub fn workers_table(runs: &[RunSummary]) -> Table {
             "busy %",
             "timer lag p99 ms",
             "saturated",
+            "late s",
             "status",
         ]
         .map(String::from)

@@ -186,13 +186,18 @@ impl Drill {
 
     /// `run` of the drill's trial, watched.
     pub fn start_run(&self) -> Watched {
+        self.start_run_into(&self.out())
+    }
+
+    /// `run` of the drill's trial into `out`, watched.
+    pub fn start_run_into(&self, out: &Path) -> Watched {
         let mut c = self.cmd();
         c.args(["-v", "run"])
             .arg(&self.trial)
             .arg("--env")
             .arg(&self.env)
             .arg("--out")
-            .arg(self.out());
+            .arg(out);
         Watched::spawn(c)
     }
 
