@@ -269,13 +269,12 @@ impl LoadEngine {
         if let Some(share) = self.share {
             // Every worker of a fleet starts on the same wall-clock instant.
             let wait = share.start_unix - unix_now();
+            // A worker that begins late says so itself (`commands::worker`).
             if wait > 0.0 {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs_f64(wait)) => {}
                     _ = cancel.cancelled() => {}
                 }
-            } else if wait < -0.05 {
-                tracing::warn!(run = %phase.run_id, "started {:.2} s after the fleet's common start", -wait);
             }
         }
         let start = Instant::now();
