@@ -610,15 +610,18 @@ async fn a_second_ctrl_c_exits_after_the_restore_attempt() {
     let r = rehearsal(false).await;
     let trial = r.long_trial();
     let out = r.out("twice");
-    let run = start_and_wait_for_load(&r, trial.to_str().unwrap(), &out, 1);
+    let mut run = start_and_wait_for_load(&r, trial.to_str().unwrap(), &out, 1);
     // The second once the first is heard: two signals sent at once may arrive as one.
     run.signal(libc::SIGINT);
-    run.wait_for("SIGINT: stopping the load", PATIENCE);
+    run.wait_for("stopping the load, restoring infrastructure", PATIENCE);
+    // A quick restore may end the run before the second arrives: then there is no second to
+    // hear, and the run must still have restored and exited 130.
+    let running = run.child.try_wait().unwrap().is_none();
     run.signal(libc::SIGINT);
     let (status, output, _) = run.finish(Instant::now(), PATIENCE);
     assert_eq!(status.code(), Some(130), "{output}");
     assert!(
-        output.contains("SIGINT again: exiting after the restore attempt"),
+        !running || output.contains("again: exiting after the restore attempt"),
         "{output}"
     );
     assert_eq!(
