@@ -379,3 +379,74 @@ fn metrics_pull_output_renders() {
     assert!(p.problems().is_empty(), "{:?}", p.problems());
     assert!(p.0["charts"].as_u64().unwrap() >= 2);
 }
+
+/// The "Generator fleet" table (README: a generator fleet): one row per worker of each run with
+/// its share, what it recorded, its own CPU, busy time, timer lag and saturation, and its
+/// status, from the run's summary: a saturated worker says YES though the fleet's weighted CPU
+/// would not, and a lost one says what happened.
+#[test]
+fn the_fleet_table_shows_each_workers_own_health_and_status() {
+    use trialrunner::results::{GeneratorHealth, RunSummary, WorkerRow};
+    let worker = |name: &str, users, cpu_pct, saturated, status: &str| WorkerRow {
+        name: name.into(),
+        users: Some(users),
+        requests: 1000 * users as u64,
+        failures: users as u64,
+        generator: GeneratorHealth {
+            cpu_pct,
+            busy_pct: cpu_pct + 4.0,
+            threads: 1,
+            timer_lag_p99_ms: if saturated { 31.5 } else { 2.25 },
+            saturated,
+            ..GeneratorHealth::default()
+        },
+        status: status.into(),
+        message: (status == "lost").then(|| "killed by signal 9".into()),
+        ..WorkerRow::default()
+    };
+    let run = RunSummary {
+        run_id: "u007-verify".into(),
+        workers: vec![
+            worker("w1", 4, 93.0, true, "finished"),
+            worker("w2", 3, 12.0, false, "lost"),
+        ],
+        ..RunSummary::default()
+    };
+    let table = trialrunner::report::tables::workers_table(&[run]);
+    assert_eq!(table.title, "Generator fleet");
+    assert_eq!(
+        table.rows,
+        [
+            [
+                "u007-verify",
+                "w1",
+                "4 users",
+                "4000",
+                "4",
+                "93",
+                "97",
+                "31.50",
+                "YES",
+                "finished"
+            ],
+            [
+                "u007-verify",
+                "w2",
+                "3 users",
+                "3000",
+                "3",
+                "12",
+                "16",
+                "2.25",
+                "no",
+                "lost: killed by signal 9"
+            ]
+        ]
+    );
+    assert!(
+        trialrunner::report::tables::workers_table(&[RunSummary::default()])
+            .rows
+            .is_empty(),
+        "no fleet, no rows"
+    );
+}

@@ -459,4 +459,46 @@ mod tests {
         );
         assert_eq!(back.share, spec.share);
     }
+
+    /// A fleet's generator figures: CPU and busy time weighted by each worker's threads (a
+    /// 1-thread worker at 90 % and a 3-thread one at 10 % used 30 % of the fleet's 4 threads,
+    /// not the 50 % a plain mean says), the worst timer lag, and saturated when any worker was,
+    /// though the weighted figures alone would not say so.
+    #[test]
+    fn fleet_health_weights_cpu_by_threads_and_is_saturated_when_any_worker_is() {
+        let worker = |threads, cpu_pct, busy_pct, lag_ms, saturated| GeneratorHealth {
+            cpu_pct,
+            busy_pct,
+            threads,
+            timer_lag_p50_ms: lag_ms / 4.0,
+            timer_lag_p99_ms: lag_ms,
+            max_timer_lag_ms: lag_ms * 2.0,
+            check_cpu_us_per_task: cpu_pct,
+            saturated,
+            ..GeneratorHealth::default()
+        };
+        let fleet = fleet_health(&[
+            worker(1, 90.0, 95.0, 3.0, true),
+            worker(3, 10.0, 20.0, 12.0, false),
+        ]);
+        assert_eq!(fleet.threads, 4);
+        assert_eq!(fleet.cpu_pct, (90.0 + 3.0 * 10.0) / 4.0);
+        assert_eq!(fleet.busy_pct, (95.0 + 3.0 * 20.0) / 4.0);
+        assert_eq!(fleet.check_cpu_us_per_task, 30.0);
+        assert_eq!(
+            (
+                fleet.timer_lag_p50_ms,
+                fleet.timer_lag_p99_ms,
+                fleet.max_timer_lag_ms
+            ),
+            (3.0, 12.0, 24.0)
+        );
+        assert!(fleet.saturated, "one worker saturated: the fleet is");
+        let calm = fleet_health(&[
+            worker(1, 10.0, 20.0, 3.0, false),
+            worker(1, 20.0, 30.0, 4.0, false),
+        ]);
+        assert!(!calm.saturated);
+        assert_eq!(calm.cpu_pct, 15.0);
+    }
 }
