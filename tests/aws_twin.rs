@@ -59,12 +59,12 @@ async fn the_twin_serves_what_the_pinned_group_can() {
         "env.yaml",
         &env_yaml(&twin.url(), ACCOUNT, &common::moto().url),
     );
-    let mut steady = Vec::new();
+    let (mut steady, mut seconds) = (Vec::new(), Vec::new());
     for pin in [1, 3] {
         let trial = common::write(
             dir.path(),
             &format!("twin{pin}.yaml"),
-            &format!("name: twin{pin}\nenvironment: env.yaml\ninfra:\n  provisioning: {{ pin: {pin} }}\n  ready-timeout: 30s\n  sample-every: 1s\nruns: {{ users: 12, duration: 6s, warmup: 2s, tasks: [provision] }}\n"),
+            &format!("name: twin{pin}\nenvironment: env.yaml\ninfra:\n  provisioning: {{ pin: {pin} }}\n  ready-timeout: 30s\n  sample-every: 1s\nruns: {{ users: 12, duration: 11s, warmup: 2s, tasks: [provision] }}\n"),
         );
         let out = dir.path().join(format!("r{pin}"));
         let o = run_trial(state.path(), &trial, &env, &out)
@@ -79,9 +79,14 @@ async fn the_twin_serves_what_the_pinned_group_can() {
             .endpoint("/endorsement-provisioning/v1/submit")
             .unwrap();
         assert_eq!(e.total.failures, 0);
+        // Enough steady seconds for compare's test to decide (in time order, as it reads them).
+        seconds.push(e.samples.rps.clone());
         let mut rps = e.samples.rps.clone();
         rps.sort_by(f64::total_cmp);
-        assert!(rps.len() >= 3, "{rps:?}");
+        assert!(
+            rps.len() >= trialrunner::report::stats::MIN_SECONDS,
+            "{rps:?}"
+        );
         steady.push(rps);
     }
     let (one, three) = (&steady[0], &steady[1]);
@@ -95,10 +100,15 @@ async fn the_twin_serves_what_the_pinned_group_can() {
         median(three) >= 2.4 * median(one),
         "three instances: {three:?} vs {one:?}"
     );
-    let t = trialrunner::report::compare::welch_t(one, three);
+    let change = trialrunner::report::stats::compare_seconds(
+        &seconds[0],
+        &seconds[1],
+        trialrunner::report::stats::Options::default(),
+    );
     assert!(
-        trialrunner::report::compare::significant(t),
-        "significant as compare judges it: t = {t:.1}"
+        change.verdict.is_significant(),
+        "significant as compare judges it: {}",
+        change.describe()
     );
     assert!(
         three[0] > one[one.len() - 1],

@@ -386,7 +386,7 @@ async fn local_rehearsal_of_the_seed_trials_and_of_the_database_running_out() {
         .find(|d| d.run == "u006-provision" && d.endpoint.contains("submit"))
         .expect("the provisioning step compared");
     assert!(
-        trialrunner::report::compare::significant(submit.t_rps),
+        submit.changes[0].rps.verdict.is_significant(),
         "{}",
         submit.note
     );
