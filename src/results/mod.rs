@@ -11,6 +11,7 @@
 pub mod cells;
 pub mod csv;
 pub mod summary;
+pub mod twin;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
