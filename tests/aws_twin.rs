@@ -65,7 +65,7 @@ async fn the_twin_serves_what_the_pinned_group_can() {
         let trial = common::write(
             dir.path(),
             &format!("twin{pin}.yaml"),
-            &format!("name: twin{pin}\nenvironment: env.yaml\ninfra:\n  provisioning: {{ pin: {pin} }}\n  ready-timeout: 30s\n  sample-every: 1s\nruns: {{ users: {USERS}, duration: 6s, warmup: 2s, tasks: [provision] }}\n"),
+            &format!("name: twin{pin}\nenvironment: env.yaml\ninfra:\n  provisioning: {{ pin: {pin} }}\n  ready-timeout: 30s\n  sample-every: 1s\nruns: {{ users: {USERS}, duration: 11s, warmup: 2s, tasks: [provision] }}\n"),
         );
         let out = dir.path().join(format!("r{pin}"));
         let o = run_trial(state.path(), &trial, &env, &out)
@@ -81,7 +81,11 @@ async fn the_twin_serves_what_the_pinned_group_can() {
             .unwrap()
             .clone();
         assert_eq!(e.total.failures, 0);
-        assert!(e.samples.rps.len() >= 3, "{:?}", e.samples.rps);
+        assert!(
+            e.samples.rps.len() >= trialrunner::report::stats::MIN_SECONDS,
+            "{:?}",
+            e.samples.rps
+        );
         runs.push(e);
     }
     let (one, three) = (&runs[0], &runs[1]);
@@ -108,10 +112,15 @@ async fn the_twin_serves_what_the_pinned_group_can() {
         three.steady.rps,
         most_of_one(three)
     );
-    let t = trialrunner::report::compare::welch_t(&one.samples.rps, &three.samples.rps);
+    let change = trialrunner::report::stats::compare_seconds(
+        &one.samples.rps,
+        &three.samples.rps,
+        trialrunner::report::stats::Options::default(),
+    );
     assert!(
-        trialrunner::report::compare::significant(t),
-        "significant as compare judges it: t = {t:.1}"
+        change.verdict.is_significant(),
+        "significant as compare judges it: {}",
+        change.describe()
     );
     // Restored to 1..3 desired 1: the twin follows the group back.
     common::wait_until(

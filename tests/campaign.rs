@@ -279,12 +279,7 @@ async fn the_rehearsal_states_the_2025_findings() {
             &samples(&three, "rps"),
             Options::default(),
         );
-        assert_eq!(
-            c.verdict,
-            Verdict::Significant,
-            "{run}: {}",
-            c.describe("/s")
-        );
+        assert_eq!(c.verdict, Verdict::Significant, "{run}: {}", c.describe());
     }
     let knee = finding(&t1, "verify: verification session throughput flattens at ~");
     assert!(knee.contains(" users"), "the knee names its users: {knee}");

@@ -13,6 +13,7 @@ use std::process::Command;
 use common::browser::{count_near, probe, screenshot};
 use trialrunner::exec::Interrupts;
 use trialrunner::report::compare;
+use trialrunner::report::stats::Verdict;
 use trialrunner::trial::thresholds::Threshold;
 
 /// A page's text with the template's escaping of `/` undone (paths read as written).
@@ -256,9 +257,24 @@ fn compare_gives_the_right_deltas_exit_codes_junit_and_page() {
         at10.base.p95,
         at10.contender.p95
     );
-    // +190 % p95 is significant, and the +10 % threshold breaks on the same number.
+    // +190 % p95 is significant, unchanged throughput is not, at each step on its own 60 s,
+    // each beside its effect, its test and its samples; the endpoint's row counts the steps'
+    // verdicts, never averaging them; the +10 % threshold breaks on the same number.
     assert!(
-        session.note.contains("p95 significant") && session.note.contains("rps not significant"),
+        at10.note.contains("p95 +190 % [")
+            && at10.note.contains("(Welch t, 60 vs 60 s), significant")
+            && at10.note.contains("rps +0.0 % ["),
+        "{}",
+        at10.note
+    );
+    assert_eq!(session.changes.len(), 2);
+    for step in &session.changes {
+        assert_eq!(step.p95.verdict, Verdict::Significant, "{}", step.run);
+        assert_eq!(step.rps.verdict, Verdict::NotSignificant, "{}", step.run);
+    }
+    assert!(
+        session.note.contains("p95 significant at 2 of 2 steps (+1")
+            && session.note.contains("rps not significant at 2 of 2 steps"),
         "{}",
         session.note
     );
@@ -348,7 +364,11 @@ fn compare_gives_the_right_deltas_exit_codes_junit_and_page() {
     assert!(same
         .endpoints
         .iter()
-        .all(|d| d.note.contains("rps not significant") && d.note.contains("p95 not significant")));
+        .chain(&same.steps)
+        .flat_map(|d| &d.changes)
+        .all(|s| [&s.rps, &s.p95, &s.failure_rate]
+            .iter()
+            .all(|c| c.verdict == Verdict::NotSignificant)));
 }
 
 #[test]

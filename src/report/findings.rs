@@ -12,6 +12,7 @@
 //! * **The machine**: a rehearsal's twin saying this machine, not the modelled deployment, set
 //!   some figures.
 
+use super::compare::StepChanges;
 use super::data::{read_timeline, read_twin, ReportData};
 use super::format::fmt_ms;
 use super::load_words;
@@ -131,7 +132,7 @@ pub fn knees(runs: &[RunSummary], tasks: &[String]) -> Vec<String> {
                     "{task}: {unit_name} throughput flattens at ~{plateau:.1}/s from {} (at {}: {}){p95_rise}",
                     load_words(at.1),
                     load_words(next.1),
-                    growth.describe("/s")
+                    growth.describe()
                 ));
             }
         }
@@ -151,24 +152,30 @@ pub fn against(
         let ours = steps(runs, task);
         let theirs = steps(base, task);
         let mut parts = Vec::new();
-        for (u, _, e) in &ours {
+        for (u, e_run, e) in &ours {
             let Some((_, _, b)) = theirs.iter().find(|(bu, _, _)| bu == u) else {
                 continue;
             };
-            let rate = stats::compare_seconds(&b.samples.rps, &e.samples.rps, Options::default());
-            let p95 =
-                stats::compare_seconds(&b.samples.p95_ms, &e.samples.p95_ms, Options::default());
-            let ratio = |c: &stats::Change| {
-                c.relative
-                    .map(|r| times(1.0 + r))
-                    .unwrap_or_else(|| "new".into())
+            // The step judged as `compare` judges it: on its own seconds.
+            let step = StepChanges::of(&e_run.run_id, &b.samples, &e.samples);
+            let (rate, p95) = (&step.rps, &step.p95);
+            // The ratio with its interval beside the verdict: `×0.58 [×0.52, ×0.64]`.
+            let ratio = |c: &stats::Change| match (c.relative, c.relative_ci) {
+                (Some(r), Some((lo, hi))) => format!(
+                    "{} [{}, {}]",
+                    times(1.0 + r),
+                    times(1.0 + lo),
+                    times(1.0 + hi)
+                ),
+                (Some(r), None) => times(1.0 + r),
+                (None, _) => "new".into(),
             };
             parts.push(format!(
-                "{u}: throughput {} {}, p95 {} {}",
-                ratio(&rate),
-                short_verdict(rate.verdict),
-                ratio(&p95),
-                short_verdict(p95.verdict)
+                "{u}: throughput {} ({}), p95 {} ({})",
+                ratio(rate),
+                rate.verdict,
+                ratio(p95),
+                p95.verdict
             ));
         }
         if !parts.is_empty() {
@@ -177,20 +184,12 @@ pub fn against(
                 .map(|(_, _, e)| e.name.clone())
                 .unwrap_or_default();
             out.push(format!(
-                "{task} against {base_name}, {unit_name} per step of users (Welch t on the steps' seconds): {}",
+                "{task} against {base_name}, {unit_name} per step of users, each on its own seconds (Welch t, 95 % intervals): {}",
                 parts.join("; ")
             ));
         }
     }
     out
-}
-
-fn short_verdict(v: Verdict) -> String {
-    match v {
-        Verdict::Significant => "(significant)".into(),
-        Verdict::CannotTell { n } => format!("(cannot tell, n = {n})"),
-        _ => "(not significant)".into(),
-    }
 }
 
 /// Rows in the stores when each run began (the counts before it, else the previous iteration's).

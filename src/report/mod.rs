@@ -752,8 +752,11 @@ pub fn comparison_page(base: &Path, contender: &Path, c: &Comparison) -> Result<
         },
         overview: Vec::new(),
         tables: vec![
-            tables::delta_table("Per endpoint, all matched runs", &c.endpoints),
-            tables::delta_table("Per load step", &c.steps),
+            tables::delta_table(
+                "Per endpoint, all matched runs (each step's verdicts counted)",
+                &c.endpoints,
+            ),
+            tables::delta_table("Per load step (each on its own seconds)", &c.steps),
         ],
         sections,
     })
