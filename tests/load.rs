@@ -392,13 +392,16 @@ async fn same_runs_are_not_significant_and_a_slower_stand_in_is() {
         "identical runs called significant {} times of 9: {significant:#?}",
         significant.len()
     );
-    // +20 % on every injected delay: p95 significant, by about that much; and 40 closed-loop
-    // users' throughput falls with it.
+    // +20 % on every injected delay: p95 significant, and its interval reaches the truth: +20 %
+    // of the injected p95 (about 480 ms), less what this machine adds to both sides alike (up to
+    // a quarter of the change on a busy machine: the truth lies in [+15 %, +20 %]). How wide the
+    // interval is depends on how steady this machine's seconds were, so no bound on its width.
+    // And 40 closed-loop users' throughput falls with it.
     let slower = pair(faults("uniform:100ms:500ms"), faults("uniform:120ms:600ms")).await;
     let p95 = &slower.p95;
     let (lo, hi) = p95.relative_ci.expect("an interval");
     assert!(
-        p95.verdict == Verdict::Significant && lo > 0.1 && hi < 0.3,
+        p95.verdict == Verdict::Significant && lo < 0.2 && hi > 0.15,
         "{}",
         slower.note()
     );
