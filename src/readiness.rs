@@ -87,11 +87,16 @@ impl ServiceCheck {
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
+            let what = format!(
+                "{url} answered {status}: {}",
+                body.get("detail").and_then(Value::as_str).unwrap_or("")
+            );
             return Err(Failed {
-                error: Error::Check(format!(
-                    "{url} answered {status}: {}",
-                    body.get("detail").and_then(Value::as_str).unwrap_or("")
-                )),
+                error: if refused_access(status.as_u16()) {
+                    Error::Infra(format!("authentication failed: {what}"))
+                } else {
+                    Error::Check(what)
+                },
                 transient: status.is_server_error(),
             });
         }
@@ -143,9 +148,38 @@ impl TargetCheck for ServiceCheck {
     }
 }
 
+/// 401 and 403: the credentials, not the service, are what failed (an infrastructure error,
+/// exit 3, as the README's table says).
+fn refused_access(status: u16) -> bool {
+    matches!(status, 401 | 403)
+}
+
 impl ServiceCheck {
+    /// A token from the token endpoint, when the target needs one: a refusal there is an
+    /// authentication failure (exit 3), named by the endpoint's own answer.
+    async fn authenticate(&self) -> std::result::Result<(), Failed> {
+        let Some(tokens) = &self.target.tokens else {
+            return Ok(());
+        };
+        match tokens.bearer(&self.client).await {
+            (Some(_), _) => Ok(()),
+            (None, fetched) => {
+                let why = fetched
+                    .and_then(|f| f.error)
+                    .unwrap_or_else(|| "no token".into());
+                let transient =
+                    !why.contains(" answered 4") && !why.contains("did not return a token");
+                Err(Failed {
+                    error: Error::Infra(format!("authentication failed: {why}")),
+                    transient,
+                })
+            }
+        }
+    }
+
     async fn check_once(&self) -> std::result::Result<TargetReport, Failed> {
         let mut report = TargetReport::default();
+        self.authenticate().await?;
         let prov = self
             .well_known(&self.target.provisioning, "provisioning")
             .await?;
@@ -201,11 +235,16 @@ impl ServiceCheck {
                 matches!(f.class.as_str(), "connect" | "timeout" | "reset")
                     || f.message.starts_with("HTTP 5")
             });
+            let what = format!("the smoke provision + verify failed: {}", what.join("; "));
+            let auth = failures
+                .iter()
+                .any(|f| f.message.starts_with("HTTP 401") || f.message.starts_with("HTTP 403"));
             return Err(Failed {
-                error: Error::Check(format!(
-                    "the smoke provision + verify failed: {}",
-                    what.join("; ")
-                )),
+                error: if auth {
+                    Error::Infra(format!("authentication failed: {what}"))
+                } else {
+                    Error::Check(what)
+                },
                 transient,
             });
         }
