@@ -25,12 +25,13 @@ use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::aggregate::{Aggregator, SecondView, Window};
+use super::dead_target::{self, DeadTargetWatch, NoAnswer};
 use super::pool::EnginePool;
 use super::recorder::{Clock, Recorder};
 use super::tasks::{plan_jobs, DeviceMaterial, Job, Runner, Target, UserCtx, Wire};
 use crate::error::{Error, Result};
 use crate::provider::LoadRunner;
-use crate::results::{self, unix_now, Arrivals, GeneratorHealth, RunSummary};
+use crate::results::{self, unix_now, Arrivals, GeneratorHealth, RunSummary, Unanswered};
 use crate::trial::model::{SpawnSpec, WaitSpec};
 use crate::trial::{LoadPhase, TaskRef};
 
@@ -311,6 +312,7 @@ impl LoadEngine {
             progress: self.progress,
             phase: phase.clone(),
             dead: dead.clone(),
+            addresses: dead_target::addresses(&self.target),
             pool: pool.clone(),
             generator: generator.clone(),
         }));
@@ -373,6 +375,12 @@ impl LoadEngine {
         agg.end_window(start_unix + window_s);
         let steady_s = agg.steady_seconds() as f64;
         let (endpoints, aggregated) = agg.finish(&recorder, dir, drain_s)?;
+        let requests = endpoints
+            .iter()
+            .filter(|e| e.kind == crate::results::cells::Kind::Request);
+        let (requests_over, endpoints_timed_out) = requests.fold((0, 0), |(n, t), e| {
+            (n + e.total.count + e.drain.count, t + e.timed_out)
+        });
         let wall = (window_s + drain_s).max(1e-9);
         let cpu_pct = 100.0 * cpu_s / wall / threads as f64;
         let busy_pct = (100.0 * busy_s / wall / threads as f64).max(cpu_pct);
@@ -402,6 +410,11 @@ impl LoadEngine {
                 saturated: busy_pct >= 90.0 || q(0.99) >= 20.0,
             },
             interrupted: cancel.is_cancelled(),
+            unanswered: Unanswered {
+                timed_out: endpoints_timed_out,
+                at_stop: recorder.in_flight(),
+                request_timeout_s: phase.request_timeout.as_secs_f64(),
+            },
             ..phase_summary(phase, start_unix, start_unix + window_s)
         };
         // The files are written whatever happened: nothing measured is lost.
@@ -409,6 +422,15 @@ impl LoadEngine {
         joined?;
         if let Some(why) = dead.lock().expect("dead lock").take() {
             return Err(Error::Infra(why));
+        }
+        // Too few requests for the window to judge: the whole run is judged, unless a stop
+        // request cut it short.
+        let (no, refused_at) = no_answer(&recorder);
+        if !cancel.is_cancelled() && dead_target::run_got_no_answers(requests_over, no) {
+            let addresses = dead_target::addresses(&self.target);
+            return Err(Error::Infra(dead_target::message(
+                no, refused_at, &addresses,
+            )));
         }
         Ok(summary)
     }
@@ -449,51 +471,25 @@ pub async fn join_workers(
     }
 }
 
-/// Watches for a target that stopped answering: over the last [`DeadTargetWatch::WINDOW_S`]
-/// seconds, at least 90 % of a handful of requests failed to connect. Hammering a dead
-/// address for the rest of a campaign measures nothing.
-#[derive(Debug, Default)]
-pub struct DeadTargetWatch {
-    seconds: std::collections::VecDeque<(u64, u64)>,
-}
-
-impl DeadTargetWatch {
-    /// Seconds looked at.
-    pub const WINDOW_S: usize = 5;
-    /// Fewest requests in the window for a verdict.
-    pub const MIN_REQUESTS: u64 = 3;
-
-    /// Takes one second's requests and refused connections; true when the target looks dead.
-    pub fn observe(&mut self, requests: u64, refused: u64) -> bool {
-        self.seconds.push_back((requests, refused));
-        if self.seconds.len() > Self::WINDOW_S {
-            self.seconds.pop_front();
+/// The refusals and timeouts of a run so far, and what is in flight, as the dead-target
+/// watch's figures; with a refusal's message (it names the address).
+fn no_answer(rec: &Recorder) -> (NoAnswer, Option<String>) {
+    let mut no = NoAnswer {
+        waiting: rec.in_flight(),
+        ..Default::default()
+    };
+    let mut refused_at = None;
+    for g in rec.failure_groups() {
+        match g.class.as_str() {
+            "connect" => {
+                no.refused += g.count;
+                refused_at.get_or_insert(g.message);
+            }
+            "timeout" => no.timed_out += g.count,
+            _ => {}
         }
-        let (n, c) = self
-            .seconds
-            .iter()
-            .fold((0, 0), |(n, c), (a, b)| (n + a, c + b));
-        self.seconds.len() == Self::WINDOW_S && n >= Self::MIN_REQUESTS && c * 10 >= n * 9
     }
-}
-
-/// The message of a dead target, naming the address that refused and what to do.
-fn dead_target_message(rec: &Recorder) -> String {
-    let refused = rec
-        .failure_groups()
-        .into_iter()
-        .find(|g| g.class == "connect")
-        .map(|g| g.message)
-        .unwrap_or_else(|| "connection refused".into());
-    let hint = refused
-        .rsplit(" at ")
-        .next()
-        .map(super::tasks::unreachable_hint)
-        .unwrap_or_default();
-    format!(
-        "the target stopped answering: nearly every request for {} s failed to connect ({refused}); {hint}",
-        DeadTargetWatch::WINDOW_S
-    )
+    (no, refused_at)
 }
 
 #[async_trait]
@@ -771,6 +767,8 @@ struct FlushCtx {
     progress: Progress,
     phase: LoadPhase,
     dead: Arc<std::sync::Mutex<Option<String>>>,
+    /// The target's addresses, for the dead-target message.
+    addresses: Vec<String>,
     pool: Arc<EnginePool>,
     generator: Arc<std::sync::Mutex<GeneratorSeconds>>,
 }
@@ -856,8 +854,11 @@ async fn flush_loop(f: FlushCtx) {
             .lock()
             .expect("generator lock")
             .second(view.unix, &f.pool);
-        if watch.observe(view.requests, view.refused) {
-            *f.dead.lock().expect("dead lock") = Some(dead_target_message(&f.rec));
+        if watch.observe(view.requests, view.refused + view.timed_out) {
+            let (no, refused_at) = no_answer(&f.rec);
+            let no = NoAnswer { waiting: 0, ..no };
+            *f.dead.lock().expect("dead lock") =
+                Some(dead_target::message(no, refused_at, &f.addresses));
             f.stop.cancel();
             break;
         }
@@ -952,6 +953,7 @@ mod tests {
             requests: 123_456,
             failures: 7,
             refused: 0,
+            timed_out: 0,
             total_failures: 9_876_543,
             endpoints: vec![("x".into(), 1, 12_345.6, 0), ("y".into(), 1, 3.0, 0)],
         };
@@ -995,26 +997,6 @@ mod tests {
         assert!((arrival_time(50.0, 0.0, 20.0, 10.0) - 50f64.sqrt()).abs() < 1e-6);
         assert_eq!(arrivals_due(20.0, 20.0, 10.0), 200);
         assert_eq!(arrivals_due(20.0, 100.0, 10.0), 600);
-    }
-
-    #[test]
-    fn a_dead_target_is_five_seconds_of_refusals_not_one_bad_second() {
-        let mut w = DeadTargetWatch::default();
-        for _ in 0..5 {
-            assert!(!w.observe(100, 0));
-        }
-        assert!(!w.observe(10, 10), "one bad second");
-        let mut verdict = false;
-        for _ in 0..4 {
-            // Backed-off users: one refused attempt a second.
-            verdict = w.observe(1, 1);
-        }
-        assert!(verdict, "five seconds of refusals");
-        let mut quiet = DeadTargetWatch::default();
-        for i in 1..=5 {
-            let n = if i == 5 { 2 } else { 0 };
-            assert!(!quiet.observe(n, n), "too few requests to judge");
-        }
     }
 
     #[tokio::test]

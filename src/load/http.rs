@@ -204,8 +204,15 @@ impl HttpError {
         HttpError::new(class, detail)
     }
 
-    fn timeout() -> HttpError {
-        HttpError::new(FailureClass::Timeout, "request timed out")
+    fn timeout(after: Duration, origin: &Origin) -> HttpError {
+        HttpError::new(
+            FailureClass::Timeout,
+            format!(
+                "no answer within {} at {}",
+                humantime::format_duration(after),
+                origin.address()
+            ),
+        )
     }
 }
 
@@ -306,7 +313,7 @@ impl HttpClient {
         // On a timeout the connection is dropped with the future: its state is unknown.
         tokio::time::timeout(self.timeout, exchange)
             .await
-            .unwrap_or_else(|_| Err(HttpError::timeout()))
+            .unwrap_or_else(|_| Err(HttpError::timeout(self.timeout, &to.origin)))
     }
 
     async fn connect(&self, origin: &Origin) -> Result<SendRequest<Full<Bytes>>, HttpError> {

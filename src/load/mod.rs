@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod auth;
 pub mod bench;
+pub mod dead_target;
 pub mod engine;
 pub mod http;
 pub mod pool;

@@ -452,6 +452,7 @@ impl Runner<'_> {
         ctx: &mut UserCtx<'_>,
     ) -> Option<Reply> {
         let start = Instant::now();
+        self.recorder.note_sent();
         let result = self
             .wire
             .http
@@ -463,6 +464,7 @@ impl Runner<'_> {
                 req.body,
             )
             .await;
+        self.recorder.note_over();
         let end = Instant::now();
         let sample = Sample {
             end,

@@ -109,6 +109,8 @@ pub struct Cell {
     pub corrected: Option<Histogram<u64>>,
     /// Failures that could not connect (the dead-target watch counts them).
     pub refused: u64,
+    /// Failures that got no answer within the request timeout (the watch counts them too).
+    pub timed_out: u64,
     /// Response bytes.
     pub bytes: u64,
 }
@@ -120,6 +122,7 @@ impl Default for Cell {
             failed: new_hist(),
             corrected: None,
             refused: 0,
+            timed_out: 0,
             bytes: 0,
         }
     }
@@ -163,6 +166,7 @@ impl Cell {
                 .expect("auto-resizing histograms merge");
         }
         self.refused += other.refused;
+        self.timed_out += other.timed_out;
         self.bytes += other.bytes;
     }
 }
@@ -216,6 +220,9 @@ pub struct CellText {
     pub corrected: Option<String>,
     /// Refused connections.
     pub refused: u64,
+    /// Requests that timed out.
+    #[serde(default)]
+    pub timed_out: u64,
     /// Response bytes.
     pub bytes: u64,
 }
@@ -228,6 +235,7 @@ impl CellText {
             failed: encode(&c.failed),
             corrected: c.corrected.as_ref().map(encode),
             refused: c.refused,
+            timed_out: c.timed_out,
             bytes: c.bytes,
         }
     }
@@ -242,6 +250,7 @@ impl CellText {
                 None => None,
             },
             refused: self.refused,
+            timed_out: self.timed_out,
             bytes: self.bytes,
         })
     }

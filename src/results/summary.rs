@@ -113,6 +113,10 @@ pub struct EndpointSummary {
     /// Completions after the deadline.
     #[serde(default)]
     pub drain: Drain,
+    /// Requests that got no answer within the request timeout (window and drain; failures
+    /// of class `timeout`).
+    #[serde(default)]
+    pub timed_out: u64,
     /// Latency from the intended start (open model tasks; coordinated-omission corrected) over
     /// the window, the dropped arrivals' lateness included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -232,12 +236,33 @@ pub struct RunSummary {
     /// The run ended early (Ctrl-C).
     #[serde(default)]
     pub interrupted: bool,
+    /// Requests the target never answered.
+    #[serde(default)]
+    pub unanswered: Unanswered,
     /// With a generator fleet: one row per worker.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workers: Vec<WorkerRow>,
     /// Why the results are partial (a generator worker failed or stopped reporting), if so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial: Option<String>,
+}
+
+/// Requests of a run that got no answer: timed out, or still waiting when the run stopped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Unanswered {
+    /// Timed out (no answer within the request timeout), every endpoint together.
+    pub timed_out: u64,
+    /// Still waiting for an answer when the run stopped (abandoned after the stop's grace).
+    pub at_stop: u64,
+    /// The request timeout, s.
+    pub request_timeout_s: f64,
+}
+
+impl Unanswered {
+    /// True when every request got an answer.
+    pub fn none(&self) -> bool {
+        self.timed_out == 0 && self.at_stop == 0
+    }
 }
 
 /// What one generator worker of a fleet did.
