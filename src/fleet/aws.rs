@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::local::start_delay;
 use super::{merge, split, WorkerEnd, WorkerOutcome, WorkerSpec};
-use crate::aws::{is_emulator, sdk_error, AwsContext};
+use crate::aws::{is_emulator, AwsContext};
 use crate::error::{Error, Result};
 use crate::load::Share;
 use crate::provider::LoadRunner;
@@ -113,12 +113,14 @@ impl AwsFleet {
     /// The group's InService instances, sorted.
     pub async fn instances(&self) -> Result<Vec<String>> {
         let out = self
-            .asg
-            .describe_auto_scaling_groups()
-            .auto_scaling_group_names(&self.spec.asg)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&self.ctx, "autoscaling:DescribeAutoScalingGroups", e))?;
+            .ctx
+            .call("autoscaling:DescribeAutoScalingGroups", || {
+                self.asg
+                    .describe_auto_scaling_groups()
+                    .auto_scaling_group_names(&self.spec.asg)
+                    .send()
+            })
+            .await?;
         let group = out.auto_scaling_groups().first().ok_or_else(|| {
             Error::Infra(format!(
                 "generators.aws.asg: group {} not found",
@@ -140,20 +142,21 @@ impl AwsFleet {
         let mut online = Vec::new();
         let mut token = None;
         loop {
+            let filter = InstanceInformationStringFilter::builder()
+                .key("InstanceIds")
+                .set_values(Some(ids.to_vec()))
+                .build()
+                .map_err(|e| Error::Internal(format!("an SSM filter: {e}")))?;
             let out = self
-                .ssm
-                .describe_instance_information()
-                .filters(
-                    InstanceInformationStringFilter::builder()
-                        .key("InstanceIds")
-                        .set_values(Some(ids.to_vec()))
-                        .build()
-                        .map_err(|e| Error::Internal(format!("an SSM filter: {e}")))?,
-                )
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| sdk_error(&self.ctx, "ssm:DescribeInstanceInformation", e))?;
+                .ctx
+                .call("ssm:DescribeInstanceInformation", || {
+                    self.ssm
+                        .describe_instance_information()
+                        .filters(filter.clone())
+                        .set_next_token(token.clone())
+                        .send()
+                })
+                .await?;
             online.extend(
                 out.instance_information_list()
                     .iter()
@@ -191,14 +194,16 @@ impl AwsFleet {
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
-        self.s3
-            .put_object()
-            .bucket(&self.bucket.bucket)
-            .key(key)
-            .body(bytes.into())
-            .send()
-            .await
-            .map_err(|e| sdk_error(&self.ctx, "s3:PutObject", e))?;
+        self.ctx
+            .call("s3:PutObject", || {
+                self.s3
+                    .put_object()
+                    .bucket(&self.bucket.bucket)
+                    .key(key)
+                    .body(bytes.clone().into())
+                    .send()
+            })
+            .await?;
         Ok(())
     }
 
@@ -209,11 +214,14 @@ impl AwsFleet {
         let hash = hex::encode(Sha256::digest(&bytes));
         let key = self.bucket.key(&format!("bin/trialrunner-{}", &hash[..16]));
         let there = self
-            .s3
-            .head_object()
-            .bucket(&self.bucket.bucket)
-            .key(&key)
-            .send()
+            .ctx
+            .call("s3:HeadObject", || {
+                self.s3
+                    .head_object()
+                    .bucket(&self.bucket.bucket)
+                    .key(&key)
+                    .send()
+            })
             .await
             .is_ok();
         if !there {
@@ -273,16 +281,18 @@ impl AwsFleet {
         comment: &str,
     ) -> Result<String> {
         let out = self
-            .ssm
-            .send_command()
-            .document_name(DOCUMENT)
-            .instance_ids(instance)
-            .comment(comment)
-            .parameters("commands", script)
-            .parameters("executionTimeout", vec![timeout.as_secs().to_string()])
-            .send()
-            .await
-            .map_err(|e| sdk_error(&self.ctx, "ssm:SendCommand", e))?;
+            .ctx
+            .call("ssm:SendCommand", || {
+                self.ssm
+                    .send_command()
+                    .document_name(DOCUMENT)
+                    .instance_ids(instance)
+                    .comment(comment)
+                    .parameters("commands", script.clone())
+                    .parameters("executionTimeout", vec![timeout.as_secs().to_string()])
+                    .send()
+            })
+            .await?;
         out.command()
             .and_then(|c| c.command_id())
             .map(str::to_string)
@@ -291,44 +301,41 @@ impl AwsFleet {
 
     /// The invocation's status (`None` while SSM does not know it yet).
     async fn status(&self, w: &Started) -> Result<Option<(String, String)>> {
-        match self
-            .ssm
-            .get_command_invocation()
-            .command_id(&w.command)
-            .instance_id(&w.instance)
-            .send()
-            .await
-        {
+        let asked = self
+            .ctx
+            .call("ssm:GetCommandInvocation", || {
+                self.ssm
+                    .get_command_invocation()
+                    .command_id(&w.command)
+                    .instance_id(&w.instance)
+                    .send()
+            })
+            .await;
+        match asked {
             Ok(o) => Ok(Some((
                 o.status()
                     .map(|s| s.as_str().to_string())
                     .unwrap_or_default(),
                 o.standard_error_content().unwrap_or("").trim().to_string(),
             ))),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_invocation_does_not_exist()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(sdk_error(&self.ctx, "ssm:GetCommandInvocation", e)),
+            Err(e) if e.to_string().contains("InvocationDoesNotExist") => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
     async fn cancel(&self, w: &Started) {
         if let Err(e) = self
-            .ssm
-            .cancel_command()
-            .command_id(&w.command)
-            .instance_ids(&w.instance)
-            .send()
+            .ctx
+            .call("ssm:CancelCommand", || {
+                self.ssm
+                    .cancel_command()
+                    .command_id(&w.command)
+                    .instance_ids(&w.instance)
+                    .send()
+            })
             .await
         {
-            tracing::warn!(
-                "{}: {}",
-                w.name,
-                sdk_error(&self.ctx, "ssm:CancelCommand", e)
-            );
+            tracing::warn!("{}: {e}", w.name);
         }
     }
 
@@ -413,14 +420,16 @@ impl AwsFleet {
         let mut token = None;
         loop {
             let out = self
-                .s3
-                .list_objects_v2()
-                .bucket(&self.bucket.bucket)
-                .prefix(format!("{prefix}/"))
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| sdk_error(&self.ctx, "s3:ListObjectsV2", e))?;
+                .ctx
+                .call("s3:ListObjectsV2", || {
+                    self.s3
+                        .list_objects_v2()
+                        .bucket(&self.bucket.bucket)
+                        .prefix(format!("{prefix}/"))
+                        .set_continuation_token(token.clone())
+                        .send()
+                })
+                .await?;
             for o in out.contents() {
                 let Some(key) = o.key() else { continue };
                 let name = &key[prefix.len() + 1..];
@@ -428,13 +437,15 @@ impl AwsFleet {
                     continue;
                 }
                 let body = self
-                    .s3
-                    .get_object()
-                    .bucket(&self.bucket.bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(&self.ctx, "s3:GetObject", e))?
+                    .ctx
+                    .call("s3:GetObject", || {
+                        self.s3
+                            .get_object()
+                            .bucket(&self.bucket.bucket)
+                            .key(key)
+                            .send()
+                    })
+                    .await?
                     .body
                     .collect()
                     .await

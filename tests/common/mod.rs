@@ -12,6 +12,7 @@
 
 pub mod awsfault;
 pub mod deployment;
+pub mod hang;
 pub mod tls;
 pub mod watch;
 
