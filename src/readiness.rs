@@ -93,7 +93,7 @@ impl ServiceCheck {
             );
             return Err(Failed {
                 error: if refused_access(status.as_u16()) {
-                    Error::Infra(format!("authentication failed: {what}"))
+                    self.auth_failure(what).await
                 } else {
                     Error::Check(what)
                 },
@@ -155,31 +155,21 @@ fn refused_access(status: u16) -> bool {
 }
 
 impl ServiceCheck {
-    /// A token from the token endpoint, when the target needs one: a refusal there is an
-    /// authentication failure (exit 3), named by the endpoint's own answer.
-    async fn authenticate(&self) -> std::result::Result<(), Failed> {
-        let Some(tokens) = &self.target.tokens else {
-            return Ok(());
+    /// An authentication failure (exit 3), with the token endpoint's own answer when the
+    /// target gets its tokens there (its refusal is why the service refused).
+    async fn auth_failure(&self, what: String) -> Error {
+        let token = match &self.target.tokens {
+            Some(t) => match t.bearer(&self.client).await {
+                (None, Some(f)) => f.error.map(|e| format!(" ({e})")).unwrap_or_default(),
+                _ => String::new(),
+            },
+            None => String::new(),
         };
-        match tokens.bearer(&self.client).await {
-            (Some(_), _) => Ok(()),
-            (None, fetched) => {
-                let why = fetched
-                    .and_then(|f| f.error)
-                    .unwrap_or_else(|| "no token".into());
-                let transient =
-                    !why.contains(" answered 4") && !why.contains("did not return a token");
-                Err(Failed {
-                    error: Error::Infra(format!("authentication failed: {why}")),
-                    transient,
-                })
-            }
-        }
+        Error::Infra(format!("authentication failed: {what}{token}"))
     }
 
     async fn check_once(&self) -> std::result::Result<TargetReport, Failed> {
         let mut report = TargetReport::default();
-        self.authenticate().await?;
         let prov = self
             .well_known(&self.target.provisioning, "provisioning")
             .await?;
@@ -241,7 +231,7 @@ impl ServiceCheck {
                 .any(|f| f.message.starts_with("HTTP 401") || f.message.starts_with("HTTP 403"));
             return Err(Failed {
                 error: if auth {
-                    Error::Infra(format!("authentication failed: {what}"))
+                    self.auth_failure(what).await
                 } else {
                     Error::Check(what)
                 },

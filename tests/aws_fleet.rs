@@ -351,6 +351,11 @@ async fn a_stopped_fleet_run_cancels_its_ssm_commands_and_restores_its_group() {
     let env = std::fs::read_to_string(&d.env).unwrap()
         + &format!("generators: {{ aws: {{ asg: {GEN_ASG}, count: 2, bucket: \"s3://{FLEET_BUCKET}/camp\", binary-url: \"https://releases.example/trialrunner\" }} }}\n");
     std::fs::write(&d.env, env).unwrap();
+    // SSM sees no instance yet (as AWS answers until they register; moto lacks the call).
+    d.proxy.answer(
+        "DescribeInstanceInformation",
+        r#"{"InstanceInformationList":[]}"#,
+    );
     d.proxy
         .answer("GetCommandInvocation", r#"{"Status":"InProgress"}"#);
     d.proxy.answer("CancelCommand", "{}");
@@ -378,6 +383,7 @@ async fn a_stopped_fleet_run_cancels_its_ssm_commands_and_restores_its_group() {
         .iter()
         .map(|i| format!(r#"{{"InstanceId":"{i}","PingStatus":"Online"}}"#))
         .collect();
+    d.proxy.clear("DescribeInstanceInformation");
     d.proxy.answer(
         "DescribeInstanceInformation",
         format!(r#"{{"InstanceInformationList":[{}]}}"#, online.join(",")),

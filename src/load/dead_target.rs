@@ -7,7 +7,7 @@
 //! got none: a refusing target is stopped within about 5 s, a hanging one within 5 s of its
 //! first timeouts. A run with too few requests for the window to judge (a user or two, requests
 //! that time out only in the drain) is judged the same way at its end, the requests abandoned
-//! when it stopped counted as unanswered.
+//! when it stopped counted as unanswered; a run shorter than the window is not judged.
 
 use std::collections::VecDeque;
 

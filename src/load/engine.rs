@@ -424,9 +424,10 @@ impl LoadEngine {
             return Err(Error::Infra(why));
         }
         // Too few requests for the window to judge: the whole run is judged, unless a stop
-        // request cut it short.
+        // request cut it short or it was shorter than the window itself.
         let (no, refused_at) = no_answer(&recorder);
-        if !cancel.is_cancelled() && dead_target::run_got_no_answers(requests_over, no) {
+        let judged = phase.duration.as_secs() >= DeadTargetWatch::WINDOW_S as u64;
+        if judged && !cancel.is_cancelled() && dead_target::run_got_no_answers(requests_over, no) {
             let addresses = dead_target::addresses(&self.target);
             return Err(Error::Infra(dead_target::message(
                 no, refused_at, &addresses,
