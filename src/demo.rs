@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::exec::{self, Interrupts};
+use crate::exec::Interrupts;
 use crate::setup::{self, SetupOptions};
 use crate::standin::store::KvStore;
 use crate::standin::{Standin, StandinConfig};
@@ -80,8 +80,10 @@ pub async fn run(out: &Path, interrupts: &Interrupts, progress: bool) -> Result<
                 plan.total().as_secs_f64()
             );
         }
-        exec::execute(&t, &plan, &providers, &dir, interrupts).await?;
-        outcome.reports.push(crate::report::build(&dir.root)?);
+        let done =
+            crate::campaign::execute_and_report(&t, &plan, &providers, &dir, interrupts).await;
+        done.outcome?;
+        outcome.reports.extend(done.report);
         outcome.results.push(dir.root);
     }
     standin.shutdown().await;

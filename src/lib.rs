@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod aws;
+pub mod campaign;
 pub mod cli;
 pub mod commands;
 pub mod demo;

@@ -41,10 +41,7 @@ async fn the_twin_serves_what_the_pinned_group_can() {
     let ctx = ctx().await;
     deploy(&ctx).await;
     let mut config = TwinConfig::new(D);
-    config.capacity = Some(InstanceCapacity {
-        workers: 2,
-        service: Duration::from_millis(20),
-    });
+    config.capacity = Some(InstanceCapacity::new(2, Duration::from_millis(20)));
     config.spin_up = Duration::ZERO;
     config.not_ready = Duration::ZERO;
     config.poll = Duration::from_millis(100);
@@ -216,10 +213,7 @@ async fn the_twin_acts_out_the_groups_target_tracking_policy() {
     // The rehearsal deployment's policy: target tracking on CPU at 60 %.
     let group = format!("{D}-verif-asg");
     let mut config = TwinConfig::new(D);
-    config.capacity = Some(InstanceCapacity {
-        workers: 2,
-        service: Duration::from_millis(20),
-    });
+    config.capacity = Some(InstanceCapacity::new(2, Duration::from_millis(20)));
     config.spin_up = Duration::from_millis(300);
     config.not_ready = Duration::from_millis(300);
     config.poll = Duration::from_millis(50);
@@ -456,10 +450,10 @@ async fn the_twins_database_runs_out_under_load_and_the_logs_say_too_many_client
         .await
         .unwrap();
     let mut config = TwinConfig::new(D);
-    config.capacity = Some(trialrunner::standin::faults::InstanceCapacity {
-        workers: 1,
-        service: Duration::from_millis(40),
-    });
+    config.capacity = Some(trialrunner::standin::faults::InstanceCapacity::new(
+        1,
+        Duration::from_millis(40),
+    ));
     config.poll = Duration::from_millis(50);
     config.publish_every = Some(Duration::from_millis(100));
     config.resources = Some(resources);

@@ -11,9 +11,18 @@ use crate::{setup, trial};
 /// Arguments of `rehearse`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The rehearsal environment file.
-    #[arg(long)]
-    pub env: PathBuf,
+    /// The whole rehearsal of the 2025 campaign into this results root, against the emulator
+    /// of `--aws-endpoint` and the PostgreSQL of `--postgres` (see `scripts/rehearse`): the
+    /// deployment, its twin, every trial of trials/rehearsal with its report, Trial 1 against
+    /// Trial 2.
+    #[arg(long, requires = "postgres", conflicts_with_all = ["env", "twin"])]
+    pub campaign: Option<PathBuf>,
+    /// Print the `max_connections` the rehearsal's PostgreSQL must run with, and exit.
+    #[arg(long, exclusive = true)]
+    pub print_max_connections: bool,
+    /// The rehearsal environment file (with `--twin`, or to seed CloudWatch).
+    #[arg(long, required_unless_present_any = ["campaign", "print_max_connections"])]
+    pub env: Option<PathBuf>,
     /// Hours of CloudWatch series to seed ahead (without `--twin`; the twin publishes what
     /// happened instead).
     #[arg(long, default_value_t = 2.0)]
@@ -25,7 +34,7 @@ pub struct Args {
     /// The twin's instances keep their K-V store in this PostgreSQL database, each through
     /// sessions of its own, so the server's `max_connections` decides when they run out
     /// (default: memory).
-    #[arg(long, requires = "twin")]
+    #[arg(long)]
     pub postgres: Option<String>,
     /// One instance's capacity, `WORKERSxSERVICE` (default 4x10ms: 400 requests/s).
     #[arg(long, requires = "twin", value_parser = parse_capacity)]
@@ -70,12 +79,62 @@ fn parse_capacity(
         .filter(|n| *n > 0)
         .ok_or_else(|| format!("`{w}` is not a number of workers"))?;
     let service = humantime::parse_duration(t.trim()).map_err(|e| format!("`{t}`: {e}"))?;
-    Ok(crate::standin::faults::InstanceCapacity { workers, service })
+    Ok(crate::standin::faults::InstanceCapacity::new(
+        workers, service,
+    ))
 }
 
-/// Deploys and seeds.
+/// The whole rehearsal: one line per trial at the end, exit 0 only when every trial completed.
+fn campaign(out: &std::path::Path, args: &Args, global: &Global) -> Result<i32> {
+    let emulator = global.aws_endpoint.clone().ok_or_else(|| {
+        Error::Usage("rehearse --campaign: give the emulator with --aws-endpoint URL".into())
+    })?;
+    let opts = crate::rehearsal::campaign::RehearsalOptions {
+        emulator,
+        postgres: args.postgres.clone().unwrap_or_default(),
+        out: crate::results::absolute(out),
+        progress: true,
+    };
+    let interrupts = crate::exec::Interrupts::default();
+    let outcome = runtime().block_on(async {
+        crate::exec::signals::watch(&interrupts);
+        crate::rehearsal::campaign::run(&opts, &interrupts).await
+    })?;
+    crate::outln!("\nrehearsal: {}", opts.out.display());
+    let mut failed = false;
+    for t in &outcome.trials {
+        match (&t.error, &t.report) {
+            (None, Some(r)) => crate::outln!("  ✓ {:<32} {}", t.name, r.display()),
+            (Some(e), _) => {
+                failed = true;
+                crate::outln!("  ✗ {:<32} {e}", t.name)
+            }
+            (None, None) => crate::outln!("  ? {:<32} no report", t.name),
+        }
+    }
+    if let Some(c) = &outcome.compare {
+        crate::outln!("  Trial 1 against Trial 2: {}", c.display());
+    }
+    if interrupts.soft.is_cancelled() {
+        return Ok(interrupts.exit_code());
+    }
+    Ok(if failed {
+        exit::CHECKS_FAILED
+    } else {
+        exit::OK
+    })
+}
+
+/// Deploys and seeds, serves the twin, or runs the whole rehearsal.
 pub fn run(args: Args, global: &Global) -> Result<i32> {
-    let env = trial::load_environment(&args.env)?;
+    if args.print_max_connections {
+        crate::outln!("{}", crate::rehearsal::campaign::POSTGRES_MAX_CONNECTIONS);
+        return Ok(exit::OK);
+    }
+    if let Some(out) = &args.campaign {
+        return campaign(out, &args, global);
+    }
+    let env = trial::load_environment(args.env.as_deref().expect("clap requires --env"))?;
     let d = env
         .spec
         .deployment

@@ -163,11 +163,8 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
         Ok(outcome) => outcome,
         Err(e) => {
             // Partial results still get their report, unless a second stop request said not to.
-            if !interrupts.hard.is_cancelled() {
-                match report::build(&dir.root) {
-                    Ok(html) => crate::terminal::say(&format!("report: {}", html.display())),
-                    Err(r) => tracing::warn!("building the report of the partial results: {r}"),
-                }
+            if let Some(html) = crate::campaign::report_unless_skipped(&dir, &interrupts) {
+                crate::terminal::say(&format!("report: {}", html.display()));
             }
             return match e {
                 Error::Interrupted => Ok(interrupts.exit_code()),

@@ -43,6 +43,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::aws::{sdk_error, AwsContext};
 use crate::error::{Error, Result};
+pub use crate::results::twin::{InstanceRecord, TwinModel, TwinObservations, TwinSecond};
 use crate::standin::faults::{Faults, InstanceCapacity};
 use crate::standin::pool::{DbAccount, Opener, SessionPool};
 use crate::standin::store::KvStore;
@@ -95,10 +96,7 @@ impl TwinConfig {
         TwinConfig {
             deployment: deployment.to_string(),
             release: ReleaseProfile::parse("v0.0.2602").expect("known release"),
-            capacity: Some(InstanceCapacity {
-                workers: 4,
-                service: Duration::from_millis(10),
-            }),
+            capacity: Some(InstanceCapacity::new(4, Duration::from_millis(10))),
             spin_up: Duration::from_secs(20),
             not_ready: Duration::from_secs(10),
             poll: Duration::from_millis(500),
@@ -150,6 +148,10 @@ struct TwinState {
     client: reqwest::Client,
     /// The counted database (without a PostgreSQL server).
     db_account: Option<Arc<DbAccount>>,
+    /// Every instance the twin has run, gone ones included.
+    records: Mutex<Vec<InstanceRecord>>,
+    /// Database connections the instances' pools opened, by UTC second.
+    pool_opens: Mutex<BTreeMap<i64, u64>>,
 }
 
 /// A running twin: its load balancer's address, and the instances behind it.
@@ -176,6 +178,25 @@ impl Drop for Twin {
 }
 
 impl TwinState {
+    /// Adds the connections each instance's pool opened since the last look to this second.
+    fn count_pool_opens(&self, seen: &mut BTreeMap<String, usize>) {
+        let mut new = 0;
+        for i in self.instances.lock().expect("instances lock").iter() {
+            let now = i.db.as_ref().map_or(0, |p| p.opened());
+            let before = seen.insert(i.id.clone(), now).unwrap_or(0);
+            new += now.saturating_sub(before);
+        }
+        if new > 0 {
+            let second = crate::results::unix_now().floor() as i64;
+            *self
+                .pool_opens
+                .lock()
+                .expect("pool opens lock")
+                .entry(second)
+                .or_default() += new as u64;
+        }
+    }
+
     /// Where an instance stands, if the twin runs it.
     fn phase(&self, id: &str) -> Option<super::view::Phase> {
         let now = Instant::now();
@@ -264,6 +285,8 @@ impl Twin {
                 (None, Some(max)) => Some(DbAccount::new(max)),
                 _ => None,
             },
+            records: Mutex::new(Vec::new()),
+            pool_opens: Mutex::new(BTreeMap::new()),
         });
         reconcile(ctx, &config, &cluster, &state, true).await?;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -308,11 +331,13 @@ impl Twin {
                 let mut window = Instant::now();
                 let mut published = Instant::now();
                 let mut series = SeriesState::default();
+                let mut opened = BTreeMap::new();
                 loop {
                     tokio::time::sleep(config.poll).await;
                     if let Err(e) = reconcile(&ctx, &config, &cluster, &state, false).await {
                         tracing::warn!("twin: reading the groups: {e}");
                     }
+                    state.count_pool_opens(&mut opened);
                     if config
                         .publish_every
                         .is_some_and(|p| published.elapsed() >= p)
@@ -355,6 +380,62 @@ impl Twin {
     /// The deployment's store, as its instances share it (its counts and rows read).
     pub fn store(&self) -> &KvStore {
         self.cluster.store()
+    }
+
+    /// What the twin saw over `[from, to)` (Unix seconds): its configuration, what this
+    /// machine added to its instances' modelled work each second, the connections their pools
+    /// opened, and every instance that lived in the window. A rehearsal keeps it beside each
+    /// run (`rehearsal.json`), so the report can tell the deployment's figures from the
+    /// machine's.
+    pub fn observations(&self, config: &TwinConfig, from: f64, to: f64) -> TwinObservations {
+        let (a, b) = (from.floor() as i64, to.ceil() as i64);
+        let overhead = self.cluster.overhead();
+        let opens = self
+            .state
+            .pool_opens
+            .lock()
+            .expect("pool opens lock")
+            .clone();
+        let mut pooled = crate::results::cells::new_hist();
+        let seconds = (a..b)
+            .map(|t| {
+                let h = overhead.get(&t);
+                if let Some(h) = h {
+                    pooled.add(h).expect("auto-resizing histograms merge");
+                }
+                TwinSecond {
+                    unix: t,
+                    requests: h.map_or(0, |h| h.len()),
+                    overhead_p95_ms: h
+                        .filter(|h| !h.is_empty())
+                        .map(|h| h.value_at_quantile(0.95) as f64 / 1000.0),
+                    pool_opens: opens.get(&t).copied().unwrap_or(0),
+                }
+            })
+            .collect();
+        let instances = self
+            .state
+            .records
+            .lock()
+            .expect("records lock")
+            .iter()
+            .filter(|r| r.launched < to && r.gone.is_none_or(|g| g >= from))
+            .cloned()
+            .collect();
+        TwinObservations {
+            model: config.capacity.map(|c| TwinModel {
+                workers: c.workers,
+                service_ms: c.service.as_secs_f64() * 1000.0,
+                per_row_us: c.per_row.as_secs_f64() * 1e6,
+                db_open_ms: c.db_open.as_secs_f64() * 1000.0,
+                spin_up_s: config.spin_up.as_secs_f64(),
+                not_ready_s: config.not_ready.as_secs_f64(),
+            }),
+            overhead_p95_ms: (!pooled.is_empty())
+                .then(|| pooled.value_at_quantile(0.95) as f64 / 1000.0),
+            seconds,
+            instances,
+        }
     }
 
     /// The instances behind the balancer.
@@ -717,7 +798,10 @@ async fn reconcile(
             (None, Some(account)) => Some(Opener::Counted(account.clone())),
             (None, None) => None,
         };
-        let db = opener.map(|o| Arc::new(SessionPool::new(o, config.db_pool, config.db_idle)));
+        let open_cost = config.capacity.map_or(Duration::ZERO, |c| c.db_open);
+        let db = opener.map(|o| {
+            Arc::new(SessionPool::new(o, config.db_pool, config.db_idle).with_open_cost(open_cost))
+        });
         let standin = Standin::start_in(
             "127.0.0.1:0".parse().expect("an address"),
             StandinConfig {
@@ -746,7 +830,25 @@ async fn reconcile(
             db,
         }));
     }
+    let now = crate::results::unix_now();
+    let mut records = state.records.lock().expect("records lock");
+    for i in &started {
+        let since = |at: Instant| now + at.saturating_duration_since(Instant::now()).as_secs_f64();
+        records.push(InstanceRecord {
+            id: i.id.clone(),
+            service: i.role,
+            launched: now,
+            routable: since(i.routable_at),
+            ready: since(i.ready_at),
+            gone: None,
+        });
+    }
     let mut instances = state.instances.lock().expect("instances lock");
+    for gone in instances.iter().filter(|i| !wanted.contains_key(&i.id)) {
+        if let Some(r) = records.iter_mut().find(|r| r.id == gone.id) {
+            r.gone.get_or_insert(now);
+        }
+    }
     instances.retain(|i| wanted.contains_key(&i.id));
     instances.extend(started);
     Ok(())

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use super::data::{
     instance_lives, joins, read_cloud, read_timeline, Cloud, CloudSeries, ReportData,
 };
-use super::mean_ci95;
-use super::svg::{Axis, Bar, Chart, Marker, Series};
+use super::stats::{mean_ci, LEVEL};
+use super::svg::{percentile_dash, Axis, Chart, Marker, Series, PALETTE};
 use crate::results::cells::Kind;
 use crate::results::{EndpointSummary, RunSummary, StoreSnapshot};
 
@@ -39,8 +39,10 @@ pub fn endpoint_label(e: &EndpointSummary) -> String {
     }
 }
 
-/// Per endpoint of a task: (load, summary) of every run with that task, in load order.
-fn by_endpoint<'a>(
+/// Per endpoint of a task: (load, summary) of every run with that task, in load order. A task
+/// whose unit is one request (a provisioning is one submit) is that request: it is drawn once,
+/// as the unit, its request named beside it.
+pub(crate) fn by_endpoint<'a>(
     runs: &'a [RunSummary],
     task: &str,
 ) -> Vec<(String, Vec<(f64, &'a EndpointSummary)>)> {
@@ -52,8 +54,18 @@ fn by_endpoint<'a>(
         let mut eps: Vec<&EndpointSummary> =
             r.endpoints.iter().filter(|e| e.task == task).collect();
         eps.sort_by_key(|e| e.kind != Kind::Task);
+        let requests: Vec<&&EndpointSummary> =
+            eps.iter().filter(|e| e.kind == Kind::Request).collect();
+        let single = match requests.as_slice() {
+            [only] => Some(format!("{} {}", only.method, only.name)),
+            _ => None,
+        };
         for e in eps {
-            let key = endpoint_label(e);
+            let key = match (&single, e.kind) {
+                (Some(_), Kind::Request) => continue,
+                (Some(req), Kind::Task) => format!("{} ({req})", e.name),
+                (None, _) => endpoint_label(e),
+            };
             if !order.contains(&key) {
                 order.push(key.clone());
             }
@@ -70,8 +82,19 @@ fn by_endpoint<'a>(
         .collect()
 }
 
-/// Throughput, failures and latency against the load, one chart each, every endpoint of the
-/// task and its session as labelled series; with a baseline trial, its session overlaid.
+/// Successes per steady second (the seconds' rates less their failures).
+fn ok_per_second(e: &EndpointSummary) -> Vec<f64> {
+    e.samples
+        .rps
+        .iter()
+        .zip(e.samples.failures.iter().chain(std::iter::repeat(&0.0)))
+        .map(|(r, f)| (r - f).max(0.0))
+        .collect()
+}
+
+/// Throughput (OK and KO apart) and latency (p50, p95, p99 by line style, each endpoint its
+/// colour) against the load, every endpoint of the task and its session; with a baseline trial,
+/// its session overlaid.
 pub fn task_charts(
     runs: &[RunSummary],
     task: &str,
@@ -83,54 +106,61 @@ pub fn task_charts(
         return Vec::new(); // one load point (a store-weight trial): no curve
     }
     let x_label = load_axis(runs);
-    let ci_series =
-        |name: &str, pts: &[(f64, &EndpointSummary)], f: &dyn Fn(&EndpointSummary) -> &[f64]| {
-            let stats: Vec<(f64, (f64, f64))> =
-                pts.iter().map(|(x, e)| (*x, mean_ci95(f(e)))).collect();
-            Series {
-                points: stats.iter().map(|(x, (m, _))| (*x, *m)).collect(),
-                errors: Some(stats.iter().map(|(_, (_, ci))| *ci).collect()),
-                dots: true,
-                ..Series::line(name, vec![])
-            }
-        };
+    let ci_series = |name: String,
+                     pts: &[(f64, &EndpointSummary)],
+                     f: &dyn Fn(&EndpointSummary) -> Vec<f64>| {
+        let stats: Vec<(f64, (f64, f64))> = pts
+            .iter()
+            .map(|(x, e)| (*x, mean_ci(&f(e), LEVEL)))
+            .collect();
+        Series {
+            points: stats.iter().map(|(x, (m, _))| (*x, *m)).collect(),
+            errors: Some(stats.iter().map(|(_, (_, ci))| *ci).collect()),
+            dots: true,
+            ..Series::line(name, vec![])
+        }
+    };
     let mut throughput = Chart::new(
-        format!("{task}: throughput vs {x_label} (steady, mean ± 95 % CI)"),
+        format!(
+            "{task}: throughput vs {x_label} (steady, mean ± 95 % CI; KO per endpoint, dashed)"
+        ),
         x_label,
         "per second",
     );
-    let mut failures = Chart::new(
-        format!("{task}: failures vs {x_label} (steady, mean ± 95 % CI)"),
-        x_label,
-        "failures per second",
-    );
     let mut latency = Chart::new(
-        format!("{task}: latency vs {x_label} (steady, pooled percentiles)"),
+        format!("{task}: latency vs {x_label} (steady, pooled; p50 solid, p95 dashed, p99 dotted)"),
         x_label,
         "ms",
     );
-    for (name, pts) in &eps {
-        throughput
-            .series
-            .push(ci_series(name, pts, &|e| &e.samples.rps));
-        if pts.iter().any(|(_, e)| e.total.failures > 0) {
-            failures
-                .series
-                .push(ci_series(name, pts, &|e| &e.samples.failures));
+    // A task's requests come once per unit each: their OK rates are the unit's, drawn once.
+    let has_unit = eps
+        .first()
+        .is_some_and(|(_, pts)| pts.iter().any(|(_, e)| e.kind == Kind::Task));
+    for (i, (name, pts)) in eps.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        if i == 0 || !has_unit {
+            throughput.series.push(Series {
+                color: Some(color),
+                ..ci_series(format!("{name} OK"), pts, &ok_per_second)
+            });
         }
-        let unit = pts.first().is_some_and(|(_, e)| e.kind == Kind::Task);
-        let pick: &[(&str, Pick)] = if unit {
-            &[
-                ("p50", |f| f.p50_ms),
-                ("p95", |f| f.p95_ms),
-                ("p99", |f| f.p99_ms),
-            ]
-        } else {
-            &[("p95", |f| f.p95_ms)]
-        };
-        for (q, f) in pick {
+        if pts.iter().any(|(_, e)| e.total.failures > 0) {
+            throughput.series.push(Series {
+                color: Some(color),
+                dash: Some("7 3"),
+                ..ci_series(format!("{name} KO"), pts, &|e| e.samples.failures.clone())
+            });
+        }
+        let picks: [(&str, Pick); 3] = [
+            ("p50", |f| f.p50_ms),
+            ("p95", |f| f.p95_ms),
+            ("p99", |f| f.p99_ms),
+        ];
+        for (q, f) in picks {
             latency.series.push(Series {
                 dots: true,
+                color: Some(color),
+                dash: percentile_dash(q),
                 ..Series::line(
                     format!("{name} {q}"),
                     pts.iter().map(|(x, e)| (*x, f(&e.steady))).collect(),
@@ -139,11 +169,7 @@ pub fn task_charts(
         }
     }
     latency.log_y_if_decades();
-    let mut out = vec![throughput.to_svg()];
-    if !failures.series.is_empty() {
-        out.push(failures.to_svg());
-    }
-    out.push(latency.to_svg());
+    let mut out = vec![throughput.to_svg(), latency.to_svg()];
     if let Some((name, base)) = baseline {
         out.extend(overlay(runs, base, task, "this trial", name));
     }
@@ -279,179 +305,8 @@ pub fn store_weight_charts(runs: &[RunSummary], stores: &[StoreSnapshot]) -> Vec
     ]
 }
 
-/// Colours of an instance's states.
-const PENDING: &str = "#9e9e9e";
-const NOT_HEALTHY: &str = "#ff7f0e";
+/// The colour of an instance joining (its InService marker on a run's timeline).
 const HEALTHY: &str = "#2ca02c";
-const GONE: &str = "#d62728";
-
-/// Auto-scaling (Trial 4): one row per instance, per service, from launch to InService to a
-/// healthy target to its end, over the whole campaign; under it the client's p95 and failures on
-/// the same time axis. Only when instances came or went.
-pub fn autoscaling_charts(data: &ReportData) -> Vec<String> {
-    let Some(t0) = data.runs.first().map(|r| r.started_unix) else {
-        return Vec::new();
-    };
-    let lives = campaign_lives(data);
-    let first_sample = lives
-        .iter()
-        .filter_map(|l| l.first_seen)
-        .fold(f64::MAX, f64::min);
-    let changed = lives
-        .iter()
-        .any(|l| l.gone || l.first_seen.is_some_and(|f| f > first_sample + 1.0));
-    if !changed {
-        return Vec::new();
-    }
-    vec![
-        instance_timeline(&lives, t0, first_sample).to_svg(),
-        client_over_campaign(data, t0).to_svg(),
-    ]
-}
-
-/// Every instance the runs saw, each once, by group and first sight.
-fn campaign_lives(data: &ReportData) -> Vec<super::data::InstanceLife> {
-    let mut lives: Vec<super::data::InstanceLife> = Vec::new();
-    for r in &data.runs {
-        for l in instance_lives(&data.dir.run_dir(&r.run_id)) {
-            if let Some(prev) = lives.iter_mut().find(|p| p.id == l.id) {
-                prev.last_seen = prev.last_seen.max(l.last_seen);
-                prev.gone = l.gone;
-                if prev.in_service.is_none() {
-                    prev.in_service = l.in_service;
-                }
-                if prev.healthy.is_none() {
-                    prev.healthy = l.healthy;
-                }
-            } else {
-                lives.push(l);
-            }
-        }
-    }
-    lives.sort_by(|a, b| {
-        a.group.cmp(&b.group).then(
-            a.first_seen
-                .unwrap_or(0.0)
-                .total_cmp(&b.first_seen.unwrap_or(0.0)),
-        )
-    });
-    lives
-}
-
-/// One row per instance: launching, InService without a healthy target, healthy; a marker where
-/// it ended.
-fn instance_timeline(lives: &[super::data::InstanceLife], t0: f64, first_sample: f64) -> Chart {
-    let mut bars = Vec::new();
-    let mut markers = Vec::new();
-    let rows: Vec<String> = lives
-        .iter()
-        .map(|l| {
-            let svc = l
-                .group
-                .trim_end_matches("-asg")
-                .rsplit('-')
-                .next()
-                .unwrap_or("");
-            format!("{svc} {}", l.id.trim_start_matches("i-"))
-        })
-        .collect();
-    for (row, l) in lives.iter().enumerate() {
-        let start = l.launched.or(l.first_seen).unwrap_or(first_sample) - t0;
-        let in_service = l.in_service.map(|t| t - t0);
-        let healthy = l.healthy.map(|t| t - t0);
-        let end = l.last_seen - t0;
-        let mut push = |from: f64, to: f64, color: &'static str, what: &str| {
-            if to > from {
-                bars.push(Bar {
-                    row,
-                    from,
-                    to,
-                    color,
-                    label: format!("{} {what}: {from:.0} s → {to:.0} s", l.id),
-                });
-            }
-        };
-        push(
-            start,
-            in_service.unwrap_or(end),
-            PENDING,
-            "launching (Pending)",
-        );
-        if let Some(s) = in_service {
-            push(
-                s,
-                healthy.unwrap_or(end),
-                NOT_HEALTHY,
-                "InService, target not healthy yet",
-            );
-        }
-        if let Some(h) = healthy {
-            push(h, end, HEALTHY, "healthy");
-        }
-        if l.gone {
-            markers.push(Marker {
-                x: end,
-                label: format!("{} terminated", l.id),
-                color: GONE,
-            });
-        }
-    }
-    Chart {
-        title: "auto-scaling: every instance, launch → InService → healthy (per service)".into(),
-        x_label: "seconds since the first run began".into(),
-        rows,
-        bars,
-        markers,
-        bar_legend: vec![
-            (PENDING, "launching (Pending)".into()),
-            (NOT_HEALTHY, "InService, target not healthy".into()),
-            (HEALTHY, "healthy".into()),
-        ],
-        ..Default::default()
-    }
-}
-
-/// The client's worst p95 and its failures per second over the whole campaign.
-fn client_over_campaign(data: &ReportData, t0: f64) -> Chart {
-    let mut client = Chart {
-        y2_label: "failures per second".into(),
-        ..Chart::new(
-            "auto-scaling: client p95 and failures on the same time axis",
-            "seconds since the first run began",
-            "p95 ms (worst endpoint)",
-        )
-    };
-    let (mut p95, mut fails) = (Vec::new(), Vec::new());
-    for r in &data.runs {
-        let rows = read_timeline(&data.dir.run_dir(&r.run_id).join("timeline.csv"));
-        let mut per_second: BTreeMap<i64, (Option<f64>, f64)> = BTreeMap::new();
-        for row in rows
-            .iter()
-            .filter(|x| x.kind == "request" && x.phase != "partial")
-        {
-            let e = per_second.entry(row.unix as i64).or_default();
-            e.0 = match (e.0, row.p95) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
-            e.1 += row.failures;
-        }
-        for (t, (p, f)) in per_second {
-            if let Some(p) = p {
-                p95.push((t as f64 - t0, p));
-            }
-            fails.push((t as f64 - t0, f));
-        }
-    }
-    client
-        .series
-        .push(Series::line("p95 (worst endpoint)", p95));
-    client.series.push(Series {
-        axis: Axis::Right,
-        ..Series::line("failures/s", fails)
-    });
-    client
-}
 
 /// Which right axis a cloud series belongs on: counts, or percentages.
 fn is_count(s: &CloudSeries) -> bool {
@@ -461,22 +316,48 @@ fn is_count(s: &CloudSeries) -> bool {
         || s.metric == "RequestCount"
 }
 
-/// A run's timeline charts: client throughput with users, p95 with the cloud's counts (DB
-/// connections, healthy hosts, InService), failures with 5xx and error-log lines; cloud series
-/// as steps over their periods, on labelled right axes; warm-up shaded, instance joins marked.
+/// A run's own time axis: from the start of its first (partial) second to the end of its
+/// drain, seconds since the run began.
+pub fn run_axis(run: &RunSummary) -> (f64, f64) {
+    let (from, to) = super::data::run_span(run);
+    let first = from.floor() - run.started_unix;
+    (first.min(0.0), (to - run.started_unix).max(1.0))
+}
+
+/// A run's timeline charts, each on the run's own axis (its partial first and last seconds
+/// included, hatched, their counts shown as rates over the part covered): client throughput
+/// with users; p50 and p95 per endpoint with the cloud's counts; failures with 5xx and
+/// error-log lines; with a rehearsal, the connections the twin's pools opened. Cloud series are
+/// steps over their periods clipped to the run, on labelled right axes; warm-up shaded,
+/// instance joins marked.
 pub fn run_timeline(data: &ReportData, run: &RunSummary) -> Vec<String> {
     let dir = data.dir.run_dir(&run.run_id);
     let start = run.started_unix;
+    let axis = run_axis(run);
+    // The run itself, from its summary: its first second's start to the end of its drain.
+    let run_span = {
+        let (from, to) = super::data::run_span(run);
+        (from.floor() - start, to - start)
+    };
     let rows: Vec<_> = read_timeline(&dir.join("timeline.csv"))
         .into_iter()
-        .filter(|r| r.phase != "partial" && r.kind == "request")
+        .filter(|r| r.kind == "request")
         .collect();
     let mut by_ep: BTreeMap<String, Vec<&super::data::TimelineRow>> = BTreeMap::new();
     let mut users: BTreeMap<i64, f64> = BTreeMap::new();
+    let mut hatched: Vec<(f64, f64, String)> = Vec::new();
     for r in &rows {
         by_ep.entry(r.endpoint.clone()).or_default().push(r);
-        users.insert(r.second as i64, r.users);
+        users.insert(r.second.floor() as i64, r.users);
+        if r.phase == "partial" && !hatched.iter().any(|h| h.0 == r.second) {
+            hatched.push((
+                r.second,
+                r.second + 1.0,
+                format!("partial second: the run covers {:.2} s of it", r.covered),
+            ));
+        }
     }
+    let rate = |r: &super::data::TimelineRow, v: f64| v / r.covered.clamp(0.05, 1.0);
     let spans = if run.warmup_s > 0.0 {
         vec![(0.0, run.warmup_s, "warm-up".to_string())]
     } else {
@@ -497,55 +378,95 @@ pub fn run_timeline(data: &ReportData, run: &RunSummary) -> Vec<String> {
         y_label: y.into(),
         y2_label: y2.into(),
         spans: spans.clone(),
+        hatched: hatched.clone(),
+        x_range: Some(axis),
+        run: Some((run.run_id.clone(), run_span.0, run_span.1)),
         markers: joins.clone(),
         ..Default::default()
     };
-    let mut rate = base(
+    let mut throughput = base(
         "requests/s per endpoint, users",
         "requests per second",
         "virtual users",
     );
-    let mut latency = base("p95 per endpoint, cloud counts", "p95 ms", "count");
+    let mut latency = base("p50 and p95 per endpoint, cloud counts", "ms", "count");
     let mut fails = base(
         "failures/s, 5xx and error-log lines",
         "failures per second",
-        "per minute",
+        "lines or 5xx",
     );
-    for (ep, rs) in &by_ep {
-        rate.series.push(Series::line(
-            ep.clone(),
-            rs.iter().map(|r| (r.second, r.requests)).collect(),
-        ));
-        latency.series.push(Series::line(
-            format!("{ep} p95"),
-            rs.iter().filter_map(|r| Some((r.second, r.p95?))).collect(),
-        ));
-        if rs.iter().any(|r| r.failures > 0.0) {
-            fails.series.push(Series::line(
+    for (i, (ep, rs)) in by_ep.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        throughput.series.push(Series {
+            color: Some(color),
+            ..Series::line(
                 ep.clone(),
-                rs.iter().map(|r| (r.second, r.failures)).collect(),
-            ));
+                rs.iter().map(|r| (r.second, rate(r, r.requests))).collect(),
+            )
+        });
+        type Pick = fn(&&super::data::TimelineRow) -> Option<f64>;
+        let picks: [(&str, Pick); 2] = [("p50", |r| r.p50), ("p95", |r| r.p95)];
+        for (q, pick) in picks {
+            latency.series.push(Series {
+                color: Some(color),
+                dash: percentile_dash(q),
+                ..Series::line(
+                    format!("{ep} {q}"),
+                    rs.iter()
+                        .filter_map(|r| Some((r.second, pick(r)?)))
+                        .collect(),
+                )
+            });
+        }
+        if rs.iter().any(|r| r.failures > 0.0) {
+            fails.series.push(Series {
+                color: Some(color),
+                ..Series::line(
+                    ep.clone(),
+                    rs.iter().map(|r| (r.second, rate(r, r.failures))).collect(),
+                )
+            });
         }
     }
     if !users.is_empty() && run.users.is_some() {
-        rate.series.push(Series {
+        throughput.series.push(Series {
             axis: Axis::Right,
             color: Some("#7f7f7f"),
-            ..Series::line(
+            dash: Some(""),
+            shape: super::svg::Shape::Step,
+            step: 1.0,
+            ..Series::steps_right(
                 "users",
                 users.iter().map(|(t, u)| (*t as f64, *u)).collect(),
+                1.0,
             )
         });
     }
     latency.log_y_if_decades();
-    let split = split_cloud(&cloud, start);
+    let split = split_cloud(&cloud, start, Some(axis));
     latency.series.extend(split.counts);
     fails.series.extend(split.errors);
-    let mut out: Vec<String> = [rate, latency, fails]
-        .into_iter()
-        .filter(|c| !c.is_empty())
-        .map(|c| c.to_svg())
-        .collect();
+    let mut out: Vec<Chart> = vec![throughput, latency, fails];
+    if let Some(twin) = super::data::read_twin(&dir) {
+        let opens: Vec<(f64, f64)> = twin
+            .seconds
+            .iter()
+            .map(|s| (s.unix as f64 - start, s.pool_opens as f64))
+            .collect();
+        if opens.iter().any(|(_, n)| *n > 0.0) {
+            let mut c = base(
+                "database connections the instances' pools opened (the twin's own count)",
+                "connections opened per second",
+                "",
+            );
+            c.series.push(Series {
+                shape: super::svg::Shape::Step,
+                step: 1.0,
+                ..Series::line("pool connections opened", opens)
+            });
+            out.push(c);
+        }
+    }
     if !split.other.is_empty() {
         let mut c = base(
             "other cloud metrics",
@@ -553,9 +474,12 @@ pub fn run_timeline(data: &ReportData, run: &RunSummary) -> Vec<String> {
             "",
         );
         c.series = split.other;
-        out.push(c.to_svg());
+        out.push(c);
     }
-    out
+    out.into_iter()
+        .filter(|c| !c.is_empty())
+        .map(|c| c.to_svg())
+        .collect()
 }
 
 /// Cloud series as steps over their periods, by the chart they belong on.
@@ -568,44 +492,71 @@ struct CloudSplit {
     other: Vec<Series>,
 }
 
-/// Sorts a run's (or a window's) cloud series by chart, times relative to `start`.
-fn split_cloud(cloud: &Cloud, start: f64) -> CloudSplit {
+/// Sorts a run's (or a window's) cloud series by chart, times relative to `start`, short
+/// legend names; with `clip`, only what falls in that range (a period that began before the run
+/// starts at the run's start; error-log lines by second when the results keep them).
+fn split_cloud(cloud: &Cloud, start: f64, clip: Option<(f64, f64)>) -> CloudSplit {
     let mut out = CloudSplit {
         counts: Vec::new(),
         errors: Vec::new(),
         other: Vec::new(),
     };
+    let clipped = |pts: Vec<(f64, f64)>, width: f64| -> Vec<(f64, f64)> {
+        let Some((lo, hi)) = clip else { return pts };
+        pts.into_iter()
+            .filter(|(t, _)| *t + width > lo && *t < hi)
+            .map(|(t, v)| (t.max(lo), v))
+            .collect()
+    };
     for s in cloud.series.iter().filter(|s| !s.points.is_empty()) {
-        let pts: Vec<(f64, f64)> = s.points.iter().map(|(t, v)| (t - start, *v)).collect();
+        let pts = clipped(
+            s.points.iter().map(|(t, v)| (t - start, *v)).collect(),
+            s.period,
+        );
+        // On a run's chart, what moved during it: a series at zero all through, or a group's
+        // total (its InService and Pending already say it), is left out.
+        let idle = pts.iter().all(|(_, v)| *v == 0.0)
+            || matches!(
+                s.metric.as_str(),
+                "GroupTotalInstances" | "GroupDesiredCapacity"
+            );
+        if pts.is_empty() || (clip.is_some() && idle) {
+            continue;
+        }
+        let name = super::data::short_label(&s.label, &s.metric);
         if s.metric.contains("5XX") {
-            out.errors
-                .push(Series::steps_right(s.label.clone(), pts, s.period));
+            out.errors.push(Series::steps_right(name, pts, s.period));
         } else if is_count(s) {
-            out.counts
-                .push(Series::steps_right(s.label.clone(), pts, s.period));
+            out.counts.push(Series::steps_right(name, pts, s.period));
         } else {
             out.other.push(Series {
                 shape: super::svg::Shape::Step,
                 step: s.period,
-                ..Series::line(s.label.clone(), pts)
+                ..Series::line(name, pts)
             });
         }
     }
-    for super::data::ErrorLog {
-        group,
-        pattern,
-        per_minute: minutes,
-        ..
-    } in &cloud.logs
-    {
-        let pts: Vec<(f64, f64)> = minutes
-            .iter()
-            .map(|(t, n)| (t - start, *n as f64))
-            .collect();
+    for log in &cloud.logs {
+        let (buckets, width) = if log.per_second.is_empty() || clip.is_none() {
+            (&log.per_minute, 60.0)
+        } else {
+            (&log.per_second, 1.0)
+        };
+        let pts = clipped(
+            buckets
+                .iter()
+                .map(|(t, n)| (t - start, *n as f64))
+                .collect(),
+            width,
+        );
+        if pts.is_empty() {
+            continue;
+        }
+        let group = log.group.rsplit('/').next().unwrap_or(&log.group);
         out.errors.push(Series::steps_right(
-            format!("{group} \"{pattern}\" lines"),
+            format!("\"{}\" lines in {group}", log.pattern),
             pts,
-            60.0,
+            width,
         ));
     }
     out
@@ -613,7 +564,7 @@ fn split_cloud(cloud: &Cloud, start: f64) -> CloudSplit {
 
 /// The charts of a cloud window alone (`metrics pull`): counts, errors, the rest.
 pub fn cloud_charts(cloud: &Cloud, start: f64) -> Vec<String> {
-    let split = split_cloud(cloud, start);
+    let split = split_cloud(cloud, start, None);
     let chart = |title: &str, y: &str, series: Vec<Series>| {
         // Alone on their chart, series belong on its left axis.
         let series: Vec<Series> = series

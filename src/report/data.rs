@@ -20,6 +20,8 @@ pub struct TimelineRow {
     pub unix: f64,
     /// Method and name.
     pub endpoint: String,
+    /// How much of the second the run covers, s (under 1 for a partial second).
+    pub covered: f64,
     /// `partial`, `warmup` or `steady`.
     pub phase: String,
     /// `request` or `task`.
@@ -70,6 +72,7 @@ pub fn read_timeline(path: &Path) -> Vec<TimelineRow> {
             Some(TimelineRow {
                 unix: num(0)?,
                 second: num(1)?,
+                covered: num(2).unwrap_or(1.0),
                 phase: f.get(3)?.clone(),
                 endpoint: format!("{} {}", f.get(4)?, f.get(5)?),
                 kind: f.get(6)?.clone(),
@@ -81,6 +84,47 @@ pub fn read_timeline(path: &Path) -> Vec<TimelineRow> {
             })
         })
         .collect()
+}
+
+/// The twin's own view of a run (`rehearsal.json`, written by a rehearsal), if there is one.
+pub fn read_twin(dir: &Path) -> Option<crate::results::twin::TwinObservations> {
+    results::read_json(&dir.join("rehearsal.json")).ok()
+}
+
+/// A cloud series' legend name: its metric and the resource it is of, short
+/// (`UnHealthyHostCount verif-tg`, not the target group's ARN). Labels read
+/// `NAMESPACE METRIC RESOURCE… STATISTIC`.
+pub fn short_label(label: &str, metric: &str) -> String {
+    let words: Vec<&str> = label.split_whitespace().collect();
+    let resource = words
+        .iter()
+        .position(|w| *w == metric)
+        .and_then(|i| words.get(i + 1..words.len().saturating_sub(1)))
+        .and_then(|dims| dims.first())
+        .map(|v| {
+            // targetgroup/NAME/hash, app/NAME/hash: the name; the deployment's prefix dropped.
+            let parts: Vec<&str> = v.split('/').collect();
+            let name = if parts.len() >= 3 { parts[1] } else { v };
+            match name.split_once('-') {
+                Some((_, rest)) if name.matches('-').count() >= 2 => rest.to_string(),
+                _ => name.to_string(),
+            }
+        });
+    // Metrics that do not name their service say it (`RDS CPUUtilization`); the
+    // load balancer's and the groups' names already do.
+    let service = words
+        .first()
+        .and_then(|ns| ns.rsplit('/').next())
+        .filter(|ns| !matches!(*ns, "AutoScaling" | "ApplicationELB") && *ns != metric);
+    let metric = match service {
+        Some(ns) if !metric.is_empty() => format!("{ns} {metric}"),
+        _ => metric.to_string(),
+    };
+    match resource {
+        Some(r) if !metric.is_empty() => format!("{metric} {r}"),
+        _ if !metric.is_empty() => metric,
+        _ => label.to_string(),
+    }
 }
 
 /// Reads a JSON-lines file.
@@ -417,6 +461,29 @@ pub fn joins(lives: &[InstanceLife], start: f64) -> Vec<(String, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cloud_series_are_named_by_metric_and_resource() {
+        let tg = "AWS/ApplicationELB UnHealthyHostCount targetgroup/veraison-verif-tg/0a83 app/veraison-svc-lb/5ff6 Average";
+        assert_eq!(
+            short_label(tg, "UnHealthyHostCount"),
+            "UnHealthyHostCount verif-tg"
+        );
+        let asg = "AWS/AutoScaling GroupInServiceInstances veraison-prov-asg Average";
+        assert_eq!(
+            short_label(asg, "GroupInServiceInstances"),
+            "GroupInServiceInstances prov-asg"
+        );
+        assert_eq!(
+            short_label("AWS/RDS CPUUtilization Average", "CPUUtilization"),
+            "RDS CPUUtilization"
+        );
+        let db = "AWS/RDS DatabaseConnections veraison-support-rds Maximum";
+        assert_eq!(
+            short_label(db, "DatabaseConnections"),
+            "RDS DatabaseConnections support-rds"
+        );
+    }
 
     #[test]
     fn a_runs_error_lines_are_its_own_seconds_not_its_padded_windows() {

@@ -6,15 +6,21 @@
 //! table per task → charts per question → per-run detail, collapsed. Its pieces: [`data`] reads
 //! the files once, [`tables`] and [`charts`] turn them into rows and SVG ([`svg`]), [`correlate`]
 //! finds what the client and the cloud share, [`compare`] and [`thresholds`] judge a run against
-//! a baseline. The same page template renders `compare --html`.
+//! a baseline with the tests of [`stats`] (every interval and verdict). The same page template
+//! renders `compare --html`.
 
+pub mod autoscaling;
 pub mod charts;
 pub mod compare;
 pub mod correlate;
 pub mod data;
+pub mod distribution;
+pub mod findings;
 pub mod format;
+pub mod stats;
 pub mod svg;
 pub mod tables;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +29,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::results::cells::Kind;
 use crate::results::{self, ResultsDir, RunSummary};
 use crate::trial::thresholds;
 use compare::{Check, Comparison};
@@ -36,20 +43,6 @@ pub const TEMPLATE: &str = include_str!("../../templates/report.html.j2");
 
 /// The gate's outcome, kept beside the results so a rebuilt report shows what the run decided.
 pub const CHECKS_FILE: &str = "checks.json";
-
-/// Mean and 95 % confidence half-width (1.96 · SEM) of samples.
-pub fn mean_ci95(samples: &[f64]) -> (f64, f64) {
-    let n = samples.len() as f64;
-    if n == 0.0 {
-        return (0.0, 0.0);
-    }
-    let mean = samples.iter().sum::<f64>() / n;
-    if n < 2.0 {
-        return (mean, 0.0);
-    }
-    let var = samples.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, 1.96 * (var / n).sqrt())
-}
 
 /// A titled group of charts and tables; per-run detail is collapsed.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -91,7 +84,9 @@ pub struct Page {
     pub status: String,
     /// The verdict.
     pub verdict: Verdict,
-    /// Summary tables (before any chart).
+    /// What opens the page after the verdict: the campaign on one time axis.
+    pub overview: Vec<Section>,
+    /// Summary tables (before the charts per question).
     pub tables: Vec<Table>,
     /// Chart sections, then collapsed detail.
     pub sections: Vec<Section>,
@@ -396,6 +391,67 @@ fn warnings(data: &ReportData) -> Vec<String> {
     out
 }
 
+/// A run's load in words: `16 users`, `20/s`.
+pub fn load_words(r: &RunSummary) -> String {
+    match r.users {
+        Some(1) => "1 user".into(),
+        Some(u) => format!("{u} users"),
+        None => format!("{} arrivals", r.load_label()),
+    }
+}
+
+/// The headline numbers: every request of the campaign, its error rate, and per task its peak
+/// steady throughput (sessions for a task with a unit) with the load it came at and the p95
+/// there.
+fn headline(data: &ReportData) -> Vec<(String, String)> {
+    let (mut requests, mut failures) = (0u64, 0u64);
+    for r in &data.runs {
+        for e in r
+            .endpoints
+            .iter()
+            .filter(|e| e.kind == Kind::Request && e.task != "auth")
+        {
+            requests += e.total.count + e.drain.count;
+            failures += e.total.failures + e.drain.failures;
+        }
+    }
+    let mut out = vec![(
+        "requests".to_string(),
+        format!(
+            "{requests} in {} runs, {} failed ({:.2} %)",
+            data.runs.len(),
+            failures,
+            if requests == 0 {
+                0.0
+            } else {
+                100.0 * failures as f64 / requests as f64
+            }
+        ),
+    )];
+    for task in data.tasks() {
+        let unit = |e: &&crate::results::EndpointSummary| e.task == task && e.kind == Kind::Task;
+        let peak = data
+            .runs
+            .iter()
+            .filter_map(|r| Some((r, r.endpoints.iter().find(unit)?)))
+            .max_by(|a, b| a.1.steady.rps.total_cmp(&b.1.steady.rps));
+        if let Some((r, e)) = peak.filter(|(_, e)| e.steady.count > 0) {
+            out.push((
+                format!("peak {task}"),
+                format!(
+                    "{:.1} {}/s at {} (p95 {} ms, {})",
+                    e.steady.rps,
+                    e.name,
+                    load_words(r),
+                    format::fmt_ms(e.steady.p95_ms),
+                    r.run_id
+                ),
+            ));
+        }
+    }
+    out
+}
+
 /// The header lines of a results directory.
 fn meta(data: &ReportData) -> Vec<(String, String)> {
     let m = &data.manifest;
@@ -474,7 +530,11 @@ fn history_for(data: &ReportData) -> Vec<Value> {
 }
 
 /// The chart sections of a results directory, then the collapsed per-run detail.
-fn sections(data: &ReportData, baseline: Option<&(String, Vec<RunSummary>)>) -> Vec<Section> {
+fn sections(
+    data: &ReportData,
+    baseline: Option<&(String, Vec<RunSummary>)>,
+    auto: Option<autoscaling::AutoScaling>,
+) -> Vec<Section> {
     let mut out = Vec::new();
     let mut push =
         |title: String, note: &str, charts: Vec<String>, tables: Vec<Table>, collapsed| {
@@ -492,9 +552,19 @@ fn sections(data: &ReportData, baseline: Option<&(String, Vec<RunSummary>)>) -> 
         let base = baseline.map(|(n, r)| (n.as_str(), r.as_slice()));
         push(
             format!("{task}: against the load"),
-            "Steady state. Throughput and failures: mean of the per-second rates ± 95 % CI. Latency: percentiles pooled from the histograms. Hover a point for its value.",
+            "Steady state. Throughput: mean of the per-second rates ± 95 % CI, successes (OK) and failures (KO) apart. Latency: percentiles pooled from the histograms, one colour per endpoint. Hover a point for its value.",
             charts::task_charts(&data.runs, &task, base),
             vec![],
+            false,
+        );
+    }
+    for task in data.tasks() {
+        let (charts, table) = distribution::distributions(&data.runs, &task);
+        push(
+            format!("{task}: response-time distribution"),
+            "Each run's steady successes: the share in each latency bucket, and its percentiles.",
+            charts,
+            vec![table],
             false,
         );
     }
@@ -505,13 +575,18 @@ fn sections(data: &ReportData, baseline: Option<&(String, Vec<RunSummary>)>) -> 
         vec![],
         false,
     );
-    push(
-        "Auto-scaling".into(),
-        "Every instance from launch to InService to a healthy target (red: terminated), with the client's latency and failures on the same time axis.",
-        charts::autoscaling_charts(data),
-        vec![],
-        false,
-    );
+    if let Some(auto) = auto {
+        push(
+            "Auto-scaling".into(),
+            &format!(
+                "Every instance from launch to InService to a healthy target to serving (its first successful answers; red marker: terminated), above the client's p95 and failures on the same time axis. {}",
+                auto.findings.join("; ")
+            ),
+            auto.charts,
+            vec![],
+            false,
+        );
+    }
     let history = history_for(data);
     push(
         "Trend".into(),
@@ -553,7 +628,7 @@ pub fn build(dir: &Path) -> Result<PathBuf> {
         return build_cloud(dir);
     }
     let data = ReportData::read(dir)?;
-    let findings = correlate_all(&data)?;
+    let correlated = correlate_all(&data)?;
     let baseline = compare_with_baseline(&data);
     let gate = report_checks(&data, baseline.as_ref());
     let base_runs = baseline.as_ref().and_then(|(n, p)| {
@@ -561,26 +636,58 @@ pub fn build(dir: &Path) -> Result<PathBuf> {
         Some((n.clone(), runs))
     });
     let mut meta = meta(&data);
+    meta.extend(headline(&data));
     if let Some((name, p)) = &baseline {
         meta.push(("compared with".into(), format!("{name}: {}", p.display())));
     }
     let mut summary = tables::summary_tables(&data);
     summary.push(tables::failures_table(&data.runs));
+    let tasks = data.tasks();
+    let mut found = findings::knees(&data.runs, &tasks);
+    if let Some((name, runs)) = &base_runs {
+        found.extend(findings::against(&data.runs, runs, name, &tasks));
+    }
+    found.extend(findings::store_weight(&data.runs, &data.stores, &tasks));
+    let auto = autoscaling::section(&data);
+    if let Some(a) = &auto {
+        found.extend(a.findings.iter().cloned());
+    }
+    found.extend(findings::start_of_runs(&data));
+    found.extend(correlated);
+    let mut warned = warnings(&data);
+    warned.extend(findings::machine_limits(&data));
+    let overview = vec![Section {
+        title: "The campaign".into(),
+        note: "Every run on one time axis (seconds since the first began; each run shaded: hover it for its id and load). Between runs the stores are cleared and counted and the metrics pulled: the lines break there.".into(),
+        charts: timeline::campaign_timeline(&data),
+        ..Default::default()
+    }]
+    .into_iter()
+    .filter(|s| !s.charts.is_empty())
+    .collect();
     let page = Page {
         title: format!("trialrunner report: {}", data.trial()),
         meta,
+        overview,
         status: data.manifest["status"].as_str().unwrap_or("").to_string(),
         verdict: Verdict {
             checks: gate.checks,
             errors: gate.errors,
-            findings,
-            warnings: warnings(&data),
+            findings: found,
+            warnings: warned,
         },
         tables: summary.into_iter().filter(|t| !t.rows.is_empty()).collect(),
-        sections: sections(&data, base_runs.as_ref()),
+        sections: sections(&data, base_runs.as_ref(), auto),
     };
     let path = data.dir.root.join("report.html");
     results::write_atomic(&path, page.html()?.as_bytes())?;
+    results::write_json(
+        &data.dir.root.join("findings.json"),
+        &serde_json::json!({
+            "findings": page.verdict.findings,
+            "warnings": page.verdict.warnings,
+        }),
+    )?;
     results::write_atomic(&data.dir.root.join("report.md"), page.markdown().as_bytes())?;
     Ok(path)
 }
@@ -649,11 +756,17 @@ pub fn comparison_page(base: &Path, contender: &Path, c: &Comparison) -> Result<
             ),
             ("matched runs".into(), c.matched_runs.to_string()),
         ],
-        status: if c.passed() { "passed" } else { "failed" }.into(),
+        // No green "passed" where no threshold was checked.
+        status: match (c.checks.is_empty(), c.passed()) {
+            (true, _) => String::new(),
+            (false, true) => "passed".into(),
+            (false, false) => "failed".into(),
+        },
         verdict: Verdict {
             checks: c.checks.clone(),
             ..Default::default()
         },
+        overview: Vec::new(),
         tables: vec![
             tables::delta_table("Per endpoint, all matched runs", &c.endpoints),
             tables::delta_table("Per load step", &c.steps),

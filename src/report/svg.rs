@@ -45,8 +45,20 @@ pub struct Series {
     pub shape: Shape,
     /// The width of a step (s), for [`Shape::Step`].
     pub step: f64,
-    /// A fixed colour (otherwise the palette's next).
+    /// A fixed colour (otherwise the palette's next; right-axis series take the cloud palette).
     pub color: Option<&'static str>,
+    /// A dash pattern (`"6 3"`): p50, p95 and p99 of one endpoint share its colour and differ
+    /// by it. Right-axis series are dashed unless they say otherwise.
+    pub dash: Option<&'static str>,
+}
+
+/// The dash patterns of a series' percentiles: p50 solid, p95 dashed, p99 dotted.
+pub fn percentile_dash(q: &str) -> Option<&'static str> {
+    match q {
+        "p95" => Some("7 3"),
+        "p99" => Some("2 3"),
+        _ => None,
+    }
 }
 
 impl Series {
@@ -61,6 +73,7 @@ impl Series {
             shape: Shape::Line,
             step: 60.0,
             color: None,
+            dash: None,
         }
     }
 
@@ -118,6 +131,14 @@ pub struct Chart {
     pub markers: Vec<Marker>,
     /// Shaded x spans (start, end, label).
     pub spans: Vec<(f64, f64, String)>,
+    /// Hatched x spans (start, end, label): seconds a run covers only in part, whose counts are
+    /// shown as rates over the part covered.
+    pub hatched: Vec<(f64, f64, String)>,
+    /// A fixed x range (a run's own span): what lies outside is clipped, never stretches it.
+    pub x_range: Option<(f64, f64)>,
+    /// The run a per-run chart shows (its id and span on the x axis), written into the SVG so
+    /// a browser test can check the axis stays within the run.
+    pub run: Option<(String, f64, f64)>,
     /// A logarithmic left axis (values spanning decades).
     pub log_y: bool,
     /// Horizontal bars with their row names (an instance timeline) instead of a y scale.
@@ -134,6 +155,34 @@ pub struct Chart {
 pub const PALETTE: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
+
+/// The palette of right-axis (cloud) series: hues the client's series do not use.
+pub const CLOUD_PALETTE: [&str; 6] = [
+    "#6a3d9a", "#b15928", "#33a02c", "#e31a1c", "#1b9e77", "#666666",
+];
+
+/// The colour of the `i`-th series: its own, else the next of its axis' palette.
+fn color_of(series: &[Series], i: usize) -> &'static str {
+    let s = &series[i];
+    if let Some(c) = s.color {
+        return c;
+    }
+    let same_axis = series[..i]
+        .iter()
+        .filter(|x| x.axis == s.axis && x.color.is_none())
+        .count();
+    match s.axis {
+        Axis::Left => PALETTE[same_axis % PALETTE.len()],
+        Axis::Right => CLOUD_PALETTE[same_axis % CLOUD_PALETTE.len()],
+    }
+}
+
+/// The dash of a series as drawn.
+fn dash_of(s: &Series) -> Option<&'static str> {
+    s.dash
+        .or((s.axis == Axis::Right).then_some("6 3"))
+        .filter(|d| !d.is_empty())
+}
 
 /// Most hover points per series.
 const MAX_HOVER_POINTS: usize = 60;
@@ -174,6 +223,25 @@ pub fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
             break;
         }
         i += 1.0;
+    }
+    out
+}
+
+/// Ticks on whole numbers only (users, rows): steps of 1, 2, 5, 10… covering [lo, hi].
+pub fn whole_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    let raw = ((hi - lo) / n.max(1) as f64).max(1.0);
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag)
+        .max(1.0);
+    let mut out = Vec::new();
+    let mut v = (lo / step).ceil() * step;
+    while v <= hi + 1e-9 {
+        out.push(v);
+        v += step;
     }
     out
 }
@@ -243,7 +311,8 @@ fn y_range(series: &[&Series], log: bool) -> (f64, f64) {
         let top = 10f64.powf(hi.log10().ceil());
         return (lo, top.max(lo * 10.0));
     }
-    let t = ticks(0.0, hi, 5);
+    // A little headroom: a line at the highest value stays off the plot's top edge.
+    let t = ticks(0.0, hi * 1.04, 5);
     (0.0, *t.last().unwrap_or(&hi))
 }
 
@@ -314,26 +383,25 @@ impl Chart {
     }
 
     /// Legend entries: (label, colour, dashed, a series' entry); series without points have none.
-    fn legend_labels(&self) -> Vec<(String, &'static str, bool, bool)> {
-        let mut out: Vec<(String, &'static str, bool, bool)> = self
+    fn legend_labels(&self) -> Vec<(String, &'static str, Option<&'static str>, bool)> {
+        let mut out: Vec<(String, &'static str, Option<&'static str>, bool)> = self
             .series
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.points.is_empty())
             .map(|(i, s)| {
-                let color = s.color.unwrap_or(PALETTE[i % PALETTE.len()]);
                 let label = if s.axis == Axis::Right {
                     format!("{} (right axis)", s.name)
                 } else {
                     s.name.clone()
                 };
-                (label, color, s.axis == Axis::Right, true)
+                (label, color_of(&self.series, i), dash_of(s), true)
             })
             .collect();
         out.extend(
             self.bar_legend
                 .iter()
-                .map(|(c, l)| (l.clone(), *c, false, false)),
+                .map(|(c, l)| (l.clone(), *c, None, false)),
         );
         out.extend(
             self.markers
@@ -354,8 +422,16 @@ impl Chart {
                     },
                 )
                 .into_iter()
-                .map(|(c, kind)| (format!("marker: {kind}"), c, true, false)),
+                .map(|(c, kind)| (format!("marker: {kind}"), c, Some("4 3"), false)),
         );
+        if !self.hatched.is_empty() {
+            out.push((
+                "partial second (rate over the part covered)".into(),
+                "#999999",
+                None,
+                false,
+            ));
+        }
         out
     }
 
@@ -374,24 +450,36 @@ impl Chart {
         let mut s = String::new();
         let series_count = self.series.iter().filter(|s| !s.points.is_empty()).count();
         let id = format!("c{:x}", fxhash(&self.title));
+        let x = self.x_scale();
+        let run = self
+            .run
+            .as_ref()
+            .map(|(r, from, to)| {
+                format!(
+                    r#" data-run="{}" data-run-from="{from:.3}" data-run-to="{to:.3}""#,
+                    esc(r)
+                )
+            })
+            .unwrap_or_default();
         let _ = write!(
             s,
-            r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {h}" width="{W}" height="{h}" role="img" aria-label="{}" data-series="{series_count}">"#,
-            esc(&self.title)
+            r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {h}" width="{W}" height="{h}" role="img" aria-label="{}" data-series="{series_count}" data-x-lo="{:.3}" data-x-hi="{:.3}"{run}>"#,
+            esc(&self.title),
+            x.lo,
+            x.hi
         );
         let _ = write!(
             s,
             r##"<rect x="0" y="0" width="{W}" height="{h}" fill="#ffffff"/><text x="{}" y="20" text-anchor="middle" font-size="13" font-weight="bold" fill="#222">{}</text>"##,
             W / 2.0,
-            esc(&truncate(&self.title, 95))
+            esc(&truncate(&self.title, 88))
         );
         let _ = write!(
             s,
-            r#"<defs><clipPath id="{id}"><rect x="{L}" y="{T}" width="{}" height="{plot_h}"/></clipPath></defs><rect class="plot" x="{L}" y="{T}" width="{}" height="{plot_h}" fill="none"/>"#,
+            r##"<defs><clipPath id="{id}"><rect x="{L}" y="{T}" width="{}" height="{plot_h}"/></clipPath><pattern id="{id}h" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><line x1="0" y1="0" x2="0" y2="6" stroke="#bbbbbb" stroke-width="2"/></pattern></defs><rect class="plot" x="{L}" y="{T}" width="{}" height="{plot_h}" fill="none"/>"##,
             W - L - R,
             W - L - R
         );
-        let x = self.x_scale();
         if self.rows.is_empty() {
             self.draw_xy(&mut s, &x, bottom, &id);
         } else {
@@ -402,11 +490,9 @@ impl Chart {
         for ((label, color, dashed, series), (lx, row)) in legend.iter().zip(&positions) {
             let kind = if *series { "series" } else { "key" };
             let ly = bottom + 46.0 + *row as f64 * LEGEND_ROW;
-            let dash = if *dashed {
-                r#" stroke-dasharray="5 3""#
-            } else {
-                ""
-            };
+            let dash = dashed
+                .map(|d| format!(r#" stroke-dasharray="{d}""#))
+                .unwrap_or_default();
             let _ = write!(
                 s,
                 r##"<g class="legend-item" data-kind="{kind}"><line x1="{lx:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="3"{dash}/><text x="{:.1}" y="{:.1}" font-size="11" fill="#222">{}</text></g>"##,
@@ -423,6 +509,15 @@ impl Chart {
     }
 
     fn x_scale(&self) -> Scale {
+        if let Some((lo, hi)) = self.x_range.filter(|(lo, hi)| hi > lo) {
+            return Scale {
+                lo,
+                hi,
+                a: L,
+                b: W - R,
+                log: false,
+            };
+        }
         let xs: Vec<f64> = self
             .series
             .iter()
@@ -461,10 +556,14 @@ impl Chart {
             .flat_map(|s| &s.points)
             .all(|p| p.0.fract() == 0.0);
         let labelled: Vec<(f64, String)> = if self.x_ticks.is_empty() {
-            ticks(x.lo, x.hi, 8)
+            let candidates = if whole {
+                whole_ticks(x.lo, x.hi, 8)
+            } else {
+                ticks(x.lo, x.hi, 8)
+            };
+            candidates
                 .into_iter()
                 .filter(|t| *t >= x.lo - 1e-9 && *t <= x.hi + 1e-9)
-                .filter(|t| !whole || t.fract() == 0.0)
                 .map(|t| (t, fmt_num(t)))
                 .collect()
         } else {
@@ -523,7 +622,17 @@ impl Chart {
             let (xa, xb) = (x.map(*a), x.map(*b));
             let _ = write!(
                 s,
-                r##"<rect class="span" x="{xa:.1}" y="{T}" width="{:.1}" height="{:.1}" fill="#f3f0e0"><title>{}</title></rect>"##,
+                r##"<rect class="span" clip-path="url(#{clip})" x="{xa:.1}" y="{T}" width="{:.1}" height="{:.1}" fill="#f3f0e0"><title>{}</title></rect>"##,
+                (xb - xa).max(0.0),
+                bottom - T,
+                esc(label)
+            );
+        }
+        for (a, b, label) in &self.hatched {
+            let (xa, xb) = (x.map(*a), x.map(*b));
+            let _ = write!(
+                s,
+                r##"<rect class="partial" clip-path="url(#{clip})" x="{xa:.1}" y="{T}" width="{:.1}" height="{:.1}" fill="url(#{clip}h)" fill-opacity="0.6"><title>{}</title></rect>"##,
                 (xb - xa).max(0.0),
                 bottom - T,
                 esc(label)
@@ -585,7 +694,7 @@ impl Chart {
             );
         }
         for (i, se) in self.series.iter().enumerate() {
-            let color = se.color.unwrap_or(PALETTE[i % PALETTE.len()]);
+            let color = color_of(&self.series, i);
             let ys = if se.axis == Axis::Left { &y } else { &y2 };
             self.draw_series(s, se, x, ys, color, clip);
         }
@@ -603,8 +712,16 @@ impl Chart {
         if se.points.is_empty() {
             return;
         }
-        let mut path = Vec::new();
+        // A non-finite y breaks the line (a gap between two runs on a campaign's axis).
+        let mut paths: Vec<Vec<String>> = vec![Vec::new()];
         for (i, (px, py)) in se.points.iter().enumerate() {
+            if !py.is_finite() {
+                if paths.last().is_some_and(|p| !p.is_empty()) {
+                    paths.push(Vec::new());
+                }
+                continue;
+            }
+            let path = paths.last_mut().expect("one path at least");
             match se.shape {
                 Shape::Line => path.push(format!("{:.1},{:.1}", x.map(*px), ys.map(*py))),
                 Shape::Step => {
@@ -618,17 +735,17 @@ impl Chart {
                 }
             }
         }
-        let dash = if se.axis == Axis::Right {
-            r#" stroke-dasharray="6 3""#
-        } else {
-            ""
-        };
-        let _ = write!(
-            s,
-            r#"<polyline class="series" clip-path="url(#{clip})" fill="none" stroke="{color}" stroke-width="2"{dash} points="{}"><title>{}</title></polyline>"#,
-            path.join(" "),
-            esc(&se.name)
-        );
+        let dash = dash_of(se)
+            .map(|d| format!(r#" stroke-dasharray="{d}""#))
+            .unwrap_or_default();
+        for path in paths.iter().filter(|p| !p.is_empty()) {
+            let _ = write!(
+                s,
+                r#"<polyline class="series" clip-path="url(#{clip})" fill="none" stroke="{color}" stroke-width="2"{dash} points="{}"><title>{}</title></polyline>"#,
+                path.join(" "),
+                esc(&se.name)
+            );
+        }
         if let Some(errs) = &se.errors {
             for ((px, py), e) in se.points.iter().zip(errs) {
                 let (cx, top, bot) = (x.map(*px), ys.map(py + e), ys.map((py - e).max(ys.lo)));
@@ -662,7 +779,8 @@ impl Chart {
             .iter()
             .enumerate()
             .filter(|(i, _)| i % every == 0 || Some(*i) == peak)
-            .map(|(_, p)| p);
+            .map(|(_, p)| p)
+            .filter(|(px, py)| py.is_finite() && *px >= x.lo - 1e-9 && *px <= x.hi + 1e-9);
         for (px, py) in hover {
             let _ = write!(
                 s,

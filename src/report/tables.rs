@@ -8,7 +8,7 @@ use super::charts::endpoint_label;
 use super::data::{read_cloud, ReportData};
 pub use super::format::fmt_ms;
 use super::format::pct;
-use super::mean_ci95;
+use super::stats::{mean_ci, LEVEL};
 use crate::results::cells::Kind;
 use crate::results::RunSummary;
 
@@ -38,7 +38,7 @@ pub fn summary_tables(data: &ReportData) -> Vec<Table> {
             }
             eps.sort_by_key(|e| e.kind != Kind::Task);
             for e in eps {
-                let (mean, ci) = mean_ci95(&e.samples.rps);
+                let (mean, ci) = mean_ci(&e.samples.rps, LEVEL);
                 let f = &e.steady;
                 let failures_pct = if e.total.count == 0 {
                     0.0

@@ -12,6 +12,7 @@ pub mod cells;
 pub mod csv;
 pub mod lock;
 pub mod summary;
+pub mod twin;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

@@ -117,20 +117,45 @@ pub struct Faults {
 }
 
 /// One instance's capacity, as a small EC2 instance has: `workers` requests in service at
-/// once, each occupying its worker for `service` (queued beyond that). Throughput tops out at
-/// `workers / service` per second, whatever the machine running the rehearsal.
+/// once, each occupying its worker for its *modelled* time (queued beyond that): `service`, plus
+/// `per_row` for every stored row its reads go through (VTS reads every duplicate of a key and
+/// decodes each, so a store that grows slows verification). The real work is done within that
+/// time; a request whose real work (or whose timer) ran past it is *overhead*, what this machine
+/// added to the model, which the instance records so a rehearsal can say when the machine, not
+/// the modelled deployment, set a figure. Throughput tops out at `workers / service` per second,
+/// whatever the machine running the rehearsal.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InstanceCapacity {
     /// Requests served at once.
     pub workers: usize,
     /// Time each one occupies its worker.
     pub service: Duration,
+    /// Added occupancy per stored row a request's reads went through.
+    pub per_row: Duration,
+    /// What opening one database connection costs (RDS: TCP, TLS and authentication), paid by
+    /// the request that needs a new one: the cold start of an instance's pool.
+    pub db_open: Duration,
 }
 
 impl InstanceCapacity {
+    /// `workers` × `service`, no per-row or connection cost.
+    pub fn new(workers: usize, service: Duration) -> InstanceCapacity {
+        InstanceCapacity {
+            workers,
+            service,
+            per_row: Duration::ZERO,
+            db_open: Duration::ZERO,
+        }
+    }
+
     /// Requests per second at most.
     pub fn per_second(&self) -> f64 {
         self.workers as f64 / self.service.as_secs_f64().max(1e-9)
+    }
+
+    /// How long a request that read `rows` stored rows occupies its worker.
+    pub fn occupancy(&self, rows: usize) -> Duration {
+        self.service + self.per_row * rows as u32
     }
 }
 

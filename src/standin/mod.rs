@@ -101,6 +101,7 @@ pub struct Cluster {
     store: Arc<KvStore>,
     sessions: Arc<Mutex<HashMap<uuid::Uuid, Session>>>,
     ear_key: SigningKey,
+    overhead: Arc<Mutex<BTreeMap<i64, hdrhistogram::Histogram<u64>>>>,
 }
 
 impl Cluster {
@@ -110,12 +111,19 @@ impl Cluster {
             store: Arc::new(store),
             sessions: Arc::default(),
             ear_key: SigningKey::random(&mut rand::rngs::OsRng),
+            overhead: Arc::default(),
         }
     }
 
     /// The shared store.
     pub fn store(&self) -> &KvStore {
         &self.store
+    }
+
+    /// What this machine added to the modelled occupancy of the instances' requests (µs), by
+    /// the UTC second in which each request freed its worker: every instance of the cluster.
+    pub fn overhead(&self) -> BTreeMap<i64, hdrhistogram::Histogram<u64>> {
+        self.overhead.lock().expect("overhead lock").clone()
     }
 }
 
@@ -154,6 +162,10 @@ struct AppState {
     counters: Mutex<BTreeMap<(String, i64), u64>>,
     /// Injected delays (µs) by the UTC second in which they ended.
     injected: Mutex<BTreeMap<i64, hdrhistogram::Histogram<u64>>>,
+    /// With a bounded capacity: what the machine added to each request's modelled occupancy
+    /// (µs; real work or a late timer past it), by the UTC second in which the worker was freed
+    /// (the cluster's, shared by its instances).
+    overhead: Arc<Mutex<BTreeMap<i64, hdrhistogram::Histogram<u64>>>>,
 }
 
 /// A running stand-in; stops when dropped or on [`Standin::shutdown`].
@@ -209,6 +221,7 @@ impl Standin {
             workers,
             counters: Mutex::new(BTreeMap::new()),
             injected: Mutex::new(BTreeMap::new()),
+            overhead: cluster.overhead.clone(),
         });
         let app = router(state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -260,6 +273,13 @@ impl Standin {
             }
         }
         h
+    }
+
+    /// What this machine added to the modelled occupancy of its requests (µs), by the UTC
+    /// second in which each request freed its worker (empty without a bounded capacity; the
+    /// whole cluster's for an instance of one).
+    pub fn overhead(&self) -> BTreeMap<i64, hdrhistogram::Histogram<u64>> {
+        self.state.overhead.lock().expect("overhead lock").clone()
     }
 
     /// Rows its store has read (every duplicate row of a key counts).
@@ -424,14 +444,21 @@ impl AppState {
         self.started.elapsed() < self.config.faults.slow_start
     }
 
-    /// Applies pause, latency and random errors; `Err` is the response to give instead.
-    async fn inject(&self) -> Result<(), Response> {
+    /// Takes one of the instance's workers (when its capacity is bounded; queued until one is
+    /// free), then applies pause, latency and random errors; `Err` is the response to give
+    /// instead (the worker is freed at once). The worker stays busy until [`Busy::finish`].
+    async fn inject(&self) -> Result<Busy<'_>, Response> {
         let f = &self.config.faults;
-        if let (Some(workers), Some(c)) = (&self.workers, f.capacity) {
-            // A worker of the instance is busy for the service time; others queue for one.
-            let _busy = workers.acquire().await.expect("workers never close");
-            tokio::time::sleep(c.service).await;
-        }
+        let permit = match &self.workers {
+            Some(workers) => Some(workers.acquire().await.expect("workers never close")),
+            None => None,
+        };
+        let busy = Busy {
+            _permit: permit,
+            since: Instant::now(),
+            capacity: f.capacity,
+            st: self,
+        };
         if let Some((at, dur)) = f.pause {
             let now = self.started.elapsed();
             if now >= at && now < at + dur {
@@ -459,7 +486,7 @@ impl AppState {
         if fail {
             return Err(problem(StatusCode::INTERNAL_SERVER_ERROR, "injected error"));
         }
-        Ok(())
+        Ok(busy)
     }
 
     fn bearer_ok(&self, headers: &HeaderMap) -> bool {
@@ -496,6 +523,35 @@ impl AppState {
             v["result"] = json!(r);
         }
         v
+    }
+}
+
+/// One of an instance's workers, busy with a request from when it took it until the request's
+/// modelled occupancy is up ([`faults::InstanceCapacity::occupancy`]).
+struct Busy<'a> {
+    _permit: Option<tokio::sync::SemaphorePermit<'a>>,
+    since: Instant,
+    capacity: Option<faults::InstanceCapacity>,
+    st: &'a AppState,
+}
+
+impl Busy<'_> {
+    /// Keeps the worker until the request's modelled time (`service`, plus `per_row` for each of
+    /// the `rows` its reads went through) is up; whatever the real work or the timer took past
+    /// it is recorded as the machine's overhead.
+    async fn finish(self, rows: usize) {
+        let Some(c) = self.capacity else { return };
+        let until = self.since + c.occupancy(rows);
+        tokio::time::sleep_until(until.into()).await;
+        let over = Instant::now().saturating_duration_since(until);
+        let _ = self
+            .st
+            .overhead
+            .lock()
+            .expect("overhead lock")
+            .entry(chrono::Utc::now().timestamp())
+            .or_insert_with(crate::results::cells::new_hist)
+            .record(over.as_micros() as u64);
     }
 }
 
@@ -634,11 +690,13 @@ async fn submit(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
         Ok(h) => h,
         Err(r) => return r,
     };
-    if let Err(r) = st.inject().await {
-        return r;
-    }
+    let busy = match st.inject().await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let outcome = provision(&st, hold.via(), &body).await;
     drop(hold);
+    busy.finish(0).await;
     let mut v = json!({"status": "success", "expiry": now_rfc3339()});
     if let Err(reason) = outcome {
         v["status"] = json!("failed");
@@ -774,8 +832,9 @@ async fn new_session(
     if st.starting() {
         return problem(StatusCode::INTERNAL_SERVER_ERROR, VTS_REFUSED);
     }
-    if let Err(r) = st.inject().await {
-        return r;
+    match st.inject().await {
+        Ok(busy) => busy.finish(0).await,
+        Err(r) => return r,
     }
     let id = uuid::Uuid::new_v4();
     let expiry =
@@ -887,12 +946,18 @@ async fn evidence(
         Err(r) => Err(r),
         Ok(hold) => match st.inject().await {
             Err(r) => Err(r),
-            Ok(()) => appraise(&st, hold.via(), &body, &nonce).await.map_err(|e| {
-                problem(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("error encountered while processing evidence: {e}"),
-                )
-            }),
+            Ok(busy) => {
+                let appraised = appraise(&st, hold.via(), &body, &nonce).await;
+                drop(hold);
+                busy.finish(appraised.as_ref().map_or(0, |(_, rows)| *rows))
+                    .await;
+                appraised.map(|(jwt, _)| jwt).map_err(|e| {
+                    problem(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("error encountered while processing evidence: {e}"),
+                    )
+                })
+            }
         },
     };
     let mut sessions = st.sessions.lock().expect("sessions lock");
@@ -915,26 +980,23 @@ async fn evidence(
 }
 
 /// PSA appraisal as VTS does it: bad evidence yields a contraindicated EAR, not an error;
-/// store errors are errors (HTTP 500).
+/// store errors are errors (HTTP 500). Returns the EAR and the stored rows its reads went
+/// through (every duplicate of the device's keys).
 async fn appraise(
     st: &AppState,
     via: store::Via<'_>,
     token: &[u8],
     session_nonce: &[u8],
-) -> Result<String, StoreError> {
+) -> Result<(String, usize), StoreError> {
     let affirming = json!({"instance-identity": 2, "configuration": 0, "executables": 2, "file-system": 0,
         "hardware": 2, "runtime-opaque": 2, "storage-opaque": 2, "sourced-data": 0});
     let crypto_failed = json!({"instance-identity": 99, "configuration": 99, "executables": 99, "file-system": 99,
         "hardware": 99, "runtime-opaque": 99, "storage-opaque": 99, "sourced-data": 99});
     let iat = chrono::Utc::now().timestamp();
-    let sign = |status, tv: Value, annotated: Value| {
-        Ok(ear::sign_ear(
-            &st.ear_key,
-            status,
-            tv,
-            session_nonce,
-            annotated,
-            iat,
+    let sign = |status, tv: Value, annotated: Value, rows: usize| {
+        Ok((
+            ear::sign_ear(&st.ear_key, status, tv, session_nonce, annotated, iat),
+            rows,
         ))
     };
     let Ok(parsed) = ParsedToken::parse(token) else {
@@ -942,6 +1004,7 @@ async fn appraise(
             EarStatus::Contraindicated,
             crypto_failed,
             json!({"error": "malformed token"}),
+            0,
         );
     };
     let c = &parsed.claims;
@@ -956,22 +1019,22 @@ async fn appraise(
         key_b64(&c.implementation_id),
         key_b64(&c.instance_id)
     );
-    let anchors = st.store.get(via, "trust_anchors", &ta_key).await?;
+    let (anchors, anchor_rows) = st.store.get_reading(via, "trust_anchors", &ta_key).await?;
     let pem = anchors
         .iter()
         .filter_map(|a| serde_json::from_str::<Value>(a).ok())
         .find_map(|a| a["attributes"]["psa.iak-pub"].as_str().map(str::to_string));
+    let rows = anchor_rows as usize;
     let Some(pem) = pem else {
-        return sign(EarStatus::Contraindicated, crypto_failed, annotated);
+        return sign(EarStatus::Contraindicated, crypto_failed, annotated, rows);
     };
     if parsed.verify(&pem).is_err() || c.nonce != session_nonce {
-        return sign(EarStatus::Contraindicated, crypto_failed, annotated);
+        return sign(EarStatus::Contraindicated, crypto_failed, annotated, rows);
     }
     let rv_key = format!("PSA_IOT://0/{}", key_b64(&c.implementation_id));
-    let refvals: Vec<Value> = st
-        .store
-        .get(via, "endorsements", &rv_key)
-        .await?
+    let (stored, stored_rows) = st.store.get_reading(via, "endorsements", &rv_key).await?;
+    let rows = rows + stored_rows as usize;
+    let refvals: Vec<Value> = stored
         .iter()
         .filter_map(|v| serde_json::from_str(v).ok())
         .collect();
@@ -990,11 +1053,11 @@ async fn appraise(
         })
     };
     if c.sw_components.iter().all(matches) {
-        sign(EarStatus::Affirming, affirming, annotated)
+        sign(EarStatus::Affirming, affirming, annotated, rows)
     } else {
         let mut tv = affirming;
         tv["executables"] = json!(33);
-        sign(EarStatus::Warning, tv, annotated)
+        sign(EarStatus::Warning, tv, annotated, rows)
     }
 }
 

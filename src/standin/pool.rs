@@ -87,6 +87,10 @@ pub struct SessionPool {
     state: Mutex<PoolState>,
     returned: Notify,
     refused: AtomicUsize,
+    /// Connections opened so far.
+    opened: AtomicUsize,
+    /// What opening one costs beyond the real connect (modelled: an RDS handshake).
+    open_cost: std::time::Duration,
 }
 
 impl std::fmt::Debug for SessionPool {
@@ -147,7 +151,23 @@ impl SessionPool {
             }),
             returned: Notify::new(),
             refused: AtomicUsize::new(0),
+            opened: AtomicUsize::new(0),
+            open_cost: std::time::Duration::ZERO,
         }
+    }
+
+    /// The same pool, each new connection costing `cost` more to open (the modelled setup of a
+    /// connection to RDS: TCP, TLS, authentication), paid by the request that needs it.
+    pub fn with_open_cost(self, cost: std::time::Duration) -> SessionPool {
+        SessionPool {
+            open_cost: cost,
+            ..self
+        }
+    }
+
+    /// Connections opened so far (a pool that keeps its connections opens few).
+    pub fn opened(&self) -> usize {
+        self.opened.load(Ordering::Relaxed)
     }
 
     /// Connections open now (idle or in use).
@@ -181,10 +201,16 @@ impl SessionPool {
             returned.await;
         }
         match self.connect().await {
-            Ok(conn) => Ok(Lease {
-                pool: self,
-                conn: Some(conn),
-            }),
+            Ok(conn) => {
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                if !self.open_cost.is_zero() {
+                    tokio::time::sleep(self.open_cost).await;
+                }
+                Ok(Lease {
+                    pool: self,
+                    conn: Some(conn),
+                })
+            }
             Err(e) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 self.state.lock().expect("pool lock").open -= 1;

@@ -185,18 +185,31 @@ impl KvStore {
         table_name: &str,
         key: &str,
     ) -> Result<Vec<String>, StoreError> {
+        Ok(self.get_reading(via, table_name, key).await?.0)
+    }
+
+    /// Every distinct value of a key, and how many rows were read to find them (every
+    /// duplicate counts).
+    pub async fn get_reading(
+        &self,
+        via: Via<'_>,
+        table_name: &str,
+        key: &str,
+    ) -> Result<(Vec<String>, u64), StoreError> {
         match &self.backend {
             Backend::Memory(m) => {
                 let m = m.lock().expect("store lock");
                 let rows = m.tables.get(table(table_name)).and_then(|t| t.get(key));
-                self.count_read(rows.map(|r| r.len() as u64).unwrap_or(0));
+                let read = rows.map(|r| r.len() as u64).unwrap_or(0);
+                self.count_read(read);
                 let mut seen = HashSet::new();
-                Ok(rows
+                let values = rows
                     .into_iter()
                     .flatten()
                     .filter(|v| seen.insert(v.as_str()))
                     .cloned()
-                    .collect())
+                    .collect();
+                Ok((values, read))
             }
             Backend::Postgres(p) => {
                 // Veraison's `SELECT DISTINCT kv_val … WHERE kv_key = $1` reads every duplicate;
@@ -208,7 +221,10 @@ impl KvStore {
                 let rows = p.client(via).query(&sql, &[&key]).await.map_err(db_error)?;
                 let read: i64 = rows.iter().map(|r| r.get::<_, i64>(1)).sum();
                 self.count_read(read as u64);
-                Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+                Ok((
+                    rows.iter().map(|r| r.get::<_, String>(0)).collect(),
+                    read as u64,
+                ))
             }
         }
     }

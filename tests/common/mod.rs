@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod awsfault;
+pub mod browser;
 pub mod deployment;
 pub mod hang;
 pub mod tls;
