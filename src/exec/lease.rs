@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::background::Background;
 use super::journal::JournalState;
 use crate::owner::Owner;
 use crate::provider::{LockClaim, Scaler};
@@ -37,10 +38,7 @@ pub fn claim_of(journal: &JournalState) -> LockClaim {
 }
 
 /// Renews a claim's lease in the background until stopped.
-pub struct Heartbeat {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
+pub struct Heartbeat(Background);
 
 impl Heartbeat {
     /// Renews `claim` every quarter lease. When the claim is gone from a group, says why in
@@ -51,10 +49,8 @@ impl Heartbeat {
         campaign: CancellationToken,
         lost: Arc<Mutex<Option<String>>>,
     ) -> Heartbeat {
-        let stop = CancellationToken::new();
-        let token = stop.clone();
         let every = (lease() / 4).max(Duration::from_secs(1));
-        let task = tokio::spawn(async move {
+        Heartbeat(Background::spawn(move |token| async move {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
@@ -81,19 +77,11 @@ impl Heartbeat {
                     Err(e) => tracing::warn!("renewing the deployment lock: {e}"),
                 }
             }
-        });
-        Heartbeat { stop, task }
+        }))
     }
 
     /// Stops renewing; a renewal in flight gets two seconds, then is abandoned.
     pub async fn stop(self) {
-        self.stop.cancel();
-        let abort = self.task.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(2), self.task)
-            .await
-            .is_err()
-        {
-            abort.abort();
-        }
+        self.0.stop().await
     }
 }

@@ -15,6 +15,7 @@
 //!   its users and writes its files first; nothing talks to AWS before the restore;
 //! * a cloud-metrics failure never aborts a campaign: it is recorded and the results are partial.
 
+pub mod background;
 pub mod journal;
 pub mod lease;
 pub mod ledger;
