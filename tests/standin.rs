@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
-use p256::ecdsa::SigningKey;
 use reqwest::StatusCode;
 use serde_json::Value;
 use trialrunner::standin::faults::Faults;
 use trialrunner::standin::store::KvStore;
 use trialrunner::standin::{Credentials, Standin, StandinConfig, TOKEN_PATH};
 use trialrunner::veraison::ear::{self, EarStatus};
+use trialrunner::veraison::es256::SigningKey;
 use trialrunner::veraison::psa::{self, Device, ParsedToken, SwComponent, SEED_NONCE_B64};
 use trialrunner::veraison::release::ReleaseProfile;
 
@@ -608,7 +608,7 @@ fn vector_device(dir: &std::path::Path) -> Device {
     Device {
         implementation_id: c.implementation_id,
         instance_id: c.instance_id,
-        key: SigningKey::from_slice(&d).unwrap(),
+        key: SigningKey::from_scalar(&d).unwrap(),
         sw_components: c
             .sw_components
             .into_iter()

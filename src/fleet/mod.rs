@@ -82,8 +82,9 @@ fn read_summary(dir: &Path) -> Option<RunSummary> {
     serde_json::from_slice(&std::fs::read(dir.join("summary.json")).ok()?).ok()
 }
 
-/// The generator health of a fleet: threads added, CPU and busy time weighted by threads, the
-/// worst timer lag, saturated when any worker was.
+/// The generator health of a fleet: threads added, CPU, busy and waiting time weighted by
+/// threads, the worst timer lag and own busy share, saturated (or on a busy machine) when any
+/// worker was.
 fn fleet_health(all: &[GeneratorHealth]) -> GeneratorHealth {
     let threads: usize = all.iter().map(|g| g.threads).sum();
     let weighted = |f: fn(&GeneratorHealth) -> f64| {
@@ -93,12 +94,18 @@ fn fleet_health(all: &[GeneratorHealth]) -> GeneratorHealth {
     GeneratorHealth {
         cpu_pct: weighted(|g| g.cpu_pct),
         busy_pct: weighted(|g| g.busy_pct),
+        wait_pct: weighted(|g| g.wait_pct),
+        own_busy_pct: worst(|g| g.own_busy_pct),
         threads,
         timer_lag_p50_ms: worst(|g| g.timer_lag_p50_ms),
         timer_lag_p99_ms: worst(|g| g.timer_lag_p99_ms),
         max_timer_lag_ms: worst(|g| g.max_timer_lag_ms),
+        own_timer_lag_p99_ms: worst(|g| g.own_timer_lag_p99_ms),
+        cpu_us_per_request: weighted(|g| g.cpu_us_per_request),
         check_cpu_us_per_task: weighted(|g| g.check_cpu_us_per_task),
+        machine_cpu_pct: worst(|g| g.machine_cpu_pct),
         saturated: all.iter().any(|g| g.saturated),
+        machine_busy: all.iter().any(|g| g.machine_busy),
     }
 }
 

@@ -18,9 +18,12 @@ use hdrhistogram::Histogram;
 use super::recorder::{Recorder, Slot};
 use crate::error::Result;
 pub use crate::results::cells::{decode, encode, CellLine, CellText};
-use crate::results::cells::{Cell, Endpoint, Kind};
+use crate::results::cells::{Cell, Endpoint, Kind, Phases};
 use crate::results::csv::{self, RowFigures};
-use crate::results::{AppendFile, Drain, EndpointSummary, Figures, Histograms, SteadySamples};
+use crate::results::{
+    AppendFile, Drain, EndpointSummary, Figures, Histograms, PhaseFigures, PhaseSummary,
+    SteadySamples,
+};
 
 /// Latency figures of a histogram and rates over `seconds`.
 pub fn figures(latency: &Histogram<u64>, count: u64, failures: u64, seconds: f64) -> Figures {
@@ -54,6 +57,36 @@ pub fn figures(latency: &Histogram<u64>, count: u64, failures: u64, seconds: f64
         max_ms: q(1.0),
         seconds,
     }
+}
+
+/// A phase's figures over a span, its histogram kept for pooling.
+pub fn phase_figures(h: &Histogram<u64>) -> PhaseFigures {
+    if h.is_empty() {
+        return PhaseFigures::default();
+    }
+    PhaseFigures {
+        count: h.len(),
+        p50_ms: csv::ms(h.value_at_quantile(0.5)),
+        p95_ms: csv::ms(h.value_at_quantile(0.95)),
+        p99_ms: csv::ms(h.value_at_quantile(0.99)),
+        max_ms: csv::ms(h.max()),
+        histogram: encode(h),
+    }
+}
+
+/// The phases of a span's requests as the summary keeps them, with the connections opened and
+/// found closed.
+pub fn phase_summary(p: Option<&Phases>) -> (PhaseSummary, u64, u64) {
+    let Some(p) = p else {
+        return (PhaseSummary::default(), 0, 0);
+    };
+    let summary = PhaseSummary {
+        connect: phase_figures(&p.connect),
+        tls: phase_figures(&p.tls),
+        wait: phase_figures(&p.wait),
+        receive: phase_figures(&p.receive),
+    };
+    (summary, p.opened, p.closed)
 }
 
 /// Where a second stands in the run.
@@ -147,6 +180,8 @@ pub struct Aggregator {
     history: AppendFile,
     hlog: AppendFile,
     tags: Vec<String>,
+    /// Per endpoint, the interval log's tag of each phase (in [`Phases::NAMES`]' order).
+    phase_tags: Vec<[String; 4]>,
     /// Every request endpoint's cells, whole run, for Locust's `Aggregated` and `stats.csv`.
     locust: Vec<Cell>,
     /// Virtual users running at the end of the last flushed second.
@@ -177,6 +212,14 @@ impl Aggregator {
                 .endpoints()
                 .iter()
                 .map(|e| csv::hlog_tag(&e.method, &e.name))
+                .collect(),
+            phase_tags: rec
+                .endpoints()
+                .iter()
+                .map(|e| {
+                    let tag = csv::hlog_tag(&e.method, &e.name);
+                    Phases::NAMES.map(|p| csv::hlog_phase_tag(&tag, p))
+                })
                 .collect(),
             locust: vec![Cell::default(); n],
             users: 0,
@@ -264,13 +307,16 @@ impl Aggregator {
                 users,
                 cell,
             }))?;
+            let at = t as f64 - self.window.start.floor();
             if !cell.ok.is_empty() {
-                self.hlog.write(&csv::hlog_line(
-                    &self.tags[i],
-                    t as f64 - self.window.start.floor(),
-                    1.0,
-                    &cell.ok,
-                ))?;
+                self.hlog
+                    .write(&csv::hlog_line(&self.tags[i], at, 1.0, &cell.ok))?;
+            }
+            for (k, (_, h)) in cell.phases.iter().flat_map(|p| p.each()).enumerate() {
+                if !h.is_empty() {
+                    self.hlog
+                        .write(&csv::hlog_line(&self.phase_tags[i][k], at, 1.0, h))?;
+                }
             }
             if ep.kind == Kind::Task {
                 continue;
@@ -351,6 +397,7 @@ impl Aggregator {
             let ep = &rec.endpoints()[i];
             let w = &t.window;
             let drain = &drained[i];
+            let (phases, opened, closed) = phase_summary(w.phases.as_deref());
             out.push(EndpointSummary {
                 method: ep.method.clone(),
                 name: ep.name.clone(),
@@ -383,6 +430,9 @@ impl Aggregator {
                     total: encode(&w.ok),
                     corrected: w.corrected.as_ref().map(encode).unwrap_or_default(),
                 },
+                phases,
+                opened,
+                closed,
             });
             if ep.kind == Kind::Request {
                 // Locust's meaning: the whole run (drain included), every request's latency.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::recorder::Kind;
 use super::tasks::{HttpTask, Target};
 use super::{LoadEngine, Progress};
 use crate::error::{Error, Result};
@@ -64,22 +65,27 @@ pub enum BenchTask {
 }
 
 impl BenchReport {
-    /// Generator CPU (the engine's threads only) per task completed, µs.
+    /// Requests sent (window and drain).
+    pub fn requests(&self) -> u64 {
+        self.count_of(Kind::Request)
+    }
+
+    /// Generator CPU (the engine's threads only) per task completed (window and drain), µs.
     pub fn cpu_us_per_task(&self) -> f64 {
-        let g = &self.summary.generator;
-        let cpu_s = g.cpu_pct / 100.0 * self.summary.duration_s * g.threads as f64;
-        let tasks = self
-            .summary
+        let tasks = self.count_of(Kind::Task);
+        if tasks == 0 {
+            return 0.0;
+        }
+        self.summary.generator.cpu_us_per_request * self.requests() as f64 / tasks as f64
+    }
+
+    fn count_of(&self, kind: Kind) -> u64 {
+        self.summary
             .endpoints
             .iter()
-            .find(|e| e.kind == super::recorder::Kind::Task)
-            .map(|e| e.total.count)
-            .unwrap_or(self.summary.aggregated.count);
-        if tasks == 0 {
-            0.0
-        } else {
-            cpu_s * 1e6 / tasks as f64
-        }
+            .filter(|e| e.kind == kind)
+            .map(|e| e.total.count + e.drain.count)
+            .sum()
     }
 }
 

@@ -4,13 +4,19 @@
 pub mod aggregate;
 pub mod auth;
 pub mod bench;
-pub mod dead_target;
 pub mod engine;
+mod flush;
+pub mod generator;
 pub mod http;
 pub mod pool;
+pub mod progress;
 pub mod recorder;
+mod running;
+mod shared;
 pub mod tasks;
 pub mod tls;
+pub mod users;
+pub mod watch;
 
 pub use engine::{LoadEngine, Progress, Share};
 pub use tasks::Target;

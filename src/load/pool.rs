@@ -2,7 +2,8 @@
 //! event loop per thread), users spread over them round-robin. Keeping the generator on threads
 //! of its own is what lets it measure itself: its CPU is those threads' CPU (an in-process
 //! stand-in, the flusher, the executor are not the generator), and its timer lag is measured on
-//! those runtimes.
+//! those runtimes, split into what waiting for a core explains (the machine's) and the rest
+//! (the generator's own: its loop was busy when the timer was due).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,14 +36,73 @@ fn thread_cpu_s(tid: i32) -> Option<f64> {
     Some((utime + stime) / ticks_per_s())
 }
 
-/// Seconds a thread of this process has been running or ready to run (waiting for a core),
-/// from the scheduler's own accounting; `None` where the kernel keeps none.
-fn thread_busy_s(tid: i32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-    let mut f = stat.split_whitespace();
-    let run: f64 = f.next()?.parse().ok()?;
-    let wait: f64 = f.next()?.parse().ok()?;
-    (run > 0.0).then_some((run + wait) / 1e9)
+/// What the scheduler says of a thread: seconds it ran, seconds it was ready to run but waited
+/// for a core, and how many times it got one; `None` where the kernel keeps no such accounting.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SchedTimes {
+    /// Running, s.
+    pub run_s: f64,
+    /// Ready to run, waiting for a core, s.
+    pub wait_s: f64,
+    /// Times it was given a core.
+    pub slices: u64,
+}
+
+impl SchedTimes {
+    /// From `/proc/.../schedstat` text: `run_ns wait_ns slices`.
+    fn parse(text: &str) -> Option<SchedTimes> {
+        let mut f = text.split_whitespace();
+        let run: f64 = f.next()?.parse().ok()?;
+        let wait: f64 = f.next()?.parse().ok()?;
+        let slices: u64 = f.next()?.parse().ok()?;
+        (run > 0.0).then_some(SchedTimes {
+            run_s: run / 1e9,
+            wait_s: wait / 1e9,
+            slices,
+        })
+    }
+
+    /// A thread of this process.
+    fn of(tid: i32) -> Option<SchedTimes> {
+        SchedTimes::parse(
+            &std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?,
+        )
+    }
+
+    /// The calling thread.
+    fn this_thread() -> Option<SchedTimes> {
+        SchedTimes::parse(&std::fs::read_to_string("/proc/thread-self/schedstat").ok()?)
+    }
+}
+
+/// The timer lateness of the engine's runtimes (µs): all of it, and the generator's own part
+/// (what waiting for a core does not explain).
+pub struct Lateness {
+    /// How late the timer fired.
+    pub all: Histogram<u64>,
+    /// How late, less the time its thread waited for a core meanwhile.
+    pub own: Histogram<u64>,
+}
+
+impl Default for Lateness {
+    fn default() -> Self {
+        Lateness {
+            all: new_hist(),
+            own: new_hist(),
+        }
+    }
+}
+
+impl Lateness {
+    /// Adds another span's.
+    pub fn add(&mut self, other: &Lateness) {
+        self.all
+            .add(&other.all)
+            .expect("auto-resizing histograms merge");
+        self.own
+            .add(&other.own)
+            .expect("auto-resizing histograms merge");
+    }
 }
 
 /// The engine's threads.
@@ -52,7 +112,7 @@ pub struct EnginePool {
     tids: Vec<i32>,
     stop: CancellationToken,
     next: AtomicUsize,
-    lag: Arc<Mutex<Histogram<u64>>>,
+    lag: Arc<Mutex<Lateness>>,
 }
 
 impl EnginePool {
@@ -60,7 +120,7 @@ impl EnginePool {
     /// [`EnginePool::shutdown`], each with a 100 ms timer whose lateness is recorded.
     pub fn start(n: usize) -> std::io::Result<EnginePool> {
         let stop = CancellationToken::new();
-        let lag = Arc::new(Mutex::new(new_hist()));
+        let lag = Arc::new(Mutex::new(Lateness::default()));
         let mut handles = Vec::new();
         let mut threads = Vec::new();
         let mut tids = Vec::new();
@@ -109,24 +169,57 @@ impl EnginePool {
         self.handles[i].spawn(fut)
     }
 
+    /// Spawns many tasks at once, spread round-robin: each thread queues its share on its own
+    /// run queue in one go (what it polls first), rather than taking them one at a time from
+    /// the queue of tasks sent from other threads.
+    pub async fn spawn_together<F>(&self, futs: Vec<F>) -> Vec<tokio::task::JoinHandle<F::Output>>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let n = self.handles.len();
+        let mut shares: Vec<Vec<F>> = (0..n).map(|_| Vec::new()).collect();
+        for (i, f) in futs.into_iter().enumerate() {
+            shares[i % n].push(f);
+        }
+        let spawners: Vec<_> = shares
+            .into_iter()
+            .zip(&self.handles)
+            .map(|(share, h)| {
+                h.spawn(async move { share.into_iter().map(tokio::spawn).collect::<Vec<_>>() })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for s in spawners {
+            all.extend(s.await.expect("a spawner only spawns"));
+        }
+        all
+    }
+
     /// CPU seconds its threads have used so far.
     pub fn cpu_s(&self) -> f64 {
         self.tids.iter().filter_map(|t| thread_cpu_s(*t)).sum()
     }
 
-    /// Seconds its threads have been running or waiting for a core so far: what they wanted,
-    /// where [`EnginePool::cpu_s`] is what a busy machine gave them (CPU where the kernel keeps
-    /// no scheduler statistics).
-    pub fn busy_s(&self) -> f64 {
-        self.tids
-            .iter()
-            .filter_map(|t| thread_busy_s(*t).or_else(|| thread_cpu_s(*t)))
-            .sum()
+    /// What the scheduler says of its threads so far, added up (their CPU as running time, no
+    /// wait, where the kernel keeps no scheduler statistics).
+    pub fn sched(&self) -> SchedTimes {
+        let mut sum = SchedTimes::default();
+        for t in &self.tids {
+            let s = SchedTimes::of(*t).unwrap_or_else(|| SchedTimes {
+                run_s: thread_cpu_s(*t).unwrap_or(0.0),
+                ..SchedTimes::default()
+            });
+            sum.run_s += s.run_s;
+            sum.wait_s += s.wait_s;
+            sum.slices += s.slices;
+        }
+        sum
     }
 
-    /// Timer lateness so far (µs), and resets it.
-    pub fn take_lag(&self) -> Histogram<u64> {
-        std::mem::replace(&mut *self.lag.lock().expect("lag lock"), new_hist())
+    /// Timer lateness so far, and resets it.
+    pub fn take_lag(&self) -> Lateness {
+        std::mem::take(&mut *self.lag.lock().expect("lag lock"))
     }
 
     /// Stops the threads (their tasks are dropped) and waits for them.
@@ -138,9 +231,12 @@ impl EnginePool {
     }
 }
 
-/// Records how late a 100 ms timer fires: a saturated generator delays everything.
-async fn lag_probe(lag: Arc<Mutex<Histogram<u64>>>, stop: CancellationToken) {
+/// Records how late a 100 ms timer fires: a saturated generator delays everything. The part of
+/// it that its thread spent waiting for a core is the machine's; the rest is the generator's
+/// own (its loop was busy with other work when the timer was due).
+async fn lag_probe(lag: Arc<Mutex<Lateness>>, stop: CancellationToken) {
     let period = Duration::from_millis(100);
+    let mut waited = SchedTimes::this_thread().map(|s| s.wait_s);
     loop {
         let asked = Instant::now();
         tokio::select! {
@@ -148,10 +244,17 @@ async fn lag_probe(lag: Arc<Mutex<Histogram<u64>>>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
         }
         let late = asked.elapsed().saturating_sub(period);
+        let now_waited = SchedTimes::this_thread().map(|s| s.wait_s);
+        let machine = match (waited, now_waited) {
+            (Some(a), Some(b)) => Duration::from_secs_f64((b - a).max(0.0)),
+            _ => Duration::ZERO,
+        };
+        waited = now_waited;
+        let mut lag = lag.lock().expect("lag lock");
+        let _ = lag.all.record(late.as_micros() as u64);
         let _ = lag
-            .lock()
-            .expect("lag lock")
-            .record(late.as_micros() as u64);
+            .own
+            .record(late.saturating_sub(machine).as_micros() as u64);
     }
 }
 

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::http::Timings;
 pub use crate::results::cells::{new_hist, Cell, Endpoint, FailureClass, Kind};
 use crate::results::FailureGroup;
 
@@ -31,6 +32,22 @@ fn add(cell: &mut Cell, s: &Sample) {
         let _ = cell.corrected.get_or_insert_with(new_hist).record(c.max(1));
     }
     cell.bytes += s.bytes;
+    let t = &s.timings;
+    if *t != Timings::default() {
+        let p = cell.phases.get_or_insert_with(Box::default);
+        for (h, v) in [
+            (&mut p.connect, t.connect_us),
+            (&mut p.tls, t.tls_us),
+            (&mut p.wait, t.wait_us),
+            (&mut p.receive, t.receive_us),
+        ] {
+            if let Some(v) = v {
+                let _ = h.record(v);
+            }
+        }
+        p.opened += u64::from(t.opened);
+        p.closed += u64::from(t.closed);
+    }
 }
 
 /// One finished request or task.
@@ -46,6 +63,8 @@ pub struct Sample {
     pub bytes: u64,
     /// Counted as a success.
     pub ok: bool,
+    /// Where a request's time went (all `None` for a task's unit).
+    pub timings: Timings,
 }
 
 /// Where a sample goes in time.
@@ -450,6 +469,7 @@ mod tests {
             corrected_us: None,
             bytes: 1,
             ok,
+            timings: Timings::default(),
         };
         r.record(EndpointId(0), at(10, true));
         r.record(EndpointId(0), at(900, true));

@@ -192,6 +192,20 @@ impl ClientTls {
         })
     }
 
+    /// The public roots and the CAs of a PEM bundle (a deployment's own CA, given by value).
+    pub fn trusting(ca_pem: &[u8]) -> Result<ClientTls> {
+        let certs = CertificateDer::pem_slice_iter(ca_pem)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Usage(format!("not a PEM certificate bundle: {e}")))?;
+        let config =
+            client_config(certs, None).map_err(|e| Error::Usage(format!("TLS settings: {e}")))?;
+        Ok(ClientTls {
+            config,
+            identity: false,
+            files: Vec::new(),
+        })
+    }
+
     /// The rustls configuration (public roots, these CAs, the identity).
     pub fn config(&self) -> Arc<rustls::ClientConfig> {
         self.config.clone()

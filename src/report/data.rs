@@ -139,7 +139,7 @@ pub fn read_jsonl(path: &Path) -> Vec<Value> {
 }
 
 /// The per-second histograms of a run's `latency.hlog`: (tag, Unix second, histogram), request
-/// endpoints only.
+/// endpoints' latency only (not tasks, not the requests' phases).
 pub fn hlog_seconds(path: &Path) -> Vec<(String, f64, hdrhistogram::Histogram<u64>)> {
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
     let Ok(bytes) = std::fs::read(path) else {
@@ -152,7 +152,7 @@ pub fn hlog_seconds(path: &Path) -> Vec<(String, f64, hdrhistogram::Histogram<u6
             LogEntry::BaseTime(b) => base = b.as_secs_f64(),
             LogEntry::Interval(i) => {
                 let tag = i.tag().map(|t| t.as_str().to_string()).unwrap_or_default();
-                if tag.starts_with("TASK:") {
+                if tag.starts_with("TASK:") || tag.contains(";phase=") {
                     continue;
                 }
                 let Some(h) = crate::results::cells::decode(i.encoded_histogram()) else {

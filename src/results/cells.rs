@@ -1,7 +1,8 @@
 //! The results' own vocabulary, below both the engine that writes it and the report that reads
 //! it: what an endpoint is ([`Endpoint`], [`Kind`]), why a request failed ([`FailureClass`]),
-//! what one endpoint did in one span ([`Cell`]: histograms of µs), and the histogram text every
-//! file keeps ([`encode`], [`decode`]; [`CellLine`] for a fleet worker's lossless seconds).
+//! what one endpoint did in one span ([`Cell`]: histograms of µs, and [`Phases`]: where its
+//! requests' time went), and the histogram text every file keeps ([`encode`], [`decode`];
+//! [`CellLine`] for a fleet worker's lossless seconds).
 
 use base64::Engine;
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
@@ -98,6 +99,66 @@ pub fn new_hist() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant digits is valid")
 }
 
+/// Where the requests of one endpoint spent their time in one span, as k6 splits it (µs), and
+/// the connections behind them. Every request that reached a phase is in it, failed or not.
+#[derive(Clone)]
+pub struct Phases {
+    /// TCP handshakes (requests that opened a connection).
+    pub connect: Histogram<u64>,
+    /// TLS handshakes, likewise.
+    pub tls: Histogram<u64>,
+    /// Request written → first byte of the response (time to first byte).
+    pub wait: Histogram<u64>,
+    /// First byte → last byte of the response.
+    pub receive: Histogram<u64>,
+    /// Connections opened.
+    pub opened: u64,
+    /// Kept-alive connections found closed by the server.
+    pub closed: u64,
+}
+
+impl Default for Phases {
+    fn default() -> Self {
+        Phases {
+            connect: new_hist(),
+            tls: new_hist(),
+            wait: new_hist(),
+            receive: new_hist(),
+            opened: 0,
+            closed: 0,
+        }
+    }
+}
+
+impl Phases {
+    /// The phases' names, in the order [`Phases::each`] gives them (the names every file uses).
+    pub const NAMES: [&'static str; 4] = ["connect", "tls", "wait", "receive"];
+
+    /// Each phase's histogram with its name.
+    pub fn each(&self) -> [(&'static str, &Histogram<u64>); 4] {
+        [
+            ("connect", &self.connect),
+            ("tls", &self.tls),
+            ("wait", &self.wait),
+            ("receive", &self.receive),
+        ]
+    }
+
+    /// Adds another span's phases.
+    pub fn merge(&mut self, other: &Phases) {
+        for (mine, theirs) in [
+            (&mut self.connect, &other.connect),
+            (&mut self.tls, &other.tls),
+            (&mut self.wait, &other.wait),
+            (&mut self.receive, &other.receive),
+        ] {
+            mine.add(theirs).expect("auto-resizing histograms merge");
+        }
+        self.opened += other.opened;
+        self.closed += other.closed;
+    }
+}
+
 /// What one endpoint did in one span: latencies of successes and of failures apart.
 #[derive(Clone)]
 pub struct Cell {
@@ -113,6 +174,9 @@ pub struct Cell {
     pub timed_out: u64,
     /// Response bytes.
     pub bytes: u64,
+    /// Where its requests' time went (`None` until a request recorded a phase; never for a
+    /// task's unit).
+    pub phases: Option<Box<Phases>>,
 }
 
 impl Default for Cell {
@@ -124,6 +188,7 @@ impl Default for Cell {
             refused: 0,
             timed_out: 0,
             bytes: 0,
+            phases: None,
         }
     }
 }
@@ -168,6 +233,9 @@ impl Cell {
         self.refused += other.refused;
         self.timed_out += other.timed_out;
         self.bytes += other.bytes;
+        if let Some(p) = &other.phases {
+            self.phases.get_or_insert_with(Box::default).merge(p);
+        }
     }
 }
 
@@ -225,6 +293,52 @@ pub struct CellText {
     pub timed_out: u64,
     /// Response bytes.
     pub bytes: u64,
+    /// Where the requests' time went (absent in files written before phases were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<PhasesText>,
+}
+
+/// [`Phases`] as text: histograms in [`encode`]'s form.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct PhasesText {
+    /// TCP handshakes.
+    pub connect: String,
+    /// TLS handshakes.
+    pub tls: String,
+    /// Time to first byte.
+    pub wait: String,
+    /// First byte to last.
+    pub receive: String,
+    /// Connections opened.
+    pub opened: u64,
+    /// Kept-alive connections found closed by the server.
+    pub closed: u64,
+}
+
+impl PhasesText {
+    /// The text of a cell's phases.
+    pub fn of(p: &Phases) -> PhasesText {
+        PhasesText {
+            connect: encode(&p.connect),
+            tls: encode(&p.tls),
+            wait: encode(&p.wait),
+            receive: encode(&p.receive),
+            opened: p.opened,
+            closed: p.closed,
+        }
+    }
+
+    /// The phases back; `None` when a histogram does not decode.
+    pub fn phases(&self) -> Option<Phases> {
+        Some(Phases {
+            connect: decode(&self.connect)?,
+            tls: decode(&self.tls)?,
+            wait: decode(&self.wait)?,
+            receive: decode(&self.receive)?,
+            opened: self.opened,
+            closed: self.closed,
+        })
+    }
 }
 
 impl CellText {
@@ -237,6 +351,7 @@ impl CellText {
             refused: c.refused,
             timed_out: c.timed_out,
             bytes: c.bytes,
+            phases: c.phases.as_deref().map(PhasesText::of),
         }
     }
 
@@ -252,6 +367,42 @@ impl CellText {
             refused: self.refused,
             timed_out: self.timed_out,
             bytes: self.bytes,
+            phases: match &self.phases {
+                Some(t) => Some(Box::new(t.phases()?)),
+                None => None,
+            },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cells_phases_survive_its_text_and_older_text_reads_without_them() {
+        let mut cell = Cell::default();
+        cell.ok.record(1500).unwrap();
+        let mut phases = Phases::default();
+        phases.connect.record(300).unwrap();
+        phases.wait.record(1000).unwrap();
+        phases.wait.record(1200).unwrap();
+        phases.opened = 1;
+        phases.closed = 1;
+        cell.phases = Some(Box::new(phases));
+        let text = serde_json::to_string(&CellText::of(&cell)).unwrap();
+        let back: CellText = serde_json::from_str(&text).unwrap();
+        let back = back.cell().unwrap();
+        let p = back.phases.as_deref().unwrap();
+        assert_eq!((p.connect.len(), p.wait.len(), p.tls.len()), (1, 2, 0));
+        assert_eq!((p.opened, p.closed), (1, 1));
+        let mut merged = back.clone();
+        merged.merge(&back);
+        assert_eq!(merged.phases.as_deref().unwrap().wait.len(), 4);
+        // A worker's line from before phases were recorded.
+        let old: CellText =
+            serde_json::from_str(r#"{"ok":"","failed":"","refused":0,"bytes":2}"#).unwrap();
+        let old = old.cell().unwrap();
+        assert!(old.phases.is_none() && old.bytes == 2);
     }
 }

@@ -195,9 +195,12 @@ pub fn failure_row(method: &str, name: &str, class: &str, message: &str, count: 
 
 /// `timeline.csv` header: one row per UTC second per endpoint (and per task). `phase` is
 /// `partial` (the run covers part of the second: counted in totals only), `warmup` or
-/// `steady`; latencies are of successes, `failed_p95_ms` of failures.
+/// `steady`; latencies are of successes, `failed_p95_ms` of failures. The last columns are
+/// where the requests' time went (appended, so older readers read on): connections `opened`,
+/// kept-alive connections found `closed` by the server, and the phases (connect and TLS only
+/// for requests that opened a connection), empty when nothing was timed that second.
 pub const TIMELINE_HEADER: &str =
-    "unix,offset_s,covered_s,phase,method,name,kind,users,requests,failures,refused,p50_ms,p90_ms,p95_ms,p99_ms,max_ms,mean_ms,failed_p95_ms,corrected_p95_ms\n";
+    "unix,offset_s,covered_s,phase,method,name,kind,users,requests,failures,refused,p50_ms,p90_ms,p95_ms,p99_ms,max_ms,mean_ms,failed_p95_ms,corrected_p95_ms,opened,closed,connect_p95_ms,tls_p95_ms,wait_p50_ms,wait_p95_ms,receive_p95_ms\n";
 
 /// One row of `timeline.csv`.
 pub struct TimelineRow<'a> {
@@ -253,7 +256,7 @@ pub fn timeline_row(r: &TimelineRow) -> String {
         crate::results::cells::Kind::Task => "task",
     };
     format!(
-        "{},{:.3},{:.3},{},{},{},{kind},{},{},{},{},{},{},{},{},{},{mean},{failed},{corr}\n",
+        "{},{:.3},{:.3},{},{},{},{kind},{},{},{},{},{},{},{},{},{},{mean},{failed},{corr},{}\n",
         r.unix,
         r.offset,
         r.covered,
@@ -269,6 +272,32 @@ pub fn timeline_row(r: &TimelineRow) -> String {
         q(0.95),
         q(0.99),
         q(1.0),
+        phase_cells(r.cell.phases.as_deref()),
+    )
+}
+
+/// The timeline's phase columns of a cell: `opened,closed,connect_p95_ms,tls_p95_ms,
+/// wait_p50_ms,wait_p95_ms,receive_p95_ms`.
+fn phase_cells(p: Option<&crate::results::cells::Phases>) -> String {
+    let Some(p) = p else {
+        return ",,,,,,".to_string();
+    };
+    let q = |h: &Histogram<u64>, q: f64| {
+        if h.is_empty() {
+            String::new()
+        } else {
+            ms3(h.value_at_quantile(q))
+        }
+    };
+    format!(
+        "{},{},{},{},{},{},{}",
+        p.opened,
+        p.closed,
+        q(&p.connect, 0.95),
+        q(&p.tls, 0.95),
+        q(&p.wait, 0.5),
+        q(&p.wait, 0.95),
+        q(&p.receive, 0.95)
     )
 }
 
@@ -277,6 +306,11 @@ pub fn hlog_header(start_unix: f64) -> String {
     format!(
         "#[Histogram log format version 1.3]\n#[Values in microseconds; one interval per second per endpoint]\n#[StartTime: {start_unix:.3} (seconds since epoch)]\n#[BaseTime: {start_unix:.3} (seconds since epoch)]\n\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n"
     )
+}
+
+/// The interval log's tag of one phase of an endpoint: the endpoint's tag, then `;phase=NAME`.
+pub fn hlog_phase_tag(endpoint_tag: &str, phase: &str) -> String {
+    format!("{endpoint_tag};phase={phase}")
 }
 
 /// A tag usable in the interval log (no commas, spaces or newlines).

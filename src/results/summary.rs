@@ -91,6 +91,38 @@ pub struct Histograms {
     pub corrected: String,
 }
 
+/// One phase of an endpoint's requests over the window (ms): how many requests reached it and
+/// how long it took them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PhaseFigures {
+    /// Requests timed in this phase.
+    pub count: u64,
+    /// Median, ms.
+    pub p50_ms: f64,
+    /// 95th percentile, ms.
+    pub p95_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Maximum, ms.
+    pub max_ms: f64,
+    /// The histogram (as [`Histograms`] keeps them), for pooling across runs and workers.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub histogram: String,
+}
+
+/// Where an endpoint's requests spent their time over the window, as k6 splits it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PhaseSummary {
+    /// TCP handshakes (only requests that opened a connection).
+    pub connect: PhaseFigures,
+    /// TLS handshakes, likewise.
+    pub tls: PhaseFigures,
+    /// Request written → first byte of the response (time to first byte).
+    pub wait: PhaseFigures,
+    /// First byte → last byte of the response.
+    pub receive: PhaseFigures,
+}
+
 /// One endpoint's results in a run: a request kind, or a task (a unit of several requests).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct EndpointSummary {
@@ -126,6 +158,15 @@ pub struct EndpointSummary {
     /// Merged histograms.
     #[serde(default)]
     pub histograms: Histograms,
+    /// Where its requests' time went over the window (requests only; empty for a task).
+    #[serde(default)]
+    pub phases: PhaseSummary,
+    /// Connections its requests opened in the window.
+    #[serde(default)]
+    pub opened: u64,
+    /// Kept-alive connections its requests found closed by the server in the window.
+    #[serde(default)]
+    pub closed: u64,
 }
 
 /// Failures of one kind.
@@ -144,7 +185,9 @@ pub struct FailureGroup {
 }
 
 /// How hard the load generator itself worked: its own threads only, not the process (an
-/// in-process stand-in is not the generator).
+/// in-process stand-in is not the generator), and whether other work on the machine delayed
+/// it. `saturated` and `machine_busy` are two verdicts: a generator can be either, both or
+/// neither.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct GeneratorHealth {
     /// CPU time of the load engine's threads / (wall time × their number), %.
@@ -154,6 +197,15 @@ pub struct GeneratorHealth {
     /// time × their number), %: what they wanted, where `cpu_pct` is what they got.
     #[serde(default)]
     pub busy_pct: f64,
+    /// Time the engine's threads were ready to run but waited for a core / (wall time × their
+    /// number), %: what other work on the machine took from them.
+    #[serde(default)]
+    pub wait_pct: f64,
+    /// Time the engine's threads ran / the time they could have run (wall time less their wait
+    /// for a core), %: how busy the generator was by its own work, whatever else the machine
+    /// did. What `saturated` reads.
+    #[serde(default)]
+    pub own_busy_pct: f64,
     /// The load engine's threads.
     #[serde(alias = "cores")]
     pub threads: usize,
@@ -165,11 +217,72 @@ pub struct GeneratorHealth {
     pub timer_lag_p99_ms: f64,
     /// Worst lateness, ms.
     pub max_timer_lag_ms: f64,
+    /// 99th percentile of the lateness less the time its thread waited for a core meanwhile,
+    /// ms: the part the generator's own work caused. What `saturated` reads.
+    #[serde(default)]
+    pub own_timer_lag_p99_ms: f64,
+    /// CPU of the engine's threads per request sent, µs.
+    #[serde(default)]
+    pub cpu_us_per_request: f64,
     /// CPU the semantic checks took (token minting, EAR signature and nonce), µs per task.
     #[serde(default)]
     pub check_cpu_us_per_task: f64,
-    /// True when the generator, not the target, may have limited the run.
+    /// How busy the whole machine was over the run (every core, every process), %.
+    #[serde(default)]
+    pub machine_cpu_pct: f64,
+    /// The generator's own threads were busy enough to delay the load: they ran at least 90 %
+    /// of the time they could run, or their own work made a timer late by 20 ms or more at
+    /// p99. The target may have been held back by the generator, not its own limits.
     pub saturated: bool,
+    /// Other work on the machine delayed the generator: its threads waited for a core at least
+    /// 10 % of the time, or waiting for a core made its timers 10 ms late or more at p99. The
+    /// figures may carry the machine's delays; the generator itself is judged by `saturated`.
+    #[serde(default)]
+    pub machine_busy: bool,
+}
+
+impl GeneratorHealth {
+    /// `own_busy_pct` at or above which the generator is saturated.
+    pub const SATURATED_OWN_BUSY_PCT: f64 = 90.0;
+    /// `own_timer_lag_p99_ms` at or above which the generator is saturated.
+    pub const SATURATED_OWN_LAG_MS: f64 = 20.0;
+    /// `wait_pct` at or above which the machine was busy.
+    pub const BUSY_MACHINE_WAIT_PCT: f64 = 10.0;
+    /// Timer lateness for want of a core (p99 all less p99 own) at or above which the machine
+    /// was busy, ms.
+    pub const BUSY_MACHINE_LAG_MS: f64 = 10.0;
+
+    /// Sets the two verdicts from the figures.
+    pub fn judge(mut self) -> GeneratorHealth {
+        self.saturated = self.own_busy_pct >= Self::SATURATED_OWN_BUSY_PCT
+            || self.own_timer_lag_p99_ms >= Self::SATURATED_OWN_LAG_MS;
+        self.machine_busy = self.wait_pct >= Self::BUSY_MACHINE_WAIT_PCT
+            || self.timer_lag_p99_ms - self.own_timer_lag_p99_ms >= Self::BUSY_MACHINE_LAG_MS;
+        self
+    }
+
+    /// The verdict in one line, with the figures behind it: what `bench` prints and the
+    /// report's generator row says.
+    pub fn verdict_line(&self) -> String {
+        let generator = if self.saturated {
+            "saturated"
+        } else {
+            "not saturated"
+        };
+        let machine = if self.machine_busy {
+            "the machine was busy"
+        } else {
+            "the machine was not busy"
+        };
+        format!(
+            "generator {generator} (own work {:.0} % of the time it could run, own timer lag p99 {:.1} ms); {machine} (waited for a core {:.0} % of the time, timer lag p99 {:.1} ms, all cores {:.0} % busy)",
+            self.own_busy_pct,
+            self.own_timer_lag_p99_ms,
+            self.wait_pct,
+            self.timer_lag_p99_ms,
+            self.machine_cpu_pct
+        )
+    }
 }
 
 /// The open model's arrivals.

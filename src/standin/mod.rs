@@ -26,7 +26,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
-use p256::ecdsa::SigningKey;
 use rand::Rng;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -34,6 +33,7 @@ use tokio::sync::Semaphore;
 use self::faults::{Faults, TOO_MANY_CLIENTS, VTS_REFUSED};
 use self::store::{KvStore, StoreError};
 use crate::veraison::ear::{self, EarStatus};
+use crate::veraison::es256::SigningKey;
 use crate::veraison::psa::{self, ParsedToken};
 use crate::veraison::release::{ReleaseProfile, StoreEra, PSA_EVIDENCE_MEDIA_TYPE};
 
@@ -110,7 +110,7 @@ impl Cluster {
         Cluster {
             store: Arc::new(store),
             sessions: Arc::default(),
-            ear_key: SigningKey::random(&mut rand::rngs::OsRng),
+            ear_key: SigningKey::generate(),
             overhead: Arc::default(),
         }
     }

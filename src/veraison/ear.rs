@@ -4,9 +4,9 @@
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
-use p256::ecdsa::signature::Signer;
-use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use serde_json::{json, Value};
+
+use super::es256::{PublicKey, SigningKey, Verifier};
 
 /// The EAR profile Veraison uses.
 pub const EAR_PROFILE: &str = "tag:github.com,2023:veraison/ear";
@@ -49,33 +49,30 @@ impl EarStatus {
 
 /// The public half of a signing key as a JWK (what the verification well-known publishes).
 pub fn public_jwk(key: &SigningKey) -> Value {
-    let point = VerifyingKey::from(key).to_encoded_point(false);
+    let public = key.public_key();
     json!({
         "kty": "EC",
         "crv": "P-256",
         "alg": "ES256",
-        "x": URL_SAFE_NO_PAD.encode(point.x().expect("uncompressed point")),
-        "y": URL_SAFE_NO_PAD.encode(point.y().expect("uncompressed point")),
+        "x": URL_SAFE_NO_PAD.encode(public.x()),
+        "y": URL_SAFE_NO_PAD.encode(public.y()),
     })
 }
 
-/// The service's EAR key, ready for the load's hot path (ring's ES256 verification).
+/// The service's EAR key, parsed once for the load's hot path.
 #[derive(Debug, Clone)]
-pub struct EarKey(ring::signature::UnparsedPublicKey<Vec<u8>>);
+pub struct EarKey(Verifier);
 
 impl EarKey {
     /// Whether `sig` (raw `r‖s`) signs `message`.
     pub fn verifies(&self, message: &[u8], sig: &[u8]) -> bool {
-        self.0.verify(message, sig).is_ok()
+        self.0.verifies(message, sig)
     }
 }
 
-impl From<&VerifyingKey> for EarKey {
-    fn from(key: &VerifyingKey) -> EarKey {
-        EarKey(ring::signature::UnparsedPublicKey::new(
-            &ring::signature::ECDSA_P256_SHA256_FIXED,
-            key.to_encoded_point(false).as_bytes().to_vec(),
-        ))
+impl From<&PublicKey> for EarKey {
+    fn from(key: &PublicKey) -> EarKey {
+        EarKey(key.verifier())
     }
 }
 
@@ -86,13 +83,7 @@ pub fn key_from_jwk(jwk: &Value) -> Option<EarKey> {
             .as_str()
             .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
     };
-    let (x, y) = (coord("x")?, coord("y")?);
-    let mut sec1 = vec![0x04];
-    sec1.extend(x);
-    sec1.extend(y);
-    VerifyingKey::from_sec1_bytes(&sec1)
-        .ok()
-        .map(|k| EarKey::from(&k))
+    PublicKey::from_xy(&coord("x")?, &coord("y")?).map(|k| EarKey::from(&k))
 }
 
 /// Builds and signs an EAR for one PSA appraisal.
@@ -123,8 +114,8 @@ pub fn sign_ear(
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    let sig: Signature = key.sign(signing_input.as_bytes());
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+    let sig = key.sign(signing_input.as_bytes());
+    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig))
 }
 
 /// Why an EAR could not be read.
@@ -174,34 +165,65 @@ pub fn check_ear(
     let payload = URL_SAFE_NO_PAD
         .decode(p)
         .map_err(|_| EarError::Malformed("payload is not base64url"))?;
+    // The claims the check reads, borrowed (the annotated evidence is skipped, not built);
+    // anything unusual takes the general reading below, which says what is wrong.
+    if let Ok(c) = serde_json::from_slice::<EarClaims>(&payload) {
+        let statuses = c
+            .submods
+            .as_ref()
+            .map(|m| m.values().map(|s| s.status.as_deref()));
+        return judge(c.eat_nonce.as_deref(), statuses, nonce);
+    }
     let claims: Value =
         serde_json::from_slice(&payload).map_err(|_| EarError::Malformed("payload is not JSON"))?;
+    let statuses = claims.get("submods").and_then(Value::as_object).map(|m| {
+        m.values()
+            .map(|s| s.get("ear.status").and_then(Value::as_str))
+    });
+    judge(
+        claims.get("eat_nonce").and_then(Value::as_str),
+        statuses,
+        nonce,
+    )
+}
+
+/// The claims of an EAR that its check reads.
+#[derive(serde::Deserialize)]
+struct EarClaims<'a> {
+    #[serde(borrow, default)]
+    eat_nonce: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    submods: Option<std::collections::BTreeMap<std::borrow::Cow<'a, str>, Submod<'a>>>,
+}
+
+/// One submodule's appraisal.
+#[derive(serde::Deserialize)]
+struct Submod<'a> {
+    #[serde(borrow, default, rename = "ear.status")]
+    status: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The verdict of an EAR's claims: its nonce must be the session's (when one is given), and
+/// the worst status of its submodules is its status.
+fn judge<'s>(
+    eat_nonce: Option<&str>,
+    statuses: Option<impl Iterator<Item = Option<&'s str>>>,
+    nonce: Option<&[u8]>,
+) -> Result<EarStatus, EarError> {
     if let Some(want) = nonce {
-        let got = claims
-            .get("eat_nonce")
-            .and_then(Value::as_str)
-            .and_then(decode_b64_lenient);
-        if got.as_deref() != Some(want) {
+        if eat_nonce.and_then(decode_b64_lenient).as_deref() != Some(want) {
             return Err(EarError::NonceMismatch);
         }
     }
-    let submods = claims
-        .get("submods")
-        .and_then(Value::as_object)
-        .ok_or(EarError::Malformed("no submods"))?;
     let rank = |s: EarStatus| match s {
         EarStatus::Affirming => 0,
         EarStatus::Warning => 1,
         EarStatus::Contraindicated => 2,
         EarStatus::None => 3,
     };
-    submods
-        .values()
-        .filter_map(|m| {
-            m.get("ear.status")
-                .and_then(Value::as_str)
-                .and_then(EarStatus::parse)
-        })
+    statuses
+        .ok_or(EarError::Malformed("no submods"))?
+        .filter_map(|s| s.and_then(EarStatus::parse))
         .max_by_key(|s| rank(*s))
         .ok_or(EarError::Malformed("no ear.status"))
 }
@@ -225,7 +247,7 @@ mod tests {
 
     #[test]
     fn sign_then_read_status_with_and_without_key() {
-        let key = SigningKey::from_slice(&[7u8; 32]).unwrap();
+        let key = SigningKey::from_scalar(&[7u8; 32]).unwrap();
         let jwt = sign_ear(
             &key,
             EarStatus::Affirming,
@@ -236,10 +258,45 @@ mod tests {
         );
         let vk = key_from_jwk(&public_jwk(&key)).unwrap();
         assert_eq!(ear_status(&jwt, Some(&vk)), Ok(EarStatus::Affirming));
-        let other = EarKey::from(&VerifyingKey::from(
-            &SigningKey::from_slice(&[8u8; 32]).unwrap(),
-        ));
+        let other = EarKey::from(&SigningKey::from_scalar(&[8u8; 32]).unwrap().public_key());
         assert_eq!(ear_status(&jwt, Some(&other)), Err(EarError::BadSignature));
         assert!(ear_status("a.b", None).is_err());
+    }
+
+    /// An unsigned JWT around these claims.
+    fn jwt_of(claims: &Value) -> String {
+        format!(
+            "e30.{}.",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap())
+        )
+    }
+
+    #[test]
+    fn the_worst_status_counts_and_odd_claims_say_what_is_wrong() {
+        let n = URL_SAFE.encode([1u8; 32]);
+        let status = |claims: Value, nonce: Option<&[u8]>| check_ear(&jwt_of(&claims), None, nonce);
+        let two = json!({"eat_nonce": n, "submods": {"a": {"ear.status": "affirming"}, "b": {"ear.status": "warning", "x": [1, {"y": 2}]}}});
+        assert_eq!(status(two.clone(), Some(&[1; 32])), Ok(EarStatus::Warning));
+        assert_eq!(status(two, Some(&[2; 32])), Err(EarError::NonceMismatch));
+        // Shapes the borrowed reading refuses go through the general one, same verdicts.
+        assert_eq!(
+            status(json!({"eat_nonce": 7, "submods": {}}), Some(&[1; 32])),
+            Err(EarError::NonceMismatch)
+        );
+        assert_eq!(
+            status(json!({"submods": []}), None),
+            Err(EarError::Malformed("no submods"))
+        );
+        assert_eq!(
+            status(json!({"submods": {"a": {"ear.status": 3}}}), None),
+            Err(EarError::Malformed("no ear.status"))
+        );
+        assert_eq!(
+            status(
+                json!({"submods": {"a": {"ear.status": "affirming"}, "b": 5}}),
+                None
+            ),
+            Ok(EarStatus::Affirming)
+        );
     }
 }

@@ -7,10 +7,9 @@
 //! `../shared/veraison-testdata/` (checked in the tests; never copied).
 
 use ciborium::value::{Integer, Value};
-use p256::ecdsa::signature::{Signer, Verifier};
-use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
-use p256::pkcs8::{DecodePublicKey, EncodePublicKey, LineEnding};
 use sha2::{Digest, Sha256};
+
+use super::es256::{PublicKey, SigningKey};
 
 /// CBOR tags used by CoRIM, CoMID and COSE.
 mod tag {
@@ -112,7 +111,7 @@ impl Device {
         instance_id.extend(h(&[b"instance", &s, &i]));
         let mut counter = 0u8;
         let key = loop {
-            if let Ok(k) = SigningKey::from_slice(&h(&[b"iak", &s, &i, &[counter]])) {
+            if let Some(k) = SigningKey::from_scalar(&h(&[b"iak", &s, &i, &[counter]])) {
                 break k;
             }
             counter += 1;
@@ -137,9 +136,7 @@ impl Device {
 
     /// The attestation public key as PEM (what CoRIMs carry).
     pub fn public_key_pem(&self) -> String {
-        VerifyingKey::from(&self.key)
-            .to_public_key_pem(LineEnding::LF)
-            .expect("P-256 keys encode")
+        self.key.public_key().pem()
     }
 
     /// An unsigned CoRIM provisioning this device's reference values and trust anchor.
@@ -319,10 +316,9 @@ impl Device {
 
 /// Mints a device's tokens for fresh nonces on the load's hot path: the signed structure and
 /// the envelope are encoded once with a marker where the nonce goes, so a token is two copies,
-/// a patched nonce and one ES256 signature (ring).
+/// a patched nonce and one ES256 signature.
 pub struct TokenMinter {
-    key: ring::signature::EcdsaKeyPair,
-    rng: ring::rand::SystemRandom,
+    key: SigningKey,
     /// `Sig_structure` (RFC 9052 §4.4) over the payload, nonce at `tbs_nonce_at`.
     tbs: Vec<u8>,
     tbs_nonce_at: usize,
@@ -346,18 +342,8 @@ impl TokenMinter {
         };
         let tbs = sig_structure(&PROTECTED_ES256, &payload);
         let envelope = cose_sign1(&payload, &[0u8; 64]);
-        let rng = ring::rand::SystemRandom::new();
-        let public = VerifyingKey::from(&device.key).to_encoded_point(false);
-        let key = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
-            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            &device.key.to_bytes(),
-            public.as_bytes(),
-            &rng,
-        )
-        .expect("a P-256 key pair ring accepts");
         TokenMinter {
-            key,
-            rng,
+            key: device.key.clone(),
             tbs_nonce_at: at(&tbs),
             tbs,
             envelope_nonce_at: at(&envelope),
@@ -375,15 +361,12 @@ impl TokenMinter {
         );
         let mut tbs = self.tbs.clone();
         tbs[self.tbs_nonce_at..self.tbs_nonce_at + self.nonce_len].copy_from_slice(nonce);
-        let sig = self
-            .key
-            .sign(&self.rng, &tbs)
-            .expect("ES256 signing with the system's randomness");
+        let sig = self.key.sign(&tbs);
         let mut token = self.envelope.clone();
         token[self.envelope_nonce_at..self.envelope_nonce_at + self.nonce_len]
             .copy_from_slice(nonce);
         let n = token.len();
-        token[n - 64..].copy_from_slice(sig.as_ref());
+        token[n - 64..].copy_from_slice(&sig);
         token
     }
 }
@@ -412,8 +395,8 @@ fn sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
 
 /// Tagged COSE_Sign1 with ES256 over `payload`.
 pub fn sign_cose(key: &SigningKey, payload: &[u8]) -> Vec<u8> {
-    let sig: Signature = key.sign(&sig_structure(&PROTECTED_ES256, payload));
-    cose_sign1(payload, &sig.to_bytes())
+    let sig = key.sign(&sig_structure(&PROTECTED_ES256, payload));
+    cose_sign1(payload, &sig)
 }
 
 /// The tagged COSE_Sign1 envelope: protected ES256 header, no unprotected ones.
@@ -485,11 +468,13 @@ impl ParsedToken {
 
     /// Checks the ES256 signature against a PEM public key.
     pub fn verify(&self, public_key_pem: &str) -> Result<(), PsaError> {
-        let key = VerifyingKey::from_public_key_pem(public_key_pem)
-            .map_err(|_| PsaError::BadSignature)?;
-        let sig = Signature::from_slice(&self.signature).map_err(|_| PsaError::BadSignature)?;
-        key.verify(&sig_structure(&self.protected, &self.payload), &sig)
-            .map_err(|_| PsaError::BadSignature)
+        let key = PublicKey::from_pem(public_key_pem).ok_or(PsaError::BadSignature)?;
+        let signed = sig_structure(&self.protected, &self.payload);
+        if key.verifier().verifies(&signed, &self.signature) {
+            Ok(())
+        } else {
+            Err(PsaError::BadSignature)
+        }
     }
 }
 

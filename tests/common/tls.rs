@@ -16,6 +16,16 @@ pub struct TlsFront {
 impl TlsFront {
     /// Starts on the current runtime; the certificate names `localhost` and `127.0.0.1`.
     pub async fn start(backend: SocketAddr) -> TlsFront {
+        TlsFront::start_with_handshake_delay(backend, std::time::Duration::ZERO, None).await
+    }
+
+    /// The same front, waiting `delay` after each accept before it answers the client's hello;
+    /// each wait, as measured, is pushed to `waited`.
+    pub async fn start_with_handshake_delay(
+        backend: SocketAddr,
+        delay: std::time::Duration,
+        waited: Option<Arc<std::sync::Mutex<Vec<std::time::Duration>>>>,
+    ) -> TlsFront {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -44,7 +54,15 @@ impl TlsFront {
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
+                let waited = waited.clone();
                 tokio::spawn(async move {
+                    if !delay.is_zero() {
+                        let began = std::time::Instant::now();
+                        tokio::time::sleep(delay).await;
+                        if let Some(w) = &waited {
+                            w.lock().unwrap().push(began.elapsed());
+                        }
+                    }
                     let Ok(mut tls) = acceptor.accept(tcp).await else {
                         return;
                     };

@@ -11,6 +11,8 @@
 
 use std::collections::VecDeque;
 
+use super::recorder::Recorder;
+
 /// The watch, fed once per flushed second.
 #[derive(Debug, Default)]
 pub struct DeadTargetWatch {
@@ -60,6 +62,27 @@ pub fn addresses(target: &super::tasks::Target) -> Vec<String> {
     out.sort();
     out.dedup();
     out
+}
+
+/// The refusals and timeouts of a run so far, and what is in flight, as the watch's figures;
+/// with a refusal's message (it names the address).
+pub(super) fn no_answer(rec: &Recorder) -> (NoAnswer, Option<String>) {
+    let mut no = NoAnswer {
+        waiting: rec.in_flight(),
+        ..Default::default()
+    };
+    let mut refused_at = None;
+    for g in rec.failure_groups() {
+        match g.class.as_str() {
+            "connect" => {
+                no.refused += g.count;
+                refused_at.get_or_insert(g.message);
+            }
+            "timeout" => no.timed_out += g.count,
+            _ => {}
+        }
+    }
+    (no, refused_at)
 }
 
 /// At least 90 % of `n` requests got no answer (`c` of them).

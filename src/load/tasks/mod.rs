@@ -2,162 +2,29 @@
 //! session) and plain HTTP steps. Success is semantic (contract §7): provisioning needs
 //! `status == "success"`, verification an EAR whose `ear.status` is `affirming`.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+mod device;
+mod target;
+mod unreachable;
+mod verify;
+
 use std::time::Instant;
 
-use base64::engine::general_purpose::URL_SAFE;
-use base64::Engine;
 use bytes::Bytes;
 use reqwest::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::auth::TokenSource;
-use super::http::{Address, Connections, HttpClient, HttpError};
+pub use device::{seed_nonce, DeviceMaterial};
+pub use target::{header_map, HttpTask, Routes, Target, Wire};
+pub use unreachable::{address_of, classify, unreachable, unreachable_hint};
+
+use super::http::{Address, Connections, HttpError, Request, Timings};
 use super::recorder::{Endpoint, EndpointId, FailureClass, Kind, Recorder, Sample};
 use crate::trial::model::NonceMode;
 use crate::trial::TaskRef;
-use crate::veraison::ear::{self, EarStatus};
-use crate::veraison::psa::{Device, TokenMinter, SEED_NONCE_B64};
-use crate::veraison::release::{ReleaseProfile, PSA_EVIDENCE_MEDIA_TYPE};
+use crate::veraison::ear;
 
-/// A plain HTTP task, resolved (body read, headers parsed).
-#[derive(Debug, Clone)]
-pub struct HttpTask {
-    /// Absolute URL (resolved once, not per request).
-    pub url: url::Url,
-    /// The request name in results (the path as written).
-    pub name: String,
-    /// Method.
-    pub method: Method,
-    /// Extra headers, in order.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Body.
-    pub body: Bytes,
-    /// Expected status.
-    pub expect: StatusCode,
-    /// Send the provisioning bearer token.
-    pub auth: bool,
-}
-
-/// Where the target is and how to speak to it; knows nothing of how it is deployed.
-pub struct Target {
-    /// Provisioning base URL.
-    pub provisioning: url::Url,
-    /// Verification base URL.
-    pub verification: url::Url,
-    /// The release's wire contract.
-    pub release: ReleaseProfile,
-    /// Provisioning bearer tokens, when the deployment needs them.
-    pub tokens: Option<Arc<TokenSource>>,
-    /// Plain HTTP tasks by name.
-    pub http_tasks: BTreeMap<String, HttpTask>,
-    /// CA bundles and client certificate of the environment.
-    pub tls: super::tls::ClientTls,
-}
-
-/// Where each request of a run goes, parsed once (never per request).
-#[derive(Debug, Clone)]
-pub struct Routes {
-    wk_provisioning: Address,
-    wk_verification: Address,
-    submit: Address,
-    /// newSession without its query (the nonce is added per session).
-    new_session: Address,
-    http: BTreeMap<String, Address>,
-}
-
-impl Routes {
-    /// The routes of a target; an error names the URL that cannot be spoken to.
-    pub fn of(target: &Target) -> Result<Routes, String> {
-        let p = Address::of(&target.provisioning)?;
-        let v = Address::of(&target.verification)?;
-        Ok(Routes {
-            wk_provisioning: p.with_path(names::WK_PROVISIONING)?,
-            wk_verification: v.with_path(names::WK_VERIFICATION)?,
-            submit: p.with_path(names::SUBMIT)?,
-            new_session: v.with_path(NEW_SESSION_PATH)?,
-            http: target
-                .http_tasks
-                .iter()
-                .map(|(name, t)| Ok((name.clone(), Address::of(&t.url)?)))
-                .collect::<Result<_, String>>()?,
-        })
-    }
-}
-
-/// How a run's requests travel: the users' connection settings and routes, and the reqwest
-/// client of everything outside the measured path (token fetches).
-pub struct Wire {
-    /// The users' connections' settings.
-    pub http: HttpClient,
-    /// Where each request goes.
-    pub routes: Routes,
-    /// The client of the token endpoint.
-    pub client: reqwest::Client,
-}
-
-impl Wire {
-    /// The wire to a target, every request bounded by `timeout` (connecting by at most 10 s).
-    pub fn new(target: &Target, timeout: std::time::Duration) -> crate::error::Result<Wire> {
-        let connect = timeout.min(std::time::Duration::from_secs(10));
-        let infra = |e: String| crate::error::Error::Infra(format!("the target's URLs: {e}"));
-        Ok(Wire {
-            http: HttpClient::new(target.tls.config(), connect, timeout),
-            routes: Routes::of(target).map_err(infra)?,
-            client: target
-                .tls
-                .builder()
-                .timeout(timeout)
-                .connect_timeout(connect)
-                .tcp_nodelay(true)
-                .build()
-                .map_err(|e| infra(format!("building the HTTP client: {e}")))?,
-        })
-    }
-}
-
-const NEW_SESSION_PATH: &str = "/challenge-response/v1/newSession";
-
-/// One device's ready-made requests.
-pub struct DeviceMaterial {
-    /// The device.
-    pub device: Device,
-    /// Its CoRIM for the release (fixed id; the corim-store era gets a fresh id per request).
-    pub corim: Bytes,
-    /// A token for the seed nonce.
-    pub seed_token: Bytes,
-    /// Re-signs for fresh 32-byte nonces.
-    pub minter: TokenMinter,
-}
-
-/// The seed nonce, decoded.
-pub fn seed_nonce() -> Vec<u8> {
-    URL_SAFE
-        .decode(SEED_NONCE_B64)
-        .expect("the seed nonce is valid base64url")
-}
-
-impl DeviceMaterial {
-    /// Material for fleet device `index` under a release.
-    pub fn new(release: &ReleaseProfile, seed: u64, index: u32) -> DeviceMaterial {
-        let device = Device::synthetic(seed, index);
-        let corim = device.corim(
-            release.corim_profile,
-            release.corim_tagged,
-            &format!("trialrunner-{seed:x}-{index}"),
-        );
-        let seed_token = device.token(&seed_nonce());
-        let minter = TokenMinter::new(&device, 32);
-        DeviceMaterial {
-            corim: corim.into(),
-            seed_token: seed_token.into(),
-            minter,
-            device,
-        }
-    }
-}
+pub(crate) const NEW_SESSION_PATH: &str = "/challenge-response/v1/newSession";
 
 /// A task and its unit: the endpoint its whole execution records into.
 #[derive(Debug, Clone)]
@@ -323,6 +190,7 @@ pub fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// A response with its sample, before the task has judged it.
 struct Reply {
     status: StatusCode,
     location: Option<HeaderValue>,
@@ -330,108 +198,9 @@ struct Reply {
     sample: Sample,
 }
 
-/// A request before it is sent: where, how, with what.
-struct Outgoing<'r> {
-    method: Method,
-    to: &'r Address,
-    headers: &'r [(HeaderName, HeaderValue)],
-    body: Bytes,
-}
-
-impl<'r> Outgoing<'r> {
-    fn new(method: Method, to: &'r Address, headers: &'r [(HeaderName, HeaderValue)]) -> Self {
-        Outgoing {
-            method,
-            to,
-            headers,
-            body: Bytes::new(),
-        }
-    }
-
-    fn body(self, body: Bytes) -> Self {
-        Outgoing { body, ..self }
-    }
-}
-
 /// `Accept: */*`, sent with every Veraison request.
 fn accept() -> (HeaderName, HeaderValue) {
     (ACCEPT, HeaderValue::from_static("*/*"))
-}
-
-/// Classifies a transport error for the failure table.
-pub fn classify(e: &reqwest::Error) -> (FailureClass, String) {
-    let mut root: &dyn std::error::Error = e;
-    let mut io_kind = None;
-    let mut tls = false;
-    while let Some(next) = root.source() {
-        if let Some(io) = next.downcast_ref::<std::io::Error>() {
-            io_kind = Some(io.kind());
-            tls |= io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
-        }
-        tls |= next.downcast_ref::<rustls::Error>().is_some();
-        root = next;
-    }
-    let detail = root.to_string();
-    let class = if e.is_timeout() {
-        FailureClass::Timeout
-    } else if tls || detail.contains("certificate") {
-        FailureClass::Tls
-    } else if e.is_connect() {
-        FailureClass::Connect
-    } else if matches!(
-        io_kind,
-        Some(
-            std::io::ErrorKind::ConnectionReset
-                | std::io::ErrorKind::BrokenPipe
-                | std::io::ErrorKind::UnexpectedEof
-        )
-    ) || detail.contains("connection closed")
-        || detail.contains("reset")
-    {
-        FailureClass::Reset
-    } else {
-        FailureClass::Transport
-    };
-    let message = match class {
-        FailureClass::Timeout => "request timed out".to_string(),
-        FailureClass::Tls => match e.url() {
-            Some(u) => format!(
-                "TLS with {}: {detail}: trust its CA with `tls: {{ ca-file: … }}` in the environment",
-                u.origin().ascii_serialization()
-            ),
-            None => detail,
-        },
-        // Name the address that refused: it is what the user must start or open.
-        FailureClass::Connect => match e.url().and_then(address_of) {
-            Some(addr) => format!("{detail} at {addr}"),
-            None => detail,
-        },
-        _ => detail,
-    };
-    (class, message)
-}
-
-/// `host:port` of a URL.
-pub fn address_of(url: &url::Url) -> Option<String> {
-    Some(format!(
-        "{}:{}",
-        url.host_str()?,
-        url.port_or_known_default()?
-    ))
-}
-
-/// What to do about an address that refuses connections.
-pub fn unreachable_hint(addr: &str) -> String {
-    let local =
-        addr.starts_with("127.") || addr.starts_with("localhost") || addr.starts_with("[::1]");
-    if local {
-        let port = addr.rsplit(':').next().unwrap_or("8443");
-        format!("is the stand-in running? `trialrunner standin --listen 127.0.0.1:{port}`")
-    } else {
-        "is the deployment up, and does its security group admit this host?".into()
-    }
 }
 
 fn status_message(status: StatusCode, body: &[u8]) -> String {
@@ -445,24 +214,14 @@ fn status_message(status: StatusCode, body: &[u8]) -> String {
 }
 
 impl Runner<'_> {
-    async fn send(
-        &self,
-        ep: EndpointId,
-        req: Outgoing<'_>,
-        ctx: &mut UserCtx<'_>,
-    ) -> Option<Reply> {
+    async fn send(&self, ep: EndpointId, req: Request<'_>, ctx: &mut UserCtx<'_>) -> Option<Reply> {
         let start = Instant::now();
+        let mut timings = Timings::default();
         self.recorder.note_sent();
         let result = self
             .wire
             .http
-            .send(
-                &mut ctx.connections,
-                req.method,
-                req.to,
-                req.headers,
-                req.body,
-            )
+            .send(&mut ctx.connections, req, &mut timings)
             .await;
         self.recorder.note_over();
         let end = Instant::now();
@@ -472,6 +231,7 @@ impl Runner<'_> {
             corrected_us: None,
             bytes: 0,
             ok: false,
+            timings,
         };
         match result {
             Ok(r) => Some(Reply {
@@ -539,6 +299,7 @@ impl Runner<'_> {
                 corrected_us: None,
                 bytes: 0,
                 ok: f.error.is_none(),
+                timings: Timings::default(),
             };
             match f.error {
                 None => self.recorder.record(ep, sample),
@@ -563,6 +324,7 @@ impl Runner<'_> {
             corrected_us: ctx.lateness.map(|l| (service + l).as_micros() as u64),
             bytes: 0,
             ok,
+            timings: Timings::default(),
         };
         self.recorder.record(job.unit, sample);
         ok
@@ -606,7 +368,7 @@ impl Runner<'_> {
     ) -> bool {
         let mut headers = vec![accept()];
         headers.extend(auth.map(|a| (AUTHORIZATION, a)));
-        let req = Outgoing::new(Method::GET, to, &headers);
+        let req = Request::new(Method::GET, to, &headers);
         let Some(reply) = self.send(ep, req, ctx).await else {
             return false;
         };
@@ -651,7 +413,7 @@ impl Runner<'_> {
             accept(),
         ];
         headers.extend(self.bearer().await.map(|a| (AUTHORIZATION, a)));
-        let req = Outgoing::new(Method::POST, &self.wire.routes.submit, &headers).body(body);
+        let req = Request::new(Method::POST, &self.wire.routes.submit, &headers).body(body);
         let Some(reply) = self.send(ep, req, ctx).await else {
             return false;
         };
@@ -680,139 +442,6 @@ impl Runner<'_> {
         self.verdict(ep, &reply, outcome)
     }
 
-    /// One challenge-response session: newSession, the evidence with its token, DELETE, each
-    /// checked. About 120 lines, kept whole so the session reads top to bottom in the order the
-    /// service sees it.
-    async fn verify(
-        &self,
-        new_ep: EndpointId,
-        ev_ep: EndpointId,
-        del_ep: EndpointId,
-        ctx: &mut UserCtx<'_>,
-    ) -> bool {
-        let (nonce, token) = match ctx.nonce {
-            NonceMode::Fixed => (seed_nonce(), ctx.device.seed_token.clone()),
-            NonceMode::Fresh => {
-                let cpu = thread_cpu_ns();
-                let n: [u8; 32] = rand::random();
-                let token = Bytes::from(ctx.device.minter.mint(&n));
-                ctx.check_cpu_ns += thread_cpu_ns().saturating_sub(cpu);
-                (n.to_vec(), token)
-            }
-        };
-        // 1. newSession with the nonce as padded base64url, `=` escaped (portable across
-        // releases).
-        let query = format!(
-            "{NEW_SESSION_PATH}?nonce={}",
-            URL_SAFE.encode(&nonce).replace('=', "%3D")
-        );
-        let new_session = self
-            .wire
-            .routes
-            .new_session
-            .with_path(&query)
-            .expect("base64url is a valid query");
-        let headers = [accept()];
-        let Some(reply) = self
-            .send(
-                new_ep,
-                Outgoing::new(Method::POST, &new_session, &headers),
-                ctx,
-            )
-            .await
-        else {
-            return false;
-        };
-        let session_url = Self::expect_status(&reply, StatusCode::CREATED).and_then(|_| {
-            let loc = reply
-                .location
-                .as_ref()
-                .and_then(|l| l.to_str().ok())
-                .ok_or((FailureClass::Body, "201 without Location".to_string()))?;
-            let v: Value = serde_json::from_slice(&reply.body)
-                .map_err(|_| (FailureClass::Body, "session body is not JSON".to_string()))?;
-            let echoed = v
-                .get("nonce")
-                .and_then(Value::as_str)
-                .and_then(ear::decode_b64_lenient);
-            if echoed.as_deref() != Some(nonce.as_slice()) {
-                return Err((
-                    FailureClass::Body,
-                    "session nonce differs from the one sent".to_string(),
-                ));
-            }
-            // Location is relative (`session/<uuid>`): resolve against the request URL.
-            new_session
-                .join(loc)
-                .map_err(|_| (FailureClass::Body, format!("bad Location {loc:?}")))
-        });
-        let session_url = match session_url {
-            Ok(u) => {
-                self.verdict(new_ep, &reply, Ok(()));
-                u
-            }
-            Err(e) => {
-                self.verdict(new_ep, &reply, Err(e));
-                return false;
-            }
-        };
-        // 2. Evidence.
-        let evidence_headers = [
-            (
-                CONTENT_TYPE,
-                HeaderValue::from_static(PSA_EVIDENCE_MEDIA_TYPE),
-            ),
-            accept(),
-        ];
-        let req = Outgoing::new(Method::POST, &session_url, &evidence_headers).body(token);
-        let mut ok = false;
-        if let Some(reply) = self.send(ev_ep, req, ctx).await {
-            let cpu = thread_cpu_ns();
-            let outcome = Self::expect_status(&reply, StatusCode::OK).and_then(|_| {
-                let v: Value = serde_json::from_slice(&reply.body)
-                    .map_err(|_| (FailureClass::Body, "session body is not JSON".to_string()))?;
-                if v.get("status").and_then(Value::as_str) != Some("complete") {
-                    return Err((
-                        FailureClass::Body,
-                        format!("session status {:?}, expected complete", v.get("status")),
-                    ));
-                }
-                let jwt = v
-                    .get("result")
-                    .and_then(Value::as_str)
-                    .ok_or((FailureClass::Body, "no result in the session".to_string()))?;
-                match ear::check_ear(jwt, self.ear_key, Some(&nonce)) {
-                    Ok(EarStatus::Affirming) => Ok(()),
-                    Ok(EarStatus::Warning) => {
-                        Err((FailureClass::Warning, "ear.status warning".into()))
-                    }
-                    Ok(s) => Err((
-                        FailureClass::Contraindicated,
-                        format!("ear.status {}", s.as_str()),
-                    )),
-                    Err(e) => Err((FailureClass::Body, e.to_string())),
-                }
-            });
-            ctx.check_cpu_ns += thread_cpu_ns().saturating_sub(cpu);
-            ok = self.verdict(ev_ep, &reply, outcome);
-        }
-        // 3. DELETE, whatever the evidence outcome (the session exists).
-        if let Some(reply) = self
-            .send(
-                del_ep,
-                Outgoing::new(Method::DELETE, &session_url, &headers),
-                ctx,
-            )
-            .await
-        {
-            let outcome = Self::expect_status(&reply, StatusCode::NO_CONTENT);
-            ok &= self.verdict(del_ep, &reply, outcome);
-        } else {
-            ok = false;
-        }
-        ok
-    }
-
     async fn http(&self, name: &str, ep: EndpointId, ctx: &mut UserCtx<'_>) -> bool {
         let t = &self.target.http_tasks[name];
         let bearer = if t.auth { self.bearer().await } else { None };
@@ -824,39 +453,12 @@ impl Runner<'_> {
             }
             None => &t.headers,
         };
-        let req = Outgoing::new(t.method.clone(), &self.wire.routes.http[name], headers)
+        let req = Request::new(t.method.clone(), &self.wire.routes.http[name], headers)
             .body(t.body.clone());
         let Some(reply) = self.send(ep, req, ctx).await else {
             return false;
         };
         let outcome = Self::expect_status(&reply, t.expect);
         self.verdict(ep, &reply, outcome)
-    }
-}
-
-/// Parses header pairs for an HTTP task.
-pub fn header_map(
-    headers: &BTreeMap<String, String>,
-) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    headers
-        .iter()
-        .map(|(k, v)| {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("`{k}` is not a header name"))?;
-            let value = HeaderValue::from_str(v)
-                .map_err(|_| format!("header `{k}` has an invalid value"))?;
-            Ok((name, value))
-        })
-        .collect()
-}
-/// A request that did not get an answer: an unreachable target is an infrastructure error
-/// (exit 3, as in `stores` and `infra`), named by the address that refused.
-pub fn unreachable(url: &url::Url, e: &reqwest::Error) -> crate::error::Error {
-    let (class, message) = classify(e);
-    if class == FailureClass::Connect {
-        let addr = address_of(url).unwrap_or_else(|| url.to_string());
-        crate::error::Error::Infra(format!("{message}: {}", unreachable_hint(&addr)))
-    } else {
-        crate::error::Error::Infra(format!("{url}: {message}"))
     }
 }

@@ -1,0 +1,227 @@
+//! ES256 (ECDSA on P-256 with SHA-256), the one signature of the contract (PSA tokens, EARs),
+//! on one implementation for the whole project: aws-lc-rs. A key is made from a chosen secret
+//! (the synthetic devices' deterministic keys) or afresh; signatures are raw `r‖s` (COSE, JWS);
+//! public keys travel as SEC1 points, SPKI DER and PEM (CoRIMs), and JWK coordinates (the
+//! verification well-known).
+
+use aws_lc_rs::agreement;
+use aws_lc_rs::encoding::AsBigEndian;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, KeyPair, ParsedPublicKey, ECDSA_P256_SHA256_FIXED,
+    ECDSA_P256_SHA256_FIXED_SIGNING,
+};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+/// The DER of a P-256 `SubjectPublicKeyInfo` up to its point (RFC 5480: id-ecPublicKey,
+/// prime256v1, a 66-byte BIT STRING): the same 26 bytes before every uncompressed key.
+const SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// A P-256 signing key.
+#[derive(Clone, Debug)]
+pub struct SigningKey {
+    pair: EcdsaKeyPair,
+}
+
+impl SigningKey {
+    /// The key whose secret is `scalar` (32 bytes, big-endian); `None` when it is not a valid
+    /// P-256 secret (zero, or not below the group order).
+    pub fn from_scalar(scalar: &[u8]) -> Option<SigningKey> {
+        let secret = agreement::PrivateKey::from_private_key(&agreement::ECDH_P256, scalar).ok()?;
+        let public = secret.compute_public_key().ok()?;
+        let pair = EcdsaKeyPair::from_private_key_and_public_key(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            scalar,
+            public.as_ref(),
+        )
+        .ok()?;
+        Some(SigningKey { pair })
+    }
+
+    /// A fresh random key.
+    pub fn generate() -> SigningKey {
+        SigningKey {
+            pair: EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+                .expect("the system's randomness makes a key"),
+        }
+    }
+
+    /// Signs `message`: the raw 64-byte `r‖s`.
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.pair
+            .sign(&SystemRandom::new(), message)
+            .expect("ES256 signing with the system's randomness")
+            .as_ref()
+            .to_vec()
+    }
+
+    /// The public half.
+    pub fn public_key(&self) -> PublicKey {
+        let point: [u8; 65] = self
+            .pair
+            .public_key()
+            .as_ref()
+            .try_into()
+            .expect("an uncompressed P-256 point is 65 bytes");
+        PublicKey { point }
+    }
+
+    /// The secret, 32 bytes big-endian.
+    pub fn scalar(&self) -> Vec<u8> {
+        let bin = self
+            .pair
+            .private_key()
+            .as_be_bytes()
+            .expect("a P-256 secret encodes");
+        bin.as_ref().to_vec()
+    }
+}
+
+/// A P-256 public key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PublicKey {
+    /// Uncompressed SEC1: `04 ‖ x ‖ y`.
+    point: [u8; 65],
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PublicKey({})", hex::encode(self.point))
+    }
+}
+
+impl PublicKey {
+    /// From a SEC1 point (uncompressed), checked to be on the curve.
+    pub fn from_sec1(bytes: &[u8]) -> Option<PublicKey> {
+        let point: [u8; 65] = bytes.try_into().ok()?;
+        ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point).ok()?;
+        Some(PublicKey { point })
+    }
+
+    /// From JWK coordinates (32 bytes each).
+    pub fn from_xy(x: &[u8], y: &[u8]) -> Option<PublicKey> {
+        if x.len() != 32 || y.len() != 32 {
+            return None;
+        }
+        let mut point = [0u8; 65];
+        point[0] = 0x04;
+        point[1..33].copy_from_slice(x);
+        point[33..].copy_from_slice(y);
+        PublicKey::from_sec1(&point)
+    }
+
+    /// From a PEM `PUBLIC KEY` (SPKI) of an uncompressed P-256 point.
+    pub fn from_pem(pem: &str) -> Option<PublicKey> {
+        let body: String = pem
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("-----"))
+            .collect();
+        let der = STANDARD.decode(body).ok()?;
+        PublicKey::from_spki_der(&der)
+    }
+
+    /// From SPKI DER.
+    pub fn from_spki_der(der: &[u8]) -> Option<PublicKey> {
+        let point = der.strip_prefix(&SPKI_PREFIX[..])?;
+        PublicKey::from_sec1(point)
+    }
+
+    /// The uncompressed SEC1 point.
+    pub fn sec1(&self) -> &[u8; 65] {
+        &self.point
+    }
+
+    /// The x coordinate.
+    pub fn x(&self) -> &[u8] {
+        &self.point[1..33]
+    }
+
+    /// The y coordinate.
+    pub fn y(&self) -> &[u8] {
+        &self.point[33..]
+    }
+
+    /// SPKI DER.
+    pub fn spki_der(&self) -> Vec<u8> {
+        [&SPKI_PREFIX[..], &self.point[..]].concat()
+    }
+
+    /// PEM `PUBLIC KEY`, 64 columns, LF line ends.
+    pub fn pem(&self) -> String {
+        let b64 = STANDARD.encode(self.spki_der());
+        let mut out = String::from("-----BEGIN PUBLIC KEY-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            out.push('\n');
+        }
+        out.push_str("-----END PUBLIC KEY-----\n");
+        out
+    }
+
+    /// The key parsed once for verifying many signatures.
+    pub fn verifier(&self) -> Verifier {
+        Verifier(
+            ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.point)
+                .expect("checked on the curve when made"),
+        )
+    }
+}
+
+/// A public key ready to verify signatures (parsed once).
+#[derive(Clone, Debug)]
+pub struct Verifier(ParsedPublicKey);
+
+impl Verifier {
+    /// Whether `signature` (raw `r‖s`) signs `message`.
+    pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.0.verify_sig(message, signature).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_from_a_scalar_is_that_key_and_signs_what_its_public_half_verifies() {
+        // RFC 6979 A.2.5's P-256 key: its public point is known.
+        let d = hex::decode("C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721")
+            .unwrap();
+        let key = SigningKey::from_scalar(&d).unwrap();
+        assert_eq!(
+            hex::encode_upper(key.public_key().x()),
+            "60FED4BA255A9D31C961EB74C6356D68C049B8923B61FA6CE669622E60F29FB6"
+        );
+        assert_eq!(
+            hex::encode_upper(key.public_key().y()),
+            "7903FE1008B8BC99A41AE9E95628BC64F2F1B20C2D7E9F5177A3C294D4462299"
+        );
+        assert_eq!(key.scalar(), d);
+        let sig = key.sign(b"sample");
+        let v = key.public_key().verifier();
+        assert!(v.verifies(b"sample", &sig));
+        assert!(!v.verifies(b"sampLe", &sig));
+        assert!(SigningKey::from_scalar(&[0u8; 32]).is_none());
+        assert!(
+            SigningKey::from_scalar(&[0xffu8; 32]).is_none(),
+            "above the order"
+        );
+    }
+
+    #[test]
+    fn public_keys_round_trip_through_pem_and_jwk_coordinates() {
+        let key = SigningKey::generate().public_key();
+        let pem = key.pem();
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+        assert_eq!(PublicKey::from_pem(&pem), Some(key));
+        assert_eq!(PublicKey::from_xy(key.x(), key.y()), Some(key));
+        let mut off_curve = *key.sec1();
+        off_curve[64] ^= 1;
+        assert_eq!(PublicKey::from_sec1(&off_curve), None);
+    }
+}
