@@ -335,6 +335,11 @@ pub trait TargetCheck: Send + Sync {
 /// The load engine, as the executor sees it.
 #[async_trait]
 pub trait LoadRunner: Send + Sync {
+    /// The campaign the coming runs belong to: its id is unique per campaign and the same
+    /// across `--resume` (the manifest keeps it). A fleet names what it leaves in shared places
+    /// (a bucket, its instances' disks) by it, so one campaign never reads another's files.
+    fn campaign(&self, _id: &str) {}
+
     /// Runs one load phase, writing its files into `dir`.
     async fn run(
         &self,

@@ -314,13 +314,16 @@ fn load_for(
                     trial.env.file.display()
                 ))
             })?;
-            Ok(Arc::new(crate::fleet::aws::AwsFleet::new(
-                ctx,
-                spec,
-                &trial.file,
-                &trial.env.file,
-                trial.spec.on_generator_loss,
-            )?))
+            Ok(Arc::new(
+                crate::fleet::aws::AwsFleet::new(
+                    ctx,
+                    spec,
+                    &trial.file,
+                    &trial.env.file,
+                    trial.spec.on_generator_loss,
+                )?
+                .for_trial(trial, target),
+            ))
         }
         (None, None) => Ok(Arc::new(LoadEngine::new(target, progress))),
     }

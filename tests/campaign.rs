@@ -4,9 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::watch::Watched;
 
 use trialrunner::rehearsal::twin::Twin;
 use trialrunner::standin::store::KvStore;
@@ -277,12 +279,7 @@ async fn the_rehearsal_states_the_2025_findings() {
             &samples(&three, "rps"),
             Options::default(),
         );
-        assert_eq!(
-            c.verdict,
-            Verdict::Significant,
-            "{run}: {}",
-            c.describe("/s")
-        );
+        assert_eq!(c.verdict, Verdict::Significant, "{run}: {}", c.describe());
     }
     let knee = finding(&t1, "verify: verification session throughput flattens at ~");
     assert!(knee.contains(" users"), "the knee names its users: {knee}");
@@ -453,41 +450,45 @@ fn runs_of(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Starts a run and returns it with its stderr lines, after `n` load steps have started.
-fn start_and_wait_for_load(
-    r: &Rehearsal,
-    trial: &str,
-    out: &Path,
-    n: usize,
-) -> std::process::Child {
-    let mut child = r
-        .cmd(&[
-            "-v",
-            "run",
-            trial,
-            "--env",
-            r.env.to_str().unwrap(),
-            "--yes",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut seen = 0;
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("step step=load") {
-            seen += 1;
-            if seen == n {
-                break;
-            }
-        }
-    }
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    child
+/// How long a test waits for a campaign to reach a point (a load step measuring, a stop
+/// acknowledged) or to end: a bound on a hang, not a pace.
+const PATIENCE: Duration = Duration::from_secs(180);
+
+/// True once a run in `out` is measuring: a run directory without its summary yet (in flight)
+/// whose timeline holds a whole row.
+fn a_run_is_measuring(out: &Path) -> bool {
+    std::fs::read_dir(out.join("runs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|run| !run.join("summary.json").exists())
+        .any(|run| {
+            std::fs::read_to_string(run.join("timeline.csv"))
+                .is_ok_and(|t| t.lines().count() >= 2 && t.ends_with('\n'))
+        })
+}
+
+/// Waits (within [`PATIENCE`]) until a run in `out` is measuring.
+fn wait_until_measuring(out: &Path) {
+    common::wait_until("a run measuring", PATIENCE, || a_run_is_measuring(out));
+}
+
+/// Starts a run and returns it once its `n`-th load step has started and is measuring.
+fn start_and_wait_for_load(r: &Rehearsal, trial: &str, out: &Path, n: usize) -> Watched {
+    let run = Watched::spawn(r.cmd(&[
+        "-v",
+        "run",
+        trial,
+        "--env",
+        r.env.to_str().unwrap(),
+        "--yes",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    run.wait_for_nth("step step=load", n, PATIENCE);
+    wait_until_measuring(out);
+    run
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,10 +497,9 @@ async fn kill_9_then_resume_gives_the_same_runs_and_restores() {
     let r = rehearsal(false).await;
     let trial = "tests/mechanics/pinned-3.yaml";
     let out = r.out("killed");
-    let mut child = start_and_wait_for_load(&r, trial, &out, 3);
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    child.kill().unwrap(); // SIGKILL mid-run
-    child.wait().unwrap();
+    let run = start_and_wait_for_load(&r, trial, &out, 3);
+    run.signal(libc::SIGKILL); // mid-run
+    run.finish(Instant::now(), PATIENCE);
     let kept = runs_of(&out);
     assert_eq!(kept.len(), 2, "two runs were complete: {kept:?}");
     let first_summary =
@@ -556,14 +556,10 @@ async fn sigint_mid_run_exits_130_with_partial_results_and_restored_asgs() {
     let r = rehearsal(false).await;
     let trial = r.long_trial();
     let out = r.out("interrupted");
-    let child = start_and_wait_for_load(&r, trial.to_str().unwrap(), &out, 2);
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let status = child.wait_with_output().unwrap().status;
-    assert_eq!(status.code(), Some(130));
+    let run = start_and_wait_for_load(&r, trial.to_str().unwrap(), &out, 2);
+    run.signal(libc::SIGINT);
+    let (status, output, _) = run.finish(Instant::now(), PATIENCE);
+    assert_eq!(status.code(), Some(130), "{output}");
     let runs = runs_of(&out);
     assert_eq!(
         runs.len(),
@@ -589,7 +585,10 @@ async fn sigint_mid_run_exits_130_with_partial_results_and_restored_asgs() {
         "exactly the run in flight is marked interrupted"
     );
     let partial = interrupted[0];
-    assert!(partial["duration_s"].as_f64().unwrap() < 15.0);
+    assert!(
+        partial["duration_s"].as_f64().unwrap() < 20.0,
+        "stopped before its 20 s: {partial}"
+    );
     assert!(
         out.join("report.html").is_file(),
         "the report of the partial results"
@@ -606,16 +605,20 @@ async fn a_second_ctrl_c_exits_after_the_restore_attempt() {
     let r = rehearsal(false).await;
     let trial = r.long_trial();
     let out = r.out("twice");
-    let child = start_and_wait_for_load(&r, trial.to_str().unwrap(), &out, 1);
-    for _ in 0..2 {
-        // SAFETY: signalling our own child.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGINT);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
-    let status = child.wait_with_output().unwrap().status;
-    assert_eq!(status.code(), Some(130));
+    let mut run = start_and_wait_for_load(&r, trial.to_str().unwrap(), &out, 1);
+    // The second once the first is heard: two signals sent at once may arrive as one.
+    run.signal(libc::SIGINT);
+    run.wait_for("stopping the load, restoring infrastructure", PATIENCE);
+    // A quick restore may end the run before the second arrives: then there is no second to
+    // hear, and the run must still have restored and exited 130.
+    let running = run.child.try_wait().unwrap().is_none();
+    run.signal(libc::SIGINT);
+    let (status, output, _) = run.finish(Instant::now(), PATIENCE);
+    assert_eq!(status.code(), Some(130), "{output}");
+    assert!(
+        !running || output.contains("again: exiting after the restore attempt"),
+        "{output}"
+    );
     assert_eq!(
         r.capacities(),
         vec![(1, 3, 1), (1, 3, 1)],
@@ -683,10 +686,9 @@ async fn resume_never_repeats_a_completed_clear_or_count_and_reruns_the_run_in_f
     let trial = r.slowed("tests/mechanics/store-weight.yaml", "weight.yaml", "4s");
     let out = r.out("weight");
     // Killed during iteration 2's verify run: iteration 1 counted, its rows in the store.
-    let mut child = start_and_wait_for_load(&r, trial.to_str().unwrap(), &out, 4);
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let run = start_and_wait_for_load(&r, trial.to_str().unwrap(), &out, 4);
+    run.signal(libc::SIGKILL);
+    run.finish(Instant::now(), PATIENCE);
     assert_eq!(
         store_labels(&out),
         ["before clear", "after clear", "after iteration 1"]
@@ -754,13 +756,10 @@ async fn a_run_stopped_by_ctrl_c_runs_again_on_resume() {
     let r = rehearsal(false).await;
     let trial = r.slowed("tests/mechanics/pinned-3.yaml", "again.yaml", "6s");
     let out = r.out("again");
-    let child = start_and_wait_for_load(&r, trial.to_str().unwrap(), &out, 2);
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
+    let run = start_and_wait_for_load(&r, trial.to_str().unwrap(), &out, 2);
+    run.signal(libc::SIGINT);
+    let (status, output, _) = run.finish(Instant::now(), PATIENCE);
+    assert_eq!(status.code(), Some(130), "{output}");
     let interrupted = "u002-provision";
     assert_eq!(
         json(&out.join("runs").join(interrupted).join("summary.json"))["interrupted"],
@@ -790,31 +789,27 @@ async fn the_default_results_dir_resumes_by_relative_path_and_out_never_merges()
     let r = rehearsal(false).await;
     let trial = r.slowed("tests/mechanics/pinned-3.yaml", "default.yaml", "5s");
     // No --out: results/<trial>-<UTC time> under the working directory.
-    let mut child = r
-        .cmd(&[
-            "-v",
-            "run",
-            trial.to_str().unwrap(),
-            "--env",
-            r.env.to_str().unwrap(),
-            "--yes",
-        ])
-        .current_dir(r.dir.path())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("step step=load") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let mut cmd = r.cmd(&[
+        "-v",
+        "run",
+        trial.to_str().unwrap(),
+        "--env",
+        r.env.to_str().unwrap(),
+        "--yes",
+    ]);
+    cmd.current_dir(r.dir.path());
+    let run = Watched::spawn(cmd);
+    run.wait_for("step step=load", PATIENCE);
     let results = r.dir.path().join("results");
+    common::wait_until("the first run measuring", PATIENCE, || {
+        std::fs::read_dir(&results)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|d| a_run_is_measuring(&d.path()))
+    });
+    run.signal(libc::SIGKILL);
+    run.finish(Instant::now(), PATIENCE);
     let made: Vec<String> = std::fs::read_dir(&results)
         .unwrap()
         .flatten()

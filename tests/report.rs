@@ -13,6 +13,7 @@ use std::process::Command;
 use common::browser::{count_near, probe, screenshot};
 use trialrunner::exec::Interrupts;
 use trialrunner::report::compare;
+use trialrunner::report::stats::Verdict;
 use trialrunner::trial::thresholds::Threshold;
 
 /// A page's text with the template's escaping of `/` undone (paths read as written).
@@ -256,9 +257,24 @@ fn compare_gives_the_right_deltas_exit_codes_junit_and_page() {
         at10.base.p95,
         at10.contender.p95
     );
-    // +190 % p95 is significant, and the +10 % threshold breaks on the same number.
+    // +190 % p95 is significant, unchanged throughput is not, at each step on its own 60 s,
+    // each beside its effect, its test and its samples; the endpoint's row counts the steps'
+    // verdicts, never averaging them; the +10 % threshold breaks on the same number.
     assert!(
-        session.note.contains("p95 significant") && session.note.contains("rps not significant"),
+        at10.note.contains("p95 +190 % [")
+            && at10.note.contains("(Welch t, 60 vs 60 s), significant")
+            && at10.note.contains("rps +0.0 % ["),
+        "{}",
+        at10.note
+    );
+    assert_eq!(session.changes.len(), 2);
+    for step in &session.changes {
+        assert_eq!(step.p95.verdict, Verdict::Significant, "{}", step.run);
+        assert_eq!(step.rps.verdict, Verdict::NotSignificant, "{}", step.run);
+    }
+    assert!(
+        session.note.contains("p95 significant at 2 of 2 steps (+1")
+            && session.note.contains("rps not significant at 2 of 2 steps"),
         "{}",
         session.note
     );
@@ -348,7 +364,11 @@ fn compare_gives_the_right_deltas_exit_codes_junit_and_page() {
     assert!(same
         .endpoints
         .iter()
-        .all(|d| d.note.contains("rps not significant") && d.note.contains("p95 not significant")));
+        .chain(&same.steps)
+        .flat_map(|d| &d.changes)
+        .all(|s| [&s.rps, &s.p95, &s.failure_rate]
+            .iter()
+            .all(|c| c.verdict == Verdict::NotSignificant)));
 }
 
 #[test]
@@ -378,4 +398,78 @@ fn metrics_pull_output_renders() {
     let p = probe(&page);
     assert!(p.problems().is_empty(), "{:?}", p.problems());
     assert!(p.0["charts"].as_u64().unwrap() >= 2);
+}
+
+/// The "Generator fleet" table (README: a generator fleet): one row per worker of each run with
+/// its share, what it recorded, its own CPU, busy time, timer lag and saturation, and its
+/// status, from the run's summary: a saturated worker says YES though the fleet's weighted CPU
+/// would not, and a lost one says what happened.
+#[test]
+fn the_fleet_table_shows_each_workers_own_health_and_status() {
+    use trialrunner::results::{GeneratorHealth, RunSummary, WorkerRow};
+    let worker = |name: &str, users, cpu_pct, saturated, status: &str| WorkerRow {
+        name: name.into(),
+        users: Some(users),
+        requests: 1000 * users as u64,
+        failures: users as u64,
+        generator: GeneratorHealth {
+            cpu_pct,
+            busy_pct: cpu_pct + 4.0,
+            threads: 1,
+            timer_lag_p99_ms: if saturated { 31.5 } else { 2.25 },
+            saturated,
+            ..GeneratorHealth::default()
+        },
+        status: status.into(),
+        message: (status == "lost").then(|| "killed by signal 9".into()),
+        late_s: (name == "w1").then_some(0.4),
+        ..WorkerRow::default()
+    };
+    let run = RunSummary {
+        run_id: "u007-verify".into(),
+        workers: vec![
+            worker("w1", 4, 93.0, true, "finished"),
+            worker("w2", 3, 12.0, false, "lost"),
+        ],
+        ..RunSummary::default()
+    };
+    let table = trialrunner::report::tables::workers_table(&[run]);
+    assert_eq!(table.title, "Generator fleet");
+    assert_eq!(
+        table.rows,
+        [
+            [
+                "u007-verify",
+                "w1",
+                "4 users",
+                "4000",
+                "4",
+                "93",
+                "97",
+                "31.50",
+                "YES",
+                "0.40",
+                "finished"
+            ],
+            [
+                "u007-verify",
+                "w2",
+                "3 users",
+                "3000",
+                "3",
+                "12",
+                "16",
+                "2.25",
+                "no",
+                "",
+                "lost: killed by signal 9"
+            ]
+        ]
+    );
+    assert!(
+        trialrunner::report::tables::workers_table(&[RunSummary::default()])
+            .rows
+            .is_empty(),
+        "no fleet, no rows"
+    );
 }

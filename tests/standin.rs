@@ -525,10 +525,6 @@ async fn faults_slow_start_error_rate_db_cap_and_memcached_delete() {
     let r = client().get(wk.clone()).send().await.unwrap();
     assert_eq!(r.status(), 500);
     assert!(r.text().await.unwrap().contains("connection refused"));
-    common::wait_until("slow start to end", Duration::from_secs(5), || {
-        std::thread::sleep(Duration::from_millis(50));
-        true
-    });
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         if client().get(wk.clone()).send().await.unwrap().status() == 200 {
@@ -809,15 +805,15 @@ async fn the_readiness_gate_retries_transient_failures_and_not_semantic_ones() {
     // A contract mismatch (the stand-in speaks the corim-store era, the check the K-V era):
     // 415, permanent, no waiting.
     let other = start(config("v0.0.2604")).await;
-    let began = Instant::now();
     let err = ServiceCheck::new(target(&other, "v0.0.2602"))
         .with_patience(Duration::from_secs(30))
         .check()
         .await
         .unwrap_err();
-    assert!(
-        began.elapsed() < Duration::from_secs(5),
-        "failed at once: {err}"
+    assert_eq!(
+        other.served_on("GET /.well-known/veraison/provisioning"),
+        1,
+        "failed at once, after one look: {err}"
     );
     assert!(err.to_string().contains("415"), "{err}");
 }

@@ -3,7 +3,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use trialrunner::provider::{SessionCache, StoreDriver};
 use trialrunner::secret::Secret;
@@ -187,13 +186,14 @@ async fn a_failed_tunnel_is_a_clear_error() {
         ],
     };
     let d = pg_driver(&db, KV_TABLES, TlsMode::Prefer, Some(spec), "unused");
-    let started = std::time::Instant::now();
     let err = d.count().await.unwrap_err().to_string();
+    // At once, with ssh's own reason: not after the tunnel's wait for a forward ran out.
     assert!(
-        err.contains("SSH tunnel through nobody@127.0.0.1") && err.contains("failed"),
+        err.contains("SSH tunnel through nobody@127.0.0.1")
+            && err.contains("failed")
+            && err.contains("Connection refused"),
         "{err}"
     );
-    assert!(started.elapsed() < Duration::from_secs(20));
 }
 
 /// The memcached tests flush the one shared server: one at a time.

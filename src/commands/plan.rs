@@ -62,6 +62,9 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
     let t = trial::load_trial(&args.trial, args.env.as_deref())?;
     let p = trial::plan(&t);
     let mut changes = trial::plan::changes(&t);
+    if let Some(fleet) = t.env.spec.generators.as_ref().and_then(|g| g.aws.as_ref()) {
+        changes.ships = Some(crate::fleet::aws::shipped(fleet));
+    }
     if !args.offline {
         runtime().block_on(read_current(&t, &mut changes, global));
     }

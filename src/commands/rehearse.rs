@@ -36,7 +36,7 @@ pub struct Args {
     /// (default: memory).
     #[arg(long)]
     pub postgres: Option<String>,
-    /// One instance's capacity, `WORKERSxSERVICE` (default 4x10ms: 400 requests/s).
+    /// One instance's capacity, `WORKERSxSERVICE` (default: the rehearsal campaign's, 2x80ms).
     #[arg(long, requires = "twin", value_parser = parse_capacity)]
     pub capacity: Option<crate::standin::faults::InstanceCapacity>,
     /// How long a launched instance is Pending before it is routed to.
@@ -173,7 +173,9 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
         let Some(listen) = args.twin else {
             return Ok::<_, Error>(());
         };
-        let mut config = crate::rehearsal::twin::TwinConfig::new(&d);
+        // The rehearsal campaign's twin, unless a flag says otherwise.
+        let mut config = crate::rehearsal::campaign::twin_config();
+        config.deployment = d.clone();
         config.release = env.release.clone();
         if let Some(c) = args.capacity {
             config.capacity = Some(c);
@@ -187,8 +189,6 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
         config.db_idle = args.db_idle.unwrap_or(config.db_idle);
         config.postgres = args.postgres.clone();
         config.aws_view = args.aws_view;
-        // Short rehearsal runs: a put every second keeps each run's minute filled.
-        config.publish_every = Some(std::time::Duration::from_secs(1));
         let store = match &args.postgres {
             Some(conninfo) => crate::standin::store::KvStore::postgres(conninfo, 4)
                 .await

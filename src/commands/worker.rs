@@ -12,6 +12,10 @@ use crate::fleet::WorkerSpec;
 use crate::load::{LoadEngine, Progress};
 use crate::{setup, trial};
 
+/// How long after the fleet's common start a worker may begin before it says so: its seconds
+/// still line up with the others' (they are UTC seconds), its first is shorter.
+pub const LATE_START_S: f64 = 0.05;
+
 /// Arguments of `worker`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -43,7 +47,7 @@ pub fn run(args: Args) -> Result<i32> {
         engine = engine.with_threads(n);
     }
     let rt = super::runtime();
-    rt.block_on(async {
+    let summary = rt.block_on(async {
         let cancel = CancellationToken::new();
         let c = cancel.clone();
         tokio::spawn(async move {
@@ -64,5 +68,13 @@ pub fn run(args: Args) -> Result<i32> {
         });
         engine.run_phase(&spec.phase, &args.out, &cancel).await
     })?;
+    // Late for any reason: not ready by then, or its timer woke late on a busy machine.
+    let late = summary.started_unix - spec.share.start_unix;
+    if late > LATE_START_S {
+        crate::terminal::say(&format!(
+            "{}: started {late:.2} s after the fleet's common start",
+            spec.name
+        ));
+    }
     Ok(0)
 }

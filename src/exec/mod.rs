@@ -86,6 +86,22 @@ fn manifest(
     m
 }
 
+/// The campaign's id: the one its manifest recorded (a resume continues it), else a new one
+/// (`<trial>-<UTC time>-<random>`), unique among campaigns.
+fn campaign_id(trial: &Trial, dir: &ResultsDir) -> String {
+    let recorded = results::read_json::<serde_json::Value>(&dir.root.join("manifest.json"))
+        .ok()
+        .and_then(|m| m["campaign"].as_str().map(str::to_string));
+    recorded.unwrap_or_else(|| {
+        format!(
+            "{}-{}-{}",
+            trial.spec.name,
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )
+    })
+}
+
 /// A resumed campaign must be the same trial in the same environment.
 fn check_same_campaign(trial: &Trial, dir: &ResultsDir) -> Result<()> {
     let Ok(m) = results::read_json::<serde_json::Value>(&dir.root.join("manifest.json")) else {
@@ -253,6 +269,9 @@ pub async fn execute_with(
     if let Ok(previous) = results::read_json::<Vec<StoreSnapshot>>(&dir.root.join("stores.json")) {
         c.outcome.stores = previous;
     }
+    let campaign = campaign_id(trial, dir);
+    providers.load.campaign(&campaign);
+    c.extra.insert("campaign".into(), json!(campaign));
     c.extra
         .insert("started_at".into(), json!(chrono::Utc::now().to_rfc3339()));
     results::write_json(

@@ -74,7 +74,6 @@ impl LocalFleet {
 /// the bound by which it must have reported.
 async fn supervise(
     mut child: tokio::process::Child,
-    log: &Path,
     cancel: &CancellationToken,
     bound: Duration,
 ) -> WorkerEnd {
@@ -98,28 +97,13 @@ async fn supervise(
             return WorkerEnd::Lost(format!("stopped reporting: still running {} s after the phase's end", bound.as_secs()));
         }
     };
+    // The end of its log is added to a lost worker's reason by the merge.
     match status {
         Ok(s) if s.success() => WorkerEnd::Finished,
-        Ok(s) => {
-            let last = std::fs::read_to_string(log)
-                .ok()
-                .and_then(|t| {
-                    t.lines()
-                        .rev()
-                        .find(|l| !l.trim().is_empty())
-                        .map(str::to_string)
-                })
-                .unwrap_or_default();
-            let how = match std::os::unix::process::ExitStatusExt::signal(&s) {
-                Some(sig) => format!("killed by signal {sig}"),
-                None => format!("exited with code {}", s.code().unwrap_or(-1)),
-            };
-            WorkerEnd::Lost(if last.is_empty() {
-                how
-            } else {
-                format!("{how}: {last}")
-            })
-        }
+        Ok(s) => WorkerEnd::Lost(match std::os::unix::process::ExitStatusExt::signal(&s) {
+            Some(sig) => format!("killed by signal {sig}"),
+            None => format!("exited with code {}", s.code().unwrap_or(-1)),
+        }),
         Err(e) => WorkerEnd::Lost(format!("could not be waited for: {e}")),
     }
 }
@@ -179,7 +163,7 @@ impl LoadRunner for LocalFleet {
                 .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| Error::io(format!("starting worker {name}"), e))?;
-            children.push((child, log_file));
+            children.push(child);
             running.push((name, wdir, share));
         }
         // Every worker must have reported by the end of the phase plus its drain and a margin.
@@ -187,7 +171,7 @@ impl LoadRunner for LocalFleet {
         let ends = futures::future::join_all(
             children
                 .into_iter()
-                .map(|(child, log)| async move { supervise(child, &log, cancel, bound).await }),
+                .map(|child| async move { supervise(child, cancel, bound).await }),
         )
         .await;
         let outcomes: Vec<WorkerOutcome> = running
@@ -198,9 +182,10 @@ impl LoadRunner for LocalFleet {
                 dir: wdir,
                 end,
                 phase: share,
+                console: String::new(),
             })
             .collect();
-        let summary = merge(phase, start_unix, &outcomes, dir)?;
+        let summary = merge(phase, start_unix, &outcomes, dir, &[])?;
         super::after_loss(phase, summary, self.on_loss, cancel)
     }
 }

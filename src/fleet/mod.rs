@@ -7,9 +7,15 @@
 //! * [`WorkerSpec`]: what `trialrunner worker` reads.
 //! * [`merge`]: the workers' lossless per-second cells fed through the engine's own aggregation.
 //! * [`local::LocalFleet`]: N worker processes on this host; [`aws`]: instances of an
-//!   auto-scaling group started through Systems Manager, with S3 carrying specs and results.
+//!   auto-scaling group started through Systems Manager, with S3 carrying specs and results
+//!   ([`elf`]: what the binary shipped to them needs).
+//!
+//! What the operator must see of a worker is said once, here, for both fleets: a lost worker's
+//! reason with the tail of its log, a worker that started late and by how much (terminal,
+//! `summary.json`, and through it the report).
 
 pub mod aws;
+pub mod elf;
 pub mod local;
 
 use std::io::BufRead;
@@ -59,12 +65,33 @@ pub enum WorkerEnd {
 pub struct WorkerOutcome {
     /// Its name.
     pub name: String,
-    /// Where its files are (its `cells.jsonl`, `endpoints.json`, `summary.json`).
+    /// Where its files are (its `cells.jsonl`, `endpoints.json`, `summary.json`, `worker.log`).
     pub dir: PathBuf,
     /// How it ended.
     pub end: WorkerEnd,
     /// Its share.
     pub phase: LoadPhase,
+    /// What the process that ran it printed on failure (an SSM invocation's stderr): the
+    /// reason when the worker's own log never came back.
+    pub console: String,
+}
+
+/// A worker that starts this much after the fleet's common start is said to be late.
+pub const LATE: f64 = 0.25;
+
+/// The last lines of a log (or a command's output), each cut to a readable length: why a
+/// worker failed, for the terminal, the report and `summary.json`.
+pub fn log_tail(text: &str) -> Vec<String> {
+    const LINES: usize = 10;
+    const WIDTH: usize = 400;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(LINES)..]
+        .iter()
+        .map(|l| match l.char_indices().nth(WIDTH) {
+            Some((at, _)) => format!("{}…", &l[..at]),
+            None => l.to_string(),
+        })
+        .collect()
 }
 
 /// Reads a worker's cells; a torn last line (a killed worker) ends the reading.
@@ -117,11 +144,13 @@ struct Gathered {
     drain_s: f64,
     arrivals: Option<results::Arrivals>,
     interrupted: bool,
+    /// Workers that started after the common start, and by how much (s).
+    late: Vec<(String, f64)>,
 }
 
 impl Gathered {
     /// Feeds one worker's per-second cells into `rec`, gathers its summary and gives its row.
-    fn absorb(&mut self, rec: &Recorder, w: &WorkerOutcome) -> WorkerRow {
+    fn absorb(&mut self, rec: &Recorder, w: &WorkerOutcome, start_unix: f64) -> WorkerRow {
         let (mut requests, mut failures) = (0, 0);
         for line in read_cells(&w.dir) {
             let cells: Option<Vec<_>> = line.cells.iter().map(|c| c.cell()).collect();
@@ -139,6 +168,13 @@ impl Gathered {
             );
         }
         let summary = read_summary(&w.dir);
+        let late = summary
+            .as_ref()
+            .map(|s| s.started_unix - start_unix)
+            .filter(|l| *l > LATE);
+        if let Some(l) = late {
+            self.late.push((w.name.clone(), l));
+        }
         if let Some(s) = &summary {
             let unknown = rec.inject_failures(&s.failures);
             if !unknown.is_empty() {
@@ -157,11 +193,20 @@ impl Gathered {
                 self.arrivals.get_or_insert_with(Default::default).add(a);
             }
         }
-        let (status, message) = match &w.end {
+        let (status, why) = match &w.end {
             WorkerEnd::Finished if summary.is_some() => ("finished", None),
             WorkerEnd::Finished => ("lost", Some("ended without its summary".to_string())),
             WorkerEnd::Lost(why) => ("lost", Some(why.clone())),
         };
+        let tail = if why.is_some() {
+            w.own_words()
+        } else {
+            Vec::new()
+        };
+        let message = why.map(|why| match reason_line(&tail) {
+            Some(line) if !why.contains(line) => format!("{why}: {line}"),
+            _ => why,
+        });
         WorkerRow {
             name: w.name.clone(),
             users: w.phase.users,
@@ -171,25 +216,70 @@ impl Gathered {
             generator: summary.map(|s| s.generator).unwrap_or_default(),
             status: status.into(),
             message,
+            log_tail: tail,
+            late_s: late,
         }
+    }
+}
+
+impl WorkerOutcome {
+    /// Why it was lost, in its own words: the end of its log, else of its command's output.
+    fn own_words(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.join("worker.log")).unwrap_or_default();
+        match log_tail(&log) {
+            t if t.is_empty() => log_tail(&self.console),
+            t => t,
+        }
+    }
+}
+
+/// The line of a log's tail that says why: its last `error` line (hints follow it), else its
+/// last line.
+fn reason_line(tail: &[String]) -> Option<&str> {
+    tail.iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.to_ascii_lowercase().starts_with("error"))
+        .or_else(|| tail.last().map(|l| l.trim()))
+}
+
+/// Says on the terminal what the operator must know of a fleet's run: each lost worker with
+/// the end of its log, each late one.
+fn tell(run_id: &str, rows: &[WorkerRow], warnings: &[String]) {
+    for r in rows.iter().filter(|r| r.status != "finished") {
+        crate::terminal::say(&format!(
+            "{run_id}: generator worker {} lost: {}",
+            r.name,
+            r.message.as_deref().unwrap_or("no reason known")
+        ));
+        for line in &r.log_tail {
+            crate::terminal::say(&format!("    | {line}"));
+        }
+    }
+    for w in warnings {
+        crate::terminal::say(&format!("{run_id}: {w}"));
     }
 }
 
 /// Merges the workers' files of a phase that started at `start_unix` into `dir`: the same
 /// per-second files, `stats.csv`, `failures.csv` and `summary.json` as one engine writes, from
 /// the workers' histograms added second by second; one [`WorkerRow`] each. A lost worker's
-/// seconds so far are merged and the run is marked partial, naming it.
+/// seconds so far are merged and the run is marked partial, naming it. When no worker wrote
+/// its endpoints, `fallback` (the phase's endpoints as the coordinator knows them) lets the
+/// run's rows and reasons be written all the same; without one that is an error naming them.
 pub fn merge(
     phase: &LoadPhase,
     start_unix: f64,
     workers: &[WorkerOutcome],
     dir: &Path,
+    fallback: &[Endpoint],
 ) -> Result<RunSummary> {
     let endpoints: Vec<Endpoint> = workers
         .iter()
         .find_map(|w| {
             serde_json::from_slice(&std::fs::read(w.dir.join("endpoints.json")).ok()?).ok()
         })
+        .or_else(|| (!fallback.is_empty()).then(|| fallback.to_vec()))
         .ok_or_else(|| {
             Error::Infra(format!(
                 "{}: no generator worker produced results ({})",
@@ -199,14 +289,26 @@ pub fn merge(
         })?;
     let rec = Recorder::detached(endpoints);
     let mut gathered = Gathered::default();
-    let rows: Vec<WorkerRow> = workers.iter().map(|w| gathered.absorb(&rec, w)).collect();
+    let rows: Vec<WorkerRow> = workers
+        .iter()
+        .map(|w| gathered.absorb(&rec, w, start_unix))
+        .collect();
     let Gathered {
         healths,
         ends,
         drain_s,
         arrivals,
         interrupted,
+        late,
     } = gathered;
+    let warnings: Vec<String> = late
+        .iter()
+        .map(|(name, s)| {
+            format!(
+                "generator worker {name} started {s:.2} s after the fleet's common start: the run's first seconds had less load than planned"
+            )
+        })
+        .collect();
     // The window: the common start to the latest end a worker reported (the phase's length
     // when none did).
     let end = ends
@@ -249,9 +351,11 @@ pub fn merge(
         interrupted,
         workers: rows,
         partial,
+        warnings,
         ..crate::load::engine::phase_summary(phase, start_unix, end)
     };
     results::write_json(&dir.join("summary.json"), &summary)?;
+    tell(&phase.run_id, &summary.workers, &summary.warnings);
     Ok(summary)
 }
 
@@ -274,12 +378,17 @@ pub fn after_loss(
     }
 }
 
+/// Each worker and how it ended, a lost one with the last line of its log (or its command's
+/// output).
 fn lost_names(workers: &[WorkerOutcome]) -> String {
     workers
         .iter()
         .map(|w| match &w.end {
             WorkerEnd::Finished => format!("{}: finished", w.name),
-            WorkerEnd::Lost(m) => format!("{}: {m}", w.name),
+            WorkerEnd::Lost(m) => match reason_line(&w.own_words()) {
+                Some(l) => format!("{}: {m}: {l}", w.name),
+                None => format!("{}: {m}", w.name),
+            },
         })
         .collect::<Vec<_>>()
         .join("; ")
@@ -308,6 +417,27 @@ mod tests {
         }
     }
 
+    /// A failed worker's reason is its error line, not the hint printed after it, and a long
+    /// log is cut to its end.
+    #[test]
+    fn the_reason_of_a_lost_worker_is_its_error_line() {
+        let mut log: Vec<String> = (0..30).map(|i| format!("line {i}")).collect();
+        log.push("error: ../trial.yaml:11:5: http-tasks.upload.body-file: not found".into());
+        log.push("    hint: paths are relative to the trial file".into());
+        let tail = log_tail(&log.join("\n"));
+        assert_eq!(tail.len(), 10);
+        assert_eq!(
+            tail.last().unwrap(),
+            "    hint: paths are relative to the trial file"
+        );
+        assert_eq!(
+            reason_line(&tail),
+            Some("error: ../trial.yaml:11:5: http-tasks.upload.body-file: not found")
+        );
+        assert_eq!(reason_line(&log_tail("killed\n")), Some("killed"));
+        assert_eq!(reason_line(&[]), None);
+    }
+
     #[test]
     fn a_phase_spec_survives_the_trip_through_json() {
         let spec = WorkerSpec {
@@ -328,5 +458,47 @@ mod tests {
             serde_json::to_value(&spec.phase).unwrap()
         );
         assert_eq!(back.share, spec.share);
+    }
+
+    /// A fleet's generator figures: CPU and busy time weighted by each worker's threads (a
+    /// 1-thread worker at 90 % and a 3-thread one at 10 % used 30 % of the fleet's 4 threads,
+    /// not the 50 % a plain mean says), the worst timer lag, and saturated when any worker was,
+    /// though the weighted figures alone would not say so.
+    #[test]
+    fn fleet_health_weights_cpu_by_threads_and_is_saturated_when_any_worker_is() {
+        let worker = |threads, cpu_pct, busy_pct, lag_ms, saturated| GeneratorHealth {
+            cpu_pct,
+            busy_pct,
+            threads,
+            timer_lag_p50_ms: lag_ms / 4.0,
+            timer_lag_p99_ms: lag_ms,
+            max_timer_lag_ms: lag_ms * 2.0,
+            check_cpu_us_per_task: cpu_pct,
+            saturated,
+            ..GeneratorHealth::default()
+        };
+        let fleet = fleet_health(&[
+            worker(1, 90.0, 95.0, 3.0, true),
+            worker(3, 10.0, 20.0, 12.0, false),
+        ]);
+        assert_eq!(fleet.threads, 4);
+        assert_eq!(fleet.cpu_pct, (90.0 + 3.0 * 10.0) / 4.0);
+        assert_eq!(fleet.busy_pct, (95.0 + 3.0 * 20.0) / 4.0);
+        assert_eq!(fleet.check_cpu_us_per_task, 30.0);
+        assert_eq!(
+            (
+                fleet.timer_lag_p50_ms,
+                fleet.timer_lag_p99_ms,
+                fleet.max_timer_lag_ms
+            ),
+            (3.0, 12.0, 24.0)
+        );
+        assert!(fleet.saturated, "one worker saturated: the fleet is");
+        let calm = fleet_health(&[
+            worker(1, 10.0, 20.0, 3.0, false),
+            worker(1, 20.0, 30.0, 4.0, false),
+        ]);
+        assert!(!calm.saturated);
+        assert_eq!(calm.cpu_pct, 15.0);
     }
 }

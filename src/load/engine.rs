@@ -257,22 +257,23 @@ impl LoadEngine {
             EnginePool::start(self.threads)
                 .map_err(|e| Error::Infra(format!("starting the engine's threads: {e}")))?,
         );
-        self.wait_for_fleet_start(phase, cancel).await;
+        self.wait_for_fleet_start(cancel).await;
         let running = Running::start(Start {
             phase,
             dir,
             shared,
             pool,
             progress: self.progress,
-            log_cells: self.share.is_some(),
+            fleet_start: self.share.map(|s| s.start_unix),
             cancel,
         })
         .await?;
         running.end().await.summarise(cancel).await
     }
 
-    /// A fleet worker waits for the wall-clock instant every worker starts on.
-    async fn wait_for_fleet_start(&self, phase: &LoadPhase, cancel: &CancellationToken) {
+    /// A fleet worker waits for the wall-clock instant every worker starts on (one that begins
+    /// late says so itself: `commands::worker`).
+    async fn wait_for_fleet_start(&self, cancel: &CancellationToken) {
         let Some(share) = self.share else {
             return;
         };
@@ -282,8 +283,6 @@ impl LoadEngine {
                 _ = tokio::time::sleep(Duration::from_secs_f64(wait)) => {}
                 _ = cancel.cancelled() => {}
             }
-        } else if wait < -0.05 {
-            tracing::warn!(run = %phase.run_id, "started {:.2} s after the fleet's common start", -wait);
         }
     }
 }

@@ -38,8 +38,11 @@ pub(super) struct Start<'a> {
     pub pool: Arc<EnginePool>,
     /// How progress shows.
     pub progress: Progress,
-    /// Also write the lossless per-second cells (a fleet worker).
-    pub log_cells: bool,
+    /// A fleet worker's common start (unix seconds): it also writes the lossless per-second
+    /// cells, and its deadline is the fleet's, so one that started late ends with the others
+    /// and the merged window is the phase's (its lateness is reported, not hidden in a longer
+    /// run).
+    pub fleet_start: Option<f64>,
     /// A stop request.
     pub cancel: &'a CancellationToken,
 }
@@ -73,12 +76,19 @@ impl Running {
             mut shared,
             pool,
             progress,
-            log_cells,
+            fleet_start,
             cancel,
         } = s;
         let start = Instant::now();
         let start_unix = unix_now();
-        let deadline = start + phase.duration;
+        let length = match fleet_start {
+            Some(common) => Duration::from_secs_f64(
+                (common + phase.duration.as_secs_f64() - start_unix).max(0.0),
+            )
+            .min(phase.duration),
+            None => phase.duration,
+        };
+        let deadline = start + length;
         let endpoints = shared.recorder.endpoints().to_vec();
         let recorder = Arc::new(Recorder::new(
             endpoints,
@@ -88,10 +98,10 @@ impl Running {
         let window = Window {
             start: start_unix,
             warmup_end: start_unix + phase.warmup.as_secs_f64(),
-            end: start_unix + phase.duration.as_secs_f64(),
+            end: start_unix + length.as_secs_f64(),
         };
         let mut aggregator = Aggregator::create(dir, &recorder, window)?;
-        if log_cells {
+        if fleet_start.is_some() {
             aggregator.log_cells(dir, recorder.endpoints())?;
         }
         let aggregator = Arc::new(AsyncMutex::new(aggregator));

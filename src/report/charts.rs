@@ -324,6 +324,82 @@ pub fn run_axis(run: &RunSummary) -> (f64, f64) {
     (first.min(0.0), (to - run.started_unix).max(1.0))
 }
 
+/// Where a run's requests spent their time, second by second: per endpoint the p95 of the TCP
+/// handshakes (requests that opened a connection) and of the wait for the first byte (the
+/// service's time), against the connections opened each second by the load and, with a
+/// rehearsal, by the twin's instances' database pools. What tells a start-of-run spike's cause
+/// apart: the setup (connections), the network (handshakes) or the service (the wait).
+fn phases_chart(
+    data: &ReportData,
+    run: &RunSummary,
+    by_ep: &BTreeMap<String, Vec<&super::data::TimelineRow>>,
+    base: &dyn Fn(&str, &str, &str) -> Chart,
+) -> Option<Chart> {
+    let start = run.started_unix;
+    let mut c = base(
+        "where the time went: connect and wait p95, connections opened",
+        "ms",
+        "connections opened per second",
+    );
+    let mut opened: BTreeMap<i64, f64> = BTreeMap::new();
+    for (i, (ep, rs)) in by_ep.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        type Pick = fn(&&super::data::TimelineRow) -> Option<f64>;
+        let picks: [(&str, Pick, Option<&'static str>); 2] = [
+            ("connect p95", |r| r.connect_p95, Some("2 3")),
+            ("wait p95", |r| r.wait_p95, None),
+        ];
+        for (name, pick, dash) in picks {
+            let points: Vec<(f64, f64)> = rs
+                .iter()
+                .filter_map(|r| Some((r.second, pick(r)?)))
+                .collect();
+            if !points.is_empty() {
+                c.series.push(Series {
+                    color: Some(color),
+                    dash,
+                    ..Series::line(format!("{ep} {name}"), points)
+                });
+            }
+        }
+        for r in rs {
+            *opened.entry(r.second.floor() as i64).or_default() += r.opened;
+        }
+    }
+    if c.series.is_empty() {
+        return None;
+    }
+    c.series.push(Series {
+        axis: Axis::Right,
+        color: Some("#7f7f7f"),
+        shape: super::svg::Shape::Step,
+        step: 1.0,
+        ..Series::line(
+            "connections the load opened",
+            opened.iter().map(|(t, n)| (*t as f64, *n)).collect(),
+        )
+    });
+    if let Some(twin) = super::data::read_twin(&data.dir.run_dir(&run.run_id)) {
+        let opens: Vec<(f64, f64)> = twin
+            .seconds
+            .iter()
+            .map(|s| (s.unix as f64 - start, s.pool_opens as f64))
+            .collect();
+        if opens.iter().any(|(_, n)| *n > 0.0) {
+            c.series.push(Series {
+                axis: Axis::Right,
+                color: Some("#8c564b"),
+                dash: Some("6 3"),
+                shape: super::svg::Shape::Step,
+                step: 1.0,
+                ..Series::line("database connections the twin's pools opened", opens)
+            });
+        }
+    }
+    c.log_y_if_decades();
+    Some(c)
+}
+
 /// A run's timeline charts, each on the run's own axis (its partial first and last seconds
 /// included, hatched, their counts shown as rates over the part covered): client throughput
 /// with users; p50 and p95 per endpoint with the cloud's counts; failures with 5xx and
@@ -447,26 +523,7 @@ pub fn run_timeline(data: &ReportData, run: &RunSummary) -> Vec<String> {
     latency.series.extend(split.counts);
     fails.series.extend(split.errors);
     let mut out: Vec<Chart> = vec![throughput, latency, fails];
-    if let Some(twin) = super::data::read_twin(&dir) {
-        let opens: Vec<(f64, f64)> = twin
-            .seconds
-            .iter()
-            .map(|s| (s.unix as f64 - start, s.pool_opens as f64))
-            .collect();
-        if opens.iter().any(|(_, n)| *n > 0.0) {
-            let mut c = base(
-                "database connections the instances' pools opened (the twin's own count)",
-                "connections opened per second",
-                "",
-            );
-            c.series.push(Series {
-                shape: super::svg::Shape::Step,
-                step: 1.0,
-                ..Series::line("pool connections opened", opens)
-            });
-            out.push(c);
-        }
-    }
+    out.extend(phases_chart(data, run, &by_ep, &base));
     if !split.other.is_empty() {
         let mut c = base(
             "other cloud metrics",

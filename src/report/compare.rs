@@ -1,25 +1,26 @@
 //! Comparing two results directories (a baseline and a contender), per load step (runs matched
 //! by id: `u010-verify`, `it2-u015-provision`) and per endpoint over all matched steps, with
-//! significance tests on the right samples:
-//! * throughput: Welch's t on the steady per-second rates (whole seconds only);
-//! * p95: the share of the contender's steady requests slower than the baseline's p95, against
-//!   the 5 % it would be if nothing changed (a binomial z over every request, not per-second
-//!   percentiles), so a +190 % p95 can never read "not significant";
-//! * failures: a two-proportion z.
+//! the tests of [`super::stats`] on the steady seconds: throughput, p95 and failure rate each
+//! compared over their per-second samples (each whole second one sample, the correlation
+//! between seconds accounted for, the baseline's uncertainty included; steps as strata when
+//! pooled), every verdict beside its effect and the test's name and sample sizes:
+//! `p95 +12 % [+8, +16] (Welch t, 10 vs 10 s), significant`.
 //!
 //! Thresholds are checked on the pooled figures per endpoint; one that matches no endpoint, or
-//! a relative one without a baseline, is an error, never a silent pass.
+//! a relative one without a baseline, is an error, never a silent pass. `+N% if significant`
+//! breaks only when the change is also significant and at least N %.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::stats::{self, Change, Options, Verdict};
 use crate::error::{Error, Result};
 use crate::results::cells::Kind;
-use crate::results::{EndpointSummary, Figures, ResultsDir, RunSummary};
+use crate::results::{EndpointSummary, Figures, ResultsDir, RunSummary, SteadySamples};
 use crate::trial::thresholds::{Figure, Threshold};
 
 /// The steady histograms of endpoint summaries merged: pooled percentiles, never a mean of
@@ -69,12 +70,6 @@ pub struct EndpointFigures {
     pub max: f64,
     /// Open model: p95 from the intended start, pooled over the runs (beside the raw p95), ms.
     pub corrected_p95: Option<f64>,
-    /// Steady per-second rates (for significance).
-    #[serde(skip)]
-    pub rps_samples: Vec<f64>,
-    /// The pooled steady histogram.
-    #[serde(skip)]
-    pub hist: Option<Histogram<u64>>,
 }
 
 impl EndpointFigures {
@@ -109,11 +104,6 @@ impl EndpointFigures {
             p99: q(0.99, &|f| f.p99_ms),
             max: items.iter().map(|e| e.steady.max_ms).fold(0.0, f64::max),
             corrected_p95: corrected_p95(items),
-            rps_samples: items
-                .iter()
-                .flat_map(|e| e.samples.rps.iter().copied())
-                .collect(),
-            hist,
         }
     }
 
@@ -131,74 +121,205 @@ impl EndpointFigures {
     }
 }
 
-/// Welch's t statistic of two samples (0 when either is too small).
-pub fn welch_t(a: &[f64], b: &[f64]) -> f64 {
-    let stats = |x: &[f64]| {
-        let n = x.len() as f64;
-        let m = x.iter().sum::<f64>() / n;
-        let v = x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0);
-        (n, m, v)
-    };
-    if a.len() < 2 || b.len() < 2 {
-        return 0.0;
+/// The per-second samples a figure is tested on: the steady rates, the p95 of each second with
+/// successes, the failure rate (%) of each second with requests. `None` for the figures not
+/// kept per second (p50, p90, p99, max).
+pub fn seconds_of(samples: &SteadySamples, figure: Figure) -> Option<Vec<f64>> {
+    match figure {
+        Figure::Rps => Some(samples.rps.clone()),
+        Figure::P95 => Some(samples.p95_ms.clone()),
+        Figure::FailureRate => Some(
+            samples
+                .failures
+                .iter()
+                .zip(&samples.rps)
+                .filter(|(_, n)| **n > 0.0)
+                .map(|(f, n)| 100.0 * f / n)
+                .collect(),
+        ),
+        _ => None,
     }
-    let ((na, ma, va), (nb, mb, vb)) = (stats(a), stats(b));
-    let se = (va / na + vb / nb).sqrt();
-    if se == 0.0 {
-        if ma == mb {
-            0.0
-        } else {
-            f64::INFINITY.copysign(mb - ma)
+}
+
+/// How a figure's change reads: throughput and p95 relative (`+12 % [+8, +16]`), the failure
+/// rate in percentage points (a change from nearly nothing is not "+300 %").
+fn describe(change: &Change, figure: Figure) -> String {
+    match figure {
+        Figure::FailureRate if no_failures(change) => "none on either side".into(),
+        Figure::FailureRate => change.describe_absolute(" pp"),
+        _ => change.describe(),
+    }
+}
+
+fn no_failures(change: &Change) -> bool {
+    change.base_mean == 0.0 && change.contender_mean == 0.0
+}
+
+/// One load step compared: each figure's change tested on that step's own steady seconds
+/// (baseline first). What `compare`, its page, the gate and the report's findings judge a step
+/// by; steps are never averaged into one verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepChanges {
+    /// The run (load step), `u010-verify`.
+    pub run: String,
+    /// Throughput's change, tested over the steady per-second rates.
+    pub rps: Change,
+    /// p95's change, tested over the per-second p95s.
+    pub p95: Change,
+    /// The failure rate's change (percentage points), tested over the per-second rates.
+    pub failure_rate: Change,
+    /// The steady seconds tested, baseline first (to judge again with a minimum effect).
+    #[serde(skip)]
+    seconds: (SteadySamples, SteadySamples),
+}
+
+impl StepChanges {
+    /// The changes from a baseline's steady seconds to a contender's at one load step.
+    pub fn of(run: &str, base: &SteadySamples, contender: &SteadySamples) -> StepChanges {
+        let seconds = (base.clone(), contender.clone());
+        let tested = |figure| {
+            change_of(&seconds, figure, Options::default()).expect("a figure kept per second")
+        };
+        StepChanges {
+            run: run.into(),
+            rps: tested(Figure::Rps),
+            p95: tested(Figure::P95),
+            failure_rate: tested(Figure::FailureRate),
+            seconds,
         }
-    } else {
-        (mb - ma) / se
+    }
+
+    /// A figure's change as tested; `None` for a figure not kept per second.
+    pub fn get(&self, figure: Figure) -> Option<&Change> {
+        match figure {
+            Figure::Rps => Some(&self.rps),
+            Figure::P95 => Some(&self.p95),
+            Figure::FailureRate => Some(&self.failure_rate),
+            _ => None,
+        }
+    }
+
+    /// A figure's change judged with `options` (a threshold's minimum effect); `None` for a
+    /// figure not kept per second.
+    pub fn judged(&self, figure: Figure, options: Options) -> Option<Change> {
+        change_of(&self.seconds, figure, options)
+    }
+
+    /// The three changes in words: `rps −1.2 % [−4.0, +1.7] (Welch t, 10 vs 10 s), not
+    /// significant; p95 …; failures …`.
+    pub fn note(&self) -> String {
+        format!(
+            "rps {}; p95 {}; failures {}",
+            describe(&self.rps, Figure::Rps),
+            describe(&self.p95, Figure::P95),
+            describe(&self.failure_rate, Figure::FailureRate)
+        )
     }
 }
 
-/// The z of a p95 shift: how far the share of the contender's requests slower than the
-/// baseline's p95 is from the 5 % it would be if nothing changed.
-pub fn p95_shift_z(base: &Histogram<u64>, contender: &Histogram<u64>) -> f64 {
-    if base.is_empty() || contender.is_empty() {
-        return 0.0;
-    }
-    let p95 = base.value_at_quantile(0.95);
-    let above = contender.count_between(p95 + 1, contender.max().max(p95 + 1));
-    let n = contender.len() as f64;
-    let share = above as f64 / n;
-    (share - 0.05) / (0.05 * 0.95 / n).sqrt()
+/// A figure's change over one step's steady seconds, baseline first.
+fn change_of(
+    seconds: &(SteadySamples, SteadySamples),
+    figure: Figure,
+    options: Options,
+) -> Option<Change> {
+    Some(stats::compare_seconds(
+        &seconds_of(&seconds.0, figure)?,
+        &seconds_of(&seconds.1, figure)?,
+        options,
+    ))
 }
 
-/// A two-proportion z of failure rates.
-pub fn failures_z(base: (u64, u64), contender: (u64, u64)) -> f64 {
-    let (fa, na) = (base.0 as f64, base.1 as f64);
-    let (fb, nb) = (contender.0 as f64, contender.1 as f64);
-    if na == 0.0 || nb == 0.0 {
-        return 0.0;
+/// The verdicts of one figure over several steps, counted, never averaged: `significant at 2
+/// of 5 steps (+12 % to +40 %), not significant at 2, cannot tell at 1 (n = 4)`. One step: its
+/// change in full.
+fn tally(changes: &[&Change], figure: Figure) -> String {
+    if let [one] = changes {
+        return describe(one, figure);
     }
-    let p = (fa + fb) / (na + nb);
-    let se = (p * (1.0 - p) * (1.0 / na + 1.0 / nb)).sqrt();
-    if se == 0.0 {
-        0.0
-    } else {
-        (fb / nb - fa / na) / se
+    if figure == Figure::FailureRate && changes.iter().all(|c| no_failures(c)) {
+        return "none on either side".into();
     }
+    let effect = |c: &Change| match (figure, c.relative) {
+        (Figure::FailureRate, _) | (_, None) => (c.difference, figure == Figure::FailureRate),
+        (_, Some(r)) => (r, false),
+    };
+    let range = |of: &[&&Change]| {
+        let mut values: Vec<(f64, bool)> = of.iter().map(|c| effect(c)).collect();
+        values.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let text = |(v, absolute): (f64, bool)| {
+            if absolute {
+                format!("{v:+.2} pp")
+            } else {
+                stats::signed_pct(v)
+            }
+        };
+        match (values.first(), values.last()) {
+            (Some(lo), Some(hi)) if text(*lo) != text(*hi) => {
+                format!(" ({} to {})", text(*lo), text(*hi))
+            }
+            (Some(one), _) => format!(" ({})", text(*one)),
+            _ => String::new(),
+        }
+    };
+    let mut parts = Vec::new();
+    let of = |pick: &dyn Fn(Verdict) -> bool| -> Vec<&&Change> {
+        changes.iter().filter(|c| pick(c.verdict)).collect()
+    };
+    let significant = of(&|v| v == Verdict::Significant);
+    let below = of(&|v| v == Verdict::BelowMinimum);
+    let not = of(&|v| v == Verdict::NotSignificant);
+    let cannot = of(&|v| matches!(v, Verdict::CannotTell { .. }));
+    let total = changes.len();
+    let mut first = true;
+    let mut count = |k: usize| {
+        let text = if first {
+            format!("{k} of {total} steps")
+        } else {
+            k.to_string()
+        };
+        first = false;
+        text
+    };
+    if !significant.is_empty() {
+        parts.push(format!(
+            "significant at {}{}",
+            count(significant.len()),
+            range(&significant)
+        ));
+    }
+    if !below.is_empty() {
+        parts.push(format!(
+            "significant but under the minimum at {}{}",
+            count(below.len()),
+            range(&below)
+        ));
+    }
+    if !not.is_empty() {
+        parts.push(format!("not significant at {}", count(not.len())));
+    }
+    if !cannot.is_empty() {
+        let n = cannot
+            .iter()
+            .map(|c| match c.verdict {
+                Verdict::CannotTell { n } => n,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        parts.push(format!(
+            "cannot tell at {} (n ≤ {n}, under {} s)",
+            count(cannot.len()),
+            stats::MIN_SECONDS
+        ));
+    }
+    format!(
+        "{} (Welch t, each step on its own seconds)",
+        parts.join(", ")
+    )
 }
 
-/// Whether a change with this statistic is significant at 95 % (two-sided, normal).
-pub fn significant(z: f64) -> bool {
-    z.abs() > 1.96
-}
-
-/// How a change reads in tables.
-fn verdict(z: f64) -> &'static str {
-    if significant(z) {
-        "significant"
-    } else {
-        "not significant"
-    }
-}
-
-/// One endpoint compared, at one load step or pooled over all.
+/// One endpoint compared, at one load step or over all matched steps.
 #[derive(Debug, Clone, Serialize)]
 pub struct EndpointDelta {
     /// The run (load step) it is from, or `all matched runs`.
@@ -211,66 +332,72 @@ pub struct EndpointDelta {
     pub task: String,
     /// The task's unit.
     pub unit: bool,
-    /// Baseline figures.
+    /// Baseline figures (pooled over the steps for `all matched runs`).
     pub base: EndpointFigures,
     /// Contender figures.
     pub contender: EndpointFigures,
-    /// Welch's t of the rates.
-    pub t_rps: f64,
-    /// z of the p95 shift.
-    pub z_p95: f64,
-    /// z of the failure rates.
-    pub z_failures: f64,
-    /// Significance in words.
+    /// Each matched step's changes, tested on its own seconds: one for a step's row, every
+    /// matched step for `all matched runs`.
+    pub changes: Vec<StepChanges>,
+    /// The changes in words: a step's three changes, each with its effect, interval, test,
+    /// samples and verdict; over several steps, each figure's verdicts counted.
     pub note: String,
 }
 
 impl EndpointDelta {
+    /// `pairs`: the endpoint in each matched step (its run id), baseline first.
     fn new(
         run: &str,
         load: &str,
-        e: &EndpointSummary,
-        base: EndpointFigures,
-        contender: EndpointFigures,
+        pairs: &[(&str, &EndpointSummary, &EndpointSummary)],
     ) -> EndpointDelta {
-        let t_rps = welch_t(&base.rps_samples, &contender.rps_samples);
-        let z_p95 = match (&base.hist, &contender.hist) {
-            (Some(a), Some(b)) => p95_shift_z(a, b),
-            _ => 0.0,
+        let e = pairs[0].2;
+        let base: Vec<&EndpointSummary> = pairs.iter().map(|p| p.1).collect();
+        let contender: Vec<&EndpointSummary> = pairs.iter().map(|p| p.2).collect();
+        let changes: Vec<StepChanges> = pairs
+            .iter()
+            .map(|(id, b, c)| StepChanges::of(id, &b.samples, &c.samples))
+            .collect();
+        let note = match changes.as_slice() {
+            [one] => one.note(),
+            all => {
+                let of =
+                    |figure| -> Vec<&Change> { all.iter().filter_map(|s| s.get(figure)).collect() };
+                format!(
+                    "rps {}; p95 {}; failures {}",
+                    tally(&of(Figure::Rps), Figure::Rps),
+                    tally(&of(Figure::P95), Figure::P95),
+                    tally(&of(Figure::FailureRate), Figure::FailureRate)
+                )
+            }
         };
-        let fails = |f: &EndpointFigures| {
-            (
-                (f.failure_rate / 100.0 * f.count as f64).round() as u64,
-                f.count,
-            )
-        };
-        let z_failures = failures_z(fails(&base), fails(&contender));
-        let note = format!(
-            "rps {} (t = {t_rps:.1}); p95 {} (z = {z_p95:.1}); failures {} (z = {z_failures:.1})",
-            verdict(t_rps),
-            verdict(z_p95),
-            verdict(z_failures)
-        );
         EndpointDelta {
             run: run.into(),
             load: load.into(),
             endpoint: super::charts::endpoint_label(e),
             task: e.task.clone(),
             unit: e.kind == Kind::Task,
-            base,
-            contender,
-            t_rps,
-            z_p95,
-            z_failures,
+            base: EndpointFigures::of(&base),
+            contender: EndpointFigures::of(&contender),
+            changes,
             note,
         }
     }
 }
 
+/// A matched step's change of one figure, as a threshold judged it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepChange {
+    /// The run (load step).
+    pub run: String,
+    /// The change, tested on the step's own seconds.
+    pub change: Change,
+}
+
 pub use super::format::pct;
 
 /// A threshold checked against one endpoint.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Check {
     /// The threshold as written.
     pub threshold: String,
@@ -284,6 +411,15 @@ pub struct Check {
     pub unit: String,
     /// Passed.
     pub passed: bool,
+    /// Against a baseline, for a figure kept per second: each matched step's change, tested on
+    /// its own seconds (with the threshold's percentage as the minimum effect when it says `if
+    /// significant`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<StepChange>,
+    /// Those changes in words: effect, interval, test, samples and verdict (counted over
+    /// several steps, the worst significant one named).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub significance: Option<String>,
 }
 
 /// The result of a comparison.
@@ -329,13 +465,27 @@ pub fn read_thresholds(path: &Path) -> Result<Vec<Threshold>> {
         .collect()
 }
 
+/// What identifies an endpoint across runs: task, method and name.
+fn endpoint_key(e: &EndpointSummary) -> String {
+    format!("{}\u{1}{}\u{1}{}", e.task, e.method, e.name)
+}
+
+/// The endpoint of `key` in run `id`.
+fn endpoint_in<'a>(runs: &'a [RunSummary], id: &str, key: &str) -> Option<&'a EndpointSummary> {
+    runs.iter()
+        .find(|r| r.run_id == id)?
+        .endpoints
+        .iter()
+        .find(|e| endpoint_key(e) == key)
+}
+
 /// Per endpoint of the matched runs: its summaries.
 fn group<'a>(runs: &'a [RunSummary], ids: &[String]) -> Vec<(String, Vec<&'a EndpointSummary>)> {
     let mut order = Vec::new();
     let mut map: BTreeMap<String, Vec<&EndpointSummary>> = BTreeMap::new();
     for r in runs.iter().filter(|r| ids.contains(&r.run_id)) {
         for e in r.endpoints.iter().filter(|e| e.task != "auth") {
-            let key = format!("{}\u{1}{}\u{1}{}", e.task, e.method, e.name);
+            let key = endpoint_key(e);
             if !order.contains(&key) {
                 order.push(key.clone());
             }
@@ -380,7 +530,52 @@ fn check(
             matched = true;
             let value = d.contender.get(th.figure);
             let baseline = has_baseline.then(|| d.base.get(th.figure));
-            if let Some(passed) = th.check(value, baseline) {
+            let changes: Vec<StepChange> = if has_baseline && th.relative() {
+                let min_effect = if th.if_significant {
+                    th.min_effect()
+                } else {
+                    0.0
+                };
+                let options = Options::default().with_min_effect(min_effect);
+                d.changes
+                    .iter()
+                    .filter_map(|s| {
+                        Some(StepChange {
+                            run: s.run.clone(),
+                            change: s.judged(th.figure, options)?,
+                        })
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let worst = changes
+                .iter()
+                .filter(|s| significantly_worse(&s.change, th.figure))
+                .max_by(|a, b| {
+                    let size = |c: &Change| c.relative.unwrap_or(c.difference).abs();
+                    size(&a.change).total_cmp(&size(&b.change))
+                });
+            if let Some(within) = th.check(value, baseline) {
+                // `if significant`: breaks when a step's change is significantly worse by at
+                // least the bound, each step judged on its own seconds.
+                let passed = if th.if_significant {
+                    worst.is_none()
+                } else {
+                    within
+                };
+                let significance = (!changes.is_empty()).then(|| {
+                    let all: Vec<&Change> = changes.iter().map(|s| &s.change).collect();
+                    let counted = tally(&all, th.figure);
+                    match worst {
+                        Some(w) if changes.len() > 1 => format!(
+                            "{counted}; worst at {}: {}",
+                            w.run,
+                            describe(&w.change, th.figure)
+                        ),
+                        _ => counted,
+                    }
+                });
                 checks.push(Check {
                     threshold: th.text.clone(),
                     endpoint: d.endpoint.clone(),
@@ -388,6 +583,8 @@ fn check(
                     baseline,
                     unit: th.figure.unit().into(),
                     passed,
+                    changes,
+                    significance,
                 });
             }
         }
@@ -404,6 +601,17 @@ fn check(
         }
     }
     Ok(checks)
+}
+
+/// True when a change is significant (and at least its minimum effect) in the direction that
+/// is worse for the figure.
+fn significantly_worse(c: &Change, figure: Figure) -> bool {
+    c.verdict == Verdict::Significant
+        && if figure.higher_is_worse() {
+            c.difference > 0.0
+        } else {
+            c.difference < 0.0
+        }
 }
 
 /// Compares two results directories (runs matched by id).
@@ -445,32 +653,29 @@ pub fn compare_runs(
             let Some(eb) = rb
                 .endpoints
                 .iter()
-                .find(|x| x.method == e.method && x.name == e.name && x.task == e.task)
+                .find(|x| endpoint_key(x) == endpoint_key(e))
             else {
                 continue;
             };
-            steps.push(EndpointDelta::new(
-                id,
-                &rc.load_label(),
-                e,
-                EndpointFigures::of(&[eb]),
-                EndpointFigures::of(&[e]),
-            ));
+            steps.push(EndpointDelta::new(id, &rc.load_label(), &[(id, eb, e)]));
         }
     }
-    let (gb, gc) = (group(b, &ids), group(c, &ids));
+    // Per endpoint over the matched steps: figures pooled, each step's changes its own.
     let mut endpoints = Vec::new();
-    for (key, items) in &gc {
-        let Some((_, base_items)) = gb.iter().find(|(k, _)| k == key) else {
-            continue;
-        };
-        endpoints.push(EndpointDelta::new(
-            "all matched runs",
-            "",
-            items[0],
-            EndpointFigures::of(base_items),
-            EndpointFigures::of(items),
-        ));
+    for (key, _) in group(c, &ids) {
+        let pairs: Vec<(&str, &EndpointSummary, &EndpointSummary)> = ids
+            .iter()
+            .filter_map(|id| {
+                Some((
+                    id.as_str(),
+                    endpoint_in(b, id, &key)?,
+                    endpoint_in(c, id, &key)?,
+                ))
+            })
+            .collect();
+        if !pairs.is_empty() {
+            endpoints.push(EndpointDelta::new("all matched runs", "", &pairs));
+        }
     }
     let checks = check(&endpoints, thresholds, has_baseline)?;
     Ok(Comparison {
@@ -496,9 +701,14 @@ pub fn checks_text(checks: &[Check]) -> String {
             .baseline
             .map(|b| format!(" (baseline {} {}, {})", fmt(b), c.unit, pct(b, c.value)))
             .unwrap_or_default();
+        let change = c
+            .significance
+            .as_ref()
+            .map(|t| format!("; change {t}"))
+            .unwrap_or_default();
         let _ = writeln!(
             s,
-            "{} {:<28} {}: {} {}{base}",
+            "{} {:<28} {}: {} {}{base}{change}",
             if c.passed { "✓" } else { "✗" },
             c.threshold,
             c.endpoint,
@@ -514,27 +724,42 @@ fn fmt(v: f64) -> String {
 }
 
 impl Comparison {
-    /// A plain-text table: per endpoint pooled, then the thresholds.
+    /// A plain-text table: per endpoint over all matched runs (figures pooled, each figure's
+    /// step verdicts counted), then each of its steps with its own changes tested, then the
+    /// thresholds.
     pub fn table(&self) -> String {
         let mut s = String::new();
+        let _ = writeln!(s, "{}\n", stats::METHOD);
         let _ = writeln!(
             s,
             "{:<52} {:>16} {:>18} {:>18} {:>12}",
-            "endpoint (all matched runs)", "rps", "p95 ms", "p99 ms", "failures %"
+            "endpoint (all matched runs), then per step", "rps", "p95 ms", "p99 ms", "failures %"
         );
-        for d in &self.endpoints {
+        let row = |s: &mut String, label: &str, d: &EndpointDelta| {
             let (b, c) = (&d.base, &d.contender);
             let cell = |x: f64, y: f64| format!("{} ({})", fmt(y), pct(x, y));
             let _ = writeln!(
                 s,
                 "{:<52} {:>16} {:>18} {:>18} {:>12}",
-                d.endpoint.chars().take(52).collect::<String>(),
+                label.chars().take(52).collect::<String>(),
                 cell(b.rps, c.rps),
                 cell(b.p95, c.p95),
                 cell(b.p99, c.p99),
                 format!("{:.2}", c.failure_rate)
             );
-            let _ = writeln!(s, "{:<52} {}", "", d.note);
+            let _ = writeln!(s, "{:<6}{}", "", d.note);
+        };
+        for d in &self.endpoints {
+            row(&mut s, &d.endpoint, d);
+            if d.changes.len() > 1 {
+                for step in self
+                    .steps
+                    .iter()
+                    .filter(|x| x.task == d.task && x.endpoint == d.endpoint)
+                {
+                    row(&mut s, &format!("  {} ({})", step.run, step.load), step);
+                }
+            }
         }
         s.push_str(&checks_text(&self.checks));
         s
@@ -561,11 +786,15 @@ impl Comparison {
             if !c.passed {
                 let _ = write!(
                     x,
-                    "<failure message=\"{}\">value {:.3}{}</failure>",
+                    "<failure message=\"{}\">value {:.3}{}{}</failure>",
                     esc(&format!("{} broke", c.threshold)),
                     c.value,
                     c.baseline
                         .map(|b| format!(", baseline {b:.3}"))
+                        .unwrap_or_default(),
+                    c.significance
+                        .as_ref()
+                        .map(|t| format!("; change {}", esc(t)))
                         .unwrap_or_default()
                 );
             }
@@ -600,27 +829,213 @@ pub fn history_line(dir: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::results::Figures;
 
-    #[test]
-    fn welch_t_tells_shifted_from_same() {
-        let a: Vec<f64> = (0..50).map(|i| 100.0 + (i % 5) as f64).collect();
-        let b: Vec<f64> = (0..50).map(|i| 120.0 + (i % 5) as f64).collect();
-        assert!(welch_t(&a, &b) > 10.0);
-        assert!(welch_t(&a, &a).abs() < 1e-9);
+    /// One run of one endpoint: `seconds` steady seconds around `rps` and `p95` (a deterministic
+    /// wobble of ±5 % that differs between `seed`s), `failures` in its first seconds.
+    fn run(id: &str, rps: f64, p95: f64, seconds: usize, seed: usize) -> RunSummary {
+        let wobble = |i: usize| (((i + seed) * 7919) % 11) as f64 / 100.0 - 0.05;
+        let samples = SteadySamples {
+            rps: (0..seconds).map(|i| rps * (1.0 + wobble(i))).collect(),
+            p95_ms: (0..seconds).map(|i| p95 * (1.0 + wobble(i + 3))).collect(),
+            failures: (0..seconds)
+                .map(|i| if i < 2 { 1.0 } else { 0.0 })
+                .collect(),
+        };
+        let count = samples.rps.iter().sum::<f64>() as u64;
+        let steady = Figures {
+            count,
+            failures: 2,
+            rps,
+            p95_ms: p95,
+            ..Default::default()
+        };
+        RunSummary {
+            run_id: id.into(),
+            endpoints: vec![EndpointSummary {
+                method: "POST".into(),
+                name: "/verify".into(),
+                task: "verify".into(),
+                total: steady.clone(),
+                steady,
+                samples,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
     }
 
     #[test]
-    fn a_large_p95_shift_is_significant_and_none_is_not() {
-        let hist = |scale: u64| {
-            let mut h = crate::results::cells::new_hist();
-            for i in 1..=2000u64 {
-                h.record(i * scale).unwrap();
-            }
-            h
+    fn failure_rates_are_per_second_shares_of_the_seconds_with_requests() {
+        let s = SteadySamples {
+            rps: vec![10.0, 0.0, 20.0],
+            p95_ms: vec![5.0, 6.0],
+            failures: vec![1.0, 0.0, 5.0],
         };
-        assert!(p95_shift_z(&hist(10), &hist(29)) > 10.0, "+190 %");
-        assert!(p95_shift_z(&hist(10), &hist(10)).abs() < 1.96);
-        assert!(failures_z((5, 1000), (50, 1000)) > 1.96);
-        assert!(failures_z((5, 1000), (6, 1000)).abs() < 1.96);
+        assert_eq!(seconds_of(&s, Figure::FailureRate), Some(vec![10.0, 25.0]));
+        assert_eq!(seconds_of(&s, Figure::P95), Some(vec![5.0, 6.0]));
+        assert_eq!(seconds_of(&s, Figure::P99), None);
+    }
+
+    #[test]
+    fn each_change_says_its_effect_test_samples_and_verdict() {
+        let c = compare_runs(
+            &[run("u010-verify", 100.0, 50.0, 20, 0)],
+            &[run("u010-verify", 100.0, 60.0, 20, 5)],
+            &[],
+            true,
+        )
+        .unwrap();
+        let d = &c.steps[0];
+        assert_eq!(d.changes[0].p95.verdict, Verdict::Significant);
+        assert_eq!(d.changes[0].rps.verdict, Verdict::NotSignificant);
+        assert!(
+            d.note.contains("p95 +2") && d.note.contains("(Welch t, 20 vs 20 s), significant"),
+            "{}",
+            d.note
+        );
+        assert!(
+            d.note.contains("; failures ") && d.note.contains(" pp ["),
+            "{}",
+            d.note
+        );
+        // Too short a step: cannot tell, never a verdict.
+        let short = compare_runs(
+            &[run("u010-verify", 100.0, 50.0, 4, 0)],
+            &[run("u010-verify", 100.0, 500.0, 4, 5)],
+            &[],
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            short.steps[0].changes[0].p95.verdict,
+            Verdict::CannotTell { n: 4 }
+        );
+        assert!(
+            short.steps[0].note.contains("cannot tell (n = 4)"),
+            "{}",
+            short.steps[0].note
+        );
+    }
+
+    #[test]
+    fn an_if_significant_threshold_breaks_only_on_a_significant_change_beyond_its_bound() {
+        let th = |s: &str| Threshold::parse(s).unwrap();
+        let gate = |base: RunSummary, contender: RunSummary, t: &str| {
+            let c = compare_runs(&[base], &[contender], &[th(t)], true).unwrap();
+            c.checks[0].clone()
+        };
+        // +20 % over 20 quiet seconds: beyond 10 % and significant.
+        let real = gate(
+            run("u010-verify", 100.0, 50.0, 20, 0),
+            run("u010-verify", 100.0, 60.0, 20, 5),
+            "verify p95 +10% if significant",
+        );
+        assert!(!real.passed, "{real:?}");
+        assert!(
+            real.significance.as_ref().unwrap().ends_with("significant"),
+            "{real:?}"
+        );
+        // The same +20 % over 4 seconds: beyond the bound, but the test cannot tell.
+        let short = (
+            run("u010-verify", 100.0, 50.0, 4, 0),
+            run("u010-verify", 100.0, 60.0, 4, 5),
+        );
+        assert!(
+            gate(
+                short.0.clone(),
+                short.1.clone(),
+                "verify p95 +10% if significant"
+            )
+            .passed
+        );
+        assert!(!gate(short.0, short.1, "verify p95 +10%").passed);
+        // +3 % over 60 quiet seconds, significant: within `+10% if significant`, beyond
+        // `+2% if significant`.
+        let small = (
+            run("u010-verify", 100.0, 50.0, 60, 0),
+            run("u010-verify", 100.0, 51.5, 60, 0),
+        );
+        let within = gate(
+            small.0.clone(),
+            small.1.clone(),
+            "verify p95 +10% if significant",
+        );
+        assert!(within.passed, "{within:?}");
+        assert!(!gate(small.0, small.1, "verify p95 +2% if significant").passed);
+        // What the gate decided reads back from checks.json, the change with it.
+        let json = serde_json::to_string(&real).unwrap();
+        let back: Check = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.changes, real.changes);
+        assert!(
+            json.contains(r#""verdict":{"kind":"significant"}"#),
+            "{json}"
+        );
+        // A throughput drop is worse, a rise is not.
+        let faster = gate(
+            run("u010-verify", 100.0, 50.0, 20, 0),
+            run("u010-verify", 150.0, 50.0, 20, 5),
+            "verify rps +10% if significant",
+        );
+        assert!(faster.passed, "{faster:?}");
+    }
+
+    /// Two load steps, the contender 20 % slower at the first and unchanged at the second:
+    /// each step judged on its own seconds, the endpoint's row counting those verdicts (never
+    /// one averaged over the steps, which would read +4 %).
+    #[test]
+    fn each_step_is_judged_on_its_own_and_never_averaged() {
+        let mut base = run("u010-verify", 100.0, 60.0, 20, 0);
+        base.endpoints[0]
+            .samples
+            .p95_ms
+            .iter_mut()
+            .for_each(|v| *v *= 50.0 / 60.0);
+        base.endpoints[0].steady.p95_ms = 50.0;
+        let slower = run("u010-verify", 100.0, 60.0, 20, 5);
+        let (base2, same2) = (
+            run("u020-verify", 100.0, 200.0, 20, 0),
+            run("u020-verify", 100.0, 200.0, 20, 3),
+        );
+        let th = |s: &str| Threshold::parse(s).unwrap();
+        let c = compare_runs(
+            &[base, base2],
+            &[slower, same2],
+            &[th("verify p95 +10% if significant"), th("verify p95 +10%")],
+            true,
+        )
+        .unwrap();
+        assert_eq!(c.steps.len(), 2);
+        assert_eq!(c.steps[0].changes[0].p95.verdict, Verdict::Significant);
+        assert_eq!(c.steps[1].changes[0].p95.verdict, Verdict::NotSignificant);
+        let all = &c.endpoints[0];
+        assert_eq!(all.changes.len(), 2);
+        assert!(
+            all.note.contains("p95 significant at 1 of 2 steps (+2")
+                && all
+                    .note
+                    .contains("not significant at 1 (Welch t, each step on its own seconds)"),
+            "{}",
+            all.note
+        );
+        assert!(
+            all.note.starts_with("rps not significant at 2 of 2 steps"),
+            "{}",
+            all.note
+        );
+        // The pooled p95 is within +10 % (+4 %): the plain bound holds; the first step is
+        // significantly worse by more than 10 %: `if significant` breaks, naming it.
+        let (gated, plain) = (&c.checks[0], &c.checks[1]);
+        assert!(!gated.passed, "{gated:?}");
+        assert!(plain.passed, "{plain:?}");
+        let why = gated.significance.as_ref().unwrap();
+        assert!(why.contains("worst at u010-verify: +2"), "{why}");
+        assert_eq!(gated.changes.len(), 2);
+        // The text names every step's verdict under its endpoint.
+        let text = c.table();
+        assert!(
+            text.contains("  u010-verify") && text.contains("  u020-verify"),
+            "{text}"
+        );
     }
 }

@@ -36,6 +36,14 @@ pub struct TimelineRow {
     pub p50: Option<f64>,
     /// p95, ms.
     pub p95: Option<f64>,
+    /// Connections this endpoint's requests opened (0 in files written before phases).
+    pub opened: f64,
+    /// p95 of the TCP handshakes of requests that opened a connection, ms.
+    pub connect_p95: Option<f64>,
+    /// p95 of their TLS handshakes, ms.
+    pub tls_p95: Option<f64>,
+    /// p95 of the wait (request written → first byte: the service's time), ms.
+    pub wait_p95: Option<f64>,
 }
 
 /// Splits one CSV line (quoted fields allowed).
@@ -81,6 +89,10 @@ pub fn read_timeline(path: &Path) -> Vec<TimelineRow> {
                 failures: num(9)?,
                 p50: num(11),
                 p95: num(13),
+                opened: num(19).unwrap_or(0.0),
+                connect_p95: num(21),
+                tls_p95: num(22),
+                wait_p95: num(24),
             })
         })
         .collect()

@@ -12,6 +12,7 @@
 //! * **The machine**: a rehearsal's twin saying this machine, not the modelled deployment, set
 //!   some figures.
 
+use super::compare::StepChanges;
 use super::data::{read_timeline, read_twin, ReportData};
 use super::format::fmt_ms;
 use super::load_words;
@@ -131,7 +132,7 @@ pub fn knees(runs: &[RunSummary], tasks: &[String]) -> Vec<String> {
                     "{task}: {unit_name} throughput flattens at ~{plateau:.1}/s from {} (at {}: {}){p95_rise}",
                     load_words(at.1),
                     load_words(next.1),
-                    growth.describe("/s")
+                    growth.describe()
                 ));
             }
         }
@@ -151,24 +152,30 @@ pub fn against(
         let ours = steps(runs, task);
         let theirs = steps(base, task);
         let mut parts = Vec::new();
-        for (u, _, e) in &ours {
+        for (u, e_run, e) in &ours {
             let Some((_, _, b)) = theirs.iter().find(|(bu, _, _)| bu == u) else {
                 continue;
             };
-            let rate = stats::compare_seconds(&b.samples.rps, &e.samples.rps, Options::default());
-            let p95 =
-                stats::compare_seconds(&b.samples.p95_ms, &e.samples.p95_ms, Options::default());
-            let ratio = |c: &stats::Change| {
-                c.relative
-                    .map(|r| times(1.0 + r))
-                    .unwrap_or_else(|| "new".into())
+            // The step judged as `compare` judges it: on its own seconds.
+            let step = StepChanges::of(&e_run.run_id, &b.samples, &e.samples);
+            let (rate, p95) = (&step.rps, &step.p95);
+            // The ratio with its interval beside the verdict: `×0.58 [×0.52, ×0.64]`.
+            let ratio = |c: &stats::Change| match (c.relative, c.relative_ci) {
+                (Some(r), Some((lo, hi))) => format!(
+                    "{} [{}, {}]",
+                    times(1.0 + r),
+                    times(1.0 + lo),
+                    times(1.0 + hi)
+                ),
+                (Some(r), None) => times(1.0 + r),
+                (None, _) => "new".into(),
             };
             parts.push(format!(
-                "{u}: throughput {} {}, p95 {} {}",
-                ratio(&rate),
-                short_verdict(rate.verdict),
-                ratio(&p95),
-                short_verdict(p95.verdict)
+                "{u}: throughput {} ({}), p95 {} ({})",
+                ratio(rate),
+                rate.verdict,
+                ratio(p95),
+                p95.verdict
             ));
         }
         if !parts.is_empty() {
@@ -177,20 +184,12 @@ pub fn against(
                 .map(|(_, _, e)| e.name.clone())
                 .unwrap_or_default();
             out.push(format!(
-                "{task} against {base_name}, {unit_name} per step of users (Welch t on the steps' seconds): {}",
+                "{task} against {base_name}, {unit_name} per step of users, each on its own seconds (Welch t, 95 % intervals): {}",
                 parts.join("; ")
             ));
         }
     }
     out
-}
-
-fn short_verdict(v: Verdict) -> String {
-    match v {
-        Verdict::Significant => "(significant)".into(),
-        Verdict::CannotTell { n } => format!("(cannot tell, n = {n})"),
-        _ => "(not significant)".into(),
-    }
 }
 
 /// Rows in the stores when each run began (the counts before it, else the previous iteration's).
@@ -317,6 +316,7 @@ pub fn start_of_runs(data: &ReportData) -> Vec<String> {
                     )
                 })
                 .sum();
+            let cause = start_cause(data, worst, &task);
             let pools = if opens > 0 {
                 format!(
                     "; the twin's instances opened {opens} database connections in those first seconds"
@@ -325,7 +325,7 @@ pub fn start_of_runs(data: &ReportData) -> Vec<String> {
                 String::new()
             };
             out.push(format!(
-                "{task}: the first second of {} of {considered} runs is slower than their steady seconds (p95 ×1.5 or more; {}: {} ms against {} ms steady, {}){pools}",
+                "{task}: the first second of {} of {considered} runs is slower than their steady seconds (p95 ×1.5 or more; {}: {} ms against {} ms steady, {}){cause}{pools}",
                 slower.len(),
                 worst.run_id,
                 fmt_ms(*p95),
@@ -335,6 +335,70 @@ pub fn start_of_runs(data: &ReportData) -> Vec<String> {
         }
     }
     out
+}
+
+/// Where the first second's time went in `run`, for `task`'s requests, against its steady
+/// seconds: the wait for the first byte (the service) and the TCP handshakes of the connections
+/// opened (the setup and the network), from the timeline's phase columns; empty when the
+/// results carry no phases.
+fn start_cause(data: &ReportData, run: &RunSummary, task: &str) -> String {
+    let requests: Vec<String> = run
+        .endpoints
+        .iter()
+        .filter(|e| e.task == task && e.kind == Kind::Request)
+        .map(|e| format!("{} {}", e.method, e.name))
+        .collect();
+    let rows: Vec<_> = read_timeline(&data.dir.run_dir(&run.run_id).join("timeline.csv"))
+        .into_iter()
+        .filter(|r| r.kind == "request" && requests.contains(&r.endpoint))
+        .collect();
+    let Some(first) = rows.iter().map(|r| r.second).reduce(f64::min) else {
+        return String::new();
+    };
+    let of = |pick: fn(&super::data::TimelineRow) -> Option<f64>, steady: bool| -> Vec<f64> {
+        let mut by_second: std::collections::BTreeMap<i64, f64> = Default::default();
+        for r in &rows {
+            let wanted = if steady {
+                r.phase == "steady"
+            } else {
+                r.second == first
+            };
+            if let (true, Some(v)) = (wanted, pick(r)) {
+                let e = by_second.entry(r.second as i64).or_insert(0.0);
+                *e = e.max(v);
+            }
+        }
+        by_second.into_values().collect()
+    };
+    let median = |mut v: Vec<f64>| -> Option<f64> {
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| v[v.len() / 2])
+    };
+    let (Some(wait_first), Some(wait_steady)) = (
+        median(of(|r| r.wait_p95, false)),
+        median(of(|r| r.wait_p95, true)),
+    ) else {
+        return String::new();
+    };
+    let connect_first = median(of(|r| r.connect_p95, false)).unwrap_or(0.0);
+    let opened: f64 = rows
+        .iter()
+        .filter(|r| r.second == first)
+        .map(|r| r.opened)
+        .sum();
+    let whose = if wait_first >= 1.5 * wait_steady && wait_first > 2.0 * connect_first {
+        "the service's: the wait grew, not the handshakes"
+    } else if connect_first >= wait_first {
+        "the connections': the handshakes took longer than the wait"
+    } else {
+        "neither phase alone"
+    };
+    format!(
+        "; in its first second the wait for the first byte was {} ms p95 ({} ms steady), the load opened {opened:.0} connections with {} ms p95 handshakes: the time was {whose}",
+        fmt_ms(wait_first),
+        fmt_ms(wait_steady),
+        fmt_ms(connect_first),
+    )
 }
 
 /// A rehearsal's twin saying this machine set some figures: the runs in which it added more

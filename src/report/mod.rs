@@ -356,6 +356,9 @@ fn warnings(data: &ReportData) -> Vec<String> {
         if let Some(why) = &r.partial {
             out.push(format!("run {} is partial: {why}", r.run_id));
         }
+        for w in &r.warnings {
+            out.push(format!("run {}: {w}", r.run_id));
+        }
     }
     for r in data.runs.iter().filter(|r| !r.unanswered.none()) {
         let u = &r.unanswered;
@@ -768,8 +771,11 @@ pub fn comparison_page(base: &Path, contender: &Path, c: &Comparison) -> Result<
         },
         overview: Vec::new(),
         tables: vec![
-            tables::delta_table("Per endpoint, all matched runs", &c.endpoints),
-            tables::delta_table("Per load step", &c.steps),
+            tables::delta_table(
+                "Per endpoint, all matched runs (each step's verdicts counted)",
+                &c.endpoints,
+            ),
+            tables::delta_table("Per load step (each on its own seconds)", &c.steps),
         ],
         sections,
     })

@@ -16,8 +16,9 @@
 //!
 //! **Two samples** are compared with Welch's t (Welch–Satterthwaite degrees of freedom), the
 //! baseline's own uncertainty included; the relative change's interval is Fieller's, so it
-//! excludes 0 exactly when the difference's does. Several load steps compared at once are
-//! strata: the step-weighted difference of means, never seconds of different loads mixed.
+//! excludes 0 exactly when the difference's does. Each load step is compared on its own: seconds
+//! of different loads are never mixed, nor steps averaged; a comparison over several steps
+//! states each step's verdict (`report::compare::StepChanges`).
 //!
 //! **A trend** (latency against rows stored, one point per iteration) is the OLS slope with its
 //! t interval on `n − 2` degrees of freedom.
@@ -27,7 +28,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
 /// The confidence level of every interval and verdict unless one is asked for.
@@ -42,7 +43,7 @@ pub const MIN_SECONDS: usize = 6;
 const MAX_DF: f64 = 1e4;
 
 /// How a verdict is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Options {
     /// Confidence level (0.95: a 5 % chance of calling an unchanged figure changed).
     pub level: f64,
@@ -68,8 +69,8 @@ impl Options {
 }
 
 /// What a test decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(tag = "verdict", rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Verdict {
     /// The change is real at the level asked (and at least the minimum effect).
     Significant,
@@ -196,17 +197,15 @@ pub fn mean_ci(samples: &[f64], level: f64) -> (f64, f64) {
 }
 
 /// A change between a baseline and a contender, with the test that judged it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     /// The test, as text says it.
-    pub test: &'static str,
+    pub test: String,
     /// Seconds behind the baseline's figure.
     pub n_base: usize,
     /// Seconds behind the contender's.
     pub n_contender: usize,
-    /// Load steps compared (strata).
-    pub steps: usize,
-    /// Baseline mean (step-weighted over steps).
+    /// Baseline mean.
     pub base_mean: f64,
     /// Contender mean.
     pub contender_mean: f64,
@@ -230,64 +229,45 @@ pub struct Change {
     pub verdict: Verdict,
 }
 
-/// Compares two sets of per-second samples of one load step: Welch's t on the means.
+/// Compares two sets of per-second samples of one load step, baseline first: Welch's t on the
+/// means, each mean's variance its seconds' long-run variance, degrees of freedom by
+/// Welch–Satterthwaite. Fewer than [`MIN_SECONDS`] seconds on a side: "cannot tell". Steps of
+/// different loads are never pooled: each is compared on its own (its own seconds, its own
+/// verdict).
 pub fn compare_seconds(base: &[f64], contender: &[f64], options: Options) -> Change {
-    compare_steps(&[(base, contender)], options)
-}
-
-/// Compares load steps (strata), each a pair of per-second samples, baseline first: the
-/// step-weighted difference of means (every step counts the same, as rates per run do), its
-/// variance the weighted sum of the steps', degrees of freedom by Satterthwaite. Steps with
-/// fewer than [`MIN_SECONDS`] seconds on a side are left out; none left: "cannot tell".
-pub fn compare_steps(steps: &[(&[f64], &[f64])], options: Options) -> Change {
-    let usable: Vec<(MeanEstimate, MeanEstimate)> = steps
-        .iter()
-        .filter(|(b, c)| b.len().min(c.len()) >= MIN_SECONDS)
-        .map(|(b, c)| (MeanEstimate::robust(b), MeanEstimate::robust(c)))
-        .collect();
-    if usable.is_empty() {
+    let per_side = base.len().min(contender.len());
+    if per_side < MIN_SECONDS {
         // What there is, without an interval or a verdict.
-        let all: Vec<(MeanEstimate, MeanEstimate)> = steps
-            .iter()
-            .map(|(b, c)| (MeanEstimate::independent(b), MeanEstimate::independent(c)))
-            .collect();
-        let (base_mean, contender_mean) = weighted_means(&all);
-        let per_side = steps.iter().map(|(b, c)| b.len().min(c.len())).max();
+        let (b, c) = (
+            MeanEstimate::independent(base),
+            MeanEstimate::independent(contender),
+        );
         return Change {
-            test: TEST,
-            n_base: steps.iter().map(|(b, _)| b.len()).sum(),
-            n_contender: steps.iter().map(|(_, c)| c.len()).sum(),
-            steps: steps.len(),
-            base_mean,
-            contender_mean,
-            difference: contender_mean - base_mean,
+            test: TEST.into(),
+            n_base: base.len(),
+            n_contender: contender.len(),
+            base_mean: b.mean,
+            contender_mean: c.mean,
+            difference: c.mean - b.mean,
             difference_ci: None,
-            relative: relative(base_mean, contender_mean),
+            relative: relative(b.mean, c.mean),
             relative_ci: None,
             t: None,
             df: None,
             p: None,
             options,
-            verdict: Verdict::CannotTell {
-                n: per_side.unwrap_or(0),
-            },
+            verdict: Verdict::CannotTell { n: per_side },
         };
     }
-    let (base_mean, contender_mean) = weighted_means(&usable);
-    let w = 1.0 / usable.len() as f64;
-    let var_base: f64 = usable.iter().map(|(b, _)| w * w * b.variance).sum();
-    let var_contender: f64 = usable.iter().map(|(_, c)| w * w * c.variance).sum();
-    let var = var_base + var_contender;
-    let df_denominator: f64 = usable
-        .iter()
-        .map(|(b, c)| (w * w * b.variance).powi(2) / b.df + (w * w * c.variance).powi(2) / c.df)
-        .sum();
+    let (b, c) = (MeanEstimate::robust(base), MeanEstimate::robust(contender));
+    let var = b.variance + c.variance;
+    let df_denominator = b.variance.powi(2) / b.df + c.variance.powi(2) / c.df;
     let df = if df_denominator > 0.0 {
         var * var / df_denominator
     } else {
         MAX_DF
     };
-    let difference = contender_mean - base_mean;
+    let difference = c.mean - b.mean;
     let critical = t_critical(df, options.level);
     let se = var.sqrt();
     let (t, p) = if se > 0.0 {
@@ -299,28 +279,23 @@ pub fn compare_steps(steps: &[(&[f64], &[f64])], options: Options) -> Change {
         (f64::INFINITY.copysign(difference), 0.0)
     };
     let changed = t.abs() > critical;
-    let rel = relative(base_mean, contender_mean);
+    let rel = relative(b.mean, c.mean);
     let verdict = match (changed, rel) {
         (false, _) => Verdict::NotSignificant,
         (true, Some(r)) if r.abs() < options.min_effect => Verdict::BelowMinimum,
         (true, _) => Verdict::Significant,
     };
     Change {
-        test: TEST,
-        n_base: usable.iter().map(|(b, _)| b.n).sum(),
-        n_contender: usable.iter().map(|(_, c)| c.n).sum(),
-        steps: usable.len(),
-        base_mean,
-        contender_mean,
+        test: TEST.into(),
+        n_base: b.n,
+        n_contender: c.n,
+        base_mean: b.mean,
+        contender_mean: c.mean,
         difference,
         difference_ci: Some((difference - critical * se, difference + critical * se)),
         relative: rel,
-        relative_ci: fieller(
-            (base_mean, var_base),
-            (contender_mean, var_contender),
-            critical,
-        )
-        .map(|(lo, hi)| (lo - 1.0, hi - 1.0)),
+        relative_ci: fieller((b.mean, b.variance), (c.mean, c.variance), critical)
+            .map(|(lo, hi)| (lo - 1.0, hi - 1.0)),
         t: Some(t),
         df: Some(df),
         p: Some(p),
@@ -331,15 +306,6 @@ pub fn compare_steps(steps: &[(&[f64], &[f64])], options: Options) -> Change {
 
 /// The name text gives the two-sample test.
 const TEST: &str = "Welch t";
-
-/// Step-weighted means of both sides (every step the same weight).
-fn weighted_means(steps: &[(MeanEstimate, MeanEstimate)]) -> (f64, f64) {
-    let k = steps.len().max(1) as f64;
-    (
-        steps.iter().map(|(b, _)| b.mean).sum::<f64>() / k,
-        steps.iter().map(|(_, c)| c.mean).sum::<f64>() / k,
-    )
-}
 
 fn relative(base: f64, contender: f64) -> Option<f64> {
     (base != 0.0).then(|| (contender - base) / base)
@@ -362,10 +328,13 @@ fn fieller(base: (f64, f64), contender: (f64, f64), q: f64) -> Option<(f64, f64)
     Some(((-half_b - root) / a, (-half_b + root) / a))
 }
 
+/// What every comparison's text says about its tests, once (tables' notes, `compare`).
+pub const METHOD: &str = "Each change: its size, its 95 % interval [low, high], the test and its samples, the verdict. Throughput, p95 and failure rate are compared over whole steady seconds, each second one sample (the requests inside a second are not independent), with Welch's t on Student's t quantiles; each mean's variance allows for correlation between neighbouring seconds, and the baseline's own uncertainty counts. Each load step is judged on its own seconds, never averaged with others. Fewer than 6 seconds per side: cannot tell.";
+
 impl Change {
-    /// The change as text, with the figure's unit for a change without a relative one:
-    /// `+12 % [+8, +16] (Welch t, 10 vs 10 s), significant`.
-    pub fn describe(&self, unit: &str) -> String {
+    /// The change relative to the baseline, with its test:
+    /// `+12 % [+8, +16] (Welch t, 10 vs 10 s), significant` (absolute when the baseline is 0).
+    pub fn describe(&self) -> String {
         let effect = match (self.relative, self.relative_ci) {
             (Some(r), Some((lo, hi))) => format!(
                 "{} [{}, {}]",
@@ -377,21 +346,29 @@ impl Change {
                 format!("{} (interval unbounded)", signed_pct(r))
             }
             (Some(r), None) => signed_pct(r),
-            (None, _) => match self.difference_ci {
-                Some((lo, hi)) => format!(
-                    "{}{unit} [{}, {}]",
-                    signed(self.difference),
-                    signed(lo),
-                    signed(hi)
-                ),
-                None => format!("{}{unit}", signed(self.difference)),
-            },
+            (None, _) => self.absolute_effect(""),
         };
-        let steps = if self.steps > 1 {
-            format!(", {} steps", self.steps)
-        } else {
-            String::new()
-        };
+        self.with_test(effect)
+    }
+
+    /// The change in the figure's own unit: `+0.40 pp [+0.10, +0.70] (Welch t, 10 vs 10 s), …`.
+    pub fn describe_absolute(&self, unit: &str) -> String {
+        self.with_test(self.absolute_effect(unit))
+    }
+
+    fn absolute_effect(&self, unit: &str) -> String {
+        match self.difference_ci {
+            Some((lo, hi)) => format!(
+                "{}{unit} [{}, {}]",
+                signed(self.difference),
+                signed(lo),
+                signed(hi)
+            ),
+            None => format!("{}{unit}", signed(self.difference)),
+        }
+    }
+
+    fn with_test(&self, effect: String) -> String {
         let verdict = match self.verdict {
             Verdict::BelowMinimum => format!(
                 "significant but under the {:.0} % minimum",
@@ -400,14 +377,14 @@ impl Change {
             v => v.to_string(),
         };
         format!(
-            "{effect} ({}, {} vs {} s{steps}), {verdict}",
+            "{effect} ({}, {} vs {} s), {verdict}",
             self.test, self.n_base, self.n_contender
         )
     }
 }
 
 /// A relative change in percent with its sign and unit: `+12 %`, `−0.9 %`.
-fn signed_pct(r: f64) -> String {
+pub fn signed_pct(r: f64) -> String {
     format!("{} %", signed_pct_bare(r))
 }
 
@@ -556,7 +533,7 @@ mod tests {
         let same = compare_seconds(&a, &a, Options::default());
         assert_eq!(same.verdict, Verdict::NotSignificant);
         assert!(same
-            .describe("/s")
+            .describe()
             .contains("(Welch t, 30 vs 30 s), not significant"));
     }
 
@@ -570,10 +547,10 @@ mod tests {
         assert_eq!(c.verdict, Verdict::CannotTell { n: 4 });
         assert!(c.difference_ci.is_none());
         assert!(
-            c.describe("/s")
+            c.describe()
                 .ends_with("(Welch t, 4 vs 4 s), cannot tell (n = 4)"),
             "{}",
-            c.describe("/s")
+            c.describe()
         );
     }
 
@@ -591,16 +568,12 @@ mod tests {
         let c = compare_seconds(&a, &b, Options::default().with_min_effect(0.05));
         assert_eq!(c.verdict, Verdict::BelowMinimum);
         assert!(
-            c.describe("ms")
+            c.describe()
                 .contains("significant but under the 5 % minimum"),
             "{}",
-            c.describe("ms")
+            c.describe()
         );
-        assert!(
-            c.describe("ms").starts_with("+1.0 % [+"),
-            "{}",
-            c.describe("ms")
-        );
+        assert!(c.describe().starts_with("+1.0 % [+"), "{}", c.describe());
     }
 
     #[test]
@@ -637,30 +610,6 @@ mod tests {
             compare_seconds(&ten, &[12.0; 8], Options::default()).verdict,
             Verdict::Significant
         );
-    }
-
-    #[test]
-    fn steps_are_strata_not_one_pile_of_seconds() {
-        // Two loads (100/s and 300/s), the contender 10 % faster at both: one pile of seconds
-        // would drown the change in the difference between the loads.
-        let wobble = |i: usize| ((i * 7) % 5) as f64;
-        let step = |level: f64, k: f64| {
-            (0..10)
-                .map(|i| (level + wobble(i)) * k)
-                .collect::<Vec<f64>>()
-        };
-        let (b1, b2, c1, c2) = (
-            step(100.0, 1.0),
-            step(300.0, 1.0),
-            step(100.0, 1.1),
-            step(300.0, 1.1),
-        );
-        let c = compare_steps(&[(&b1, &c1), (&b2, &c2)], Options::default());
-        assert_eq!(c.verdict, Verdict::Significant);
-        assert_eq!((c.steps, c.n_base), (2, 20));
-        assert!((c.relative.unwrap() - 0.1).abs() < 1e-9);
-        let piled = compare_seconds(&[b1, b2].concat(), &[c1, c2].concat(), Options::default());
-        assert_eq!(piled.verdict, Verdict::NotSignificant);
     }
 
     #[test]

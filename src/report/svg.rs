@@ -218,7 +218,8 @@ pub fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     let mut i = 0.0;
     loop {
         let v = start + i * step;
-        out.push((v * 1e9).round() / 1e9);
+        // `+ 0.0`: a tick at -0 reads "0", not "-0".
+        out.push((v * 1e9).round() / 1e9 + 0.0);
         if v >= hi - step * 1e-9 {
             break;
         }
@@ -248,6 +249,8 @@ pub fn whole_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
 
 /// A number as an axis or a tooltip shows it: whole when whole, microseconds kept below 1.
 pub fn fmt_num(v: f64) -> String {
+    // A value that rounds to zero reads "0", never "-0".
+    let v = if v.abs() < 5e-4 { 0.0 } else { v };
     if v.abs() >= 100_000.0 {
         format!("{:.0}k", v / 1000.0)
     } else if v.fract().abs() < 1e-9 {
@@ -857,6 +860,8 @@ mod tests {
 
     #[test]
     fn ticks_are_round_and_cover_the_range() {
+        assert_eq!(fmt_num(-0.0), "0");
+        assert_eq!(fmt_num(-1e-12), "0");
         assert_eq!(
             ticks(0.0, 97.0, 5),
             vec![0.0, 20.0, 40.0, 60.0, 80.0, 100.0]

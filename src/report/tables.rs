@@ -71,7 +71,7 @@ pub fn summary_tables(data: &ReportData) -> Vec<Table> {
         }
         out.push(Table {
             title: format!("Summary: {task}"),
-            note: "Steady state: whole seconds after the warm-up (rates mean ± 95 % CI over them; percentiles pooled from their histograms, successes only). Requests and failures: the measured window. Corrected: p95 from the intended start (open model). Drain: completions after the deadline.".into(),
+            note: "Steady state: whole seconds after the warm-up (rates mean ± 95 % CI over them, Student's t allowing for correlation between seconds; percentiles pooled from their histograms, successes only). Requests and failures: the measured window. Corrected: p95 from the intended start (open model). Drain: completions after the deadline.".into(),
             header: [
                 "run", "load", "endpoint", "requests", "failures %", "per second", "p50 ms",
                 "p95 ms", "p99 ms", "max ms", "corrected p95 ms", "drain",
@@ -188,6 +188,7 @@ pub fn workers_table(runs: &[RunSummary]) -> Table {
                 } else {
                     "no".into()
                 },
+                w.late_s.map(|l| format!("{l:.2}")).unwrap_or_default(),
                 match &w.message {
                     Some(m) => format!("{}: {m}", w.status),
                     None => w.status.clone(),
@@ -198,7 +199,9 @@ pub fn workers_table(runs: &[RunSummary]) -> Table {
     Table {
         title: "Generator fleet".into(),
         note: "Each worker's share and what it recorded; the run's figures are their per-second \
-               histograms added, never averaged percentiles."
+               histograms added, never averaged percentiles. `late s`: how long after the \
+               fleet's common start it began (its share was missing until then); a lost \
+               worker's status ends with the last line of its log."
             .into(),
         header: [
             "run",
@@ -210,6 +213,7 @@ pub fn workers_table(runs: &[RunSummary]) -> Table {
             "busy %",
             "timer lag p99 ms",
             "saturated",
+            "late s",
             "status",
         ]
         .map(String::from)
@@ -334,7 +338,7 @@ pub fn delta_table(title: &str, deltas: &[super::compare::EndpointDelta]) -> Tab
     let pair = |b: f64, c: f64| format!("{} → {} ({})", fmt_ms(b), fmt_ms(c), pct(b, c));
     Table {
         title: title.into(),
-        note: "Baseline → contender (change). Throughput: Welch's t on the per-second rates; p95: the share of the contender's requests above the baseline's p95 against 5 %; failures: two-proportion z. |t|, |z| > 1.96: significant at 95 %.".into(),
+        note: format!("Baseline → contender (change) per figure. A step's row: its changes tested on its own seconds. An endpoint's row over all matched runs: figures pooled, and each figure's verdicts at the steps counted, never averaged into one. {}", super::stats::METHOD),
         header: [
             "run", "load", "endpoint", "per second", "p50 ms", "p95 ms", "p99 ms",
             "corrected p95 ms", "failures %", "significance",

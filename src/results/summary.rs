@@ -358,6 +358,10 @@ pub struct RunSummary {
     /// Why the results are partial (a generator worker failed or stopped reporting), if so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial: Option<String>,
+    /// What a reader must know about these figures beside that (a fleet's worker that started
+    /// late, and by how much).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Requests of a run that got no answer: timed out, or still waiting when the run stopped.
@@ -395,9 +399,16 @@ pub struct WorkerRow {
     pub generator: GeneratorHealth,
     /// `finished`, or `lost` (failed or stopped reporting; its seconds so far are merged).
     pub status: String,
-    /// What happened, when lost.
+    /// What happened, when lost (with the last line of its log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When lost: the last lines of its log (or of its command's output when the log never
+    /// came back).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
+    /// Seconds it started after the fleet's common start, when it was late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_s: Option<f64>,
 }
 
 impl RunSummary {

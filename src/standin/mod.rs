@@ -9,6 +9,7 @@
 // Handlers reject with a ready `Response`, as axum handlers do; boxing it buys nothing here.
 #![allow(clippy::result_large_err)]
 
+pub mod answered;
 pub mod faults;
 pub mod pool;
 pub mod store;
@@ -158,10 +159,8 @@ struct AppState {
     db_permits: Option<Semaphore>,
     /// The instance's workers, when its capacity is bounded.
     workers: Option<Semaphore>,
-    /// Requests answered, by (`METHOD route`, UTC second).
-    counters: Mutex<BTreeMap<(String, i64), u64>>,
-    /// Injected delays (µs) by the UTC second in which they ended.
-    injected: Mutex<BTreeMap<i64, hdrhistogram::Histogram<u64>>>,
+    /// Every answered request: counts, its own time, the delay injected.
+    answered: answered::AnswerLog,
     /// With a bounded capacity: what the machine added to each request's modelled occupancy
     /// (µs; real work or a late timer past it), by the UTC second in which the worker was freed
     /// (the cluster's, shared by its instances).
@@ -219,8 +218,7 @@ impl Standin {
             tokens: Mutex::new(HashMap::new()),
             db_permits,
             workers,
-            counters: Mutex::new(BTreeMap::new()),
-            injected: Mutex::new(BTreeMap::new()),
+            answered: answered::AnswerLog::default(),
             overhead: cluster.overhead.clone(),
         });
         let app = router(state.clone());
@@ -252,7 +250,7 @@ impl Standin {
 
     /// Requests answered so far, by (`METHOD route`, UTC second of the answer).
     pub fn served(&self) -> BTreeMap<(String, i64), u64> {
-        self.state.counters.lock().expect("counters lock").clone()
+        self.state.answered.counts()
     }
 
     /// Requests answered so far on a route (`POST /endorsement-provisioning/v1/submit`).
@@ -264,15 +262,27 @@ impl Standin {
             .sum()
     }
 
-    /// The delays it injected (µs) in the given UTC seconds (by when they ended), merged.
-    pub fn injected_in(&self, seconds: &[i64]) -> hdrhistogram::Histogram<u64> {
-        let mut h = crate::results::cells::new_hist();
-        for (s, hist) in self.state.injected.lock().expect("injected lock").iter() {
-            if seconds.contains(s) {
-                h.add(hist).expect("auto-resizing histograms merge");
-            }
-        }
-        h
+    /// The delays it injected (µs) into the requests it answered within `span` (UTC, seconds
+    /// since the epoch; kept for the last [`answered::KEEP_SECONDS`]).
+    pub fn injected_in(&self, span: std::ops::Range<f64>) -> hdrhistogram::Histogram<u64> {
+        self.state.answered.injected(span)
+    }
+
+    /// When each request on `route` answered within `span` left (UTC, seconds since the epoch),
+    /// in order.
+    pub fn answers_in(&self, route: &str, span: std::ops::Range<f64>) -> Vec<f64> {
+        self.state.answered.instants(route, span)
+    }
+
+    /// Its own time (µs) for each request on `route` (`POST /challenge-response/v1/newSession`)
+    /// answered within `span`: from its router receiving the request to the response leaving
+    /// it, the injected delay included.
+    pub fn own_times_in(
+        &self,
+        route: &str,
+        span: std::ops::Range<f64>,
+    ) -> hdrhistogram::Histogram<u64> {
+        self.state.answered.own_times(Some(route), span)
     }
 
     /// What this machine added to the modelled occupancy of its requests (µs), by the UTC
@@ -347,24 +357,16 @@ fn route_of(req: &axum::extract::Request) -> String {
     format!("{} {path}", req.method())
 }
 
-/// Counts every answered request (but the admin API's) by route and by the UTC second in
-/// which its answer left: the ground truth tests compare the generator's figures with.
+/// Records every answered request (but the admin API's) by route and by the UTC second in
+/// which its answer left, with its own time and injected delay: the ground truth tests compare
+/// the generator's figures with.
 async fn count(
     State(st): State<Arc<AppState>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let route = route_of(&req);
-    let resp = next.run(req).await;
-    if !route.contains(" /standin/") {
-        let second = chrono::Utc::now().timestamp();
-        *st.counters
-            .lock()
-            .expect("counters lock")
-            .entry((route, second))
-            .or_default() += 1;
-    }
-    resp
+    st.answered.answer(route, next.run(req)).await
 }
 
 // ----------------------------------------------------------------------------- helpers
@@ -473,14 +475,7 @@ impl AppState {
             )
         };
         if let Some(d) = delay {
-            let ends = chrono::Utc::now() + chrono::Duration::from_std(d).unwrap_or_default();
-            let _ = self
-                .injected
-                .lock()
-                .expect("injected lock")
-                .entry(ends.timestamp())
-                .or_insert_with(crate::results::cells::new_hist)
-                .record(d.as_micros() as u64);
+            answered::note_injected(d);
             tokio::time::sleep(d).await;
         }
         if fail {
@@ -1103,9 +1098,8 @@ async fn admin_clear(State(st): State<Arc<AppState>>) -> Response {
 
 async fn admin_counters(State(st): State<Arc<AppState>>) -> Response {
     let counts: Vec<Value> = st
-        .counters
-        .lock()
-        .expect("counters lock")
+        .answered
+        .counts()
         .iter()
         .map(|((route, second), n)| json!({"route": route, "second": second, "count": n}))
         .collect();

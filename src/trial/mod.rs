@@ -8,6 +8,7 @@ pub mod s3;
 pub mod schema;
 pub mod share;
 pub mod source;
+pub mod ssm;
 pub mod thresholds;
 pub mod validate;
 

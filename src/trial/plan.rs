@@ -11,6 +11,9 @@ use super::model::{
 };
 use super::validate::{Capacity, TaskRef, Trial};
 
+/// A request's timeout when the trial gives none (`runs.request-timeout`).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One load run: who loads what, for how long.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct LoadPhase {
@@ -416,10 +419,7 @@ fn load_steps(trial: &Trial, push: &mut impl FnMut(Step, Duration)) {
                     spawn: runs.spawn_rate,
                     wait: runs.wait,
                     warmup: runs.warmup.map(|w| w.0).unwrap_or_default(),
-                    request_timeout: runs
-                        .request_timeout
-                        .map(|t| t.0)
-                        .unwrap_or(Duration::from_secs(30)),
+                    request_timeout: runs.request_timeout.map(|t| t.0).unwrap_or(REQUEST_TIMEOUT),
                     nonce: runs.nonce,
                     fleet: runs.fleet,
                 };
@@ -488,6 +488,10 @@ pub struct Changes {
     /// The generator fleet and its share of the load, when the environment names one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub generators: Option<String>,
+    /// For a fleet on AWS, the binary its instances will run and what it needs of them (filled
+    /// by the caller, which can read the binary).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ships: Option<String>,
 }
 
 /// The fleet line of `plan`: who generates the load, each worker's share in the largest run,
@@ -611,6 +615,7 @@ pub fn changes(trial: &Trial) -> Changes {
         flushes: cache.filter(|_| trial.spec.stores.flush_sessions),
         reads: trial.spec.metrics.clone(),
         generators: describe_generators(trial),
+        ships: None,
     }
 }
 
@@ -660,6 +665,9 @@ impl fmt::Display for Changes {
         }
         if let Some(g) = &self.generators {
             writeln!(f, "  generators    {g}")?;
+        }
+        if let Some(s) = &self.ships {
+            writeln!(f, "  ships         {s}")?;
         }
         if !self.reads.is_empty() {
             let names: Vec<String> = self

@@ -1,5 +1,7 @@
-//! Regression thresholds: `verify p95 < 800ms` (absolute) or `* p95 +10%` (relative to a
-//! baseline). Parsed when a trial is validated, checked by `compare` and `run --baseline`.
+//! Regression thresholds: `verify p95 < 800ms` (absolute), `* p95 +10%` (relative to a
+//! baseline), or `* p95 +10% if significant` (relative, and breaking only when the change is
+//! also significant by the per-second test, the percentage then being its minimum effect).
+//! Parsed when a trial is validated, checked by `compare` and `run --baseline`.
 
 use std::fmt;
 
@@ -35,6 +37,11 @@ impl Figure {
             "failure-rate" | "failures" => Figure::FailureRate,
             _ => return None,
         })
+    }
+
+    /// Whether its change can be tested for significance: the figures kept per steady second.
+    pub fn tested(self) -> bool {
+        matches!(self, Figure::P95 | Figure::Rps | Figure::FailureRate)
     }
 
     /// Whether a larger value is worse (latency, failures) or better (throughput).
@@ -91,6 +98,9 @@ pub struct Threshold {
     pub figure: Figure,
     /// The bound.
     pub bound: Bound,
+    /// A relative bound that breaks only when the change is also significant (`if
+    /// significant`), with the bound's percentage as the minimum effect.
+    pub if_significant: bool,
     /// The text as written.
     pub text: String,
 }
@@ -143,9 +153,21 @@ impl Threshold {
         matches!(self.bound, Bound::Relative(_))
     }
 
-    /// Parses `ENDPOINT FIGURE (< VALUE | > VALUE | +N%)`.
+    /// The smallest relative change (a fraction) that may break an `if significant` bound.
+    pub fn min_effect(&self) -> f64 {
+        match self.bound {
+            Bound::Relative(pct) => pct / 100.0,
+            _ => 0.0,
+        }
+    }
+
+    /// Parses `ENDPOINT FIGURE (< VALUE | > VALUE | +N% [if significant])`.
     pub fn parse(text: &str) -> Result<Threshold, String> {
-        let parts: Vec<&str> = text.split_whitespace().collect();
+        let mut parts: Vec<&str> = text.split_whitespace().collect();
+        let if_significant = parts.ends_with(&["if", "significant"]);
+        if if_significant {
+            parts.truncate(parts.len() - 2);
+        }
         let (endpoint, figure, rest) = match parts.as_slice() {
             [e, f, rest @ ..] if !rest.is_empty() => (*e, *f, rest),
             _ => {
@@ -170,15 +192,26 @@ impl Threshold {
             )?),
             _ => {
                 return Err(format!(
-                    "`{}`: expected `< VALUE`, `> VALUE` or `+N%`",
+                    "`{}`: expected `< VALUE`, `> VALUE`, `+N%` or `+N% if significant`",
                     rest.join(" ")
                 ))
             }
         };
+        if if_significant && !matches!(bound, Bound::Relative(_)) {
+            return Err(format!(
+                "`{text}`: `if significant` applies to a change against a baseline (`+N% if significant`)"
+            ));
+        }
+        if if_significant && !figure.tested() {
+            return Err(format!(
+                "`{text}`: significance is tested on per-second samples, kept for p95, rps and failure-rate only"
+            ));
+        }
         Ok(Threshold {
             endpoint: endpoint.to_string(),
             figure,
             bound,
+            if_significant,
             text: text.to_string(),
         })
     }
@@ -269,5 +302,17 @@ mod tests {
             Bound::Below(0.0),
             "zero is a bound"
         );
+    }
+
+    #[test]
+    fn if_significant_is_a_relative_bound_on_a_tested_figure() {
+        let t = Threshold::parse("verify p95 +10% if significant").unwrap();
+        assert!(t.if_significant && t.relative());
+        assert_eq!((t.bound, t.min_effect()), (Bound::Relative(10.0), 0.1));
+        assert!(!Threshold::parse("verify p95 +10%").unwrap().if_significant);
+        let absolute = Threshold::parse("verify p95 < 800ms if significant").unwrap_err();
+        assert!(absolute.contains("`+N% if significant`"), "{absolute}");
+        let untested = Threshold::parse("verify p99 +10% if significant").unwrap_err();
+        assert!(untested.contains("p95, rps and failure-rate"), "{untested}");
     }
 }

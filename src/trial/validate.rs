@@ -488,12 +488,31 @@ fn check_generators(c: &mut Check, g: &GeneratorsSpec, has_aws: bool) {
                     None,
                 );
             }
-            if crate::trial::s3::S3Location::parse(&a.bucket).is_none() {
-                c.err(
+            match crate::trial::s3::S3Location::parse(&a.bucket) {
+                None => c.err(
                     "generators.aws.bucket",
                     format!("`{}` is not an S3 location", a.bucket),
                     Some("write it s3://bucket or s3://bucket/prefix"),
-                );
+                ),
+                // The prefix goes into the instances' shell script (quoted) and S3 keys: a
+                // control character there is a paste slip, never a folder name.
+                Some(l) if l.prefix.chars().any(char::is_control) => c.err(
+                    "generators.aws.bucket",
+                    format!("the prefix of `{}` holds a control character", a.bucket.escape_debug()),
+                    None,
+                ),
+                Some(_) => {}
+            }
+            if let Some(u) = &a.binary_url {
+                let web = url::Url::parse(u)
+                    .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.has_host());
+                if !web {
+                    c.err(
+                        "generators.aws.binary-url",
+                        format!("`{}` is not an http(s) URL the instances can fetch", u.escape_debug()),
+                        Some("e.g. https://releases.example/trialrunner-x86_64, or leave it out to ship this binary through the bucket"),
+                    );
+                }
             }
             if !has_aws {
                 c.err(
@@ -987,6 +1006,14 @@ fn check_against_environment(
             None,
         );
     }
+    if env
+        .spec
+        .generators
+        .as_ref()
+        .is_some_and(|g| g.aws.is_some())
+    {
+        check_fleet_phase(c, spec);
+    }
     if !spec.metrics.is_empty() && env.spec.aws.is_none() {
         c.err(
             "metrics",
@@ -994,6 +1021,33 @@ fn check_against_environment(
                 "environment `{name}` has no `aws` section: CloudWatch metrics cannot be pulled"
             ),
             Some("remove `metrics` for local runs"),
+        );
+    }
+}
+
+/// A fleet on AWS runs each worker's share as one SSM command, whose `executionTimeout` is
+/// capped: the phase, with everything the command holds around it, must fit.
+fn check_fleet_phase(c: &mut Check, spec: &TrialFile) {
+    let request_timeout = spec
+        .runs
+        .request_timeout
+        .map(|t| t.0)
+        .unwrap_or(crate::trial::plan::REQUEST_TIMEOUT);
+    let longest = crate::trial::ssm::longest_phase(request_timeout);
+    if spec.runs.duration.0 > longest {
+        let hint = format!(
+            "at most {} with this request timeout; split it into shorter runs, or use `generators: {{ local: N }}`",
+            humantime::format_duration(longest)
+        );
+        c.err(
+            "runs.duration",
+            format!(
+                "a phase of {} does not fit a fleet on AWS: Systems Manager stops a command after {} s (AWS-RunShellScript's largest executionTimeout), and each worker's command also holds its start margin (up to {}), the request timeout and its upload",
+                spec.runs.duration,
+                crate::trial::ssm::EXECUTION_TIMEOUT_MAX.as_secs(),
+                humantime::format_duration(crate::trial::ssm::START_MARGIN_MAX),
+            ),
+            Some(&hint),
         );
     }
 }

@@ -40,6 +40,22 @@ pub enum Effect {
     Answer(String),
     /// Throttle `on` matching calls in a row, then let `off` through, and again.
     Bursts { on: u32, off: u32 },
+    /// Answer with what a test's own responder says of the request body (a status and a JSON
+    /// body), never reaching moto: the SSM agent player (`ssmagent.rs`).
+    Serve(Responder),
+}
+
+/// What a [`Responder`] calls: `(status, JSON body)` for a request body.
+pub type Respond = dyn Fn(&[u8]) -> (u16, String) + Send + Sync;
+
+/// A test's own answer to a JSON-protocol call.
+#[derive(Clone)]
+pub struct Responder(pub Arc<Respond>);
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Responder")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -279,6 +295,23 @@ async fn forward(
             )
                 .into_response()
         }
+        Some(Effect::Serve(r)) => {
+            let (status, json) = (r.0)(&body);
+            let ty = serde_json::from_str::<serde_json::Value>(&json)
+                .ok()
+                .and_then(|v| v["__type"].as_str().map(str::to_string));
+            let mut resp = (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                [("content-type", "application/x-amz-json-1.1")],
+                json,
+            )
+                .into_response();
+            if let Some(ty) = ty.filter(|_| status >= 400) {
+                resp.headers_mut()
+                    .insert("x-amzn-errortype", HeaderValue::from_str(&ty).unwrap());
+            }
+            return resp;
+        }
         Some(Effect::Freeze) => {
             let held = HeldCall::new(&state);
             while state.frozen(&op, service) {
@@ -329,11 +362,14 @@ impl FaultProxy {
                 .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let app = axum::Router::new().fallback(
-                    move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                        forward(s.clone(), method, uri, headers, body)
-                    },
-                );
+                // No body limit: a fleet's coordinator puts its whole binary in S3 through it.
+                let app = axum::Router::new()
+                    .fallback(
+                        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                            forward(s.clone(), method, uri, headers, body)
+                        },
+                    )
+                    .layer(axum::extract::DefaultBodyLimit::disable());
                 axum::serve(listener, app).await.unwrap();
             });
         });
@@ -404,6 +440,16 @@ impl FaultProxy {
     /// Answers every call of `op` with this JSON body until [`FaultProxy::clear`].
     pub fn answer(&self, op: &str, json: impl Into<String>) {
         self.add(op, 1, None, Effect::Answer(json.into()));
+    }
+
+    /// Answers every call of `op` with what `respond` says of its request body (status, JSON)
+    /// until [`FaultProxy::clear`].
+    pub fn serve(
+        &self,
+        op: &str,
+        respond: impl Fn(&[u8]) -> (u16, String) + Send + Sync + 'static,
+    ) {
+        self.add(op, 1, None, Effect::Serve(Responder(Arc::new(respond))));
     }
 
     /// Drops the rules of `op`.

@@ -221,7 +221,12 @@ impl Drill {
 
     /// `run` of the drill's trial, watched.
     pub fn start_run(&self) -> Watched {
-        self.start(self.cmd(), &self.trial, &self.env, &self.out())
+        self.start_run_into(&self.out())
+    }
+
+    /// `run` of the drill's trial into `out`, watched.
+    pub fn start_run_into(&self, out: &Path) -> Watched {
+        self.start(self.cmd(), &self.trial, &self.env, out)
     }
 
     /// `infra ARGS --env ENV` of the drill, expected to exit `code`.

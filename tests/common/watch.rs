@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,8 @@ pub struct Watched {
     /// The child.
     pub child: Child,
     lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+    /// One message per output stream when its reader reached the stream's end.
+    drained: Receiver<()>,
     started: Instant,
 }
 
@@ -23,11 +26,12 @@ impl Watched {
             .spawn()
             .expect("the binary starts");
         let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let (done, drained) = channel();
         for stream in [
             Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stdout.take().unwrap()),
         ] {
-            let lines = lines.clone();
+            let (lines, done) = (lines.clone(), done.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
@@ -35,25 +39,33 @@ impl Watched {
                     l.lock().unwrap().push(line);
                     cv.notify_all();
                 }
+                let _ = done.send(());
             });
         }
         Watched {
             child,
             lines,
+            drained,
             started: Instant::now(),
         }
     }
 
     /// Waits until a line containing `pattern` appears; panics with the output after `timeout`.
     pub fn wait_for(&self, pattern: &str, timeout: Duration) {
+        self.wait_for_nth(pattern, 1, timeout);
+    }
+
+    /// Waits until `n` lines containing `pattern` have appeared; panics with the output after
+    /// `timeout`.
+    pub fn wait_for_nth(&self, pattern: &str, n: usize, timeout: Duration) {
         let (l, cv) = &*self.lines;
         let deadline = Instant::now() + timeout;
         let mut guard = l.lock().unwrap();
-        while !guard.iter().any(|x| x.contains(pattern)) {
+        while guard.iter().filter(|x| x.contains(pattern)).count() < n {
             let now = Instant::now();
             assert!(
                 now < deadline,
-                "no line with `{pattern}` after {timeout:?}:\n{}",
+                "not {n} lines with `{pattern}` after {timeout:?}:\n{}",
                 guard.join("\n")
             );
             guard = cv.wait_timeout(guard, deadline - now).unwrap().0;
@@ -80,8 +92,15 @@ impl Watched {
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 let took = since.elapsed();
-                // Let the readers drain the pipes.
-                std::thread::sleep(Duration::from_millis(100));
+                // Everything it printed: both readers at their stream's end. A process it left
+                // behind may hold a pipe open: then what came within a few seconds.
+                let drained_by = Instant::now() + Duration::from_secs(5);
+                for _ in 0..2 {
+                    let left = drained_by.saturating_duration_since(Instant::now());
+                    if self.drained.recv_timeout(left).is_err() {
+                        break;
+                    }
+                }
                 return (status, self.output(), took);
             }
             if Instant::now() > deadline {

@@ -1,0 +1,169 @@
+//! The fleet's bucket: the binary by its content's hash, a campaign's inputs and specs going
+//! up, the workers' files coming down.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::script::Binary;
+use super::S3Location;
+use crate::aws::AwsContext;
+use crate::error::{Error, Result};
+
+/// The slowest upload of the binary waited for: 1 MB/s.
+pub const SLOWEST_UPLOAD: u64 = 1_000_000;
+
+/// The fleet's bucket and prefix.
+pub struct Bucket {
+    ctx: AwsContext,
+    client: aws_sdk_s3::Client,
+    /// Where: `s3://bucket/prefix`.
+    pub location: S3Location,
+}
+
+impl Bucket {
+    /// A client for the location (path-style against an emulator).
+    pub fn new(
+        ctx: &AwsContext,
+        config: &aws_config::SdkConfig,
+        location: S3Location,
+        path_style: bool,
+    ) -> Bucket {
+        let s3_config = aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(path_style)
+            .build();
+        Bucket {
+            ctx: ctx.clone(),
+            client: aws_sdk_s3::Client::from_conf(s3_config),
+            location,
+        }
+    }
+
+    /// Puts `bytes` at `key`.
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        let bytes = bytes::Bytes::from(bytes);
+        self.ctx
+            .call("s3:PutObject", || {
+                self.client
+                    .put_object()
+                    .bucket(&self.location.bucket)
+                    .key(key)
+                    .body(bytes.clone().into())
+                    .send()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Puts a large object: each attempt may take as long as sending it at
+    /// [`SLOWEST_UPLOAD`] bytes per second (a minute at least), not the few seconds the
+    /// clients' other calls get (an 80 MB binary from a home uplink takes half a minute); it is
+    /// tried again until two attempts' time has passed.
+    async fn put_large(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        let attempt = Duration::from_secs((bytes.len() as u64 / SLOWEST_UPLOAD).max(60));
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(Duration::from_secs(60))
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(attempt * 2)
+            .build();
+        let bytes = bytes::Bytes::from(bytes);
+        let deadline = tokio::time::Instant::now() + attempt * 2;
+        self.ctx
+            .call_until("s3:PutObject (the binary)", deadline, || {
+                self.client
+                    .put_object()
+                    .bucket(&self.location.bucket)
+                    .key(key)
+                    .body(bytes.clone().into())
+                    .customize()
+                    .config_override(
+                        aws_sdk_s3::config::Builder::default().timeout_config(timeouts.clone()),
+                    )
+                    .send()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Uploads a binary to `bin/trialrunner-<sha256>` unless it is there already.
+    pub async fn upload_binary(&self, exe: &Path) -> Result<Binary> {
+        let bytes =
+            std::fs::read(exe).map_err(|e| Error::io(format!("reading {}", exe.display()), e))?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let key = self
+            .location
+            .key(&format!("bin/trialrunner-{}", &sha256[..16]));
+        let there = self
+            .ctx
+            .call("s3:HeadObject", || {
+                self.client
+                    .head_object()
+                    .bucket(&self.location.bucket)
+                    .key(&key)
+                    .send()
+            })
+            .await
+            .is_ok();
+        if !there {
+            self.put_large(&key, bytes).await?;
+        }
+        Ok(Binary::Key { key, sha256 })
+    }
+
+    /// Copies every object under `prefix/` into `dir` (their names below the prefix); how many.
+    pub async fn download(&self, prefix: &str, dir: &Path) -> Result<usize> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let mut n = 0;
+        let mut token = None;
+        loop {
+            let out = self
+                .ctx
+                .call("s3:ListObjectsV2", || {
+                    self.client
+                        .list_objects_v2()
+                        .bucket(&self.location.bucket)
+                        .prefix(format!("{prefix}/"))
+                        .set_continuation_token(token.clone())
+                        .send()
+                })
+                .await?;
+            for o in out.contents() {
+                let Some(key) = o.key() else { continue };
+                let name = &key[prefix.len() + 1..];
+                if name.is_empty() || name.split('/').any(|p| p == ".." || p.is_empty()) {
+                    continue;
+                }
+                let body = self
+                    .ctx
+                    .call("s3:GetObject", || {
+                        self.client
+                            .get_object()
+                            .bucket(&self.location.bucket)
+                            .key(key)
+                            .send()
+                    })
+                    .await?
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| Error::Infra(format!("s3:GetObject {key}: {e}")))?
+                    .into_bytes();
+                let path = dir.join(name);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+                }
+                std::fs::write(&path, &body)
+                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+                n += 1;
+            }
+            token = out.next_continuation_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(n);
+            }
+        }
+    }
+}
