@@ -18,6 +18,7 @@ pub mod exec;
 pub mod fleet;
 pub mod load;
 pub mod local;
+pub mod owner;
 pub mod provider;
 pub mod readiness;
 pub mod rehearsal;

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
+use crate::owner::{Liveness, Owner};
 use crate::results::RunSummary;
 use crate::trial::model::ServiceRole;
 use crate::trial::{Capacity, LoadPhase};
@@ -102,6 +103,114 @@ impl std::fmt::Display for JournalTarget {
     }
 }
 
+/// A campaign's claim on the auto-scaling groups it changes: the lock held on the deployment
+/// itself (written on every group, so that any host and any state folder sees it), renewed by
+/// the campaign while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockClaim {
+    /// The campaign's id: the same across its resumes.
+    pub id: String,
+    /// The process that holds it now.
+    pub owner: Owner,
+    /// When the lease ends unless renewed (Unix seconds).
+    pub expires_unix: f64,
+    /// The campaign's results directory, as far as it fits.
+    pub results_dir: Option<String>,
+}
+
+/// Who may take a claim over from its holder: a resumed campaign takes its own claim back when
+/// the process that held it is gone (or `--force` says it is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Takeover {
+    /// Only from a holder known to be gone: ended on this host, or its lease expired.
+    #[default]
+    WhenGone,
+    /// Also from a holder on another host whose lease runs (the operator says it has ended).
+    Forced,
+}
+
+/// A claim found on the groups, with the original settings of each group it carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldLock {
+    /// The claim.
+    pub claim: LockClaim,
+    /// The groups it holds (sorted), each with the original settings it carries when they
+    /// could be read.
+    pub groups: Vec<(String, Option<AsgSettings>)>,
+}
+
+impl LockClaim {
+    /// A new campaign id: 12 hex digits of a random UUID.
+    pub fn new_id() -> String {
+        uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+    }
+
+    /// True when its lease has run out.
+    pub fn expired(&self) -> bool {
+        self.expires_unix <= crate::results::unix_now()
+    }
+
+    /// When the lease ends, as people read it.
+    pub fn lease_text(&self) -> String {
+        let at = chrono::DateTime::from_timestamp(self.expires_unix as i64, 0)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "?".into());
+        if self.expired() {
+            format!("its lease expired at {at}: its owner stopped renewing it")
+        } else {
+            format!("lease until {at}, renewed while it runs")
+        }
+    }
+
+    /// Why this claim stops `taker` (another claim of the same campaign, or of another one)
+    /// from taking the groups, or `None` when it does not.
+    pub fn blocks(&self, taker: &LockClaim, takeover: Takeover) -> Option<String> {
+        let dir = self
+            .results_dir
+            .as_deref()
+            .map(|d| format!(", results {d}"))
+            .unwrap_or_default();
+        if self.id != taker.id {
+            let why = match (self.owner.liveness(), self.expired()) {
+                (Liveness::Gone, _) => "a campaign that ended without restoring them holds them",
+                (_, true) => "a campaign whose lease expired holds them",
+                (Liveness::Unknown, false) => "a campaign on another host holds them",
+                _ => "a campaign that is still running holds them",
+            };
+            return Some(format!(
+                "{why} ({}, {}{dir})",
+                self.owner,
+                self.lease_text()
+            ));
+        }
+        if self.owner.same_process(&taker.owner) {
+            return None;
+        }
+        match (self.owner.liveness(), self.expired(), takeover) {
+            (Liveness::Gone, _, _) | (_, true, _) => None,
+            (Liveness::Unknown, false, Takeover::Forced) => None,
+            (Liveness::Unknown, false, Takeover::WhenGone) => Some(format!(
+                "this campaign still runs on another host ({}, {}{dir}): make sure it has ended, then resume with --force",
+                self.owner,
+                self.lease_text()
+            )),
+            _ => Some(format!(
+                "this campaign is still running ({}{dir})",
+                self.owner
+            )),
+        }
+    }
+}
+
+/// What became of one group a restore was asked to put back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restored {
+    /// Put back (or already as it was).
+    Done,
+    /// Another campaign holds it now: its settings are that campaign's to put back.
+    HeldByAnother(String),
+}
+
 /// How long it took for a service to become ready.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReadyReport {
@@ -123,8 +232,36 @@ pub trait Scaler: Send + Sync {
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<ReadyReport>;
-    /// Puts one ASG back as it was; idempotent.
-    async fn restore(&self, original: &AsgSettings) -> Result<()>;
+    /// Puts one ASG back as it was, trying until `deadline`; idempotent. A group that another
+    /// campaign than `lock` holds is left alone.
+    async fn restore(
+        &self,
+        original: &AsgSettings,
+        lock: Option<&str>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Restored>;
+    /// Takes the deployment lock on the services' groups for `claim` (written on the groups,
+    /// read back to catch a concurrent writer) and returns their original settings: read in
+    /// the same look that found them free, or the ones its own earlier claim carries. Refuses
+    /// (bad input, nothing changed) naming the holder when another campaign holds any of them.
+    async fn lock(
+        &self,
+        services: &[ServiceRole],
+        claim: &LockClaim,
+        takeover: Takeover,
+    ) -> Result<Vec<AsgSettings>>;
+    /// Renews the claim's lease on its groups; `Ok(false)` when the claim is gone from one of
+    /// them (another operator broke it).
+    async fn renew(&self, claim: &LockClaim) -> Result<bool>;
+    /// Removes a claim from these groups, trying until `deadline` (only that claim's marks).
+    async fn unlock(
+        &self,
+        claim_id: &str,
+        groups: &[String],
+        deadline: tokio::time::Instant,
+    ) -> Result<()>;
+    /// Every claim on the groups.
+    async fn held(&self) -> Result<Vec<HeldLock>>;
     /// One infra sample (instances, lifecycle, target health) as a JSON line for `infra.jsonl`.
     async fn sample(&self) -> Result<serde_json::Value>;
     /// After a run: scaling activities and instance launch times for its window.

@@ -87,11 +87,16 @@ impl ServiceCheck {
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
+            let what = format!(
+                "{url} answered {status}: {}",
+                body.get("detail").and_then(Value::as_str).unwrap_or("")
+            );
             return Err(Failed {
-                error: Error::Check(format!(
-                    "{url} answered {status}: {}",
-                    body.get("detail").and_then(Value::as_str).unwrap_or("")
-                )),
+                error: if refused_access(status.as_u16()) {
+                    self.auth_failure(what).await
+                } else {
+                    Error::Check(what)
+                },
                 transient: status.is_server_error(),
             });
         }
@@ -143,7 +148,26 @@ impl TargetCheck for ServiceCheck {
     }
 }
 
+/// 401 and 403: the credentials, not the service, are what failed (an infrastructure error,
+/// exit 3, as the README's table says).
+fn refused_access(status: u16) -> bool {
+    matches!(status, 401 | 403)
+}
+
 impl ServiceCheck {
+    /// An authentication failure (exit 3), with the token endpoint's own answer when the
+    /// target gets its tokens there (its refusal is why the service refused).
+    async fn auth_failure(&self, what: String) -> Error {
+        let token = match &self.target.tokens {
+            Some(t) => match t.bearer(&self.client).await {
+                (None, Some(f)) => f.error.map(|e| format!(" ({e})")).unwrap_or_default(),
+                _ => String::new(),
+            },
+            None => String::new(),
+        };
+        Error::Infra(format!("authentication failed: {what}{token}"))
+    }
+
     async fn check_once(&self) -> std::result::Result<TargetReport, Failed> {
         let mut report = TargetReport::default();
         let prov = self
@@ -201,11 +225,16 @@ impl ServiceCheck {
                 matches!(f.class.as_str(), "connect" | "timeout" | "reset")
                     || f.message.starts_with("HTTP 5")
             });
+            let what = format!("the smoke provision + verify failed: {}", what.join("; "));
+            let auth = failures
+                .iter()
+                .any(|f| f.message.starts_with("HTTP 401") || f.message.starts_with("HTTP 403"));
             return Err(Failed {
-                error: Error::Check(format!(
-                    "the smoke provision + verify failed: {}",
-                    what.join("; ")
-                )),
+                error: if auth {
+                    self.auth_failure(what).await
+                } else {
+                    Error::Check(what)
+                },
                 transient,
             });
         }

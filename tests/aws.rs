@@ -13,11 +13,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use common::deployment::*;
+use common::watch::Watched;
 use tokio_util::sync::CancellationToken;
 use trialrunner::aws::scaler::{services_of, AwsScaler};
 use trialrunner::aws::{AwsContext, AwsTimeouts};
 use trialrunner::exec::{self, Interrupts};
-use trialrunner::provider::{AsgSettings, ReadyReport, Scaler};
+use trialrunner::provider::{
+    AsgSettings, HeldLock, LockClaim, ReadyReport, Restored, Scaler, Takeover,
+};
 use trialrunner::results::ResultsDir;
 use trialrunner::setup::{self, SetupOptions};
 use trialrunner::trial::model::{AwsSpec, ServiceRole};
@@ -123,9 +126,14 @@ async fn discover_pin_wait_free_and_restore() {
     let (min, max, desired, _, _) = settings(&ctx, "veraison-verif-asg").await;
     assert_eq!((min, max, desired), (1, 3, 2));
     // Restore, twice (idempotent).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for o in &original {
-        scaler.restore(o).await.unwrap();
-        scaler.restore(o).await.unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                scaler.restore(o, None, deadline).await.unwrap(),
+                Restored::Done
+            );
+        }
     }
     assert_original(&ctx).await;
 }
@@ -139,14 +147,9 @@ async fn a_whole_trial_pins_then_restores_and_samples_infra() {
     let dir = tempfile::tempdir().unwrap();
     let (trial, env) = files(dir.path(), &s.url(), ACCOUNT);
     let state = tempfile::tempdir().unwrap();
-    let out = run_trial(state.path(), &trial, &env, &dir.path().join("r"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::expect_exit(
+        &mut run_trial(state.path(), &trial, &env, &dir.path().join("r")),
+        0,
     );
     assert_original(&ctx).await;
     let r = dir.path().join("r");
@@ -185,21 +188,16 @@ async fn wrong_account_exits_3_and_changes_nothing() {
     let s = standin().await;
     let dir = tempfile::tempdir().unwrap();
     let (trial, env) = files(dir.path(), &s.url(), "999999999999");
-    let out = run_trial(
-        dir.path().join("state"),
-        &trial,
-        &env,
-        &dir.path().join("r"),
-    )
-    .output()
-    .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::expect_exit(
+        &mut run_trial(
+            dir.path().join("state"),
+            &trial,
+            &env,
+            &dir.path().join("r"),
+        ),
+        3,
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("account 123456789012") && stderr.contains("999999999999"),
         "{stderr}"
@@ -231,7 +229,6 @@ async fn a_silent_aws_endpoint_fails_with_a_timeout_within_the_bound() {
         read: Duration::from_secs(1),
         attempt: Duration::from_secs(2),
         operation: Duration::from_secs(5),
-        max_attempts: 2,
     };
     let started = Instant::now();
     let ctx = AwsContext::load(&spec, None, timeouts).await.unwrap();
@@ -274,16 +271,11 @@ async fn a_silent_service_fails_readiness_in_time_and_infra_is_restored() {
     );
     let state = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let out = run_trial(state.path(), &trial, &env, &dir.path().join("r"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::expect_exit(
+        &mut run_trial(state.path(), &trial, &env, &dir.path().join("r")),
+        3,
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("not ready after 3s") && stderr.contains("well-known"),
         "{stderr}"
@@ -398,32 +390,27 @@ async fn sigkill_mid_run_then_infra_restore() {
         "still pinned after the crash"
     );
     // A new run refuses to start while the journal is pending.
-    let out = trialrunner(state.path())
-        .args([
+    let out = common::expect_exit(
+        trialrunner(state.path()).args([
             "run",
             trial.to_str().unwrap(),
             "--env",
             env.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("infra restore"));
-    // `infra status` shows current vs journal; `infra restore` puts everything back, twice.
-    let status = trialrunner(state.path())
-        .args(["infra", "status", "--env", env.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        status.status.code(),
-        Some(1),
-        "status exits 1 while a journal is pending"
+        ]),
+        2,
     );
-    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(out.stderr.contains("infra restore"), "{}", out.stderr);
+    // `infra status` shows current vs journal (exit 1 while it is pending); `infra restore`
+    // puts everything back, twice.
+    let status = common::expect_exit(
+        trialrunner(state.path()).args(["infra", "status", "--env", env.to_str().unwrap()]),
+        1,
+    );
+    let text = &status.stdout;
     assert!(
         text.contains("veraison-verif-asg") && text.contains("1 3 1") && text.contains("PENDING"),
-        "{text}{}",
-        String::from_utf8_lossy(&status.stderr)
+        "{}",
+        status.text()
     );
     // Instances are discovered by the deployment tag the ASGs propagate (3 + 3 pinned).
     assert!(
@@ -433,15 +420,9 @@ async fn sigkill_mid_run_then_infra_restore() {
         "{text}"
     );
     for _ in 0..2 {
-        let out = trialrunner(state.path())
-            .args(["infra", "restore", "--env", env.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        common::expect_exit(
+            trialrunner(state.path()).args(["infra", "restore", "--env", env.to_str().unwrap()]),
+            0,
         );
     }
     assert_original(&ctx).await;
@@ -474,8 +455,35 @@ impl Scaler for FailsSecondPin {
     ) -> trialrunner::Result<ReadyReport> {
         self.inner.wait_ready(s, t, c).await
     }
-    async fn restore(&self, o: &AsgSettings) -> trialrunner::Result<()> {
-        self.inner.restore(o).await
+    async fn restore(
+        &self,
+        o: &AsgSettings,
+        lock: Option<&str>,
+        deadline: tokio::time::Instant,
+    ) -> trialrunner::Result<Restored> {
+        self.inner.restore(o, lock, deadline).await
+    }
+    async fn lock(
+        &self,
+        s: &[ServiceRole],
+        claim: &LockClaim,
+        takeover: Takeover,
+    ) -> trialrunner::Result<Vec<AsgSettings>> {
+        self.inner.lock(s, claim, takeover).await
+    }
+    async fn renew(&self, claim: &LockClaim) -> trialrunner::Result<bool> {
+        self.inner.renew(claim).await
+    }
+    async fn unlock(
+        &self,
+        id: &str,
+        groups: &[String],
+        deadline: tokio::time::Instant,
+    ) -> trialrunner::Result<()> {
+        self.inner.unlock(id, groups, deadline).await
+    }
+    async fn held(&self) -> trialrunner::Result<Vec<HeldLock>> {
+        self.inner.held().await
     }
     async fn sample(&self) -> trialrunner::Result<serde_json::Value> {
         self.inner.sample().await
@@ -974,18 +982,18 @@ async fn missing_credentials_are_a_clear_error_without_a_hang() {
     let dir = tempfile::tempdir().unwrap();
     let (_, env) = files(dir.path(), &s.url(), ACCOUNT);
     let started = std::time::Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_PROFILE")
-        .env("HOME", dir.path()) // no ~/.aws/credentials
-        .env("AWS_CONFIG_FILE", dir.path().join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
-        .args(["infra", "status", "--env", env.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = common::expect_exit(
+        Command::new(env!("CARGO_BIN_EXE_trialrunner"))
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_PROFILE")
+            .env("HOME", dir.path()) // no ~/.aws/credentials
+            .env("AWS_CONFIG_FILE", dir.path().join("none"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+            .args(["infra", "status", "--env", env.to_str().unwrap()]),
+        3,
+    );
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("no AWS credentials found") && stderr.contains("AWS_PROFILE"),
         "{stderr}"
@@ -1051,7 +1059,7 @@ async fn a_frozen_endpoint_mid_run_is_reported_loudly_within_the_bound_then_infr
     let run = d.start_run();
     run.wait_for("step=load", Duration::from_secs(60));
     d.proxy.freeze("*"); // AWS accepts connections and never answers
-    std::thread::sleep(Duration::from_secs(2)); // the sampler is now stuck in a call
+    d.proxy.wait_held(1, Duration::from_secs(30)); // the sampler is now stuck in a call
     let asked = Instant::now();
     run.signal(libc::SIGINT);
     // The load stops in seconds, the restore is bounded by its budget (8 s here, 90 s by default).
@@ -1089,20 +1097,13 @@ async fn a_frozen_endpoint_mid_run_is_reported_loudly_within_the_bound_then_infr
         .lines()
         .find_map(|l| l.trim().strip_prefix("To restore: "))
         .expect("the restore command is printed");
-    let mut words = line.split_whitespace().skip(1);
-    let out = d
-        .cmd()
-        .current_dir(std::env::temp_dir())
-        .args(words.by_ref())
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let words = line.split_whitespace().skip(1);
+    common::expect_exit(d.cmd().current_dir(std::env::temp_dir()).args(words), 0);
     assert_eq!(d.capacities().await, ORIGINAL);
+    assert!(
+        d.lock_tags().await.is_empty(),
+        "the crashed campaign's lock is released"
+    );
     let journal: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.out().join("journal.json")).unwrap()).unwrap();
     assert_eq!(
@@ -1122,7 +1123,7 @@ async fn ctrl_c_during_a_frozen_wait_for_readiness_acts_within_seconds() {
     let run = d.start_run();
     run.wait_for("waiting for readiness", Duration::from_secs(60));
     d.proxy.freeze("*");
-    std::thread::sleep(Duration::from_secs(1));
+    d.proxy.wait_held(1, Duration::from_secs(30)); // its next look is stuck
     let asked = Instant::now();
     run.signal(libc::SIGINT);
     let (status, output, took) = run.finish(asked, Duration::from_secs(45));
@@ -1133,13 +1134,7 @@ async fn ctrl_c_during_a_frozen_wait_for_readiness_acts_within_seconds() {
     assert_eq!(status.code(), Some(3), "{output}");
     assert!(output.contains("RESTORE FAILED"), "{output}");
     d.proxy.thaw();
-    let out = d.infra(&["restore"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.infra(&["restore"], 0);
     assert_eq!(d.capacities().await, ORIGINAL);
 }
 
@@ -1168,25 +1163,20 @@ async fn throttling_and_server_errors_are_retried_and_the_campaign_completes() {
     }
     d.proxy
         .fail("EnableMetricsCollection", 500, "InternalFailure", Some(1));
-    // Target health fails for longer than the SDK's own retries: readiness keeps looking
-    // within its timeout instead of abandoning the campaign.
+    // Target health fails twelve times in a row (throttled, then 503, alternating), longer
+    // than the SDK's own four attempts ever lasted: the call is tried again until it answers.
     d.proxy
         .fail_after("DescribeTargetHealth", 2, 503, "ServiceUnavailable", 6);
-    let out = run_trial(d.state.path(), &d.trial, &d.env, &d.out())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{:?}",
-        String::from_utf8_lossy(&out.stderr),
-        d.proxy.calls()
+    common::expect_exit(
+        run_trial(d.state.path(), &d.trial, &d.env, &d.out())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test"),
+        0,
     );
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("(retrying)"),
-        "readiness looked again after failed calls"
+        d.proxy.count("DescribeTargetHealth") >= 18,
+        "every failed look was tried again: {:?}",
+        d.proxy.calls()
     );
     assert_eq!(d.capacities().await, ORIGINAL);
     assert!(
@@ -1296,43 +1286,32 @@ async fn journals_are_keyed_by_what_they_changed_not_by_the_environment_name() {
     crash_mid_run(&d);
     assert_eq!(d.capacities().await, PINNED);
     // Restoring the other deployment finds nothing of ours and changes nothing.
-    let out = d
-        .cmd()
-        .args(["infra", "restore", "--env", beta_env.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::expect_exit(
+        d.cmd()
+            .args(["infra", "restore", "--env", beta_env.to_str().unwrap()]),
+        0,
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to restore"));
+    assert!(out.stdout.contains("nothing to restore"), "{}", out.text());
     assert_eq!(
         d.capacities().await,
         PINNED,
         "the other deployment's restore left ours alone"
     );
     // Ours is pending, its owner gone: status says so and exits 1.
-    let status = d.infra(&["status"]);
-    let text = String::from_utf8_lossy(&status.stdout);
-    assert_eq!(status.status.code(), Some(1), "{text}");
+    let text = d.infra(&["status"], 1).stdout;
     assert!(
         text.contains("PENDING") && text.contains("ended without restoring"),
         "{text}"
     );
     // Restored from another directory, the right results dir's journal is updated.
-    let out = d
-        .cmd()
-        .current_dir(std::env::temp_dir())
-        .args(["infra", "restore", "--env", d.env.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::expect_exit(
+        d.cmd().current_dir(std::env::temp_dir()).args([
+            "infra",
+            "restore",
+            "--env",
+            d.env.to_str().unwrap(),
+        ]),
+        0,
     );
     assert_eq!(d.capacities().await, ORIGINAL);
     let journal: serde_json::Value =
@@ -1342,11 +1321,7 @@ async fn journals_are_keyed_by_what_they_changed_not_by_the_environment_name() {
         journal["results_dir"].as_str().unwrap().starts_with('/'),
         "absolute paths"
     );
-    assert_eq!(
-        d.infra(&["status"]).status.code(),
-        Some(0),
-        "nothing pending any more"
-    );
+    d.infra(&["status"], 0); // nothing pending any more
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1355,23 +1330,24 @@ async fn infra_restore_refuses_while_the_trial_runs_unless_forced() {
     let d = Drill::new(LONG_TRIAL).await;
     let run = d.start_run();
     run.wait_for("step=load", Duration::from_secs(60));
-    let status = d.infra(&["status"]);
-    let text = String::from_utf8_lossy(&status.stdout);
+    let text = d.infra(&["status"], 1).stdout;
     assert!(
         text.contains("still running"),
         "status tells not to restore: {text}"
     );
-    let refused = d.infra(&["restore"]);
-    assert_eq!(refused.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    let refused = d.infra(&["restore"], 2);
+    assert!(refused.stderr.contains("--force"), "{}", refused.stderr);
     assert_eq!(
         d.capacities().await,
         PINNED,
         "the live trial keeps its pins"
     );
-    let forced = d.infra(&["restore", "--force"]);
-    assert_eq!(forced.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&forced.stderr).contains("warning: --force"));
+    let forced = d.infra(&["restore", "--force"], 0);
+    assert!(
+        forced.stderr.contains("warning: --force"),
+        "{}",
+        forced.stderr
+    );
     assert_eq!(d.capacities().await, ORIGINAL);
     let asked = Instant::now();
     run.signal(libc::SIGINT);
@@ -1386,26 +1362,14 @@ async fn a_journal_whose_groups_are_gone_has_a_way_out() {
     let d = Drill::new(LONG_TRIAL).await;
     crash_mid_run(&d);
     common::moto().reset(); // the deployment is deleted (or the emulator restarted)
-    let out = d.infra(&["restore"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    let err = d.infra(&["restore"], 3).stderr;
     assert!(
         err.contains("no longer exists") && err.contains("--forget"),
         "{err}"
     );
-    assert_eq!(d.infra(&["status"]).status.code(), Some(1), "still pending");
-    let out = d.infra(&["restore", "--forget"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        d.infra(&["status"]).status.code(),
-        Some(0),
-        "nothing pending"
-    );
+    d.infra(&["status"], 1); // still pending
+    d.infra(&["restore", "--forget"], 0);
+    d.infra(&["status"], 0); // nothing pending
     assert_eq!(state_journals(d.state.path()), 0);
     let journal: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.out().join("journal.json")).unwrap()).unwrap();
@@ -1440,14 +1404,14 @@ async fn a_missing_cache_is_found_before_anything_changes() {
         .await
         .unwrap();
     let before = d.standin.as_ref().unwrap().counts().await.unwrap();
-    let out = run_trial(d.state.path(), &d.trial, &d.env, &d.out())
-        .arg("--yes")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    let err = common::expect_exit(
+        run_trial(d.state.path(), &d.trial, &d.env, &d.out())
+            .arg("--yes")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test"),
+        3,
+    )
+    .stderr;
     assert!(
         err.contains("no ElastiCache cluster for deployment `veraison`"),
         "{err}"
@@ -1476,17 +1440,14 @@ async fn a_cloudwatch_failure_makes_the_results_partial_and_report_can_refresh_t
     let d = Drill::new(&trial).await;
     // The role lacks cloudwatch:GetMetricData (not retried, unlike a 500).
     d.proxy.fail("GetMetricData", 403, "AccessDenied", None);
-    let out = run_trial(d.state.path(), &d.trial, &d.env, &d.out())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "partial results, not a failed campaign:\n{err}"
-    );
+    // Partial results (4), not a failed campaign.
+    let err = common::expect_exit(
+        run_trial(d.state.path(), &d.trial, &d.env, &d.out())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test"),
+        4,
+    )
+    .stderr;
     assert!(err.contains("results are partial"), "{err}");
     assert_eq!(d.capacities().await, ORIGINAL);
     let cw: serde_json::Value = serde_json::from_slice(
@@ -1501,16 +1462,10 @@ async fn a_cloudwatch_failure_makes_the_results_partial_and_report_can_refresh_t
     assert!(d.out().join("report.html").is_file());
     // CloudWatch answers again: `report --refresh-metrics` pulls the windows and completes.
     d.proxy.thaw();
-    let out = d
-        .cmd()
-        .args(["report", d.out().to_str().unwrap(), "--refresh-metrics"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::expect_exit(
+        d.cmd()
+            .args(["report", d.out().to_str().unwrap(), "--refresh-metrics"]),
+        0,
     );
     let cw: serde_json::Value = serde_json::from_slice(
         &std::fs::read(d.out().join("runs/u002-well-known/cloudwatch.json")).unwrap(),
@@ -1560,16 +1515,11 @@ async fn a_window_that_failed_is_pulled_again_once_settled_and_the_campaign_comp
     let d = Drill::new(&trial).await;
     // The first pull fails (as a throttled or early pull would); the settle step pulls again.
     d.proxy.fail("GetMetricData", 403, "AccessDenied", Some(1));
-    let out = run_trial(d.state.path(), &d.trial, &d.env, &d.out())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::expect_exit(
+        run_trial(d.state.path(), &d.trial, &d.env, &d.out())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test"),
+        0,
     );
     assert_eq!(
         d.proxy.count("GetMetricData"),
@@ -1631,16 +1581,16 @@ async fn a_wrong_profile_and_an_expired_sso_session_are_one_line_with_the_fix() 
             &format!("{profile}.yaml"),
             &format!("name: e\naws: {{ region: eu-west-1, profile: {profile}, account: \"123456789012\", endpoint: \"http://127.0.0.1:1\" }}\ndeployment: veraison\nservices:\n  provisioning: {{ url: \"http://127.0.0.1:8443\" }}\n  verification: {{ url: \"http://127.0.0.1:8443\" }}\n"),
         );
-        let out = Command::new(env!("CARGO_BIN_EXE_trialrunner"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap())
-            .env("HOME", home.path())
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .args(["infra", "status", "--env", env.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(3), "{err}");
+        let err = common::expect_exit(
+            Command::new(env!("CARGO_BIN_EXE_trialrunner"))
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap())
+                .env("HOME", home.path())
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .args(["infra", "status", "--env", env.to_str().unwrap()]),
+            3,
+        )
+        .stderr;
         assert!(err.contains(expect), "{profile}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
         assert!(
@@ -1655,23 +1605,16 @@ async fn a_wrong_profile_and_an_expired_sso_session_are_one_line_with_the_fix() 
 async fn plan_names_the_account_the_groups_now_and_planned_and_changes_nothing() {
     let _serial = SERIAL.lock().await;
     let d = Drill::new(LONG_TRIAL).await;
-    let out = d
-        .cmd()
-        .args([
+    let text = common::expect_exit(
+        d.cmd().args([
             "plan",
             d.trial.to_str().unwrap(),
             "--env",
             d.env.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        ]),
+        0,
+    )
+    .stdout;
     for needed in [
         "account 123456789012, region eu-west-1",
         &d.proxy.url,
@@ -1730,4 +1673,411 @@ fn write_env(ctx: &AwsContext) -> PathBuf {
             &ctx.endpoint,
         ),
     )
+}
+
+// ------------------------------------------------------------------------------------- safe with more than one operator
+//
+// Two operators are two hosts (`TRIALRUNNER_HOST`, which only the owner records read), two
+// state folders and two results directories, against one moto deployment: the lock lives on
+// the groups themselves, so neither a state folder nor an endpoint URL hides one from the other.
+
+/// The drill's environment reaching the same groups by another endpoint URL (moto directly,
+/// not through the fault layer), as a second operator's copy of the template might.
+fn direct_env(d: &Drill, name: &str) -> PathBuf {
+    common::write(
+        d.dir.path(),
+        name,
+        &std::fs::read_to_string(&d.env)
+            .unwrap()
+            .replace(&d.proxy.url, &common::moto().url),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_operator_on_another_host_is_refused_and_never_takes_the_pins_for_originals() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(LONG_TRIAL).await;
+    let b_state = tempfile::tempdir().unwrap();
+    let b_env = direct_env(&d, "b-env.yaml");
+    let b_trial = common::write(
+        d.dir.path(),
+        "b.yaml",
+        &LONG_TRIAL.replace("users: [2, 4], duration: 20s", "users: 2, duration: 2s"),
+    );
+    let b_out = d.dir.path().join("rb");
+    let a = d.start(
+        d.cmd_on("host-a", d.state.path()),
+        &d.trial,
+        &d.env,
+        &d.out(),
+    );
+    a.wait_for("step=load", Duration::from_secs(60));
+    assert_eq!(d.capacities().await, PINNED);
+    let a_pid = format!("pid {} on host-a", a.child.id());
+    // B (another host, state folder, results directory and endpoint URL) is refused, naming A,
+    // before it changes anything.
+    let refused = common::expect_exit(
+        d.cmd_on("host-b", b_state.path())
+            .arg("run")
+            .arg(&b_trial)
+            .arg("--env")
+            .arg(&b_env)
+            .arg("--out")
+            .arg(&b_out),
+        2,
+    );
+    assert!(
+        refused.stderr.contains("the deployment is locked")
+            && refused.stderr.contains("on another host")
+            && refused.stderr.contains(&a_pid)
+            && refused.stderr.contains("infra status"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(d.capacities().await, PINNED, "A keeps its pins");
+    assert_eq!(state_journals(b_state.path()), 0, "B journalled nothing");
+    // B sees who holds what, from its own host and state folder; restoring is refused.
+    let status = common::expect_exit(
+        d.cmd_on("host-b", b_state.path())
+            .args(["infra", "status", "--env"])
+            .arg(&b_env),
+        1,
+    );
+    assert!(
+        status.stdout.contains(&format!("locked by {a_pid}"))
+            && status.stdout.contains("veraison-prov-asg 1 3 1")
+            && status.stdout.contains("lease until"),
+        "{}",
+        status.text()
+    );
+    let restore = common::expect_exit(
+        d.cmd_on("host-b", b_state.path())
+            .args(["infra", "restore", "--env"])
+            .arg(&b_env),
+        2,
+    );
+    assert!(
+        restore.stderr.contains("another host"),
+        "{}",
+        restore.stderr
+    );
+    assert_eq!(d.capacities().await, PINNED);
+    // A ends: the deployment is back to its real originals and the lock is gone.
+    let asked = Instant::now();
+    a.signal(libc::SIGINT);
+    let (status, output, _) = a.finish(asked, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(130), "{output}");
+    assert_eq!(d.capacities().await, ORIGINAL);
+    assert_eq!(d.lock_tags().await, vec![], "released");
+    // Now B runs, and it too puts back the real originals.
+    common::expect_exit(
+        d.cmd_on("host-b", b_state.path())
+            .arg("run")
+            .arg(&b_trial)
+            .arg("--env")
+            .arg(&b_env)
+            .arg("--out")
+            .arg(d.dir.path().join("rb2")),
+        0,
+    );
+    assert_eq!(d.capacities().await, ORIGINAL);
+    assert_eq!(d.lock_tags().await, vec![]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_campaigns_lock_is_seen_from_another_host_and_broken_with_force() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(LONG_TRIAL).await;
+    let b_state = tempfile::tempdir().unwrap();
+    let b_env = direct_env(&d, "b-env.yaml");
+    // A runs with a short lease and dies without restoring (SIGKILL).
+    let mut a_cmd = d.cmd_on("host-a", d.state.path());
+    a_cmd.env("TRIALRUNNER_LOCK_LEASE", "4s");
+    let mut a = d.start(a_cmd, &d.trial, &d.env, &d.out());
+    a.wait_for("step=load", Duration::from_secs(60));
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    assert_eq!(d.capacities().await, PINNED);
+    let b = |args: &[&str], code: i32| {
+        common::expect_exit(
+            d.cmd_on("host-b", b_state.path())
+                .args(["infra"])
+                .args(args)
+                .arg("--env")
+                .arg(&b_env),
+            code,
+        )
+    };
+    // Its lease runs out (nobody renews it): B's status says so, with the originals it carries.
+    common::wait_until("A's lease to expire", Duration::from_secs(30), || {
+        b(&["status"], 1).stdout.contains("lease expired")
+    });
+    let status = b(&["status"], 1);
+    assert!(
+        status.stdout.contains("on host-a")
+            && status.stdout.contains("veraison-verif-asg 1 3 1")
+            && status.stdout.contains("--force"),
+        "{}",
+        status.text()
+    );
+    // Without --force, B does nothing; with it, B (which has no journal) puts the originals the
+    // lock carries back and breaks the lock.
+    assert!(b(&["restore"], 2).stderr.contains("--force"));
+    assert_eq!(d.capacities().await, PINNED);
+    let forced = b(&["restore", "--force"], 0);
+    assert!(
+        forced.stdout.contains("restored veraison-prov-asg")
+            && forced.stdout.contains("released the lock"),
+        "{}",
+        forced.text()
+    );
+    assert_eq!(d.capacities().await, ORIGINAL);
+    assert_eq!(d.lock_tags().await, vec![]);
+    b(&["status"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_of_a_live_campaign_is_refused_with_its_owner_named() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(LONG_TRIAL).await;
+    let run = d.start_run();
+    run.wait_for("step=load", Duration::from_secs(60));
+    let ledger = std::fs::read_to_string(d.out().join("ledger.jsonl")).unwrap();
+    let refused = common::expect_exit(&mut d.resume(d.cmd()), 2);
+    assert!(
+        refused
+            .stderr
+            .contains("in use by a campaign that is still running")
+            && refused.stderr.contains(&format!("pid {}", run.child.id())),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        d.capacities().await,
+        PINNED,
+        "not restored under the live run"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.out().join("ledger.jsonl")).unwrap(),
+        ledger,
+        "nothing appended"
+    );
+    let asked = Instant::now();
+    run.signal(libc::SIGINT);
+    let (status, output, _) = run.finish(asked, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(130), "{output}");
+    assert_eq!(d.capacities().await, ORIGINAL);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_dead_on_another_host_is_resumed_only_with_force() {
+    let _serial = SERIAL.lock().await;
+    let trial = LONG_TRIAL.replace(
+        "users: [2, 4], duration: 20s",
+        "users: [2, 4], duration: 4s",
+    );
+    let d = Drill::new(&trial).await;
+    let mut a = d.start(
+        d.cmd_on("host-a", d.state.path()),
+        &d.trial,
+        &d.env,
+        &d.out(),
+    );
+    a.wait_for("step=load", Duration::from_secs(60));
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    // From host B (the results directory copied or shared): A's lease still runs.
+    let b_state = tempfile::tempdir().unwrap();
+    let refused = common::expect_exit(&mut d.resume(d.cmd_on("host-b", b_state.path())), 2);
+    assert!(
+        refused.stderr.contains("still runs on another host")
+            && refused.stderr.contains("on host-a")
+            && refused.stderr.contains("--force"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(d.capacities().await, PINNED, "nothing changed");
+    // B knows A has ended: --force takes the campaign over, completes it and restores.
+    let mut forced = d.resume(d.cmd_on("host-b", b_state.path()));
+    forced.arg("--force");
+    common::expect_exit(&mut forced, 0);
+    assert_eq!(d.capacities().await, ORIGINAL);
+    assert_eq!(d.lock_tags().await, vec![]);
+    assert_eq!(d.manifest()["status"], "complete");
+}
+
+/// A crash while the ledger's last line is being written, as the kernel leaves it.
+fn tear_ledger(d: &Drill, fragment: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(d.out().join("ledger.jsonl"))
+        .unwrap();
+    f.write_all(fragment.as_bytes()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twice_torn_ledger_then_the_third_resume_completes() {
+    let _serial = SERIAL.lock().await;
+    let trial = LONG_TRIAL.replace(
+        "users: [2, 4], duration: 20s",
+        "users: [2, 4], duration: 4s",
+    );
+    let d = Drill::new(&trial).await;
+    // Killed mid-run, its last ledger line torn; resumed, killed and torn again.
+    crash_mid_run(&d);
+    tear_ledger(&d, "{\"key\":\"009-lo");
+    let mut second = Watched::spawn(d.resume(d.cmd()));
+    second.wait_for("step=load", Duration::from_secs(60));
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
+    tear_ledger(&d, "{\"key\":\"011-coo");
+    // The third completes.
+    let out = common::expect_exit(&mut d.resume(d.cmd()), 0);
+    assert!(out.stderr.contains("torn"), "{}", out.stderr);
+    assert_eq!(d.capacities().await, ORIGINAL);
+    assert_eq!(d.manifest()["status"], "complete");
+    let ledger = std::fs::read_to_string(d.out().join("ledger.jsonl")).unwrap();
+    for line in ledger.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    let torn = std::fs::read_to_string(d.out().join("ledger.torn")).unwrap();
+    assert!(
+        torn.contains("009-lo") && torn.contains("011-coo"),
+        "both fragments kept: {torn}"
+    );
+    for run in ["u002-well-known", "u004-well-known"] {
+        assert!(d
+            .out()
+            .join("runs")
+            .join(run)
+            .join("summary.json")
+            .is_file());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_of_the_auto_scaling_calls_throttled_the_campaign_completes_and_restores() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(PIN_TRIAL).await;
+    // Four Auto Scaling calls throttled, four through, from the very first (preflight's).
+    d.proxy.throttle_bursts("autoscaling:*", 4, 4);
+    common::expect_exit(
+        run_trial(d.state.path(), &d.trial, &d.env, &d.out())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test"),
+        0,
+    );
+    assert_eq!(d.capacities().await, ORIGINAL);
+    assert_eq!(d.manifest()["status"], "complete");
+    assert_eq!(d.lock_tags().await, vec![]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ninety_percent_of_auto_scaling_calls_throttled_from_the_load_on_the_restore_spends_its_budget(
+) {
+    let _serial = SERIAL.lock().await;
+    let trial = LONG_TRIAL.replace("users: [2, 4], duration: 20s", "users: 2, duration: 4s");
+    let d = Drill::new(&trial).await;
+    let mut cmd = d.cmd();
+    cmd.env("TRIALRUNNER_RESTORE_BUDGET", "90s");
+    let run = d.start(cmd, &d.trial, &d.env, &d.out());
+    run.wait_for("step=load", Duration::from_secs(60));
+    // Nine Auto Scaling calls throttled, one through, until the end.
+    d.proxy.throttle_bursts("autoscaling:*", 9, 1);
+    let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(300));
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert_eq!(d.capacities().await, ORIGINAL);
+    assert_eq!(d.manifest()["status"], "complete");
+    // Within the budget, as the campaign measured its own restore.
+    let took = d.manifest()["restore_s"]
+        .as_f64()
+        .expect("the restore's time is recorded");
+    eprintln!("restored in {took:.1} s under 90 % throttling");
+    assert!(took < 90.0, "restored in {took:.0} s");
+    let throttled = d.proxy.count("UpdateAutoScalingGroup");
+    assert!(
+        throttled >= 10,
+        "the restore's update was tried again and again: {throttled} calls"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_accepts_and_never_answers_stops_the_campaign_within_the_window() {
+    let _serial = SERIAL.lock().await;
+    let trial = LONG_TRIAL.replace(
+        "runs: { users: [2, 4], duration: 20s",
+        "runs: { users: [4, 8], duration: 30s, request-timeout: 2s",
+    );
+    let d = Drill::new(&trial).await;
+    let front = common::hang::HangingFront::start(d.standin.as_ref().unwrap().addr);
+    let url = format!("http://{}", front.addr);
+    let env = std::fs::read_to_string(&d.env).unwrap().replace(
+        d.standin
+            .as_ref()
+            .unwrap()
+            .url()
+            .as_str()
+            .trim_end_matches('/'),
+        &url,
+    );
+    std::fs::write(&d.env, env).unwrap();
+    let run = d.start_run();
+    run.wait_for("step=load", Duration::from_secs(60));
+    front.hang();
+    let hung = trialrunner::results::unix_now();
+    let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(60));
+    assert_eq!(status.code(), Some(3), "{output}");
+    assert!(
+        output.contains("accepts connections but nearly every request got no answer")
+            && output.contains(&format!("at {}", front.addr)),
+        "{output}"
+    );
+    assert_eq!(d.capacities().await, ORIGINAL);
+    assert!(
+        !d.out().join("runs/u008-well-known").exists(),
+        "the campaign stopped"
+    );
+    // The run's own clock: it stopped within the timeout and the watch's window of the hang.
+    let s: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.out().join("runs/u004-well-known/summary.json")).unwrap(),
+    )
+    .unwrap();
+    let stopped = s["started_unix"].as_f64().unwrap() + s["duration_s"].as_f64().unwrap();
+    // Its first timeouts come 2 s after the hang and the watch judges 5 s of them: well before
+    // the run's own 30 s (a busy machine's flusher may lag a few seconds).
+    assert!(
+        stopped - hung < 20.0,
+        "stopped {:.1} s after the hang",
+        stopped - hung
+    );
+    assert!(s["unanswered"]["timed_out"].as_u64().unwrap() >= 4, "{s}");
+    let report = std::fs::read_to_string(d.out().join("report.md")).unwrap();
+    assert!(report.contains("requests without an answer"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_while_preflight_waits_on_a_frozen_endpoint_exits_130_within_seconds() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(LONG_TRIAL).await;
+    // Frozen from the first call (the account guard), then only the groups' reads (preflight).
+    for (n, frozen) in ["*", "DescribeAutoScalingGroups"].into_iter().enumerate() {
+        d.proxy.thaw();
+        d.proxy.freeze(frozen);
+        let out = d.dir.path().join(format!("r{n}"));
+        let run = d.start(d.cmd(), &d.trial, &d.env, &out);
+        d.proxy.wait_held(1, Duration::from_secs(30));
+        let asked = Instant::now();
+        run.signal(libc::SIGINT);
+        let (status, output, took) = run.finish(asked, Duration::from_secs(60));
+        assert_eq!(status.code(), Some(130), "{frozen}: {output}");
+        assert!(took < Duration::from_secs(5), "{frozen}: {took:?}");
+        d.proxy.thaw();
+        assert_eq!(d.capacities().await, ORIGINAL);
+        assert_eq!(
+            d.proxy.count("UpdateAutoScalingGroup"),
+            0,
+            "nothing changed"
+        );
+    }
 }

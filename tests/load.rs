@@ -1731,6 +1731,38 @@ async fn the_ear_key_is_looked_for_again_while_the_service_joins() {
     );
 }
 
+/// The README's table puts authentication under infrastructure (exit 3): a token endpoint that
+/// refuses the credentials, and a service that refuses a request without a token, both fail
+/// the readiness gate as such, naming what refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_refused_by_the_token_endpoint_or_the_service_is_exit_3() {
+    use trialrunner::provider::TargetCheck;
+    use trialrunner::readiness::ServiceCheck;
+    let _serial = SERIAL.lock().await;
+    let s = standin("v0.0.2602", Faults::default(), true).await;
+    let wrong = Credentials {
+        password: "not-the-password".into(),
+        ..Credentials::default()
+    };
+    let mut refused_token = target(&s.url(), "v0.0.2602");
+    refused_token.tokens = Some(token_source(&s, &wrong));
+    let no_token = target(&s.url(), "v0.0.2602");
+    for (what, t) in [("token endpoint", refused_token), ("service", no_token)] {
+        let err = ServiceCheck::new(Arc::new(t))
+            .with_patience(Duration::from_secs(2))
+            .check()
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 3, "{what}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("authentication failed") && text.contains("401"),
+            "{what}: {text}"
+        );
+        assert!(!text.contains("not-the-password"), "no secret in errors");
+    }
+}
+
 /// Whether process `pid` is gone (no such process, or a zombie nobody reaped yet).
 fn gone(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {

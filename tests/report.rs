@@ -422,6 +422,7 @@ fn the_fleet_table_shows_each_workers_own_health_and_status() {
         },
         status: status.into(),
         message: (status == "lost").then(|| "killed by signal 9".into()),
+        late_s: (name == "w1").then_some(0.4),
         ..WorkerRow::default()
     };
     let run = RunSummary {
@@ -447,6 +448,7 @@ fn the_fleet_table_shows_each_workers_own_health_and_status() {
                 "97",
                 "31.50",
                 "YES",
+                "0.40",
                 "finished"
             ],
             [
@@ -459,6 +461,7 @@ fn the_fleet_table_shows_each_workers_own_health_and_status() {
                 "16",
                 "2.25",
                 "no",
+                "",
                 "lost: killed by signal 9"
             ]
         ]

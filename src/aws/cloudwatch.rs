@@ -15,7 +15,7 @@ use aws_smithy_types::DateTime;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{sdk_error, AwsContext};
+use super::AwsContext;
 use crate::error::{Error, Result};
 use crate::provider::MetricsSource;
 use crate::results;
@@ -291,10 +291,10 @@ impl CloudWatchSource {
                     );
                 }
                 calls += 1;
-                let out = req
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(&self.ctx, "cloudwatch:GetMetricData", e))?;
+                let out = self
+                    .ctx
+                    .call("cloudwatch:GetMetricData", || req.clone().send())
+                    .await?;
                 for r in out.metric_data_results() {
                     let id = r.id().unwrap_or("").to_string();
                     let entry = points.entry(id).or_default();
@@ -337,24 +337,22 @@ impl CloudWatchSource {
                 let mut samples = Vec::new();
                 let mut token: Option<String> = None;
                 loop {
-                    let resp = logs
-                        .filter_log_events()
-                        .log_group_name(group)
-                        .start_time((from * 1000.0) as i64)
-                        .end_time((to * 1000.0) as i64)
-                        .filter_pattern(format!("\"{pattern}\""))
-                        .set_next_token(token.clone())
-                        .send()
+                    let resp = self
+                        .ctx
+                        .call("logs:FilterLogEvents", || {
+                            logs.filter_log_events()
+                                .log_group_name(group)
+                                .start_time((from * 1000.0) as i64)
+                                .end_time((to * 1000.0) as i64)
+                                .filter_pattern(format!("\"{pattern}\""))
+                                .set_next_token(token.clone())
+                                .send()
+                        })
                         .await;
                     let resp = match resp {
                         Ok(r) => r,
-                        Err(e) => {
-                            let err = sdk_error(&self.ctx, "logs:FilterLogEvents", e);
-                            if err.to_string().contains("ResourceNotFound") {
-                                break;
-                            }
-                            return Err(err);
-                        }
+                        Err(err) if err.to_string().contains("ResourceNotFound") => break,
+                        Err(err) => return Err(err),
                     };
                     for ev in resp.events() {
                         let ts = ev.timestamp().unwrap_or(0);
@@ -410,15 +408,15 @@ pub async fn resolve(ctx: &AwsContext, env: &Environment) -> Result<Resources> {
         let Some(name) = env.target_group_name(role) else {
             continue;
         };
-        let out = match elb.describe_target_groups().names(&name).send().await {
+        let found = ctx
+            .call("elasticloadbalancing:DescribeTargetGroups", || {
+                elb.describe_target_groups().names(&name).send()
+            })
+            .await;
+        let out = match found {
             Ok(out) => out,
-            Err(e) => {
-                let err = sdk_error(ctx, "elasticloadbalancing:DescribeTargetGroups", e);
-                if err.to_string().contains("TargetGroupNotFound") {
-                    continue;
-                }
-                return Err(err);
-            }
+            Err(err) if err.to_string().contains("TargetGroupNotFound") => continue,
+            Err(err) => return Err(err),
         };
         for tg in out.target_groups() {
             let Some(arn) = tg.target_group_arn() else {
@@ -441,11 +439,11 @@ pub async fn resolve(ctx: &AwsContext, env: &Environment) -> Result<Resources> {
         Some(id) if id != "auto" => r.rds_instance = Some(id.to_string()),
         _ => {
             let rds = aws_sdk_rds::Client::new(&ctx.config);
-            let out = rds
-                .describe_db_instances()
-                .send()
-                .await
-                .map_err(|e| sdk_error(ctx, "rds:DescribeDBInstances", e))?;
+            let out = ctx
+                .call("rds:DescribeDBInstances", || {
+                    rds.describe_db_instances().send()
+                })
+                .await?;
             r.rds_instance = out
                 .db_instances()
                 .iter()
@@ -477,12 +475,14 @@ impl CloudWatchSource {
         let logs = aws_sdk_cloudwatchlogs::Client::new(&self.ctx.config);
         let mut found = Vec::new();
         for name in wanted {
-            let out = logs
-                .describe_log_groups()
-                .log_group_name_prefix(name)
-                .send()
-                .await
-                .map_err(|e| sdk_error(&self.ctx, "logs:DescribeLogGroups", e))?;
+            let out = self
+                .ctx
+                .call("logs:DescribeLogGroups", || {
+                    logs.describe_log_groups()
+                        .log_group_name_prefix(name)
+                        .send()
+                })
+                .await?;
             if out
                 .log_groups()
                 .iter()
@@ -549,12 +549,12 @@ impl MetricsSource for CloudWatchSource {
             found.push(format!("log groups: {}", have.join(", ")));
         }
         // Read access to metrics (GetMetricData needs the same permission family).
-        aws_sdk_cloudwatch::Client::new(&self.ctx.config)
-            .list_metrics()
-            .namespace("AWS/AutoScaling")
-            .send()
-            .await
-            .map_err(|e| sdk_error(&self.ctx, "cloudwatch:ListMetrics", e))?;
+        let cw = aws_sdk_cloudwatch::Client::new(&self.ctx.config);
+        self.ctx
+            .call("cloudwatch:ListMetrics", || {
+                cw.list_metrics().namespace("AWS/AutoScaling").send()
+            })
+            .await?;
         Ok(found)
     }
 
@@ -604,9 +604,7 @@ impl MetricsSource for CloudWatchSource {
 /// Check that the pinned SDK speaks a protocol the emulator answers (see Cargo.toml).
 pub async fn protocol_check(ctx: &AwsContext) -> Result<()> {
     let cw = aws_sdk_cloudwatch::Client::new(&ctx.config);
-    cw.list_metrics()
-        .send()
+    ctx.call("cloudwatch:ListMetrics", || cw.list_metrics().send())
         .await
         .map(drop)
-        .map_err(|e| sdk_error(ctx, "cloudwatch:ListMetrics", e))
 }

@@ -1,10 +1,14 @@
 //! AWS providers: client set-up, the account guard, and (in submodules) auto-scaling control.
 //!
-//! Every client gets explicit timeouts (the SDK has none: a silent endpoint would hang forever)
-//! and standard retries with backoff for throttling and transient errors. With an endpoint
-//! override (moto, LocalStack) the credential chain never probes the instance metadata service.
+//! Every client gets explicit timeouts (the SDK has none: a silent endpoint would hang forever);
+//! every call goes through one retry policy ([`retry`]: throttling and transient errors, capped
+//! exponential backoff with full jitter, until a deadline), the SDK's own retries being off.
+//! With an endpoint override (moto, LocalStack) the credential chain never probes the instance
+//! metadata service.
 
 pub mod cloudwatch;
+pub mod lock;
+pub mod retry;
 pub mod scaler;
 pub mod stores;
 
@@ -38,10 +42,9 @@ pub struct AwsTimeouts {
     pub read: Duration,
     /// One attempt.
     pub attempt: Duration,
-    /// All attempts of one operation.
+    /// All attempts of one call, retries and their pauses included (a restore has its own
+    /// deadline instead: the restore budget).
     pub operation: Duration,
-    /// Attempts per operation (1 = no retry).
-    pub max_attempts: u32,
 }
 
 impl Default for AwsTimeouts {
@@ -51,30 +54,29 @@ impl Default for AwsTimeouts {
             read: Duration::from_secs(15),
             attempt: Duration::from_secs(20),
             operation: Duration::from_secs(60),
-            max_attempts: 4,
         }
     }
 }
 
 impl AwsTimeouts {
-    /// Tighter bounds for restoring: every restore call ends within 25 s even against a frozen
-    /// endpoint, so the whole restore fits the executor's restore budget.
+    /// Tighter bounds for one attempt of a restore call: a frozen endpoint costs 10 s an
+    /// attempt, and the restore tries again until its budget is spent.
     pub fn restore() -> AwsTimeouts {
         AwsTimeouts {
             connect: Duration::from_secs(3),
             read: Duration::from_secs(8),
             attempt: Duration::from_secs(10),
             operation: Duration::from_secs(25),
-            max_attempts: 3,
         }
     }
 
+    /// The SDK's timeouts: one attempt each (the retry policy bounds the whole call).
     fn timeout_config(&self) -> TimeoutConfig {
         TimeoutConfig::builder()
             .connect_timeout(self.connect)
             .read_timeout(self.read)
             .operation_attempt_timeout(self.attempt)
-            .operation_timeout(self.operation)
+            .operation_timeout(self.attempt)
             .build()
     }
 }
@@ -90,6 +92,8 @@ pub struct AwsContext {
     pub account: String,
     /// The named profile, when the environment gives one.
     pub profile: Option<String>,
+    /// The clients' timeouts and the bound on one call's retries.
+    pub timeouts: AwsTimeouts,
     /// AWS's clock minus ours (seconds), measured once, applied to every AWS timestamp.
     clock: std::sync::Arc<tokio::sync::OnceCell<f64>>,
 }
@@ -215,7 +219,7 @@ impl AwsContext {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(spec.region.clone()))
             .timeout_config(timeouts.timeout_config())
-            .retry_config(RetryConfig::standard().with_max_attempts(timeouts.max_attempts));
+            .retry_config(RetryConfig::disabled());
         if let Some(p) = &spec.profile {
             loader = loader.profile_name(p);
         }
@@ -238,6 +242,7 @@ impl AwsContext {
             endpoint: endpoint.unwrap_or_else(|| format!("AWS {}", spec.region)),
             account: spec.account.clone(),
             profile: spec.profile.clone(),
+            timeouts,
             config,
             clock: Default::default(),
         };
@@ -245,16 +250,17 @@ impl AwsContext {
         Ok(ctx)
     }
 
-    /// The same configuration with other timeouts and retries.
+    /// The same configuration with other timeouts.
     pub fn with_timeouts(&self, t: AwsTimeouts) -> AwsContext {
         let config = self
             .config
             .to_builder()
             .timeout_config(t.timeout_config())
-            .retry_config(RetryConfig::standard().with_max_attempts(t.max_attempts))
+            .retry_config(RetryConfig::disabled())
             .build();
         AwsContext {
             config,
+            timeouts: t,
             ..self.clone()
         }
     }
@@ -311,11 +317,9 @@ impl AwsContext {
     /// The account guard: STS GetCallerIdentity must match the environment's account.
     pub async fn check_account(&self) -> Result<()> {
         let sts = aws_sdk_sts::Client::new(&self.config);
-        let me = sts
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(|e| sdk_error(self, "sts:GetCallerIdentity", e))?;
+        let me = self
+            .call("sts:GetCallerIdentity", || sts.get_caller_identity().send())
+            .await?;
         let actual = me.account().unwrap_or("?");
         if actual != self.account {
             return Err(Error::Infra(format!(

@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::{sdk_error, AwsContext};
+use super::AwsContext;
 use crate::error::{Error, Result};
-use crate::provider::{AsgSettings, ReadyReport, Scaler};
+use crate::provider::{AsgSettings, HeldLock, LockClaim, ReadyReport, Restored, Scaler, Takeover};
 use crate::trial::model::ServiceRole;
 use crate::trial::{Capacity, Environment};
 
@@ -40,13 +40,13 @@ pub struct ServiceInfra {
 
 /// The ASG provider.
 pub struct AwsScaler {
-    ctx: AwsContext,
-    asg: aws_sdk_autoscaling::Client,
+    pub(super) ctx: AwsContext,
+    pub(super) asg: aws_sdk_autoscaling::Client,
     /// The same with the tighter restore timeouts (see [`super::AwsTimeouts::restore`]).
-    asg_restore: aws_sdk_autoscaling::Client,
+    pub(super) asg_restore: aws_sdk_autoscaling::Client,
     elb: aws_sdk_elasticloadbalancingv2::Client,
     ec2: aws_sdk_ec2::Client,
-    services: Vec<ServiceInfra>,
+    pub(super) services: Vec<ServiceInfra>,
     http: reqwest::Client,
     /// How often readiness is polled.
     pub poll: Duration,
@@ -74,11 +74,14 @@ pub fn services_of(env: &Environment) -> Vec<ServiceInfra> {
         .collect()
 }
 
-struct GroupState {
-    settings: AsgSettings,
+/// One group as read: its settings, instances, target groups and tags.
+pub(super) struct GroupState {
+    pub(super) settings: AsgSettings,
     /// (instance id, lifecycle state, health status).
     instances: Vec<(String, String, String)>,
     target_group_arns: Vec<String>,
+    /// (key, value) of every tag (the deployment lock's among them).
+    pub(super) tags: Vec<(String, String)>,
 }
 
 impl AwsScaler {
@@ -113,7 +116,7 @@ impl AwsScaler {
         }
     }
 
-    fn service(&self, role: ServiceRole) -> Result<&ServiceInfra> {
+    pub(super) fn service(&self, role: ServiceRole) -> Result<&ServiceInfra> {
         self.services
             .iter()
             .find(|s| s.role == role)
@@ -124,21 +127,26 @@ impl AwsScaler {
             })
     }
 
-    async fn group(&self, svc: &ServiceInfra) -> Result<GroupState> {
-        self.group_with(&self.asg, svc).await
+    pub(super) async fn group(&self, svc: &ServiceInfra) -> Result<GroupState> {
+        let deadline = tokio::time::Instant::now() + self.ctx.timeouts.operation;
+        self.group_until(&self.asg, svc, deadline).await
     }
 
-    async fn group_with(
+    async fn group_until(
         &self,
         client: &aws_sdk_autoscaling::Client,
         svc: &ServiceInfra,
+        deadline: tokio::time::Instant,
     ) -> Result<GroupState> {
-        let out = client
-            .describe_auto_scaling_groups()
-            .auto_scaling_group_names(&svc.asg)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&self.ctx, "autoscaling:DescribeAutoScalingGroups", e))?;
+        let out = self
+            .ctx
+            .call_until("autoscaling:DescribeAutoScalingGroups", deadline, || {
+                client
+                    .describe_auto_scaling_groups()
+                    .auto_scaling_group_names(&svc.asg)
+                    .send()
+            })
+            .await?;
         let g = out.auto_scaling_groups().first().ok_or_else(|| {
             Error::Missing(format!(
                 "auto-scaling group `{}` ({}) not found in {}",
@@ -177,6 +185,11 @@ impl AwsScaler {
                 })
                 .collect(),
             target_group_arns: g.target_group_arns().to_vec(),
+            tags: g
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+                .collect(),
         })
     }
 
@@ -188,32 +201,34 @@ impl AwsScaler {
         let Some(name) = &svc.target_group else {
             return Ok(Vec::new());
         };
-        match self.elb.describe_target_groups().names(name).send().await {
+        let found = self
+            .ctx
+            .call("elasticloadbalancing:DescribeTargetGroups", || {
+                self.elb.describe_target_groups().names(name).send()
+            })
+            .await;
+        match found {
             Ok(out) => Ok(out
                 .target_groups()
                 .iter()
                 .filter_map(|t| t.target_group_arn().map(str::to_string))
                 .collect()),
-            Err(e) => {
-                let err = sdk_error(&self.ctx, "elasticloadbalancing:DescribeTargetGroups", e);
-                if err.to_string().contains("TargetGroupNotFound") {
-                    Ok(Vec::new())
-                } else {
-                    Err(err)
-                }
-            }
+            Err(err) if err.to_string().contains("TargetGroupNotFound") => Ok(Vec::new()),
+            Err(err) => Err(err),
         }
     }
 
     /// (target id, state) of every target of a group.
     async fn target_health(&self, arn: &str) -> Result<Vec<(String, String)>> {
         let out = self
-            .elb
-            .describe_target_health()
-            .target_group_arn(arn)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&self.ctx, "elasticloadbalancing:DescribeTargetHealth", e))?;
+            .ctx
+            .call("elasticloadbalancing:DescribeTargetHealth", || {
+                self.elb
+                    .describe_target_health()
+                    .target_group_arn(arn)
+                    .send()
+            })
+            .await?;
         Ok(out
             .target_health_descriptions()
             .iter()
@@ -305,12 +320,11 @@ impl AwsScaler {
             .values(deployment)
             .build();
         let out = self
-            .ec2
-            .describe_instances()
-            .filters(filter)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&self.ctx, "ec2:DescribeInstances", e))?;
+            .ctx
+            .call("ec2:DescribeInstances", || {
+                self.ec2.describe_instances().filters(filter.clone()).send()
+            })
+            .await?;
         let mut found = Vec::new();
         for r in out.reservations() {
             for i in r.instances() {
@@ -348,27 +362,28 @@ impl Scaler for AwsScaler {
         let svc = self.service(service)?;
         let current = self.group(svc).await?.settings;
         let (min, max, desired) = capacity.bounds();
-        let mut req = self
-            .asg
-            .update_auto_scaling_group()
-            .auto_scaling_group_name(&svc.asg)
-            .min_size(min as i32)
-            .max_size(max as i32);
-        if let Some(d) = desired {
-            req = req.desired_capacity(d as i32);
-        }
-        req.send()
-            .await
-            .map_err(|e| sdk_error(&self.ctx, "autoscaling:UpdateAutoScalingGroup", e))?;
+        self.ctx
+            .call("autoscaling:UpdateAutoScalingGroup", || {
+                self.asg
+                    .update_auto_scaling_group()
+                    .auto_scaling_group_name(&svc.asg)
+                    .min_size(min as i32)
+                    .max_size(max as i32)
+                    .set_desired_capacity(desired.map(|d| d as i32))
+                    .send()
+            })
+            .await?;
         if current.enabled_metrics.is_empty() {
-            self.asg
-                .enable_metrics_collection()
-                .auto_scaling_group_name(&svc.asg)
-                .granularity("1Minute")
-                .set_metrics(Some(GROUP_METRICS.iter().map(|m| m.to_string()).collect()))
-                .send()
-                .await
-                .map_err(|e| sdk_error(&self.ctx, "autoscaling:EnableMetricsCollection", e))?;
+            self.ctx
+                .call("autoscaling:EnableMetricsCollection", || {
+                    self.asg
+                        .enable_metrics_collection()
+                        .auto_scaling_group_name(&svc.asg)
+                        .granularity("1Minute")
+                        .set_metrics(Some(GROUP_METRICS.iter().map(|m| m.to_string()).collect()))
+                        .send()
+                })
+                .await?;
         }
         tracing::info!(asg = %svc.asg, %capacity, "capacity set");
         Ok(())
@@ -439,51 +454,68 @@ impl Scaler for AwsScaler {
         }
     }
 
-    async fn restore(&self, original: &AsgSettings) -> Result<()> {
+    async fn restore(
+        &self,
+        original: &AsgSettings,
+        lock: Option<&str>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Restored> {
         let svc = ServiceInfra {
             role: original.service,
             asg: original.name.clone(),
             target_group: None,
             well_known: None,
         };
-        let current = self.group_with(&self.asg_restore, &svc).await?.settings;
+        let client = &self.asg_restore;
+        let group = self.group_until(client, &svc, deadline).await?;
+        // A group another campaign holds now is that campaign's to put back.
+        let claims = super::lock::claims_on(&group.tags, svc.role, &svc.asg);
+        if !claims.is_empty() && !claims.iter().any(|(c, _)| Some(c.id.as_str()) == lock) {
+            let (holder, _) = &claims[0];
+            return Ok(Restored::HeldByAnother(format!(
+                "another campaign holds it now ({}): left as it is",
+                holder.owner
+            )));
+        }
+        let current = group.settings;
         if (current.min, current.max, current.desired)
             != (original.min, original.max, original.desired)
         {
-            self.asg_restore
-                .update_auto_scaling_group()
-                .auto_scaling_group_name(&original.name)
-                .min_size(original.min)
-                .max_size(original.max)
-                .desired_capacity(original.desired)
-                .send()
-                .await
-                .map_err(|e| sdk_error(&self.ctx, "autoscaling:UpdateAutoScalingGroup", e))?;
+            self.ctx
+                .call_until("autoscaling:UpdateAutoScalingGroup", deadline, || {
+                    client
+                        .update_auto_scaling_group()
+                        .auto_scaling_group_name(&original.name)
+                        .min_size(original.min)
+                        .max_size(original.max)
+                        .desired_capacity(original.desired)
+                        .send()
+                })
+                .await?;
         }
-        // Turn off exactly the group metrics the trial turned on. Best effort: group metrics
-        // cost nothing, and capacity (above) is what must come back; a failure is a warning.
+        // Turn off exactly the group metrics the trial turned on (`*`: the list did not fit
+        // the lock's tag: leave them). Best effort, within a short bound: group metrics cost
+        // nothing, and capacity (above) is what must come back; a failure is a warning.
         let added: Vec<String> = current
             .enabled_metrics
             .iter()
             .filter(|m| !original.enabled_metrics.contains(m))
+            .filter(|_| original.enabled_metrics != ["*"])
             .cloned()
             .collect();
         if !added.is_empty() {
+            let best_effort = deadline.min(tokio::time::Instant::now() + Duration::from_secs(10));
             if let Err(e) = self
-                .asg_restore
-                .disable_metrics_collection()
-                .auto_scaling_group_name(&original.name)
-                .set_metrics(Some(added.clone()))
-                .customize()
-                // Best effort, said once: no retries (moto answers 500 NotImplemented here).
-                .config_override(
-                    aws_sdk_autoscaling::config::Builder::default()
-                        .retry_config(aws_config::retry::RetryConfig::disabled()),
-                )
-                .send()
+                .ctx
+                .call_until("autoscaling:DisableMetricsCollection", best_effort, || {
+                    client
+                        .disable_metrics_collection()
+                        .auto_scaling_group_name(&original.name)
+                        .set_metrics(Some(added.clone()))
+                        .send()
+                })
                 .await
             {
-                let e = sdk_error(&self.ctx, "autoscaling:DisableMetricsCollection", e);
                 crate::terminal::say(&format!(
                     "warning: {}: group metrics {} left enabled ({e})",
                     original.name,
@@ -498,13 +530,15 @@ impl Scaler for AwsScaler {
             .cloned()
             .collect();
         if !to_resume.is_empty() {
-            self.asg_restore
-                .resume_processes()
-                .auto_scaling_group_name(&original.name)
-                .set_scaling_processes(Some(to_resume))
-                .send()
-                .await
-                .map_err(|e| sdk_error(&self.ctx, "autoscaling:ResumeProcesses", e))?;
+            self.ctx
+                .call_until("autoscaling:ResumeProcesses", deadline, || {
+                    client
+                        .resume_processes()
+                        .auto_scaling_group_name(&original.name)
+                        .set_scaling_processes(Some(to_resume.clone()))
+                        .send()
+                })
+                .await?;
         }
         let to_suspend: Vec<String> = original
             .suspended_processes
@@ -513,16 +547,44 @@ impl Scaler for AwsScaler {
             .cloned()
             .collect();
         if !to_suspend.is_empty() {
-            self.asg_restore
-                .suspend_processes()
-                .auto_scaling_group_name(&original.name)
-                .set_scaling_processes(Some(to_suspend))
-                .send()
-                .await
-                .map_err(|e| sdk_error(&self.ctx, "autoscaling:SuspendProcesses", e))?;
+            self.ctx
+                .call_until("autoscaling:SuspendProcesses", deadline, || {
+                    client
+                        .suspend_processes()
+                        .auto_scaling_group_name(&original.name)
+                        .set_scaling_processes(Some(to_suspend.clone()))
+                        .send()
+                })
+                .await?;
         }
         tracing::info!(asg = %original.name, min = original.min, max = original.max, desired = original.desired, "restored");
-        Ok(())
+        Ok(Restored::Done)
+    }
+
+    async fn lock(
+        &self,
+        services: &[ServiceRole],
+        claim: &LockClaim,
+        takeover: Takeover,
+    ) -> Result<Vec<AsgSettings>> {
+        self.take_lock(services, claim, takeover).await
+    }
+
+    async fn renew(&self, claim: &LockClaim) -> Result<bool> {
+        self.renew_lock(claim).await
+    }
+
+    async fn unlock(
+        &self,
+        claim_id: &str,
+        groups: &[String],
+        deadline: tokio::time::Instant,
+    ) -> Result<()> {
+        self.remove_claim(claim_id, groups, deadline).await
+    }
+
+    async fn held(&self) -> Result<Vec<HeldLock>> {
+        self.held_locks().await
     }
 
     async fn sample(&self) -> Result<Value> {
@@ -573,20 +635,21 @@ impl Scaler for AwsScaler {
         }
         // The spin-up timeline reads scaling activities and launch times.
         if let Some(svc) = self.services.first() {
-            self.asg
-                .describe_scaling_activities()
-                .auto_scaling_group_name(&svc.asg)
-                .max_records(1)
-                .send()
-                .await
-                .map_err(|e| sdk_error(&self.ctx, "autoscaling:DescribeScalingActivities", e))?;
+            self.ctx
+                .call("autoscaling:DescribeScalingActivities", || {
+                    self.asg
+                        .describe_scaling_activities()
+                        .auto_scaling_group_name(&svc.asg)
+                        .max_records(1)
+                        .send()
+                })
+                .await?;
         }
-        self.ec2
-            .describe_instances()
-            .max_results(5)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&self.ctx, "ec2:DescribeInstances", e))?;
+        self.ctx
+            .call("ec2:DescribeInstances", || {
+                self.ec2.describe_instances().max_results(5).send()
+            })
+            .await?;
         Ok(found)
     }
 
@@ -597,12 +660,14 @@ impl Scaler for AwsScaler {
         let mut instance_ids = Vec::new();
         for svc in &self.services {
             let out = self
-                .asg
-                .describe_scaling_activities()
-                .auto_scaling_group_name(&svc.asg)
-                .send()
-                .await
-                .map_err(|e| sdk_error(&self.ctx, "autoscaling:DescribeScalingActivities", e))?;
+                .ctx
+                .call("autoscaling:DescribeScalingActivities", || {
+                    self.asg
+                        .describe_scaling_activities()
+                        .auto_scaling_group_name(&svc.asg)
+                        .send()
+                })
+                .await?;
             for a in out.activities() {
                 let start = a
                     .start_time()
@@ -623,15 +688,16 @@ impl Scaler for AwsScaler {
         }
         let mut instances = Vec::new();
         if !instance_ids.is_empty() {
+            let ids: Vec<String> = instance_ids.iter().map(|(_, id)| id.clone()).collect();
             let out = self
-                .ec2
-                .describe_instances()
-                .set_instance_ids(Some(
-                    instance_ids.iter().map(|(_, id)| id.clone()).collect(),
-                ))
-                .send()
-                .await
-                .map_err(|e| sdk_error(&self.ctx, "ec2:DescribeInstances", e))?;
+                .ctx
+                .call("ec2:DescribeInstances", || {
+                    self.ec2
+                        .describe_instances()
+                        .set_instance_ids(Some(ids.clone()))
+                        .send()
+                })
+                .await?;
             for r in out.reservations() {
                 for i in r.instances() {
                     let id = i.instance_id().unwrap_or("?");

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 
-use super::{sdk_error, AwsContext};
+use super::AwsContext;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 use crate::stores::memcached::ServerList;
@@ -29,12 +29,12 @@ impl RdsLocator {
     async fn stack_password(&self) -> Result<Secret> {
         let cfn = aws_sdk_cloudformation::Client::new(&self.ctx.config);
         let stack = format!("{}-support", self.deployment);
-        let out = cfn
-            .describe_stacks()
-            .stack_name(&stack)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&self.ctx, "cloudformation:DescribeStacks", e))?;
+        let out = self
+            .ctx
+            .call("cloudformation:DescribeStacks", || {
+                cfn.describe_stacks().stack_name(&stack).send()
+            })
+            .await?;
         out.stacks()
             .first()
             .and_then(|s| {
@@ -60,10 +60,10 @@ impl DbLocator for RdsLocator {
         if self.instance != "auto" {
             req = req.db_instance_identifier(&self.instance);
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| sdk_error(&self.ctx, "rds:DescribeDBInstances", e))?;
+        let out = self
+            .ctx
+            .call("rds:DescribeDBInstances", || req.clone().send())
+            .await?;
         let prefix = format!("{}-support", self.deployment);
         let db = out
             .db_instances()
@@ -123,7 +123,13 @@ impl ElastiCacheNodes {
     async fn cluster_in_stack_outputs(&self) -> Result<Option<String>> {
         let cfn = aws_sdk_cloudformation::Client::new(&self.ctx.config);
         let stack = format!("{}-support", self.deployment);
-        match cfn.describe_stacks().stack_name(&stack).send().await {
+        let found = self
+            .ctx
+            .call("cloudformation:DescribeStacks", || {
+                cfn.describe_stacks().stack_name(&stack).send()
+            })
+            .await;
+        match found {
             Ok(out) => Ok(out
                 .stacks()
                 .iter()
@@ -131,8 +137,7 @@ impl ElastiCacheNodes {
                 .find(|o| o.output_key() == Some("ElastiCacheClusterId"))
                 .and_then(|o| o.output_value())
                 .map(str::to_string)),
-            Err(e) => {
-                let err = sdk_error(&self.ctx, "cloudformation:DescribeStacks", e);
+            Err(err) => {
                 // No such stack: look for the tag instead.
                 if err.to_string().contains("does not exist")
                     || err.to_string().contains("ValidationError")
@@ -147,19 +152,20 @@ impl ElastiCacheNodes {
 
     /// The id of the cluster tagged `veraison-deployment=D`.
     async fn cluster_by_tag(&self, ec: &aws_sdk_elasticache::Client) -> Result<Option<String>> {
-        let out = ec
-            .describe_cache_clusters()
-            .send()
-            .await
-            .map_err(|e| sdk_error(&self.ctx, "elasticache:DescribeCacheClusters", e))?;
+        let out = self
+            .ctx
+            .call("elasticache:DescribeCacheClusters", || {
+                ec.describe_cache_clusters().send()
+            })
+            .await?;
         for c in out.cache_clusters() {
             let Some(arn) = c.arn() else { continue };
-            let tags = ec
-                .list_tags_for_resource()
-                .resource_name(arn)
-                .send()
-                .await
-                .map_err(|e| sdk_error(&self.ctx, "elasticache:ListTagsForResource", e))?;
+            let tags = self
+                .ctx
+                .call("elasticache:ListTagsForResource", || {
+                    ec.list_tags_for_resource().resource_name(arn).send()
+                })
+                .await?;
             let ours = tags.tag_list().iter().any(|t| {
                 t.key() == Some("veraison-deployment")
                     && t.value() == Some(self.deployment.as_str())
@@ -198,13 +204,15 @@ impl ServerList for ElastiCacheNodes {
                 )))
             }
         };
-        let out = ec
-            .describe_cache_clusters()
-            .cache_cluster_id(&id)
-            .show_cache_node_info(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&self.ctx, "elasticache:DescribeCacheClusters", e))?;
+        let out = self
+            .ctx
+            .call("elasticache:DescribeCacheClusters", || {
+                ec.describe_cache_clusters()
+                    .cache_cluster_id(&id)
+                    .show_cache_node_info(true)
+                    .send()
+            })
+            .await?;
         let nodes: Vec<String> = out
             .cache_clusters()
             .iter()

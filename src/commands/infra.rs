@@ -1,40 +1,47 @@
-//! `trialrunner infra status|restore --env ENV`: the ASGs beside the undo journals' originals,
-//! and the replay of a journal a crashed trial left.
+//! `trialrunner infra status|restore --env ENV`: the ASGs beside what is holding them, and the
+//! replay of what a crashed campaign left.
 //!
-//! Journals are found by what they changed (account, region, endpoint, groups), not by the
-//! environment's name. `restore` refuses while the trial that wrote a journal is still running
-//! (`--force` overrides), and `--forget` drops a journal whose groups are gone.
+//! Two records say a group is changed: the deployment lock on AWS (a campaign's claim on the
+//! groups, carrying their originals: seen from any host and any state folder) and the undo
+//! journals of this machine's state folder (found by what they changed: account, region,
+//! endpoint, groups; never by the environment's name). `restore` refuses while the campaign
+//! that holds the groups still runs, or may (on another host, its lease not expired): `--force`
+//! overrides; it restores the originals and releases the lock. `--forget` drops a journal (and
+//! its lock) whose groups are gone.
 
 use std::path::PathBuf;
 
 use super::{runtime, Global};
 use crate::aws::scaler::{services_of, AwsScaler};
 use crate::error::{exit, Error, Result};
-use crate::exec::journal::{Liveness, UndoJournal};
+use crate::exec::journal::{Liveness, RestoreReport, UndoJournal};
 use crate::exec::restore_budget;
-use crate::provider::Scaler;
+use crate::provider::{HeldLock, JournalTarget, Scaler};
 use crate::{setup, trial};
 
 /// `infra` sub-commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
-    /// Current ASG settings beside the journals' originals; exit 1 while a journal is pending.
+    /// Current ASG settings beside who holds them (the deployment lock on AWS, this machine's
+    /// journals) and their originals; exit 1 while any group is held or a journal is pending.
     Status {
         /// The environment file.
         #[arg(long)]
         env: PathBuf,
     },
-    /// Put the ASGs back as the pending journals recorded them (idempotent).
+    /// Put the ASGs back as the deployment lock and the pending journals recorded them, and
+    /// release the lock (idempotent).
     Restore {
         /// The environment file.
         #[arg(long)]
         env: PathBuf,
-        /// Restore even though the trial that wrote the journal still runs (it will find its
-        /// groups un-pinned).
+        /// Restore even though the campaign holding the groups may still run (on another host
+        /// with its lease running, or on this one: it will find its groups put back and stop);
+        /// breaks an expired lock.
         #[arg(long)]
         force: bool,
-        /// Drop the pending journals without restoring (their groups no longer exist, or you
-        /// restored by hand).
+        /// Drop the pending journals and their locks without restoring (their groups no longer
+        /// exist, or you restored by hand).
         #[arg(long)]
         forget: bool,
     },
@@ -57,49 +64,131 @@ pub fn run(action: Action, global: &Global) -> Result<i32> {
             })?;
         let services = services_of(&env);
         let target = setup::journal_target(&ctx, &env, &services);
+        let command = crate::exec::journal::restore_command(&env, &target);
         let scaler = AwsScaler::new(ctx, services);
         let pending = UndoJournal::pending_for(&target)?;
+        let locks = scaler.held().await?;
+        let holds = holds(&target, pending, locks, &command);
         match action {
-            Action::Status { .. } => status(&scaler, &env, pending).await,
-            Action::Restore { force, forget, .. } => restore(&scaler, pending, force, forget).await,
+            Action::Status { .. } => status(&scaler, &env, &holds).await,
+            Action::Restore { force, forget, .. } => restore(&scaler, holds, force, forget).await,
         }
     })
 }
 
-fn describe_owner(j: &UndoJournal) -> String {
-    let s = j.state();
-    match s.owner.liveness() {
-        Liveness::Alive | Liveness::ThisProcess => format!(
-            "written by a trial that is still running ({}): do not restore while it runs",
-            s.owner
-        ),
-        Liveness::Unknown => format!(
-            "written on another host ({}): make sure that trial has ended before restoring",
-            s.owner
-        ),
-        Liveness::Gone => format!(
-            "written by a trial that ended without restoring ({}): run `{}`",
-            s.owner, s.restore_command
-        ),
+/// Something holding groups changed: a journal of this machine, the lock on AWS, or both (the
+/// same campaign's).
+struct Hold {
+    /// The journal to restore from: this machine's, else one made of the lock's tags.
+    journal: UndoJournal,
+    /// Its lock on the groups, if it still has one.
+    lock: Option<HeldLock>,
+}
+
+/// Pairs every lock on the groups with this machine's journal of the same campaign, if any;
+/// journals without a lock (older ones, or a lock already released) come after.
+fn holds(
+    target: &JournalTarget,
+    mut pending: Vec<UndoJournal>,
+    locks: Vec<HeldLock>,
+    command: &str,
+) -> Vec<Hold> {
+    let mut out = Vec::new();
+    for lock in locks {
+        let mine = pending
+            .iter()
+            .position(|j| j.state().lock_id == lock.claim.id);
+        let journal = match mine {
+            Some(i) => pending.remove(i),
+            None => UndoJournal::of_lock(target.clone(), &lock, command.to_string()),
+        };
+        out.push(Hold {
+            journal,
+            lock: Some(lock),
+        });
+    }
+    out.extend(pending.into_iter().map(|journal| Hold {
+        journal,
+        lock: None,
+    }));
+    out
+}
+
+impl Hold {
+    /// Whether restoring is safe: the holder's liveness, and for a lock on another host, its
+    /// lease. (`None`: safe.)
+    fn refusal(&self) -> Option<String> {
+        let s = self.journal.state();
+        let owner = match &self.lock {
+            Some(l) => &l.claim.owner,
+            None => &s.owner,
+        };
+        match owner.liveness() {
+            Liveness::Gone => None,
+            Liveness::Alive | Liveness::ThisProcess => Some(format!(
+                "held by a campaign that is still running ({owner}): do not restore while it runs"
+            )),
+            Liveness::Unknown => Some(match &self.lock {
+                Some(l) if l.claim.expired() => format!(
+                    "held by a campaign on another host ({owner}); {}: restore its originals and break the lock with --force once you are sure it has ended",
+                    l.claim.lease_text()
+                ),
+                Some(l) => format!(
+                    "held by a campaign on another host ({owner}; {}): make sure it has ended before restoring",
+                    l.claim.lease_text()
+                ),
+                None => format!(
+                    "written on another host ({owner}): make sure that campaign has ended before restoring"
+                ),
+            }),
+        }
+    }
+
+    /// What it holds and what to do, for `status`.
+    fn describe(&self, command: &str) -> String {
+        let s = self.journal.state();
+        let groups = s
+            .original
+            .iter()
+            .map(|o| format!("{} {} {} {}", o.name, o.min, o.max, o.desired))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut text = format!("\nPENDING restore of {}\n", s.target);
+        match &self.lock {
+            Some(l) => text.push_str(&format!(
+                "  locked by {} ({})\n",
+                l.claim.owner,
+                l.claim.lease_text()
+            )),
+            None => text.push_str(&format!("  journal of {}\n", s.owner)),
+        }
+        text.push_str(&format!(
+            "  originals: {groups}\n  results: {}\n",
+            s.results_dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default()
+        ));
+        text.push_str(&match self.refusal() {
+            None => format!("  ended without restoring: run `{command}`"),
+            Some(why) => format!("  {why} (then `{command} --force`)"),
+        });
+        text
     }
 }
 
-async fn status(
-    scaler: &AwsScaler,
-    env: &trial::Environment,
-    pending: Vec<UndoJournal>,
-) -> Result<i32> {
+async fn status(scaler: &AwsScaler, env: &trial::Environment, holds: &[Hold]) -> Result<i32> {
     crate::outln!(
-        "{:<24} {:>5} {:>5} {:>8}   journal (original)",
+        "{:<24} {:>5} {:>5} {:>8}   original (held)",
         "asg",
         "min",
         "max",
         "desired"
     );
     for svc in services_of(env) {
-        let orig = pending
+        let orig = holds
             .iter()
-            .flat_map(|j| j.state().original.iter())
+            .flat_map(|h| h.journal.state().original.iter())
             .find(|o| o.name == svc.asg);
         let note = orig
             .map(|o| format!("{} {} {}", o.min, o.max, o.desired))
@@ -132,59 +221,54 @@ async fn status(
             crate::outln!("  (and {} terminated)", gone.len());
         }
     }
-    if pending.is_empty() {
+    if holds.is_empty() {
         return Ok(exit::OK);
     }
-    for j in &pending {
-        let s = j.state();
-        crate::outln!(
-            "\nPENDING journal for {}\n  {}\n  results: {}",
-            s.target,
-            describe_owner(j),
-            s.results_dir
-                .as_ref()
-                .map(|d| d.display().to_string())
-                .unwrap_or_default()
-        );
+    for h in holds {
+        crate::outln!("{}", h.describe(&h.journal.state().restore_command));
     }
     Ok(exit::CHECKS_FAILED)
 }
 
-async fn restore(
-    scaler: &AwsScaler,
-    pending: Vec<UndoJournal>,
-    force: bool,
-    forget: bool,
-) -> Result<i32> {
-    if pending.is_empty() {
-        crate::outln!("nothing to restore: no pending journal for these auto-scaling groups");
+async fn restore(scaler: &AwsScaler, holds: Vec<Hold>, force: bool, forget: bool) -> Result<i32> {
+    if holds.is_empty() {
+        crate::outln!(
+            "nothing to restore: no lock and no pending journal on these auto-scaling groups"
+        );
         return Ok(exit::OK);
     }
     let mut code = exit::OK;
-    for mut j in pending {
-        let live = j.state().owner.liveness();
-        if matches!(live, Liveness::Alive | Liveness::Unknown) {
+    for mut h in holds {
+        if let Some(why) = h.refusal() {
             if !force {
                 return Err(Error::Usage(format!(
-                    "refusing: the journal for {} was {}; pass --force to restore anyway",
-                    j.state().target,
-                    describe_owner(&j)
+                    "refusing: {} are {why}; pass --force to restore anyway",
+                    h.journal.state().target
                 )));
             }
             crate::terminal::say(&format!(
                 "warning: --force: {} will find its groups restored under it",
-                j.state().owner
+                h.journal.state().owner
             ));
         }
         if forget {
-            j.forget("dropped with `infra restore --forget`")?;
+            if h.journal.pending() {
+                h.journal.forget("dropped with `infra restore --forget`")?;
+            }
+            release(scaler, &h).await;
             crate::outln!(
                 "forgot the journal for {} (nothing restored)",
-                j.state().target
+                h.journal.state().target
             );
             continue;
         }
-        let report = j.restore(scaler as &dyn Scaler, restore_budget()).await;
+        let report = if h.journal.pending() {
+            h.journal
+                .restore(scaler as &dyn Scaler, restore_budget())
+                .await
+        } else {
+            RestoreReport::default()
+        };
         for o in &report.restored {
             crate::outln!(
                 "restored {:<24} min {} max {} desired {}",
@@ -194,10 +278,33 @@ async fn restore(
                 o.desired
             );
         }
-        if !report.complete() {
-            crate::terminal::say(&j.failure_message(&report));
+        for (o, who) in &report.held_by_others {
+            crate::outln!("not restored {:<24} {who}", o.name);
+        }
+        if report.complete() {
+            release(scaler, &h).await;
+        } else {
+            crate::terminal::say(&h.journal.failure_message(&report));
             code = exit::INFRA;
         }
     }
     Ok(code)
+}
+
+/// Removes a hold's lock from its groups, saying so.
+async fn release(scaler: &AwsScaler, h: &Hold) {
+    let Some(lock) = &h.lock else { return };
+    let groups: Vec<String> = lock.groups.iter().map(|(g, _)| g.clone()).collect();
+    let by = tokio::time::Instant::now() + restore_budget();
+    match scaler.unlock(&lock.claim.id, &groups, by).await {
+        Ok(()) => crate::outln!(
+            "released the lock of {} on {}",
+            lock.claim.owner,
+            groups.join(", ")
+        ),
+        Err(e) => crate::terminal::say(&format!(
+            "warning: the lock on {} could not be removed: {e}",
+            groups.join(", ")
+        )),
+    }
 }

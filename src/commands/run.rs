@@ -20,9 +20,14 @@ pub struct Args {
     /// Results directory (default results/<trial>-<UTC time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue the campaign in this results directory: completed runs are kept.
+    /// Continue the campaign in this results directory: completed runs are kept. Refused while
+    /// the campaign still runs.
     #[arg(long, conflicts_with = "out")]
     pub resume: Option<PathBuf>,
+    /// With --resume: take the campaign over from a process on another host whose lease on the
+    /// deployment still runs (only once you know it has ended).
+    #[arg(long, requires = "resume")]
+    pub force: bool,
     /// Do not ask before clearing stores.
     #[arg(long)]
     pub yes: bool,
@@ -119,8 +124,13 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
     let interrupts = Interrupts::default();
     let ran = runtime().block_on(async {
         signals::watch(&interrupts);
-        // Inputs and secrets are checked, and the account guard passed, before anything changes.
-        let providers = setup::providers_for(&t, &global.setup()).await?;
+        // Inputs and secrets are checked, and the account guard passed, before anything changes;
+        // a stop request ends the wait at once (an AWS endpoint may not be answering).
+        let options = global.setup();
+        let providers = tokio::select! {
+            p = setup::providers_for(&t, &options) => p?,
+            _ = interrupts.soft.cancelled() => return Err(Error::Interrupted),
+        };
         if t.spec.stores.clear != ClearPolicy::Never {
             confirm(
                 &format!(
@@ -136,7 +146,12 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
         }
         let dir = results_dir(&args, &t)?;
         crate::terminal::say(&format!("results: {}", dir.root.display()));
-        let outcome = exec::execute(&t, &p, &providers, &dir, &interrupts).await;
+        let takeover = if args.force {
+            exec::Takeover::Forced
+        } else {
+            exec::Takeover::WhenGone
+        };
+        let outcome = exec::execute_with(&t, &p, &providers, &dir, &interrupts, takeover).await;
         Ok::<_, Error>((dir, outcome))
     });
     let (dir, outcome) = match ran {

@@ -6,8 +6,9 @@
 //! deployment and group names), never by an environment's name: two copies of the same
 //! environment template must not restore each other's deployments. It names its owner (host,
 //! pid, process start) so that `infra restore` can refuse to un-pin a trial that is still
-//! running. Every path in it is absolute, so a restore from any directory updates the right
-//! results directory.
+//! running, and the id of the campaign's lock on the deployment (its claim on the groups, which
+//! carries the same originals for operators on other hosts). Every path in it is absolute, so a
+//! restore from any directory updates the right results directory.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,92 +16,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use crate::owner::{hostname, Liveness, Owner};
 pub use crate::provider::JournalTarget;
-use crate::provider::{AsgSettings, Scaler};
+use crate::provider::{AsgSettings, HeldLock, Restored, Scaler};
 use crate::results;
 use crate::results::absolute;
-
-/// The process that wrote a journal.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Owner {
-    /// Host name.
-    pub host: String,
-    /// Process id.
-    pub pid: u32,
-    /// When it started (Unix seconds).
-    pub started_unix: f64,
-    /// The kernel's start time of the process (clock ticks since boot), to tell a reused pid.
-    #[serde(default)]
-    pub proc_start: Option<u64>,
-}
-
-/// Whether a journal's owner still runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Liveness {
-    /// The owner is this process.
-    ThisProcess,
-    /// The owner runs on this host.
-    Alive,
-    /// The owner is gone.
-    Gone,
-    /// The owner ran on another host: cannot tell.
-    Unknown,
-}
-
-/// This machine's host name.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
-/// Field 22 of `/proc/<pid>/stat`: the process's start time in clock ticks since boot.
-fn proc_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-impl Owner {
-    /// This process.
-    pub fn current() -> Owner {
-        let pid = std::process::id();
-        Owner {
-            host: hostname(),
-            pid,
-            started_unix: crate::results::unix_now(),
-            proc_start: proc_start(pid),
-        }
-    }
-
-    /// Whether the owner still runs.
-    pub fn liveness(&self) -> Liveness {
-        if self.host != hostname() {
-            return Liveness::Unknown;
-        }
-        if self.pid == std::process::id() && self.proc_start == proc_start(self.pid) {
-            return Liveness::ThisProcess;
-        }
-        // SAFETY: signal 0 only checks that the process exists.
-        let exists = unsafe { libc::kill(self.pid as i32, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        match (exists, self.proc_start) {
-            (false, _) => Liveness::Gone,
-            (true, Some(t)) if proc_start(self.pid) != Some(t) => Liveness::Gone,
-            (true, _) => Liveness::Alive,
-        }
-    }
-}
-
-impl std::fmt::Display for Owner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let since = chrono::DateTime::from_timestamp(self.started_unix as i64, 0)
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_default();
-        write!(f, "pid {} on {} since {since}", self.pid, self.host)
-    }
-}
 
 /// What the journal holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -127,6 +47,10 @@ pub struct JournalState {
     /// Set when the user dropped the journal without restoring (`infra restore --forget`).
     #[serde(default)]
     pub forgotten: Option<String>,
+    /// The id of the campaign's claim on the groups (the deployment lock), the same across its
+    /// resumes (empty in journals written before there was one).
+    #[serde(default)]
+    pub lock_id: String,
 }
 
 /// The journal and where it is kept.
@@ -206,6 +130,8 @@ pub struct RestoreReport {
     pub failed: Vec<(AsgSettings, String)>,
     /// Groups that no longer exist.
     pub missing: Vec<AsgSettings>,
+    /// Groups another campaign holds now, left as they are, with who holds them.
+    pub held_by_others: Vec<(AsgSettings, String)>,
 }
 
 impl RestoreReport {
@@ -237,9 +163,27 @@ impl UndoJournal {
                 results_dir,
                 owner: Owner::current(),
                 restore_command,
+                lock_id: crate::provider::LockClaim::new_id(),
                 ..Default::default()
             },
             files,
+        }
+    }
+
+    /// A journal in memory (never written) of a lock found on the groups: what an operator on
+    /// another host, or whose state folder has no journal, restores from.
+    pub fn of_lock(target: JournalTarget, lock: &HeldLock, restore_command: String) -> UndoJournal {
+        UndoJournal {
+            state: JournalState {
+                target,
+                results_dir: lock.claim.results_dir.as_ref().map(PathBuf::from),
+                owner: lock.claim.owner.clone(),
+                restore_command,
+                original: lock.groups.iter().filter_map(|(_, o)| o.clone()).collect(),
+                lock_id: lock.claim.id.clone(),
+                ..Default::default()
+            },
+            files: Vec::new(),
         }
     }
 
@@ -253,6 +197,9 @@ impl UndoJournal {
         let mut state: JournalState = results::read_json(&file)?;
         state.owner = Owner::current();
         state.results_dir = Some(absolute(results_dir));
+        if state.lock_id.is_empty() {
+            state.lock_id = crate::provider::LockClaim::new_id();
+        }
         let files = vec![file, state_file(&state.target)];
         Ok(Some(UndoJournal { state, files }))
     }
@@ -338,17 +285,26 @@ impl UndoJournal {
         Ok(())
     }
 
-    /// Puts every ASG back, within `budget`; tries all even if one fails; idempotent. The
-    /// journal is closed only when every group is back.
+    /// Puts every ASG back, all at once, each trying until the budget is spent (throttling and
+    /// transient failures are tried again); idempotent. A group another campaign holds now is
+    /// left to it. The journal is closed only when every group is back.
     pub async fn restore(&mut self, scaler: &dyn Scaler, budget: Duration) -> RestoreReport {
         let mut report = RestoreReport::default();
         if !self.pending() {
             return report;
         }
         let deadline = tokio::time::Instant::now() + budget;
-        for original in &self.state.original {
-            match tokio::time::timeout_at(deadline, scaler.restore(original)).await {
-                Ok(Ok(())) => report.restored.push(original.clone()),
+        let lock = Some(self.state.lock_id.as_str()).filter(|id| !id.is_empty());
+        let outcomes = futures::future::join_all(self.state.original.iter().map(|original| {
+            tokio::time::timeout_at(deadline, scaler.restore(original, lock, deadline))
+        }))
+        .await;
+        for (original, outcome) in self.state.original.iter().zip(outcomes) {
+            match outcome {
+                Ok(Ok(Restored::Done)) => report.restored.push(original.clone()),
+                Ok(Ok(Restored::HeldByAnother(who))) => {
+                    report.held_by_others.push((original.clone(), who))
+                }
                 Ok(Err(Error::Missing(_))) => report.missing.push(original.clone()),
                 Ok(Err(e)) => report.failed.push((original.clone(), e.to_string())),
                 Err(_) => report.failed.push((
@@ -436,25 +392,5 @@ mod tests {
         let elsewhere = target("http://127.0.0.1:5001", "alpha");
         assert!(!a.overlaps(&elsewhere), "another endpoint is another world");
         assert_eq!(a.groups, ["alpha-prov-asg", "alpha-verif-asg"], "sorted");
-    }
-
-    #[test]
-    fn this_process_is_alive_and_a_dead_pid_is_gone() {
-        let me = Owner::current();
-        assert_eq!(me.liveness(), Liveness::ThisProcess);
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        child.wait().unwrap();
-        let gone = Owner {
-            pid,
-            proc_start: Some(1),
-            ..Owner::current()
-        };
-        assert_eq!(gone.liveness(), Liveness::Gone);
-        let elsewhere = Owner {
-            host: "another-host".into(),
-            ..Owner::current()
-        };
-        assert_eq!(elsewhere.liveness(), Liveness::Unknown);
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::background::Background;
 use crate::error::Result;
 use crate::provider::{MetricsSource, Scaler};
 use crate::results::{self, unix_now, ResultsDir, RunSummary};
@@ -116,31 +117,19 @@ pub async fn settle(
 
 /// Samples the infrastructure (instances, lifecycle, target health) into `infra.jsonl` while a
 /// run goes; each row is stamped with the moment its calls began.
-pub struct InfraSampler {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
+pub struct InfraSampler(Background);
 
 impl InfraSampler {
     /// Starts sampling every `every`.
     pub fn start(scaler: Arc<dyn Scaler>, every: Duration, path: PathBuf) -> InfraSampler {
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let task = tokio::spawn(async move { sample(scaler, every, &path, token).await });
-        InfraSampler { stop, task }
+        InfraSampler(Background::spawn(move |stop| async move {
+            sample(scaler, every, &path, stop).await
+        }))
     }
 
-    /// Stops it; a call in flight is abandoned after two seconds (a frozen endpoint must not
-    /// hold the campaign: the restore comes first).
+    /// Stops it; a call in flight is abandoned after two seconds.
     pub async fn stop(self) {
-        self.stop.cancel();
-        let abort = self.task.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(2), self.task)
-            .await
-            .is_err()
-        {
-            abort.abort();
-        }
+        self.0.stop().await
     }
 }
 

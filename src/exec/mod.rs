@@ -1,6 +1,11 @@
 //! The step executor: runs a [`Plan`] through the [`Providers`], writing results as it goes.
 //!
 //! Invariants:
+//! * one campaign per results directory at a time (an exclusive lock on it for the campaign's
+//!   lifetime);
+//! * the deployment lock (the campaign's claim on the groups it changes, on AWS) is taken before
+//!   the first change and refuses a deployment another campaign holds; it is released after the
+//!   groups are back;
 //! * the undo journal is on disk before the first infrastructure change;
 //! * infrastructure is restored on every way out (end, error, a panic, a stop request), within
 //!   [`restore_budget`] of the moment the steps stop, and a failed restore is said loudly;
@@ -10,7 +15,9 @@
 //!   its users and writes its files first; nothing talks to AWS before the restore;
 //! * a cloud-metrics failure never aborts a campaign: it is recorded and the results are partial.
 
+pub mod background;
 pub mod journal;
+pub mod lease;
 pub mod ledger;
 pub mod metrics;
 pub mod preflight;
@@ -18,17 +25,21 @@ pub mod signals;
 
 use std::collections::{BTreeMap, HashSet};
 use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+pub use crate::provider::Takeover;
 use crate::provider::{Providers, StoreCounts};
 pub use crate::results::StoreSnapshot;
 use crate::results::{self, unix_now, ResultsDir, RunSummary};
 use crate::trial::{LoadPhase, Plan, Step, Trial};
-use journal::UndoJournal;
+use journal::{RestoreReport, UndoJournal};
+use lease::Heartbeat;
 use ledger::Ledger;
 pub use signals::Interrupts;
 
@@ -125,6 +136,14 @@ struct Campaign<'a> {
     providers: &'a Providers,
     dir: &'a ResultsDir,
     interrupts: &'a Interrupts,
+    /// The first stop request, or the deployment lock broken under the campaign.
+    stop: CancellationToken,
+    /// Why the lock was lost, when it was.
+    lock_lost: Arc<Mutex<Option<String>>>,
+    takeover: Takeover,
+    /// True while this campaign's claim is on the groups.
+    locked: bool,
+    heartbeat: Option<Heartbeat>,
     journal: Option<UndoJournal>,
     ledger: Ledger,
     outcome: Outcome,
@@ -135,30 +154,67 @@ struct Campaign<'a> {
 }
 
 /// The journal of this campaign: the one its results directory holds (resume: the originals
-/// recorded before the first change, whatever the groups look like now), else a new one.
-/// Refuses when another journal over the same groups is pending.
+/// recorded before the first change, whatever the groups look like now), else a new one; and
+/// whether it was resumed. Refuses when another journal over the same groups is pending.
 fn open_journal(
     trial: &Trial,
     providers: &Providers,
     dir: &ResultsDir,
-) -> Result<Option<UndoJournal>> {
+) -> Result<(Option<UndoJournal>, bool)> {
     let Some(target) = &providers.journal_target else {
-        return Ok(None);
+        return Ok((None, false));
     };
     journal::refuse_others(target, Some(&dir.root))?;
-    Ok(Some(match UndoJournal::resume(&dir.root)? {
-        Some(j) => j,
-        None => UndoJournal::begin(
-            target.clone(),
-            &trial.env.spec.name,
-            &trial.env.file,
-            Some(&dir.root),
-            journal::restore_command(&trial.env, target),
+    Ok(match UndoJournal::resume(&dir.root)? {
+        Some(j) => (Some(j), true),
+        None => (
+            Some(UndoJournal::begin(
+                target.clone(),
+                &trial.env.spec.name,
+                &trial.env.file,
+                Some(&dir.root),
+                journal::restore_command(&trial.env, target),
+            )),
+            false,
         ),
-    }))
+    })
 }
 
-/// Runs a plan in `dir`; a directory that holds a ledger is resumed.
+/// A resumed campaign whose earlier process still holds its claim on the deployment (on
+/// another host: on this one the results directory's lock already said so) is refused with the
+/// owner named, unless `--force` says it has ended. Reads only.
+async fn refuse_live_owner(
+    providers: &Providers,
+    journal: &UndoJournal,
+    takeover: Takeover,
+    interrupts: &Interrupts,
+) -> Result<()> {
+    let Some(scaler) = &providers.scaler else {
+        return Ok(());
+    };
+    let held = tokio::select! {
+        h = scaler.held() => h?,
+        _ = interrupts.soft.cancelled() => return Err(Error::Interrupted),
+    };
+    let me = lease::claim_of(journal.state());
+    for h in held.iter().filter(|h| h.claim.id == me.id) {
+        if let Some(why) = h.claim.blocks(&me, takeover) {
+            return Err(Error::Usage(format!(
+                "refusing to resume {}: {why}",
+                journal
+                    .state()
+                    .results_dir
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs a plan in `dir`; a directory that holds a ledger is resumed (its earlier process must
+/// be gone: see [`execute_with`]).
 pub async fn execute(
     trial: &Trial,
     plan: &Plan,
@@ -166,8 +222,26 @@ pub async fn execute(
     dir: &ResultsDir,
     interrupts: &Interrupts,
 ) -> Result<Outcome> {
+    execute_with(trial, plan, providers, dir, interrupts, Takeover::WhenGone).await
+}
+
+/// [`execute`], taking a resumed campaign's claim on the deployment over as `takeover` says
+/// (`--force`: from a process on another host whose lease still runs).
+pub async fn execute_with(
+    trial: &Trial,
+    plan: &Plan,
+    providers: &Providers,
+    dir: &ResultsDir,
+    interrupts: &Interrupts,
+    takeover: Takeover,
+) -> Result<Outcome> {
+    // Before anything is read or written: one process per results directory.
+    let _held = dir.lock()?;
     check_same_campaign(trial, dir)?;
-    let journal = open_journal(trial, providers, dir)?;
+    let (journal, resumed) = open_journal(trial, providers, dir)?;
+    if let (Some(j), true) = (&journal, resumed) {
+        refuse_live_owner(providers, j, takeover, interrupts).await?;
+    }
     let ledger = Ledger::open(&dir.root)?;
     let unfinished = plan
         .load_phases()
@@ -180,6 +254,11 @@ pub async fn execute(
         providers,
         dir,
         interrupts,
+        stop: interrupts.soft.child_token(),
+        lock_lost: Default::default(),
+        takeover,
+        locked: false,
+        heartbeat: None,
         journal,
         ledger,
         outcome: Outcome::default(),
@@ -254,11 +333,20 @@ fn load_key(plan: &Plan, run_id: &str) -> String {
 }
 
 impl Campaign<'_> {
+    /// Why the steps stopped early: the deployment lock lost under the campaign, else a stop
+    /// request.
+    fn stopped(&self) -> Error {
+        match self.lock_lost.lock().expect("lost lock").clone() {
+            Some(why) if !self.interrupts.soft.is_cancelled() => Error::Infra(why),
+            _ => Error::Interrupted,
+        }
+    }
+
     async fn steps(&mut self) -> Result<()> {
         let total = self.plan.steps.len();
         for (index, planned) in self.plan.steps.iter().enumerate() {
-            if self.interrupts.soft.is_cancelled() {
-                return Err(Error::Interrupted);
+            if self.stop.is_cancelled() {
+                return Err(self.stopped());
             }
             let step = &planned.step;
             let key = step_key(index, step);
@@ -271,13 +359,13 @@ impl Campaign<'_> {
             // A stop request abandons AWS calls and waits at once; a load run stops itself
             // (users first, then its files); the restore only stops for the second.
             let stop = if step.abandoned_on_stop() {
-                self.interrupts.soft.clone()
+                self.stop.clone()
             } else {
                 self.interrupts.hard.clone()
             };
             let note = tokio::select! {
                 biased;
-                _ = stop.cancelled() => return Err(Error::Interrupted),
+                _ = stop.cancelled() => return Err(self.stopped()),
                 r = self.step(step) => r?,
             };
             self.ledger.record(&key, &step.to_string(), note)?;
@@ -340,13 +428,35 @@ impl Campaign<'_> {
                 self.extra.insert("preflight".into(), json!(found));
             }
             Step::SnapshotInfra { services } => {
-                let settings = Self::need(&p.scaler, "auto-scaling")?
-                    .snapshot(services)
-                    .await?;
-                self.extra.insert("infra_before".into(), json!(settings));
+                let scaler = Self::need(&p.scaler, "auto-scaling")?;
                 let journal = self.journal.as_mut().ok_or_else(|| {
                     Error::Infra("no undo journal for a trial that changes infrastructure".into())
                 })?;
+                // The claim on the groups first: their settings are read in the same look that
+                // finds them free (a group another campaign pinned is refused, never taken for
+                // an original).
+                let claim = lease::claim_of(journal.state());
+                let settings = scaler
+                    .lock(services, &claim, self.takeover)
+                    .await
+                    .map_err(|e| match e {
+                        Error::Usage(why) => {
+                            let restore = &journal.state().restore_command;
+                            Error::Usage(format!(
+                                "{why}\nWho holds what: `{}`. Once a holder has ended, `{restore}` puts its groups back and releases them (with --force for one on another host or whose lease expired).",
+                                restore.replacen("infra restore", "infra status", 1)
+                            ))
+                        }
+                        e => e,
+                    })?;
+                self.locked = true;
+                self.heartbeat = Some(Heartbeat::start(
+                    p.scaler.clone().expect("checked above"),
+                    claim,
+                    self.stop.clone(),
+                    self.lock_lost.clone(),
+                ));
+                self.extra.insert("infra_before".into(), json!(settings));
                 // On a resume the journal already holds the originals: `record` keeps them.
                 journal.record(settings)?;
                 self.extra
@@ -365,7 +475,7 @@ impl Campaign<'_> {
             }
             Step::WaitReady { services, timeout } => {
                 let report = Self::need(&p.scaler, "auto-scaling")?
-                    .wait_ready(services, *timeout, &self.interrupts.soft)
+                    .wait_ready(services, *timeout, &self.stop)
                     .await?;
                 self.extra.insert("ready".into(), json!(report));
             }
@@ -395,11 +505,14 @@ impl Campaign<'_> {
                 }
             }
             Step::RestoreInfra => {
-                if let (Some(scaler), Some(journal)) = (&p.scaler, self.journal.as_mut()) {
-                    let report = journal.restore(scaler.as_ref(), restore_budget()).await;
+                if let Some(report) = self.restore_groups().await {
                     if !report.complete() {
+                        let journal = self.journal.as_ref().expect("a restore had a journal");
                         return Err(Error::Infra(journal.failure_message(&report)));
                     }
+                    say_restored(&report);
+                }
+                if let (Some(scaler), Some(_)) = (&p.scaler, &self.journal) {
                     let services: Vec<_> = self.trial.capacities.iter().map(|(r, _)| *r).collect();
                     let after = scaler.snapshot(&services).await?;
                     self.extra.insert("infra_after".into(), json!(after));
@@ -475,7 +588,7 @@ impl Campaign<'_> {
                 .unwrap_or(Duration::from_secs(5));
             metrics::InfraSampler::start(scaler, every, run_dir.join("infra.jsonl"))
         });
-        let result = p.load.run(phase, &run_dir, &self.interrupts.soft).await;
+        let result = p.load.run(phase, &run_dir, &self.stop).await;
         if let Some(s) = sampler {
             s.stop().await;
         }
@@ -483,7 +596,7 @@ impl Campaign<'_> {
         self.last_run = Some(phase.run_id.clone());
         self.outcome.runs.push(summary.clone());
         if summary.interrupted {
-            return Err(Error::Interrupted);
+            return Err(self.stopped());
         }
         if let Some(scaler) = &p.scaler {
             let window = scaler.spin_up_timeline(
@@ -502,35 +615,79 @@ impl Campaign<'_> {
         Ok(())
     }
 
-    /// The restore after the steps stopped, whatever the reason; bounded by
-    /// [`restore_budget`]. Returns the loud message when groups are left changed.
-    async fn restore_on_the_way_out(&mut self) -> Option<String> {
+    /// Stops renewing the lease, puts the journalled groups back (when something is pending)
+    /// within [`restore_budget`], and releases the deployment lock once nothing of this
+    /// campaign is left changed. `None` when there was nothing to restore.
+    async fn restore_groups(&mut self) -> Option<RestoreReport> {
+        if let Some(h) = self.heartbeat.take() {
+            h.stop().await;
+        }
         let (Some(scaler), Some(journal)) = (&self.providers.scaler, self.journal.as_mut()) else {
             return None;
         };
-        if !journal.pending() {
-            return None;
+        let budget = restore_budget();
+        let deadline = tokio::time::Instant::now() + budget;
+        let report = if journal.pending() {
+            let started = std::time::Instant::now();
+            let report = journal.restore(scaler.as_ref(), budget).await;
+            self.extra
+                .insert("restore_s".into(), json!(started.elapsed().as_secs_f64()));
+            Some(report)
+        } else {
+            None
+        };
+        if self.locked && report.as_ref().is_none_or(RestoreReport::complete) {
+            let state = journal.state();
+            let by = deadline.max(tokio::time::Instant::now() + Duration::from_secs(10));
+            match scaler.unlock(&state.lock_id, &state.target.groups, by).await {
+                Ok(()) => self.locked = false,
+                Err(e) => crate::terminal::say(&format!(
+                    "warning: the lock on {} could not be removed ({e}); it expires within {} (`{} --force` removes it sooner)",
+                    state.target.groups.join(", "),
+                    humantime::format_duration(lease::lease()),
+                    state.restore_command
+                )),
+            }
         }
-        crate::terminal::say("restoring the auto-scaling groups…");
-        let report = journal.restore(scaler.as_ref(), restore_budget()).await;
+        report
+    }
+
+    /// The restore after the steps stopped, whatever the reason; bounded by
+    /// [`restore_budget`]. Returns the loud message when groups are left changed.
+    async fn restore_on_the_way_out(&mut self) -> Option<String> {
+        let pending = self.journal.as_ref().is_some_and(UndoJournal::pending);
+        if pending {
+            crate::terminal::say("restoring the auto-scaling groups…");
+        }
+        let report = self.restore_groups().await?;
         self.extra.insert(
             "restore".into(),
             json!({
                 "restored": report.restored,
                 "failed": report.failed.iter().map(|(s, why)| json!({"group": s, "why": why})).collect::<Vec<_>>(),
                 "missing": report.missing,
+                "held_by_others": report.held_by_others.iter().map(|(s, who)| json!({"group": s, "holder": who})).collect::<Vec<_>>(),
             }),
         );
         if report.complete() {
-            for o in &report.restored {
-                crate::terminal::say(&format!(
-                    "restored {} to min {} max {} desired {}",
-                    o.name, o.min, o.max, o.desired
-                ));
-            }
+            say_restored(&report);
             None
         } else {
+            let journal = self.journal.as_ref().expect("a restore had a journal");
             Some(journal.failure_message(&report))
         }
+    }
+}
+
+/// One line per group a restore put back or left to another campaign.
+fn say_restored(report: &RestoreReport) {
+    for o in &report.restored {
+        crate::terminal::say(&format!(
+            "restored {} to min {} max {} desired {}",
+            o.name, o.min, o.max, o.desired
+        ));
+    }
+    for (o, who) in &report.held_by_others {
+        crate::terminal::say(&format!("not restored {}: {who}", o.name));
     }
 }

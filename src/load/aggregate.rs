@@ -162,6 +162,8 @@ pub struct SecondView {
     pub failures: u64,
     /// Requests that could not connect.
     pub refused: u64,
+    /// Requests that got no answer within the request timeout.
+    pub timed_out: u64,
     /// Failures so far.
     pub total_failures: u64,
     /// Per request endpoint: (short name, requests, p95 ms, failures) in this second.
@@ -334,6 +336,7 @@ impl Aggregator {
             view.requests += cell.count();
             view.failures += cell.failures();
             view.refused += cell.refused;
+            view.timed_out += cell.timed_out;
             view.total_failures += self.locust[i].failures();
             let short = ep.name.rsplit('/').next().unwrap_or(&ep.name);
             let p95 = if cell.ok.is_empty() {
@@ -414,6 +417,7 @@ impl Aggregator {
                     failures: drain.failures(),
                     seconds: drain_s,
                 },
+                timed_out: w.timed_out + drain.timed_out,
                 // Corrected latency covers the whole window: the arrivals dropped at the deadline
                 // are in it, as late as they were at least.
                 corrected: w

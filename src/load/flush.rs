@@ -1,6 +1,6 @@
 //! The flusher: on the caller's runtime, once each UTC second is over (plus a grace for late
 //! samples), it writes that second's rows, shows progress, writes the generator's own row, and
-//! stops the run when the target looks dead.
+//! stops the run when the target looks dead (refusing or not answering).
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use super::generator::GeneratorSeconds;
 use super::pool::EnginePool;
 use super::progress::show;
 use super::recorder::Recorder;
-use super::watch::{dead_target_message, DeadTargetWatch};
+use super::watch::{self, DeadTargetWatch, NoAnswer};
 use crate::results::unix_now;
 use crate::trial::LoadPhase;
 
@@ -36,6 +36,8 @@ pub(super) struct FlushCtx {
     pub phase: LoadPhase,
     /// Set to why, when the target looked dead.
     pub dead: Arc<Mutex<Option<String>>>,
+    /// The target's addresses, for the dead-target message.
+    pub addresses: Vec<String>,
     /// The engine's threads.
     pub pool: Arc<EnginePool>,
     /// `generator.csv`.
@@ -76,8 +78,10 @@ pub(super) async fn flush_loop(f: FlushCtx) {
             .lock()
             .expect("generator lock")
             .second(view.unix, &f.pool);
-        if watch.observe(view.requests, view.refused) {
-            *f.dead.lock().expect("dead lock") = Some(dead_target_message(&f.rec));
+        if watch.observe(view.requests, view.refused + view.timed_out) {
+            let (no, refused_at) = watch::no_answer(&f.rec);
+            let no = NoAnswer { waiting: 0, ..no };
+            *f.dead.lock().expect("dead lock") = Some(watch::message(no, refused_at, &f.addresses));
             f.stop.cancel();
             break;
         }

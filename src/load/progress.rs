@@ -92,6 +92,7 @@ mod tests {
             requests: 123_456,
             failures: 7,
             refused: 0,
+            timed_out: 0,
             total_failures: 9_876_543,
             endpoints: vec![("x".into(), 1, 12_345.6, 0), ("y".into(), 1, 3.0, 0)],
         };

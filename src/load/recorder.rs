@@ -134,6 +134,9 @@ struct Shard {
     slots: Vec<(Slot, Vec<Cell>)>,
     /// Virtual users started minus stopped, per slot of when it happened.
     users: Vec<(Slot, i64)>,
+    /// Requests sent minus those over (answered, refused or timed out); a send and its end may
+    /// land in different shards: only the sum means much.
+    in_flight: i64,
     failures: HashMap<(usize, FailureClass, String), u64>,
 }
 
@@ -274,6 +277,26 @@ impl Recorder {
         sum
     }
 
+    /// A request is sent.
+    pub fn note_sent(&self) {
+        self.shard().lock().expect("recorder lock").in_flight += 1;
+    }
+
+    /// A request sent is over: answered, refused or timed out.
+    pub fn note_over(&self) {
+        self.shard().lock().expect("recorder lock").in_flight -= 1;
+    }
+
+    /// Requests sent and not over: at the end of a run, those abandoned when it stopped.
+    pub fn in_flight(&self) -> u64 {
+        let n: i64 = self
+            .shards
+            .iter()
+            .map(|s| s.lock().expect("recorder lock").in_flight)
+            .sum();
+        n.max(0) as u64
+    }
+
     /// Records a finished request or task.
     pub fn record(&self, ep: EndpointId, s: Sample) {
         let slot = self.slot(s.end);
@@ -293,8 +316,10 @@ impl Recorder {
         let n = self.endpoints.len();
         let cell = &mut Self::cells_for(&mut shard, slot, n)[ep.0];
         add(cell, &Sample { ok: false, ..s });
-        if class == FailureClass::Connect {
-            cell.refused += 1;
+        match class {
+            FailureClass::Connect => cell.refused += 1,
+            FailureClass::Timeout => cell.timed_out += 1,
+            _ => {}
         }
         *shard.failures.entry((ep.0, class, msg)).or_default() += 1;
     }

@@ -21,8 +21,9 @@ use super::pool::EnginePool;
 use super::recorder::{Clock, Kind, Recorder};
 use super::shared::Shared;
 use super::users::{closed_model, join_workers, open_model};
+use super::watch::{self, DeadTargetWatch};
 use crate::error::{Error, Result};
-use crate::results::{self, unix_now, Arrivals, RunSummary};
+use crate::results::{self, unix_now, Arrivals, RunSummary, Unanswered};
 use crate::trial::LoadPhase;
 
 /// What a phase needs to start: the users' shared state and threads, where its files go.
@@ -115,6 +116,7 @@ impl Running {
             progress,
             phase: phase.clone(),
             dead: dead.clone(),
+            addresses: watch::addresses(&shared.target),
             pool: pool.clone(),
             generator: generator.clone(),
         }));
@@ -224,11 +226,12 @@ impl Ended {
         agg.end_window(self.start_unix + self.window_s);
         let steady_s = agg.steady_seconds() as f64;
         let (endpoints, aggregated) = agg.finish(&recorder, &self.dir, self.drain_s)?;
-        let requests: u64 = endpoints
+        let (requests, timed_out) = endpoints
             .iter()
             .filter(|e| e.kind == Kind::Request)
-            .map(|e| e.total.count + e.drain.count)
-            .sum();
+            .fold((0, 0), |(n, t), e| {
+                (n + e.total.count + e.drain.count, t + e.timed_out)
+            });
         let generator = {
             let mut g = self.generator.lock().expect("generator lock");
             let lag = g.finish(&self.pool);
@@ -253,6 +256,11 @@ impl Ended {
             failures: recorder.failure_groups(),
             generator,
             interrupted: cancel.is_cancelled(),
+            unanswered: Unanswered {
+                timed_out,
+                at_stop: recorder.in_flight(),
+                request_timeout_s: self.phase.request_timeout.as_secs_f64(),
+            },
             ..phase_summary(
                 &self.phase,
                 self.start_unix,
@@ -263,6 +271,14 @@ impl Ended {
         self.joined?;
         if let Some(why) = self.dead.lock().expect("dead lock").take() {
             return Err(Error::Infra(why));
+        }
+        // Too few requests for the watch's window to judge: the whole run is judged, unless a
+        // stop request cut it short or it was shorter than the window itself.
+        let (no, refused_at) = watch::no_answer(&recorder);
+        let judged = self.phase.duration.as_secs() >= DeadTargetWatch::WINDOW_S as u64;
+        if judged && !cancel.is_cancelled() && watch::run_got_no_answers(requests, no) {
+            let addresses = watch::addresses(&self.shared.target);
+            return Err(Error::Infra(watch::message(no, refused_at, &addresses)));
         }
         Ok(summary)
     }

@@ -335,8 +335,8 @@ fn report_checks(data: &ReportData, baseline: Option<&(String, PathBuf)>) -> Gat
     }
 }
 
-/// Warnings about the numbers: runs that did not complete, a saturated generator, missing cloud
-/// metrics.
+/// Warnings about the numbers: runs that did not complete, requests the target never answered,
+/// a saturated generator, missing cloud metrics.
 fn warnings(data: &ReportData) -> Vec<String> {
     let mut out = Vec::new();
     let status = data.manifest["status"].as_str().unwrap_or("");
@@ -359,6 +359,25 @@ fn warnings(data: &ReportData) -> Vec<String> {
         for w in &r.warnings {
             out.push(format!("run {}: {w}", r.run_id));
         }
+    }
+    for r in data.runs.iter().filter(|r| !r.unanswered.none()) {
+        let u = &r.unanswered;
+        let mut what = Vec::new();
+        if u.timed_out > 0 {
+            what.push(format!(
+                "{} timed out (no answer within {})",
+                u.timed_out,
+                humantime::format_duration(std::time::Duration::from_secs_f64(u.request_timeout_s))
+            ));
+        }
+        if u.at_stop > 0 {
+            what.push(format!("{} still waiting when it stopped", u.at_stop));
+        }
+        out.push(format!(
+            "run {}: requests without an answer: {}",
+            r.run_id,
+            what.join(", ")
+        ));
     }
     let saturated: Vec<&str> = data
         .runs

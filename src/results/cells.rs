@@ -170,6 +170,8 @@ pub struct Cell {
     pub corrected: Option<Histogram<u64>>,
     /// Failures that could not connect (the dead-target watch counts them).
     pub refused: u64,
+    /// Failures that got no answer within the request timeout (the watch counts them too).
+    pub timed_out: u64,
     /// Response bytes.
     pub bytes: u64,
     /// Where its requests' time went (`None` until a request recorded a phase; never for a
@@ -184,6 +186,7 @@ impl Default for Cell {
             failed: new_hist(),
             corrected: None,
             refused: 0,
+            timed_out: 0,
             bytes: 0,
             phases: None,
         }
@@ -228,6 +231,7 @@ impl Cell {
                 .expect("auto-resizing histograms merge");
         }
         self.refused += other.refused;
+        self.timed_out += other.timed_out;
         self.bytes += other.bytes;
         if let Some(p) = &other.phases {
             self.phases.get_or_insert_with(Box::default).merge(p);
@@ -284,6 +288,9 @@ pub struct CellText {
     pub corrected: Option<String>,
     /// Refused connections.
     pub refused: u64,
+    /// Requests that timed out.
+    #[serde(default)]
+    pub timed_out: u64,
     /// Response bytes.
     pub bytes: u64,
     /// Where the requests' time went (absent in files written before phases were recorded).
@@ -342,6 +349,7 @@ impl CellText {
             failed: encode(&c.failed),
             corrected: c.corrected.as_ref().map(encode),
             refused: c.refused,
+            timed_out: c.timed_out,
             bytes: c.bytes,
             phases: c.phases.as_deref().map(PhasesText::of),
         }
@@ -357,6 +365,7 @@ impl CellText {
                 None => None,
             },
             refused: self.refused,
+            timed_out: self.timed_out,
             bytes: self.bytes,
             phases: match &self.phases {
                 Some(t) => Some(Box::new(t.phases()?)),

@@ -10,6 +10,7 @@
 
 pub mod cells;
 pub mod csv;
+pub mod lock;
 pub mod summary;
 pub mod twin;
 

@@ -145,6 +145,10 @@ pub struct EndpointSummary {
     /// Completions after the deadline.
     #[serde(default)]
     pub drain: Drain,
+    /// Requests that got no answer within the request timeout (window and drain; failures
+    /// of class `timeout`).
+    #[serde(default)]
+    pub timed_out: u64,
     /// Latency from the intended start (open model tasks; coordinated-omission corrected) over
     /// the window, the dropped arrivals' lateness included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -345,6 +349,9 @@ pub struct RunSummary {
     /// The run ended early (Ctrl-C).
     #[serde(default)]
     pub interrupted: bool,
+    /// Requests the target never answered.
+    #[serde(default)]
+    pub unanswered: Unanswered,
     /// With a generator fleet: one row per worker.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workers: Vec<WorkerRow>,
@@ -355,6 +362,24 @@ pub struct RunSummary {
     /// late, and by how much).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// Requests of a run that got no answer: timed out, or still waiting when the run stopped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Unanswered {
+    /// Timed out (no answer within the request timeout), every endpoint together.
+    pub timed_out: u64,
+    /// Still waiting for an answer when the run stopped (abandoned after the stop's grace).
+    pub at_stop: u64,
+    /// The request timeout, s.
+    pub request_timeout_s: f64,
+}
+
+impl Unanswered {
+    /// True when every request got an answer.
+    pub fn none(&self) -> bool {
+        self.timed_out == 0 && self.at_stop == 0
+    }
 }
 
 /// What one generator worker of a fleet did.

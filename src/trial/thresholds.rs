@@ -105,22 +105,36 @@ pub struct Threshold {
     pub text: String,
 }
 
+/// A number a threshold can hold: finite and not negative (`NaN`, `inf`, `1e400` and `-5`
+/// are refused, as every other number of a trial is).
+fn bounded(text: &str, v: f64) -> Result<f64, String> {
+    if !v.is_finite() {
+        return Err(format!("`{text}` is not a finite number"));
+    }
+    if v < 0.0 {
+        return Err(format!("`{text}` is negative: a bound is 0 or more"));
+    }
+    Ok(v)
+}
+
 fn parse_value(s: &str, figure: Figure) -> Result<f64, String> {
     let bad = || format!("`{s}` is not a value (e.g. 800ms, 1.5s, 400, 1%)");
     let latency = !matches!(figure, Figure::Rps | Figure::FailureRate);
-    if latency {
+    let v = if latency {
         if let Some(v) = s.strip_suffix("ms") {
-            return v.parse().map_err(|_| bad());
+            v.parse().map_err(|_| bad())?
+        } else if let Some(v) = s.strip_suffix('s') {
+            v.parse::<f64>().map(|x| x * 1000.0).map_err(|_| bad())?
+        } else {
+            return Err(format!("`{s}` needs a unit: ms or s"));
         }
-        if let Some(v) = s.strip_suffix('s') {
-            return v.parse::<f64>().map(|x| x * 1000.0).map_err(|_| bad());
-        }
-        return Err(format!("`{s}` needs a unit: ms or s"));
-    }
-    s.trim_end_matches('%')
-        .trim_end_matches("/s")
-        .parse()
-        .map_err(|_| bad())
+    } else {
+        s.trim_end_matches('%')
+            .trim_end_matches("/s")
+            .parse()
+            .map_err(|_| bad())?
+    };
+    bounded(s, v)
 }
 
 impl Threshold {
@@ -170,11 +184,12 @@ impl Threshold {
             ["<=", v] => Bound::AtMost(parse_value(v, figure)?),
             [">", v] => Bound::Above(parse_value(v, figure)?),
             [">=", v] => Bound::AtLeast(parse_value(v, figure)?),
-            [rel] if rel.starts_with('+') && rel.ends_with('%') => Bound::Relative(
+            [rel] if rel.starts_with('+') && rel.ends_with('%') => Bound::Relative(bounded(
+                rel,
                 rel[1..rel.len() - 1]
                     .parse()
                     .map_err(|_| format!("`{rel}` is not a percentage like +10%"))?,
-            ),
+            )?),
             _ => {
                 return Err(format!(
                     "`{}`: expected `< VALUE`, `> VALUE`, `+N%` or `+N% if significant`",
@@ -258,6 +273,35 @@ mod tests {
             Some(false)
         );
         assert!(Threshold::parse("verify p95 < 800").is_err());
+    }
+
+    #[test]
+    fn a_bound_is_a_finite_number_not_below_zero() {
+        for text in [
+            "verify p95 < NaNms",
+            "verify p95 < infms",
+            "verify p95 < 1e400ms",
+            "verify p95 < -5ms",
+            "verify p95 < -0.5s",
+            "verify rps > NaN",
+            "verify rps > inf/s",
+            "verify failure-rate < -1%",
+            "verify failure-rate < 1e400%",
+            "* p95 +NaN%",
+            "* p95 +inf%",
+            "* p95 +-10%",
+        ] {
+            let err = Threshold::parse(text).expect_err(text);
+            assert!(
+                err.contains("not a finite number") || err.contains("negative"),
+                "{text}: {err}"
+            );
+        }
+        assert_eq!(
+            Threshold::parse("verify failure-rate < 0%").unwrap().bound,
+            Bound::Below(0.0),
+            "zero is a bound"
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! AWS as it really behaves, in front of moto: a small HTTP proxy on loopback that forwards
 //! every request and, per test, can
 //! * answer `Throttling` / `RequestLimitExceeded` (in the protocol's own error format) on every
-//!   n-th call of an operation, or a 500, or any status and code;
-//! * delay answers, or freeze (accept and never answer) until thawed;
+//!   n-th call of an operation, or in bursts (n calls throttled, then m through: a share of a
+//!   whole service's calls, `autoscaling:*`), or a 500, or any status and code;
+//! * delay answers, or freeze (accept and never answer) until thawed, counting the calls it
+//!   holds (a test observes that a call is stuck instead of sleeping);
 //! * answer an operation itself (a JSON-protocol body): what moto does not implement (SSM's
 //!   DescribeInstanceInformation, CancelCommand) or a state AWS holds for minutes (an SSM
 //!   invocation InProgress while the test plays the instance);
@@ -36,6 +38,8 @@ pub enum Effect {
     Freeze,
     /// Answer 200 with this JSON body (JSON protocols), never reaching moto.
     Answer(String),
+    /// Throttle `on` matching calls in a row, then let `off` through, and again.
+    Bursts { on: u32, off: u32 },
     /// Answer with what a test's own responder says of the request body (a status and a JSON
     /// body), never reaching moto: the SSM agent player (`ssmagent.rs`).
     Serve(Responder),
@@ -56,7 +60,8 @@ impl std::fmt::Debug for Responder {
 
 #[derive(Debug, Clone)]
 struct Rule {
-    /// The operation (`UpdateAutoScalingGroup`), or `*`.
+    /// The operation (`UpdateAutoScalingGroup`), every operation of a service
+    /// (`autoscaling:*`), or `*`.
     op: String,
     /// Apply to the 1st, (1+n)th, (1+2n)th … matching call.
     every: u32,
@@ -85,6 +90,8 @@ struct State {
     calls: Mutex<Vec<String>>,
     /// Request bodies of JSON-protocol calls, by operation.
     bodies: Mutex<Vec<(String, Bytes)>>,
+    /// Calls frozen right now.
+    held: std::sync::atomic::AtomicUsize,
 }
 
 /// A running proxy; `url` is what the SDK (or the binary's `--aws-endpoint`) is pointed at.
@@ -104,6 +111,25 @@ fn operation(headers: &HeaderMap, body: &[u8]) -> String {
         .find(|(k, _)| k == "Action")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_else(|| "?".into())
+}
+
+/// The service of a query-protocol request, by its API version (`autoscaling`, `ec2`, …).
+fn service(headers: &HeaderMap, body: &[u8]) -> &'static str {
+    if headers.contains_key("x-amz-target") {
+        return "json";
+    }
+    let version = url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == "Version")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    match version.as_str() {
+        "2011-01-01" => "autoscaling",
+        "2016-11-15" => "ec2",
+        "2015-12-01" => "elasticloadbalancing",
+        "2011-06-15" => "sts",
+        "2010-08-01" => "monitoring",
+        _ => "?",
+    }
 }
 
 /// An error answer in the protocol the request spoke.
@@ -142,10 +168,17 @@ fn error_response(headers: &HeaderMap, body: &[u8], status: u16, code: &str) -> 
 
 impl State {
     /// The effect for this call, if a rule matches.
-    fn effect(&self, op: &str) -> Option<Effect> {
+    fn effect(&self, op: &str, service: &str) -> Option<Effect> {
         let mut rules = self.rules.lock().unwrap();
         for r in rules.iter_mut() {
-            if r.op != "*" && r.op != op {
+            if !matches(&r.op, op, service) {
+                continue;
+            }
+            if let Effect::Bursts { on, off } = r.effect {
+                r.seen += 1;
+                if (r.seen - 1) % (on + off).max(1) < on {
+                    return Some(Effect::Throttle);
+                }
                 continue;
             }
             if r.left == Some(0) {
@@ -166,12 +199,12 @@ impl State {
         None
     }
 
-    fn frozen(&self, op: &str) -> bool {
+    fn frozen(&self, op: &str, service: &str) -> bool {
         self.rules
             .lock()
             .unwrap()
             .iter()
-            .any(|r| matches!(r.effect, Effect::Freeze) && (r.op == "*" || r.op == op))
+            .any(|r| matches!(r.effect, Effect::Freeze) && matches(&r.op, op, service))
     }
 
     /// Stretches instance lifecycles in the answers that show them.
@@ -209,6 +242,30 @@ impl State {
     }
 }
 
+/// True when a rule's operation pattern matches a call.
+fn matches(pattern: &str, op: &str, service: &str) -> bool {
+    pattern == "*" || pattern == op || pattern.strip_suffix(":*").is_some_and(|s| s == service)
+}
+
+/// A frozen call, counted while it is held (also when the client gives up and the handler is
+/// dropped).
+struct HeldCall<'a>(&'a State);
+
+impl<'a> HeldCall<'a> {
+    fn new(state: &'a State) -> HeldCall<'a> {
+        state.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        HeldCall(state)
+    }
+}
+
+impl Drop for HeldCall<'_> {
+    fn drop(&mut self) {
+        self.0
+            .held
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 async fn forward(
     state: Arc<State>,
     method: Method,
@@ -217,6 +274,7 @@ async fn forward(
     body: Bytes,
 ) -> Response {
     let op = operation(&headers, &body);
+    let service = service(&headers, &body);
     state.calls.lock().unwrap().push(op.clone());
     if headers.contains_key("x-amz-target") {
         state
@@ -225,7 +283,7 @@ async fn forward(
             .unwrap()
             .push((op.clone(), body.clone()));
     }
-    match state.effect(&op) {
+    match state.effect(&op, service) {
         Some(Effect::Throttle) => return error_response(&headers, &body, 400, "Throttling"),
         Some(Effect::Fail(status, code)) => return error_response(&headers, &body, status, code),
         Some(Effect::Delay(d)) => tokio::time::sleep(d).await,
@@ -255,11 +313,13 @@ async fn forward(
             return resp;
         }
         Some(Effect::Freeze) => {
-            while state.frozen(&op) {
+            let held = HeldCall::new(&state);
+            while state.frozen(&op, service) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            drop(held);
         }
-        None => {}
+        Some(Effect::Bursts { .. }) | None => {}
     }
     let Forwarded {
         status,
@@ -288,6 +348,7 @@ impl FaultProxy {
             lifecycle: Mutex::new(None),
             calls: Mutex::new(Vec::new()),
             bodies: Mutex::new(Vec::new()),
+            held: Default::default(),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -350,9 +411,30 @@ impl FaultProxy {
         self.add(op, 1, None, Effect::Delay(by));
     }
 
+    /// Throttles `op`'s calls (`autoscaling:*`: every Auto Scaling call) in bursts: `on` in a
+    /// row, then `off` through, and again (`on` 9, `off` 1: 90 %).
+    pub fn throttle_bursts(&self, op: &str, on: u32, off: u32) {
+        self.add(op, 1, None, Effect::Bursts { on, off });
+    }
+
     /// Accepts calls of `op` (`*`: all) and never answers until [`FaultProxy::thaw`].
     pub fn freeze(&self, op: &str) {
         self.add(op, 1, None, Effect::Freeze);
+    }
+
+    /// Calls frozen right now (accepted, not answered).
+    pub fn held(&self) -> usize {
+        self.state.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` calls are frozen: a test sees that its process is stuck in an
+    /// AWS call instead of sleeping and hoping.
+    pub fn wait_held(&self, n: usize, timeout: Duration) {
+        super::wait_until(
+            &format!("{n} call(s) held by the frozen endpoint"),
+            timeout,
+            || self.held() >= n,
+        );
     }
 
     /// Answers every call of `op` with this JSON body until [`FaultProxy::clear`].

@@ -12,6 +12,7 @@ use trialrunner::trial::model::AwsSpec;
 
 use super::awsfault::FaultProxy;
 use super::watch::Watched;
+use super::{expect_exit, Finished};
 
 /// moto is shared by every test of this binary and `reset` wipes it: one test at a time.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -177,11 +178,45 @@ impl Drill {
 
     /// The binary with this drill's journal state and an 8 s restore budget.
     pub fn cmd(&self) -> Command {
-        let mut c = trialrunner(self.state.path());
+        self.cmd_in(self.state.path())
+    }
+
+    /// The binary with another state folder (another operator's), an 8 s restore budget.
+    pub fn cmd_in(&self, state: &Path) -> Command {
+        let mut c = trialrunner(state);
         c.env("TRIALRUNNER_RESTORE_BUDGET", "8s")
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test");
         c
+    }
+
+    /// The binary as an operator on another host: its own host name and state folder.
+    pub fn cmd_on(&self, host: &str, state: &Path) -> Command {
+        let mut c = self.cmd_in(state);
+        c.env("TRIALRUNNER_HOST", host);
+        c
+    }
+
+    /// `run` of `trial` in `env` with `--out out`, from `cmd`, watched.
+    pub fn start(&self, mut cmd: Command, trial: &Path, env: &Path, out: &Path) -> Watched {
+        cmd.args(["-v", "run"])
+            .arg(trial)
+            .arg("--env")
+            .arg(env)
+            .arg("--out")
+            .arg(out);
+        Watched::spawn(cmd)
+    }
+
+    /// `run --resume out` of the drill's trial, from `cmd`.
+    pub fn resume(&self, mut cmd: Command) -> Command {
+        cmd.args(["-v", "run"])
+            .arg(&self.trial)
+            .arg("--env")
+            .arg(&self.env)
+            .arg("--resume")
+            .arg(self.out());
+        cmd
     }
 
     /// `run` of the drill's trial, watched.
@@ -191,24 +226,14 @@ impl Drill {
 
     /// `run` of the drill's trial into `out`, watched.
     pub fn start_run_into(&self, out: &Path) -> Watched {
-        let mut c = self.cmd();
-        c.args(["-v", "run"])
-            .arg(&self.trial)
-            .arg("--env")
-            .arg(&self.env)
-            .arg("--out")
-            .arg(out);
-        Watched::spawn(c)
+        self.start(self.cmd(), &self.trial, &self.env, out)
     }
 
-    pub fn infra(&self, args: &[&str]) -> std::process::Output {
-        self.cmd()
-            .arg("infra")
-            .args(args)
-            .arg("--env")
-            .arg(&self.env)
-            .output()
-            .unwrap()
+    /// `infra ARGS --env ENV` of the drill, expected to exit `code`.
+    pub fn infra(&self, args: &[&str], code: i32) -> Finished {
+        let mut c = self.cmd();
+        c.arg("infra").args(args).arg("--env").arg(&self.env);
+        expect_exit(&mut c, code)
     }
 
     pub async fn capacities(&self) -> Vec<(i32, i32, i32)> {
@@ -222,6 +247,30 @@ impl Drill {
 
     pub fn manifest(&self) -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(self.out().join("manifest.json")).unwrap()).unwrap()
+    }
+
+    /// The deployment lock's tags on the drill's groups, read from moto: (group, key, value).
+    pub async fn lock_tags(&self) -> Vec<(String, String, String)> {
+        let asg = aws_sdk_autoscaling::Client::new(&self.ctx.config);
+        let out = asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names("veraison-prov-asg")
+            .auto_scaling_group_names("veraison-verif-asg")
+            .send()
+            .await
+            .unwrap();
+        out.auto_scaling_groups()
+            .iter()
+            .flat_map(|g| g.tags())
+            .filter(|t| t.key().is_some_and(|k| k.starts_with("trialrunner:lock:")))
+            .map(|t| {
+                (
+                    t.resource_id().unwrap_or("").to_string(),
+                    t.key().unwrap_or("").to_string(),
+                    t.value().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
     }
 }
 

@@ -13,6 +13,7 @@
 pub mod awsfault;
 pub mod browser;
 pub mod deployment;
+pub mod hang;
 pub mod ssmagent;
 pub mod tls;
 pub mod watch;

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::script::Binary;
 use super::S3Location;
-use crate::aws::{sdk_error, AwsContext};
+use crate::aws::AwsContext;
 use crate::error::{Error, Result};
 
 /// The slowest upload of the binary waited for: 1 MB/s.
@@ -42,20 +42,24 @@ impl Bucket {
 
     /// Puts `bytes` at `key`.
     pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
-        self.client
-            .put_object()
-            .bucket(&self.location.bucket)
-            .key(key)
-            .body(bytes.into())
-            .send()
-            .await
-            .map_err(|e| sdk_error(&self.ctx, "s3:PutObject", e))?;
+        let bytes = bytes::Bytes::from(bytes);
+        self.ctx
+            .call("s3:PutObject", || {
+                self.client
+                    .put_object()
+                    .bucket(&self.location.bucket)
+                    .key(key)
+                    .body(bytes.clone().into())
+                    .send()
+            })
+            .await?;
         Ok(())
     }
 
     /// Puts a large object: each attempt may take as long as sending it at
     /// [`SLOWEST_UPLOAD`] bytes per second (a minute at least), not the few seconds the
-    /// clients' other calls get (an 80 MB binary from a home uplink takes half a minute).
+    /// clients' other calls get (an 80 MB binary from a home uplink takes half a minute); it is
+    /// tried again until two attempts' time has passed.
     async fn put_large(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
         let attempt = Duration::from_secs((bytes.len() as u64 / SLOWEST_UPLOAD).max(60));
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
@@ -64,16 +68,22 @@ impl Bucket {
             .operation_attempt_timeout(attempt)
             .operation_timeout(attempt * 2)
             .build();
-        self.client
-            .put_object()
-            .bucket(&self.location.bucket)
-            .key(key)
-            .body(bytes.into())
-            .customize()
-            .config_override(aws_sdk_s3::config::Builder::default().timeout_config(timeouts))
-            .send()
-            .await
-            .map_err(|e| sdk_error(&self.ctx, "s3:PutObject (the binary)", e))?;
+        let bytes = bytes::Bytes::from(bytes);
+        let deadline = tokio::time::Instant::now() + attempt * 2;
+        self.ctx
+            .call_until("s3:PutObject (the binary)", deadline, || {
+                self.client
+                    .put_object()
+                    .bucket(&self.location.bucket)
+                    .key(key)
+                    .body(bytes.clone().into())
+                    .customize()
+                    .config_override(
+                        aws_sdk_s3::config::Builder::default().timeout_config(timeouts.clone()),
+                    )
+                    .send()
+            })
+            .await?;
         Ok(())
     }
 
@@ -86,11 +96,14 @@ impl Bucket {
             .location
             .key(&format!("bin/trialrunner-{}", &sha256[..16]));
         let there = self
-            .client
-            .head_object()
-            .bucket(&self.location.bucket)
-            .key(&key)
-            .send()
+            .ctx
+            .call("s3:HeadObject", || {
+                self.client
+                    .head_object()
+                    .bucket(&self.location.bucket)
+                    .key(&key)
+                    .send()
+            })
             .await
             .is_ok();
         if !there {
@@ -107,14 +120,16 @@ impl Bucket {
         let mut token = None;
         loop {
             let out = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.location.bucket)
-                .prefix(format!("{prefix}/"))
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| sdk_error(&self.ctx, "s3:ListObjectsV2", e))?;
+                .ctx
+                .call("s3:ListObjectsV2", || {
+                    self.client
+                        .list_objects_v2()
+                        .bucket(&self.location.bucket)
+                        .prefix(format!("{prefix}/"))
+                        .set_continuation_token(token.clone())
+                        .send()
+                })
+                .await?;
             for o in out.contents() {
                 let Some(key) = o.key() else { continue };
                 let name = &key[prefix.len() + 1..];
@@ -122,13 +137,15 @@ impl Bucket {
                     continue;
                 }
                 let body = self
-                    .client
-                    .get_object()
-                    .bucket(&self.location.bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(&self.ctx, "s3:GetObject", e))?
+                    .ctx
+                    .call("s3:GetObject", || {
+                        self.client
+                            .get_object()
+                            .bucket(&self.location.bucket)
+                            .key(key)
+                            .send()
+                    })
+                    .await?
                     .body
                     .collect()
                     .await

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::elf::{self, BinaryNeeds};
 use super::local::start_delay;
 use super::{merge, split, WorkerEnd, WorkerOutcome, WorkerSpec};
-use crate::aws::{is_emulator, sdk_error, AwsContext};
+use crate::aws::{is_emulator, AwsContext};
 use crate::error::{Error, Result};
 use crate::load::{Share, Target};
 use crate::provider::LoadRunner;
@@ -164,12 +164,14 @@ impl AwsFleet {
     /// The group's InService instances, sorted.
     pub async fn instances(&self) -> Result<Vec<String>> {
         let out = self
-            .asg
-            .describe_auto_scaling_groups()
-            .auto_scaling_group_names(&self.spec.asg)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&self.ctx, "autoscaling:DescribeAutoScalingGroups", e))?;
+            .ctx
+            .call("autoscaling:DescribeAutoScalingGroups", || {
+                self.asg
+                    .describe_auto_scaling_groups()
+                    .auto_scaling_group_names(&self.spec.asg)
+                    .send()
+            })
+            .await?;
         let group = out.auto_scaling_groups().first().ok_or_else(|| {
             Error::Infra(format!(
                 "generators.aws.asg: group {} not found",

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_ssm::types::InstanceInformationStringFilter;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::{sdk_error, AwsContext};
+use crate::aws::AwsContext;
 use crate::error::{Error, Result};
 
 /// The SSM document every script runs under.
@@ -91,20 +91,21 @@ impl RunCommand {
         let mut online = Vec::new();
         let mut token = None;
         loop {
+            let filter = InstanceInformationStringFilter::builder()
+                .key("InstanceIds")
+                .set_values(Some(ids.to_vec()))
+                .build()
+                .map_err(|e| Error::Internal(format!("an SSM filter: {e}")))?;
             let out = self
-                .client
-                .describe_instance_information()
-                .filters(
-                    InstanceInformationStringFilter::builder()
-                        .key("InstanceIds")
-                        .set_values(Some(ids.to_vec()))
-                        .build()
-                        .map_err(|e| Error::Internal(format!("an SSM filter: {e}")))?,
-                )
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| sdk_error(&self.ctx, "ssm:DescribeInstanceInformation", e))?;
+                .ctx
+                .call("ssm:DescribeInstanceInformation", || {
+                    self.client
+                        .describe_instance_information()
+                        .filters(filter.clone())
+                        .set_next_token(token.clone())
+                        .send()
+                })
+                .await?;
             online.extend(
                 out.instance_information_list()
                     .iter()
@@ -160,16 +161,18 @@ impl RunCommand {
         comment: &str,
     ) -> Result<Sent> {
         let out = self
-            .client
-            .send_command()
-            .document_name(DOCUMENT)
-            .instance_ids(instance)
-            .comment(comment)
-            .parameters("commands", script)
-            .parameters("executionTimeout", vec![timeout.as_secs().to_string()])
-            .send()
-            .await
-            .map_err(|e| sdk_error(&self.ctx, "ssm:SendCommand", e))?;
+            .ctx
+            .call("ssm:SendCommand", || {
+                self.client
+                    .send_command()
+                    .document_name(DOCUMENT)
+                    .instance_ids(instance)
+                    .comment(comment)
+                    .parameters("commands", script.clone())
+                    .parameters("executionTimeout", vec![timeout.as_secs().to_string()])
+                    .send()
+            })
+            .await?;
         let command = out
             .command()
             .and_then(|c| c.command_id())
@@ -184,14 +187,17 @@ impl RunCommand {
 
     /// The invocation of a sent command (`None` while SSM does not know it yet).
     pub async fn invocation(&self, sent: &Sent) -> Result<Option<Invocation>> {
-        match self
-            .client
-            .get_command_invocation()
-            .command_id(&sent.command)
-            .instance_id(&sent.instance)
-            .send()
-            .await
-        {
+        let asked = self
+            .ctx
+            .call("ssm:GetCommandInvocation", || {
+                self.client
+                    .get_command_invocation()
+                    .command_id(&sent.command)
+                    .instance_id(&sent.instance)
+                    .send()
+            })
+            .await;
+        match asked {
             Ok(o) => Ok(Some(Invocation {
                 status: o
                     .status()
@@ -201,31 +207,26 @@ impl RunCommand {
                 stdout: o.standard_output_content().unwrap_or("").to_string(),
                 stderr: o.standard_error_content().unwrap_or("").to_string(),
             })),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_invocation_does_not_exist()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(sdk_error(&self.ctx, "ssm:GetCommandInvocation", e)),
+            // The error names AWS's code (see `aws::sdk_error`).
+            Err(e) if e.to_string().contains("InvocationDoesNotExist") => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
     /// Cancels a command on its instance (the agent kills its processes); failures are logged.
     pub async fn cancel(&self, sent: &Sent) {
         if let Err(e) = self
-            .client
-            .cancel_command()
-            .command_id(&sent.command)
-            .instance_ids(&sent.instance)
-            .send()
+            .ctx
+            .call("ssm:CancelCommand", || {
+                self.client
+                    .cancel_command()
+                    .command_id(&sent.command)
+                    .instance_ids(&sent.instance)
+                    .send()
+            })
             .await
         {
-            tracing::warn!(
-                "{}: {}",
-                sent.instance,
-                sdk_error(&self.ctx, "ssm:CancelCommand", e)
-            );
+            tracing::warn!("{}: {e}", sent.instance);
         }
     }
 

@@ -68,8 +68,16 @@ impl HttpError {
         HttpError::new(class, format!("{doing}: {e}"))
     }
 
-    fn timeout() -> HttpError {
-        HttpError::new(FailureClass::Timeout, "request timed out")
+    /// No answer within `after` from `origin` (its address named: a hung target is found by it).
+    fn timeout(after: Duration, origin: &Origin) -> HttpError {
+        HttpError::new(
+            FailureClass::Timeout,
+            format!(
+                "no answer within {} at {}",
+                humantime::format_duration(after),
+                origin.address()
+            ),
+        )
     }
 }
 
@@ -157,9 +165,10 @@ impl HttpClient {
         t: &mut Timings,
     ) -> Result<Response, HttpError> {
         // On a timeout the connection is dropped with the future: its state is unknown.
+        let to = req.to;
         tokio::time::timeout(self.timeout, self.exchange(conns, req, t))
             .await
-            .unwrap_or_else(|_| Err(HttpError::timeout()))
+            .unwrap_or_else(|_| Err(HttpError::timeout(self.timeout, &to.origin)))
     }
 
     async fn exchange(

@@ -217,11 +217,13 @@ impl Runner<'_> {
     async fn send(&self, ep: EndpointId, req: Request<'_>, ctx: &mut UserCtx<'_>) -> Option<Reply> {
         let start = Instant::now();
         let mut timings = Timings::default();
+        self.recorder.note_sent();
         let result = self
             .wire
             .http
             .send(&mut ctx.connections, req, &mut timings)
             .await;
+        self.recorder.note_over();
         let end = Instant::now();
         let sample = Sample {
             end,

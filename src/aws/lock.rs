@@ -1,0 +1,540 @@
+//! The deployment lock on AWS: a campaign's claim written as tags on each auto-scaling group it
+//! changes, so that every operator sees it, from any host and any state folder.
+//!
+//! Each claim has its own four tags (`trialrunner:lock:<id>:owner|lease|original|results`,
+//! never propagated to instances), so two claims written at once never overwrite each other:
+//! a campaign writes its claim, reads the groups back, and holds the lock only when no other
+//! claim is there. When two campaigns both see the other, both take theirs back and try again
+//! after a random pause; one then finds the other's claim and refuses naming it. A claim carries
+//! the group's original settings (so that an operator on another host can put the group back),
+//! its owner (host, pid, process start), its lease (renewed every minute or so while the
+//! campaign runs) and its results directory as far as it fits. Values keep to what AWS allows
+//! in tags (256 characters of letters, digits, spaces and `_ . : / = + - @`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_autoscaling::types::Tag;
+use rand::Rng;
+use tokio::time::Instant;
+
+use super::scaler::{AwsScaler, GroupState, ServiceInfra};
+use crate::error::{Error, Result};
+use crate::owner::Owner;
+use crate::provider::{AsgSettings, HeldLock, LockClaim, Takeover};
+use crate::trial::model::ServiceRole;
+
+/// The prefix of every lock tag.
+pub const PREFIX: &str = "trialrunner:lock:";
+/// The longest tag value AWS accepts.
+const VALUE_MAX: usize = 256;
+/// The fields of a claim, one tag each.
+const FIELDS: [&str; 4] = ["owner", "lease", "original", "results"];
+/// How often two campaigns that wrote at once try again before giving up.
+const ROUNDS: u32 = 5;
+
+/// The tag key of one field of a claim.
+fn key(id: &str, field: &str) -> String {
+    format!("{PREFIX}{id}:{field}")
+}
+
+/// A value AWS accepts: disallowed characters become `_`; too long, the head is cut (`...`).
+fn tag_value(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || " _.:/=+-@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let n = clean.chars().count();
+    if n <= VALUE_MAX {
+        return clean;
+    }
+    let tail: String = clean.chars().skip(n - (VALUE_MAX - 3)).collect();
+    format!("...{tail}")
+}
+
+/// `key=value` words of a tag value.
+fn words(value: &str) -> BTreeMap<&str, &str> {
+    value
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .collect()
+}
+
+fn owner_value(o: &Owner) -> String {
+    tag_value(&format!(
+        "host={} pid={} ticks={} since={:.0}",
+        o.host,
+        o.pid,
+        o.proc_start
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "-".into()),
+        o.started_unix
+    ))
+}
+
+fn owner_of(value: &str) -> Owner {
+    let w = words(value);
+    Owner {
+        host: w.get("host").unwrap_or(&"?").to_string(),
+        pid: w.get("pid").and_then(|p| p.parse().ok()).unwrap_or(0),
+        started_unix: w.get("since").and_then(|p| p.parse().ok()).unwrap_or(0.0),
+        proc_start: w.get("ticks").and_then(|p| p.parse().ok()),
+    }
+}
+
+/// Group metrics are all `Group…`: the prefix is left out to fit.
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        return "-".into();
+    }
+    items
+        .iter()
+        .map(|m| m.strip_prefix("Group").unwrap_or(m))
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+/// The original settings of a group as a tag value. When the list of enabled metrics does not
+/// fit, it becomes `unlisted` (read back as `*`: "leave the group's metrics as they are" on
+/// restore).
+pub fn original_value(o: &AsgSettings) -> String {
+    let head = format!(
+        "min={} max={} desired={} suspended={}",
+        o.min,
+        o.max,
+        o.desired,
+        list(&o.suspended_processes)
+    );
+    let full = format!("{head} metrics={}", list(&o.enabled_metrics));
+    if full.len() <= VALUE_MAX {
+        full
+    } else {
+        tag_value(&format!("{head} metrics=unlisted"))
+    }
+}
+
+/// The original settings a tag value carries (`None` when it is not one).
+pub fn original_of(value: &str, service: ServiceRole, name: &str) -> Option<AsgSettings> {
+    let w = words(value);
+    let num = |k: &str| w.get(k).and_then(|v| v.parse::<i32>().ok());
+    let items = |k: &str, prefix: &str| -> Vec<String> {
+        match w.get(k).copied() {
+            None | Some("-") => Vec::new(),
+            Some("unlisted") => vec!["*".to_string()],
+            Some(v) => v.split('+').map(|x| format!("{prefix}{x}")).collect(),
+        }
+    };
+    Some(AsgSettings {
+        service,
+        name: name.to_string(),
+        min: num("min")?,
+        max: num("max")?,
+        desired: num("desired")?,
+        suspended_processes: items("suspended", ""),
+        enabled_metrics: items("metrics", "Group"),
+    })
+}
+
+/// The tags of a claim on one group.
+pub fn claim_tags(claim: &LockClaim, original: &AsgSettings) -> Vec<(String, String)> {
+    let mut tags = vec![
+        (key(&claim.id, "owner"), owner_value(&claim.owner)),
+        (
+            key(&claim.id, "lease"),
+            format!("{:.0}", claim.expires_unix),
+        ),
+        (key(&claim.id, "original"), original_value(original)),
+    ];
+    if let Some(d) = &claim.results_dir {
+        tags.push((key(&claim.id, "results"), tag_value(d)));
+    }
+    tags
+}
+
+/// The claims on one group (a claim without its owner tag, half written or half removed, is
+/// not one), with the original settings each carries.
+pub fn claims_on(
+    tags: &[(String, String)],
+    service: ServiceRole,
+    group: &str,
+) -> Vec<(LockClaim, Option<AsgSettings>)> {
+    let mut by_id: BTreeMap<&str, BTreeMap<&str, &str>> = BTreeMap::new();
+    for (k, v) in tags {
+        if let Some((id, field)) = k.strip_prefix(PREFIX).and_then(|r| r.split_once(':')) {
+            by_id.entry(id).or_default().insert(field, v.as_str());
+        }
+    }
+    by_id
+        .into_iter()
+        .filter_map(|(id, fields)| {
+            let owner = owner_of(fields.get("owner")?);
+            let claim = LockClaim {
+                id: id.to_string(),
+                owner,
+                expires_unix: fields
+                    .get("lease")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0),
+                results_dir: fields.get("results").map(|d| d.to_string()),
+            };
+            let original = fields
+                .get("original")
+                .and_then(|v| original_of(v, service, group));
+            Some((claim, original))
+        })
+        .collect()
+}
+
+/// Claims across groups, one [`HeldLock`] per claim id (its owner and lease as the first group
+/// shows them).
+fn gather(groups: &[(&ServiceInfra, &GroupState)]) -> Vec<HeldLock> {
+    let mut out: Vec<HeldLock> = Vec::new();
+    for (svc, g) in groups {
+        for (claim, original) in claims_on(&g.tags, svc.role, &svc.asg) {
+            match out.iter_mut().find(|h| h.claim.id == claim.id) {
+                Some(h) => h.groups.push((svc.asg.clone(), original)),
+                None => out.push(HeldLock {
+                    claim,
+                    groups: vec![(svc.asg.clone(), original)],
+                }),
+            }
+        }
+    }
+    for h in &mut out {
+        h.groups.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    out
+}
+
+fn tag(group: &str, key: String, value: Option<String>) -> Tag {
+    Tag::builder()
+        .resource_id(group)
+        .resource_type("auto-scaling-group")
+        .key(key)
+        .set_value(value)
+        .propagate_at_launch(false)
+        .build()
+}
+
+impl AwsScaler {
+    /// The groups of these services with their tags.
+    async fn look(&self, services: &[ServiceRole]) -> Result<Vec<(ServiceInfra, GroupState)>> {
+        let mut out = Vec::new();
+        for role in services {
+            let svc = self.service(*role)?.clone();
+            let g = self.group(&svc).await?;
+            out.push((svc, g));
+        }
+        Ok(out)
+    }
+
+    async fn write_tags(&self, tags: Vec<Tag>) -> Result<()> {
+        let client = &self.asg;
+        self.ctx
+            .call("autoscaling:CreateOrUpdateTags", || {
+                client
+                    .create_or_update_tags()
+                    .set_tags(Some(tags.clone()))
+                    .send()
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete_tags(&self, tags: Vec<Tag>, deadline: Instant) -> Result<()> {
+        let client = &self.asg_restore;
+        self.ctx
+            .call_until("autoscaling:DeleteTags", deadline, || {
+                client.delete_tags().set_tags(Some(tags.clone())).send()
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// See [`crate::provider::Scaler::lock`].
+    pub(super) async fn take_lock(
+        &self,
+        services: &[ServiceRole],
+        claim: &LockClaim,
+        takeover: Takeover,
+    ) -> Result<Vec<AsgSettings>> {
+        for round in 1..=ROUNDS {
+            let look = self.look(services).await?;
+            let pairs: Vec<_> = look.iter().map(|(s, g)| (s, g)).collect();
+            let held = gather(&pairs);
+            let blocking: Vec<String> = held
+                .iter()
+                .filter_map(|h| {
+                    h.claim.blocks(claim, takeover).map(|why| {
+                        let groups: Vec<&str> = h.groups.iter().map(|(g, _)| g.as_str()).collect();
+                        format!("{}: {why}", groups.join(", "))
+                    })
+                })
+                .collect();
+            if !blocking.is_empty() {
+                return Err(Error::Usage(format!(
+                    "the deployment is locked: {}",
+                    blocking.join("; ")
+                )));
+            }
+            // Originals: the ones this campaign's own claim carries (a resume), else the
+            // settings read in the look that found the group free.
+            let mine = held.iter().find(|h| h.claim.id == claim.id);
+            let originals: Vec<AsgSettings> = look
+                .iter()
+                .map(|(svc, g)| {
+                    mine.and_then(|h| h.groups.iter().find(|(n, _)| *n == svc.asg))
+                        .and_then(|(_, o)| o.clone())
+                        .unwrap_or_else(|| g.settings.clone())
+                })
+                .collect();
+            let tags = look
+                .iter()
+                .zip(&originals)
+                .flat_map(|((svc, _), o)| {
+                    claim_tags(claim, o)
+                        .into_iter()
+                        .map(|(k, v)| tag(&svc.asg, k, Some(v)))
+                })
+                .collect();
+            self.write_tags(tags).await?;
+            // Read back: another claim written meanwhile means both step back and try again.
+            let again = self.look(services).await?;
+            let pairs: Vec<_> = again.iter().map(|(s, g)| (s, g)).collect();
+            let rivals: Vec<HeldLock> = gather(&pairs)
+                .into_iter()
+                .filter(|h| h.claim.id != claim.id)
+                .collect();
+            if rivals.is_empty() {
+                tracing::info!(id = %claim.id, "deployment lock taken");
+                return Ok(originals);
+            }
+            tracing::info!(
+                round,
+                rival = %rivals[0].claim.owner,
+                "another campaign wrote its claim at the same time: stepping back"
+            );
+            let groups: Vec<String> = look.iter().map(|(svc, _)| svc.asg.clone()).collect();
+            self.remove_claim(
+                &claim.id,
+                &groups,
+                Instant::now() + self.ctx.timeouts.operation,
+            )
+            .await?;
+            let pause = rand::thread_rng().gen_range(200..1500);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        Err(Error::Infra(format!(
+            "could not take the deployment lock: another campaign wrote its claim at the same time {ROUNDS} times"
+        )))
+    }
+
+    /// See [`crate::provider::Scaler::renew`].
+    pub(super) async fn renew_lock(&self, claim: &LockClaim) -> Result<bool> {
+        let tags = self
+            .services
+            .iter()
+            .map(|svc| {
+                tag(
+                    &svc.asg,
+                    key(&claim.id, "lease"),
+                    Some(format!("{:.0}", claim.expires_unix)),
+                )
+            })
+            .collect();
+        // Still ours everywhere? (A lease written on a group whose claim is gone is harmless:
+        // without its owner tag it is no claim.)
+        let roles: Vec<ServiceRole> = self.services.iter().map(|s| s.role).collect();
+        let look = self.look(&roles).await?;
+        let ours = look.iter().all(|(svc, g)| {
+            claims_on(&g.tags, svc.role, &svc.asg)
+                .iter()
+                .any(|(c, _)| c.id == claim.id)
+        });
+        if !ours {
+            return Ok(false);
+        }
+        self.write_tags(tags).await?;
+        Ok(true)
+    }
+
+    /// See [`crate::provider::Scaler::unlock`].
+    pub(super) async fn remove_claim(
+        &self,
+        claim_id: &str,
+        groups: &[String],
+        deadline: Instant,
+    ) -> Result<()> {
+        let tags = groups
+            .iter()
+            .flat_map(|g| {
+                FIELDS
+                    .iter()
+                    .map(|f| tag(g, key(claim_id, f), None))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        self.delete_tags(tags, deadline).await
+    }
+
+    /// See [`crate::provider::Scaler::held`].
+    pub(super) async fn held_locks(&self) -> Result<Vec<HeldLock>> {
+        let mut look = Vec::new();
+        for svc in &self.services {
+            match self.group(svc).await {
+                Ok(g) => look.push((svc, g)),
+                Err(Error::Missing(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let pairs: Vec<_> = look.iter().map(|(s, g)| (*s, g)).collect();
+        Ok(gather(&pairs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(metrics: Vec<String>) -> AsgSettings {
+        AsgSettings {
+            service: ServiceRole::Verification,
+            name: "veraison-verif-asg".into(),
+            min: 1,
+            max: 3,
+            desired: 2,
+            suspended_processes: vec!["AZRebalance".into(), "Launch".into()],
+            enabled_metrics: metrics,
+        }
+    }
+
+    #[test]
+    fn a_claim_round_trips_through_its_tags_and_fits_them() {
+        let claim = LockClaim {
+            id: LockClaim::new_id(),
+            owner: Owner {
+                host: "ci-runner-7.example.com".into(),
+                pid: 4242,
+                started_unix: 1_767_000_000.0,
+                proc_start: Some(123_456),
+            },
+            expires_unix: 1_767_000_900.0,
+            results_dir: Some(format!(
+                "/home/op/{}/results/trial 1 (copy)",
+                "x".repeat(300)
+            )),
+        };
+        let original = settings(vec![
+            "GroupDesiredCapacity".into(),
+            "GroupInServiceInstances".into(),
+        ]);
+        let tags = claim_tags(&claim, &original);
+        for (k, v) in &tags {
+            assert!(k.len() <= 128, "{k}");
+            assert!(v.chars().count() <= VALUE_MAX, "{k}: {} chars", v.len());
+            assert!(
+                v.chars()
+                    .all(|c| c.is_alphanumeric() || " _.:/=+-@".contains(c)),
+                "{k}: {v}"
+            );
+        }
+        let mut all = tags.clone();
+        all.push(("Name".into(), "not ours".into()));
+        let found = claims_on(&all, ServiceRole::Verification, "veraison-verif-asg");
+        assert_eq!(found.len(), 1);
+        let (c, o) = &found[0];
+        assert_eq!(c.id, claim.id);
+        assert_eq!(c.owner, claim.owner);
+        assert_eq!(c.expires_unix, claim.expires_unix);
+        assert!(c.results_dir.as_ref().unwrap().starts_with("..."));
+        assert!(c.results_dir.as_ref().unwrap().ends_with("trial 1 _copy_"));
+        assert_eq!(o.as_ref(), Some(&original));
+        // A claim without its owner tag (half removed) is no claim.
+        let lease_only: Vec<_> = tags
+            .into_iter()
+            .filter(|(k, _)| k.ends_with(":lease"))
+            .collect();
+        assert!(claims_on(&lease_only, ServiceRole::Verification, "g").is_empty());
+    }
+
+    #[test]
+    fn metrics_that_do_not_fit_are_left_as_they_are() {
+        let many: Vec<String> = (0..20)
+            .map(|i| format!("GroupSomeVeryLongMetricName{i}"))
+            .collect();
+        let v = original_value(&settings(many));
+        assert!(
+            v.len() <= VALUE_MAX && v.ends_with("metrics=unlisted"),
+            "{v}"
+        );
+        let o = original_of(&v, ServiceRole::Verification, "g").unwrap();
+        assert_eq!(o.enabled_metrics, ["*"]);
+        assert_eq!((o.min, o.max, o.desired), (1, 3, 2));
+        let none = original_of(
+            &original_value(&AsgSettings {
+                suspended_processes: vec![],
+                ..settings(vec![])
+            }),
+            ServiceRole::Verification,
+            "g",
+        )
+        .unwrap();
+        assert!(none.enabled_metrics.is_empty() && none.suspended_processes.is_empty());
+    }
+
+    #[test]
+    fn who_blocks_whom() {
+        let now = crate::results::unix_now();
+        let me = LockClaim {
+            id: "aaaaaaaaaaaa".into(),
+            owner: Owner::current(),
+            expires_unix: now + 900.0,
+            results_dir: None,
+        };
+        let elsewhere = Owner {
+            host: "another-host".into(),
+            ..Owner::current()
+        };
+        let other = LockClaim {
+            id: "bbbbbbbbbbbb".into(),
+            owner: elsewhere.clone(),
+            ..me.clone()
+        };
+        // Another campaign always blocks, live or not, with its owner named.
+        let why = other.blocks(&me, Takeover::Forced).unwrap();
+        assert!(
+            why.contains("another host") && why.contains("another-host"),
+            "{why}"
+        );
+        let expired = LockClaim {
+            expires_unix: now - 1.0,
+            ..other.clone()
+        };
+        assert!(expired
+            .blocks(&me, Takeover::Forced)
+            .unwrap()
+            .contains("lease expired"));
+        // The same campaign: its own process, a gone one, an expired lease, or --force.
+        assert_eq!(me.blocks(&me, Takeover::WhenGone), None);
+        let mine_elsewhere = LockClaim {
+            owner: elsewhere,
+            ..me.clone()
+        };
+        assert!(mine_elsewhere
+            .blocks(&me, Takeover::WhenGone)
+            .unwrap()
+            .contains("--force"));
+        assert_eq!(mine_elsewhere.blocks(&me, Takeover::Forced), None);
+        let mine_expired = LockClaim {
+            expires_unix: now - 1.0,
+            ..mine_elsewhere
+        };
+        assert_eq!(mine_expired.blocks(&me, Takeover::WhenGone), None);
+    }
+}
