@@ -1858,7 +1858,7 @@ async fn a_local_fleet_stopped_by_ctrl_c_exits_130_its_workers_gone_its_results_
         );
         let g = &w.generator;
         let row = format!(
-            "| u004-well-known | {} | 2 users | {} | {} | {:.0} | {:.0} | {} | {} | {} |",
+            "| u004-well-known | {} | 2 users | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} |",
             w.name,
             w.requests,
             w.failures,
@@ -1866,6 +1866,7 @@ async fn a_local_fleet_stopped_by_ctrl_c_exits_130_its_workers_gone_its_results_
             g.busy_pct,
             trialrunner::report::format::fmt_ms(g.timer_lag_p99_ms),
             if g.saturated { "YES" } else { "no" },
+            w.late_s.map(|l| format!("{l:.2}")).unwrap_or_default(),
             w.status
         );
         assert!(md.contains(&row), "{row} in\n{md}");
