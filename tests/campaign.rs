@@ -281,8 +281,17 @@ async fn the_rehearsal_states_the_2025_findings() {
         );
         assert_eq!(c.verdict, Verdict::Significant, "{run}: {}", c.describe());
     }
-    let knee = finding(&t1, "verify: verification session throughput flattens at ~");
-    assert!(knee.contains(" users"), "the knee names its users: {knee}");
+    // The knees the steps reach past with room to spare: pinned 3's provisioning (6 workers,
+    // saturated from 8 users) and pinned 1's verification (2 workers, from 2 users). Pinned 3's
+    // verification reaches 16 users at about 95 % of its capacity, too close to its knee for
+    // a test that must not fail by chance.
+    for (trial, task) in [
+        (&t1, "provision: provisioning"),
+        (&t2, "verify: verification session"),
+    ] {
+        let knee = finding(trial, &format!("{task} throughput flattens at ~"));
+        assert!(knee.contains(" users"), "the knee names its users: {knee}");
+    }
     let per_step = finding(&t2, "verify against rehearsal-users-pinned-3");
     assert!(per_step.contains("16: throughput ×0."), "{per_step}");
 
