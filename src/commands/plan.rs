@@ -54,6 +54,17 @@ async fn read_current(t: &trial::Trial, changes: &mut Changes, global: &Global) 
             Ok(s) => g.current = s.first().map(|s| (s.min, s.max, s.desired)),
             Err(e) => g.note = Some(e.to_string()),
         }
+        if g.settings.is_empty() || g.note.is_some() {
+            continue;
+        }
+        match scaler.read_settings(g.service).await {
+            Ok(now) => {
+                for c in &mut g.settings {
+                    c.before = Some(now.describe(&c.setting));
+                }
+            }
+            Err(e) => g.note = Some(e.to_string()),
+        }
     }
 }
 

@@ -1,0 +1,337 @@
+//! Trials that change a deployment's warm pools, scaling policies and health checks (issue 26):
+//! against moto, each change is applied for the runs and the originals come back exactly on
+//! every way out: the end, SIGTERM, kill -9 then `infra restore`, and a frozen endpoint then
+//! `infra restore`. A pool or a policy that did not exist before is gone after.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_autoscaling::types::{
+    InstanceReusePolicy, MetricType, PredefinedMetricSpecification, TargetTrackingConfiguration,
+    WarmPoolState,
+};
+use common::deployment::*;
+use serde_json::{json, Value};
+use trialrunner::aws::AwsContext;
+
+const PROV: &str = "veraison-prov-asg";
+const VERIF: &str = "veraison-verif-asg";
+
+/// The trial: provisioning gains a pool it never had and the trial's CPU policy instead of its
+/// own; verification's pool, policies and health checks are changed.
+fn knobs_trial(runs: &str) -> String {
+    format!(
+        "name: knobs\nenvironment: env.yaml\ninfra:\n  provisioning: {{ pin: 2, warm-pool: {{ min: 2 }}, policy: {{ cpu: 60% }} }}\n  verification:\n    pin: 2\n    warm-pool: {{ min: 3, state: Stopped }}\n    policy: none\n    health-check: {{ type: ELB, grace: 30s, path: /ready, interval: 10s, healthy-threshold: 3 }}\n  ready-timeout: 60s\n  sample-every: 1s\nruns: {runs}\n"
+    )
+}
+
+const SHORT_RUNS: &str = "{ users: 2, duration: 2s, tasks: [well-known] }";
+const LONG_RUNS: &str = "{ users: [2, 4], duration: 20s, tasks: [well-known] }";
+
+/// Verification's own settings before the trial: a running pool that reuses instances, a
+/// second CPU policy (the deployment has one on each group), an EC2 health check with a 300 s
+/// grace.
+async fn seed_originals(ctx: &AwsContext) {
+    let asg = aws_sdk_autoscaling::Client::new(&ctx.config);
+    asg.put_warm_pool()
+        .auto_scaling_group_name(VERIF)
+        .min_size(1)
+        .pool_state(WarmPoolState::Running)
+        .instance_reuse_policy(
+            InstanceReusePolicy::builder()
+                .reuse_on_scale_in(true)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    asg.put_scaling_policy()
+        .auto_scaling_group_name(VERIF)
+        .policy_name("verif-cpu")
+        .policy_type("TargetTrackingScaling")
+        .estimated_instance_warmup(120)
+        .target_tracking_configuration(
+            TargetTrackingConfiguration::builder()
+                .predefined_metric_specification(
+                    PredefinedMetricSpecification::builder()
+                        .predefined_metric_type(MetricType::AsgAverageCpuUtilization)
+                        .build(),
+                )
+                .target_value(50.0)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    asg.update_auto_scaling_group()
+        .auto_scaling_group_name(VERIF)
+        .health_check_type("EC2")
+        .health_check_grace_period(300)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Each group's warm pool, policies, health check and target groups' health checks, read
+/// straight from moto.
+async fn knobs(ctx: &AwsContext) -> Value {
+    let asg = aws_sdk_autoscaling::Client::new(&ctx.config);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&ctx.config);
+    let mut out = serde_json::Map::new();
+    for name in [PROV, VERIF] {
+        let pool = asg
+            .describe_warm_pool()
+            .auto_scaling_group_name(name)
+            .send()
+            .await
+            .unwrap();
+        let pool = pool.warm_pool_configuration().map(|w| {
+            json!({
+                "min": w.min_size(),
+                "max": w.max_group_prepared_capacity(),
+                "state": w.pool_state().map(|s| s.as_str().to_string()),
+                "reuse": w.instance_reuse_policy().and_then(|r| r.reuse_on_scale_in()),
+            })
+        });
+        let policies = asg
+            .describe_policies()
+            .auto_scaling_group_name(name)
+            .send()
+            .await
+            .unwrap();
+        let mut policies: Vec<Value> = policies
+            .scaling_policies()
+            .iter()
+            .map(|p| {
+                let t = p.target_tracking_configuration();
+                json!({
+                    "name": p.policy_name(),
+                    "type": p.policy_type(),
+                    "metric": t.and_then(|t| t.predefined_metric_specification()).and_then(|m| m.predefined_metric_type()).map(|m| m.as_str().to_string()),
+                    "target": t.and_then(|t| t.target_value()),
+                    "no_scale_in": t.and_then(|t| t.disable_scale_in()),
+                    "warmup": p.estimated_instance_warmup(),
+                })
+            })
+            .collect();
+        policies.sort_by_key(|p| p["name"].to_string());
+        let g = asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await
+            .unwrap();
+        let g = &g.auto_scaling_groups()[0];
+        let tgs = elb
+            .describe_target_groups()
+            .set_target_group_arns(Some(g.target_group_arns().to_vec()))
+            .send()
+            .await
+            .unwrap();
+        let tgs: Vec<Value> = tgs
+            .target_groups()
+            .iter()
+            .map(|t| {
+                json!({
+                    "path": t.health_check_path(),
+                    "interval": t.health_check_interval_seconds(),
+                    "healthy": t.healthy_threshold_count(),
+                    "unhealthy": t.unhealthy_threshold_count(),
+                })
+            })
+            .collect();
+        out.insert(
+            name.into(),
+            json!({
+                "pool": pool,
+                "policies": policies,
+                "type": g.health_check_type(),
+                "grace": g.health_check_grace_period(),
+                "target_groups": tgs,
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+/// What the trial set, as `knobs` reads it, against the originals.
+fn assert_applied(now: &Value, before: &Value) {
+    let prov = &now[PROV];
+    assert_eq!(prov["pool"]["min"], 2, "{now:#}");
+    assert_eq!(prov["pool"]["state"], "Stopped", "AWS's default state");
+    assert_eq!(
+        prov["policies"],
+        json!([{"name": "trialrunner-veraison-prov-asg", "type": "TargetTrackingScaling",
+                "metric": "ASGAverageCPUUtilization", "target": 60.0, "no_scale_in": null, "warmup": null}]),
+        "{now:#}"
+    );
+    let verif = &now[VERIF];
+    assert_eq!(
+        verif["pool"],
+        json!({"min": 3, "max": null, "state": "Stopped", "reuse": true}),
+        "min and state changed, reuse kept from the group's own pool: {now:#}"
+    );
+    assert_eq!(verif["policies"], json!([]), "policy: none");
+    assert_eq!(
+        (&verif["type"], &verif["grace"]),
+        (&json!("ELB"), &json!(30))
+    );
+    let tg = &verif["target_groups"][0];
+    assert_eq!(
+        (&tg["path"], &tg["interval"], &tg["healthy"]),
+        (&json!("/ready"), &json!(10), &json!(3))
+    );
+    assert_eq!(
+        tg["unhealthy"], before[VERIF]["target_groups"][0]["unhealthy"],
+        "what the trial does not name is left as it was"
+    );
+}
+
+/// The originals as the test seeded them (and moto's defaults where the test set nothing).
+fn assert_seeded(before: &Value) {
+    assert_eq!(before[PROV]["pool"], Value::Null, "{before:#}");
+    assert_eq!(before[PROV]["policies"][0]["name"], "veraison-prov-cpu60");
+    assert_eq!(before[VERIF]["pool"]["min"], 1, "{before:#}");
+    assert_eq!(before[VERIF]["pool"]["state"], "Running");
+    assert_eq!(before[VERIF]["policies"][0]["name"], "veraison-verif-cpu60");
+    assert_eq!(before[VERIF]["policies"][1]["name"], "verif-cpu");
+    assert_eq!(before[VERIF]["policies"][1]["warmup"], 120);
+    assert_eq!(before[VERIF]["grace"], 300);
+}
+
+#[derive(Debug, Clone, Copy)]
+enum WayOut {
+    End,
+    Sigterm,
+    KillThenRestore,
+    FrozenThenRestore,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_pools_policies_and_health_checks_are_applied_then_restored_on_every_way_out() {
+    let _serial = SERIAL.lock().await;
+    for way in [
+        WayOut::End,
+        WayOut::Sigterm,
+        WayOut::KillThenRestore,
+        WayOut::FrozenThenRestore,
+    ] {
+        let runs = if matches!(way, WayOut::End) {
+            SHORT_RUNS
+        } else {
+            LONG_RUNS
+        };
+        let d = Drill::new(&knobs_trial(runs)).await;
+        seed_originals(&d.ctx).await;
+        let before = knobs(&d.ctx).await;
+        assert_seeded(&before);
+        let mut run = d.start_run();
+        run.wait_for("step=load", Duration::from_secs(60));
+        assert_applied(&knobs(&d.ctx).await, &before);
+        match way {
+            WayOut::End => {
+                let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(60));
+                assert_eq!(status.code(), Some(0), "{output}");
+                let journal: Value =
+                    serde_json::from_slice(&std::fs::read(d.out().join("journal.json")).unwrap())
+                        .unwrap();
+                let verif = journal["original"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|o| o["name"] == VERIF)
+                    .unwrap();
+                assert_eq!(verif["deployment"]["warm_pool"]["state"], "Running");
+                assert_eq!(verif["deployment"]["policies"][1]["name"], "verif-cpu");
+            }
+            WayOut::Sigterm => {
+                run.signal(libc::SIGTERM);
+                let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(60));
+                assert_eq!(status.code(), Some(143), "{output}");
+            }
+            WayOut::KillThenRestore => {
+                run.child.kill().unwrap();
+                run.child.wait().unwrap();
+                assert_applied(&knobs(&d.ctx).await, &before);
+                d.infra(&["restore"], 0);
+            }
+            WayOut::FrozenThenRestore => {
+                d.proxy.freeze("*");
+                d.proxy.wait_held(1, Duration::from_secs(30));
+                run.signal(libc::SIGINT);
+                let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(60));
+                assert_eq!(status.code(), Some(3), "{output}");
+                assert_applied(&knobs(&d.ctx).await, &before);
+                d.proxy.thaw();
+                d.infra(&["restore"], 0);
+            }
+        }
+        assert_eq!(
+            knobs(&d.ctx).await,
+            before,
+            "{way:?}: every setting back as it was"
+        );
+        assert_eq!(d.capacities().await, ORIGINAL, "{way:?}");
+        assert!(d.lock_tags().await.is_empty(), "{way:?}: lock released");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_each_setting_before_and_after_and_json_carries_it() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(&knobs_trial(SHORT_RUNS)).await;
+    seed_originals(&d.ctx).await;
+    let mut cmd = d.cmd();
+    cmd.arg("plan").arg(&d.trial).arg("--env").arg(&d.env);
+    let text = common::expect_exit(&mut cmd, 0).stdout;
+    for needed in [
+        "set verification warm-pool min 3, Stopped; policy none;",
+        "warm-pool                        none → min 2",
+        "policy                           veraison-prov-cpu60: ASGAverageCPUUtilization at 60 → target tracking: CPU 60%",
+        "warm-pool                        min 1, Running, reuse on scale-in true → min 3, Stopped",
+        "policy                           veraison-verif-cpu60: ASGAverageCPUUtilization at 60; verif-cpu: ASGAverageCPUUtilization at 50 → none",
+        "health-check.type                EC2 → ELB",
+        "health-check.grace               300s → 30s",
+        "health-check.path                /.well-known/veraison/verification → /ready",
+    ] {
+        assert!(text.contains(needed), "`{needed}` missing:\n{text}");
+    }
+    let mut cmd = d.cmd();
+    cmd.arg("plan")
+        .arg(&d.trial)
+        .arg("--env")
+        .arg(&d.env)
+        .arg("--json");
+    let doc: Value = serde_json::from_str(&common::expect_exit(&mut cmd, 0).stdout).unwrap();
+    let verif = doc["changes"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["asg"] == VERIF)
+        .unwrap();
+    assert!(
+        verif["settings"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"setting": "health-check.type", "before": "EC2", "after": "ELB"})),
+        "{verif:#}"
+    );
+    // Offline: the before is unknown, said so.
+    let mut cmd = d.cmd();
+    cmd.arg("plan")
+        .arg(&d.trial)
+        .arg("--env")
+        .arg(&d.env)
+        .arg("--offline");
+    let text = common::expect_exit(&mut cmd, 0).stdout;
+    assert!(
+        text.contains("health-check.type                not read (--offline) → ELB"),
+        "{text}"
+    );
+    assert_eq!(
+        knobs(&d.ctx).await[VERIF]["type"],
+        "EC2",
+        "plan changed nothing"
+    );
+}
