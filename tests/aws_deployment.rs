@@ -335,3 +335,68 @@ async fn plan_shows_each_setting_before_and_after_and_json_carries_it() {
         "plan changed nothing"
     );
 }
+
+/// Two variants of verification's warm pool over a base that sets one.
+const VARIANTS_TRIAL: &str = "name: pools\nenvironment: env.yaml\ninfra:\n  verification: { min: 1, max: 3, warm-pool: { min: 2, state: Stopped } }\n  ready-timeout: 60s\n  sample-every: 1s\nvariants:\n  - name: cold\n    infra: { verification: { warm-pool: none } }\n  - name: warm\n    infra: { verification: { warm-pool: { state: Running } } }\nruns: { users: 2, duration: 6s, tasks: [well-known] }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variants_run_in_turn_each_under_its_own_settings_into_its_own_folder_then_compared() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(VARIANTS_TRIAL).await;
+    seed_originals(&d.ctx).await;
+    let before = knobs(&d.ctx).await;
+    let mut cmd = d.cmd();
+    cmd.arg("plan").arg(&d.trial).arg("--env").arg(&d.env);
+    let text = common::expect_exit(&mut cmd, 0).stdout;
+    for needed in [
+        "2 variants, run in turn",
+        "=== variant cold ===",
+        "warm-pool                        min 1, Running, reuse on scale-in true → none",
+        "=== variant warm ===",
+        "warm-pool                        min 1, Running, reuse on scale-in true → min 2, Running",
+    ] {
+        assert!(text.contains(needed), "`{needed}` missing:\n{text}");
+    }
+    let run = d.start_run();
+    // During each variant's run, the pool is what that variant says (merged over the base).
+    run.wait_for_nth("step=load", 1, Duration::from_secs(60));
+    assert_eq!(
+        knobs(&d.ctx).await[VERIF]["pool"],
+        Value::Null,
+        "cold: no pool"
+    );
+    run.wait_for_nth("step=load", 2, Duration::from_secs(60));
+    assert_eq!(
+        knobs(&d.ctx).await[VERIF]["pool"],
+        json!({"min": 2, "max": null, "state": "Running", "reuse": true}),
+        "warm: the base's min, the variant's state"
+    );
+    let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(120));
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert_eq!(knobs(&d.ctx).await, before, "every setting back as it was");
+    assert_eq!(d.capacities().await, ORIGINAL);
+    let out = d.out();
+    for v in ["cold", "warm"] {
+        assert!(
+            out.join(v)
+                .join("runs/u002-well-known/summary.json")
+                .is_file(),
+            "{v}'s results in its own folder"
+        );
+        let journal: Value =
+            serde_json::from_slice(&std::fs::read(out.join(v).join("journal.json")).unwrap())
+                .unwrap();
+        assert_eq!(journal["restored"], true, "{v} restored at its end");
+        assert!(out.join(v).join("report.html").is_file(), "{v}'s report");
+    }
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(out.join("variants.json")).unwrap()).unwrap();
+    assert_eq!(index["variants"][0]["name"], "cold");
+    assert_eq!(index["variants"][1]["exit"], 0);
+    assert_eq!(
+        index["variants"][0]["infra"]["verification"]["warm-pool"],
+        "none"
+    );
+    assert!(out.join("compare-cold-warm.html").is_file(), "{output}");
+    assert!(output.contains("variant warm against cold"), "{output}");
+}

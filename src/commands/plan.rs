@@ -68,7 +68,7 @@ async fn read_current(t: &trial::Trial, changes: &mut Changes, global: &Global) 
     }
 }
 
-/// Prints the plan and what it changes.
+/// Prints the plan and what it changes (for a trial with variants: what each variant changes).
 pub fn run(args: Args, global: &Global) -> Result<i32> {
     let t = trial::load_trial(&args.trial, args.env.as_deref())?;
     let p = trial::plan(&t);
@@ -76,17 +76,47 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
     if let Some(fleet) = t.env.spec.generators.as_ref().and_then(|g| g.aws.as_ref()) {
         changes.ships = Some(crate::fleet::aws::shipped(fleet));
     }
+    let mut variants = Vec::new();
+    for v in &t.variants {
+        let under = t.under(v);
+        variants.push((
+            v.name.clone(),
+            trial::plan(&under),
+            trial::plan::changes(&under),
+        ));
+    }
     if !args.offline {
-        runtime().block_on(read_current(&t, &mut changes, global));
+        runtime().block_on(async {
+            read_current(&t, &mut changes, global).await;
+            for (_, _, c) in &mut variants {
+                read_current(&t, c, global).await;
+            }
+        });
     }
     if args.json {
-        let doc = serde_json::json!({"plan": p, "changes": changes});
+        let mut doc = serde_json::json!({"plan": p, "changes": changes});
+        if !variants.is_empty() {
+            doc["variants"] = variants
+                .iter()
+                .map(|(name, plan, changes)| {
+                    serde_json::json!({"name": name, "plan": plan, "changes": changes})
+                })
+                .collect();
+        }
         crate::outln!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("plan serializes")
         );
-    } else {
+    } else if variants.is_empty() {
         crate::outln!("{p}\n\n{changes}");
+    } else {
+        crate::outln!(
+            "{} variants, run in turn, each restored before the next (results in <out>/<variant>/):",
+            variants.len()
+        );
+        for (name, plan, changes) in &variants {
+            crate::outln!("\n=== variant {name} ===\n{plan}\n\n{changes}");
+        }
     }
     Ok(exit::OK)
 }
