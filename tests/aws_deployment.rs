@@ -400,3 +400,137 @@ async fn variants_run_in_turn_each_under_its_own_settings_into_its_own_folder_th
     assert!(out.join("compare-cold-warm.html").is_file(), "{output}");
     assert!(output.contains("variant warm against cold"), "{output}");
 }
+
+/// How one instance joined the twin's provisioning group: seconds from the group's growth
+/// until the balancer routed to it, and the 5xx answers clients got meanwhile and after.
+async fn join_in_twin(pool: Option<WarmPoolState>, readiness_path: bool) -> (f64, usize) {
+    use trialrunner::rehearsal::twin::{Twin, TwinConfig};
+    use trialrunner::standin::store::KvStore;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    let asg = aws_sdk_autoscaling::Client::new(&ctx.config);
+    if let Some(state) = pool {
+        asg.put_warm_pool()
+            .auto_scaling_group_name(PROV)
+            .min_size(1)
+            .pool_state(state)
+            .send()
+            .await
+            .unwrap();
+    }
+    if readiness_path {
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&ctx.config);
+        let tg = elb
+            .describe_target_groups()
+            .names("veraison-prov-tg")
+            .send()
+            .await
+            .unwrap();
+        elb.modify_target_group()
+            .target_group_arn(tg.target_groups()[0].target_group_arn().unwrap())
+            .health_check_path("/ready")
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut config = TwinConfig::new(D);
+    config.capacity = None;
+    config.spin_up = Duration::from_millis(3000);
+    config.not_ready = Duration::from_millis(1500);
+    config.warm_running = Duration::from_millis(300);
+    config.warm_stopped = Duration::from_millis(1000);
+    config.poll = Duration::from_millis(50);
+    config.publish_every = None;
+    let settle = config.spin_up + config.not_ready;
+    let twin = Twin::start(
+        &ctx,
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        KvStore::memory(),
+    )
+    .await
+    .unwrap();
+    let prov = |twin: &Twin| {
+        twin.instances()
+            .into_iter()
+            .filter(|i| i.role == trialrunner::trial::model::ServiceRole::Provisioning)
+            .collect::<Vec<_>>()
+    };
+    let old = prov(&twin)[0].id.clone();
+    let grown = Instant::now();
+    asg.set_desired_capacity()
+        .auto_scaling_group_name(PROV)
+        .desired_capacity(2)
+        .send()
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = twin
+        .url()
+        .join("/.well-known/veraison/provisioning")
+        .unwrap();
+    let (mut joined, mut failures) = (None, 0);
+    // Until the cold timing is over for sure: every join has happened and settled by then.
+    while grown.elapsed() < settle + Duration::from_millis(1500) {
+        let status = client
+            .get(url.clone())
+            .header("accept", "*/*")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status.is_server_error() {
+            failures += 1;
+        }
+        if joined.is_none() && prov(&twin).iter().any(|i| i.id != old && i.routable) {
+            joined = Some(grown.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (joined.expect("the new instance joined"), failures)
+}
+
+/// The twin acts the knobs out: an instance from a warm pool joins after a short start instead
+/// of the full spin-up (Running sooner than Stopped), and a target-group health check on a
+/// readiness path keeps a not-ready instance out of the balancer, so clients see no failures
+/// at its join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_twin_a_warm_pool_joins_sooner_and_a_readiness_check_hides_the_join() {
+    let _serial = SERIAL.lock().await;
+    let (cold, cold_failures) = join_in_twin(None, false).await;
+    let (stopped, _) = join_in_twin(Some(WarmPoolState::Stopped), false).await;
+    let (running, running_failures) = join_in_twin(Some(WarmPoolState::Running), false).await;
+    let (checked, checked_failures) = join_in_twin(None, true).await;
+    eprintln!(
+        "joins: cold {cold:.2}s ({cold_failures} failures), stopped pool {stopped:.2}s, running pool {running:.2}s ({running_failures} failures), readiness check {checked:.2}s ({checked_failures} failures)"
+    );
+    assert!(cold >= 3.0, "cold: the full spin-up, {cold}");
+    assert!(
+        running < stopped && stopped < cold,
+        "running {running} < stopped {stopped} < cold {cold}"
+    );
+    assert!(
+        (0.3..1.0).contains(&running),
+        "running pool start, {running}"
+    );
+    assert!(
+        (1.0..3.0).contains(&stopped),
+        "stopped pool start, {stopped}"
+    );
+    assert!(
+        cold_failures > 0,
+        "cold with a shallow check: the join fails requests"
+    );
+    assert_eq!(
+        running_failures, 0,
+        "a pool's instance was deployed while prepared"
+    );
+    assert!(
+        checked >= 4.5,
+        "routed once ready: spin-up and VTS start, {checked}"
+    );
+    assert_eq!(
+        checked_failures, 0,
+        "the readiness check hides the not-ready instance"
+    );
+}
