@@ -233,6 +233,10 @@ async fn warm_pools_policies_and_health_checks_are_applied_then_restored_on_ever
             WayOut::End => {
                 let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(60));
                 assert_eq!(status.code(), Some(0), "{output}");
+                assert!(
+                    output.contains("restored veraison-verif-asg to min 1 max 3 desired 1; warm pool min 1, Running, reuse on scale-in true; policies veraison-verif-cpu60"),
+                    "the restore says what it put back: {output}"
+                );
                 let journal: Value =
                     serde_json::from_slice(&std::fs::read(d.out().join("journal.json")).unwrap())
                         .unwrap();

@@ -707,8 +707,21 @@ impl Campaign<'_> {
 /// One line per group a restore put back or left to another campaign.
 fn say_restored(report: &RestoreReport) {
     for o in &report.restored {
+        let settings = o
+            .deployment
+            .as_ref()
+            .map(|d| {
+                format!(
+                    "; warm pool {}; policies {}; health check {} ({}s grace)",
+                    d.describe("warm-pool"),
+                    d.describe("policy"),
+                    d.health_check_type,
+                    d.health_check_grace_s
+                )
+            })
+            .unwrap_or_default();
         crate::terminal::say(&format!(
-            "restored {} to min {} max {} desired {}",
+            "restored {} to min {} max {} desired {}{settings}",
             o.name, o.min, o.max, o.desired
         ));
     }
