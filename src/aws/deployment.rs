@@ -21,6 +21,17 @@ pub fn trial_policy_name(asg: &str) -> String {
     format!("trialrunner-{asg}")
 }
 
+/// The resource label of a target group behind a load balancer, as `ALBRequestCountPerTarget`
+/// names it: `app/<lb>/<lb id>/targetgroup/<tg>/<tg id>`, from the two ARNs.
+pub fn resource_label(lb_arn: &str, tg_arn: &str) -> String {
+    let lb = lb_arn
+        .split_once(":loadbalancer/")
+        .map(|(_, l)| l)
+        .unwrap_or(lb_arn);
+    let tg = tg_arn.rsplit(':').next().unwrap_or(tg_arn);
+    format!("{lb}/{tg}")
+}
+
 impl AwsScaler {
     /// The group's warm pool, policies and health checks now, read with `client` until
     /// `deadline`.
@@ -200,9 +211,7 @@ impl AwsScaler {
                     svc.asg
                 ))
             })?;
-        let lb = lb.split_once("loadbalancer/").map(|(_, l)| l).unwrap_or(lb);
-        let tg = arn.rsplit(':').next().unwrap_or(arn);
-        Ok(format!("{lb}/{tg}"))
+        Ok(resource_label(lb, arn))
     }
 
     /// Applies what the trial sets of a group's warm pool, policy and health checks.
@@ -519,5 +528,19 @@ impl AwsScaler {
             })
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_request_count_policy_names_its_target_group_as_aws_documents() {
+        assert_eq!(
+            super::resource_label(
+                "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/veraison-lb/50dc6c495c0c9188",
+                "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/veraison-verif-tg/943f017f100becff"
+            ),
+            "app/veraison-lb/50dc6c495c0c9188/targetgroup/veraison-verif-tg/943f017f100becff"
+        );
     }
 }
