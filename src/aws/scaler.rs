@@ -512,6 +512,12 @@ impl Scaler for AwsScaler {
                 })
                 .await?;
         }
+        // The warm pool, policies and health checks must come back as the capacity must: before
+        // the best-effort metrics below, which may spend seconds on an API that fails.
+        if let Some(deployment) = &original.deployment {
+            self.restore_deployment(client, &svc, deployment, deadline)
+                .await?;
+        }
         // Turn off exactly the group metrics the trial turned on (`*`: the list did not fit
         // the lock's tag: leave them). Best effort, within a short bound: group metrics cost
         // nothing, and capacity (above) is what must come back; a failure is a warning.
@@ -574,10 +580,6 @@ impl Scaler for AwsScaler {
                         .set_scaling_processes(Some(to_suspend.clone()))
                         .send()
                 })
-                .await?;
-        }
-        if let Some(deployment) = &original.deployment {
-            self.restore_deployment(client, &svc, deployment, deadline)
                 .await?;
         }
         tracing::info!(asg = %original.name, min = original.min, max = original.max, desired = original.desired, "restored");
