@@ -512,41 +512,12 @@ impl Scaler for AwsScaler {
                 })
                 .await?;
         }
-        // The warm pool, policies and health checks must come back as the capacity must: before
-        // the best-effort metrics below, which may spend seconds on an API that fails.
+        // The warm pool, policies and health checks and the scaling processes must come back as
+        // the capacity must: before the best-effort metrics last, which may spend seconds on an
+        // API that fails.
         if let Some(deployment) = &original.deployment {
             self.restore_deployment(client, &svc, deployment, deadline)
                 .await?;
-        }
-        // Turn off exactly the group metrics the trial turned on (`*`: the list did not fit
-        // the lock's tag: leave them). Best effort, within a short bound: group metrics cost
-        // nothing, and capacity (above) is what must come back; a failure is a warning.
-        let added: Vec<String> = current
-            .enabled_metrics
-            .iter()
-            .filter(|m| !original.enabled_metrics.contains(m))
-            .filter(|_| original.enabled_metrics != ["*"])
-            .cloned()
-            .collect();
-        if !added.is_empty() {
-            let best_effort = deadline.min(tokio::time::Instant::now() + Duration::from_secs(10));
-            if let Err(e) = self
-                .ctx
-                .call_until("autoscaling:DisableMetricsCollection", best_effort, || {
-                    client
-                        .disable_metrics_collection()
-                        .auto_scaling_group_name(&original.name)
-                        .set_metrics(Some(added.clone()))
-                        .send()
-                })
-                .await
-            {
-                crate::terminal::say(&format!(
-                    "warning: {}: group metrics {} left enabled ({e})",
-                    original.name,
-                    added.join(", ")
-                ));
-            }
         }
         let to_resume: Vec<String> = current
             .suspended_processes
@@ -581,6 +552,37 @@ impl Scaler for AwsScaler {
                         .send()
                 })
                 .await?;
+        }
+        // Last, after everything that must come back: turn off exactly the group metrics the
+        // trial turned on (`*`: the list did not fit
+        // the lock's tag: leave them). Best effort, within a short bound: group metrics cost
+        // nothing, and capacity (above) is what must come back; a failure is a warning.
+        let added: Vec<String> = current
+            .enabled_metrics
+            .iter()
+            .filter(|m| !original.enabled_metrics.contains(m))
+            .filter(|_| original.enabled_metrics != ["*"])
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            let best_effort = deadline.min(tokio::time::Instant::now() + Duration::from_secs(10));
+            if let Err(e) = self
+                .ctx
+                .call_until("autoscaling:DisableMetricsCollection", best_effort, || {
+                    client
+                        .disable_metrics_collection()
+                        .auto_scaling_group_name(&original.name)
+                        .set_metrics(Some(added.clone()))
+                        .send()
+                })
+                .await
+            {
+                crate::terminal::say(&format!(
+                    "warning: {}: group metrics {} left enabled ({e})",
+                    original.name,
+                    added.join(", ")
+                ));
+            }
         }
         tracing::info!(asg = %original.name, min = original.min, max = original.max, desired = original.desired, "restored");
         Ok(Restored::Done)
