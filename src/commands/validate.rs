@@ -77,12 +77,23 @@ pub fn run(args: Args) -> Result<i32> {
             });
             trial::load_trial(f, env.as_deref()).map(|t| {
                 let p = trial::plan(&t);
-                format!(
-                    "trial `{}`: {} load runs, about {:.0} s",
-                    t.spec.name,
-                    p.load_phases().count(),
-                    p.total().as_secs_f64()
-                )
+                let (runs, seconds) = (p.load_phases().count(), p.total().as_secs_f64());
+                let runs = format!("{runs} load run{}", if runs == 1 { "" } else { "s" });
+                match t.variants.len() {
+                    0 => format!("trial `{}`: {runs}, about {seconds:.0} s", t.spec.name),
+                    n => {
+                        // Each variant's own plan: a variant may change what the runs take.
+                        let total: f64 = t
+                            .variants
+                            .iter()
+                            .map(|v| trial::plan(&t.under(v)).total().as_secs_f64())
+                            .sum();
+                        format!(
+                            "trial `{}`: {n} variants × {runs}, about {total:.0} s",
+                            t.spec.name
+                        )
+                    }
+                }
             })
         };
         match result {
