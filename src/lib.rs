@@ -16,6 +16,7 @@ pub mod demo;
 pub mod error;
 pub mod exec;
 pub mod fleet;
+pub mod iam;
 pub mod load;
 pub mod local;
 pub mod owner;

@@ -62,6 +62,17 @@ pub const ERROR_PATTERNS: [&str; 4] = [
     "no pg_hba.conf entry",
 ];
 
+/// The metrics source's calls, all read-only: series, logs, and the names it resolves them by
+/// (target groups, the RDS instance, log groups).
+pub const READS: &[&str] = &[
+    "cloudwatch:GetMetricData",
+    "cloudwatch:ListMetrics",
+    "logs:DescribeLogGroups",
+    "logs:FilterLogEvents",
+    "elasticloadbalancing:DescribeTargetGroups",
+    "rds:DescribeDBInstances",
+];
+
 /// The queries for a trial's metric sets over the resources.
 pub fn queries(metrics: &[MetricName], r: &Resources) -> Vec<MetricQuery> {
     let mut out: Vec<MetricQuery> = Vec::new();

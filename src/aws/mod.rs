@@ -175,6 +175,11 @@ where
         SdkError::ServiceError(se) => {
             let err = se.err();
             match (err.code(), err.message()) {
+                (Some(code), msg) if is_access_denied(code) => format!(
+                    "access denied: the credentials lack the IAM permission `{}` (`trialrunner iam-policy TRIAL --env ENV` prints every permission the campaign needs) ({code}: {})",
+                    permission_of(operation),
+                    msg.unwrap_or("")
+                ),
                 (Some(code), msg) => {
                     format!("{code}: {} (HTTP {})", msg.unwrap_or(""), se.raw().status())
                 }
@@ -190,6 +195,28 @@ where
         _ => DisplayErrorContext(&e).to_string(),
     };
     Error::Infra(format!("AWS {operation} at {}: {why}", ctx.endpoint))
+}
+
+/// True for the error codes AWS services answer a call the caller's policies do not allow with.
+pub fn is_access_denied(code: &str) -> bool {
+    code.starts_with("AccessDenied")
+        || matches!(
+            code,
+            "UnauthorizedOperation" | "AuthorizationError" | "UnauthorizedAccess"
+        )
+}
+
+/// The IAM action an operation name of [`AwsContext::call`] needs: the name itself
+/// (`autoscaling:UpdateAutoScalingGroup`) without a note in brackets, except where S3's
+/// operations and its permissions differ (ListObjectsV2 needs `s3:ListBucket`, HeadObject
+/// `s3:GetObject`).
+pub fn permission_of(operation: &str) -> &str {
+    let action = operation.split_whitespace().next().unwrap_or(operation);
+    match action {
+        "s3:ListObjectsV2" => "s3:ListBucket",
+        "s3:HeadObject" => "s3:GetObject",
+        other => other,
+    }
 }
 
 /// The HTTP status of a raw response, for error messages.
