@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
+use crate::trial::model::MetricName;
 use crate::trial::s3::S3Location;
 use crate::trial::Trial;
 
@@ -122,11 +123,14 @@ pub fn policy_for(trial: &Trial) -> Result<Policy> {
     let postgres = env.spec.stores.as_ref().and_then(|s| s.postgres.as_ref());
     let rds_lookup = postgres.is_some_and(|p| p.host.is_none());
     let stack_password = postgres.is_some_and(|p| p.password_env.is_none());
+    let metrics = !trial.spec.metrics.is_empty();
+    let error_logs = trial.spec.metrics.contains(&MetricName::ErrorLogs);
+    // The metrics find the deployment's cache cluster (its dimension) as the sessions do.
     let cache_via_aws = env.spec.stores.as_ref().is_some_and(|s| {
         s.sessions
             .as_ref()
             .is_some_and(|m| m.memcached.iter().any(|x| x == "auto"))
-    });
+    }) || (metrics && env.spec.deployment.is_some());
 
     let none: &[&str] = &[];
     policy.allow(
@@ -137,10 +141,15 @@ pub fn policy_for(trial: &Trial) -> Result<Policy> {
             } else {
                 scaler::READS
             },
-            if trial.spec.metrics.is_empty() {
-                none
+            if metrics {
+                cloudwatch::SERIES_READS
             } else {
-                cloudwatch::READS
+                none
+            },
+            if error_logs {
+                cloudwatch::LOG_READS
+            } else {
+                none
             },
             if rds_lookup { stores::RDS_READS } else { none },
             if cache_via_aws {
@@ -276,7 +285,10 @@ mod tests {
                 [scaler::READS, scaler::GROUP_WRITES].concat(),
             ),
             ("src/aws/lock.rs", lock::GROUP_WRITES.to_vec()),
-            ("src/aws/cloudwatch.rs", cloudwatch::READS.to_vec()),
+            (
+                "src/aws/cloudwatch.rs",
+                [cloudwatch::SERIES_READS, cloudwatch::LOG_READS].concat(),
+            ),
             (
                 "src/aws/stores.rs",
                 [
@@ -388,12 +400,26 @@ mod tests {
 
     #[test]
     fn metrics_add_reads_only_and_a_trial_without_aws_needs_nothing() {
-        let p = policy(ENV, &format!("metrics: [asg-cpu]\n{RUNS}"));
+        let no_deployment = ENV.replace("deployment: vd\n", "");
+        let p = policy(&no_deployment, &format!("metrics: [asg-cpu]\n{RUNS}"));
         assert_eq!(p.statements.len(), 1, "{p:?}");
         assert_eq!(p.statements[0].resources, ["*"]);
         assert_eq!(
             p.actions(),
-            crate::aws::cloudwatch::READS.iter().copied().collect()
+            crate::aws::cloudwatch::SERIES_READS
+                .iter()
+                .copied()
+                .collect()
+        );
+        let p = policy(ENV, &format!("metrics: [asg-cpu, error-logs]\n{RUNS}"));
+        let all = p.actions();
+        assert!(
+            all.contains("logs:FilterLogEvents")
+                && all.contains("elasticache:DescribeCacheClusters")
+        );
+        assert!(
+            statement(&p, "ReadOnlyTheSupportStack").is_some(),
+            "the cache is found through the stack"
         );
         let local = ENV.replace(
             "aws: { region: eu-west-1, account: \"111122223333\" }\n",
