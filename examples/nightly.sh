@@ -7,6 +7,7 @@
 #   TRIAL, ENVIRONMENT   the trial and environment files
 #   RESULTS              s3://bucket/prefix where results and history live between runs
 #   WORKDIR              where results are kept while the run lasts (default: a fresh directory)
+#   TRIALRUNNER_WEBHOOK_URL, TRIALRUNNER_REPORT_URL  (optional) told when the gate fails
 # AWS credentials come from the usual chain (an instance role, AWS_PROFILE): give them the
 # policy `trialrunner iam-policy "$TRIAL" --env "$ENVIRONMENT"` prints, plus S3 on $RESULTS.
 set -eu

@@ -19,6 +19,7 @@ pub mod fleet;
 pub mod iam;
 pub mod load;
 pub mod local;
+pub mod notify;
 pub mod owner;
 pub mod provider;
 pub mod readiness;
