@@ -7,6 +7,7 @@
 //! metadata service.
 
 pub mod cloudwatch;
+pub mod deployment;
 pub mod lock;
 pub mod retry;
 pub mod scaler;

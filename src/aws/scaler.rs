@@ -12,7 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::AwsContext;
 use crate::error::{Error, Result};
-use crate::provider::{AsgSettings, HeldLock, LockClaim, ReadyReport, Restored, Scaler, Takeover};
+use crate::provider::{
+    AsgSettings, DeploymentSettings, HeldLock, LockClaim, ReadyReport, Restored, Scaler, Takeover,
+};
+use crate::trial::deployment::GroupSettings;
 use crate::trial::model::ServiceRole;
 use crate::trial::{Capacity, Environment};
 
@@ -65,7 +68,7 @@ pub struct AwsScaler {
     pub(super) asg: aws_sdk_autoscaling::Client,
     /// The same with the tighter restore timeouts (see [`super::AwsTimeouts::restore`]).
     pub(super) asg_restore: aws_sdk_autoscaling::Client,
-    elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub(super) elb: aws_sdk_elasticloadbalancingv2::Client,
     ec2: aws_sdk_ec2::Client,
     pub(super) services: Vec<ServiceInfra>,
     http: reqwest::Client,
@@ -100,7 +103,7 @@ pub(super) struct GroupState {
     pub(super) settings: AsgSettings,
     /// (instance id, lifecycle state, health status).
     instances: Vec<(String, String, String)>,
-    target_group_arns: Vec<String>,
+    pub(super) target_group_arns: Vec<String>,
     /// (key, value) of every tag (the deployment lock's among them).
     pub(super) tags: Vec<(String, String)>,
 }
@@ -191,6 +194,7 @@ impl AwsScaler {
                     .iter()
                     .filter_map(|m| m.metric().map(str::to_string))
                     .collect(),
+                deployment: None,
             },
             instances: g
                 .instances()
@@ -215,7 +219,11 @@ impl AwsScaler {
     }
 
     /// The target groups of a service: those attached to its ASG, else the named one.
-    async fn target_groups(&self, svc: &ServiceInfra, attached: &[String]) -> Result<Vec<String>> {
+    pub(super) async fn target_groups(
+        &self,
+        svc: &ServiceInfra,
+        attached: &[String],
+    ) -> Result<Vec<String>> {
         if !attached.is_empty() {
             return Ok(attached.to_vec());
         }
@@ -410,6 +418,17 @@ impl Scaler for AwsScaler {
         Ok(())
     }
 
+    async fn read_settings(&self, service: ServiceRole) -> Result<DeploymentSettings> {
+        let deadline = tokio::time::Instant::now() + self.ctx.timeouts.operation;
+        self.read_deployment(&self.asg, self.service(service)?, deadline)
+            .await
+    }
+
+    async fn change_settings(&self, service: ServiceRole, settings: &GroupSettings) -> Result<()> {
+        self.apply_deployment(self.service(service)?, settings)
+            .await
+    }
+
     async fn wait_ready(
         &self,
         services: &[ServiceRole],
@@ -512,6 +531,12 @@ impl Scaler for AwsScaler {
                         .desired_capacity(original.desired)
                         .send()
                 })
+                .await?;
+        }
+        // The warm pool, policies and health checks must come back as the capacity must: before
+        // the best-effort metrics below, which may spend seconds on an API that fails.
+        if let Some(deployment) = &original.deployment {
+            self.restore_deployment(client, &svc, deployment, deadline)
                 .await?;
         }
         // Turn off exactly the group metrics the trial turned on (`*`: the list did not fit
