@@ -100,7 +100,7 @@ fn partition(region: &str) -> &'static str {
 
 /// The policy a campaign of `trial` (bound to its environment) needs; empty when it calls no AWS.
 pub fn policy_for(trial: &Trial) -> Result<Policy> {
-    use crate::aws::{cloudwatch, lock, scaler, stores};
+    use crate::aws::{cloudwatch, deployment, lock, scaler, stores};
     use crate::fleet::aws as fleet;
 
     let mut policy = Policy::default();
@@ -115,7 +115,28 @@ pub fn policy_for(trial: &Trial) -> Result<Policy> {
     };
     let part = partition(&aws.region);
     let (region, account) = (&aws.region, &aws.account);
-    let changed = crate::setup::changed_services(trial);
+    // A trial with variants runs each of them: what any of them changes.
+    let runs: Vec<Trial> = if trial.variants.is_empty() {
+        vec![trial.clone()]
+    } else {
+        trial.variants.iter().map(|v| trial.under(v)).collect()
+    };
+    let settings = runs.iter().any(|t| !t.settings.is_empty());
+    let mut roles: Vec<_> = runs
+        .iter()
+        .flat_map(|t| {
+            t.capacities
+                .iter()
+                .map(|(r, _)| *r)
+                .chain(t.settings.iter().map(|(r, _)| *r))
+        })
+        .collect();
+    roles.sort_by_key(|r| r.to_string());
+    roles.dedup();
+    let changed: Vec<_> = crate::aws::scaler::services_of(env)
+        .into_iter()
+        .filter(|s| roles.contains(&s.role))
+        .collect();
     let fleet = env.spec.generators.as_ref().and_then(|g| match g.local {
         Some(_) => None,
         None => g.aws.as_ref(),
@@ -141,6 +162,7 @@ pub fn policy_for(trial: &Trial) -> Result<Policy> {
             } else {
                 scaler::READS
             },
+            if settings { deployment::READS } else { none },
             if metrics {
                 cloudwatch::SERIES_READS
             } else {
@@ -169,7 +191,11 @@ pub fn policy_for(trial: &Trial) -> Result<Policy> {
     );
     policy.allow(
         "ChangeOnlyTheTrialsGroups",
-        &[scaler::GROUP_WRITES, lock::GROUP_WRITES],
+        &[
+            scaler::GROUP_WRITES,
+            lock::GROUP_WRITES,
+            if settings { deployment::GROUP_WRITES } else { none },
+        ],
         changed
             .iter()
             .map(|s| {
@@ -181,6 +207,20 @@ pub fn policy_for(trial: &Trial) -> Result<Policy> {
             .collect(),
         None,
     );
+    if settings {
+        policy.allow(
+            "HealthChecksOfTheirTargetGroupsOnly",
+            &[deployment::TARGET_GROUP_WRITES],
+            changed
+                .iter()
+                .filter_map(|s| s.target_group.as_ref())
+                .map(|tg| {
+                    format!("arn:{part}:elasticloadbalancing:{region}:{account}:targetgroup/{tg}/*")
+                })
+                .collect(),
+            None,
+        );
+    }
     if stack_password || cache_via_aws {
         let deployment = env.spec.deployment.clone().unwrap_or_default();
         policy.allow(
@@ -282,7 +322,7 @@ mod tests {
     /// every listed action is one the file calls (no permission granted for nothing).
     #[test]
     fn every_aws_call_in_the_source_is_in_its_providers_list() {
-        use crate::aws::{cloudwatch, lock, scaler, stores};
+        use crate::aws::{cloudwatch, deployment, lock, scaler, stores};
         use crate::fleet::aws as fleet;
         let lists: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
             (
@@ -290,6 +330,15 @@ mod tests {
                 [scaler::READS, scaler::GROUP_WRITES].concat(),
             ),
             ("src/aws/lock.rs", lock::GROUP_WRITES.to_vec()),
+            (
+                "src/aws/deployment.rs",
+                [
+                    deployment::READS,
+                    deployment::GROUP_WRITES,
+                    deployment::TARGET_GROUP_WRITES,
+                ]
+                .concat(),
+            ),
             (
                 "src/aws/cloudwatch.rs",
                 [cloudwatch::SERIES_READS, cloudwatch::LOG_READS].concat(),
