@@ -69,6 +69,9 @@ pub enum Command {
     Bench(commands::bench::Args),
     /// Print the JSON Schema of trial or environment files, or the reference of every field.
     Schema(commands::schema::Args),
+    /// Print the least-privilege IAM policy (JSON) a campaign of the trial needs in its
+    /// environment.
+    IamPolicy(commands::iam_policy::Args),
     /// One generator worker of a fleet (started by a coordinator, locally or through SSM).
     Worker(commands::worker::Args),
 }
@@ -126,5 +129,6 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Bench(a) => commands::bench::run(a),
         Command::Schema(a) => commands::schema::run(a),
         Command::Worker(a) => commands::worker::run(a),
+        Command::IamPolicy(a) => commands::iam_policy::run(a),
     }
 }

@@ -209,6 +209,26 @@ pub fn stores_need_aws(env: &Environment) -> bool {
     }) && env.spec.aws.is_some()
 }
 
+/// True when the campaign of `trial` calls AWS: it changes groups, pulls metrics, clears
+/// stores or finds them through AWS (the account guard runs whenever it does).
+pub fn needs_aws(trial: &Trial) -> bool {
+    trial.env.spec.aws.is_some()
+        && (!trial.capacities.is_empty()
+            || !trial.spec.metrics.is_empty()
+            || trial.spec.stores.clear != ClearPolicy::Never
+            || stores_need_aws(&trial.env))
+}
+
+/// The groups a trial changes (and the scaler acts on and samples; the journal is keyed by
+/// them).
+pub fn changed_services(trial: &Trial) -> Vec<ServiceInfra> {
+    let changed: Vec<ServiceRole> = trial.capacities.iter().map(|(r, _)| *r).collect();
+    services_of(&trial.env)
+        .into_iter()
+        .filter(|s| changed.contains(&s.role))
+        .collect()
+}
+
 /// The AWS context of an environment, with the account guard passed.
 pub async fn aws_for(env: &Environment, opts: &SetupOptions) -> Result<Option<AwsContext>> {
     let Some(spec) = &env.spec.aws else {
@@ -232,12 +252,7 @@ pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Provide
     } else {
         Progress::Quiet
     };
-    // The account guard runs whenever the trial changes anything in an AWS environment.
-    let needs_aws = !trial.capacities.is_empty()
-        || !trial.spec.metrics.is_empty()
-        || trial.spec.stores.clear != ClearPolicy::Never
-        || stores_need_aws(env);
-    let aws = if needs_aws {
+    let aws = if needs_aws(trial) {
         aws_for(env, opts).await?
     } else {
         None
@@ -245,11 +260,7 @@ pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Provide
     let (stores, sessions) = stores_for(env, aws.as_ref())?;
     // The scaler acts on (and samples) exactly the groups the trial changes; the journal is
     // keyed by them.
-    let changed: Vec<ServiceRole> = trial.capacities.iter().map(|(r, _)| *r).collect();
-    let services: Vec<_> = services_of(env)
-        .into_iter()
-        .filter(|s| changed.contains(&s.role))
-        .collect();
+    let services = changed_services(trial);
     let (scaler, journal_target): (Option<Arc<dyn Scaler>>, _) = match &aws {
         Some(ctx) if !services.is_empty() => {
             let target = journal_target(ctx, env, &services);

@@ -62,6 +62,20 @@ pub const ERROR_PATTERNS: [&str; 4] = [
     "no pg_hba.conf entry",
 ];
 
+/// The metrics source's calls for series, all read-only: the series and the names it resolves
+/// them by (target groups, the RDS instance; the cache cluster through
+/// [`super::stores::ElastiCacheNodes`], whose reads `iam-policy` adds when there is a
+/// deployment).
+pub const SERIES_READS: &[&str] = &[
+    "cloudwatch:GetMetricData",
+    "cloudwatch:ListMetrics",
+    "elasticloadbalancing:DescribeTargetGroups",
+    "rds:DescribeDBInstances",
+];
+
+/// The calls for `error-logs`, read-only.
+pub const LOG_READS: &[&str] = &["logs:DescribeLogGroups", "logs:FilterLogEvents"];
+
 /// The queries for a trial's metric sets over the resources.
 pub fn queries(metrics: &[MetricName], r: &Resources) -> Vec<MetricQuery> {
     let mut out: Vec<MetricQuery> = Vec::new();

@@ -16,6 +16,28 @@ use crate::provider::deployment::{
 };
 use crate::trial::deployment::{GroupSettings, PolicySpec, Setting};
 
+/// The reads of a group's settings (IAM actions, granted on `*`). A call added to this file
+/// must be listed here, in [`GROUP_WRITES`] or [`TARGET_GROUP_WRITES`] (the `iam` tests read
+/// the source).
+pub const READS: &[&str] = &[
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeWarmPool",
+    "autoscaling:DescribePolicies",
+    "elasticloadbalancing:DescribeTargetGroups",
+];
+
+/// The changes of a group's settings: `iam-policy` grants them on the groups the trial changes.
+pub const GROUP_WRITES: &[&str] = &[
+    "autoscaling:UpdateAutoScalingGroup",
+    "autoscaling:PutWarmPool",
+    "autoscaling:DeleteWarmPool",
+    "autoscaling:PutScalingPolicy",
+    "autoscaling:DeletePolicy",
+];
+
+/// The health checks of a target group: granted on the target groups of the groups changed.
+pub const TARGET_GROUP_WRITES: &[&str] = &["elasticloadbalancing:ModifyTargetGroup"];
+
 /// The name of the policy a trial puts on a group (removed on restore).
 pub fn trial_policy_name(asg: &str) -> String {
     format!("trialrunner-{asg}")

@@ -32,6 +32,8 @@ const VALUE_MAX: usize = 256;
 const FIELDS: [&str; 4] = ["owner", "lease", "original", "results"];
 /// How often two campaigns that wrote at once try again before giving up.
 const ROUNDS: u32 = 5;
+/// The lock's writes (its claim's tags), granted only on the groups the trial changes.
+pub const GROUP_WRITES: &[&str] = &["autoscaling:CreateOrUpdateTags", "autoscaling:DeleteTags"];
 
 /// The tag key of one field of a claim.
 fn key(id: &str, field: &str) -> String {

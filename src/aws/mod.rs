@@ -189,13 +189,22 @@ where
         SdkError::ServiceError(se) => {
             let err = se.err();
             match (err.code(), err.message()) {
+                (Some(code), msg) if is_access_denied(code) => {
+                    access_denied(operation, code, msg.unwrap_or(""))
+                }
                 (Some(code), msg) => {
                     format!("{code}: {} (HTTP {})", msg.unwrap_or(""), se.raw().status())
                 }
-                (None, _) => format!(
-                    "HTTP {} with a body the SDK could not read",
-                    se.raw().status()
-                ),
+                // An error body in another shape than the SDK expects (moto's awsQuery
+                // errors): its code, when it has one, still says what happened.
+                (None, _) => match se.raw().error_code() {
+                    Some(code) if is_access_denied(&code) => access_denied(operation, &code, ""),
+                    Some(code) => format!("{code} (HTTP {})", se.raw().status()),
+                    None => format!(
+                        "HTTP {} with a body the SDK could not read",
+                        se.raw().status()
+                    ),
+                },
             }
         }
         SdkError::ResponseError(_) => {
@@ -206,15 +215,59 @@ where
     Error::Infra(format!("AWS {operation} at {}: {why}", ctx.endpoint))
 }
 
+/// The message of a call the credentials' policies do not allow: the permission it needs, and
+/// where the whole list comes from.
+fn access_denied(operation: &str, code: &str, message: &str) -> String {
+    format!(
+        "access denied: the credentials lack the IAM permission `{}` (`trialrunner iam-policy TRIAL --env ENV` prints every permission the campaign needs) ({code}{}{message})",
+        permission_of(operation),
+        if message.is_empty() { "" } else { ": " }
+    )
+}
+
+/// True for the error codes AWS services answer a call the caller's policies do not allow with.
+pub fn is_access_denied(code: &str) -> bool {
+    code.starts_with("AccessDenied")
+        || matches!(
+            code,
+            "UnauthorizedOperation" | "AuthorizationError" | "UnauthorizedAccess"
+        )
+}
+
+/// The IAM action an operation name of [`AwsContext::call`] needs: the name itself
+/// (`autoscaling:UpdateAutoScalingGroup`) without a note in brackets, except where S3's
+/// operations and its permissions differ (ListObjectsV2 needs `s3:ListBucket`, HeadObject
+/// `s3:GetObject`).
+pub fn permission_of(operation: &str) -> &str {
+    let action = operation.split_whitespace().next().unwrap_or(operation);
+    match action {
+        "s3:ListObjectsV2" => "s3:ListBucket",
+        "s3:HeadObject" => "s3:GetObject",
+        other => other,
+    }
+}
+
 /// The HTTP status of a raw response, for error messages.
 pub trait HttpStatus {
     /// The status code.
     fn status(&self) -> u16;
+    /// The `<Code>` of an XML error body, when the response has one the SDK did not read.
+    fn error_code(&self) -> Option<String> {
+        None
+    }
 }
 
 impl HttpStatus for aws_smithy_runtime_api::client::orchestrator::HttpResponse {
     fn status(&self) -> u16 {
         self.status().as_u16()
+    }
+
+    fn error_code(&self) -> Option<String> {
+        let text = std::str::from_utf8(self.body().bytes()?).ok()?;
+        let (_, rest) = text.split_once("<Code>")?;
+        let (code, _) = rest.split_once("</Code>")?;
+        let code = code.trim();
+        (!code.is_empty() && code.len() < 100).then(|| code.to_string())
     }
 }
 

@@ -41,6 +41,27 @@ pub struct ServiceInfra {
     pub well_known: Option<url::Url>,
 }
 
+/// The scaler's read-only calls (IAM actions; `iam-policy` grants them on `*`: none of them
+/// has resource-level permissions). A call added to this file must be listed here or in
+/// [`GROUP_WRITES`] (the `iam` tests read the source).
+pub const READS: &[&str] = &[
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeScalingActivities",
+    "ec2:DescribeInstances",
+    "elasticloadbalancing:DescribeTargetGroups",
+    "elasticloadbalancing:DescribeTargetHealth",
+];
+
+/// The scaler's changes to a group (pin, restore, group metrics, processes): `iam-policy`
+/// grants them only on the groups the trial changes.
+pub const GROUP_WRITES: &[&str] = &[
+    "autoscaling:UpdateAutoScalingGroup",
+    "autoscaling:EnableMetricsCollection",
+    "autoscaling:DisableMetricsCollection",
+    "autoscaling:SuspendProcesses",
+    "autoscaling:ResumeProcesses",
+];
+
 /// The ASG provider.
 pub struct AwsScaler {
     pub(super) ctx: AwsContext,

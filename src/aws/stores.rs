@@ -11,6 +11,19 @@ use crate::secret::Secret;
 use crate::stores::memcached::ServerList;
 use crate::stores::postgres::{DbLocation, DbLocator};
 
+/// What finding the RDS instance reads.
+pub const RDS_READS: &[&str] = &["rds:DescribeDBInstances"];
+
+/// What reading the `D-support` stack (the RDS password, the cache's id) takes; `iam-policy`
+/// grants it on that stack only (its parameters hold the database password).
+pub const STACK_READS: &[&str] = &["cloudformation:DescribeStacks"];
+
+/// What finding the ElastiCache nodes reads besides the stack.
+pub const ELASTICACHE_READS: &[&str] = &[
+    "elasticache:DescribeCacheClusters",
+    "elasticache:ListTagsForResource",
+];
+
 /// The deployment's RDS instance.
 pub struct RdsLocator {
     /// AWS access.

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod compare;
 pub mod demo;
+pub mod iam_policy;
 pub mod infra;
 pub mod metrics;
 pub mod plan;

@@ -59,8 +59,8 @@ fn append_line(path: &Path, line: &str) -> Result<()> {
 
 /// The regression gate after a run: the trial's thresholds and `--thresholds`, against
 /// `--baseline`, else the latest results of the trial's `compare-with` (relative bounds need
-/// one). Prints the k6-style ✓/✗ list; exit 1 when one breaks.
-fn gate(t: &trial::Trial, dir: &ResultsDir, args: &Args) -> Result<i32> {
+/// one). Prints the k6-style ✓/✗ list; exit 1 when one breaks (with the list, for the webhook).
+fn gate(t: &trial::Trial, dir: &ResultsDir, args: &Args) -> Result<(i32, String)> {
     let mut list: Vec<crate::trial::thresholds::Threshold> = t
         .spec
         .thresholds
@@ -76,14 +76,14 @@ fn gate(t: &trial::Trial, dir: &ResultsDir, args: &Args) -> Result<i32> {
     });
     if list.is_empty() && args.baseline.is_none() {
         crate::outln!("\nthresholds: none set (the trial's `thresholds`, or --thresholds FILE)");
-        return Ok(exit::OK);
+        return Ok((exit::OK, String::new()));
     }
     let c = match report::gate(&dir.root, &list, baseline.as_deref()) {
         Ok(c) => c,
         Err(e @ Error::Usage(_)) => {
             // The run's results stand; the gate could not judge them, so it fails.
             crate::outln!("\nthresholds\n✗ {e}");
-            return Ok(exit::CHECKS_FAILED);
+            return Ok((exit::CHECKS_FAILED, format!("✗ {e}")));
         }
         Err(e) => return Err(e),
     };
@@ -97,10 +97,11 @@ fn gate(t: &trial::Trial, dir: &ResultsDir, args: &Args) -> Result<i32> {
     if let Some(j) = &args.junit {
         crate::results::write_atomic(j, c.junit().as_bytes())?;
     }
+    let list = report::compare::checks_text(&c.checks);
     Ok(if c.passed() {
-        exit::OK
+        (exit::OK, list)
     } else {
-        exit::CHECKS_FAILED
+        (exit::CHECKS_FAILED, list)
     })
 }
 
@@ -194,9 +195,15 @@ fn campaign(t: trial::Trial, args: Args, global: &Global) -> Result<i32> {
         report::tables::terminal_summary(&report::data::ReportData::read(&dir.root)?)
     );
     // The gate first: the report shows what it decided.
-    let code = gate(&t, &dir, &args)?;
+    let (code, checks) = gate(&t, &dir, &args)?;
     let html = report::build(&dir.root)?;
     crate::terminal::say(&format!("report: {}", html.display()));
+    if code == exit::CHECKS_FAILED {
+        let link = std::env::var(crate::notify::REPORT_URL_VAR)
+            .unwrap_or_else(|_| html.display().to_string());
+        let body = crate::notify::message(&t.spec.name, &t.env.spec.name, &checks, &link);
+        runtime().block_on(crate::notify::post_if_configured(&body));
+    }
     if code == exit::OK && !outcome.partial.is_empty() {
         crate::terminal::say(&format!(
             "results are partial (exit {}): {}",

@@ -150,30 +150,46 @@ static MOTO: OnceLock<Moto> = OnceLock::new();
 
 /// The binary's moto_server (started on first use).
 pub fn moto() -> &'static Moto {
-    MOTO.get_or_init(|| {
-        let bin = moto_binary();
-        assert!(
-            bin.exists(),
-            "moto_server not found at {} (run scripts/install-test-deps)",
-            bin.display()
-        );
-        let port = free_port();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server starts");
-        track(&child);
-        let url = format!("http://127.0.0.1:{port}");
-        wait_until("moto_server", Duration::from_secs(60), || {
-            http("GET", &format!("{url}/moto-api/")).is_some_and(|(c, _)| c == 200)
-        });
-        Moto {
-            url,
-            _child: Mutex::new(child),
+    MOTO.get_or_init(|| start_moto(&[], None))
+}
+
+/// A moto_server of its own, with these environment variables (e.g.
+/// `INITIAL_NO_AUTH_ACTION_COUNT`, which makes it enforce IAM) and, when given, Python run in
+/// its interpreter before the server starts (a patch of an emulator quirk, said where it is used).
+pub fn start_moto(env: &[(&str, &str)], prelude: Option<&str>) -> Moto {
+    let bin = moto_binary();
+    assert!(
+        bin.exists(),
+        "moto_server not found at {} (run scripts/install-test-deps)",
+        bin.display()
+    );
+    let port = free_port();
+    let mut command = match prelude {
+        None => Command::new(&bin),
+        Some(code) => {
+            let mut c = Command::new(bin.with_file_name("python3"));
+            c.arg("-c").arg(format!(
+                "{code}\nimport sys\nfrom moto.server import main\nsys.exit(main())"
+            ));
+            c
         }
-    })
+    };
+    let child = command
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server starts");
+    track(&child);
+    let url = format!("http://127.0.0.1:{port}");
+    wait_until("moto_server", Duration::from_secs(60), || {
+        http("GET", &format!("{url}/moto-api/")).is_some_and(|(c, _)| c == 200)
+    });
+    Moto {
+        url,
+        _child: Mutex::new(child),
+    }
 }
 
 impl Moto {

@@ -14,6 +14,10 @@ use crate::error::{Error, Result};
 /// The slowest upload of the binary waited for: 1 MB/s.
 pub const SLOWEST_UPLOAD: u64 = 1_000_000;
 
+/// What the coordinator does in the bucket, all under the fleet's prefix (IAM names: listing
+/// is `s3:ListBucket`, HeadObject is `s3:GetObject`).
+pub const OBJECT_ACTIONS: &[&str] = &["s3:PutObject", "s3:GetObject"];
+
 /// The fleet's bucket and prefix.
 pub struct Bucket {
     ctx: AwsContext,

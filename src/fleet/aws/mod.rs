@@ -41,6 +41,9 @@ pub use crate::trial::s3::S3Location;
 pub use script::Binary;
 pub use ssm::DOCUMENT;
 
+/// The coordinator's own reads (its group's instances).
+pub const READS: &[&str] = &["autoscaling:DescribeAutoScalingGroups"];
+
 /// How long a probe may take on an instance.
 const PROBE_BOUND: Duration = Duration::from_secs(120);
 /// How long a preparation (the binary fetched, once per campaign) may take on an instance.

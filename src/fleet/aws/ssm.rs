@@ -13,6 +13,14 @@ use crate::error::{Error, Result};
 /// The SSM document every script runs under.
 pub const DOCUMENT: &str = "AWS-RunShellScript";
 
+/// The Run Command calls the coordinator makes besides sending the command (read its
+/// invocations, cancel it, see the agents).
+pub const READS_AND_CANCEL: &[&str] = &[
+    "ssm:DescribeInstanceInformation",
+    "ssm:GetCommandInvocation",
+    "ssm:CancelCommand",
+];
+
 /// How one command ended (or stands) on one instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {

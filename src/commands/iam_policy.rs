@@ -1,0 +1,33 @@
+//! `trialrunner iam-policy TRIAL --env ENV`: print the least-privilege IAM policy (JSON) for
+//! exactly what a campaign of that trial does in that environment.
+
+use std::path::PathBuf;
+
+use crate::error::{exit, Result};
+use crate::{iam, trial};
+
+/// Arguments of `iam-policy`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The trial file.
+    pub trial: PathBuf,
+    /// Environment file instead of the one the trial names.
+    #[arg(long)]
+    pub env: Option<PathBuf>,
+}
+
+/// Prints the policy document on stdout (nothing when the campaign calls no AWS API).
+pub fn run(args: Args) -> Result<i32> {
+    let t = trial::load_trial(&args.trial, args.env.as_deref())?;
+    let policy = iam::policy_for(&t)?;
+    if policy.statements.is_empty() {
+        crate::terminal::say(&format!(
+            "trial `{}` in environment `{}` calls no AWS API: it needs no IAM permissions",
+            t.spec.name, t.env.spec.name
+        ));
+        return Ok(exit::OK);
+    }
+    let text = serde_json::to_string_pretty(&policy.document()).expect("a JSON value prints");
+    crate::outln!("{text}");
+    Ok(exit::OK)
+}
