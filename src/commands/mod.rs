@@ -6,6 +6,7 @@ pub mod bench;
 pub mod compare;
 pub mod demo;
 pub mod infra;
+pub mod live;
 pub mod metrics;
 pub mod plan;
 pub mod psa;

@@ -43,6 +43,9 @@ pub struct Args {
     /// Append one line per run to this history file (default: history.jsonl beside the results).
     #[arg(long)]
     pub history: Option<PathBuf>,
+    /// The live dashboard.
+    #[command(flatten)]
+    pub live: super::live::DashboardArgs,
 }
 
 fn append_line(path: &Path, line: &str) -> Result<()> {
@@ -121,9 +124,13 @@ fn results_dir(args: &Args, t: &trial::Trial) -> Result<ResultsDir> {
 pub fn run(args: Args, global: &Global) -> Result<i32> {
     let t = trial::load_trial(&args.trial, args.env.as_deref())?;
     let p = trial::plan(&t);
+    let live = args.live.addr()?;
     let interrupts = Interrupts::default();
-    let ran = runtime().block_on(async {
+    let rt = runtime();
+    let ran = rt.block_on(async {
         signals::watch(&interrupts);
+        // Bound before anything changes: an address in use is bad input.
+        let dashboard = super::live::start(live).await?;
         // Inputs and secrets are checked, and the account guard passed, before anything changes;
         // a stop request ends the wait at once (an AWS endpoint may not be answering).
         let options = global.setup();
@@ -146,15 +153,18 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
         }
         let dir = results_dir(&args, &t)?;
         crate::terminal::say(&format!("results: {}", dir.root.display()));
+        if let Some(d) = &dashboard {
+            d.follow(crate::dashboard::Watched::new(&t.spec.name, &dir, &p));
+        }
         let takeover = if args.force {
             exec::Takeover::Forced
         } else {
             exec::Takeover::WhenGone
         };
         let outcome = exec::execute_with(&t, &p, &providers, &dir, &interrupts, takeover).await;
-        Ok::<_, Error>((dir, outcome))
+        Ok::<_, Error>((dir, outcome, dashboard))
     });
-    let (dir, outcome) = match ran {
+    let (dir, outcome, dashboard) = match ran {
         Ok(ran) => ran,
         Err(Error::Interrupted) => return Ok(interrupts.exit_code()),
         Err(e) => return Err(e),
@@ -163,9 +173,11 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
         Ok(outcome) => outcome,
         Err(e) => {
             // Partial results still get their report, unless a second stop request said not to.
-            if let Some(html) = crate::campaign::report_unless_skipped(&dir, &interrupts) {
+            let html = crate::campaign::report_unless_skipped(&dir, &interrupts);
+            if let Some(html) = &html {
                 crate::terminal::say(&format!("report: {}", html.display()));
             }
+            rt.block_on(super::live::finish(dashboard, html.into_iter().collect()));
             return match e {
                 Error::Interrupted => Ok(interrupts.exit_code()),
                 e => Err(e),
@@ -188,6 +200,7 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
     let code = gate(&t, &dir, &args)?;
     let html = report::build(&dir.root)?;
     crate::terminal::say(&format!("report: {}", html.display()));
+    rt.block_on(super::live::finish(dashboard, vec![html]));
     if code == exit::OK && !outcome.partial.is_empty() {
         crate::terminal::say(&format!(
             "results are partial (exit {}): {}",

@@ -36,6 +36,8 @@ pub struct TimelineRow {
     pub p50: Option<f64>,
     /// p95, ms.
     pub p95: Option<f64>,
+    /// p99, ms.
+    pub p99: Option<f64>,
     /// Connections this endpoint's requests opened (0 in files written before phases).
     pub opened: f64,
     /// p95 of the TCP handshakes of requests that opened a connection, ms.
@@ -89,6 +91,7 @@ pub fn read_timeline(path: &Path) -> Vec<TimelineRow> {
                 failures: num(9)?,
                 p50: num(11),
                 p95: num(13),
+                p99: num(14),
                 opened: num(19).unwrap_or(0.0),
                 connect_p95: num(21),
                 tls_p95: num(22),
