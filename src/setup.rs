@@ -235,6 +235,7 @@ pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Provide
     // The account guard runs whenever the trial changes anything in an AWS environment.
     let needs_aws = !trial.capacities.is_empty()
         || !trial.spec.metrics.is_empty()
+        || !trial.spec.publish.is_empty()
         || trial.spec.stores.clear != ClearPolicy::Never
         || stores_need_aws(env);
     let aws = if needs_aws {
@@ -270,11 +271,21 @@ pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Provide
         ))),
         _ => None,
     };
+    let publish: Option<Arc<dyn crate::provider::ClientMetricsSink>> =
+        match (&aws, trial.spec.publish.is_empty()) {
+            (Some(ctx), false) => Some(Arc::new(crate::aws::publish::CloudWatchPublisher::new(
+                ctx.clone(),
+                &trial.spec.name,
+                &env.spec.name,
+            ))),
+            _ => None,
+        };
     Ok(Providers {
         scaler,
         stores,
         sessions,
         metrics,
+        publish,
         target: Arc::new(
             ServiceCheck::new(check_target).with_patience(
                 trial

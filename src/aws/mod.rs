@@ -8,6 +8,7 @@
 
 pub mod cloudwatch;
 pub mod lock;
+pub mod publish;
 pub mod retry;
 pub mod scaler;
 pub mod stores;

@@ -576,6 +576,9 @@ impl Campaign<'_> {
         if summary.interrupted {
             return Err(self.stopped());
         }
+        if let Some(sink) = &p.publish {
+            metrics::publish_run(sink.as_ref(), &run_dir, &phase.run_id).await;
+        }
         if let Some(scaler) = &p.scaler {
             let window = scaler.spin_up_timeline(
                 summary.started_unix,
