@@ -476,7 +476,7 @@ fn the_fleet_table_shows_each_workers_own_health_and_status() {
 
 /// A campaign long enough to watch: six load runs of 5 s (three user levels, two tasks)
 /// against the stand-in.
-const LIVE_TRIAL: &str = "name: live\nenvironment: local\nstores: { clear: before-each-run, flush-sessions: false }\nruns:\n  users: { from: 2, to: 6, step: 2 }\n  duration: 5s\n  warmup: 1s\n  tasks: [well-known, verify]\n";
+const LIVE_TRIAL: &str = "name: steps\nenvironment: local\nstores: { clear: before-each-run, flush-sessions: false }\nruns:\n  users: { from: 2, to: 6, step: 2 }\n  duration: 5s\n  warmup: 1s\n  tasks: [well-known, verify]\n";
 
 /// What the live page saw: per frame, its step and the points on the campaign's charts.
 #[derive(Debug, Default, Clone)]

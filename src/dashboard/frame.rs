@@ -233,7 +233,9 @@ fn run_charts(span: &RunSpan, rows: &[TimelineRow]) -> Vec<String> {
             ("p99", |r: &TimelineRow| r.p99),
         ] {
             let points = rows.iter().filter_map(|r| Some((x(r), of(r)?))).collect();
+            // One colour, the percentile by line style, as the report draws them.
             c.series.push(Series {
+                color: Some("#1f77b4"),
                 dash: percentile_dash(q),
                 ..Series::line(q, points)
             });
