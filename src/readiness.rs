@@ -1,6 +1,7 @@
 //! The readiness gate before load (the seed campaign's first conclusion): both well-knowns
 //! answer 200 with `service-state: READY`, and one provision + one verify succeed *semantically*
-//! (`status: success`; an EAR signed by the well-known's key saying `affirming`).
+//! (`status: success`; an EAR signed by the well-known's key saying `affirming`). A trial of
+//! plain HTTP steps only needs none of that: each of its steps answers as it expects.
 
 use std::sync::Arc;
 
@@ -17,6 +18,8 @@ use crate::trial::TaskRef;
 /// Checks a Veraison deployment over HTTP.
 pub struct ServiceCheck {
     target: Arc<Target>,
+    /// The tasks the trial runs (empty: all of Veraison's): what the check must see work.
+    tasks: Vec<TaskRef>,
     client: reqwest::Client,
     /// How long transient failures (refused, timed out, 5xx, not READY) are retried.
     patience: std::time::Duration,
@@ -48,8 +51,18 @@ impl ServiceCheck {
             .expect("HTTP client builds");
         ServiceCheck {
             target,
+            tasks: Vec::new(),
             client,
             patience: std::time::Duration::from_secs(60),
+        }
+    }
+
+    /// The same check, for a trial running `tasks`: one of plain HTTP steps only is checked by
+    /// running each step once, not against Veraison's well-knowns.
+    pub fn for_tasks(self, tasks: &[TaskRef]) -> ServiceCheck {
+        ServiceCheck {
+            tasks: tasks.to_vec(),
+            ..self
         }
     }
 
@@ -168,7 +181,84 @@ impl ServiceCheck {
         Error::Infra(format!("authentication failed: {what}{token}"))
     }
 
+    /// One iteration of `tasks` with a device of its own; any failure fails the look (a
+    /// connection, timeout, reset or 5xx transiently).
+    async fn smoke(
+        &self,
+        tasks: &[TaskRef],
+        ear_key: Option<&crate::veraison::ear::EarKey>,
+        what: &str,
+    ) -> std::result::Result<(), Failed> {
+        let device = DeviceMaterial::new(&self.target.release, 0x5eed_c4ec, 0);
+        let (jobs, endpoints, _) = plan_jobs(tasks, &self.target);
+        let recorder = Recorder::detached(endpoints);
+        let wire = Wire::new(&self.target, std::time::Duration::from_secs(30))?;
+        let runner = Runner {
+            wire: &wire,
+            target: &self.target,
+            recorder: &recorder,
+            token_endpoint: None,
+            ear_key,
+        };
+        let mut ctx = UserCtx::new(&device, NonceMode::Fresh, 0);
+        // A failed step ends the look: a verify after a failed provision would be
+        // contraindicated (its device unknown), a consequence read as a semantic failure.
+        for job in &jobs {
+            runner.run(job, &mut ctx).await;
+            if !recorder.failure_groups().is_empty() {
+                break;
+            }
+        }
+        let failures = recorder.failure_groups();
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = failures
+            .iter()
+            .map(|f| format!("{} ({}): {}", f.name, f.class, f.message))
+            .collect();
+        let transient = failures.iter().all(|f| {
+            // (a TLS failure is not: no amount of waiting fixes a certificate)
+            matches!(f.class.as_str(), "connect" | "timeout" | "reset")
+                || f.message.starts_with("HTTP 5")
+        });
+        let what = format!("the smoke {what} failed: {}", list.join("; "));
+        let auth = failures
+            .iter()
+            .any(|f| f.message.starts_with("HTTP 401") || f.message.starts_with("HTTP 403"));
+        Err(Failed {
+            error: if auth {
+                self.auth_failure(what).await
+            } else {
+                Error::Check(what)
+            },
+            transient,
+        })
+    }
+
     async fn check_once(&self) -> std::result::Result<TargetReport, Failed> {
+        // A trial of plain HTTP steps only may aim at any server: it needs those steps to
+        // answer as they expect, not Veraison's well-knowns.
+        let plain: Vec<TaskRef> = self
+            .tasks
+            .iter()
+            .filter(|t| matches!(t, TaskRef::Http(_)))
+            .cloned()
+            .collect();
+        if !self.tasks.is_empty() && plain.len() == self.tasks.len() {
+            self.smoke(&plain, None, "of the trial's HTTP steps")
+                .await?;
+            let mut report = TargetReport::default();
+            report.notes.push(format!(
+                "smoke of the trial's HTTP steps ({}): as expected",
+                plain
+                    .iter()
+                    .map(TaskRef::name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            return Ok(report);
+        }
         let mut report = TargetReport::default();
         let prov = self
             .well_known(&self.target.provisioning, "provisioning")
@@ -194,50 +284,12 @@ impl ServiceCheck {
                 )
             })?;
         // One semantic provision + verify, with a device of its own.
-        let device = DeviceMaterial::new(&self.target.release, 0x5eed_c4ec, 0);
-        let (jobs, endpoints, _) = plan_jobs(&[TaskRef::Provision, TaskRef::Verify], &self.target);
-        let recorder = Recorder::detached(endpoints);
-        let wire = Wire::new(&self.target, std::time::Duration::from_secs(30))?;
-        let runner = Runner {
-            wire: &wire,
-            target: &self.target,
-            recorder: &recorder,
-            token_endpoint: None,
-            ear_key: Some(&key),
-        };
-        let mut ctx = UserCtx::new(&device, NonceMode::Fresh, 0);
-        // A failed provision ends the look: the verify after it would be contraindicated (its
-        // device unknown), a consequence read as a semantic failure.
-        for job in &jobs {
-            runner.run(job, &mut ctx).await;
-            if !recorder.failure_groups().is_empty() {
-                break;
-            }
-        }
-        let failures = recorder.failure_groups();
-        if !failures.is_empty() {
-            let what: Vec<String> = failures
-                .iter()
-                .map(|f| format!("{} ({}): {}", f.name, f.class, f.message))
-                .collect();
-            let transient = failures.iter().all(|f| {
-                // (a TLS failure is not: no amount of waiting fixes a certificate)
-                matches!(f.class.as_str(), "connect" | "timeout" | "reset")
-                    || f.message.starts_with("HTTP 5")
-            });
-            let what = format!("the smoke provision + verify failed: {}", what.join("; "));
-            let auth = failures
-                .iter()
-                .any(|f| f.message.starts_with("HTTP 401") || f.message.starts_with("HTTP 403"));
-            return Err(Failed {
-                error: if auth {
-                    self.auth_failure(what).await
-                } else {
-                    Error::Check(what)
-                },
-                transient,
-            });
-        }
+        self.smoke(
+            &[TaskRef::Provision, TaskRef::Verify],
+            Some(&key),
+            "provision + verify",
+        )
+        .await?;
         report.notes.push(
             "smoke provision + verify: success, EAR affirming and signed by the well-known key"
                 .into(),

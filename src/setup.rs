@@ -287,14 +287,16 @@ pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Provide
         metrics,
         publish,
         target: Arc::new(
-            ServiceCheck::new(check_target).with_patience(
-                trial
-                    .spec
-                    .infra
-                    .ready_timeout
-                    .map(|t| t.0)
-                    .unwrap_or(std::time::Duration::from_secs(60)),
-            ),
+            ServiceCheck::new(check_target)
+                .for_tasks(&trial.tasks)
+                .with_patience(
+                    trial
+                        .spec
+                        .infra
+                        .ready_timeout
+                        .map(|t| t.0)
+                        .unwrap_or(std::time::Duration::from_secs(60)),
+                ),
         ),
         load: load_for(trial, target, progress, aws.as_ref())?,
         journal_target,

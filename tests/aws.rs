@@ -1926,6 +1926,12 @@ async fn a_twice_torn_ledger_then_the_third_resume_completes() {
     let d = Drill::new(&trial).await;
     // Killed mid-run, its last ledger line torn; resumed, killed and torn again.
     crash_mid_run(&d);
+    // The campaign's id (the fleet's S3 prefix, the lock's claim) is the one a resume continues.
+    let campaign = d.manifest()["campaign"].clone();
+    assert!(
+        campaign.as_str().is_some_and(|c| !c.is_empty()),
+        "{campaign}"
+    );
     tear_ledger(&d, "{\"key\":\"009-lo");
     let mut second = Watched::spawn(d.resume(d.cmd()));
     second.wait_for("step=load", Duration::from_secs(60));
@@ -1937,6 +1943,11 @@ async fn a_twice_torn_ledger_then_the_third_resume_completes() {
     assert!(out.stderr.contains("torn"), "{}", out.stderr);
     assert_eq!(d.capacities().await, ORIGINAL);
     assert_eq!(d.manifest()["status"], "complete");
+    assert_eq!(
+        d.manifest()["campaign"],
+        campaign,
+        "each resume kept the campaign's id"
+    );
     let ledger = std::fs::read_to_string(d.out().join("ledger.jsonl")).unwrap();
     for line in ledger.lines() {
         serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));

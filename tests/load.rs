@@ -999,6 +999,33 @@ async fn veraison_tasks_with_auth_fetch_one_token_and_write_every_file() {
         .collect();
     assert_eq!(phases[0], "partial", "the first second is partial");
     assert_eq!(*phases.last().unwrap(), "partial", "and the last");
+    // stats_history's Requests/s is a rate even for a partial second: the second's requests
+    // (timeline.csv) over the part of it the run covered.
+    let history = std::fs::read_to_string(dir.path().join("stats_history.csv")).unwrap();
+    let mut checked = 0;
+    for row in history
+        .lines()
+        .skip(1)
+        .filter(|l| l.contains(",Aggregated,"))
+    {
+        let cols: Vec<&str> = row.split(',').collect();
+        let rate: f64 = cols[4].parse().unwrap();
+        let second: Vec<Vec<&str>> = timeline
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|c| c[0] == cols[0] && c[6] == "request")
+            .collect();
+        let requests: f64 = second.iter().map(|c| c[8].parse::<f64>().unwrap()).sum();
+        let covered: f64 = second[0][2].parse().unwrap();
+        assert!(
+            (rate * covered - requests).abs() <= 0.01 * requests.max(1.0),
+            "second {}: {rate}/s over {covered} s, {requests} requests",
+            cols[0]
+        );
+        checked += usize::from(covered < 0.999);
+    }
+    assert!(checked >= 1, "a partial second was checked:\n{history}");
     let hlog = std::fs::read(dir.path().join("latency.hlog")).unwrap();
     let intervals = IntervalLogIterator::new(&hlog)
         .filter(|e| matches!(e, Ok(LogEntry::Interval(_))))
@@ -2367,4 +2394,62 @@ fn own_threads_sched() -> (f64, f64) {
         }
     }
     out
+}
+
+/// A trial of plain HTTP steps aimed at a server that is not Veraison (no well-knowns, no
+/// provisioning) runs: the readiness check runs the trial's own step once, not Veraison's smoke
+/// test; the server answered every request the results count, plus that one look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_steps_run_against_a_server_that_is_not_veraison() {
+    let _serial = SERIAL.lock().await;
+    let server = CountingServer::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = server.url.as_str().trim_end_matches('/');
+    common::write(
+        dir.path(),
+        "plain.yaml",
+        &format!(
+            "name: plain\nservices:\n  provisioning: {{ url: \"{base}\" }}\n  verification: {{ url: \"{base}\" }}\n"
+        ),
+    );
+    let trial = common::write(
+        dir.path(),
+        "t.yaml",
+        "name: plain-http\nenvironment: plain\nhttp-tasks:\n  hello:\n    service: verification\n    method: GET\n    path: /hello\n    expect-status: 200\nruns:\n  users: 2\n  duration: 2s\n  tasks: [hello]\n",
+    );
+    let out_dir = dir.path().join("out");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_trialrunner"))
+            .arg("run")
+            .arg(&trial)
+            .arg("--out")
+            .arg(&out_dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let runs: Vec<_> = std::fs::read_dir(dir.path().join("out/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runs[0].join("summary.json")).unwrap())
+            .unwrap();
+    let counted: u64 = summary["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] != "task")
+        .map(|e| e["total"]["count"].as_u64().unwrap() + e["drain"]["count"].as_u64().unwrap())
+        .sum();
+    assert!(counted > 0, "{summary}");
+    assert_eq!(
+        server.requests.load(Ordering::SeqCst),
+        counted + 1,
+        "every request the results count, and the readiness look"
+    );
 }

@@ -817,3 +817,22 @@ async fn the_readiness_gate_retries_transient_failures_and_not_semantic_ones() {
     );
     assert!(err.to_string().contains("415"), "{err}");
 }
+
+/// `trialrunner standin` stopped with SIGTERM says it is stopping the stand-in (not a
+/// campaign's "restoring infrastructure") and exits 0 within a few seconds.
+#[test]
+fn the_standin_command_stops_on_sigterm_saying_what_it_stops() {
+    let port = common::free_port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_trialrunner"));
+    cmd.args(["standin", "--listen", &format!("127.0.0.1:{port}")]);
+    let run = common::watch::Watched::spawn(cmd);
+    run.wait_for("stand-in listening on", Duration::from_secs(60));
+    run.signal(libc::SIGTERM);
+    let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(
+        output.contains("SIGTERM: stopping the stand-in"),
+        "{output}"
+    );
+    assert!(!output.contains("restoring infrastructure"), "{output}");
+}

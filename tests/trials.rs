@@ -190,6 +190,7 @@ fn trial_1_plans_14_user_steps_times_3_tasks() {
             "trials/trial-1-users-pinned-3.yaml",
             "--env",
             "templates/veraison-aws.yaml",
+            "--offline",
         ])
         .output()
         .unwrap();
@@ -446,4 +447,134 @@ fn the_schemas_and_the_reference_in_docs_are_current() {
             }
         }
     }
+}
+
+/// What a new user's typos get: the nearest field name, the shapes a field accepts in words,
+/// and no second error that only echoes the first (a field removed to find further errors is
+/// not also "missing").
+#[test]
+fn typos_get_a_suggestion_and_no_echoes() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = std::fs::read_to_string(common::root().join("trials/local-users.yaml")).unwrap();
+    let env = common::root().join("templates/local.yaml");
+    let check = |name: &str, text: String| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = bin()
+            .args(["validate", "--env"])
+            .arg(&env)
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let typo = check("typo.yaml", local.replacen("duration:", "durration:", 1));
+    assert!(typo.contains("did you mean `duration`?"), "{typo}");
+    assert!(!typo.contains("missing field `duration`"), "{typo}");
+    let users = check("users.yaml", local.replacen("to: 10", "to: ten", 1));
+    assert!(
+        users.contains("runs.users: not a form this field takes"),
+        "{users}"
+    );
+    assert!(users.contains("{ from: 2, to: 106, step: 8 }"), "{users}");
+    assert!(!users.contains("untagged"), "{users}");
+    assert!(!users.contains("missing `users` or `arrival`"), "{users}");
+    let seed =
+        std::fs::read_to_string(common::root().join("trials/trial-1-users-pinned-3.yaml")).unwrap();
+    let pin = check("pin.yaml", seed.replacen("pin: 3", "pin: \"three\"", 1));
+    assert!(pin.contains("expected a whole number"), "{pin}");
+    assert!(!pin.contains("i64"), "{pin}");
+    assert!(!pin.contains("write either"), "{pin}");
+}
+
+/// `validate trial.yaml env.yaml`: the trial is checked against the environment given beside
+/// it (by its `name:`), not one looked up elsewhere.
+#[test]
+fn a_trial_binds_the_environment_given_in_the_same_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let trial = dir.path().join("t.yaml");
+    std::fs::write(
+        &trial,
+        std::fs::read_to_string(common::root().join("trials/local-users.yaml"))
+            .unwrap()
+            .replacen("environment: local", "environment: truth", 1),
+    )
+    .unwrap();
+    let env_dir = dir.path().join("elsewhere");
+    std::fs::create_dir(&env_dir).unwrap();
+    let env = env_dir.join("truth-env.yaml");
+    std::fs::write(
+        &env,
+        std::fs::read_to_string(common::root().join("templates/local.yaml"))
+            .unwrap()
+            .replacen("name: local", "name: truth", 1),
+    )
+    .unwrap();
+    let alone = bin().arg("validate").arg(&trial).output().unwrap();
+    assert_eq!(alone.status.code(), Some(2));
+    let both = bin()
+        .arg("validate")
+        .arg(&trial)
+        .arg(&env)
+        .output()
+        .unwrap();
+    assert_eq!(
+        both.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&both.stderr)
+    );
+}
+
+/// `plan` against an AWS endpoint that does not answer: the plan is printed, the environment it
+/// bound and why are said, the failure is one readable line per call (no SDK debug dump), the
+/// look is bounded, and the exit code says it could not read what it will change (3).
+#[test]
+fn a_plan_that_cannot_read_aws_says_so_in_its_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let env = dir.path().join("dead.yaml");
+    std::fs::write(
+        &env,
+        std::fs::read_to_string(common::root().join("templates/veraison-aws.yaml"))
+            .unwrap()
+            .replacen("name: veraison-aws", "name: dead", 1)
+            .replacen(
+                "  profile: veraison\n",
+                &format!("  endpoint: http://127.0.0.1:{port}\n"),
+                1,
+            ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = bin()
+        .current_dir(common::root())
+        .args(["plan", "trials/trial-1-users-pinned-3.yaml", "--env"])
+        .arg(&env)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(50));
+    assert!(stdout.contains("42 load runs"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("environment `dead` from {}", env.display())),
+        "{stderr}"
+    );
+    let credentials = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("credentials"))
+        .unwrap();
+    assert!(credentials.contains("not checked"), "{credentials}");
+    assert!(
+        !stdout.contains("DispatchFailure") && !stdout.contains("{ "),
+        "{stdout}"
+    );
 }

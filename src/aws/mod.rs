@@ -20,7 +20,6 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
-use aws_smithy_types::error::display::DisplayErrorContext;
 
 use crate::error::{Error, Result};
 use crate::trial::model::AwsSpec;
@@ -153,6 +152,20 @@ pub fn explain_credentials(
     }
 }
 
+/// An error and its causes, each said once, on one line (`a: b: c`): never a Debug dump.
+pub fn causes<E: std::error::Error + ?Sized>(e: &E) -> String {
+    let mut said: Vec<String> = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !said.iter().any(|s| s.contains(&text)) {
+            said.push(text);
+        }
+        next = cause.source();
+    }
+    said.join(": ")
+}
+
 /// Turns an SDK error into an [`Error::Infra`] naming the operation, the endpoint and the cause
 /// (the service's error code and message, or the transport failure), never a raw response dump.
 pub fn sdk_error<E, R>(
@@ -171,7 +184,7 @@ where
             "timed out (the endpoint accepted the connection but did not answer)".to_string()
         }
         SdkError::DispatchFailure(d) if d.is_io() => {
-            format!("could not reach it: {}", DisplayErrorContext(&e))
+            format!("could not reach it: {}", causes(&e))
         }
         SdkError::ServiceError(se) => {
             let err = se.err();
@@ -188,7 +201,7 @@ where
         SdkError::ResponseError(_) => {
             "a response the SDK could not read (is this an AWS endpoint?)".to_string()
         }
-        _ => DisplayErrorContext(&e).to_string(),
+        _ => causes(&e),
     };
     Error::Infra(format!("AWS {operation} at {}: {why}", ctx.endpoint))
 }

@@ -31,6 +31,16 @@ pub enum Verdict {
     Permanent,
 }
 
+/// Which failures a call is tried again after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    /// Throttling and transient failures: the call reads, or sets a value (doing it twice is
+    /// doing it once).
+    Idempotent,
+    /// Throttling only: refused before AWS acted.
+    OnlyRefused,
+}
+
 /// Error codes AWS services use for throttling.
 const THROTTLING: &[&str] = &[
     "Throttling",
@@ -138,6 +148,22 @@ impl AwsContext {
         self.call_until(operation, deadline, call).await
     }
 
+    /// A call that starts something and must not start it twice (`ssm:SendCommand`: a second
+    /// worker on the instance): tried again only when AWS refused it before acting (throttling),
+    /// never after a failure whose request may have been carried out (a timeout, a 5xx, a
+    /// connection lost mid-request); that error says so.
+    pub async fn call_not_repeated<T, E, R, F, Fut>(&self, operation: &str, call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, SdkError<E, R>>>,
+        E: std::error::Error + ProvideErrorMetadata + 'static,
+        R: std::fmt::Debug + HttpStatus,
+    {
+        let deadline = Instant::now() + self.timeouts.operation;
+        self.call_with(operation, deadline, Repeat::OnlyRefused, call)
+            .await
+    }
+
     /// One AWS call, tried again on throttling and transient failures until `deadline`; each
     /// attempt also ends at the deadline. The error names the operation, the endpoint, the last
     /// cause and how many attempts it took.
@@ -145,6 +171,23 @@ impl AwsContext {
         &self,
         operation: &str,
         deadline: Instant,
+        call: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, SdkError<E, R>>>,
+        E: std::error::Error + ProvideErrorMetadata + 'static,
+        R: std::fmt::Debug + HttpStatus,
+    {
+        self.call_with(operation, deadline, Repeat::Idempotent, call)
+            .await
+    }
+
+    async fn call_with<T, E, R, F, Fut>(
+        &self,
+        operation: &str,
+        deadline: Instant,
+        repeat: Repeat,
         mut call: F,
     ) -> Result<T>
     where
@@ -172,6 +215,15 @@ impl AwsContext {
             failures += 1;
             let verdict = verdict(&e);
             let pause = backoff.pause(failures);
+            if verdict == Verdict::Transient && repeat == Repeat::OnlyRefused {
+                return Err(match sdk_error(self, operation, e) {
+                    Error::Infra(m) => Error::Infra(format!(
+                        "{m}; not tried again: it may have been carried out, and a second \
+                         would do it twice"
+                    )),
+                    other => other,
+                });
+            }
             if verdict == Verdict::Permanent || Instant::now() + pause >= deadline {
                 let err = sdk_error(self, operation, e);
                 return Err(match err {
@@ -197,6 +249,80 @@ impl AwsContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use aws_sdk_ssm::operation::send_command::SendCommandError;
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    type Failure = SdkError<SendCommandError, HttpResponse>;
+
+    fn ctx() -> AwsContext {
+        AwsContext {
+            config: aws_config::SdkConfig::builder().build(),
+            endpoint: "http://127.0.0.1:9".into(),
+            account: "123456789012".into(),
+            profile: None,
+            timeouts: super::super::AwsTimeouts {
+                operation: Duration::from_secs(2),
+                ..Default::default()
+            },
+            clock: Default::default(),
+        }
+    }
+
+    fn throttled() -> Failure {
+        let raw = HttpResponse::new(400.try_into().unwrap(), SdkBody::empty());
+        let err =
+            SendCommandError::generic(ErrorMetadata::builder().code("ThrottlingException").build());
+        SdkError::service_error(err, raw)
+    }
+
+    /// `ssm:SendCommand` whose answer was lost (a timeout: the command may be running) is not
+    /// sent again, and says why; throttled (refused before acting) it is; an idempotent call
+    /// is tried again after either.
+    #[tokio::test]
+    async fn a_call_not_repeated_is_tried_again_only_when_refused_before_acting() {
+        let ctx = ctx();
+        let attempts = AtomicU32::new(0);
+        let lost = ctx
+            .call_not_repeated("ssm:SendCommand", || {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                async { Err::<(), Failure>(SdkError::timeout_error("no answer")) }
+            })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+        assert!(lost.contains("not tried again"), "{lost}");
+        let attempts = AtomicU32::new(0);
+        ctx.call_not_repeated("ssm:SendCommand", || {
+            let n = attempts.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    Err::<(), Failure>(throttled())
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            3,
+            "throttled twice, then sent"
+        );
+        let attempts = AtomicU32::new(0);
+        let _ = ctx
+            .call("autoscaling:DescribeAutoScalingGroups", || {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                async { Err::<(), Failure>(SdkError::timeout_error("no answer")) }
+            })
+            .await;
+        assert!(attempts.load(Ordering::SeqCst) > 1, "a read is tried again");
+    }
 
     #[test]
     fn backoff_doubles_to_its_cap_and_jitters_below_the_ceiling() {

@@ -40,7 +40,7 @@ pub fn run(args: Args) -> Result<i32> {
     };
     for dir in &outcome.results {
         if let Ok(md) = std::fs::read_to_string(dir.join("report.md")) {
-            crate::outln!("{md}");
+            crate::outln!("{}", headline(&md));
         }
         crate::outln!("results: {}", dir.display());
     }
@@ -48,4 +48,33 @@ pub fn run(args: Args) -> Result<i32> {
         crate::outln!("report: {}", report.display());
     }
     Ok(exit::OK)
+}
+
+/// A report's head for the terminal: its title, figures and findings, up to the first table
+/// section (the rest is in the report).
+fn headline(md: &str) -> String {
+    let mut out = Vec::new();
+    let mut sections = 0;
+    for line in md.lines() {
+        if line.starts_with("## ") {
+            sections += 1;
+            if sections > 1 {
+                break;
+            }
+        }
+        out.push(line);
+    }
+    out.join("\n").trim_end().to_string() + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_headline_is_the_title_figures_and_findings() {
+        let md = "# report: t\n\n- **runs**: 2\n\n## Findings\n\n- flat at 40/s\n\n## Summary: verify\n\n| a |\n";
+        assert_eq!(
+            super::headline(md),
+            "# report: t\n\n- **runs**: 2\n\n## Findings\n\n- flat at 40/s\n"
+        );
+    }
 }

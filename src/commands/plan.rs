@@ -29,32 +29,60 @@ pub struct Args {
     pub offline: bool,
 }
 
-/// Fills in whose credentials these are and the groups' current settings (read-only).
-async fn read_current(t: &trial::Trial, changes: &mut Changes, global: &Global) {
-    let Some(spec) = &t.env.spec.aws else { return };
-    let ctx = match AwsContext::load(spec, global.aws_endpoint.as_deref(), AwsTimeouts::default())
-        .await
-    {
+/// Fills in whose credentials these are and the groups' current settings (read-only, each
+/// call bounded at 15 s: a plan is a quick look); false when something could not be read.
+async fn read_current(t: &trial::Trial, changes: &mut Changes, global: &Global) -> bool {
+    let Some(spec) = &t.env.spec.aws else {
+        return true;
+    };
+    let timeouts = AwsTimeouts {
+        operation: std::time::Duration::from_secs(15),
+        ..AwsTimeouts::default()
+    };
+    let ctx = match AwsContext::load(spec, global.aws_endpoint.as_deref(), timeouts).await {
         Ok(ctx) => ctx,
         Err(e) => {
             changes.credentials = Some(format!("not checked: {e}"));
             for g in &mut changes.groups {
                 g.note = Some("no AWS access".into());
             }
-            return;
+            return false;
         }
     };
-    changes.credentials = Some(match ctx.check_account().await {
-        Ok(()) => format!("for account {} (the environment's)", ctx.account),
-        Err(e) => format!("REFUSED: {e}"),
-    });
+    if let Err(e) = ctx.check_account().await {
+        let e = e.to_string();
+        let unreachable = e.contains("could not reach") || e.contains("timed out");
+        changes.credentials = Some(if unreachable {
+            format!("not checked: {e}")
+        } else {
+            format!("REFUSED: {e}")
+        });
+        for g in &mut changes.groups {
+            g.note = Some("not read: no AWS access, see credentials".into());
+        }
+        return false;
+    }
+    changes.credentials = Some(format!("for account {} (the environment's)", ctx.account));
     let scaler = AwsScaler::new(ctx, services_of(&t.env));
-    for g in &mut changes.groups {
-        match scaler.snapshot(&[g.service]).await {
+    let services: Vec<_> = changes.groups.iter().map(|g| g.service).collect();
+    let reads = services
+        .iter()
+        .map(|service| scaler.snapshot(std::slice::from_ref(service)));
+    let mut all_read = true;
+    for (g, read) in changes
+        .groups
+        .iter_mut()
+        .zip(futures::future::join_all(reads).await)
+    {
+        match read {
             Ok(s) => g.current = s.first().map(|s| (s.min, s.max, s.desired)),
-            Err(e) => g.note = Some(e.to_string()),
+            Err(e) => {
+                g.note = Some(e.to_string());
+                all_read = false;
+            }
         }
     }
+    all_read
 }
 
 /// Prints the plan and what it changes.
@@ -65,9 +93,17 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
     if let Some(fleet) = t.env.spec.generators.as_ref().and_then(|g| g.aws.as_ref()) {
         changes.ships = Some(crate::fleet::aws::shipped(fleet));
     }
-    if !args.offline {
-        runtime().block_on(read_current(&t, &mut changes, global));
-    }
+    eprintln!(
+        "plan: environment `{}` from {}{}",
+        t.env.spec.name,
+        changes.environment_file.display(),
+        if args.env.is_some() {
+            " (--env)".to_string()
+        } else {
+            " (the one the trial names; --env FILE for another)".to_string()
+        }
+    );
+    let read_all = args.offline || runtime().block_on(read_current(&t, &mut changes, global));
     if args.json {
         let doc = serde_json::json!({"plan": p, "changes": changes});
         crate::outln!(
@@ -76,6 +112,12 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
         );
     } else {
         crate::outln!("{p}\n\n{changes}");
+    }
+    if !read_all {
+        eprintln!(
+            "plan: the current settings could not be read from AWS (above); exit 3 (--offline plans without them)"
+        );
+        return Ok(exit::INFRA);
     }
     Ok(exit::OK)
 }

@@ -103,9 +103,17 @@ pub fn run(args: Args) -> Result<i32> {
         let s = Standin::start(args.listen, config, store)
             .await
             .map_err(|e| Error::io(format!("listening on {}", args.listen), e))?;
-        crate::outln!("stand-in listening on {}", s.url());
+        // Stop requests are watched before the line that says it is ready (a supervisor may
+        // stop it as soon as it reads it).
         let interrupts = crate::exec::Interrupts::default();
-        crate::exec::signals::watch(&interrupts);
+        crate::exec::signals::watch_saying(
+            &interrupts,
+            crate::exec::signals::Stopping {
+                first: "stopping the stand-in",
+                again: "stopping the stand-in",
+            },
+        );
+        crate::outln!("stand-in listening on {}", s.url());
         interrupts.soft.cancelled().await;
         s.shutdown().await;
         Ok::<_, Error>(())

@@ -47,14 +47,35 @@ fn is_environment(file: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Validates every file; prints one line per file.
+/// The environment a trial file names (`environment:`), read without validating the trial.
+fn named_environment(file: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).ok()?;
+    doc.get("environment")?.as_str().map(str::to_string)
+}
+
+/// Validates every file; prints one line per file. A trial naming an environment given in the
+/// same call (by its `name:`) is checked against that file.
 pub fn run(args: Args) -> Result<i32> {
     let mut failed = false;
-    for f in &yaml_files(&args.files) {
+    let files = yaml_files(&args.files);
+    let given: Vec<(String, PathBuf)> = files
+        .iter()
+        .filter(|f| is_environment(f))
+        .filter_map(|f| Some((trial::load_environment(f).ok()?.spec.name, f.clone())))
+        .collect();
+    for f in &files {
         let result = if is_environment(f) {
             trial::load_environment(f).map(|e| format!("environment `{}`", e.spec.name))
         } else {
-            trial::load_trial(f, args.env.as_deref()).map(|t| {
+            let env = args.env.clone().or_else(|| {
+                let name = named_environment(f)?;
+                given
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, p)| p.clone())
+            });
+            trial::load_trial(f, env.as_deref()).map(|t| {
                 let p = trial::plan(&t);
                 format!(
                     "trial `{}`: {} load runs, about {:.0} s",

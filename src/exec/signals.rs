@@ -58,9 +58,29 @@ pub fn signal_name(signal: i32) -> &'static str {
     }
 }
 
+/// What a campaign says on its first and second stop request.
+const CAMPAIGN_STOPPING: Stopping = Stopping {
+    first: "stopping the load, restoring infrastructure, writing results (again to skip all but the restore)",
+    again: "exiting after the restore attempt",
+};
+
+/// What a process says when asked to stop, the first time and again.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopping {
+    /// After the signal's name, on the first request.
+    pub first: &'static str,
+    /// After "<signal> again", on the second.
+    pub again: &'static str,
+}
+
 /// Listens for SIGINT, SIGTERM and SIGHUP on the current runtime and turns them into stop
-/// requests. Must be called inside a runtime.
+/// requests, saying what a campaign does then. Must be called inside a runtime.
 pub fn watch(interrupts: &Interrupts) {
+    watch_saying(interrupts, CAMPAIGN_STOPPING);
+}
+
+/// [`watch`] for a process that is not a campaign (the stand-in): says `stopping` instead.
+pub fn watch_saying(interrupts: &Interrupts, stopping: Stopping) {
     use tokio::signal::unix::{signal, SignalKind};
     let kinds = [
         (SignalKind::interrupt(), libc::SIGINT),
@@ -78,14 +98,12 @@ pub fn watch(interrupts: &Interrupts) {
                 let first = !i.soft.is_cancelled();
                 i.request(number);
                 if first {
-                    crate::terminal::say(&format!(
-                        "\n{}: stopping the load, restoring infrastructure, writing results (again to skip all but the restore)",
-                        signal_name(number)
-                    ));
+                    crate::terminal::say(&format!("\n{}: {}", signal_name(number), stopping.first));
                 } else {
                     crate::terminal::say(&format!(
-                        "\n{} again: exiting after the restore attempt",
-                        signal_name(number)
+                        "\n{} again: {}",
+                        signal_name(number),
+                        stopping.again
                     ));
                 }
             }

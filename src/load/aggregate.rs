@@ -270,6 +270,8 @@ impl Aggregator {
         let users = self.users.max(0) as usize;
         let phase = self.window.phase(t);
         let covered = self.window.covered(t);
+        // Locust's Requests/s is a rate: over the part of the second the run covered.
+        let rate_over = if covered > 0.0 { covered } else { 1.0 };
         let mut view = SecondView {
             unix: t,
             offset: t as f64 - self.window.start,
@@ -328,7 +330,7 @@ impl Aggregator {
                 users,
                 &ep.method,
                 &ep.name,
-                &RowFigures::of(cell, &sec_all, 1.0),
+                &RowFigures::of(cell, &sec_all, rate_over),
                 &RowFigures::of(&self.locust[i], &tot_all, 1.0),
             ))?;
             all_second.merge(cell);
@@ -357,7 +359,7 @@ impl Aggregator {
             users,
             "",
             "Aggregated",
-            &RowFigures::of(&all_second, &sec_all, 1.0),
+            &RowFigures::of(&all_second, &sec_all, rate_over),
             &RowFigures::of(&all_total, &tot_all, 1.0),
         ))?;
         self.timeline.flush()?;

@@ -14,7 +14,7 @@
 
 use super::compare::StepChanges;
 use super::data::{read_timeline, read_twin, ReportData};
-use super::format::fmt_ms;
+use super::format::{fmt_ms, signed};
 use super::load_words;
 use super::stats::{self, Options, Verdict};
 use crate::results::cells::Kind;
@@ -251,12 +251,12 @@ pub fn store_weight(
             let (first, last) = (xy[0], xy[xy.len() - 1]);
             let ci = t
                 .slope_ci
-                .map(|(lo, hi)| format!(" [{lo:+.1}, {hi:+.1}]"))
+                .map(|(lo, hi)| format!(" [{}, {}]", signed(lo), signed(hi)))
                 .unwrap_or_default();
             parts.push(format!(
-                "{q} {}: {:+.1} ms per 1 000 rows{ci} ({} → {} ms from {:.0} to {:.0} rows, {})",
+                "{q} {}: {} ms per 1 000 rows{ci} ({} → {} ms from {:.0} to {:.0} rows, {})",
                 t.reading(),
-                t.slope,
+                signed(t.slope),
                 fmt_ms(first.1),
                 fmt_ms(last.1),
                 first.0 * 1000.0,

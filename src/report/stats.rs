@@ -418,6 +418,8 @@ pub struct Trend {
     pub slope_ci: Option<(f64, f64)>,
     /// The change the slope makes over the x range, relative to the mean of y.
     pub relative_over_range: Option<f64>,
+    /// The same for the ends of the slope's interval.
+    pub relative_ci_over_range: Option<(f64, f64)>,
     /// The options it was judged with.
     pub options: Options,
     /// Significant (and at least the minimum effect over the range) or not.
@@ -425,14 +427,26 @@ pub struct Trend {
 }
 
 impl Trend {
-    /// `grows`, `falls`, `flat` (no significant slope, or one under the minimum effect) or
-    /// `cannot tell (n = 2)`.
+    /// `grows`, `falls`, `flat` (a significant slope under the minimum effect, or none and its
+    /// whole interval within the minimum effect over the range: shown to be small), `no clear
+    /// trend` (none, but the interval allows one as large as the minimum effect: too few or too
+    /// scattered points to say flat) or `cannot tell (n = 2)`.
     pub fn reading(&self) -> String {
         match self.verdict {
             Verdict::Significant if self.slope > 0.0 => "grows".into(),
             Verdict::Significant => "falls".into(),
             Verdict::CannotTell { n } => format!("cannot tell (n = {n})"),
-            Verdict::NotSignificant | Verdict::BelowMinimum => "flat".into(),
+            Verdict::BelowMinimum => "flat".into(),
+            Verdict::NotSignificant => {
+                let small = self
+                    .relative_ci_over_range
+                    .is_some_and(|(lo, hi)| lo.abs().max(hi.abs()) < self.options.min_effect);
+                if small {
+                    "flat".into()
+                } else {
+                    "no clear trend".into()
+                }
+            }
         }
     }
 }
@@ -451,6 +465,7 @@ pub fn trend(points: &[(f64, f64)], options: Options) -> Trend {
         slope,
         slope_ci: None,
         relative_over_range: None,
+        relative_ci_over_range: None,
         options,
         verdict: Verdict::CannotTell { n },
     };
@@ -477,11 +492,14 @@ pub fn trend(points: &[(f64, f64)], options: Options) -> Trend {
         (true, Some(r)) if r.abs() < options.min_effect => Verdict::BelowMinimum,
         (true, _) => Verdict::Significant,
     };
+    let slope_ci = (slope - critical * se, slope + critical * se);
     Trend {
         n,
         slope,
-        slope_ci: Some((slope - critical * se, slope + critical * se)),
+        slope_ci: Some(slope_ci),
         relative_over_range,
+        relative_ci_over_range: (mean_y != 0.0)
+            .then(|| (slope_ci.0 * range / mean_y, slope_ci.1 * range / mean_y)),
         options,
         verdict,
     }
@@ -630,11 +648,22 @@ mod tests {
             .map(|i| {
                 (
                     1000.0 * i as f64,
-                    20.0 + if i % 2 == 0 { 1.0 } else { -1.0 },
+                    20.0 + if i % 2 == 0 { 0.5 } else { -0.5 },
                 )
             })
             .collect();
-        assert_eq!(trend(&flat, Options::default()).reading(), "flat");
+        // No slope, and its interval within ±20 % over the range: flat. Asked to rule out
+        // any slope at all (no minimum effect), the same points cannot be called flat.
+        assert_eq!(
+            trend(&flat, Options::default().with_min_effect(0.2)).reading(),
+            "flat"
+        );
+        assert_eq!(trend(&flat, Options::default()).reading(), "no clear trend");
+        // Three scattered points around a doubling: no significant slope, and not flat either.
+        let scattered = [(0.0, 180.0), (25.0, 150.0), (50.0, 470.0)];
+        let t = trend(&scattered, Options::default().with_min_effect(0.2));
+        assert_eq!(t.verdict, Verdict::NotSignificant);
+        assert_eq!(t.reading(), "no clear trend");
         let falls: Vec<(f64, f64)> = grows.iter().map(|(x, y)| (*x, 40.0 - y)).collect();
         assert_eq!(trend(&falls, Options::default()).reading(), "falls");
         assert_eq!(

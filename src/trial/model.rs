@@ -367,6 +367,18 @@ pub enum UsersSpec {
     Steps(UserSteps),
 }
 
+/// The forms an untagged enum of the grammar accepts, as a user writes them (for the message
+/// when a value matches none).
+pub fn shapes_of(enum_name: &str) -> Option<&'static str> {
+    match enum_name {
+        "UsersSpec" => Some(
+            "a whole number (`users: 15`), a list (`users: [2, 10]`) or a ramp \
+             (`users: { from: 2, to: 106, step: 8 }`) of whole numbers",
+        ),
+        _ => None,
+    }
+}
+
 /// An arithmetic ramp of user counts.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

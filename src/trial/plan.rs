@@ -664,7 +664,7 @@ pub fn changes(trial: &Trial) -> Changes {
         ClearPolicy::BeforeEachRun => Some("before every run"),
     };
     Changes {
-        environment_file: std::path::absolute(&env.file).unwrap_or_else(|_| env.file.clone()),
+        environment_file: tidy_path(&env.file),
         aws,
         credentials: None,
         groups,
@@ -740,5 +740,29 @@ impl fmt::Display for Changes {
             writeln!(f, "  reads         CloudWatch {}", names.join(", "))?;
         }
         Ok(())
+    }
+}
+
+/// A file's path as a user reads it: relative to the working directory when under it, else
+/// absolute, with `.` and `..` resolved (the file need not exist).
+fn tidy_path(file: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    let mut tidy = std::path::PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            Component::ParentDir => {
+                tidy.pop();
+            }
+            Component::CurDir => {}
+            other => tidy.push(other),
+        }
+    }
+    match std::env::current_dir() {
+        Ok(here) => tidy
+            .strip_prefix(&here)
+            .map(|p| p.to_path_buf())
+            .unwrap_or(tidy),
+        Err(_) => tidy,
     }
 }

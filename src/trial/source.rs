@@ -340,8 +340,11 @@ fn split_path(field: &str) -> Vec<PathPart<'_>> {
 /// Hints for the messages serde produces, so users know what to write instead.
 fn hint_for(message: &str) -> Option<String> {
     if let Some(rest) = message.strip_prefix("unknown field `") {
-        let expected = rest.split_once("expected ").map(|(_, e)| e.to_string());
-        return expected.map(|e| format!("allowed here: {e}"));
+        let (unknown, expected) = rest.split_once("`, expected ")?;
+        return Some(match closest(unknown, expected) {
+            Some(near) => format!("did you mean `{near}`? allowed here: {expected}"),
+            None => format!("allowed here: {expected}"),
+        });
     }
     if message.starts_with("unknown variant") {
         return message
@@ -349,6 +352,94 @@ fn hint_for(message: &str) -> Option<String> {
             .map(|(_, e)| format!("allowed values: {e}"));
     }
     None
+}
+
+/// The allowed name (out of serde's "`a`, `b` or `c`" list) nearest to a misspelt one: at most
+/// a third of its letters apart.
+fn closest<'a>(unknown: &str, expected: &'a str) -> Option<&'a str> {
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|name| (edit_distance(unknown, name), name))
+        .filter(|(d, name)| *d > 0 && *d * 3 <= name.len().max(3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, name)| name)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// Serde's wording made a user's: Rust type names become what to write, and an untagged
+/// enum's "did not match any variant" names the shapes the field accepts.
+fn plain_message(message: &str) -> String {
+    if let Some(name) = message.strip_prefix("data did not match any variant of untagged enum ") {
+        return match super::model::shapes_of(name.trim()) {
+            Some(shapes) => format!("not a form this field takes: write {shapes}"),
+            None => "not a form this field takes".to_string(),
+        };
+    }
+    // The allowed names go in the hint, once.
+    if let Some((unknown, _)) = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once("`, expected "))
+    {
+        return format!("unknown field `{unknown}`");
+    }
+    let mut out = message.to_string();
+    for (rust, plain) in [
+        ("expected i64", "expected a whole number"),
+        ("expected u64", "expected a whole number ≥ 0"),
+        ("expected u32", "expected a whole number ≥ 0"),
+        ("expected usize", "expected a whole number ≥ 0"),
+        ("expected u16", "expected a whole number ≥ 0"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        if let Some(at) = out.find(rust) {
+            if !out[at + rust.len()..].starts_with(|c: char| c.is_alphanumeric()) {
+                out.replace_range(at..at + rust.len(), plain);
+            }
+        }
+    }
+    out
+}
+
+/// Drops the problems semantic validation found in a part of the document that did not
+/// deserialize (removed to find further errors, its absence is not a second mistake): those
+/// in `file` at `fields` or on a path above or below one of them. Whole-document problems
+/// stay, as do those of other files (the environment a trial names).
+pub fn drop_echoes(diagnostics: &mut Vec<Diagnostic>, file: &Path, from: usize, fields: &[String]) {
+    let related = |a: &str, b: &str| {
+        let below = |long: &str, short: &str| {
+            long.strip_prefix(short)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        };
+        below(a, b) || below(b, a)
+    };
+    let mut i = 0;
+    diagnostics.retain(|d| {
+        i += 1;
+        i <= from
+            || d.file != file
+            || d.field.is_empty()
+            || !fields.iter().any(|f| related(&d.field, f))
+    });
 }
 
 /// Deserializes a document strictly and collects every error it can find.
@@ -395,24 +486,34 @@ pub fn deserialize_all<T: DeserializeOwned>(source: &Source) -> (Option<T>, Vec<
             }
             Err(err) => {
                 let field = field_of(err.path());
-                let message = strip_location(&err.inner().to_string());
-                // A required field we removed ourselves is already reported: stop here.
-                if let Some(missing) = message
+                let raw = strip_location(&err.inner().to_string());
+                let missing = raw
                     .strip_prefix("missing field `")
-                    .and_then(|m| m.strip_suffix('`'))
-                {
-                    if removed.iter().any(|r| *r == join(&field, missing)) {
-                        break;
-                    }
+                    .and_then(|m| m.strip_suffix('`'));
+                // A required field we removed ourselves is already reported: stop here.
+                if missing.is_some_and(|m| removed.iter().any(|r| *r == join(&field, m))) {
+                    break;
                 }
-                let duplicate = diagnostics
-                    .iter()
-                    .any(|d| d.field == field && d.message == message);
+                // A required field written misspelt is reported once, as the misspelling.
+                let misspelt = missing.is_some_and(|m| {
+                    let suggestion = format!("did you mean `{m}`?");
+                    diagnostics.iter().any(|d| {
+                        d.field.rsplit_once('.').map_or("", |(parent, _)| parent) == field
+                            && d.hint
+                                .as_deref()
+                                .is_some_and(|h| h.starts_with(&suggestion))
+                    })
+                });
+                let message = plain_message(&raw);
+                let duplicate = misspelt
+                    || diagnostics
+                        .iter()
+                        .any(|d| d.field == field && d.message == message);
                 if !duplicate {
-                    let hint = hint_for(&message);
+                    let hint = hint_for(&raw);
                     diagnostics.push(source.diagnostic(&field, message, hint));
                 }
-                if duplicate || !remove_at(&mut value, &field) {
+                if (duplicate && !misspelt) || !remove_at(&mut value, &field) {
                     break;
                 }
                 removed.push(field);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::model::*;
-use super::source::{deserialize_all, Diagnostic, Diagnostics, Source};
+use super::source::{deserialize_all, drop_echoes, Diagnostic, Diagnostics, Source};
 use crate::veraison::release::ReleaseProfile;
 
 /// The built-in Veraison tasks.
@@ -182,7 +182,9 @@ fn sha256_hex(text: &str) -> String {
 pub fn load_environment(file: &Path) -> Result<Environment, Diagnostics> {
     let source = Source::read(file)?;
     let (spec, mut diags) = deserialize_all::<EnvironmentFile>(&source);
+    let unreadable = fields_of(&diags);
     let env = spec.and_then(|spec| check_environment(&source, spec, &mut diags));
+    drop_echoes(&mut diags, &source.file, unreadable.len(), &unreadable);
     match env {
         Some(env) if diags.is_empty() => Ok(env),
         _ => Err(Diagnostics(diags)),
@@ -196,6 +198,7 @@ pub fn load_trial(file: &Path, env_override: Option<&Path>) -> Result<Trial, Dia
     let Some(spec) = spec else {
         return Err(Diagnostics(diags));
     };
+    let unreadable = fields_of(&diags);
     let env_path = match env_override {
         Some(p) => Some(p.to_path_buf()),
         None => match &spec.environment {
@@ -233,10 +236,16 @@ pub fn load_trial(file: &Path, env_override: Option<&Path>) -> Result<Trial, Dia
         None => None,
     };
     let checked = check_trial(&source, spec, env, &mut diags);
+    drop_echoes(&mut diags, &source.file, unreadable.len(), &unreadable);
     match checked {
         Some(t) if diags.is_empty() => Ok(t),
         _ => Err(Diagnostics(diags)),
     }
+}
+
+/// The fields of the problems found so far.
+fn fields_of(diags: &[Diagnostic]) -> Vec<String> {
+    diags.iter().map(|d| d.field.clone()).collect()
 }
 
 /// Where an environment named in a trial is looked for.

@@ -162,7 +162,7 @@ impl RunCommand {
     ) -> Result<Sent> {
         let out = self
             .ctx
-            .call("ssm:SendCommand", || {
+            .call_not_repeated("ssm:SendCommand", || {
                 self.client
                     .send_command()
                     .document_name(DOCUMENT)
