@@ -69,6 +69,8 @@ pub enum Command {
     Bench(commands::bench::Args),
     /// Print the JSON Schema of trial or environment files, or the reference of every field.
     Schema(commands::schema::Args),
+    /// Write a CloudWatch dashboard: the trial's client figures beside the deployment's series.
+    Dashboard(commands::dashboard::Args),
     /// One generator worker of a fleet (started by a coordinator, locally or through SSM).
     Worker(commands::worker::Args),
 }
@@ -126,5 +128,6 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Bench(a) => commands::bench::run(a),
         Command::Schema(a) => commands::schema::run(a),
         Command::Worker(a) => commands::worker::run(a),
+        Command::Dashboard(a) => commands::dashboard::run(a, &global),
     }
 }

@@ -2224,3 +2224,45 @@ async fn a_cloudwatch_publish_that_fails_is_recorded_and_the_campaign_completes(
     }
     assert_eq!(d.manifest()["status"], "complete");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloudwatch_dashboard_shows_the_clients_figures_beside_the_deployments() {
+    let _serial = SERIAL.lock().await;
+    let trial = PUBLISH_TRIAL.replace("runs:", "metrics: [asg-instances, rds-connections]\nruns:");
+    let d = Drill::new(&trial).await;
+    let done = common::expect_exit(
+        d.cmd()
+            .arg("--aws-endpoint")
+            .arg(&d.proxy.url)
+            .args(["dashboard", "--env"])
+            .arg(&d.env)
+            .arg("--trial")
+            .arg(&d.trial),
+        0,
+    );
+    let name = format!("trialrunner-pub-moto-{ACCOUNT}");
+    assert!(done.stdout.contains(&name), "{}", done.stdout);
+    let got = aws_sdk_cloudwatch::Client::new(&d.ctx.config)
+        .get_dashboard()
+        .dashboard_name(&name)
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(got.dashboard_body().unwrap()).unwrap();
+    let text = body.to_string();
+    for metric in ["Requests", "Failures", "LatencyP95", "LatencyP99"] {
+        assert!(
+            text.contains(&format!(r#"MetricName=\"{metric}\" trial=\"pub\""#)),
+            "{metric}: {text}"
+        );
+    }
+    // The deployment's series the trial names, resolved: the groups and the database.
+    assert!(
+        text.contains("GroupInServiceInstances") && text.contains("DatabaseConnections"),
+        "{text}"
+    );
+    assert!(
+        text.contains("veraison-prov-asg") || text.contains("prov"),
+        "{text}"
+    );
+}

@@ -7,6 +7,7 @@
 //! metadata service.
 
 pub mod cloudwatch;
+pub mod console;
 pub mod lock;
 pub mod publish;
 pub mod retry;

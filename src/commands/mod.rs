@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod compare;
+pub mod dashboard;
 pub mod demo;
 pub mod infra;
 pub mod live;
