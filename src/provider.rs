@@ -325,6 +325,9 @@ pub struct Published {
     pub datapoints: usize,
     /// API calls it took.
     pub calls: usize,
+    /// Whole seconds added to each timestamp: AWS's clock ahead of ours, rounded (the offset is
+    /// known to about half a second, and each datapoint must stay in its own second).
+    pub clock_offset_s: f64,
 }
 
 /// Where the client's own figures go after each run (CloudWatch custom metrics), so a team's

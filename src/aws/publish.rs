@@ -4,7 +4,7 @@
 //! the [`NAMESPACE`] namespace, with dimensions `trial`, `environment`, `run` (the load run's id)
 //! and `endpoint` (`POST verify`, `TASK verification session`). Read from the run's
 //! `timeline.csv`, so CloudWatch holds exactly the results' per-second figures; timestamps are
-//! moved onto AWS's clock by the measured offset. Sent in batches within PutMetricData's limits
+//! moved onto AWS's clock by the measured offset in whole seconds (recorded in `published.json`). Sent in batches within PutMetricData's limits
 //! (1000 datapoints, 1 MB a request), each through the retry policy.
 
 use std::path::Path;
@@ -125,7 +125,9 @@ impl CloudWatchPublisher {
 impl ClientMetricsSink for CloudWatchPublisher {
     async fn publish(&self, run_id: &str, dir: &Path) -> Result<Published> {
         let points = datapoints(&read_timeline(&dir.join("timeline.csv")));
-        let offset = self.ctx.clock_offset().await;
+        // Whole seconds: the offset is known to about half a second, and a fraction would move
+        // each second's datapoint into its neighbour's bucket.
+        let offset = self.ctx.clock_offset().await.round();
         let cw = aws_sdk_cloudwatch::Client::new(&self.ctx.config);
         let dims = [
             ("trial", self.trial.as_str()),
@@ -167,6 +169,7 @@ impl ClientMetricsSink for CloudWatchPublisher {
             to: format!("cloudwatch:{NAMESPACE}"),
             datapoints: points.len(),
             calls,
+            clock_offset_s: offset,
         })
     }
 }
