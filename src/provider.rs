@@ -15,11 +15,15 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Result;
 use crate::owner::{Liveness, Owner};
 use crate::results::RunSummary;
+use crate::trial::deployment::GroupSettings;
 use crate::trial::model::ServiceRole;
 use crate::trial::{Capacity, LoadPhase};
 
+pub mod deployment;
+pub use deployment::DeploymentSettings;
+
 /// An ASG's settings as found before a trial: what restoring puts back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AsgSettings {
     /// The service it runs.
     pub service: ServiceRole,
@@ -37,6 +41,10 @@ pub struct AsgSettings {
     /// Group metrics enabled (empty when collection is off).
     #[serde(default)]
     pub enabled_metrics: Vec<String>,
+    /// Its warm pool, policies and health checks, when the trial changes them (`None`: not
+    /// read, and left as they are on restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentSettings>,
 }
 
 /// What a journal's changes apply to.
@@ -225,6 +233,23 @@ pub trait Scaler: Send + Sync {
     async fn snapshot(&self, services: &[ServiceRole]) -> Result<Vec<AsgSettings>>;
     /// Applies a capacity (and turns on 1-minute group metrics).
     async fn set_capacity(&self, service: ServiceRole, capacity: Capacity) -> Result<()>;
+    /// A group's warm pool, policies and health checks as they are now (what the journal keeps
+    /// before [`Scaler::change_settings`]); also the preflight's cheap read of them.
+    async fn read_settings(&self, _service: ServiceRole) -> Result<DeploymentSettings> {
+        Err(crate::Error::Infra(
+            "this scaler cannot read warm pools, policies or health checks".into(),
+        ))
+    }
+    /// Applies a group's warm pool, policy and health checks (the originals already journaled).
+    async fn change_settings(
+        &self,
+        _service: ServiceRole,
+        _settings: &GroupSettings,
+    ) -> Result<()> {
+        Err(crate::Error::Infra(
+            "this scaler cannot change warm pools, policies or health checks".into(),
+        ))
+    }
     /// Waits until the services are ready, or the timeout/cancel.
     async fn wait_ready(
         &self,

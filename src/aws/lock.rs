@@ -138,6 +138,7 @@ pub fn original_of(value: &str, service: ServiceRole, name: &str) -> Option<AsgS
         desired: num("desired")?,
         suspended_processes: items("suspended", ""),
         enabled_metrics: items("metrics", "Group"),
+        deployment: None,
     })
 }
 
@@ -411,6 +412,7 @@ mod tests {
             desired: 2,
             suspended_processes: vec!["AZRebalance".into(), "Launch".into()],
             enabled_metrics: metrics,
+            deployment: None,
         }
     }
 

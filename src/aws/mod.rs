@@ -8,6 +8,7 @@
 
 pub mod cloudwatch;
 pub mod console;
+pub mod deployment;
 pub mod lock;
 pub mod publish;
 pub mod retry;

@@ -12,7 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::AwsContext;
 use crate::error::{Error, Result};
-use crate::provider::{AsgSettings, HeldLock, LockClaim, ReadyReport, Restored, Scaler, Takeover};
+use crate::provider::{
+    AsgSettings, DeploymentSettings, HeldLock, LockClaim, ReadyReport, Restored, Scaler, Takeover,
+};
+use crate::trial::deployment::GroupSettings;
 use crate::trial::model::ServiceRole;
 use crate::trial::{Capacity, Environment};
 
@@ -44,7 +47,7 @@ pub struct AwsScaler {
     pub(super) asg: aws_sdk_autoscaling::Client,
     /// The same with the tighter restore timeouts (see [`super::AwsTimeouts::restore`]).
     pub(super) asg_restore: aws_sdk_autoscaling::Client,
-    elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub(super) elb: aws_sdk_elasticloadbalancingv2::Client,
     ec2: aws_sdk_ec2::Client,
     pub(super) services: Vec<ServiceInfra>,
     http: reqwest::Client,
@@ -79,7 +82,7 @@ pub(super) struct GroupState {
     pub(super) settings: AsgSettings,
     /// (instance id, lifecycle state, health status).
     instances: Vec<(String, String, String)>,
-    target_group_arns: Vec<String>,
+    pub(super) target_group_arns: Vec<String>,
     /// (key, value) of every tag (the deployment lock's among them).
     pub(super) tags: Vec<(String, String)>,
 }
@@ -170,6 +173,7 @@ impl AwsScaler {
                     .iter()
                     .filter_map(|m| m.metric().map(str::to_string))
                     .collect(),
+                deployment: None,
             },
             instances: g
                 .instances()
@@ -194,7 +198,11 @@ impl AwsScaler {
     }
 
     /// The target groups of a service: those attached to its ASG, else the named one.
-    async fn target_groups(&self, svc: &ServiceInfra, attached: &[String]) -> Result<Vec<String>> {
+    pub(super) async fn target_groups(
+        &self,
+        svc: &ServiceInfra,
+        attached: &[String],
+    ) -> Result<Vec<String>> {
         if !attached.is_empty() {
             return Ok(attached.to_vec());
         }
@@ -389,6 +397,17 @@ impl Scaler for AwsScaler {
         Ok(())
     }
 
+    async fn read_settings(&self, service: ServiceRole) -> Result<DeploymentSettings> {
+        let deadline = tokio::time::Instant::now() + self.ctx.timeouts.operation;
+        self.read_deployment(&self.asg, self.service(service)?, deadline)
+            .await
+    }
+
+    async fn change_settings(&self, service: ServiceRole, settings: &GroupSettings) -> Result<()> {
+        self.apply_deployment(self.service(service)?, settings)
+            .await
+    }
+
     async fn wait_ready(
         &self,
         services: &[ServiceRole],
@@ -493,35 +512,12 @@ impl Scaler for AwsScaler {
                 })
                 .await?;
         }
-        // Turn off exactly the group metrics the trial turned on (`*`: the list did not fit
-        // the lock's tag: leave them). Best effort, within a short bound: group metrics cost
-        // nothing, and capacity (above) is what must come back; a failure is a warning.
-        let added: Vec<String> = current
-            .enabled_metrics
-            .iter()
-            .filter(|m| !original.enabled_metrics.contains(m))
-            .filter(|_| original.enabled_metrics != ["*"])
-            .cloned()
-            .collect();
-        if !added.is_empty() {
-            let best_effort = deadline.min(tokio::time::Instant::now() + Duration::from_secs(10));
-            if let Err(e) = self
-                .ctx
-                .call_until("autoscaling:DisableMetricsCollection", best_effort, || {
-                    client
-                        .disable_metrics_collection()
-                        .auto_scaling_group_name(&original.name)
-                        .set_metrics(Some(added.clone()))
-                        .send()
-                })
-                .await
-            {
-                crate::terminal::say(&format!(
-                    "warning: {}: group metrics {} left enabled ({e})",
-                    original.name,
-                    added.join(", ")
-                ));
-            }
+        // The warm pool, policies and health checks and the scaling processes must come back as
+        // the capacity must: before the best-effort metrics last, which may spend seconds on an
+        // API that fails.
+        if let Some(deployment) = &original.deployment {
+            self.restore_deployment(client, &svc, deployment, deadline)
+                .await?;
         }
         let to_resume: Vec<String> = current
             .suspended_processes
@@ -556,6 +552,37 @@ impl Scaler for AwsScaler {
                         .send()
                 })
                 .await?;
+        }
+        // Last, after everything that must come back: turn off exactly the group metrics the
+        // trial turned on (`*`: the list did not fit
+        // the lock's tag: leave them). Best effort, within a short bound: group metrics cost
+        // nothing, and capacity (above) is what must come back; a failure is a warning.
+        let added: Vec<String> = current
+            .enabled_metrics
+            .iter()
+            .filter(|m| !original.enabled_metrics.contains(m))
+            .filter(|_| original.enabled_metrics != ["*"])
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            let best_effort = deadline.min(tokio::time::Instant::now() + Duration::from_secs(10));
+            if let Err(e) = self
+                .ctx
+                .call_until("autoscaling:DisableMetricsCollection", best_effort, || {
+                    client
+                        .disable_metrics_collection()
+                        .auto_scaling_group_name(&original.name)
+                        .set_metrics(Some(added.clone()))
+                        .send()
+                })
+                .await
+            {
+                crate::terminal::say(&format!(
+                    "warning: {}: group metrics {} left enabled ({e})",
+                    original.name,
+                    added.join(", ")
+                ));
+            }
         }
         tracing::info!(asg = %original.name, min = original.min, max = original.max, desired = original.desired, "restored");
         Ok(Restored::Done)

@@ -18,6 +18,7 @@ pub mod schema;
 pub mod standin;
 pub mod stores;
 pub mod validate;
+pub mod variants;
 pub mod worker;
 
 use crate::error::{Error, Result};

@@ -81,17 +81,40 @@ async fn read_current(t: &trial::Trial, changes: &mut Changes, global: &Global) 
                 all_read = false;
             }
         }
+        if g.settings.is_empty() || g.note.is_some() {
+            continue;
+        }
+        match scaler.read_settings(g.service).await {
+            Ok(now) => {
+                for c in &mut g.settings {
+                    c.before = Some(now.describe(&c.setting));
+                }
+            }
+            Err(e) => {
+                g.note = Some(e.to_string());
+                all_read = false;
+            }
+        }
     }
     all_read
 }
 
-/// Prints the plan and what it changes.
+/// Prints the plan and what it changes (for a trial with variants: what each variant changes).
 pub fn run(args: Args, global: &Global) -> Result<i32> {
     let t = trial::load_trial(&args.trial, args.env.as_deref())?;
     let p = trial::plan(&t);
     let mut changes = trial::plan::changes(&t);
     if let Some(fleet) = t.env.spec.generators.as_ref().and_then(|g| g.aws.as_ref()) {
         changes.ships = Some(crate::fleet::aws::shipped(fleet));
+    }
+    let mut variants = Vec::new();
+    for v in &t.variants {
+        let under = t.under(v);
+        variants.push((
+            v.name.clone(),
+            trial::plan(&under),
+            trial::plan::changes(&under),
+        ));
     }
     eprintln!(
         "plan: environment `{}` from {}{}",
@@ -103,15 +126,38 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
             " (the one the trial names; --env FILE for another)".to_string()
         }
     );
-    let read_all = args.offline || runtime().block_on(read_current(&t, &mut changes, global));
+    let read_all = args.offline
+        || runtime().block_on(async {
+            let mut all = read_current(&t, &mut changes, global).await;
+            for (_, _, c) in &mut variants {
+                all &= read_current(&t, c, global).await;
+            }
+            all
+        });
     if args.json {
-        let doc = serde_json::json!({"plan": p, "changes": changes});
+        let mut doc = serde_json::json!({"plan": p, "changes": changes});
+        if !variants.is_empty() {
+            doc["variants"] = variants
+                .iter()
+                .map(|(name, plan, changes)| {
+                    serde_json::json!({"name": name, "plan": plan, "changes": changes})
+                })
+                .collect();
+        }
         crate::outln!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("plan serializes")
         );
-    } else {
+    } else if variants.is_empty() {
         crate::outln!("{p}\n\n{changes}");
+    } else {
+        crate::outln!(
+            "{} variants, run in turn, each restored before the next (results in <out>/<variant>/):",
+            variants.len()
+        );
+        for (name, plan, changes) in &variants {
+            crate::outln!("\n=== variant {name} ===\n{plan}\n\n{changes}");
+        }
     }
     if !read_all {
         eprintln!(

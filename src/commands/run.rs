@@ -10,7 +10,7 @@ use crate::trial::model::ClearPolicy;
 use crate::{report, setup, trial};
 
 /// Arguments of `run`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// The trial file.
     pub trial: PathBuf,
@@ -120,9 +120,18 @@ fn results_dir(args: &Args, t: &trial::Trial) -> Result<ResultsDir> {
     }
 }
 
-/// Runs the campaign, then the report and the gate.
+/// Runs the campaign (one per variant, when the trial has variants), then the report and the
+/// gate.
 pub fn run(args: Args, global: &Global) -> Result<i32> {
     let t = trial::load_trial(&args.trial, args.env.as_deref())?;
+    if !t.variants.is_empty() {
+        return super::variants::run(&t, &args, global, campaign);
+    }
+    campaign(t, args, global)
+}
+
+/// One campaign of `t`, then its report and gate.
+fn campaign(t: trial::Trial, args: Args, global: &Global) -> Result<i32> {
     let p = trial::plan(&t);
     let live = args.live.addr()?;
     let interrupts = Interrupts::default();

@@ -434,6 +434,14 @@ impl Campaign<'_> {
                     self.stop.clone(),
                     self.lock_lost.clone(),
                 ));
+                let mut settings = settings;
+                // The warm pools, policies and health checks the trial changes, read now.
+                for (role, _) in &self.trial.settings {
+                    let read = scaler.read_settings(*role).await?;
+                    if let Some(s) = settings.iter_mut().find(|s| s.service == *role) {
+                        s.deployment = Some(read);
+                    }
+                }
                 self.extra.insert("infra_before".into(), json!(settings));
                 // On a resume the journal already holds the originals: `record` keeps them.
                 journal.record(settings)?;
@@ -449,6 +457,23 @@ impl Campaign<'_> {
                 }
                 Self::need(&p.scaler, "auto-scaling")?
                     .set_capacity(*service, *capacity)
+                    .await?;
+            }
+            Step::ChangeSettings { service, settings } => {
+                let journaled = self.journal.as_ref().is_some_and(|j| {
+                    j.pending()
+                        && j.state()
+                            .original
+                            .iter()
+                            .any(|o| o.service == *service && o.deployment.is_some())
+                });
+                if !journaled {
+                    return Err(Error::Infra(format!(
+                        "refusing to change {service}'s warm pool, policy or health checks before their originals are journaled"
+                    )));
+                }
+                Self::need(&p.scaler, "auto-scaling")?
+                    .change_settings(*service, settings)
                     .await?;
             }
             Step::WaitReady { services, timeout } => {
@@ -663,8 +688,21 @@ impl Campaign<'_> {
 /// One line per group a restore put back or left to another campaign.
 fn say_restored(report: &RestoreReport) {
     for o in &report.restored {
+        let settings = o
+            .deployment
+            .as_ref()
+            .map(|d| {
+                format!(
+                    "; warm pool {}; policies {}; health check {} ({}s grace)",
+                    d.describe("warm-pool"),
+                    d.describe("policy"),
+                    d.health_check_type,
+                    d.health_check_grace_s
+                )
+            })
+            .unwrap_or_default();
         crate::terminal::say(&format!(
-            "restored {} to min {} max {} desired {}",
+            "restored {} to min {} max {} desired {}{settings}",
             o.name, o.min, o.max, o.desired
         ));
     }

@@ -19,6 +19,18 @@ pub async fn preflight(trial: &Trial, p: &Providers) -> Result<Vec<String>> {
     let mut found = Vec::new();
     if let Some(s) = &p.scaler {
         found.extend(s.preflight().await?);
+        // The warm pools, policies and health checks a trial changes: read (and the
+        // permissions to read them proven) before anything changes.
+        for (role, _) in &trial.settings {
+            let now = s.read_settings(*role).await?;
+            found.push(format!(
+                "{role}: warm pool {}; policies {}; health check {} ({}s grace)",
+                now.describe("warm-pool"),
+                now.describe("policy"),
+                now.health_check_type,
+                now.health_check_grace_s
+            ));
+        }
     }
     if uses_stores(trial) {
         if let Some(s) = &p.stores {

@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{merge, split, WorkerEnd, WorkerOutcome, WorkerSpec};
 use crate::error::{Error, Result};
-use crate::load::engine::STOP_GRACE;
 use crate::load::Share;
+use crate::load::STOP_GRACE;
 use crate::provider::LoadRunner;
 use crate::results::{self, unix_now, RunSummary};
 use crate::trial::model::GeneratorLoss;

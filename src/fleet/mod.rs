@@ -352,7 +352,7 @@ pub fn merge(
         workers: rows,
         partial,
         warnings,
-        ..crate::load::engine::phase_summary(phase, start_unix, end)
+        ..crate::load::phase_summary(phase, start_unix, end)
     };
     results::write_json(&dir.join("summary.json"), &summary)?;
     tell(&phase.run_id, &summary.workers, &summary.warnings);

@@ -4,7 +4,7 @@
 //! model (`users`); the flusher, on the caller's runtime, turns each finished UTC second into
 //! rows on disk, shows progress and watches for a dead target (`flush`). At the deadline users
 //! stop starting tasks and requests in flight finish (the drain); on a stop request they get
-//! [`STOP_GRACE`]. A phase in flight is `running`'s.
+//! [`STOP_GRACE`](super::STOP_GRACE). A phase in flight is `running`'s.
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use super::pool::EnginePool;
+use super::progress::Progress;
 use super::recorder::Recorder;
 use super::running::{Running, Start};
 use super::shared::Shared;
@@ -23,18 +24,6 @@ use crate::error::{Error, Result};
 use crate::provider::LoadRunner;
 use crate::results::{unix_now, RunSummary};
 use crate::trial::{LoadPhase, TaskRef};
-
-/// How the engine reports progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
-    /// Nothing (tests, benchmarks).
-    Quiet,
-    /// A live bar on a terminal, plain lines every 5 s otherwise.
-    Show,
-}
-
-/// How long requests in flight may go on after a stop request (or a dead target).
-pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Looks at the verification well-known for the EAR key before giving up, and the pause
 /// between them (a joining instance behind a load balancer answers 500 for a while).
@@ -60,31 +49,6 @@ pub struct Share {
     pub first_user: u32,
     /// The wall-clock start every worker waits for, Unix seconds.
     pub start_unix: f64,
-}
-
-/// A run's summary as far as its phase and window say (load, tasks, times); the figures are
-/// the caller's. One engine and a fleet's merge both start from it.
-pub fn phase_summary(phase: &LoadPhase, start_unix: f64, end_unix: f64) -> RunSummary {
-    RunSummary {
-        run_id: phase.run_id.clone(),
-        iteration: phase.iteration,
-        users: phase.users,
-        arrival_rate: phase.arrival.map(|a| a.rate.0),
-        arrival_rate_to: phase.arrival.and_then(|a| a.to.map(|r| r.0)),
-        tasks: phase.tasks.iter().map(|t| t.name().to_string()).collect(),
-        started_at: rfc3339(start_unix),
-        ended_at: rfc3339(end_unix),
-        started_unix: start_unix,
-        duration_s: end_unix - start_unix,
-        warmup_s: phase.warmup.as_secs_f64(),
-        ..RunSummary::default()
-    }
-}
-
-fn rfc3339(unix: f64) -> String {
-    chrono::DateTime::from_timestamp_micros((unix * 1e6) as i64)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
 }
 
 impl LoadEngine {

@@ -10,10 +10,10 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio_util::sync::CancellationToken;
 
 use super::aggregate::Aggregator;
-use super::engine::Progress;
 use super::generator::GeneratorSeconds;
 use super::pool::EnginePool;
 use super::progress::show;
+use super::progress::Progress;
 use super::recorder::Recorder;
 use super::watch::{self, DeadTargetWatch, NoAnswer};
 use crate::results::unix_now;

@@ -18,5 +18,7 @@ pub mod tls;
 pub mod users;
 pub mod watch;
 
-pub use engine::{LoadEngine, Progress, Share};
+pub use engine::{LoadEngine, Share};
+pub use progress::Progress;
+pub use running::{phase_summary, STOP_GRACE};
 pub use tasks::Target;

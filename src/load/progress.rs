@@ -2,8 +2,16 @@
 //! every 5 s otherwise), at most [`PROGRESS_COLUMNS`] wide.
 
 use super::aggregate::SecondView;
-use super::engine::Progress;
 use crate::trial::LoadPhase;
+
+/// How the engine reports progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing (tests, benchmarks).
+    Quiet,
+    /// A live bar on a terminal, plain lines every 5 s otherwise.
+    Show,
+}
 
 /// Width of the live progress line (one terminal row; numbers are never cut).
 pub const PROGRESS_COLUMNS: usize = 80;

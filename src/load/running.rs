@@ -14,10 +14,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::aggregate::{Aggregator, Window};
-use super::engine::{phase_summary, Progress, STOP_GRACE};
 use super::flush::{flush_loop, FlushCtx};
 use super::generator::{GeneratorSeconds, GeneratorWatch};
 use super::pool::EnginePool;
+use super::progress::Progress;
 use super::recorder::{Clock, Kind, Recorder};
 use super::shared::Shared;
 use super::users::{closed_model, join_workers, open_model};
@@ -25,6 +25,34 @@ use super::watch::{self, DeadTargetWatch};
 use crate::error::{Error, Result};
 use crate::results::{self, unix_now, Arrivals, RunSummary, Unanswered};
 use crate::trial::LoadPhase;
+
+/// How long requests in flight may go on after a stop request (or a dead target).
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// A run's summary as far as its phase and window say (load, tasks, times); the figures are
+/// the caller's. One engine and a fleet's merge both start from it.
+pub fn phase_summary(phase: &LoadPhase, start_unix: f64, end_unix: f64) -> RunSummary {
+    RunSummary {
+        run_id: phase.run_id.clone(),
+        iteration: phase.iteration,
+        users: phase.users,
+        arrival_rate: phase.arrival.map(|a| a.rate.0),
+        arrival_rate_to: phase.arrival.and_then(|a| a.to.map(|r| r.0)),
+        tasks: phase.tasks.iter().map(|t| t.name().to_string()).collect(),
+        started_at: rfc3339(start_unix),
+        ended_at: rfc3339(end_unix),
+        started_unix: start_unix,
+        duration_s: end_unix - start_unix,
+        warmup_s: phase.warmup.as_secs_f64(),
+        ..RunSummary::default()
+    }
+}
+
+fn rfc3339(unix: f64) -> String {
+    chrono::DateTime::from_timestamp_micros((unix * 1e6) as i64)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
 
 /// What a phase needs to start: the users' shared state and threads, where its files go.
 pub(super) struct Start<'a> {

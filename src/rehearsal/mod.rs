@@ -8,6 +8,7 @@
 //! Refuses any endpoint that is not on this machine: it creates resources.
 
 pub mod campaign;
+pub mod join;
 pub mod twin;
 pub mod view;
 

@@ -11,7 +11,9 @@
 //! target, or CPU as the share of the instances' workers busy) and sets the group's desired
 //! capacity in the emulator as AWS would (`ceil(desired × metric / target)` within min..max,
 //! out at once, in after a few windows below target); the instances then launch with their
-//! spin-up.
+//! spin-up. A group's warm pool and its target group's health-check path shape each join
+//! ([`super::join`]): an instance from the pool starts in seconds, and a readiness path keeps a
+//! not-ready instance out of the balancer.
 //!
 //! CloudWatch series come from what happened, never seeded: every `publish_every` the twin
 //! puts into the emulator, timestamped with the current UTC minute, the groups' instance counts
@@ -62,6 +64,10 @@ pub struct TwinConfig {
     pub capacity: Option<InstanceCapacity>,
     /// How long a newly launched instance is Pending (not routed to).
     pub spin_up: Duration,
+    /// Pending of an instance taken from a Running warm pool (see [`super::join`]).
+    pub warm_running: Duration,
+    /// Pending of an instance taken from a Stopped or Hibernated warm pool.
+    pub warm_stopped: Duration,
     /// After that, how long its VTS is not up (its requests fail, as the 2025 campaign saw).
     pub not_ready: Duration,
     /// How often the groups are read from the emulator.
@@ -98,6 +104,8 @@ impl TwinConfig {
             release: ReleaseProfile::parse("v0.0.2602").expect("known release"),
             capacity: Some(InstanceCapacity::new(4, Duration::from_millis(10))),
             spin_up: Duration::from_secs(20),
+            warm_running: Duration::from_secs(2),
+            warm_stopped: Duration::from_secs(5),
             not_ready: Duration::from_secs(10),
             poll: Duration::from_millis(500),
             policy_window: Duration::from_secs(60),
@@ -152,6 +160,8 @@ struct TwinState {
     records: Mutex<Vec<InstanceRecord>>,
     /// Database connections the instances' pools opened, by UTC second.
     pool_opens: Mutex<BTreeMap<i64, u64>>,
+    /// Per group, its warm pool's instances taken and not yet replaced.
+    warm_pools: Mutex<BTreeMap<String, super::join::PoolLedger>>,
 }
 
 /// A running twin: its load balancer's address, and the instances behind it.
@@ -287,6 +297,7 @@ impl Twin {
             },
             records: Mutex::new(Vec::new()),
             pool_opens: Mutex::new(BTreeMap::new()),
+            warm_pools: Mutex::new(BTreeMap::new()),
         });
         reconcile(ctx, &config, &cluster, &state, true).await?;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -783,15 +794,43 @@ async fn reconcile(
         instances.iter().map(|i| i.id.clone()).collect()
     };
     let mut started = Vec::new();
+    let mut groups: BTreeMap<String, super::join::GroupJoin> = BTreeMap::new();
     for (id, role) in &wanted {
         if known.contains(id) {
             continue;
         }
-        let (spin_up, not_ready) = if initial {
-            (Duration::ZERO, Duration::ZERO)
+        let join = if initial {
+            super::join::Join {
+                pending: Duration::ZERO,
+                not_ready: Duration::ZERO,
+                routed_when_ready: false,
+                from_pool: false,
+            }
         } else {
-            (config.spin_up, config.not_ready)
+            let asg = format!("{}-{}-asg", config.deployment, role.asg_suffix());
+            let group = match groups.get(&asg) {
+                Some(g) => g.clone(),
+                None => {
+                    let g = super::join::read(ctx, &asg).await?;
+                    groups.insert(asg.clone(), g.clone());
+                    g
+                }
+            };
+            state
+                .warm_pools
+                .lock()
+                .expect("warm pools lock")
+                .entry(asg)
+                .or_default()
+                .join(
+                    &group,
+                    config.spin_up,
+                    config.not_ready,
+                    config.warm_running,
+                    config.warm_stopped,
+                )
         };
+        let (spin_up, not_ready) = (join.pending, join.not_ready);
         // Its pool opens what it needs on the deployment's one database.
         let opener = match (&config.postgres, &state.db_account) {
             (Some(conninfo), _) => Some(Opener::Postgres(conninfo.clone())),
@@ -823,7 +862,13 @@ async fn reconcile(
             id: id.clone(),
             role: *role,
             standin,
-            routable_at: Instant::now() + spin_up,
+            // A readiness health check keeps it out of the balancer until its VTS is up.
+            routable_at: Instant::now()
+                + if join.routed_when_ready {
+                    spin_up + not_ready
+                } else {
+                    spin_up
+                },
             routed: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
             ready_at: Instant::now() + spin_up + not_ready,

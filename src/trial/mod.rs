@@ -1,6 +1,7 @@
 //! Trials as data: parse (strict YAML with positions) → validate → plan. No step here acts on
 //! anything; planning performs no I/O beyond reading the files.
 
+pub mod deployment;
 pub mod model;
 pub mod names;
 pub mod plan;

@@ -240,6 +240,21 @@ pub struct TrialFile {
     /// results are kept and marked partial either way.
     #[serde(default)]
     pub on_generator_loss: GeneratorLoss,
+    /// Variants of `infra`: the same runs under each in turn, each merged over `infra`, the
+    /// groups restored between them, each variant's results in its own folder.
+    #[serde(default)]
+    pub variants: Vec<VariantSpec>,
+}
+
+/// One variant of a trial's `infra` (see [`InfraSpec::merged`]).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct VariantSpec {
+    /// Its name (names its results folder).
+    pub name: String,
+    /// What it changes of the trial's `infra`.
+    #[serde(default)]
+    pub infra: InfraSpec,
 }
 
 /// Where a trial publishes the client's figures.
@@ -286,18 +301,37 @@ impl InfraSpec {
     /// The services this trial sets capacity for, with their capacity.
     pub fn capacities(&self) -> Vec<(ServiceRole, CapacitySpec)> {
         [
-            (ServiceRole::Provisioning, self.provisioning),
-            (ServiceRole::Verification, self.verification),
-            (ServiceRole::Management, self.management),
+            (ServiceRole::Provisioning, &self.provisioning),
+            (ServiceRole::Verification, &self.verification),
+            (ServiceRole::Management, &self.management),
         ]
         .into_iter()
-        .filter_map(|(r, c)| c.map(|c| (r, c)))
+        .filter_map(|(r, c)| c.clone().map(|c| (r, c)))
         .collect()
+    }
+
+    /// A variant's `infra` over this one: per group, a capacity it gives replaces this one's,
+    /// and each of `warm-pool`, `policy`, `health-check` it gives replaces this one's (a warm
+    /// pool's and a health check's fields one by one).
+    pub fn merged(&self, over: &InfraSpec) -> InfraSpec {
+        let group = |base: &Option<CapacitySpec>, over: &Option<CapacitySpec>| match (base, over) {
+            (b, None) => b.clone(),
+            (None, Some(o)) => Some(o.clone()),
+            (Some(b), Some(o)) => Some(b.merged(o)),
+        };
+        InfraSpec {
+            provisioning: group(&self.provisioning, &over.provisioning),
+            verification: group(&self.verification, &over.verification),
+            management: group(&self.management, &over.management),
+            ready_timeout: over.ready_timeout.or(self.ready_timeout),
+            sample_every: over.sample_every.or(self.sample_every),
+        }
     }
 }
 
-/// `{ pin: 3 }` or `{ min: 1, max: 3 }` (optionally with `desired`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+/// `{ pin: 3 }` or `{ min: 1, max: 3 }` (optionally with `desired`), and what else of the
+/// group the trial changes (`warm-pool`, `policy`, `health-check`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CapacitySpec {
     /// min = max = desired = pin.
@@ -312,6 +346,68 @@ pub struct CapacitySpec {
     /// Initial desired capacity when free (default: min).
     #[serde(default)]
     pub desired: Option<i64>,
+    /// The group's warm pool for the trial, or `none`.
+    #[serde(default, rename = "warm-pool")]
+    pub warm_pool: Option<super::deployment::Setting<super::deployment::WarmPoolSpec>>,
+    /// The group's scaling policy for the trial, or `none`.
+    #[serde(default)]
+    pub policy: Option<super::deployment::Setting<super::deployment::PolicySpec>>,
+    /// The group's and its target group's health checks for the trial.
+    #[serde(default, rename = "health-check")]
+    pub health_check: Option<super::deployment::HealthCheckSpec>,
+}
+
+impl CapacitySpec {
+    /// What the trial changes of the group besides its capacity.
+    pub fn settings(&self) -> super::deployment::GroupSettings {
+        super::deployment::GroupSettings {
+            warm_pool: self.warm_pool.clone(),
+            policy: self.policy.clone(),
+            health_check: self.health_check.clone(),
+        }
+    }
+
+    /// `over`'s fields over this one's (see [`InfraSpec::merged`]).
+    pub fn merged(&self, over: &CapacitySpec) -> CapacitySpec {
+        use super::deployment::Setting;
+        let capacity_given = over.pin.is_some() || over.min.is_some() || over.max.is_some();
+        let (pin, min, max, desired) = if capacity_given {
+            (over.pin, over.min, over.max, over.desired)
+        } else {
+            (self.pin, self.min, self.max, over.desired.or(self.desired))
+        };
+        let warm_pool = match (&self.warm_pool, &over.warm_pool) {
+            (Some(Setting::Set(b)), Some(Setting::Set(o))) => {
+                Some(Setting::Set(super::deployment::WarmPoolSpec {
+                    min: o.min.or(b.min),
+                    max: o.max.or(b.max),
+                    state: o.state.or(b.state),
+                    reuse_on_scale_in: o.reuse_on_scale_in.or(b.reuse_on_scale_in),
+                }))
+            }
+            (b, o) => o.clone().or_else(|| b.clone()),
+        };
+        let health_check = match (&self.health_check, &over.health_check) {
+            (Some(b), Some(o)) => Some(super::deployment::HealthCheckSpec {
+                kind: o.kind.or(b.kind),
+                grace: o.grace.or(b.grace),
+                path: o.path.clone().or_else(|| b.path.clone()),
+                interval: o.interval.or(b.interval),
+                healthy_threshold: o.healthy_threshold.or(b.healthy_threshold),
+                unhealthy_threshold: o.unhealthy_threshold.or(b.unhealthy_threshold),
+            }),
+            (b, o) => o.clone().or_else(|| b.clone()),
+        };
+        CapacitySpec {
+            pin,
+            min,
+            max,
+            desired,
+            warm_pool,
+            policy: over.policy.clone().or_else(|| self.policy.clone()),
+            health_check,
+        }
+    }
 }
 
 /// When stores are cleared.

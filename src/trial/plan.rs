@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::deployment::{GroupSettings, Setting};
 use super::model::{
     ArrivalSpec, ClearPolicy, CountPolicy, NonceMode, ServiceRole, SpawnSpec, TaskMode, WaitSpec,
 };
@@ -72,6 +73,13 @@ pub enum Step {
         /// To what.
         capacity: Capacity,
     },
+    /// Change a group's warm pool, scaling policy or health checks (the originals journaled).
+    ChangeSettings {
+        /// Which service.
+        service: ServiceRole,
+        /// What it changes.
+        settings: GroupSettings,
+    },
     /// Wait until the services' instances are InService, healthy and READY.
     WaitReady {
         /// Which services.
@@ -122,6 +130,7 @@ impl Step {
             Step::Preflight => "preflight",
             Step::SnapshotInfra { .. } => "snapshot-infra",
             Step::SetCapacity { .. } => "set-capacity",
+            Step::ChangeSettings { .. } => "change-settings",
             Step::WaitReady { .. } => "wait-ready",
             Step::CheckTarget => "check-target",
             Step::ClearStores { .. } => "clear-stores",
@@ -160,6 +169,13 @@ impl fmt::Display for Step {
             Step::Preflight => write!(f, "preflight (resolve and check everything; no change)"),
             Step::SnapshotInfra { services } => write!(f, "snapshot infra ({})", names(services)),
             Step::SetCapacity { service, capacity } => write!(f, "set {service} ASG {capacity}"),
+            Step::ChangeSettings { service, settings } => {
+                let what: Vec<String> = setting_changes(settings)
+                    .into_iter()
+                    .map(|c| format!("{} {}", c.setting, c.after))
+                    .collect();
+                write!(f, "set {service} {}", what.join("; "))
+            }
             Step::WaitReady { services, timeout } => {
                 write!(
                     f,
@@ -425,6 +441,15 @@ fn infra_steps(trial: &Trial, push: &mut impl FnMut(Step, Duration)) {
                 estimate::API_CALL,
             );
         }
+        for (service, settings) in &trial.settings {
+            push(
+                Step::ChangeSettings {
+                    service: *service,
+                    settings: settings.clone(),
+                },
+                estimate::API_CALL,
+            );
+        }
         let timeout = spec
             .infra
             .ready_timeout
@@ -523,6 +548,63 @@ pub struct GroupChange {
     pub current: Option<(i32, i32, i32)>,
     /// Why the current settings are unknown, when they are.
     pub note: Option<String>,
+    /// Every other setting of the group the trial changes, before → after.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<SettingChange>,
+}
+
+/// One setting of a group a trial changes: what it is now and what the trial makes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SettingChange {
+    /// Which (`warm-pool`, `policy`, `health-check.type`, `health-check.path`, …).
+    pub setting: String,
+    /// What it is now, when it was read (`none` when the group has none).
+    pub before: Option<String>,
+    /// What the trial sets.
+    pub after: String,
+}
+
+/// The settings a group's [`GroupSettings`] change, with what each becomes (before unknown).
+pub fn setting_changes(s: &GroupSettings) -> Vec<SettingChange> {
+    let mut out = Vec::new();
+    let mut push = |setting: &str, after: String| {
+        out.push(SettingChange {
+            setting: setting.into(),
+            before: None,
+            after,
+        })
+    };
+    match &s.warm_pool {
+        Some(Setting::None) => push("warm-pool", "none".into()),
+        Some(Setting::Set(w)) => push("warm-pool", w.to_string()),
+        None => {}
+    }
+    match &s.policy {
+        Some(Setting::None) => push("policy", "none".into()),
+        Some(Setting::Set(p)) => push("policy", p.to_string()),
+        None => {}
+    }
+    if let Some(h) = &s.health_check {
+        if let Some(k) = h.kind {
+            push("health-check.type", k.as_str().into());
+        }
+        if let Some(g) = h.grace {
+            push("health-check.grace", g.to_string());
+        }
+        if let Some(p) = &h.path {
+            push("health-check.path", p.clone());
+        }
+        if let Some(i) = h.interval {
+            push("health-check.interval", i.to_string());
+        }
+        if let Some(n) = h.healthy_threshold {
+            push("health-check.healthy-threshold", n.to_string());
+        }
+        if let Some(n) = h.unhealthy_threshold {
+            push("health-check.unhealthy-threshold", n.to_string());
+        }
+    }
+    out
 }
 
 /// Everything a trial will change, and where: what `plan` shows before anything runs.
@@ -654,6 +736,12 @@ pub fn changes(trial: &Trial) -> Changes {
                 planned: *cap,
                 current: None,
                 note: None,
+                settings: trial
+                    .settings
+                    .iter()
+                    .find(|(r, _)| r == role)
+                    .map(|(_, s)| setting_changes(s))
+                    .unwrap_or_default(),
             })
         })
         .collect();
@@ -708,6 +796,15 @@ impl fmt::Display for Changes {
                 "  group         {} ({}): now {now} → {planned}",
                 g.asg, g.service
             )?;
+            for c in &g.settings {
+                let before = match (&c.before, &g.note, g.current) {
+                    (Some(b), _, _) => b.clone(),
+                    (None, Some(n), _) => format!("unknown ({n})"),
+                    (None, None, Some(_)) => "unknown".into(),
+                    (None, None, None) => "not read (--offline)".into(),
+                };
+                writeln!(f, "    {:<32} {before} → {}", c.setting, c.after)?;
+            }
         }
         if self.groups.is_empty() {
             writeln!(f, "  groups        none changed")?;

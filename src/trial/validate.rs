@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::deployment::GroupSettings;
 use super::model::*;
 use super::source::{deserialize_all, drop_echoes, Diagnostic, Diagnostics, Source};
 use crate::veraison::release::ReleaseProfile;
@@ -170,8 +171,39 @@ pub struct Trial {
     pub tasks: Vec<TaskRef>,
     /// Capacity per service.
     pub capacities: Vec<(ServiceRole, Capacity)>,
+    /// What else of a service's group the trial changes (warm pool, policy, health checks).
+    pub settings: Vec<(ServiceRole, GroupSettings)>,
+    /// The trial's variants of `infra`, checked (empty: the trial runs once, as written).
+    pub variants: Vec<Variant>,
     /// Iterations of the run sequence.
     pub iterations: u32,
+}
+
+/// One checked variant of a trial's `infra`: the capacities and settings it runs under.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    /// Its name (its results folder).
+    pub name: String,
+    /// `infra` with the variant merged over it.
+    pub infra: InfraSpec,
+    /// Capacity per service under it.
+    pub capacities: Vec<(ServiceRole, Capacity)>,
+    /// Settings per service under it.
+    pub settings: Vec<(ServiceRole, GroupSettings)>,
+}
+
+impl Trial {
+    /// The trial as it runs under one of its variants: its `infra`, capacities and settings
+    /// those of the variant, with no variants of its own.
+    pub fn under(&self, variant: &Variant) -> Trial {
+        let mut t = self.clone();
+        t.spec.infra = variant.infra.clone();
+        t.spec.variants.clear();
+        t.capacities = variant.capacities.clone();
+        t.settings = variant.settings.clone();
+        t.variants.clear();
+        t
+    }
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -899,29 +931,78 @@ fn check_http_tasks(c: &mut Check, spec: &TrialFile) {
     }
 }
 
-/// `infra`: capacities, readiness timeout and sampling interval.
-fn check_infra(c: &mut Check, infra: &InfraSpec) -> Vec<(ServiceRole, Capacity)> {
+/// Capacities and settings per service, as `check_infra` finds them.
+type CheckedInfra = (
+    Vec<(ServiceRole, Capacity)>,
+    Vec<(ServiceRole, GroupSettings)>,
+);
+
+/// `infra` (at `at`: `infra`, or `variants[i].infra` for a variant merged over it): capacities,
+/// the groups' other settings, readiness timeout and sampling interval.
+fn check_infra(c: &mut Check, at: &str, infra: &InfraSpec) -> CheckedInfra {
     let mut capacities = Vec::new();
+    let mut settings = Vec::new();
     for (role, spec) in infra.capacities() {
-        if let Some(cap) = check_capacity(c, &format!("infra.{role}"), &spec) {
+        let field = format!("{at}.{role}");
+        if let Some(cap) = check_capacity(c, &field, &spec) {
             capacities.push((role, cap));
+        }
+        let group = spec.settings();
+        for (sub, message, hint) in group.problems() {
+            c.err(&format!("{field}.{sub}"), message, hint);
+        }
+        if !group.is_empty() {
+            settings.push((role, group));
         }
     }
     c.span(
-        "infra.ready-timeout",
+        &format!("{at}.ready-timeout"),
         infra.ready_timeout,
         Duration::ZERO,
         limits::READY_TIMEOUT,
         "ready-timeout",
     );
     c.span(
-        "infra.sample-every",
+        &format!("{at}.sample-every"),
         infra.sample_every,
         limits::SAMPLE_MIN,
         limits::PAUSE,
         "sample-every",
     );
-    capacities
+    (capacities, settings)
+}
+
+/// `variants`: unique names, each one's `infra` merged over the trial's and checked.
+fn check_variants(c: &mut Check, spec: &TrialFile) -> Vec<(Variant, String)> {
+    let mut out: Vec<(Variant, String)> = Vec::new();
+    for (i, v) in spec.variants.iter().enumerate() {
+        let at = format!("variants[{i}]");
+        if !is_slug(&v.name) {
+            c.err(
+                &format!("{at}.name"),
+                format!("`{}` is not a valid name", v.name),
+                Some("use letters, digits, - and _ (it names the variant's results folder)"),
+            );
+        } else if out.iter().any(|(o, _)| o.name == v.name) {
+            c.err(
+                &format!("{at}.name"),
+                format!("a second variant named `{}`", v.name),
+                None,
+            );
+        }
+        let infra = spec.infra.merged(&v.infra);
+        let (capacities, settings) = check_infra(c, &format!("{at}.infra"), &infra);
+        out.push((
+            Variant {
+                name: v.name.clone(),
+                infra,
+                capacities,
+                settings,
+            },
+            at,
+        ));
+    }
+    out
 }
 
 /// `thresholds` and `metrics-settle`.
@@ -968,10 +1049,10 @@ fn check_gates(c: &mut Check, spec: &TrialFile, tasks: &[TaskRef]) {
     }
 }
 
-/// What the environment must offer for the steps this trial needs.
-fn check_against_environment(
+/// Every group a trial (or a variant, at `at`) changes is one the environment names on AWS.
+fn check_groups_in_environment(
     c: &mut Check,
-    spec: &TrialFile,
+    at: &str,
     capacities: &[(ServiceRole, Capacity)],
     env: &Environment,
 ) {
@@ -979,12 +1060,24 @@ fn check_against_environment(
     for (role, _) in capacities {
         if env.spec.aws.is_none() || env.asg_name(*role).is_none() {
             c.err(
-                &format!("infra.{role}"),
+                &format!("{at}.{role}"),
                 format!("environment `{name}` has no AWS auto-scaling group for {role}"),
                 Some("add `aws:` and `deployment:` (or services.<svc>.asg) to the environment, or drop `infra`"),
             );
         }
     }
+}
+
+/// What the environment must offer for the steps this trial needs.
+fn check_against_environment(
+    c: &mut Check,
+    spec: &TrialFile,
+    at: &str,
+    capacities: &[(ServiceRole, Capacity)],
+    env: &Environment,
+) {
+    let name = &env.spec.name;
+    check_groups_in_environment(c, at, capacities, env);
     let stores = env.spec.stores.as_ref();
     if spec.stores.clear != ClearPolicy::Never {
         if !env.has_store_driver() {
@@ -1089,7 +1182,8 @@ fn check_trial(
     let iterations = check_timing(&mut c, &spec.runs);
     let tasks = check_tasks(&mut c, &spec);
     check_http_tasks(&mut c, &spec);
-    let mut capacities = check_infra(&mut c, &spec.infra);
+    let (mut capacities, settings) = check_infra(&mut c, "infra", &spec.infra);
+    let mut variants = check_variants(&mut c, &spec);
     check_gates(&mut c, &spec, &tasks);
     // A fleet on AWS: its group is pinned to the fleet's size, journaled and restored as the
     // services' are.
@@ -1098,10 +1192,17 @@ fn check_trial(
         .and_then(|e| e.spec.generators.as_ref())
         .and_then(|g| g.aws.as_ref())
     {
-        capacities.push((ServiceRole::Generators, Capacity::Pinned(fleet.count)));
+        let pinned = (ServiceRole::Generators, Capacity::Pinned(fleet.count));
+        capacities.push(pinned);
+        for (v, _) in &mut variants {
+            v.capacities.push(pinned);
+        }
     }
     if let Some(env) = &env {
-        check_against_environment(&mut c, &spec, &capacities, env);
+        check_against_environment(&mut c, &spec, "infra", &capacities, env);
+        for (v, at) in &variants {
+            check_groups_in_environment(&mut c, &format!("{at}.infra"), &v.capacities, env);
+        }
     }
     if diags.len() > before {
         return None;
@@ -1114,6 +1215,8 @@ fn check_trial(
         user_steps,
         tasks,
         capacities,
+        settings,
+        variants: variants.into_iter().map(|(v, _)| v).collect(),
         iterations,
         spec,
     })

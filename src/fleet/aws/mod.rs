@@ -394,7 +394,7 @@ impl AwsFleet {
                 stop_sent = Some(std::time::Instant::now());
             }
             let over = match stop_sent {
-                Some(t) => t.elapsed() > crate::load::engine::STOP_GRACE + STOP_BOUND,
+                Some(t) => t.elapsed() > crate::load::STOP_GRACE + STOP_BOUND,
                 None => since.elapsed() > bound,
             };
             if over {
@@ -405,7 +405,7 @@ impl AwsFleet {
                             WorkerEnd::Lost(format!(
                                 "stopped reporting (its SSM command on {} had not ended {} s after {}; cancelled)",
                                 w.sent.instance,
-                                if stop_sent.is_some() { (crate::load::engine::STOP_GRACE + STOP_BOUND).as_secs() } else { bound.as_secs() },
+                                if stop_sent.is_some() { (crate::load::STOP_GRACE + STOP_BOUND).as_secs() } else { bound.as_secs() },
                                 if stop_sent.is_some() { "the stop request" } else { "it was sent" },
                             )),
                             String::new(),

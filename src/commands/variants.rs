@@ -1,0 +1,149 @@
+//! `run` of a trial with `variants`: the same runs under each variant in turn, each a whole
+//! campaign into `<out>/<variant>/` (its groups restored at its end, before the next variant
+//! changes them), then every variant compared with the first one per load step
+//! (`<out>/compare-<first>-<variant>.html`, the `compare` command's own page) and
+//! `<out>/variants.json` listing what ran.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::run::Args;
+use super::Global;
+use crate::error::{exit, Error, Result};
+use crate::trial::Trial;
+
+/// The folder the variants' folders go in: `--resume`, `--out`, or `results/<trial>-<UTC>`.
+fn base_dir(args: &Args, t: &Trial) -> Result<PathBuf> {
+    if let Some(r) = &args.resume {
+        if !r.is_dir() {
+            return Err(Error::Usage(format!(
+                "{} is not the results folder of a trial with variants",
+                r.display()
+            )));
+        }
+        return Ok(crate::results::absolute(r));
+    }
+    let base = args.out.clone().unwrap_or_else(|| {
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+        PathBuf::from("results").join(format!("{}-{stamp}", t.spec.name))
+    });
+    if std::fs::read_dir(&base).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(Error::Usage(format!(
+            "{} already exists and is not empty: continue those variants with --resume {}, or choose another --out",
+            base.display(),
+            base.display()
+        )));
+    }
+    std::fs::create_dir_all(&base)
+        .map_err(|e| Error::io(format!("creating {}", base.display()), e))?;
+    Ok(crate::results::absolute(&base))
+}
+
+/// The arguments of one variant's campaign: its own folder, resumed when it has one.
+fn variant_args(args: &Args, dir: &Path) -> Args {
+    let mut a = args.clone();
+    if args.resume.is_some() && dir.join("runs").is_dir() {
+        a.resume = Some(dir.to_path_buf());
+        a.out = None;
+    } else {
+        a.resume = None;
+        a.out = Some(dir.to_path_buf());
+    }
+    a
+}
+
+/// The worst of the variants' exit codes: checks failed before partial before ok.
+fn worst(codes: &[i32]) -> i32 {
+    if codes.contains(&exit::CHECKS_FAILED) {
+        exit::CHECKS_FAILED
+    } else if codes.contains(&exit::PARTIAL) {
+        exit::PARTIAL
+    } else {
+        codes
+            .iter()
+            .copied()
+            .find(|c| *c != exit::OK)
+            .unwrap_or(exit::OK)
+    }
+}
+
+/// Runs every variant in turn with `campaign`, then compares them. A variant stopped by a
+/// signal or an error ends the sequence (its campaign has restored the groups).
+pub fn run(
+    t: &Trial,
+    args: &Args,
+    global: &Global,
+    campaign: impl Fn(Trial, Args, &Global) -> Result<i32>,
+) -> Result<i32> {
+    let base = base_dir(args, t)?;
+    crate::terminal::say(&format!(
+        "{} variants ({}), results in {}",
+        t.variants.len(),
+        t.variants
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        base.display()
+    ));
+    let mut ran = Vec::new();
+    for (i, v) in t.variants.iter().enumerate() {
+        crate::terminal::say(&format!(
+            "variant {}/{}: {}",
+            i + 1,
+            t.variants.len(),
+            v.name
+        ));
+        let dir = base.join(&v.name);
+        let code = campaign(t.under(v), variant_args(args, &dir), global)?;
+        ran.push((v, dir, code));
+        if code >= 128 {
+            // A stop request: the groups are back; the variants left are not run.
+            write_index(&base, t, &ran)?;
+            return Ok(code);
+        }
+    }
+    write_index(&base, t, &ran)?;
+    compare_with_first(&base, &ran)?;
+    Ok(worst(&ran.iter().map(|(_, _, c)| *c).collect::<Vec<_>>()))
+}
+
+type Ran<'t> = (&'t crate::trial::validate::Variant, PathBuf, i32);
+
+/// `variants.json`: each variant's name, folder, exit code and the `infra` it ran under.
+fn write_index(base: &Path, t: &Trial, ran: &[Ran]) -> Result<()> {
+    let doc = json!({
+        "trial": t.spec.name,
+        "variants": ran.iter().map(|(v, dir, code)| json!({
+            "name": v.name, "dir": dir, "exit": code, "infra": v.infra,
+        })).collect::<Vec<_>>(),
+    });
+    crate::results::write_json(&base.join("variants.json"), &doc)
+}
+
+/// Every variant against the first, per load step: the table on stdout and the page beside them.
+fn compare_with_first(base: &Path, ran: &[Ran]) -> Result<()> {
+    let Some(((first, first_dir, _), rest)) = ran.split_first() else {
+        return Ok(());
+    };
+    for (v, dir, _) in rest {
+        let c = match crate::report::compare::compare(first_dir, dir, &[]) {
+            Ok(c) => c,
+            Err(e) => {
+                crate::terminal::say(&format!(
+                    "warning: comparing {} with {}: {e}",
+                    v.name, first.name
+                ));
+                continue;
+            }
+        };
+        crate::outln!("\nvariant {} against {}", v.name, first.name);
+        crate::out!("{}", c.table());
+        let page = crate::report::comparison_page(first_dir, dir, &c)?;
+        let file = base.join(format!("compare-{}-{}.html", first.name, v.name));
+        crate::results::write_atomic(&file, page.html()?.as_bytes())?;
+        crate::terminal::say(&format!("comparison: {}", file.display()));
+    }
+    Ok(())
+}

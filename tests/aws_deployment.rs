@@ -1,0 +1,540 @@
+//! Trials that change a deployment's warm pools, scaling policies and health checks (issue 26):
+//! against moto, each change is applied for the runs and the originals come back exactly on
+//! every way out: the end, SIGTERM, kill -9 then `infra restore`, and a frozen endpoint then
+//! `infra restore`. A pool or a policy that did not exist before is gone after.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_autoscaling::types::{
+    InstanceReusePolicy, MetricType, PredefinedMetricSpecification, TargetTrackingConfiguration,
+    WarmPoolState,
+};
+use common::deployment::*;
+use serde_json::{json, Value};
+use trialrunner::aws::AwsContext;
+
+const PROV: &str = "veraison-prov-asg";
+const VERIF: &str = "veraison-verif-asg";
+
+/// The trial: provisioning gains a pool it never had and the trial's CPU policy instead of its
+/// own; verification's pool, policies and health checks are changed.
+fn knobs_trial(runs: &str) -> String {
+    format!(
+        "name: knobs\nenvironment: env.yaml\ninfra:\n  provisioning: {{ pin: 2, warm-pool: {{ min: 2 }}, policy: {{ cpu: 60% }} }}\n  verification:\n    pin: 2\n    warm-pool: {{ min: 3, state: Stopped }}\n    policy: none\n    health-check: {{ type: ELB, grace: 30s, path: /ready, interval: 10s, healthy-threshold: 3 }}\n  ready-timeout: 60s\n  sample-every: 1s\nruns: {runs}\n"
+    )
+}
+
+const SHORT_RUNS: &str = "{ users: 2, duration: 2s, tasks: [well-known] }";
+const LONG_RUNS: &str = "{ users: [2, 4], duration: 20s, tasks: [well-known] }";
+
+/// Verification's own settings before the trial: a running pool that reuses instances, a
+/// second CPU policy (the deployment has one on each group), an EC2 health check with a 300 s
+/// grace.
+async fn seed_originals(ctx: &AwsContext) {
+    let asg = aws_sdk_autoscaling::Client::new(&ctx.config);
+    asg.put_warm_pool()
+        .auto_scaling_group_name(VERIF)
+        .min_size(1)
+        .pool_state(WarmPoolState::Running)
+        .instance_reuse_policy(
+            InstanceReusePolicy::builder()
+                .reuse_on_scale_in(true)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    asg.put_scaling_policy()
+        .auto_scaling_group_name(VERIF)
+        .policy_name("verif-cpu")
+        .policy_type("TargetTrackingScaling")
+        .estimated_instance_warmup(120)
+        .target_tracking_configuration(
+            TargetTrackingConfiguration::builder()
+                .predefined_metric_specification(
+                    PredefinedMetricSpecification::builder()
+                        .predefined_metric_type(MetricType::AsgAverageCpuUtilization)
+                        .build(),
+                )
+                .target_value(50.0)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    asg.update_auto_scaling_group()
+        .auto_scaling_group_name(VERIF)
+        .health_check_type("EC2")
+        .health_check_grace_period(300)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Each group's warm pool, policies, health check and target groups' health checks, read
+/// straight from moto.
+async fn knobs(ctx: &AwsContext) -> Value {
+    let asg = aws_sdk_autoscaling::Client::new(&ctx.config);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&ctx.config);
+    let mut out = serde_json::Map::new();
+    for name in [PROV, VERIF] {
+        let pool = asg
+            .describe_warm_pool()
+            .auto_scaling_group_name(name)
+            .send()
+            .await
+            .unwrap();
+        let pool = pool.warm_pool_configuration().map(|w| {
+            json!({
+                "min": w.min_size(),
+                "max": w.max_group_prepared_capacity(),
+                "state": w.pool_state().map(|s| s.as_str().to_string()),
+                "reuse": w.instance_reuse_policy().and_then(|r| r.reuse_on_scale_in()),
+            })
+        });
+        let policies = asg
+            .describe_policies()
+            .auto_scaling_group_name(name)
+            .send()
+            .await
+            .unwrap();
+        let mut policies: Vec<Value> = policies
+            .scaling_policies()
+            .iter()
+            .map(|p| {
+                let t = p.target_tracking_configuration();
+                json!({
+                    "name": p.policy_name(),
+                    "type": p.policy_type(),
+                    "metric": t.and_then(|t| t.predefined_metric_specification()).and_then(|m| m.predefined_metric_type()).map(|m| m.as_str().to_string()),
+                    "target": t.and_then(|t| t.target_value()),
+                    "no_scale_in": t.and_then(|t| t.disable_scale_in()),
+                    "warmup": p.estimated_instance_warmup(),
+                })
+            })
+            .collect();
+        policies.sort_by_key(|p| p["name"].to_string());
+        let g = asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await
+            .unwrap();
+        let g = &g.auto_scaling_groups()[0];
+        let tgs = elb
+            .describe_target_groups()
+            .set_target_group_arns(Some(g.target_group_arns().to_vec()))
+            .send()
+            .await
+            .unwrap();
+        let tgs: Vec<Value> = tgs
+            .target_groups()
+            .iter()
+            .map(|t| {
+                json!({
+                    "path": t.health_check_path(),
+                    "interval": t.health_check_interval_seconds(),
+                    "healthy": t.healthy_threshold_count(),
+                    "unhealthy": t.unhealthy_threshold_count(),
+                })
+            })
+            .collect();
+        out.insert(
+            name.into(),
+            json!({
+                "pool": pool,
+                "policies": policies,
+                "type": g.health_check_type(),
+                "grace": g.health_check_grace_period(),
+                "target_groups": tgs,
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+/// What the trial set, as `knobs` reads it, against the originals.
+fn assert_applied(now: &Value, before: &Value) {
+    let prov = &now[PROV];
+    assert_eq!(prov["pool"]["min"], 2, "{now:#}");
+    assert_eq!(prov["pool"]["state"], "Stopped", "AWS's default state");
+    assert_eq!(
+        prov["policies"],
+        json!([{"name": "trialrunner-veraison-prov-asg", "type": "TargetTrackingScaling",
+                "metric": "ASGAverageCPUUtilization", "target": 60.0, "no_scale_in": null, "warmup": null}]),
+        "{now:#}"
+    );
+    let verif = &now[VERIF];
+    assert_eq!(
+        verif["pool"],
+        json!({"min": 3, "max": null, "state": "Stopped", "reuse": true}),
+        "min and state changed, reuse kept from the group's own pool: {now:#}"
+    );
+    assert_eq!(verif["policies"], json!([]), "policy: none");
+    assert_eq!(
+        (&verif["type"], &verif["grace"]),
+        (&json!("ELB"), &json!(30))
+    );
+    let tg = &verif["target_groups"][0];
+    assert_eq!(
+        (&tg["path"], &tg["interval"], &tg["healthy"]),
+        (&json!("/ready"), &json!(10), &json!(3))
+    );
+    assert_eq!(
+        tg["unhealthy"], before[VERIF]["target_groups"][0]["unhealthy"],
+        "what the trial does not name is left as it was"
+    );
+}
+
+/// The originals as the test seeded them (and moto's defaults where the test set nothing).
+fn assert_seeded(before: &Value) {
+    assert_eq!(before[PROV]["pool"], Value::Null, "{before:#}");
+    assert_eq!(before[PROV]["policies"][0]["name"], "veraison-prov-cpu60");
+    assert_eq!(before[VERIF]["pool"]["min"], 1, "{before:#}");
+    assert_eq!(before[VERIF]["pool"]["state"], "Running");
+    assert_eq!(before[VERIF]["policies"][0]["name"], "veraison-verif-cpu60");
+    assert_eq!(before[VERIF]["policies"][1]["name"], "verif-cpu");
+    assert_eq!(before[VERIF]["policies"][1]["warmup"], 120);
+    assert_eq!(before[VERIF]["grace"], 300);
+}
+
+#[derive(Debug, Clone, Copy)]
+enum WayOut {
+    End,
+    Sigterm,
+    KillThenRestore,
+    FrozenThenRestore,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_pools_policies_and_health_checks_are_applied_then_restored_on_every_way_out() {
+    let _serial = SERIAL.lock().await;
+    for way in [
+        WayOut::End,
+        WayOut::Sigterm,
+        WayOut::KillThenRestore,
+        WayOut::FrozenThenRestore,
+    ] {
+        let runs = if matches!(way, WayOut::End) {
+            SHORT_RUNS
+        } else {
+            LONG_RUNS
+        };
+        let d = Drill::new(&knobs_trial(runs)).await;
+        seed_originals(&d.ctx).await;
+        let before = knobs(&d.ctx).await;
+        assert_seeded(&before);
+        let mut run = d.start_run();
+        run.wait_for("step=load", Duration::from_secs(60));
+        assert_applied(&knobs(&d.ctx).await, &before);
+        match way {
+            WayOut::End => {
+                let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(60));
+                assert_eq!(status.code(), Some(0), "{output}");
+                assert!(
+                    output.contains("restored veraison-verif-asg to min 1 max 3 desired 1; warm pool min 1, Running, reuse on scale-in true; policies veraison-verif-cpu60"),
+                    "the restore says what it put back: {output}"
+                );
+                let journal: Value =
+                    serde_json::from_slice(&std::fs::read(d.out().join("journal.json")).unwrap())
+                        .unwrap();
+                let verif = journal["original"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|o| o["name"] == VERIF)
+                    .unwrap();
+                assert_eq!(verif["deployment"]["warm_pool"]["state"], "Running");
+                assert_eq!(verif["deployment"]["policies"][1]["name"], "verif-cpu");
+            }
+            WayOut::Sigterm => {
+                run.signal(libc::SIGTERM);
+                let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(60));
+                assert_eq!(status.code(), Some(143), "{output}");
+            }
+            WayOut::KillThenRestore => {
+                run.child.kill().unwrap();
+                run.child.wait().unwrap();
+                assert_applied(&knobs(&d.ctx).await, &before);
+                d.infra(&["restore"], 0);
+            }
+            WayOut::FrozenThenRestore => {
+                d.proxy.freeze("*");
+                d.proxy.wait_held(1, Duration::from_secs(30));
+                run.signal(libc::SIGINT);
+                let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(60));
+                assert_eq!(status.code(), Some(3), "{output}");
+                assert_applied(&knobs(&d.ctx).await, &before);
+                d.proxy.thaw();
+                d.infra(&["restore"], 0);
+            }
+        }
+        assert_eq!(
+            knobs(&d.ctx).await,
+            before,
+            "{way:?}: every setting back as it was"
+        );
+        assert_eq!(d.capacities().await, ORIGINAL, "{way:?}");
+        assert!(d.lock_tags().await.is_empty(), "{way:?}: lock released");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_each_setting_before_and_after_and_json_carries_it() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(&knobs_trial(SHORT_RUNS)).await;
+    seed_originals(&d.ctx).await;
+    let mut cmd = d.cmd();
+    cmd.arg("plan").arg(&d.trial).arg("--env").arg(&d.env);
+    let text = common::expect_exit(&mut cmd, 0).stdout;
+    for needed in [
+        "set verification warm-pool min 3, Stopped; policy none;",
+        "warm-pool                        none → min 2",
+        "policy                           veraison-prov-cpu60: ASGAverageCPUUtilization at 60 → target tracking: CPU 60%",
+        "warm-pool                        min 1, Running, reuse on scale-in true → min 3, Stopped",
+        "policy                           veraison-verif-cpu60: ASGAverageCPUUtilization at 60; verif-cpu: ASGAverageCPUUtilization at 50 → none",
+        "health-check.type                EC2 → ELB",
+        "health-check.grace               300s → 30s",
+        "health-check.path                /.well-known/veraison/verification → /ready",
+    ] {
+        assert!(text.contains(needed), "`{needed}` missing:\n{text}");
+    }
+    let mut cmd = d.cmd();
+    cmd.arg("plan")
+        .arg(&d.trial)
+        .arg("--env")
+        .arg(&d.env)
+        .arg("--json");
+    let doc: Value = serde_json::from_str(&common::expect_exit(&mut cmd, 0).stdout).unwrap();
+    let verif = doc["changes"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["asg"] == VERIF)
+        .unwrap();
+    assert!(
+        verif["settings"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"setting": "health-check.type", "before": "EC2", "after": "ELB"})),
+        "{verif:#}"
+    );
+    // Offline: the before is unknown, said so.
+    let mut cmd = d.cmd();
+    cmd.arg("plan")
+        .arg(&d.trial)
+        .arg("--env")
+        .arg(&d.env)
+        .arg("--offline");
+    let text = common::expect_exit(&mut cmd, 0).stdout;
+    assert!(
+        text.contains("health-check.type                not read (--offline) → ELB"),
+        "{text}"
+    );
+    assert_eq!(
+        knobs(&d.ctx).await[VERIF]["type"],
+        "EC2",
+        "plan changed nothing"
+    );
+}
+
+/// Two variants of verification's warm pool over a base that sets one.
+const VARIANTS_TRIAL: &str = "name: pools\nenvironment: env.yaml\ninfra:\n  verification: { min: 1, max: 3, warm-pool: { min: 2, state: Stopped } }\n  ready-timeout: 60s\n  sample-every: 1s\nvariants:\n  - name: cold\n    infra: { verification: { warm-pool: none } }\n  - name: warm\n    infra: { verification: { warm-pool: { state: Running } } }\nruns: { users: 2, duration: 6s, tasks: [well-known] }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variants_run_in_turn_each_under_its_own_settings_into_its_own_folder_then_compared() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(VARIANTS_TRIAL).await;
+    seed_originals(&d.ctx).await;
+    let before = knobs(&d.ctx).await;
+    let mut cmd = d.cmd();
+    cmd.arg("plan").arg(&d.trial).arg("--env").arg(&d.env);
+    let text = common::expect_exit(&mut cmd, 0).stdout;
+    for needed in [
+        "2 variants, run in turn",
+        "=== variant cold ===",
+        "warm-pool                        min 1, Running, reuse on scale-in true → none",
+        "=== variant warm ===",
+        "warm-pool                        min 1, Running, reuse on scale-in true → min 2, Running",
+    ] {
+        assert!(text.contains(needed), "`{needed}` missing:\n{text}");
+    }
+    let run = d.start_run();
+    // During each variant's run, the pool is what that variant says (merged over the base).
+    run.wait_for_nth("step=load", 1, Duration::from_secs(60));
+    assert_eq!(
+        knobs(&d.ctx).await[VERIF]["pool"],
+        Value::Null,
+        "cold: no pool"
+    );
+    run.wait_for_nth("step=load", 2, Duration::from_secs(60));
+    assert_eq!(
+        knobs(&d.ctx).await[VERIF]["pool"],
+        json!({"min": 2, "max": null, "state": "Running", "reuse": true}),
+        "warm: the base's min, the variant's state"
+    );
+    let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(120));
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert_eq!(knobs(&d.ctx).await, before, "every setting back as it was");
+    assert_eq!(d.capacities().await, ORIGINAL);
+    let out = d.out();
+    for v in ["cold", "warm"] {
+        assert!(
+            out.join(v)
+                .join("runs/u002-well-known/summary.json")
+                .is_file(),
+            "{v}'s results in its own folder"
+        );
+        let journal: Value =
+            serde_json::from_slice(&std::fs::read(out.join(v).join("journal.json")).unwrap())
+                .unwrap();
+        assert_eq!(journal["restored"], true, "{v} restored at its end");
+        assert!(out.join(v).join("report.html").is_file(), "{v}'s report");
+    }
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(out.join("variants.json")).unwrap()).unwrap();
+    assert_eq!(index["variants"][0]["name"], "cold");
+    assert_eq!(index["variants"][1]["exit"], 0);
+    assert_eq!(
+        index["variants"][0]["infra"]["verification"]["warm-pool"],
+        "none"
+    );
+    assert!(out.join("compare-cold-warm.html").is_file(), "{output}");
+    assert!(output.contains("variant warm against cold"), "{output}");
+}
+
+/// How one instance joined the twin's provisioning group: seconds from the group's growth
+/// until the balancer routed to it, and the 5xx answers clients got meanwhile and after.
+async fn join_in_twin(pool: Option<WarmPoolState>, readiness_path: bool) -> (f64, usize) {
+    use trialrunner::rehearsal::twin::{Twin, TwinConfig};
+    use trialrunner::standin::store::KvStore;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    let asg = aws_sdk_autoscaling::Client::new(&ctx.config);
+    if let Some(state) = pool {
+        asg.put_warm_pool()
+            .auto_scaling_group_name(PROV)
+            .min_size(1)
+            .pool_state(state)
+            .send()
+            .await
+            .unwrap();
+    }
+    if readiness_path {
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&ctx.config);
+        let tg = elb
+            .describe_target_groups()
+            .names("veraison-prov-tg")
+            .send()
+            .await
+            .unwrap();
+        elb.modify_target_group()
+            .target_group_arn(tg.target_groups()[0].target_group_arn().unwrap())
+            .health_check_path("/ready")
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut config = TwinConfig::new(D);
+    config.capacity = None;
+    config.spin_up = Duration::from_millis(3000);
+    config.not_ready = Duration::from_millis(1500);
+    config.warm_running = Duration::from_millis(300);
+    config.warm_stopped = Duration::from_millis(1000);
+    config.poll = Duration::from_millis(50);
+    config.publish_every = None;
+    let settle = config.spin_up + config.not_ready;
+    let twin = Twin::start(
+        &ctx,
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        KvStore::memory(),
+    )
+    .await
+    .unwrap();
+    let prov = |twin: &Twin| {
+        twin.instances()
+            .into_iter()
+            .filter(|i| i.role == trialrunner::trial::model::ServiceRole::Provisioning)
+            .collect::<Vec<_>>()
+    };
+    let old = prov(&twin)[0].id.clone();
+    let grown = Instant::now();
+    asg.set_desired_capacity()
+        .auto_scaling_group_name(PROV)
+        .desired_capacity(2)
+        .send()
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = twin
+        .url()
+        .join("/.well-known/veraison/provisioning")
+        .unwrap();
+    let (mut joined, mut failures) = (None, 0);
+    // Until the cold timing is over for sure: every join has happened and settled by then.
+    while grown.elapsed() < settle + Duration::from_millis(1500) {
+        let status = client
+            .get(url.clone())
+            .header("accept", "*/*")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status.is_server_error() {
+            failures += 1;
+        }
+        if joined.is_none() && prov(&twin).iter().any(|i| i.id != old && i.routable) {
+            joined = Some(grown.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (joined.expect("the new instance joined"), failures)
+}
+
+/// The twin acts the knobs out: an instance from a warm pool joins after a short start instead
+/// of the full spin-up (Running sooner than Stopped), and a target-group health check on a
+/// readiness path keeps a not-ready instance out of the balancer, so clients see no failures
+/// at its join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_twin_a_warm_pool_joins_sooner_and_a_readiness_check_hides_the_join() {
+    let _serial = SERIAL.lock().await;
+    let (cold, cold_failures) = join_in_twin(None, false).await;
+    let (stopped, _) = join_in_twin(Some(WarmPoolState::Stopped), false).await;
+    let (running, running_failures) = join_in_twin(Some(WarmPoolState::Running), false).await;
+    let (checked, checked_failures) = join_in_twin(None, true).await;
+    eprintln!(
+        "joins: cold {cold:.2}s ({cold_failures} failures), stopped pool {stopped:.2}s, running pool {running:.2}s ({running_failures} failures), readiness check {checked:.2}s ({checked_failures} failures)"
+    );
+    assert!(cold >= 3.0, "cold: the full spin-up, {cold}");
+    assert!(
+        running < stopped && stopped < cold,
+        "running {running} < stopped {stopped} < cold {cold}"
+    );
+    assert!(
+        (0.3..1.0).contains(&running),
+        "running pool start, {running}"
+    );
+    assert!(
+        (1.0..3.0).contains(&stopped),
+        "stopped pool start, {stopped}"
+    );
+    assert!(
+        cold_failures > 0,
+        "cold with a shallow check: the join fails requests"
+    );
+    assert_eq!(
+        running_failures, 0,
+        "a pool's instance was deployed while prepared"
+    );
+    assert!(
+        checked >= 4.5,
+        "routed once ready: spin-up and VTS start, {checked}"
+    );
+    assert_eq!(
+        checked_failures, 0,
+        "the readiness check hides the not-ready instance"
+    );
+}
