@@ -72,6 +72,8 @@ pub enum Command {
     /// Print the least-privilege IAM policy (JSON) a campaign of the trial needs in its
     /// environment.
     IamPolicy(commands::iam_policy::Args),
+    /// Write a CloudWatch dashboard: the trial's client figures beside the deployment's series.
+    Dashboard(commands::dashboard::Args),
     /// One generator worker of a fleet (started by a coordinator, locally or through SSM).
     Worker(commands::worker::Args),
 }
@@ -130,5 +132,6 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Schema(a) => commands::schema::run(a),
         Command::Worker(a) => commands::worker::run(a),
         Command::IamPolicy(a) => commands::iam_policy::run(a),
+        Command::Dashboard(a) => commands::dashboard::run(a, &global),
     }
 }

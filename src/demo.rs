@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::dashboard::{Dashboard, Watched};
 use crate::error::{Error, Result};
 use crate::exec::Interrupts;
 use crate::setup::{self, SetupOptions};
@@ -39,6 +40,16 @@ pub struct DemoOutcome {
 
 /// Runs the demo into `out`.
 pub async fn run(out: &Path, interrupts: &Interrupts, progress: bool) -> Result<DemoOutcome> {
+    run_watched(out, interrupts, progress, None).await
+}
+
+/// Runs the demo into `out`, each trial shown in turn on `dashboard` when there is one.
+pub async fn run_watched(
+    out: &Path,
+    interrupts: &Interrupts,
+    progress: bool,
+    dashboard: Option<&Dashboard>,
+) -> Result<DemoOutcome> {
     let standin = Standin::start(
         "127.0.0.1:0".parse().expect("valid address"),
         StandinConfig::default(),
@@ -79,6 +90,9 @@ pub async fn run(out: &Path, interrupts: &Interrupts, progress: bool) -> Result<
                 plan.load_phases().count(),
                 plan.total().as_secs_f64()
             );
+        }
+        if let Some(d) = dashboard {
+            d.follow(Watched::new(&t.spec.name, &dir, &plan));
         }
         let done =
             crate::campaign::execute_and_report(&t, &plan, &providers, &dir, interrupts).await;

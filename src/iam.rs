@@ -189,6 +189,15 @@ pub fn policy_for(trial: &Trial) -> Result<Policy> {
         vec!["*".into()],
         None,
     );
+    // The client's figures, only into the trialrunner namespace.
+    if !trial.spec.publish.is_empty() {
+        policy.allow(
+            "PublishTheClientsFiguresOnly",
+            &[crate::aws::publish::WRITES],
+            vec!["*".into()],
+            Some(json!({"StringEquals": {"cloudwatch:namespace": crate::aws::publish::NAMESPACE}})),
+        );
+    }
     policy.allow(
         "ChangeOnlyTheTrialsGroups",
         &[
@@ -330,6 +339,8 @@ mod tests {
                 [scaler::READS, scaler::GROUP_WRITES].concat(),
             ),
             ("src/aws/lock.rs", lock::GROUP_WRITES.to_vec()),
+            ("src/aws/publish.rs", crate::aws::publish::WRITES.to_vec()),
+            ("src/aws/console.rs", crate::aws::console::WRITES.to_vec()),
             (
                 "src/aws/deployment.rs",
                 [
@@ -417,6 +428,21 @@ mod tests {
 
     fn statement<'a>(p: &'a Policy, sid: &str) -> Option<&'a Statement> {
         p.statements.iter().find(|s| s.sid == sid)
+    }
+
+    /// A trial that publishes its figures may put metrics into the trialrunner namespace only;
+    /// one that does not, none.
+    #[test]
+    fn publishing_is_granted_into_the_trialrunner_namespace_only() {
+        let p = policy(ENV, &format!("publish: [cloudwatch]\n{RUNS}"));
+        let s = statement(&p, "PublishTheClientsFiguresOnly").unwrap();
+        assert!(s.actions.contains("cloudwatch:PutMetricData"));
+        assert_eq!(
+            s.condition.as_ref().unwrap()["StringEquals"]["cloudwatch:namespace"],
+            "trialrunner"
+        );
+        let quiet = policy(ENV, &format!("metrics: [asg-cpu]\n{RUNS}"));
+        assert!(statement(&quiet, "PublishTheClientsFiguresOnly").is_none());
     }
 
     #[test]

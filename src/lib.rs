@@ -12,6 +12,7 @@ pub mod aws;
 pub mod campaign;
 pub mod cli;
 pub mod commands;
+pub mod dashboard;
 pub mod demo;
 pub mod error;
 pub mod exec;

@@ -341,6 +341,28 @@ pub trait MetricsSource: Send + Sync {
     }
 }
 
+/// What publishing a run's client figures sent.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct Published {
+    /// Where (`cloudwatch:trialrunner`).
+    pub to: String,
+    /// Datapoints sent.
+    pub datapoints: usize,
+    /// API calls it took.
+    pub calls: usize,
+    /// Whole seconds added to each timestamp: AWS's clock ahead of ours, rounded (the offset is
+    /// known to about half a second, and each datapoint must stay in its own second).
+    pub clock_offset_s: f64,
+}
+
+/// Where the client's own figures go after each run (CloudWatch custom metrics), so a team's
+/// dashboards show them beside the deployment's.
+#[async_trait]
+pub trait ClientMetricsSink: Send + Sync {
+    /// Publishes the per-second figures of run `run_id` from its folder `dir` (`timeline.csv`).
+    async fn publish(&self, run_id: &str, dir: &Path) -> Result<Published>;
+}
+
 /// What the readiness gate found.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct TargetReport {
@@ -385,6 +407,8 @@ pub struct Providers {
     pub sessions: Option<Arc<dyn SessionCache>>,
     /// Cloud metrics.
     pub metrics: Option<Arc<dyn MetricsSource>>,
+    /// Where the client's figures are published after each run (`publish`).
+    pub publish: Option<Arc<dyn ClientMetricsSink>>,
     /// Readiness gate.
     pub target: Arc<dyn TargetCheck>,
     /// Load.

@@ -215,6 +215,7 @@ pub fn needs_aws(trial: &Trial) -> bool {
     trial.env.spec.aws.is_some()
         && (!trial.capacities.is_empty()
             || !trial.spec.metrics.is_empty()
+            || !trial.spec.publish.is_empty()
             || trial.spec.stores.clear != ClearPolicy::Never
             || stores_need_aws(&trial.env))
 }
@@ -281,11 +282,21 @@ pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Provide
         ))),
         _ => None,
     };
+    let publish: Option<Arc<dyn crate::provider::ClientMetricsSink>> =
+        match (&aws, trial.spec.publish.is_empty()) {
+            (Some(ctx), false) => Some(Arc::new(crate::aws::publish::CloudWatchPublisher::new(
+                ctx.clone(),
+                &trial.spec.name,
+                &env.spec.name,
+            ))),
+            _ => None,
+        };
     Ok(Providers {
         scaler,
         stores,
         sessions,
         metrics,
+        publish,
         target: Arc::new(
             ServiceCheck::new(check_target)
                 .for_tasks(&trial.tasks)

@@ -2092,3 +2092,182 @@ async fn ctrl_c_while_preflight_waits_on_a_frozen_endpoint_exits_130_within_seco
         );
     }
 }
+
+/// A trial that publishes the client's figures: two runs (two tasks, four endpoints).
+const PUBLISH_TRIAL: &str = "name: pub\nenvironment: env.yaml\npublish: [cloudwatch]\nruns: { users: 2, duration: 3s, tasks: [well-known, verify] }\n";
+
+/// Per second, one metric of one endpoint of one run as CloudWatch holds it.
+async fn published(
+    ctx: &AwsContext,
+    env: &str,
+    run: &str,
+    endpoint: &str,
+    metric: &str,
+    window: (f64, f64),
+) -> std::collections::BTreeMap<i64, f64> {
+    use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+    let mut m = Metric::builder()
+        .namespace("trialrunner")
+        .metric_name(metric);
+    for (k, v) in [
+        ("trial", "pub"),
+        ("environment", env),
+        ("run", run),
+        ("endpoint", endpoint),
+    ] {
+        m = m.dimensions(Dimension::builder().name(k).value(v).build());
+    }
+    let out = aws_sdk_cloudwatch::Client::new(&ctx.config)
+        .get_metric_data()
+        .start_time(aws_smithy_types::DateTime::from_secs(window.0 as i64))
+        .end_time(aws_smithy_types::DateTime::from_secs(window.1 as i64))
+        .metric_data_queries(
+            MetricDataQuery::builder()
+                .id("q")
+                .metric_stat(
+                    MetricStat::builder()
+                        .metric(m.build())
+                        .period(1)
+                        .stat("Maximum")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let r = &out.metric_data_results()[0];
+    r.timestamps()
+        .iter()
+        .zip(r.values())
+        .map(|(t, v)| (t.secs(), *v))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_figures_published_to_cloudwatch_equal_the_results_files() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(PUBLISH_TRIAL).await;
+    common::expect_exit(
+        run_trial(d.state.path(), &d.trial, &d.env, &d.out())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test"),
+        0,
+    );
+    let env = format!("moto-{ACCOUNT}");
+    let mut endpoints = 0;
+    for run in ["u002-well-known", "u002-verify"] {
+        let dir = d.out().join("runs").join(run);
+        let sent: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("published.json")).unwrap()).unwrap();
+        assert_eq!(sent["to"], "cloudwatch:trialrunner", "{sent}");
+        // The seconds as published: on AWS's clock, by the whole seconds the publisher measured.
+        let shift = sent["clock_offset_s"].as_f64().unwrap();
+        let mut rows = trialrunner::results::csv::read_timeline(&dir.join("timeline.csv"));
+        for r in &mut rows {
+            r.unix += shift;
+        }
+        let window = (
+            rows.iter().map(|r| r.unix).fold(f64::MAX, f64::min) - 5.0,
+            rows.iter().map(|r| r.unix).fold(0.0, f64::max) + 5.0,
+        );
+        let names: std::collections::BTreeSet<String> =
+            rows.iter().map(|r| r.endpoint.clone()).collect();
+        for name in &names {
+            let own: Vec<_> = rows.iter().filter(|r| &r.endpoint == name).collect();
+            // The run's request count: every second's requests in timeline.csv.
+            let requests = published(&d.ctx, &env, run, name, "Requests", window).await;
+            let in_file: f64 = own.iter().map(|r| r.requests).sum();
+            assert!(in_file > 0.0, "{run} {name}");
+            assert_eq!(
+                requests.values().sum::<f64>(),
+                in_file,
+                "{run} {name} requests"
+            );
+            // Its p95, second by second, as timeline.csv has it.
+            let p95 = published(&d.ctx, &env, run, name, "LatencyP95", window).await;
+            let p95_in_file: std::collections::BTreeMap<i64, f64> = own
+                .iter()
+                .filter_map(|r| Some((r.unix as i64, r.p95?)))
+                .collect();
+            assert!(!p95_in_file.is_empty(), "{run} {name}");
+            assert_eq!(p95, p95_in_file, "{run} {name} p95 per second");
+            endpoints += 1;
+        }
+    }
+    assert!(
+        endpoints >= 4,
+        "well-known, the verification requests and the session"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloudwatch_publish_that_fails_is_recorded_and_the_campaign_completes() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(PUBLISH_TRIAL).await;
+    d.proxy.fail("PutMetricData", 403, "AccessDenied", None);
+    let done = common::expect_exit(
+        run_trial(d.state.path(), &d.trial, &d.env, &d.out())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test"),
+        0,
+    );
+    assert!(
+        done.stderr.contains("were not published") && done.stderr.contains("PutMetricData"),
+        "{}",
+        done.stderr
+    );
+    for run in ["u002-well-known", "u002-verify"] {
+        let dir = d.out().join("runs").join(run);
+        assert!(dir.join("summary.json").is_file(), "{run} ran");
+        let sent: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("published.json")).unwrap()).unwrap();
+        assert!(
+            sent["error"].as_str().unwrap().contains("AccessDenied"),
+            "{sent}"
+        );
+    }
+    assert_eq!(d.manifest()["status"], "complete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloudwatch_dashboard_shows_the_clients_figures_beside_the_deployments() {
+    let _serial = SERIAL.lock().await;
+    let trial = PUBLISH_TRIAL.replace("runs:", "metrics: [asg-instances, rds-connections]\nruns:");
+    let d = Drill::new(&trial).await;
+    let done = common::expect_exit(
+        d.cmd()
+            .arg("--aws-endpoint")
+            .arg(&d.proxy.url)
+            .args(["dashboard", "--env"])
+            .arg(&d.env)
+            .arg("--trial")
+            .arg(&d.trial),
+        0,
+    );
+    let name = format!("trialrunner-pub-moto-{ACCOUNT}");
+    assert!(done.stdout.contains(&name), "{}", done.stdout);
+    let got = aws_sdk_cloudwatch::Client::new(&d.ctx.config)
+        .get_dashboard()
+        .dashboard_name(&name)
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(got.dashboard_body().unwrap()).unwrap();
+    let text = body.to_string();
+    for metric in ["Requests", "Failures", "LatencyP95", "LatencyP99"] {
+        assert!(
+            text.contains(&format!(r#"MetricName=\"{metric}\" trial=\"pub\""#)),
+            "{metric}: {text}"
+        );
+    }
+    // The deployment's series the trial names, resolved: the groups and the database.
+    assert!(
+        text.contains("GroupInServiceInstances") && text.contains("DatabaseConnections"),
+        "{text}"
+    );
+    assert!(
+        text.contains("veraison-prov-asg") || text.contains("prov"),
+        "{text}"
+    );
+}

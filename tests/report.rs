@@ -473,3 +473,180 @@ fn the_fleet_table_shows_each_workers_own_health_and_status() {
         "no fleet, no rows"
     );
 }
+
+/// A campaign long enough to watch: six load runs of 5 s (three user levels, two tasks)
+/// against the stand-in.
+const LIVE_TRIAL: &str = "name: steps\nenvironment: local\nstores: { clear: before-each-run, flush-sessions: false }\nruns:\n  users: { from: 2, to: 6, step: 2 }\n  duration: 5s\n  warmup: 1s\n  tasks: [well-known, verify]\n";
+
+/// What the live page saw: per frame, its step and the points on the campaign's charts.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    frames: u64,
+    steps: Vec<u64>,
+    points: Vec<u64>,
+    ended: bool,
+}
+
+fn seen(page: &mut common::cdp::LivePage) -> Seen {
+    let v = page.eval("JSON.stringify(window.dashboard || null)");
+    let v: serde_json::Value = serde_json::from_str(v.as_str().unwrap_or("null")).unwrap();
+    let list = |k: &str| -> Vec<u64> {
+        v[k].as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| x.as_u64().unwrap())
+            .collect()
+    };
+    Seen {
+        frames: v["frames"].as_u64().unwrap_or(0),
+        steps: list("steps"),
+        points: list("points"),
+        ended: v["ended"] == true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_dashboard_follows_a_campaign_in_a_real_browser() {
+    use common::cdp::LivePage;
+    use std::time::Duration;
+    use trialrunner::dashboard::{Dashboard, DashboardAddr, Watched};
+    use trialrunner::setup::{self, SetupOptions};
+    use trialrunner::standin::{store::KvStore, Standin, StandinConfig};
+
+    let out = tempfile::tempdir().unwrap();
+    let standin = Standin::start(
+        "127.0.0.1:0".parse().unwrap(),
+        StandinConfig::default(),
+        KvStore::memory(),
+    )
+    .await
+    .unwrap();
+    let env = common::write(
+        out.path(),
+        "local.yaml",
+        &trialrunner::demo::local_environment(&standin.url(), "v0.0.2602"),
+    );
+    let file = common::write(out.path(), "live.yaml", LIVE_TRIAL);
+    let t = trialrunner::trial::load_trial(&file, Some(&env)).unwrap();
+    let plan = trialrunner::trial::plan(&t);
+    let steps = plan.steps.len() as u64;
+    let providers = setup::providers_for(
+        &t,
+        &SetupOptions {
+            aws_endpoint: None,
+            progress: false,
+        },
+    )
+    .await
+    .unwrap();
+    let dir = trialrunner::results::ResultsDir::create(&out.path().join("results")).unwrap();
+    let dashboard = Dashboard::start(DashboardAddr::parse("127.0.0.1:0", false).unwrap())
+        .await
+        .unwrap();
+    let url = dashboard.url().to_string();
+    // Self-contained: no script, style or image fetched from anywhere.
+    let html = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    assert!(!html.contains("<link") && !html.contains("src=") && !html.contains("http"));
+    dashboard.follow(Watched::new(&t.spec.name, &dir, &plan));
+    let campaign = tokio::spawn(async move {
+        trialrunner::campaign::execute_and_report(
+            &t,
+            &plan,
+            &providers,
+            &dir,
+            &Interrupts::default(),
+        )
+        .await
+    });
+    let shots = std::env::var_os("TRIALRUNNER_SCREENSHOTS").map(PathBuf::from);
+    let live = url.clone();
+    let mut page = tokio::task::spawn_blocking(move || {
+        let mut page = LivePage::open(&live);
+        let deadline = Duration::from_secs(90);
+        // One page open: its campaign charts gain points and its step counter advances.
+        let mut s = Seen::default();
+        common::wait_until(
+            "a frame with points on the campaign's charts",
+            deadline,
+            || {
+                s = seen(&mut page);
+                s.points.iter().any(|p| *p > 0)
+            },
+        );
+        let first = s.points.iter().position(|p| *p > 0).unwrap();
+        let (step0, points0) = (s.steps[first], s.points[first]);
+        common::wait_until(
+            "more points and a later step on the same page",
+            deadline,
+            || {
+                s = seen(&mut page);
+                s.points.last() > Some(&points0) && s.steps.last() > Some(&step0)
+            },
+        );
+        assert!(
+            s.steps.windows(2).all(|w| w[0] <= w[1]),
+            "the step counter never goes back: {:?}",
+            s.steps
+        );
+        if let Some(dir) = &shots {
+            std::fs::create_dir_all(dir).unwrap();
+            page.screenshot(&dir.join("dashboard-live.png"));
+        }
+        // A reload mid-run starts from a snapshot of where the campaign is, then streams on.
+        let before = seen(&mut page);
+        assert!(!before.ended, "the campaign is still running: {before:?}");
+        page.reload();
+        let mut after = Seen::default();
+        common::wait_until("the reloaded page's frames", deadline, || {
+            after = seen(&mut page);
+            after.frames >= 2
+        });
+        assert!(
+            after.steps[0] >= *before.steps.last().unwrap()
+                && after.points[0] >= *before.points.last().unwrap(),
+            "after a reload the first frame is where the campaign was: {before:?} then {after:?}"
+        );
+        page
+    })
+    .await
+    .unwrap();
+    let finished = campaign.await.unwrap();
+    finished.outcome.unwrap();
+    let report = finished.report.expect("a report");
+    dashboard.ended(vec![report.clone()]);
+    let page = tokio::task::spawn_blocking(move || {
+        // The open page says the campaign ended (every step done) and links the report ...
+        let mut s = Seen::default();
+        common::wait_until("the end on the open page", Duration::from_secs(30), || {
+            s = seen(&mut page);
+            s.ended
+        });
+        assert_eq!(s.steps.last(), Some(&(steps + 1)), "{s:?}");
+        // ... and so does a page opened after the end.
+        page.open_another(&url);
+        common::wait_until(
+            "the end on a page opened late",
+            Duration::from_secs(30),
+            || seen(&mut page).ended,
+        );
+        let link = page.eval("document.querySelector('a.report').getAttribute('href')");
+        (page, link.as_str().unwrap().to_string())
+    });
+    let (page, link) = page.await.unwrap();
+    let served = reqwest::get(format!(
+        "{}{}",
+        dashboard.url(),
+        link.trim_start_matches('/')
+    ))
+    .await
+    .unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(
+        served.text().await.unwrap(),
+        std::fs::read_to_string(&report).unwrap(),
+        "the link serves the final report"
+    );
+    drop(page);
+    dashboard.stop();
+    standin.shutdown().await;
+}

@@ -7,8 +7,10 @@
 //! metadata service.
 
 pub mod cloudwatch;
+pub mod console;
 pub mod deployment;
 pub mod lock;
+pub mod publish;
 pub mod retry;
 pub mod scaler;
 pub mod stores;

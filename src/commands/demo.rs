@@ -12,14 +12,26 @@ pub struct Args {
     /// Where to write results (default demo-results/).
     #[arg(long, default_value = "demo-results")]
     pub out: PathBuf,
+    /// The live dashboard.
+    #[command(flatten)]
+    pub live: super::live::DashboardArgs,
 }
 
 /// Runs the demo and prints its reports.
 pub fn run(args: Args) -> Result<i32> {
+    let live = args.live.addr()?;
     let interrupts = Interrupts::default();
     let outcome = runtime().block_on(async {
         signals::watch(&interrupts);
-        crate::demo::run(&args.out, &interrupts, true).await
+        let dashboard = super::live::start(live).await?;
+        let outcome =
+            crate::demo::run_watched(&args.out, &interrupts, true, dashboard.as_ref()).await;
+        let reports = outcome
+            .as_ref()
+            .map(|o| o.reports.clone())
+            .unwrap_or_default();
+        super::live::finish(dashboard, reports).await;
+        outcome
     });
     let outcome = match outcome {
         Ok(o) => o,

@@ -4,9 +4,11 @@
 
 pub mod bench;
 pub mod compare;
+pub mod dashboard;
 pub mod demo;
 pub mod iam_policy;
 pub mod infra;
+pub mod live;
 pub mod metrics;
 pub mod plan;
 pub mod psa;

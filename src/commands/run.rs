@@ -43,6 +43,9 @@ pub struct Args {
     /// Append one line per run to this history file (default: history.jsonl beside the results).
     #[arg(long)]
     pub history: Option<PathBuf>,
+    /// The live dashboard.
+    #[command(flatten)]
+    pub live: super::live::DashboardArgs,
 }
 
 fn append_line(path: &Path, line: &str) -> Result<()> {
@@ -131,9 +134,13 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
 /// One campaign of `t`, then its report and gate.
 fn campaign(t: trial::Trial, args: Args, global: &Global) -> Result<i32> {
     let p = trial::plan(&t);
+    let live = args.live.addr()?;
     let interrupts = Interrupts::default();
-    let ran = runtime().block_on(async {
+    let rt = runtime();
+    let ran = rt.block_on(async {
         signals::watch(&interrupts);
+        // Bound before anything changes: an address in use is bad input.
+        let dashboard = super::live::start(live).await?;
         // Inputs and secrets are checked, and the account guard passed, before anything changes;
         // a stop request ends the wait at once (an AWS endpoint may not be answering).
         let options = global.setup();
@@ -156,15 +163,18 @@ fn campaign(t: trial::Trial, args: Args, global: &Global) -> Result<i32> {
         }
         let dir = results_dir(&args, &t)?;
         crate::terminal::say(&format!("results: {}", dir.root.display()));
+        if let Some(d) = &dashboard {
+            d.follow(crate::dashboard::Watched::new(&t.spec.name, &dir, &p));
+        }
         let takeover = if args.force {
             exec::Takeover::Forced
         } else {
             exec::Takeover::WhenGone
         };
         let outcome = exec::execute_with(&t, &p, &providers, &dir, &interrupts, takeover).await;
-        Ok::<_, Error>((dir, outcome))
+        Ok::<_, Error>((dir, outcome, dashboard))
     });
-    let (dir, outcome) = match ran {
+    let (dir, outcome, dashboard) = match ran {
         Ok(ran) => ran,
         Err(Error::Interrupted) => return Ok(interrupts.exit_code()),
         Err(e) => return Err(e),
@@ -173,9 +183,11 @@ fn campaign(t: trial::Trial, args: Args, global: &Global) -> Result<i32> {
         Ok(outcome) => outcome,
         Err(e) => {
             // Partial results still get their report, unless a second stop request said not to.
-            if let Some(html) = crate::campaign::report_unless_skipped(&dir, &interrupts) {
+            let html = crate::campaign::report_unless_skipped(&dir, &interrupts);
+            if let Some(html) = &html {
                 crate::terminal::say(&format!("report: {}", html.display()));
             }
+            rt.block_on(super::live::finish(dashboard, html.into_iter().collect()));
             return match e {
                 Error::Interrupted => Ok(interrupts.exit_code()),
                 e => Err(e),
@@ -202,8 +214,9 @@ fn campaign(t: trial::Trial, args: Args, global: &Global) -> Result<i32> {
         let link = std::env::var(crate::notify::REPORT_URL_VAR)
             .unwrap_or_else(|_| html.display().to_string());
         let body = crate::notify::message(&t.spec.name, &t.env.spec.name, &checks, &link);
-        runtime().block_on(crate::notify::post_if_configured(&body));
+        rt.block_on(crate::notify::post_if_configured(&body));
     }
+    rt.block_on(super::live::finish(dashboard, vec![html]));
     if code == exit::OK && !outcome.partial.is_empty() {
         crate::terminal::say(&format!(
             "results are partial (exit {}): {}",

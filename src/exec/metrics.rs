@@ -12,8 +12,30 @@ use tokio_util::sync::CancellationToken;
 
 use super::background::Background;
 use crate::error::Result;
-use crate::provider::{MetricsSource, Scaler};
+use crate::provider::{ClientMetricsSink, MetricsSource, Scaler};
 use crate::results::{self, unix_now, ResultsDir, RunSummary};
+
+/// How long publishing a run's client figures may take before the campaign moves on.
+const PUBLISH_BUDGET: Duration = Duration::from_secs(60);
+
+/// Publishes a finished run's client figures (`publish`), bounded by [`PUBLISH_BUDGET`]; what
+/// was sent, or why not, lands in the run's `published.json`. A failure is said once and never
+/// stops the campaign.
+pub async fn publish_run(sink: &dyn ClientMetricsSink, run_dir: &Path, run_id: &str) {
+    let outcome = match tokio::time::timeout(PUBLISH_BUDGET, sink.publish(run_id, run_dir)).await {
+        Ok(Ok(p)) => json!(p),
+        Ok(Err(e)) => json!({"error": e.to_string()}),
+        Err(_) => json!({"error": format!("no answer within {} s", PUBLISH_BUDGET.as_secs())}),
+    };
+    if let Some(e) = outcome["error"].as_str() {
+        crate::terminal::say(&format!(
+            "warning: the client's figures of {run_id} were not published: {e}"
+        ));
+    }
+    if let Err(e) = results::write_json(&run_dir.join("published.json"), &outcome) {
+        tracing::warn!("writing published.json of {run_id}: {e}");
+    }
+}
 
 /// Seconds of context pulled on each side of a run.
 pub const WINDOW_PAD_S: f64 = 60.0;

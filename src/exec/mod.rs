@@ -343,7 +343,6 @@ impl Campaign<'_> {
     }
 
     async fn steps(&mut self) -> Result<()> {
-        let total = self.plan.steps.len();
         for (index, planned) in self.plan.steps.iter().enumerate() {
             if self.stop.is_cancelled() {
                 return Err(self.stopped());
@@ -355,7 +354,7 @@ impl Campaign<'_> {
                 continue;
             }
             tracing::info!(step = %step, "step");
-            crate::terminal::say(&self.step_line(index, total));
+            crate::terminal::say(&self.plan.position(index).to_string());
             // A stop request abandons AWS calls and waits at once; a load run stops itself
             // (users first, then its files); the restore only stops for the second.
             let stop = if step.abandoned_on_stop() {
@@ -371,27 +370,6 @@ impl Campaign<'_> {
             self.ledger.record(&key, &step.to_string(), note)?;
         }
         Ok(())
-    }
-
-    /// The line announcing a step: its place, the time the plan says is left, and for a load
-    /// run its place among the runs.
-    fn step_line(&self, index: usize, total: usize) -> String {
-        let steps = &self.plan.steps;
-        let left: Duration = steps[index..].iter().map(|s| s.estimate).sum();
-        let left = humantime::format_duration(Duration::from_secs(left.as_secs()));
-        let step = &steps[index].step;
-        let run = match step {
-            Step::Load(_) => {
-                let runs = steps.iter().filter(|s| matches!(s.step, Step::Load(_)));
-                let before = steps[..index]
-                    .iter()
-                    .filter(|s| matches!(s.step, Step::Load(_)))
-                    .count();
-                format!("run {}/{} · ", before + 1, runs.count())
-            }
-            _ => String::new(),
-        };
-        format!("[{}/{total} · {left} left] {run}{step}", index + 1)
     }
 
     /// A completed clear is done again only when it prepares a run that is not complete.
@@ -622,6 +600,9 @@ impl Campaign<'_> {
         self.outcome.runs.push(summary.clone());
         if summary.interrupted {
             return Err(self.stopped());
+        }
+        if let Some(sink) = &p.publish {
+            metrics::publish_run(sink.as_ref(), &run_dir, &phase.run_id).await;
         }
         if let Some(scaler) = &p.scaler {
             let window = scaler.spin_up_timeline(

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use super::data::{hlog_seconds, read_jsonl, read_timeline, ReportData};
 use super::svg::{percentile_dash, Axis, Chart, Series, Shape};
 use crate::results::cells::new_hist;
+use crate::results::ResultsDir;
 
 /// Most points a series of the campaign timeline keeps: longer campaigns are shown in bins of
 /// whole seconds (rates averaged over the bin, percentiles from its merged histograms).
@@ -24,33 +25,52 @@ struct Bin {
     latency: Option<hdrhistogram::Histogram<u64>>,
 }
 
+/// A run on the campaign's axis: its folder's id, its span (Unix seconds) and its shading's
+/// hover text.
+#[derive(Debug, Clone)]
+pub struct RunSpan {
+    /// The run's id (its folder under `runs/`).
+    pub run_id: String,
+    /// Its start, Unix seconds.
+    pub from: f64,
+    /// Its end (drain included), Unix seconds.
+    pub to: f64,
+    /// What the shading says on hover (`u010-verify (10 users)`).
+    pub label: String,
+}
+
 /// The campaign timeline's charts (empty for a campaign without runs).
 pub fn campaign_timeline(data: &ReportData) -> Vec<String> {
-    let Some(t0) = data
+    let spans: Vec<RunSpan> = data
         .runs
         .iter()
-        .map(|r| r.started_unix.floor())
-        .reduce(f64::min)
-    else {
+        .map(|r| {
+            let (from, to) = super::data::run_span(r);
+            RunSpan {
+                run_id: r.run_id.clone(),
+                from,
+                to,
+                label: format!("{} ({})", r.run_id, super::load_words(r)),
+            }
+        })
+        .collect();
+    campaign_charts(&data.dir, &spans)
+}
+
+/// The campaign timeline's charts over these runs (in start order), read from their folders:
+/// the report's, and the live dashboard's while a run is still being written.
+pub fn campaign_charts(dir: &ResultsDir, spans: &[RunSpan]) -> Vec<String> {
+    let Some(t0) = spans.iter().map(|r| r.from.floor()).reduce(f64::min) else {
         return Vec::new();
     };
-    let last = data
-        .runs
-        .iter()
-        .map(|r| super::data::run_span(r).1)
-        .fold(t0 + 1.0, f64::max);
+    let last = spans.iter().map(|r| r.to).fold(t0 + 1.0, f64::max);
     let width = ((last - t0) / MAX_POINTS as f64).ceil().max(1.0);
     let bin_of = |unix: f64| ((unix - t0) / width).floor() as i64;
     let mut bins: BTreeMap<i64, Bin> = BTreeMap::new();
     let mut runs = Vec::new();
-    for r in &data.runs {
-        let dir = data.dir.run_dir(&r.run_id);
-        let (from, to) = super::data::run_span(r);
-        runs.push((
-            from - t0,
-            to - t0,
-            format!("{} ({})", r.run_id, super::load_words(r)),
-        ));
+    for r in spans {
+        let dir = dir.run_dir(&r.run_id);
+        runs.push((r.from - t0, r.to - t0, r.label.clone()));
         // Per second, every request endpoint: counts and the users at its end.
         let mut seconds: BTreeMap<i64, (f64, f64, f64, f64)> = BTreeMap::new();
         for row in read_timeline(&dir.join("timeline.csv"))
@@ -148,7 +168,7 @@ pub fn campaign_timeline(data: &ReportData) -> Vec<String> {
     }
     latency.log_y_if_decades();
     let mut out = vec![load, latency];
-    let groups = in_service(data, t0);
+    let groups = in_service(dir, spans, t0);
     if !groups.is_empty() {
         let mut c = base(
             "instances InService per group (the infra sampler's view)",
@@ -172,10 +192,10 @@ pub fn campaign_timeline(data: &ReportData) -> Vec<String> {
 
 /// Per group, (seconds since `t0`, InService instances) at every infra sample of every run,
 /// broken between runs.
-fn in_service(data: &ReportData, t0: f64) -> BTreeMap<String, Vec<(f64, f64)>> {
+fn in_service(dir: &ResultsDir, spans: &[RunSpan], t0: f64) -> BTreeMap<String, Vec<(f64, f64)>> {
     let mut out: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for r in &data.runs {
-        let samples = read_jsonl(&data.dir.run_dir(&r.run_id).join("infra.jsonl"));
+    for r in spans {
+        let samples = read_jsonl(&dir.run_dir(&r.run_id).join("infra.jsonl"));
         let mut seen_here = std::collections::BTreeSet::new();
         for s in &samples {
             let t = s["unix"].as_f64().unwrap_or(0.0) - t0;

@@ -2,6 +2,8 @@
 //! column names, so the seed's plotting scripts read them), our per-second `timeline.csv`, and
 //! the HdrHistogram V2 interval log (`latency.hlog`).
 
+use std::path::Path;
+
 use base64::Engine;
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
@@ -338,6 +340,97 @@ pub fn hlog_line(tag: &str, start_offset_s: f64, length_s: f64, h: &Histogram<u6
         ms(h.max()),
         base64::engine::general_purpose::STANDARD.encode(buf)
     )
+}
+
+/// One row of a per-second timeline as read back (the report, the dashboard and the
+/// CloudWatch publisher read it).
+#[derive(Debug, Clone)]
+pub struct TimelineRecord {
+    /// Seconds since the run's start (of the second's beginning).
+    pub second: f64,
+    /// The UTC second.
+    pub unix: f64,
+    /// Method and name.
+    pub endpoint: String,
+    /// How much of the second the run covers, s (under 1 for a partial second).
+    pub covered: f64,
+    /// `partial`, `warmup` or `steady`.
+    pub phase: String,
+    /// `request` or `task`.
+    pub kind: String,
+    /// Users running.
+    pub users: f64,
+    /// Requests.
+    pub requests: f64,
+    /// Failures.
+    pub failures: f64,
+    /// Median, ms.
+    pub p50: Option<f64>,
+    /// p95, ms.
+    pub p95: Option<f64>,
+    /// p99, ms.
+    pub p99: Option<f64>,
+    /// Connections this endpoint's requests opened (0 in files written before phases).
+    pub opened: f64,
+    /// p95 of the TCP handshakes of requests that opened a connection, ms.
+    pub connect_p95: Option<f64>,
+    /// p95 of their TLS handshakes, ms.
+    pub tls_p95: Option<f64>,
+    /// p95 of the wait (request written → first byte: the service's time), ms.
+    pub wait_p95: Option<f64>,
+}
+
+/// Splits one CSV line (quoted fields allowed).
+pub fn split_csv(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// Reads `timeline.csv`.
+pub fn read_timeline(path: &Path) -> Vec<TimelineRecord> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f = split_csv(l);
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+            Some(TimelineRecord {
+                unix: num(0)?,
+                second: num(1)?,
+                covered: num(2).unwrap_or(1.0),
+                phase: f.get(3)?.clone(),
+                endpoint: format!("{} {}", f.get(4)?, f.get(5)?),
+                kind: f.get(6)?.clone(),
+                users: num(7).unwrap_or(0.0),
+                requests: num(8)?,
+                failures: num(9)?,
+                p50: num(11),
+                p95: num(13),
+                p99: num(14),
+                opened: num(19).unwrap_or(0.0),
+                connect_p95: num(21),
+                tls_p95: num(22),
+                wait_p95: num(24),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -13,6 +13,6 @@ pub mod ssm;
 pub mod thresholds;
 pub mod validate;
 
-pub use plan::{plan, LoadPhase, Plan, Step};
+pub use plan::{plan, LoadPhase, Plan, Position, Step};
 pub use source::{Diagnostic, Diagnostics};
 pub use validate::{load_environment, load_trial, Capacity, Environment, TaskRef, Trial};

@@ -227,6 +227,12 @@ pub struct TrialFile {
     /// end of the campaign, windows pulled earlier than that are pulled again.
     #[serde(default)]
     pub metrics_settle: Option<Span>,
+    /// Where to publish the client's own figures after each run: `cloudwatch` puts requests,
+    /// failures and p50/p95/p99 per second, per endpoint and per task, in the `trialrunner`
+    /// namespace (dimensions trial, environment, run, endpoint). A failure to publish is
+    /// recorded in the run's `published.json` and never stops the campaign.
+    #[serde(default)]
+    pub publish: Vec<PublishTo>,
     /// Regression thresholds checked at the end of the run (same format as `compare --thresholds`).
     #[serde(default)]
     pub thresholds: Vec<String>,
@@ -249,6 +255,14 @@ pub struct VariantSpec {
     /// What it changes of the trial's `infra`.
     #[serde(default)]
     pub infra: InfraSpec,
+}
+
+/// Where a trial publishes the client's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PublishTo {
+    /// CloudWatch custom metrics, namespace `trialrunner`, high resolution (1 s).
+    Cloudwatch,
 }
 
 /// What a campaign does when a generator worker is lost.

@@ -267,6 +267,63 @@ impl Plan {
             _ => None,
         })
     }
+
+    /// Where the campaign is when step `index` (0-based) begins: its place, the time the plan
+    /// says is left (that step included), and for a load run its place among the runs. The
+    /// executor's step line and the live dashboard both say it from here.
+    pub fn position(&self, index: usize) -> Position {
+        let index = index.min(self.steps.len().saturating_sub(1));
+        let is_load = |s: &&PlannedStep| matches!(s.step, Step::Load(_));
+        let run =
+            matches!(self.steps.get(index).map(|s| &s.step), Some(Step::Load(_))).then(|| {
+                let before = self.steps[..index].iter().filter(is_load).count();
+                (before + 1, self.steps.iter().filter(is_load).count())
+            });
+        Position {
+            index,
+            of: self.steps.len(),
+            left: self
+                .steps
+                .get(index..)
+                .into_iter()
+                .flatten()
+                .map(|s| s.estimate)
+                .sum(),
+            run,
+            step: self
+                .steps
+                .get(index)
+                .map(|s| s.step.to_string())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Where a campaign is: a step of its plan (see [`Plan::position`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Position {
+    /// The step, 0-based.
+    pub index: usize,
+    /// Steps in the plan.
+    pub of: usize,
+    /// The time the plan says is left, from this step's beginning.
+    pub left: Duration,
+    /// For a load run: its place among the runs (1-based) and their number.
+    pub run: Option<(usize, usize)>,
+    /// The step as `plan` prints it.
+    pub step: String,
+}
+
+impl fmt::Display for Position {
+    /// `[3/12 · 5m 10s left] run 1/4 · load u010-verify …`, as the executor announces a step.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let left = humantime::format_duration(Duration::from_secs(self.left.as_secs()));
+        write!(f, "[{}/{} · {left} left] ", self.index + 1, self.of)?;
+        if let Some((i, n)) = self.run {
+            write!(f, "run {i}/{n} · ")?;
+        }
+        write!(f, "{}", self.step)
+    }
 }
 
 impl fmt::Display for Plan {

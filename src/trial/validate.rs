@@ -1125,6 +1125,15 @@ fn check_against_environment(
             Some("remove `metrics` for local runs"),
         );
     }
+    if !spec.publish.is_empty() && env.spec.aws.is_none() {
+        c.err(
+            "publish",
+            format!(
+                "environment `{name}` has no `aws` section: the client's figures cannot be published to CloudWatch"
+            ),
+            Some("remove `publish` for local runs"),
+        );
+    }
 }
 
 /// A fleet on AWS runs each worker's share as one SSM command, whose `executionTimeout` is

@@ -101,12 +101,24 @@ pub struct FaultProxy {
     state: Arc<State>,
 }
 
-/// The operation of a request: `Action=` of a query-protocol body, or the JSON protocol's
+/// The operation of a request: `Action=` of a query-protocol body (gunzipped when the SDK
+/// compressed it, as it does large PutMetricData bodies), or the JSON protocol's
 /// `X-Amz-Target` suffix.
 fn operation(headers: &HeaderMap, body: &[u8]) -> String {
     if let Some(t) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
         return t.rsplit('.').next().unwrap_or(t).to_string();
     }
+    let mut plain = Vec::new();
+    let body = if headers
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes() == b"gzip")
+    {
+        use std::io::Read;
+        let _ = flate2::read::GzDecoder::new(body).read_to_end(&mut plain);
+        &plain[..]
+    } else {
+        body
+    };
     url::form_urlencoded::parse(body)
         .find(|(k, _)| k == "Action")
         .map(|(_, v)| v.into_owned())

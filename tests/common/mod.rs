@@ -12,6 +12,7 @@
 
 pub mod awsfault;
 pub mod browser;
+pub mod cdp;
 pub mod deployment;
 pub mod hang;
 pub mod ssmagent;
