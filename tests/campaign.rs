@@ -942,6 +942,6 @@ fn the_readmes_local_example_runs_verbatim() {
     let dir = results.expect("the run says where its results are");
     let manifest = json(&dir.join("manifest.json"));
     assert_eq!(manifest["status"], "complete");
-    assert_eq!(runs_of(&dir).len(), 9, "3 user steps × 3 tasks");
+    assert_eq!(runs_of(&dir).len(), 6, "3 user steps × 2 tasks");
     std::fs::remove_dir_all(&dir).unwrap();
 }

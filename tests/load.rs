@@ -2397,8 +2397,9 @@ fn own_threads_sched() -> (f64, f64) {
 }
 
 /// A trial of plain HTTP steps aimed at a server that is not Veraison (no well-knowns, no
-/// provisioning) runs: the readiness check runs the trial's own step once, not Veraison's smoke
-/// test; the server answered every request the results count, plus that one look.
+/// provisioning) runs: the readiness check looks at the server answering (one request at its
+/// root), not Veraison's smoke test; the server answered every request the results count, plus
+/// that one look.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_steps_run_against_a_server_that_is_not_veraison() {
     let _serial = SERIAL.lock().await;

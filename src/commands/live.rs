@@ -1,4 +1,4 @@
-//! `--dashboard ADDR` on `run` and `demo`: the flags, and the dashboard's start and end around
+//! `--dashboard ADDR` on `run`, `demo` and `rehearse --campaign`: the flags, and the dashboard's start and end around
 //! a campaign (see [`crate::dashboard`]).
 
 use std::path::PathBuf;

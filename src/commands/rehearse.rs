@@ -63,6 +63,9 @@ pub struct Args {
     /// `--aws-endpoint` naming the emulator itself.
     #[arg(long, requires = "twin")]
     pub aws_view: Option<std::net::SocketAddr>,
+    /// The live dashboard of `--campaign` (each trial in turn).
+    #[command(flatten)]
+    pub live: super::live::DashboardArgs,
 }
 
 /// `4x10ms`: workers and service time.
@@ -95,10 +98,19 @@ fn campaign(out: &std::path::Path, args: &Args, global: &Global) -> Result<i32> 
         out: crate::results::absolute(out),
         progress: true,
     };
+    let live = args.live.addr()?;
     let interrupts = crate::exec::Interrupts::default();
     let outcome = runtime().block_on(async {
         crate::exec::signals::watch(&interrupts);
-        crate::rehearsal::campaign::run(&opts, &interrupts).await
+        let dashboard = super::live::start(live).await?;
+        let outcome =
+            crate::rehearsal::campaign::run_watched(&opts, &interrupts, dashboard.as_ref()).await;
+        let reports = outcome
+            .as_ref()
+            .map(|o| o.trials.iter().filter_map(|t| t.report.clone()).collect())
+            .unwrap_or_default();
+        super::live::finish(dashboard, reports).await;
+        outcome
     })?;
     crate::outln!("\nrehearsal: {}", opts.out.display());
     let mut failed = false;

@@ -184,6 +184,15 @@ fn environment_yaml(aws: &str, services: &str, db: &Database) -> String {
 /// Runs the whole rehearsal (see the module's documentation). A trial that fails is recorded
 /// and the next runs; a stop request ends the rehearsal after the trial in flight restored.
 pub async fn run(opts: &RehearsalOptions, interrupts: &Interrupts) -> Result<RehearsalOutcome> {
+    run_watched(opts, interrupts, None).await
+}
+
+/// [`run`], each trial shown in turn on `dashboard` when there is one (`--dashboard`).
+pub async fn run_watched(
+    opts: &RehearsalOptions,
+    interrupts: &Interrupts,
+    dashboard: Option<&crate::dashboard::Dashboard>,
+) -> Result<RehearsalOutcome> {
     let db = database(&opts.postgres)?;
     check_max_connections(&opts.postgres).await?;
     let inputs = opts.out.join("inputs");
@@ -235,9 +244,18 @@ pub async fn run(opts: &RehearsalOptions, interrupts: &Interrupts) -> Result<Reh
         }
         let trial_file = inputs.join(file);
         results::write_atomic(&trial_file, text.as_bytes())?;
-        outcome
-            .trials
-            .push(run_trial(&trial_file, &env_file, &twin, &config, opts, interrupts).await?);
+        outcome.trials.push(
+            run_trial(
+                &trial_file,
+                &env_file,
+                &twin,
+                &config,
+                opts,
+                interrupts,
+                dashboard,
+            )
+            .await?,
+        );
     }
     if let [first, second, ..] = outcome.trials.as_slice() {
         if first.error.is_none() && second.error.is_none() {
@@ -259,6 +277,7 @@ async fn run_trial(
     config: &TwinConfig,
     opts: &RehearsalOptions,
     interrupts: &Interrupts,
+    dashboard: Option<&crate::dashboard::Dashboard>,
 ) -> Result<TrialOutcome> {
     let t = trial::load_trial(trial_file, Some(env_file))?;
     let plan = trial::plan(&t);
@@ -277,6 +296,9 @@ async fn run_trial(
     )
     .await?;
     let dir = ResultsDir::replace(&opts.out.join(&t.spec.name))?;
+    if let Some(d) = dashboard {
+        d.follow(crate::dashboard::Watched::new(&t.spec.name, &dir, &plan));
+    }
     let outcome = crate::exec::execute(&t, &plan, &providers, &dir, interrupts).await;
     // The twin's own view of every run that left files, before the report reads them.
     for run in dir.summaries().unwrap_or_default() {
