@@ -369,8 +369,8 @@ mod tests {
                 [fleet::ssm::READS_AND_CANCEL, &["ssm:SendCommand"]].concat(),
             ),
             (
-                "src/fleet/aws/bucket.rs",
-                [fleet::bucket::OBJECT_ACTIONS, &["s3:ListBucket"]].concat(),
+                "src/aws/bucket.rs",
+                [crate::aws::bucket::OBJECT_ACTIONS, &["s3:ListBucket"]].concat(),
             ),
             // The account guard: GetCallerIdentity needs no permission.
             ("src/aws/mod.rs", vec!["sts:GetCallerIdentity"]),

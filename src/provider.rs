@@ -396,6 +396,19 @@ pub trait LoadRunner: Send + Sync {
     ) -> Result<RunSummary>;
 }
 
+/// A copy of the results directory kept elsewhere as the campaign goes (`--out s3://…`): the
+/// executor hands it the directory after each completed step; it sends what changed since.
+#[async_trait]
+pub trait ResultsMirror: Send + Sync {
+    /// Where the copy is (`s3://bucket/prefix`), for messages.
+    fn location(&self) -> String;
+
+    /// Sends every file of `dir` that changed since the last sync (the ledger last, so the copy
+    /// never lists a step whose files it lacks). A file that could not be sent is tried again
+    /// at the next sync; the error names what is still missing.
+    async fn sync(&self, dir: &Path) -> Result<()>;
+}
+
 /// The providers a plan executes against; absent ones are caught by validation.
 #[derive(Clone)]
 pub struct Providers {
@@ -416,4 +429,6 @@ pub struct Providers {
     /// What the undo journal is keyed by (account, region, endpoint, groups), when the trial
     /// changes infrastructure.
     pub journal_target: Option<JournalTarget>,
+    /// Where the results directory is mirrored after each step (`--out s3://…`), if anywhere.
+    pub results_mirror: Option<Arc<dyn ResultsMirror>>,
 }

@@ -311,6 +311,7 @@ pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Provide
         ),
         load: load_for(trial, target, progress, aws.as_ref())?,
         journal_target,
+        results_mirror: None,
     })
 }
 

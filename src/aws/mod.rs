@@ -6,11 +6,14 @@
 //! With an endpoint override (moto, LocalStack) the credential chain never probes the instance
 //! metadata service.
 
+pub mod bucket;
 pub mod cloudwatch;
 pub mod console;
 pub mod deployment;
+pub mod history;
 pub mod lock;
 pub mod publish;
+pub mod results;
 pub mod retry;
 pub mod scaler;
 pub mod stores;

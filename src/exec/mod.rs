@@ -307,6 +307,7 @@ pub async fn execute_with(
         &dir.root.join("manifest.json"),
         &manifest(trial, plan, status, &c.extra),
     )?;
+    mirror(providers, dir).await;
     if let Some(message) = restore_failure {
         if let Err(e) = &result {
             crate::terminal::say(&format!("the campaign stopped: {e}"));
@@ -315,6 +316,19 @@ pub async fn execute_with(
     }
     result?;
     Ok(c.outcome)
+}
+
+/// Sends what changed in the results directory to its mirror, if it has one. A failure is said
+/// and the campaign goes on: what was not sent is sent at the next step.
+async fn mirror(providers: &Providers, dir: &ResultsDir) {
+    if let Some(m) = &providers.results_mirror {
+        if let Err(e) = m.sync(&dir.root).await {
+            crate::terminal::say(&format!(
+                "warning: copying the results to {}: {e} (tried again after the next step)",
+                m.location()
+            ));
+        }
+    }
 }
 
 /// The ledger key of a plan's step.
@@ -368,6 +382,7 @@ impl Campaign<'_> {
                 r = self.step(step) => r?,
             };
             self.ledger.record(&key, &step.to_string(), note)?;
+            mirror(self.providers, self.dir).await;
         }
         Ok(())
     }

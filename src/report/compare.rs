@@ -820,6 +820,8 @@ pub fn history_line(dir: &Path) -> Result<String> {
         "trial": manifest["trial"]["spec"]["name"],
         "trial_sha256": manifest["trial"]["sha256"],
         "environment": manifest["environment"]["spec"]["name"],
+        "status": manifest["status"],
+        "campaign": manifest["campaign"],
         "results": dir,
         "endpoints": figures,
     })

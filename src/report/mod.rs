@@ -237,25 +237,25 @@ fn correlate_all(data: &ReportData) -> Result<Vec<String>> {
     Ok(findings)
 }
 
-/// The baseline a trial names with `compare-with`: the latest results of that trial in the same
-/// results root that ended before this one did (so rebuilding an old report finds the same).
+/// The baseline a trial names with `compare-with`: the latest *complete* results of that trial
+/// in the same environment and results root that ended before this one did (so rebuilding an
+/// old report finds the same); never a partial or interrupted campaign
+/// ([`results::baseline::latest_complete`]).
 pub fn compare_with_baseline(data: &ReportData) -> Option<(String, PathBuf)> {
     let name = data.manifest["trial"]["spec"]["compare-with"].as_str()?;
     let ended = data.manifest["ended_at"].as_str().unwrap_or("~");
     let root = data.dir.root.parent()?;
-    let mut found: Vec<(String, PathBuf)> = std::fs::read_dir(root)
+    let found = std::fs::read_dir(root)
         .ok()?
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.join("runs").is_dir() && *p != data.dir.root)
         .filter_map(|p| {
             let m: Value = results::read_json(&p.join("manifest.json")).ok()?;
-            let at = m["ended_at"].as_str()?.to_string();
-            (m["trial"]["spec"]["name"] == name && at.as_str() <= ended).then_some((at, p))
-        })
-        .collect();
-    found.sort();
-    found.pop().map(|(_, p)| (name.to_string(), p))
+            Some((results::baseline::Ended::of_manifest(&m)?, p))
+        });
+    results::baseline::latest_complete(found, name, &data.environment(), ended)
+        .map(|p| (name.to_string(), p))
 }
 
 /// The thresholds of the trial in a manifest.
@@ -512,9 +512,10 @@ fn meta(data: &ReportData) -> Vec<(String, String)> {
 }
 
 /// History lines of the same trial and environment up to this campaign's end (an old report
-/// rebuilt shows the trend as it was).
+/// rebuilt shows the trend as it was): `history.jsonl` beside the results directory, and the
+/// one-object-per-run history brought down from S3 into `history/<trial>/<environment>/`.
 fn history_for(data: &ReportData) -> Vec<Value> {
-    let Some(path) = data.dir.root.parent().map(|p| p.join("history.jsonl")) else {
+    let Some(parent) = data.dir.root.parent() else {
         return Vec::new();
     };
     let ended = data.manifest["ended_at"]
@@ -522,7 +523,19 @@ fn history_for(data: &ReportData) -> Vec<Value> {
         .unwrap_or("~")
         .to_string();
     let (trial, env) = (data.trial(), data.environment());
-    read_jsonl(&path)
+    let mut lines = read_jsonl(&parent.join("history.jsonl"));
+    let objects = parent.join("history").join(&trial).join(&env);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&objects)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    lines.extend(files.iter().flat_map(|f| read_jsonl(f)));
+    lines.sort_by(|a, b| a["date"].as_str().cmp(&b["date"].as_str()));
+    lines.dedup_by(|a, b| a["date"] == b["date"] && a["results"] == b["results"]);
+    lines
         .into_iter()
         .filter(|l| {
             l["trial"] == trial.as_str()
@@ -779,4 +792,60 @@ pub fn comparison_page(base: &Path, contender: &Path, c: &Comparison) -> Result<
         ],
         sections,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A results directory with just its manifest.
+    fn campaign(root: &Path, name: &str, trial: &str, env: &str, status: &str, ended: &str) {
+        let dir = root.join(name);
+        std::fs::create_dir_all(dir.join("runs")).unwrap();
+        let m = serde_json::json!({
+            "status": status,
+            "trial": {"spec": {"name": trial, "compare-with": "base"}},
+            "environment": {"spec": {"name": env}},
+            "ended_at": ended,
+        });
+        results::write_json(&dir.join("manifest.json"), &m).unwrap();
+    }
+
+    #[test]
+    fn compare_with_takes_the_latest_complete_run_of_that_trial_in_this_environment() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        campaign(r, "old", "base", "e", "complete", "2026-12-01T00:00:00Z");
+        campaign(r, "right", "base", "e", "complete", "2026-12-02T00:00:00Z");
+        // Later, but not baselines: partial, interrupted, failed, another environment's.
+        campaign(r, "partial", "base", "e", "partial", "2026-12-03T00:00:00Z");
+        campaign(
+            r,
+            "stopped",
+            "base",
+            "e",
+            "interrupted",
+            "2026-12-03T01:00:00Z",
+        );
+        campaign(r, "failed", "base", "e", "failed", "2026-12-03T02:00:00Z");
+        campaign(
+            r,
+            "staging",
+            "base",
+            "staging",
+            "complete",
+            "2026-12-03T03:00:00Z",
+        );
+        campaign(
+            r,
+            "me",
+            "contender",
+            "e",
+            "complete",
+            "2026-12-04T00:00:00Z",
+        );
+        let data = ReportData::read(&r.join("me")).unwrap();
+        let (name, dir) = compare_with_baseline(&data).unwrap();
+        assert_eq!((name.as_str(), dir), ("base", r.join("right")));
+    }
 }

@@ -8,6 +8,7 @@
 //! Whole files are written atomically (temp file, fsync, rename, fsync of the directory); the
 //! per-second files of a run in flight are appended and flushed each second.
 
+pub mod baseline;
 pub mod cells;
 pub mod csv;
 pub mod lock;

@@ -10,7 +10,6 @@
 //! worker to stop in order and only cancels a command that does not end. What each worker left
 //! is read from this attempt's keys only ([`script`] has the layout), and merged.
 
-pub mod bucket;
 pub mod probe;
 pub mod script;
 pub mod ssm;
@@ -25,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::elf::{self, BinaryNeeds};
 use super::local::start_delay;
 use super::{merge, split, WorkerEnd, WorkerOutcome, WorkerSpec};
+pub use crate::aws::bucket;
 use crate::aws::{is_emulator, AwsContext};
 use crate::error::{Error, Result};
 use crate::load::{Share, Target};
@@ -193,7 +193,18 @@ impl AwsFleet {
 
     /// Uploads a binary to the bucket under its content's hash, unless it is there already.
     pub async fn upload_binary(&self, exe: &Path) -> Result<Binary> {
-        self.bucket.upload_binary(exe).await
+        use sha2::{Digest, Sha256};
+        let bytes =
+            std::fs::read(exe).map_err(|e| Error::io(format!("reading {}", exe.display()), e))?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let key = self
+            .bucket
+            .location
+            .key(&format!("bin/trialrunner-{}", &sha256[..16]));
+        if !self.bucket.exists(&key).await {
+            self.bucket.put_large(&key, bytes).await?;
+        }
+        Ok(Binary::Key { key, sha256 })
     }
 
     /// What the binary this fleet ships needs of the instances (`None` for a `binary-url`:
@@ -285,7 +296,7 @@ impl AwsFleet {
                     None => {
                         let exe = std::env::current_exe()
                             .map_err(|e| Error::io("finding this program to ship it", e))?;
-                        self.bucket.upload_binary(&exe).await?
+                        self.upload_binary(&exe).await?
                     }
                 };
                 state.binary = Some(b.clone());

@@ -1,15 +1,13 @@
-//! The fleet's bucket: the binary by its content's hash, a campaign's inputs and specs going
-//! up, the workers' files coming down.
+//! A bucket and prefix on S3, every call through the retry policy: objects put (a large one
+//! with an attempt as long as its upload needs), read, listed and copied down. The fleet's
+//! binary, specs and workers' files, and a campaign's results and history, go through it.
 
 use std::path::Path;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
-use super::script::Binary;
-use super::S3Location;
 use crate::aws::AwsContext;
 use crate::error::{Error, Result};
+use crate::trial::s3::S3Location;
 
 /// The slowest upload of the binary waited for: 1 MB/s.
 pub const SLOWEST_UPLOAD: u64 = 1_000_000;
@@ -64,7 +62,7 @@ impl Bucket {
     /// [`SLOWEST_UPLOAD`] bytes per second (a minute at least), not the few seconds the
     /// clients' other calls get (an 80 MB binary from a home uplink takes half a minute); it is
     /// tried again until two attempts' time has passed.
-    async fn put_large(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+    pub async fn put_large(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
         let attempt = Duration::from_secs((bytes.len() as u64 / SLOWEST_UPLOAD).max(60));
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -91,36 +89,42 @@ impl Bucket {
         Ok(())
     }
 
-    /// Uploads a binary to `bin/trialrunner-<sha256>` unless it is there already.
-    pub async fn upload_binary(&self, exe: &Path) -> Result<Binary> {
-        let bytes =
-            std::fs::read(exe).map_err(|e| Error::io(format!("reading {}", exe.display()), e))?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        let key = self
-            .location
-            .key(&format!("bin/trialrunner-{}", &sha256[..16]));
-        let there = self
-            .ctx
+    /// True when an object is at `key` (HeadObject; IAM: `s3:GetObject`).
+    pub async fn exists(&self, key: &str) -> bool {
+        self.ctx
             .call("s3:HeadObject", || {
                 self.client
                     .head_object()
                     .bucket(&self.location.bucket)
-                    .key(&key)
+                    .key(key)
                     .send()
             })
             .await
-            .is_ok();
-        if !there {
-            self.put_large(&key, bytes).await?;
-        }
-        Ok(Binary::Key { key, sha256 })
+            .is_ok()
     }
 
-    /// Copies every object under `prefix/` into `dir` (their names below the prefix); how many.
-    pub async fn download(&self, prefix: &str, dir: &Path) -> Result<usize> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let mut n = 0;
+    /// The object at `key`.
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let body = self
+            .ctx
+            .call("s3:GetObject", || {
+                self.client
+                    .get_object()
+                    .bucket(&self.location.bucket)
+                    .key(key)
+                    .send()
+            })
+            .await?
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::Infra(format!("s3:GetObject {key}: {e}")))?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    /// The keys of every object under `prefix/` (IAM: `s3:ListBucket`), in key order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
         let mut token = None;
         loop {
             let out = self
@@ -134,40 +138,53 @@ impl Bucket {
                         .send()
                 })
                 .await?;
-            for o in out.contents() {
-                let Some(key) = o.key() else { continue };
-                let name = &key[prefix.len() + 1..];
-                if name.is_empty() || name.split('/').any(|p| p == ".." || p.is_empty()) {
-                    continue;
-                }
-                let body = self
-                    .ctx
-                    .call("s3:GetObject", || {
-                        self.client
-                            .get_object()
-                            .bucket(&self.location.bucket)
-                            .key(key)
-                            .send()
-                    })
-                    .await?
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| Error::Infra(format!("s3:GetObject {key}: {e}")))?
-                    .into_bytes();
-                let path = dir.join(name);
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
-                }
-                std::fs::write(&path, &body)
-                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-                n += 1;
-            }
+            keys.extend(
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
             token = out.next_continuation_token().map(str::to_string);
             if token.is_none() {
-                return Ok(n);
+                keys.sort();
+                return Ok(keys);
             }
         }
+    }
+
+    /// Copies every object under `prefix/` into `dir` (their names below the prefix), except
+    /// those `skip` says are there already; how many it copied.
+    pub async fn download_except(
+        &self,
+        prefix: &str,
+        dir: &Path,
+        skip: impl Fn(&Path) -> bool,
+    ) -> Result<usize> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let mut n = 0;
+        for key in self.list(prefix).await? {
+            let name = &key[prefix.len() + 1..];
+            if name.is_empty() || name.split('/').any(|p| p == ".." || p.is_empty()) {
+                continue;
+            }
+            let path = dir.join(name);
+            if skip(&path) {
+                continue;
+            }
+            let body = self.get(&key).await?;
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+            }
+            std::fs::write(&path, &body)
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Copies every object under `prefix/` into `dir` (their names below the prefix); how many.
+    pub async fn download(&self, prefix: &str, dir: &Path) -> Result<usize> {
+        self.download_except(prefix, dir, |_| false).await
     }
 }
