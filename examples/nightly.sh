@@ -1,15 +1,17 @@
 #!/bin/sh
 # A nightly regression run of one trial from cron or a systemd timer (trialrunner-nightly.timer).
-# The machine may be fresh each night: history and earlier results come down from S3 before the
-# run and go back up after it, whatever the run's outcome; the script exits with trialrunner's
-# exit code (0 passed, 1 a threshold broke, 3 infrastructure, 4 partial results).
+# The machine may be fresh each night: the campaign writes its results to S3 as it goes (a local
+# copy under $WORKDIR/results/s3/), its history as one object per run, and reads its baseline
+# from there; the script exits with trialrunner's exit code (0 passed, 1 a threshold broke,
+# 3 infrastructure, 4 partial results or results not all on S3). A machine lost mid-campaign:
+# `trialrunner run "$TRIAL" --env "$ENVIRONMENT" --resume "$RESULTS/nightly-…"` from any other.
 #
 #   TRIAL, ENVIRONMENT   the trial and environment files
 #   RESULTS              s3://bucket/prefix where results and history live between runs
 #   WORKDIR              where results are kept while the run lasts (default: a fresh directory)
 #   TRIALRUNNER_WEBHOOK_URL, TRIALRUNNER_REPORT_URL  (optional) told when the gate fails
 # AWS credentials come from the usual chain (an instance role, AWS_PROFILE): give them the
-# policy `trialrunner iam-policy "$TRIAL" --env "$ENVIRONMENT"` prints, plus S3 on $RESULTS.
+# policy `trialrunner iam-policy "$TRIAL" --env "$ENVIRONMENT" --results "$RESULTS"` prints.
 set -eu
 
 : "${TRIAL:?set TRIAL}" "${ENVIRONMENT:?set ENVIRONMENT}" "${RESULTS:?set RESULTS}"
@@ -17,11 +19,8 @@ WORKDIR="${WORKDIR:-$(mktemp -d)}"
 cd "$WORKDIR"
 
 trialrunner validate "$TRIAL" --env "$ENVIRONMENT"
-aws s3 sync "$RESULTS/" results/ --only-show-errors
 
-out="results/nightly-$(date -u +%Y%m%dT%H%M%SZ)"
+name="nightly-$(date -u +%Y%m%dT%H%M%SZ)"
 code=0
-trialrunner run "$TRIAL" --env "$ENVIRONMENT" --out "$out" --yes --junit "$out.junit.xml" --history results/history.jsonl || code=$?
-
-aws s3 sync results/ "$RESULTS/" --only-show-errors || code=3
+trialrunner run "$TRIAL" --env "$ENVIRONMENT" --out "$RESULTS/$name" --yes --junit "$name.junit.xml" --history "$RESULTS/history" || code=$?
 exit "$code"

@@ -286,6 +286,33 @@ pub fn policy_for(trial: &Trial) -> Result<Policy> {
     Ok(policy)
 }
 
+/// Adds what results and history on S3 need (`run --out s3://…`, `--history s3://…`): objects
+/// put and read, and listing, only under `results`' prefix. Needs the environment's `aws`
+/// section (the S3 client is the environment's).
+pub fn grant_results(policy: &mut Policy, trial: &Trial, results: &S3Location) -> Result<()> {
+    let aws = trial.env.spec.aws.as_ref().ok_or_else(|| {
+        Error::Usage(format!(
+            "{}: results on S3 need the environment's `aws` section (account, region)",
+            trial.env.file.display()
+        ))
+    })?;
+    let part = partition(&aws.region);
+    let under = results.key("*");
+    policy.allow(
+        "ResultsAndHistoryUnderTheirPrefix",
+        &[crate::aws::bucket::OBJECT_ACTIONS],
+        vec![format!("arn:{part}:s3:::{}/{under}", results.bucket)],
+        None,
+    );
+    policy.allow(
+        "ListOnlyTheResultsPrefix",
+        &[&["s3:ListBucket"]],
+        vec![format!("arn:{part}:s3:::{}", results.bucket)],
+        Some(json!({ "StringLike": { "s3:prefix": [under] } })),
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -511,6 +538,30 @@ mod tests {
         assert!(
             policy(ENV, RUNS).statements.is_empty(),
             "no change, no metrics: no AWS call"
+        );
+    }
+
+    #[test]
+    fn results_on_s3_are_granted_under_their_prefix_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("env.yaml"), ENV).unwrap();
+        let file = dir.path().join("t.yaml");
+        std::fs::write(&file, format!("name: t\nenvironment: env.yaml\n{RUNS}")).unwrap();
+        let t = crate::trial::load_trial(&file, None).unwrap();
+        let mut p = policy_for(&t).unwrap();
+        let results = S3Location::parse("s3://res-bucket/nightly").unwrap();
+        grant_results(&mut p, &t, &results).unwrap();
+        let objects = statement(&p, "ResultsAndHistoryUnderTheirPrefix").unwrap();
+        assert_eq!(objects.resources, ["arn:aws:s3:::res-bucket/nightly/*"]);
+        assert_eq!(
+            objects.actions.iter().copied().collect::<Vec<_>>(),
+            ["s3:GetObject", "s3:PutObject"]
+        );
+        let list = statement(&p, "ListOnlyTheResultsPrefix").unwrap();
+        assert_eq!(list.resources, ["arn:aws:s3:::res-bucket"]);
+        assert_eq!(
+            list.condition.as_ref().unwrap()["StringLike"]["s3:prefix"][0],
+            "nightly/*"
         );
     }
 

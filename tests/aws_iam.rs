@@ -1,13 +1,16 @@
 //! IAM enforced, in moto started with `INITIAL_NO_AUTH_ACTION_COUNT`: after its first requests
 //! (which make an administrator), every request must be signed by an IAM user's keys and is
 //! checked against that user's policies. A user holding just the policy `iam-policy` prints
-//! runs the campaign to the end (pin, restore, metrics and error logs); the same policy less any
-//! one action fails at that call with a message naming the missing permission.
+//! runs the campaign to the end (pin, restore, metrics and error logs, results and history on
+//! S3); the same policy less any one action fails at that call with a message naming the missing
+//! permission.
 //!
 //! moto checks the actions, not the resources or conditions of a policy (its access control's
 //! own "TODO add support for the Resource and Condition parts"), and names CloudWatch's actions
-//! by the service's signing name (`monitoring:`): moto gets the printed policy with resources
-//! `*`, conditions dropped and `cloudwatch:` spelt `monitoring:`. The resources and conditions
+//! by the service's signing name (`monitoring:`), and S3's by the API operation
+//! (`s3:ListObjectsV2` for the IAM action `s3:ListBucket`): moto gets the printed policy with
+//! resources `*`, conditions dropped, `cloudwatch:` spelt `monitoring:` and `s3:ListBucket`
+//! spelt `s3:ListObjectsV2`. The resources and conditions
 //! themselves are checked by the unit tests of `src/iam.rs`.
 
 mod common;
@@ -66,7 +69,14 @@ const OUTLIVED: &[(&str, i32)] = &[
     // The metrics' pulls fail: partial results, the reason in cloudwatch.json.
     ("monitoring:GetMetricData", 4),
     ("logs:FilterLogEvents", 4),
+    // The results cannot all reach S3, or the history cannot be read back: the local copy
+    // stands, said loudly, partial.
+    ("s3:PutObject", 4),
+    ("s3:GetObject", 4),
 ];
+
+/// Where the campaigns' results and history go.
+const RESULTS: &str = "s3://trialrunner-iam/nightly";
 
 /// Pins both groups, pulls series and error logs, restores.
 const TRIAL: &str = "name: iam\nenvironment: env.yaml\ninfra:\n  provisioning: { pin: 3 }\n  verification: { pin: 3 }\n  ready-timeout: 30s\n  sample-every: 1s\nmetrics: [asg-instances, rds-connections, error-logs]\nmetrics-settle: 0s\nruns: { users: 1, duration: 2s, tasks: [well-known] }\n";
@@ -139,7 +149,11 @@ fn for_moto(policy: &serde_json::Value) -> serde_json::Value {
         s["Resource"] = serde_json::json!("*");
         s.as_object_mut().unwrap().remove("Condition");
         for a in s["Action"].as_array_mut().unwrap() {
-            *a = serde_json::json!(a.as_str().unwrap().replace("cloudwatch:", "monitoring:"));
+            *a = serde_json::json!(a
+                .as_str()
+                .unwrap()
+                .replace("cloudwatch:", "monitoring:")
+                .replace("s3:ListBucket", "s3:ListObjectsV2"));
         }
     }
     p
@@ -162,12 +176,25 @@ fn without(policy: &serde_json::Value, action: &str) -> serde_json::Value {
 }
 
 fn campaign(keys: &Keys, state: &Path, trial: &Path, env: &Path, out: &Path) -> Command {
-    let mut c = run_trial(state, trial, env, out);
+    // `out` is `<dir>/<name>`: the results go to RESULTS/<name>, the local copy in <dir>.
+    let cwd = out.parent().unwrap();
+    let name = out.file_name().unwrap().to_str().unwrap();
+    let s3 = format!("{RESULTS}/{name}");
+    let mut c = run_trial(state, trial, env, Path::new(&s3));
+    c.current_dir(cwd);
     c.env("AWS_ACCESS_KEY_ID", &keys.id)
         .env("AWS_SECRET_ACCESS_KEY", &keys.secret)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("TRIALRUNNER_RESTORE_BUDGET", "8s");
     c
+}
+
+/// The local copy of the results `campaign` sent to S3 for `out`.
+fn local_copy(out: &Path) -> std::path::PathBuf {
+    out.parent()
+        .unwrap()
+        .join("results/s3/trialrunner-iam/nightly")
+        .join(out.file_name().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,10 +256,23 @@ async fn the_printed_policy_runs_the_campaign_and_each_action_less_fails_naming_
             .arg("iam-policy")
             .arg(&trial)
             .arg("--env")
-            .arg(&env),
+            .arg(&env)
+            .args(["--results", RESULTS]),
         0,
     );
     let policy: serde_json::Value = serde_json::from_str(&printed.stdout).unwrap();
+    aws(
+        &moto,
+        &admin,
+        &[
+            "s3api",
+            "create-bucket",
+            "--bucket",
+            "trialrunner-iam",
+            "--create-bucket-configuration",
+            "LocationConstraint=eu-west-1",
+        ],
+    );
     let policy = for_moto(&policy);
 
     // The campaign less one action, run as that user; what it exited with, and what it said
@@ -257,7 +297,7 @@ async fn the_printed_policy_runs_the_campaign_and_each_action_less_fails_naming_
             String::from_utf8_lossy(&ran.stdout),
             String::from_utf8_lossy(&ran.stderr)
         );
-        for run in std::fs::read_dir(out.join("runs"))
+        for run in std::fs::read_dir(local_copy(&out).join("runs"))
             .into_iter()
             .flatten()
             .flatten()
@@ -280,7 +320,9 @@ async fn the_printed_policy_runs_the_campaign_and_each_action_less_fails_naming_
         (ran.status.code(), text)
     };
     let expect = |action: &str, (code, text): (Option<i32>, String), wanted: i32| {
-        let named = action.replace("monitoring:", "cloudwatch:");
+        let named = action
+            .replace("monitoring:", "cloudwatch:")
+            .replace("s3:ListObjectsV2", "s3:ListBucket");
         assert_eq!(code, Some(wanted), "less {named}:\n{text}");
         assert!(
             text.contains(&format!("lack the IAM permission `{named}`")),
@@ -310,8 +352,39 @@ async fn the_printed_policy_runs_the_campaign_and_each_action_less_fails_naming_
     let out = dir.path().join("r");
     common::expect_exit(&mut campaign(&keys, state.path(), &trial, &env, &out), 0);
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(local_copy(&out).join("manifest.json")).unwrap())
+            .unwrap();
     assert_eq!(manifest["status"], "complete", "{manifest}");
+    // Its results and its history object are on S3.
+    let listed = aws(
+        &moto,
+        &admin,
+        &[
+            "s3api",
+            "list-objects-v2",
+            "--bucket",
+            "trialrunner-iam",
+            "--prefix",
+            "nightly/",
+        ],
+    );
+    let keys: Vec<&str> = listed["Contents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["Key"].as_str())
+        .collect();
+    for key in [
+        "nightly/r/manifest.json",
+        "nightly/r/ledger.jsonl",
+        "nightly/r/report.html",
+    ] {
+        assert!(keys.contains(&key), "{key} in {keys:?}");
+    }
+    assert!(
+        keys.iter().any(|k| k.starts_with("nightly/history/iam/")),
+        "{keys:?}"
+    );
     assert_original(&ctx).await;
 
     // Less any other action: the campaign fails at that call (exit 3), naming the permission by

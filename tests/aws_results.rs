@@ -324,3 +324,63 @@ async fn history_on_s3_takes_concurrent_appends_and_gives_the_latest_complete_ba
     let contenders = keys(&c, &format!("nightly/history/contender/{env_name}")).await;
     assert_eq!(contenders.len(), 2, "both appends landed: {contenders:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_fails_is_said_and_sent_at_the_next_sync_the_ledger_last() {
+    use trialrunner::provider::ResultsMirror;
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    common::moto().reset();
+    let location =
+        trialrunner::trial::s3::S3Location::parse(&format!("s3://{BUCKET}/n/c")).unwrap();
+    let bucket = trialrunner::aws::bucket::Bucket::new(&ctx, &ctx.config, location, true);
+    let mirror = trialrunner::aws::results::S3Results::new(bucket);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("manifest.json", "{}"),
+        ("journal.json", "{}"),
+        ("runs/u001/summary.json", "{}"),
+        ("ledger.jsonl", "{\"key\":\"001-load\"}\n"),
+        ("campaign.lock", ""),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    // No bucket yet: every upload fails, and the error names what is not there.
+    let err = mirror.sync(dir.path()).await.unwrap_err().to_string();
+    assert!(err.contains("4 file(s) not copied yet"), "{err}");
+    assert!(
+        err.contains("ledger.jsonl") && err.contains("runs/u001/summary.json"),
+        "{err}"
+    );
+    // The bucket appears: the next sync sends everything that was missing, the lock stays local.
+    let c = {
+        let config = aws_sdk_s3::config::Builder::from(&ctx.config)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    };
+    make_bucket(&c).await;
+    mirror.sync(dir.path()).await.unwrap();
+    assert_eq!(
+        keys(&c, "n/c").await,
+        [
+            "n/c/journal.json",
+            "n/c/ledger.jsonl",
+            "n/c/manifest.json",
+            "n/c/runs/u001/summary.json"
+        ]
+    );
+    // Only what changed goes again.
+    std::fs::write(
+        dir.path().join("ledger.jsonl"),
+        "{\"key\":\"001-load\"}\n{\"key\":\"002-count\"}\n",
+    )
+    .unwrap();
+    mirror.sync(dir.path()).await.unwrap();
+    assert_eq!(
+        ledger_keys(&get(&c, "n/c/ledger.jsonl").await.unwrap()),
+        ["001-load", "002-count"]
+    );
+}

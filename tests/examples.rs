@@ -156,12 +156,12 @@ fn the_github_actions_workflow_is_a_nightly_that_the_exit_code_decides() {
     assert!(runs
         .iter()
         .any(|r| r.contains("report.md") && r.contains("$GITHUB_STEP_SUMMARY")));
+    // Results and history on S3 by the tool itself: no sync around it.
     assert!(runs
         .iter()
-        .any(|r| r.contains("aws s3 sync \"$RESULTS/\" results/")));
-    assert!(runs
-        .iter()
-        .any(|r| r.contains("aws s3 sync results/ \"$RESULTS/\"")));
+        .any(|r| r.contains("--out \"$RESULTS/$name\"")
+            && r.contains("--history \"$RESULTS/history\"")));
+    assert!(!runs.iter().any(|r| r.contains("aws s3 sync")));
     let last = steps.last().unwrap();
     assert_eq!(last["if"].as_str(), Some("always()"));
     assert!(last["run"]
@@ -178,6 +178,7 @@ fn the_cron_and_systemd_wrapper_runs_the_gate_and_exits_with_its_code() {
     let script = std::fs::read_to_string(examples().join("nightly.sh")).unwrap();
     shell_checks("sh", &script, "nightly.sh");
     assert!(script.contains("exit \"$code\""));
+    assert!(script.contains("--out \"$RESULTS/$name\"") && !script.contains("aws s3 sync"));
     assert!(runs_the_gate_with_junit(&checked_commands("nightly.sh")));
     let service = std::fs::read_to_string(examples().join("trialrunner-nightly.service")).unwrap();
     assert!(service.contains("Type=oneshot") && service.contains("trialrunner-nightly.sh"));

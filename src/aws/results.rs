@@ -19,10 +19,6 @@ use crate::results::{absolute, ResultsDir};
 use crate::trial::model::EnvironmentFile;
 use crate::trial::s3::S3Location;
 
-/// What a results directory (and a history) on S3 calls, all under its prefix (IAM names:
-/// listing is `s3:ListBucket`, HeadObject is `s3:GetObject`).
-pub const OBJECT_ACTIONS: &[&str] = &["s3:PutObject", "s3:GetObject"];
-
 /// Files of a results directory that stay local: the process lock and temporary files.
 fn stays_local(relative: &str) -> bool {
     relative == "campaign.lock"

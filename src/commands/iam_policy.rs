@@ -14,12 +14,25 @@ pub struct Args {
     /// Environment file instead of the one the trial names.
     #[arg(long)]
     pub env: Option<PathBuf>,
+    /// Where results and history go on S3 (`s3://bucket/prefix`, the root the campaigns' `--out`
+    /// and `--history` are under): objects and listing granted under that prefix only.
+    #[arg(long)]
+    pub results: Option<PathBuf>,
 }
 
 /// Prints the policy document on stdout (nothing when the campaign calls no AWS API).
 pub fn run(args: Args) -> Result<i32> {
     let t = trial::load_trial(&args.trial, args.env.as_deref())?;
-    let policy = iam::policy_for(&t)?;
+    let mut policy = iam::policy_for(&t)?;
+    if let Some(r) = &args.results {
+        let location = crate::aws::results::location_of(r, "--results")?.ok_or_else(|| {
+            crate::error::Error::Usage(format!(
+                "--results `{}` is not an S3 location: write s3://bucket/prefix",
+                r.display()
+            ))
+        })?;
+        iam::grant_results(&mut policy, &t, &location)?;
+    }
     if policy.statements.is_empty() {
         crate::terminal::say(&format!(
             "trial `{}` in environment `{}` calls no AWS API: it needs no IAM permissions",

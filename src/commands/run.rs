@@ -371,7 +371,17 @@ fn campaign(t: trial::Trial, args: Args, global: &Global) -> Result<i32> {
     };
     let place = history_place(&args, &dir, s3.as_ref())?;
     let url = mirror.as_ref().map(|m| m.location());
-    let from_history = rt.block_on(record_history(&t, &dir, place, url, global))?;
+    // The campaign's results stand whatever becomes of its history: a history that could not
+    // be written is said, and the exit code says partial.
+    let (from_history, recorded) = match rt.block_on(record_history(&t, &dir, place, url, global)) {
+        Ok(found) => (found, true),
+        Err(e) => {
+            crate::terminal::say(&format!(
+                "error: recording the campaign in its history: {e}"
+            ));
+            (None, false)
+        }
+    };
     let found = match &args.baseline {
         Some(b) => Some(rt.block_on(fetch_results(&t, &b.to_string_lossy(), global))?),
         None => from_history,
@@ -392,7 +402,7 @@ fn campaign(t: trial::Trial, args: Args, global: &Global) -> Result<i32> {
         rt.block_on(crate::notify::post_if_configured(&body));
     }
     rt.block_on(super::live::finish(dashboard, vec![html]));
-    if code == exit::OK && !copied {
+    if code == exit::OK && !(copied && recorded) {
         return Ok(exit::PARTIAL);
     }
     if code == exit::OK && !outcome.partial.is_empty() {
