@@ -621,7 +621,10 @@ mod tests {
         use crate::aws::permission_of;
         assert_eq!(permission_of("s3:ListObjectsV2"), "s3:ListBucket");
         assert_eq!(permission_of("s3:HeadObject"), "s3:GetObject");
-        assert_eq!(permission_of("s3:PutObject (the binary)"), "s3:PutObject");
+        assert_eq!(
+            permission_of("s3:PutObject (a large object)"),
+            "s3:PutObject"
+        );
         assert_eq!(
             permission_of("autoscaling:UpdateAutoScalingGroup"),
             "autoscaling:UpdateAutoScalingGroup"

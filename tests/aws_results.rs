@@ -252,21 +252,48 @@ async fn history_on_s3_takes_concurrent_appends_and_gives_the_latest_complete_ba
     let contender = common::write(d.dir.path(), "contender.yaml", CONTENDER);
     let env_name = format!("moto-{ACCOUNT}");
 
-    // The base trial, complete: its history object lands beside the results.
-    common::expect_exit(
-        &mut run_in(
-            &d,
-            cwd.path(),
-            state.path(),
-            &["--out", "s3://trialrunner-results/nightly/b1"],
+    // A results root on S3 in the environment must be one.
+    let bad = common::write(
+        d.dir.path(),
+        "bad.yaml",
+        &format!(
+            "{}results: s3://Not_A_Bucket/x\n",
+            std::fs::read_to_string(&d.env).unwrap()
         ),
-        0,
     );
+    let refused = common::expect_exit(
+        d.cmd().arg("validate").arg(&d.trial).arg("--env").arg(&bad),
+        2,
+    );
+    assert!(refused.text().contains("results"), "{}", refused.text());
+
+    // The base trial, complete, into the environment's results root (no --out): its history
+    // object lands beside the results.
+    let rooted = common::write(
+        d.dir.path(),
+        "rooted.yaml",
+        &format!(
+            "{}results: s3://{BUCKET}/nightly\n",
+            std::fs::read_to_string(&d.env).unwrap()
+        ),
+    );
+    let mut base = d.cmd_in(state.path());
+    base.current_dir(cwd.path())
+        .args(["-v", "run"])
+        .arg(&d.trial)
+        .arg("--env")
+        .arg(&rooted);
+    common::expect_exit(&mut base, 0);
     let base_history = keys(&c, &format!("nightly/history/base/{env_name}")).await;
     assert_eq!(base_history.len(), 1, "{base_history:?}");
     let line = get_json(&c, &base_history[0]).await.unwrap();
     assert_eq!(line["status"], "complete");
-    assert_eq!(line["results"], "s3://trialrunner-results/nightly/b1");
+    let b1 = line["results"].as_str().unwrap().to_string();
+    assert!(
+        b1.starts_with("s3://trialrunner-results/nightly/base-"),
+        "{b1}"
+    );
+    let b1_name = b1.rsplit('/').next().unwrap().to_string();
 
     // Later campaigns that are not baselines: a partial one of the base trial, one of another
     // trial, one of the base trial in another environment.
@@ -316,7 +343,9 @@ async fn history_on_s3_takes_concurrent_appends_and_gives_the_latest_complete_ba
         let baseline = checks["baseline"].as_str().unwrap_or_default().to_string();
         assert_eq!(
             Path::new(&baseline),
-            dir.path().join("results/s3/trialrunner-results/nightly/b1"),
+            dir.path()
+                .join("results/s3/trialrunner-results/nightly")
+                .join(&b1_name),
             "c{}: the latest complete base campaign in this environment:\n{text}",
             i + 1
         );

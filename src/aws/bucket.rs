@@ -9,7 +9,7 @@ use crate::aws::AwsContext;
 use crate::error::{Error, Result};
 use crate::trial::s3::S3Location;
 
-/// The slowest upload of the binary waited for: 1 MB/s.
+/// The slowest upload a large object is waited for at: 1 MB/s.
 pub const SLOWEST_UPLOAD: u64 = 1_000_000;
 
 /// What the coordinator does in the bucket, all under the fleet's prefix (IAM names: listing
@@ -61,7 +61,7 @@ impl Bucket {
     /// Puts a large object: each attempt may take as long as sending it at
     /// [`SLOWEST_UPLOAD`] bytes per second (a minute at least), not the few seconds the
     /// clients' other calls get (an 80 MB binary from a home uplink takes half a minute); it is
-    /// tried again until two attempts' time has passed.
+    /// tried again until two attempts' time has passed (the fleet's binary, a long run's files).
     pub async fn put_large(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
         let attempt = Duration::from_secs((bytes.len() as u64 / SLOWEST_UPLOAD).max(60));
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
@@ -73,7 +73,7 @@ impl Bucket {
         let bytes = bytes::Bytes::from(bytes);
         let deadline = tokio::time::Instant::now() + attempt * 2;
         self.ctx
-            .call_until("s3:PutObject (the binary)", deadline, || {
+            .call_until("s3:PutObject (a large object)", deadline, || {
                 self.client
                     .put_object()
                     .bucket(&self.location.bucket)

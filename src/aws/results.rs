@@ -19,6 +19,10 @@ use crate::results::{absolute, ResultsDir};
 use crate::trial::model::EnvironmentFile;
 use crate::trial::s3::S3Location;
 
+/// Above this size a file is put with attempts as long as its upload needs
+/// ([`Bucket::put_large`]), not the clients' 20 s.
+const LARGE: usize = 8_000_000;
+
 /// Files of a results directory that stay local: the process lock and temporary files.
 fn stays_local(relative: &str) -> bool {
     relative == "campaign.lock"
@@ -187,6 +191,12 @@ impl ResultsMirror for S3Results {
                 continue;
             }
             let sent = match std::fs::read(&path) {
+                // A large file (a long run's latency log) gets attempts as long as it needs.
+                Ok(bytes) if bytes.len() > LARGE => {
+                    self.bucket
+                        .put_large(&self.bucket.location.key(&rel), bytes)
+                        .await
+                }
                 Ok(bytes) => {
                     self.bucket
                         .put(&self.bucket.location.key(&rel), bytes)

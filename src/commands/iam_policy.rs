@@ -15,7 +15,8 @@ pub struct Args {
     #[arg(long)]
     pub env: Option<PathBuf>,
     /// Where results and history go on S3 (`s3://bucket/prefix`, the root the campaigns' `--out`
-    /// and `--history` are under): objects and listing granted under that prefix only.
+    /// and `--history` are under; default: the environment's `results` when on S3): objects and
+    /// listing granted under that prefix only.
     #[arg(long)]
     pub results: Option<PathBuf>,
 }
@@ -24,7 +25,14 @@ pub struct Args {
 pub fn run(args: Args) -> Result<i32> {
     let t = trial::load_trial(&args.trial, args.env.as_deref())?;
     let mut policy = iam::policy_for(&t)?;
-    if let Some(r) = &args.results {
+    let from_env = t
+        .env
+        .spec
+        .results
+        .as_ref()
+        .filter(|r| r.starts_with("s3://"))
+        .map(PathBuf::from);
+    if let Some(r) = args.results.as_ref().or(from_env.as_ref()) {
         let location = crate::aws::results::location_of(r, "--results")?.ok_or_else(|| {
             crate::error::Error::Usage(format!(
                 "--results `{}` is not an S3 location: write s3://bucket/prefix",

@@ -155,8 +155,18 @@ fn results_dir(args: &Args, t: &trial::Trial) -> Result<ResultsDir> {
 
 /// Runs the campaign (one per variant, when the trial has variants), then the report and the
 /// gate.
-pub fn run(args: Args, global: &Global) -> Result<i32> {
+pub fn run(mut args: Args, global: &Global) -> Result<i32> {
     let t = trial::load_trial(&args.trial, args.env.as_deref())?;
+    // The environment's results root, when `--out` names none.
+    if let (None, None, Some(root)) = (&args.out, &args.resume, &t.env.spec.results) {
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+        let name = format!("{}-{stamp}", t.spec.name);
+        args.out = Some(PathBuf::from(if root.starts_with("s3://") {
+            format!("{}/{name}", root.trim_end_matches('/'))
+        } else {
+            Path::new(root).join(name).to_string_lossy().into_owned()
+        }));
+    }
     if !t.variants.is_empty() && s3_results(&args)?.is_some() {
         return Err(Error::Usage(
             "results on S3 for a trial with variants are not built yet: give a local --out".into(),

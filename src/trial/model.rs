@@ -739,6 +739,12 @@ pub struct EnvironmentFile {
     /// (`local: N`) or a fleet of instances driven through Systems Manager (`aws: …`).
     #[serde(default)]
     pub generators: Option<GeneratorsSpec>,
+    /// Where campaigns' results go when `run` is given no `--out`: a folder, or
+    /// `s3://bucket/prefix` (each campaign in `<results>/<trial>-<UTC time>`, copied after each
+    /// step; the history beside them: `history/` on S3, `history.jsonl` in a folder). Default:
+    /// `results/` under the working directory.
+    #[serde(default)]
+    pub results: Option<String>,
 }
 
 /// A generator fleet: exactly one of `local` and `aws`.

@@ -477,6 +477,26 @@ fn check_environment(
             Some("use letters, digits, - and _"),
         );
     }
+    if let Some(r) = spec.results.as_deref().filter(|r| r.starts_with("s3://")) {
+        match crate::trial::s3::S3Location::parse(r) {
+            Some(l) if !l.prefix.chars().any(char::is_control) => {
+                if spec.aws.is_none() {
+                    c.err(
+                        "results",
+                        format!(
+                            "`{r}` is on S3: the environment needs an `aws` section to reach it"
+                        ),
+                        None,
+                    );
+                }
+            }
+            _ => c.err(
+                "results",
+                format!("`{}` is not an S3 location", r.escape_debug()),
+                Some("write it s3://bucket/prefix, or a folder"),
+            ),
+        }
+    }
     if let Some(aws) = &spec.aws {
         check_aws(&mut c, aws);
     }
