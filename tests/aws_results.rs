@@ -352,6 +352,26 @@ async fn history_on_s3_takes_concurrent_appends_and_gives_the_latest_complete_ba
     }
     let contenders = keys(&c, &format!("nightly/history/contender/{env_name}")).await;
     assert_eq!(contenders.len(), 2, "both appends landed: {contenders:?}");
+
+    // A third, from a fresh working directory: its trend chart reads the history from S3 (the
+    // two before it and itself), brought down beside its local copy.
+    let fresh = tempfile::tempdir().unwrap();
+    let mut third = d.cmd_in(state.path());
+    third
+        .current_dir(fresh.path())
+        .args(["-v", "run"])
+        .arg(&contender)
+        .arg("--env")
+        .arg(&d.env)
+        .args(["--out", &format!("s3://{BUCKET}/nightly/c3")]);
+    common::expect_exit(&mut third, 0);
+    let local = fresh.path().join("results/s3/trialrunner-results/nightly");
+    let lines = std::fs::read_dir(local.join(format!("history/contender/{env_name}")))
+        .unwrap()
+        .count();
+    assert_eq!(lines, 3, "the history as S3 holds it");
+    let html = std::fs::read_to_string(local.join("c3/report.html")).unwrap();
+    assert!(html.contains("trend: p95 per endpoint"), "the trend chart");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
