@@ -190,6 +190,13 @@ impl ResultsMirror for S3Results {
             if self.sent.lock().expect("sent").get(&rel) == Some(&stamp) {
                 continue;
             }
+            // S3 refused or did not answer one file (each call already tried to its deadline):
+            // the rest wait for the next sync, so an unreachable S3 costs one call's deadline
+            // per step, not one per file.
+            if first_error.is_some() {
+                failed.push(rel);
+                continue;
+            }
             let sent = match std::fs::read(&path) {
                 // A large file (a long run's latency log) gets attempts as long as it needs.
                 Ok(bytes) if bytes.len() > LARGE => {

@@ -382,7 +382,12 @@ impl Campaign<'_> {
                 r = self.step(step) => r?,
             };
             self.ledger.record(&key, &step.to_string(), note)?;
-            mirror(self.providers, self.dir).await;
+            // A stop request does not wait for the copy: the one after the restore sends it.
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => {}
+                _ = mirror(self.providers, self.dir) => {}
+            }
         }
         Ok(())
     }
