@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::run::Args;
+use super::run_args::Args;
 use super::Global;
 use crate::error::{exit, Error, Result};
 use crate::trial::Trial;
