@@ -109,7 +109,7 @@ pub fn run(
     Ok(worst(&ran.iter().map(|(_, _, c)| *c).collect::<Vec<_>>()))
 }
 
-type Ran<'t> = (&'t crate::trial::validate::Variant, PathBuf, i32);
+type Ran<'t> = (&'t crate::trial::checked::Variant, PathBuf, i32);
 
 /// `variants.json`: each variant's name, folder, exit code and the `infra` it ran under.
 fn write_index(base: &Path, t: &Trial, ran: &[Ran]) -> Result<()> {
