@@ -2,7 +2,8 @@
 //!
 //! A *trial* says what to do (pin, clear, load, measure); an *environment* says where things are
 //! (URLs, ASG names, databases). Deserialization is strict: unknown keys and wrong types are
-//! errors. Semantic checks (0 users, `to < from`, …) live in `validate.rs`.
+//! errors. Semantic checks (0 users, `to < from`, …) live in `validate.rs` (the trial) and
+//! `environment.rs` (the environment).
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,6 +1,7 @@
-//! Semantic validation: turns parsed files into a checked [`Trial`] bound to its [`Environment`],
-//! or returns every problem found, each naming file, line and field. Nothing here does I/O
-//! beyond reading the trial, its environment and files they reference.
+//! Semantic validation of a trial: turns its parsed file into a checked [`Trial`] bound to its
+//! [`Environment`] (read and checked by `environment`), or returns every problem found, each
+//! naming file, line and field. Nothing here does I/O beyond reading the trial, its environment
+//! and files they reference.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
