@@ -133,6 +133,7 @@ impl Trial {
         let mut t = self.clone();
         t.spec.infra = variant.infra.clone();
         t.spec.variants.clear();
+        t.spec.variant = Some(variant.name.clone());
         t.capacities = variant.capacities.clone();
         t.settings = variant.settings.clone();
         t.variants.clear();

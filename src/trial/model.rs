@@ -117,6 +117,11 @@ pub struct TrialFile {
     /// groups restored between them, each variant's results in its own folder.
     #[serde(default)]
     pub variants: Vec<VariantSpec>,
+    /// The variant this copy of the trial runs under: set by the campaign for each variant's
+    /// results (their manifest and report name it), never written in a trial file.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub variant: Option<String>,
 }
 
 /// One variant of a trial's `infra` (see [`InfraSpec::merged`]).
