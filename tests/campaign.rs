@@ -262,10 +262,41 @@ async fn the_rehearsal_states_the_2025_findings() {
             .to_string()
     };
 
+    // The twin's own record (rehearsal.json) of what this machine added to each request: past
+    // a quarter of the modelled 80 ms (p95), the machine, not the twin, set that run's figures.
+    // Such a run is not judged for the twin's finding (a busy machine must not fail the test);
+    // the report must say so instead (the finding would not hold, and it warns).
+    let machine_set = |t: &Path, run: &str| -> bool {
+        let twin = json(&t.join(format!("runs/{run}/rehearsal.json")));
+        let service = twin["model"]["service_ms"].as_f64().unwrap();
+        let limited = twin["overhead_p95_ms"]
+            .as_f64()
+            .is_some_and(|o| o > 0.25 * service);
+        if limited {
+            let warnings = json(&t.join("findings.json"))["warnings"].clone();
+            assert!(
+                warnings.as_array().unwrap().iter().any(|w| {
+                    let w = w.as_str().unwrap();
+                    w.contains("this machine, not the twin") && w.contains(run)
+                }),
+                "{}: {run}'s figures were the machine's and the report says so: {warnings}",
+                t.display()
+            );
+            eprintln!(
+                "{}: {run} not judged: the machine set its figures",
+                t.display()
+            );
+        }
+        limited
+    };
+
     // Throughput flattens, and three instances carry about three times one: pinned 3 at least
     // 1.7× pinned 1's verification sessions/s at the top steps, significant by the per-step
     // test `compare` uses.
     for run in ["u008-verify", "u016-verify"] {
+        if machine_set(&t1, run) | machine_set(&t2, run) {
+            continue;
+        }
         let (three, one) = (
             unit(&summary(&t1, run), "verification session"),
             unit(&summary(&t2, run), "verification session"),
@@ -296,8 +327,10 @@ async fn the_rehearsal_states_the_2025_findings() {
         let knee = finding(trial, &format!("{task} throughput flattens at ~"));
         assert!(knee.contains(" users"), "the knee names its users: {knee}");
     }
-    let per_step = finding(&t2, "verify against rehearsal-users-pinned-3");
-    assert!(per_step.contains("16: throughput ×0."), "{per_step}");
+    if !(machine_set(&t1, "u016-verify") | machine_set(&t2, "u016-verify")) {
+        let per_step = finding(&t2, "verify against rehearsal-users-pinned-3");
+        assert!(per_step.contains("16: throughput ×0."), "{per_step}");
+    }
 
     // Store weight: verification slows markedly as the store grows, provisioning does not.
     let p50 = |run: &str, name: &str| {
