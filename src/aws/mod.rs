@@ -7,6 +7,7 @@
 //! metadata service.
 
 pub mod bucket;
+pub mod claim_tags;
 pub mod cloudwatch;
 pub mod console;
 pub mod deployment;

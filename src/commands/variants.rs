@@ -6,10 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
-
-use super::run::Args;
+use super::run_args::Args;
 use super::Global;
+use crate::campaign::{finish_variants, VariantRun};
 use crate::error::{exit, Error, Result};
 use crate::trial::Trial;
 
@@ -96,54 +95,20 @@ pub fn run(
             v.name
         ));
         let dir = base.join(&v.name);
-        let code = campaign(t.under(v), variant_args(args, &dir), global)?;
-        ran.push((v, dir, code));
-        if code >= 128 {
+        let exit = campaign(t.under(v), variant_args(args, &dir), global)?;
+        ran.push(VariantRun {
+            variant: v,
+            dir,
+            exit,
+        });
+        if exit >= 128 {
             // A stop request: the groups are back; the variants left are not run.
-            write_index(&base, t, &ran)?;
-            return Ok(code);
+            break;
         }
     }
-    write_index(&base, t, &ran)?;
-    compare_with_first(&base, &ran)?;
-    Ok(worst(&ran.iter().map(|(_, _, c)| *c).collect::<Vec<_>>()))
-}
-
-type Ran<'t> = (&'t crate::trial::validate::Variant, PathBuf, i32);
-
-/// `variants.json`: each variant's name, folder, exit code and the `infra` it ran under.
-fn write_index(base: &Path, t: &Trial, ran: &[Ran]) -> Result<()> {
-    let doc = json!({
-        "trial": t.spec.name,
-        "variants": ran.iter().map(|(v, dir, code)| json!({
-            "name": v.name, "dir": dir, "exit": code, "infra": v.infra,
-        })).collect::<Vec<_>>(),
-    });
-    crate::results::write_json(&base.join("variants.json"), &doc)
-}
-
-/// Every variant against the first, per load step: the table on stdout and the page beside them.
-fn compare_with_first(base: &Path, ran: &[Ran]) -> Result<()> {
-    let Some(((first, first_dir, _), rest)) = ran.split_first() else {
-        return Ok(());
-    };
-    for (v, dir, _) in rest {
-        let c = match crate::report::compare::compare(first_dir, dir, &[]) {
-            Ok(c) => c,
-            Err(e) => {
-                crate::terminal::say(&format!(
-                    "warning: comparing {} with {}: {e}",
-                    v.name, first.name
-                ));
-                continue;
-            }
-        };
-        crate::outln!("\nvariant {} against {}", v.name, first.name);
-        crate::out!("{}", c.table());
-        let page = crate::report::comparison_page(first_dir, dir, &c)?;
-        let file = base.join(format!("compare-{}-{}.html", first.name, v.name));
-        crate::results::write_atomic(&file, page.html()?.as_bytes())?;
-        crate::terminal::say(&format!("comparison: {}", file.display()));
+    finish_variants(&base, t, &ran)?;
+    if let Some(stopped) = ran.last().map(|r| r.exit).filter(|c| *c >= 128) {
+        return Ok(stopped);
     }
-    Ok(())
+    Ok(worst(&ran.iter().map(|r| r.exit).collect::<Vec<_>>()))
 }

@@ -141,29 +141,70 @@ impl Device {
 
     /// An unsigned CoRIM provisioning this device's reference values and trust anchor.
     /// `tagged` wraps it in tag 501 (required from v0.0.2512); `corim_id` should be unique
-    /// per submission in the corim-store era.
-    // Long on purpose: it writes one CBOR document top to bottom in the order of the CoRIM and
-    // CoMID CDDL (corim-map, comid-map, reference-triples, attest-key-triples), so that reading
-    // it beside the spec is easy; split, the nesting would be scattered over helpers.
+    /// per submission in the corim-store era. Written in the order of the CoRIM CDDL: the
+    /// corim-map here, each comid-map in [`comid`], its triples in
+    /// [`Device::reference_triples`] and [`Device::attest_key_triples`].
     pub fn corim(&self, profile: &str, tagged: bool, corim_id: &str) -> Vec<u8> {
-        let class = |extra: Option<(i64, Value)>| {
-            let mut class = vec![
-                (
-                    int(0),
-                    Value::Tag(
-                        tag::PSA_IMPL_ID,
-                        Box::new(Value::Bytes(self.implementation_id.clone())),
-                    ),
-                ),
-                (int(1), Value::Text("ACME".into())),
-                (int(2), Value::Text("RoadRunner".into())),
-            ];
-            let mut env = vec![(int(0), Value::Map(std::mem::take(&mut class)))];
-            if let Some((k, v)) = extra {
-                env.push((int(k), v));
-            }
-            Value::Map(env)
+        let tag_id = |kind: &str| {
+            h(&[kind.as_bytes(), corim_id.as_bytes(), &self.instance_id])[..16].to_vec()
         };
+        // Tagged CoRIMs (set B/C) carry `#6.506(bstr .cbor comid)`; the untagged ones of older
+        // releases (set A) carry `bstr .cbor #6.506(comid)`.
+        let comids = [
+            comid(&tag_id("rv"), self.reference_triples()),
+            comid(&tag_id("ta"), self.attest_key_triples()),
+        ]
+        .into_iter()
+        .map(|c| {
+            if tagged {
+                Value::Tag(tag::COMID, Box::new(Value::Bytes(to_cbor(&c))))
+            } else {
+                Value::Bytes(to_cbor(&Value::Tag(tag::COMID, Box::new(c))))
+            }
+        })
+        .collect();
+        let profile_value = if profile.starts_with("tag:") {
+            Value::Tag(tag::URI, Box::new(Value::Text(profile.into())))
+        } else {
+            Value::Text(profile.into())
+        };
+        let corim = Value::Map(vec![
+            (int(0), Value::Text(corim_id.into())),
+            (int(1), Value::Array(comids)),
+            (int(3), profile_value),
+        ]);
+        let corim = if tagged {
+            Value::Tag(tag::CORIM_UNSIGNED, Box::new(corim))
+        } else {
+            corim
+        };
+        to_cbor(&corim)
+    }
+
+    /// The environment-map of this device's class (PSA implementation id, vendor, model),
+    /// with one more entry (`extra`: key, value) when given.
+    fn environment(&self, extra: Option<(i64, Value)>) -> Value {
+        let class = vec![
+            (
+                int(0),
+                Value::Tag(
+                    tag::PSA_IMPL_ID,
+                    Box::new(Value::Bytes(self.implementation_id.clone())),
+                ),
+            ),
+            (int(1), Value::Text("ACME".into())),
+            (int(2), Value::Text("RoadRunner".into())),
+        ];
+        let mut env = vec![(int(0), Value::Map(class))];
+        if let Some((k, v)) = extra {
+            env.push((int(k), v));
+        }
+        Value::Map(env)
+    }
+
+    /// The triples-map with the reference-value triples: one measurement-map per software
+    /// component (its PSA refval id and its digest).
+    fn reference_triples(&self) -> Value {
         let measurements = self
             .sw_components
             .iter()
@@ -193,79 +234,28 @@ impl Device {
                 ])
             })
             .collect();
-        let comid = |tag_id: &[u8], triples: Value| {
-            Value::Map(vec![
-                (int(0), Value::Text("en-GB".into())),
-                (
-                    int(1),
-                    Value::Map(vec![(int(0), Value::Bytes(tag_id.to_vec()))]),
-                ),
-                (
-                    int(2),
-                    Value::Array(vec![Value::Map(vec![
-                        (int(0), Value::Text("ACME Ltd.".into())),
-                        (
-                            int(1),
-                            Value::Tag(
-                                tag::URI,
-                                Box::new(Value::Text("https://acme.example".into())),
-                            ),
-                        ),
-                        (int(2), Value::Array(vec![int(0), int(1), int(2)])),
-                    ])]),
-                ),
-                (int(4), triples),
-            ])
-        };
-        let refvals = Value::Map(vec![(
+        Value::Map(vec![(
             int(0),
             Value::Array(vec![Value::Array(vec![
-                class(None),
+                self.environment(None),
                 Value::Array(measurements),
             ])]),
-        )]);
+        )])
+    }
+
+    /// The triples-map with the attest-key triple: the instance (UEID) and its public key.
+    fn attest_key_triples(&self) -> Value {
         let ueid = Value::Tag(tag::UEID, Box::new(Value::Bytes(self.instance_id.clone())));
-        let keys = Value::Map(vec![(
+        Value::Map(vec![(
             int(3),
             Value::Array(vec![Value::Array(vec![
-                class(Some((1, ueid))),
+                self.environment(Some((1, ueid))),
                 Value::Array(vec![Value::Tag(
                     tag::PKIX_BASE64_KEY,
                     Box::new(Value::Text(self.public_key_pem())),
                 )]),
             ])]),
-        )]);
-        let tag_id = |kind: &str| {
-            h(&[kind.as_bytes(), corim_id.as_bytes(), &self.instance_id])[..16].to_vec()
-        };
-        // Tagged CoRIMs (set B/C) carry `#6.506(bstr .cbor comid)`; the untagged ones of older
-        // releases (set A) carry `bstr .cbor #6.506(comid)`.
-        let comids = [comid(&tag_id("rv"), refvals), comid(&tag_id("ta"), keys)]
-            .into_iter()
-            .map(|c| {
-                if tagged {
-                    Value::Tag(tag::COMID, Box::new(Value::Bytes(to_cbor(&c))))
-                } else {
-                    Value::Bytes(to_cbor(&Value::Tag(tag::COMID, Box::new(c))))
-                }
-            })
-            .collect();
-        let profile_value = if profile.starts_with("tag:") {
-            Value::Tag(tag::URI, Box::new(Value::Text(profile.into())))
-        } else {
-            Value::Text(profile.into())
-        };
-        let corim = Value::Map(vec![
-            (int(0), Value::Text(corim_id.into())),
-            (int(1), Value::Array(comids)),
-            (int(3), profile_value),
-        ]);
-        let corim = if tagged {
-            Value::Tag(tag::CORIM_UNSIGNED, Box::new(corim))
-        } else {
-            corim
-        };
-        to_cbor(&corim)
+        )])
     }
 
     /// The claims payload for a nonce, claim order as in the upstream vectors.
@@ -369,6 +359,32 @@ impl TokenMinter {
         token[n - 64..].copy_from_slice(&sig);
         token
     }
+}
+
+/// A comid-map: language, tag identity, the ACME entity and its roles, and `triples`.
+fn comid(tag_id: &[u8], triples: Value) -> Value {
+    Value::Map(vec![
+        (int(0), Value::Text("en-GB".into())),
+        (
+            int(1),
+            Value::Map(vec![(int(0), Value::Bytes(tag_id.to_vec()))]),
+        ),
+        (
+            int(2),
+            Value::Array(vec![Value::Map(vec![
+                (int(0), Value::Text("ACME Ltd.".into())),
+                (
+                    int(1),
+                    Value::Tag(
+                        tag::URI,
+                        Box::new(Value::Text("https://acme.example".into())),
+                    ),
+                ),
+                (int(2), Value::Array(vec![int(0), int(1), int(2)])),
+            ])]),
+        ),
+        (int(4), triples),
+    ])
 }
 
 fn int(i: i64) -> Value {
