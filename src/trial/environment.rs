@@ -254,7 +254,9 @@ fn check_environment(
                 if spec.aws.is_none() {
                     c.err(
                         "results",
-                        format!("`{r}` is on S3: the environment needs an `aws` section to reach it"),
+                        format!(
+                            "`{r}` is on S3: the environment needs an `aws` section to reach it"
+                        ),
                         None,
                     );
                 }
