@@ -12,6 +12,7 @@
 pub mod autoscaling;
 pub mod charts;
 pub mod compare;
+pub mod comparison_text;
 pub mod correlate;
 pub mod data;
 pub mod distribution;
