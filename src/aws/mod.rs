@@ -9,8 +9,10 @@
 pub mod cloudwatch;
 pub mod console;
 pub mod deployment;
+pub mod launch;
 pub mod lock;
 pub mod publish;
+pub mod refresh;
 pub mod retry;
 pub mod scaler;
 pub mod stores;
