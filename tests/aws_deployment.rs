@@ -687,3 +687,66 @@ async fn in_the_twin_a_warm_pool_joins_sooner_and_a_readiness_check_hides_the_jo
         "the readiness check hides the not-ready instance"
     );
 }
+
+/// In the twin an instance's type sets what it serves: the group's instances launched from a
+/// template version with a 4-vCPU type have four times the workers of the 1-vCPU instance the
+/// twin's capacity describes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_twin_an_instance_type_scales_each_instances_capacity() {
+    use trialrunner::rehearsal::twin::{Twin, TwinConfig};
+    use trialrunner::standin::faults::InstanceCapacity;
+    use trialrunner::standin::store::KvStore;
+    use trialrunner::trial::model::ServiceRole;
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    let ec2 = aws_sdk_ec2::Client::new(&ctx.config);
+    let asg = aws_sdk_autoscaling::Client::new(&ctx.config);
+    ec2.create_launch_template_version()
+        .launch_template_name("veraison-verif-lt")
+        .source_version("1")
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .instance_type(aws_sdk_ec2::types::InstanceType::C6iXlarge)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for id in instance_ids(&ctx, VERIF).await {
+        asg.terminate_instance_in_auto_scaling_group()
+            .instance_id(id)
+            .should_decrement_desired_capacity(false)
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut config = TwinConfig::new(D);
+    config.capacity = Some(InstanceCapacity::new(2, Duration::from_millis(10)));
+    config.publish_every = None;
+    let twin = Twin::start(
+        &ctx,
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        KvStore::memory(),
+    )
+    .await
+    .unwrap();
+    let of = |role| {
+        twin.instances()
+            .into_iter()
+            .find(|i| i.role == role)
+            .map(|i| (i.instance_type, i.workers))
+            .unwrap()
+    };
+    assert_eq!(
+        of(ServiceRole::Verification),
+        (Some("c6i.xlarge".to_string()), Some(8)),
+        "4 vCPUs against t2.micro's 1"
+    );
+    assert_eq!(
+        of(ServiceRole::Provisioning),
+        (Some("t2.micro".to_string()), Some(2)),
+        "the type the capacity describes"
+    );
+}
