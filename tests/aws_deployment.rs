@@ -554,6 +554,56 @@ async fn variants_run_in_turn_each_under_its_own_settings_into_its_own_folder_th
     assert!(output.contains("variant warm against cold"), "{output}");
 }
 
+/// A campaign of variants killed (`kill -9`) in its second variant, its groups put back by
+/// `infra restore`, then resumed: the first variant, finished, is not run again (its ledger and
+/// journal untouched, its groups not changed again), the second runs to its end, and both are
+/// compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_campaign_of_variants_does_not_run_a_finished_variant_again() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(VARIANTS_TRIAL).await;
+    seed_originals(&d.ctx).await;
+    let before = knobs(&d.ctx).await;
+    let mut run = d.start_run();
+    run.wait_for("variant 2/2: warm", Duration::from_secs(120));
+    run.wait_for_nth("step=load", 2, Duration::from_secs(60));
+    run.child.kill().unwrap();
+    run.child.wait().unwrap();
+    d.infra(&["restore"], 0);
+    assert_eq!(knobs(&d.ctx).await, before, "put back by infra restore");
+    let cold = d.out().join("cold");
+    let kept = |f: &str| std::fs::read(cold.join(f)).unwrap();
+    let (ledger, journal) = (kept("ledger.jsonl"), kept("journal.json"));
+    let deletes = d.proxy.count("DeleteWarmPool");
+    let mut cmd = d.resume(d.cmd());
+    let done = common::expect_exit(&mut cmd, 0);
+    assert!(
+        done.stderr
+            .contains("variant 1/2: cold finished before (exit 0): kept"),
+        "{}",
+        done.stderr
+    );
+    assert_eq!(kept("ledger.jsonl"), ledger, "cold's ledger untouched");
+    assert_eq!(kept("journal.json"), journal, "cold's journal untouched");
+    assert!(
+        d.out()
+            .join("warm/runs/u002-well-known/summary.json")
+            .is_file(),
+        "warm ran to its end"
+    );
+    assert_eq!(
+        d.proxy.count("DeleteWarmPool"),
+        deletes,
+        "cold's `warm-pool: none` was not applied again (warm's only changes the pool)"
+    );
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(d.out().join("variants.json")).unwrap()).unwrap();
+    assert_eq!(index["variants"][0]["name"], "cold");
+    assert_eq!(index["variants"][1]["exit"], 0);
+    assert!(d.out().join("compare-cold-warm.html").is_file());
+    assert_eq!(knobs(&d.ctx).await, before, "every setting back as it was");
+}
+
 /// How one instance joined the twin's provisioning group: seconds from the group's growth
 /// until the balancer routed to it, and the 5xx answers clients got meanwhile and after.
 async fn join_in_twin(pool: Option<WarmPoolState>, readiness_path: bool) -> (f64, usize) {

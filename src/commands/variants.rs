@@ -68,8 +68,32 @@ fn worst(codes: &[i32]) -> i32 {
     }
 }
 
+/// The variants a resumed sequence keeps as they are: those `variants.json` lists as finished
+/// (ok, checks failed or partial), with their exit codes. A stopped, failed or unlisted one
+/// runs (again).
+fn finished(base: &Path) -> std::collections::BTreeMap<String, i32> {
+    let Ok(doc) = crate::results::read_json::<serde_json::Value>(&base.join("variants.json"))
+    else {
+        return Default::default();
+    };
+    doc["variants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let code = v["exit"].as_i64()? as i32;
+            let name = v["name"].as_str()?.to_string();
+            [exit::OK, exit::CHECKS_FAILED, exit::PARTIAL]
+                .contains(&code)
+                .then_some((name, code))
+        })
+        .collect()
+}
+
 /// Runs every variant in turn with `campaign`, then compares them. A variant stopped by a
-/// signal or an error ends the sequence (its campaign has restored the groups).
+/// signal or an error ends the sequence (its campaign has restored the groups). `variants.json`
+/// is written after each variant, so that `--resume` keeps the finished ones (even after a
+/// `kill -9`) and runs only the rest.
 pub fn run(
     t: &Trial,
     args: &Args,
@@ -87,24 +111,38 @@ pub fn run(
             .join(", "),
         base.display()
     ));
+    let done = if args.resume.is_some() {
+        finished(&base)
+    } else {
+        Default::default()
+    };
     let mut ran = Vec::new();
     for (i, v) in t.variants.iter().enumerate() {
+        let dir = base.join(&v.name);
+        if let Some(code) = done.get(&v.name) {
+            crate::terminal::say(&format!(
+                "variant {}/{}: {} finished before (exit {code}): kept",
+                i + 1,
+                t.variants.len(),
+                v.name
+            ));
+            ran.push((v, dir, *code));
+            continue;
+        }
         crate::terminal::say(&format!(
             "variant {}/{}: {}",
             i + 1,
             t.variants.len(),
             v.name
         ));
-        let dir = base.join(&v.name);
         let code = campaign(t.under(v), variant_args(args, &dir), global)?;
         ran.push((v, dir, code));
+        write_index(&base, t, &ran)?;
         if code >= 128 {
             // A stop request: the groups are back; the variants left are not run.
-            write_index(&base, t, &ran)?;
             return Ok(code);
         }
     }
-    write_index(&base, t, &ran)?;
     compare_with_first(&base, &ran)?;
     Ok(worst(&ran.iter().map(|(_, _, c)| *c).collect::<Vec<_>>()))
 }
