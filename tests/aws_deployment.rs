@@ -489,6 +489,39 @@ async fn an_instance_type_rolls_out_in_batches_and_a_stop_mid_rollout_rolls_back
     assert!(d.lock_tags().await.is_empty(), "lock released");
 }
 
+/// A campaign killed (`kill -9`) after its rollout and resumed: the rollout stands (no instance
+/// replaced again, no new template version), the runs finish, and the restore rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_campaign_keeps_the_rollout_it_did() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(&TYPE_TRIAL.replace("duration: 2s", "duration: 20s")).await;
+    let before = launch(&d.ctx, VERIF).await;
+    let mut run = d.start_run();
+    run.wait_for("step=load", Duration::from_secs(60));
+    run.child.kill().unwrap();
+    run.child.wait().unwrap();
+    let rolled = launch(&d.ctx, VERIF).await;
+    assert_eq!(
+        rolled["types"],
+        json!(["c6i.xlarge", "c6i.xlarge", "c6i.xlarge"])
+    );
+    let replaced = d.proxy.count("TerminateInstanceInAutoScalingGroup");
+    let mut cmd = d.resume(d.cmd());
+    let done = common::expect_exit(&mut cmd, 0);
+    assert!(
+        done.stderr
+            .contains("already launch from veraison-verif-lt version 2 as the trial asks: kept"),
+        "{}",
+        done.stderr
+    );
+    assert_eq!(
+        d.proxy.count("TerminateInstanceInAutoScalingGroup") - replaced,
+        1,
+        "only the rollback's one instance (the group back at 1) was replaced"
+    );
+    assert_eq!(launch(&d.ctx, VERIF).await, before, "rolled back after");
+}
+
 /// Two variants of verification's warm pool over a base that sets one.
 const VARIANTS_TRIAL: &str = "name: pools\nenvironment: env.yaml\ninfra:\n  verification: { min: 1, max: 3, warm-pool: { min: 2, state: Stopped } }\n  ready-timeout: 60s\n  sample-every: 1s\nvariants:\n  - name: cold\n    infra: { verification: { warm-pool: none } }\n  - name: warm\n    infra: { verification: { warm-pool: { state: Running } } }\nruns: { users: 2, duration: 6s, tasks: [well-known] }\n";
 

@@ -151,6 +151,17 @@ impl AwsScaler {
                 "{asg}: its instances launch from a launch configuration, and instance-type and launch-template need a launch template"
             )));
         };
+        if self
+            .already_rolled_out(asg, &now, settings, deadline)
+            .await?
+        {
+            // A resumed campaign: the rollout it did before stands.
+            crate::terminal::say(&format!(
+                "{asg}: its instances already launch from {} as the trial asks: kept",
+                now.describe()
+            ));
+            return Ok(());
+        }
         let source = settings
             .launch_template
             .as_ref()
@@ -201,6 +212,49 @@ impl AwsScaler {
         let refresh = settings.instance_refresh.unwrap_or_default();
         self.roll_out(asg, refresh.min_healthy_pct(), refresh.timeout(), cancel)
             .await
+    }
+
+    /// True when the group already launches what `settings` ask and every instance runs it (a
+    /// campaign resumed after its rollout): the instance type, read from EC2; for a template
+    /// version alone, the version each instance launched from, as the group lists it.
+    async fn already_rolled_out(
+        &self,
+        asg: &str,
+        now: &Launch,
+        settings: &GroupSettings,
+        deadline: Instant,
+    ) -> Result<bool> {
+        let LaunchSource::Template { version, .. } = &now.source else {
+            return Ok(false);
+        };
+        if let Some(l) = &settings.launch_template {
+            if settings.instance_type.is_none() && *version != l.version.to_string() {
+                return Ok(false);
+            }
+        }
+        if let Some(t) = &settings.instance_type {
+            if now.instance_type.as_deref() != Some(t.as_str()) || version.parse::<i64>().is_err() {
+                return Ok(false);
+            }
+            let types = self.instance_types(&self.asg, asg, deadline).await?;
+            return Ok(!types.is_empty() && types.iter().all(|x| x == t));
+        }
+        let out = self
+            .ctx
+            .call_until("autoscaling:DescribeAutoScalingGroups", deadline, || {
+                self.asg
+                    .describe_auto_scaling_groups()
+                    .auto_scaling_group_names(asg)
+                    .send()
+            })
+            .await?;
+        let launched: Vec<Option<&str>> = out
+            .auto_scaling_groups()
+            .iter()
+            .flat_map(|g| g.instances())
+            .map(|i| i.launch_template().and_then(|l| l.version()))
+            .collect();
+        Ok(!launched.is_empty() && launched.iter().all(|v| *v == Some(version.as_str())))
     }
 
     async fn set_launch_template(
