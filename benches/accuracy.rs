@@ -18,7 +18,8 @@ use trialrunner::load::{LoadEngine, Progress};
 use trialrunner::standin::faults::{Faults, Latency};
 use trialrunner::standin::store::KvStore;
 use trialrunner::standin::{Standin, StandinConfig};
-use trialrunner::trial::model::{NonceMode, Rate, SpawnSpec, WaitSpec};
+use trialrunner::trial::model::{NonceMode, SpawnSpec, WaitSpec};
+use trialrunner::trial::quantities::Rate;
 use trialrunner::trial::{LoadPhase, TaskRef};
 use trialrunner::veraison::release::ReleaseProfile;
 

@@ -11,6 +11,7 @@
 pub mod aws;
 pub mod campaign;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod dashboard;
 pub mod demo;

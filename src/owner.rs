@@ -64,7 +64,7 @@ impl Owner {
         Owner {
             host: this_host(),
             pid,
-            started_unix: crate::results::unix_now(),
+            started_unix: crate::clock::unix_now(),
             proc_start: proc_start(pid),
         }
     }

@@ -1,5 +1,5 @@
-//! Campaigns that survive: the local rehearsal of seed trials 1–4 and of the database running
-//! out (moto as AWS, the deployment's twin on a real PostgreSQL of its own as Veraison,
+//! Campaigns that survive: the local rehearsal of seed trials 1–4, of the database running
+//! out and of a warm pool against none (moto as AWS, the deployment's twin on a real PostgreSQL of its own as Veraison,
 //! CloudWatch from what the twin served), kill -9 then `--resume`, SIGINT mid-run.
 
 mod common;
@@ -205,7 +205,11 @@ async fn the_rehearsal_states_the_2025_findings() {
     let pg = common::Postgres::start(POSTGRES_MAX_CONNECTIONS);
     let db = pg.database("veraison");
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("rehearsal-results");
+    // TRIALRUNNER_REHEARSAL_RESULTS=DIR keeps the results there, whether the test passes (the
+    // README's screenshots) or fails (what it saw).
+    let out = std::env::var_os("TRIALRUNNER_REHEARSAL_RESULTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.path().join("rehearsal-results"));
     let done = common::expect_exit(
         Command::new(env!("CARGO_BIN_EXE_trialrunner"))
             .env("AWS_ACCESS_KEY_ID", "test")
@@ -339,20 +343,7 @@ async fn the_rehearsal_states_the_2025_findings() {
         !joined.is_empty(),
         "an instance joined during the run: {twin}"
     );
-    let timeline = std::fs::read_to_string(t4.join("runs/u012-verify/timeline.csv")).unwrap();
-    let failed_while_joining: f64 = timeline
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .filter(|f| f[6] == "request")
-        .filter(|f| {
-            let t: f64 = f[0].parse().unwrap();
-            joined.iter().any(|i| {
-                t + 1.0 > i["routable"].as_f64().unwrap() && t < i["ready"].as_f64().unwrap()
-            })
-        })
-        .map(|f| f[9].parse::<f64>().unwrap())
-        .sum();
+    let failed_while_joining = failed_while_routed_not_ready(&t4.join("runs/u012-verify"), &joined);
     assert!(
         failed_while_joining > 0.0,
         "failures while an instance joined"
@@ -379,9 +370,123 @@ async fn the_rehearsal_states_the_2025_findings() {
     assert!(refused("u040-verify") > 0);
     assert!(finding(&t5, "\"too many clients\"").contains("u040-verify"));
 
+    // The 2025 conclusion's answer: on trial 4's load, a warm pool brings the group to its
+    // capacity sooner and its instances join without failures. Truth from the twin's own
+    // record (when each instance was routed to and served) and the client's timeline; the
+    // report's figures agree with it.
+    let t6 = trial("warm-pool");
+    let variants = json(&t6.join("variants.json"));
+    let scaled = |name: &str| -> serde_json::Value {
+        variants["variants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("variant {name} in {variants}"))["scaling"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == "verification")
+            .cloned()
+            .unwrap_or_else(|| panic!("verification's scaling in {variants}"))
+    };
+    // (seconds into the run until 3 verification instances served, failures while one was
+    // routed to but not yet serving), from the twin and the timeline.
+    let truth = |variant: &str| -> (f64, f64) {
+        let run_dir = t6.join(variant).join("runs/u012-verify");
+        let run = json(&run_dir.join("summary.json"));
+        let start = run["started_unix"].as_f64().unwrap();
+        let twin = json(&run_dir.join("rehearsal.json"));
+        let verif: Vec<&serde_json::Value> = twin["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["service"] == "verification")
+            .collect();
+        let serving_at = |t: f64| {
+            verif
+                .iter()
+                .filter(|i| {
+                    i["ready"].as_f64().unwrap() <= t && i["gone"].as_f64().is_none_or(|g| t < g)
+                })
+                .count()
+        };
+        let reached = verif
+            .iter()
+            .map(|i| i["ready"].as_f64().unwrap())
+            .filter(|t| *t >= start && serving_at(*t) >= 3)
+            .reduce(f64::min)
+            .unwrap_or_else(|| panic!("{variant}: 3 verification instances served: {twin}"));
+        let joined: Vec<&serde_json::Value> = verif
+            .iter()
+            .copied()
+            .filter(|i| i["routable"].as_f64().unwrap() > start)
+            .collect();
+        let failed = failed_while_routed_not_ready(&run_dir, &joined);
+        (reached - start, failed)
+    };
+    let (cold, warm) = (truth("cold"), truth("warm"));
+    assert!(
+        warm.0 + 2.0 < cold.0,
+        "warm reaches 3 instances sooner: {:.1} s vs cold {:.1} s",
+        warm.0,
+        cold.0
+    );
+    assert!(
+        cold.1 > 0.0 && warm.1 < cold.1,
+        "fewer failures at joins: warm {} vs cold {}",
+        warm.1,
+        cold.1
+    );
+    for (name, (reached, failed)) in [("cold", cold), ("warm", warm)] {
+        let s = scaled(name);
+        let said = s["reached"][1].as_f64().unwrap();
+        assert_eq!(s["reached"][0], "u012-verify", "{name}: {s}");
+        assert!(
+            (said - reached).abs() < 0.05,
+            "{name}: the report's time to capacity {said:.2} s is the twin's {reached:.2} s"
+        );
+        // The report sees a join from the group's sampled InService (up to a sample later
+        // than the balancer routed to it): never more failures than the truth's window holds.
+        let report_failed = s["failed_at_joins"].as_f64().unwrap();
+        assert!(
+            report_failed <= failed && (failed == 0.0) == (report_failed == 0.0),
+            "{name}: the report's {report_failed} failures at joins against the truth's {failed}"
+        );
+        assert!(
+            finding(&t6.join(name), "verification: 1 → 3 instances serving")
+                .contains(&format!("reached {said:.1} s into u012-verify"))
+        );
+    }
+    let page = std::fs::read_to_string(t6.join("compare-cold-warm.html")).unwrap();
+    assert!(
+        page.contains("time to capacity warm 3 instances"),
+        "the comparison states each variant's time to capacity"
+    );
+    // The pool the warm variant made is gone, the group as it was.
+    let environment =
+        trialrunner::trial::load_environment(&out.join("inputs/rehearsal.yaml")).unwrap();
+    common::deployment::set_test_credentials();
+    let mut aws = environment.spec.aws.clone().unwrap();
+    aws.endpoint = Some(moto.url.clone());
+    let ctx = trialrunner::aws::AwsContext::load(&aws, None, Default::default())
+        .await
+        .unwrap();
+    let pool = aws_sdk_autoscaling::Client::new(&ctx.config)
+        .describe_warm_pool()
+        .auto_scaling_group_name("veraison-verif-asg")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        pool.warm_pool_configuration().is_none(),
+        "the warm variant's pool is removed: {pool:?}"
+    );
+
     // Every group as it was: the restore put back exactly the journal's originals, and the
     // journal says so.
-    for t in [&t1, &t2, &t3, &t4, &t5] {
+    let (t6_cold, t6_warm) = (t6.join("cold"), t6.join("warm"));
+    for t in [&t1, &t2, &t3, &t4, &t5, &t6_cold, &t6_warm] {
         let journal = json(&t.join("journal.json"));
         assert_eq!(journal["restored"], true, "{}", t.display());
         let manifest = json(&t.join("manifest.json"));
@@ -406,7 +511,7 @@ async fn the_rehearsal_states_the_2025_findings() {
 
     // In a real browser: the campaign timeline first, per-run charts on their run's own axis,
     // a distribution per endpoint, no finding that says nothing.
-    for t in [&t1, &t2, &t3, &t4, &t5] {
+    for t in [&t1, &t2, &t3, &t4, &t5, &t6_cold, &t6_warm] {
         let page = t.join("report.html");
         let p = common::browser::probe(&page);
         p.assert_clean(&page, 4);
@@ -440,12 +545,25 @@ async fn the_rehearsal_states_the_2025_findings() {
         );
     }
     no_secret_in(&out);
-    if let Some(dest) = std::env::var_os("TRIALRUNNER_REHEARSAL_RESULTS") {
-        // Kept for the README's screenshots.
-        let _ = std::process::Command::new("cp")
-            .args(["-r", out.to_str().unwrap(), &dest.to_string_lossy()])
-            .status();
-    }
+}
+
+/// The client's failed requests (its `timeline.csv`) in the seconds when one of `instances`
+/// (the twin's records) was routed to but not yet serving.
+fn failed_while_routed_not_ready(run_dir: &Path, instances: &[&serde_json::Value]) -> f64 {
+    let timeline = std::fs::read_to_string(run_dir.join("timeline.csv")).unwrap();
+    timeline
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f[6] == "request")
+        .filter(|f| {
+            let t: f64 = f[0].parse().unwrap();
+            instances.iter().any(|i| {
+                t + 1.0 > i["routable"].as_f64().unwrap() && t < i["ready"].as_f64().unwrap()
+            })
+        })
+        .map(|f| f[9].parse::<f64>().unwrap())
+        .sum()
 }
 
 fn runs_of(dir: &Path) -> Vec<String> {

@@ -24,7 +24,8 @@ use trialrunner::standin::faults::{Faults, Latency};
 use trialrunner::standin::store::KvStore;
 use trialrunner::standin::{Credentials, Standin, StandinConfig, TOKEN_PATH};
 use trialrunner::trial::model::GeneratorLoss;
-use trialrunner::trial::model::{ArrivalSpec, NonceMode, Rate, SpawnSpec, WaitSpec};
+use trialrunner::trial::model::{ArrivalSpec, NonceMode, SpawnSpec, WaitSpec};
+use trialrunner::trial::quantities::Rate;
 use trialrunner::trial::{LoadPhase, TaskRef};
 use trialrunner::veraison::release::ReleaseProfile;
 
@@ -808,8 +809,9 @@ async fn each_user_keeps_its_connection_alive_and_reconnects_after_an_idle_close
             2.0,
         );
         if idle_close.is_some() {
-            p.wait =
-                WaitSpec::Constant(trialrunner::trial::model::Span(Duration::from_millis(200)));
+            p.wait = WaitSpec::Constant(trialrunner::trial::quantities::Span(
+                Duration::from_millis(200),
+            ));
         }
         let dir = tempfile::tempdir().unwrap();
         let s = run(t, &p, dir.path()).await;
@@ -1171,7 +1173,9 @@ async fn spawn_rate_ramps_users_and_cancel_stops_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = phase("ramp", Some(6), vec![TaskRef::WellKnown], 30.0);
     p.spawn = SpawnSpec::Rate(Rate(1.5));
-    p.wait = WaitSpec::Constant(trialrunner::trial::model::Span(Duration::from_millis(20)));
+    p.wait = WaitSpec::Constant(trialrunner::trial::quantities::Span(Duration::from_millis(
+        20,
+    )));
     let cancel = CancellationToken::new();
     let stopper = {
         let (cancel, dir) = (cancel.clone(), dir.path().to_path_buf());

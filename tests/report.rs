@@ -150,6 +150,20 @@ fn crafted_trials_1_to_4_answer_the_campaign_questions_in_a_real_browser() {
     ] {
         assert!(html4.contains(text), "{text}");
     }
+    // How the group scaled, from what the crafted samples made happen: `i-a` and `i-c` serve
+    // at the start, `i-b` has a healthy target from the sample at 50 s of the first run (0.4
+    // of its 120 s, sampled every 5 s), three at once until `i-c` goes; no twin recorded when
+    // `i-b` first answered, so its failures at joins are not claimed.
+    let data = trialrunner::report::data::ReportData::read(&t4).unwrap();
+    let scaling = trialrunner::report::autoscaling::scaling(&data);
+    assert_eq!(scaling.len(), 1, "{scaling:?}");
+    let s = &scaling[0];
+    assert_eq!((s.at_start, s.peak), (2, 3), "{s:?}");
+    let (run, into) = s.reached.clone().unwrap();
+    assert_eq!(run, "u010-verify");
+    assert!((into - 50.0).abs() < 1e-6, "{s:?}");
+    assert_eq!(s.failed_at_joins, None);
+    assert!(html4.contains("failures at joins not known"));
     // Trial 1 with no compare-with and no thresholds says so instead of passing silently.
     assert!(read(t1.join("report.html")).contains("None set"));
 }

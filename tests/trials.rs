@@ -355,8 +355,8 @@ proptest! {
                 let plan = trial::plan(&t);
                 prop_assert!(plan.total().as_secs_f64().is_finite());
                 for p in plan.load_phases() {
-                    prop_assert!(p.duration <= trialrunner::trial::validate::limits::RUN);
-                    prop_assert!(p.users.unwrap_or(1) as i64 <= trialrunner::trial::validate::limits::USERS);
+                    prop_assert!(p.duration <= trialrunner::trial::limits::RUN);
+                    prop_assert!(p.users.unwrap_or(1) as i64 <= trialrunner::trial::limits::USERS);
                     if let Some(a) = p.arrival {
                         prop_assert!(a.rate.0.is_finite() && a.rate.0 > 0.0);
                     }

@@ -6,6 +6,7 @@
 //! With an endpoint override (moto, LocalStack) the credential chain never probes the instance
 //! metadata service.
 
+pub mod claim_tags;
 pub mod cloudwatch;
 pub mod console;
 pub mod deployment;

@@ -539,7 +539,7 @@ impl Scaler for AwsScaler {
         let client = &self.asg_restore;
         let group = self.group_until(client, &svc, deadline).await?;
         // A group another campaign holds now is that campaign's to put back.
-        let claims = super::lock::claims_on(&group.tags, svc.role, &svc.asg);
+        let claims = super::claim_tags::claims_on(&group.tags, svc.role, &svc.asg);
         if !claims.is_empty() && !claims.iter().any(|(c, _)| Some(c.id.as_str()) == lock) {
             let (holder, _) = &claims[0];
             return Ok(Restored::HeldByAnother(format!(

@@ -1,6 +1,7 @@
 //! One module per command: each defines its arguments (`Args`) and a short `run` from those
-//! arguments to the library, returning the process exit code. `cli.rs` only parses and
-//! dispatches; nothing here holds logic another command or a test would need.
+//! arguments to the library, returning the process exit code (`run`'s arguments stand in
+//! `run_args`, which `variants` shares). `cli.rs` only parses and dispatches; nothing here
+//! holds logic another command or a test would need.
 
 pub mod bench;
 pub mod compare;
@@ -15,6 +16,7 @@ pub mod psa;
 pub mod rehearse;
 pub mod report;
 pub mod run;
+pub mod run_args;
 pub mod schema;
 pub mod standin;
 pub mod stores;

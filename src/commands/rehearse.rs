@@ -17,6 +17,10 @@ pub struct Args {
     /// Trial 2.
     #[arg(long, requires = "postgres", conflicts_with_all = ["env", "twin"])]
     pub campaign: Option<PathBuf>,
+    /// With `--campaign`: only this trial of the rehearsal (by name, e.g.
+    /// `rehearsal-warm-pool`; repeat for more).
+    #[arg(long, requires = "campaign", value_name = "TRIAL")]
+    pub only: Vec<String>,
     /// Print the `max_connections` the rehearsal's PostgreSQL must run with, and exit.
     #[arg(long, exclusive = true)]
     pub print_max_connections: bool,
@@ -97,6 +101,7 @@ fn campaign(out: &std::path::Path, args: &Args, global: &Global) -> Result<i32> 
         postgres: args.postgres.clone().unwrap_or_default(),
         out: crate::results::absolute(out),
         progress: true,
+        only: args.only.clone(),
     };
     let live = args.live.addr()?;
     let interrupts = crate::exec::Interrupts::default();

@@ -9,44 +9,7 @@ use crate::results::ResultsDir;
 use crate::trial::model::ClearPolicy;
 use crate::{report, setup, trial};
 
-/// Arguments of `run`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Args {
-    /// The trial file.
-    pub trial: PathBuf,
-    /// Environment file instead of the one the trial names.
-    #[arg(long)]
-    pub env: Option<PathBuf>,
-    /// Results directory (default results/<trial>-<UTC time>).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Continue the campaign in this results directory: completed runs are kept. Refused while
-    /// the campaign still runs.
-    #[arg(long, conflicts_with = "out")]
-    pub resume: Option<PathBuf>,
-    /// With --resume: take the campaign over from a process on another host whose lease on the
-    /// deployment still runs (only once you know it has ended).
-    #[arg(long, requires = "resume")]
-    pub force: bool,
-    /// Do not ask before clearing stores.
-    #[arg(long)]
-    pub yes: bool,
-    /// Gate: compare with this baseline results directory after the run.
-    #[arg(long)]
-    pub baseline: Option<PathBuf>,
-    /// Thresholds for the gate (YAML list); the trial's own `thresholds` are checked too.
-    #[arg(long)]
-    pub thresholds: Option<PathBuf>,
-    /// Write the gate's result as JUnit XML.
-    #[arg(long)]
-    pub junit: Option<PathBuf>,
-    /// Append one line per run to this history file (default: history.jsonl beside the results).
-    #[arg(long)]
-    pub history: Option<PathBuf>,
-    /// The live dashboard.
-    #[command(flatten)]
-    pub live: super::live::DashboardArgs,
-}
+pub use super::run_args::Args;
 
 fn append_line(path: &Path, line: &str) -> Result<()> {
     use std::io::Write;

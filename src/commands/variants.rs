@@ -6,10 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
-
-use super::run::Args;
+use super::run_args::Args;
 use super::Global;
+use crate::campaign::{finish_variants, write_variants_index, VariantRun};
 use crate::error::{exit, Error, Result};
 use crate::trial::Trial;
 
@@ -119,14 +118,18 @@ pub fn run(
     let mut ran = Vec::new();
     for (i, v) in t.variants.iter().enumerate() {
         let dir = base.join(&v.name);
-        if let Some(code) = done.get(&v.name) {
+        if let Some(exit) = done.get(&v.name) {
             crate::terminal::say(&format!(
-                "variant {}/{}: {} finished before (exit {code}): kept",
+                "variant {}/{}: {} finished before (exit {exit}): kept",
                 i + 1,
                 t.variants.len(),
                 v.name
             ));
-            ran.push((v, dir, *code));
+            ran.push(VariantRun {
+                variant: v,
+                dir,
+                exit: *exit,
+            });
             continue;
         }
         crate::terminal::say(&format!(
@@ -135,53 +138,21 @@ pub fn run(
             t.variants.len(),
             v.name
         ));
-        let code = campaign(t.under(v), variant_args(args, &dir), global)?;
-        ran.push((v, dir, code));
-        write_index(&base, t, &ran)?;
-        if code >= 128 {
+        let exit = campaign(t.under(v), variant_args(args, &dir), global)?;
+        ran.push(VariantRun {
+            variant: v,
+            dir,
+            exit,
+        });
+        write_variants_index(&base, t, &ran)?;
+        if exit >= 128 {
             // A stop request: the groups are back; the variants left are not run.
-            return Ok(code);
+            break;
         }
     }
-    compare_with_first(&base, &ran)?;
-    Ok(worst(&ran.iter().map(|(_, _, c)| *c).collect::<Vec<_>>()))
-}
-
-type Ran<'t> = (&'t crate::trial::validate::Variant, PathBuf, i32);
-
-/// `variants.json`: each variant's name, folder, exit code and the `infra` it ran under.
-fn write_index(base: &Path, t: &Trial, ran: &[Ran]) -> Result<()> {
-    let doc = json!({
-        "trial": t.spec.name,
-        "variants": ran.iter().map(|(v, dir, code)| json!({
-            "name": v.name, "dir": dir, "exit": code, "infra": v.infra,
-        })).collect::<Vec<_>>(),
-    });
-    crate::results::write_json(&base.join("variants.json"), &doc)
-}
-
-/// Every variant against the first, per load step: the table on stdout and the page beside them.
-fn compare_with_first(base: &Path, ran: &[Ran]) -> Result<()> {
-    let Some(((first, first_dir, _), rest)) = ran.split_first() else {
-        return Ok(());
-    };
-    for (v, dir, _) in rest {
-        let c = match crate::report::compare::compare(first_dir, dir, &[]) {
-            Ok(c) => c,
-            Err(e) => {
-                crate::terminal::say(&format!(
-                    "warning: comparing {} with {}: {e}",
-                    v.name, first.name
-                ));
-                continue;
-            }
-        };
-        crate::outln!("\nvariant {} against {}", v.name, first.name);
-        crate::out!("{}", c.table());
-        let page = crate::report::comparison_page(first_dir, dir, &c)?;
-        let file = base.join(format!("compare-{}-{}.html", first.name, v.name));
-        crate::results::write_atomic(&file, page.html()?.as_bytes())?;
-        crate::terminal::say(&format!("comparison: {}", file.display()));
+    finish_variants(&base, t, &ran)?;
+    if let Some(stopped) = ran.last().map(|r| r.exit).filter(|c| *c >= 128) {
+        return Ok(stopped);
     }
-    Ok(())
+    Ok(worst(&ran.iter().map(|r| r.exit).collect::<Vec<_>>()))
 }

@@ -397,7 +397,8 @@ fn lost_names(workers: &[WorkerOutcome]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trial::model::{Rate, SpawnSpec};
+    use crate::trial::model::SpawnSpec;
+    use crate::trial::quantities::Rate;
     use std::time::Duration;
 
     fn phase(users: Option<u32>) -> LoadPhase {

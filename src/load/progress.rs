@@ -78,7 +78,8 @@ mod tests {
 
     #[test]
     fn the_progress_line_fits_80_columns_with_every_number_whole() {
-        use crate::trial::model::{ArrivalSpec, NonceMode, Rate, SpawnSpec, WaitSpec};
+        use crate::trial::model::{ArrivalSpec, NonceMode, SpawnSpec, WaitSpec};
+        use crate::trial::quantities::Rate;
         let mut phase = LoadPhase {
             run_id: "it12-u1000-well-known+provision+verify+discovery".into(),
             iteration: 12,

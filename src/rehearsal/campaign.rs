@@ -30,7 +30,7 @@ pub const DEPLOYMENT: &str = "veraison";
 pub const POSTGRES_MAX_CONNECTIONS: u32 = 30;
 
 /// The rehearsal's trials, in the order they run: (file name, text).
-pub const TRIALS: [(&str, &str); 5] = [
+pub const TRIALS: [(&str, &str); 6] = [
     (
         "rehearsal-1-users-pinned-3.yaml",
         include_str!("../../trials/rehearsal/rehearsal-1-users-pinned-3.yaml"),
@@ -50,6 +50,10 @@ pub const TRIALS: [(&str, &str); 5] = [
     (
         "rehearsal-5-db-connections.yaml",
         include_str!("../../trials/rehearsal/rehearsal-5-db-connections.yaml"),
+    ),
+    (
+        "rehearsal-6-warm-pool.yaml",
+        include_str!("../../trials/rehearsal/rehearsal-6-warm-pool.yaml"),
     ),
 ];
 
@@ -94,6 +98,8 @@ pub struct RehearsalOptions {
     pub out: PathBuf,
     /// Live progress on the terminal.
     pub progress: bool,
+    /// Only these of [`TRIALS`] (by trial name, or its file name); empty: every one.
+    pub only: Vec<String>,
 }
 
 /// One trial of the rehearsal as it ended.
@@ -193,6 +199,7 @@ pub async fn run_watched(
     interrupts: &Interrupts,
     dashboard: Option<&crate::dashboard::Dashboard>,
 ) -> Result<RehearsalOutcome> {
+    let trials = selected(&opts.only)?;
     let db = database(&opts.postgres)?;
     check_max_connections(&opts.postgres).await?;
     let inputs = opts.out.join("inputs");
@@ -238,7 +245,7 @@ pub async fn run_watched(
         opts.out.display()
     ));
     let mut outcome = RehearsalOutcome::default();
-    for (file, text) in TRIALS {
+    for (file, text) in trials {
         if interrupts.soft.is_cancelled() {
             break;
         }
@@ -257,7 +264,11 @@ pub async fn run_watched(
             .await?,
         );
     }
-    if let [first, second, ..] = outcome.trials.as_slice() {
+    let named = |name: &str| outcome.trials.iter().find(|t| t.name == name);
+    if let (Some(first), Some(second)) = (
+        named("rehearsal-users-pinned-3"),
+        named("rehearsal-users-pinned-1"),
+    ) {
         if first.error.is_none() && second.error.is_none() {
             let c = crate::report::compare::compare(&first.dir, &second.dir, &[])?;
             let page = crate::report::comparison_page(&first.dir, &second.dir, &c)?;
@@ -269,7 +280,39 @@ pub async fn run_watched(
     Ok(outcome)
 }
 
-/// One trial of the rehearsal: the campaign, the twin's own view beside each run, the report.
+/// The trials `only` names (each by its name or its file's), in the rehearsal's order; every
+/// trial when it names none. A name that is no trial of the rehearsal is refused up front.
+fn selected(only: &[String]) -> Result<Vec<(&'static str, &'static str)>> {
+    let name_of = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("name: "))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    for o in only {
+        if !TRIALS
+            .iter()
+            .any(|(file, text)| o == file || *o == name_of(text))
+        {
+            let names: Vec<String> = TRIALS.iter().map(|(_, t)| name_of(t)).collect();
+            return Err(Error::Usage(format!(
+                "--only {o}: not a trial of the rehearsal (its trials: {})",
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(TRIALS
+        .into_iter()
+        .filter(|(file, text)| {
+            only.is_empty() || only.iter().any(|o| o == file || *o == name_of(text))
+        })
+        .collect())
+}
+
+/// One trial of the rehearsal: with variants, each in turn into `<trial>/<variant>/` (its groups
+/// restored at its end), then compared with the first (`variants.json`, the comparison pages);
+/// else the trial's campaign into `<trial>/`.
 async fn run_trial(
     trial_file: &Path,
     env_file: &Path,
@@ -280,26 +323,77 @@ async fn run_trial(
     dashboard: Option<&crate::dashboard::Dashboard>,
 ) -> Result<TrialOutcome> {
     let t = trial::load_trial(trial_file, Some(env_file))?;
-    let plan = trial::plan(&t);
+    let root = opts.out.join(&t.spec.name);
+    let one = |t: trial::Trial, dir: PathBuf| async move {
+        let dir = ResultsDir::replace(&dir)?;
+        run_campaign(&t, dir, twin, config, opts, interrupts, dashboard).await
+    };
+    if t.variants.is_empty() {
+        return one(t.clone(), root).await.map(|(outcome, _)| outcome);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    let mut ran = Vec::new();
+    let mut errors = Vec::new();
+    let mut reports = Vec::new();
+    for v in &t.variants {
+        if interrupts.soft.is_cancelled() {
+            break;
+        }
+        crate::terminal::say(&format!("== variant {} of {}", v.name, t.spec.name));
+        let (outcome, exit) = one(t.under(v), root.join(&v.name)).await?;
+        if let Some(e) = outcome.error {
+            errors.push(format!("variant {}: {e}", v.name));
+        }
+        reports.extend(outcome.report);
+        ran.push(crate::campaign::VariantRun {
+            variant: v,
+            dir: outcome.dir,
+            exit,
+        });
+    }
+    let pages = crate::campaign::finish_variants(&root, &t, &ran)?;
+    Ok(TrialOutcome {
+        name: t.spec.name.clone(),
+        dir: root,
+        // The comparison of the variants stands for the trial; each variant has its own report.
+        report: pages.into_iter().next().or(reports.into_iter().next()),
+        error: (!errors.is_empty()).then(|| errors.join("; ")),
+    })
+}
+
+/// One campaign of the rehearsal into `dir`: the steps, the twin's own view beside each run,
+/// the report; with the campaign's exit code.
+async fn run_campaign(
+    t: &trial::Trial,
+    dir: ResultsDir,
+    twin: &Twin,
+    config: &TwinConfig,
+    opts: &RehearsalOptions,
+    interrupts: &Interrupts,
+    dashboard: Option<&crate::dashboard::Dashboard>,
+) -> Result<(TrialOutcome, i32)> {
+    let plan = trial::plan(t);
+    let label = match &t.spec.variant {
+        Some(v) => format!("{}, variant {v}", t.spec.name),
+        None => t.spec.name.clone(),
+    };
     crate::terminal::say(&format!(
-        "== {}: {} load runs, about {}",
-        t.spec.name,
+        "== {label}: {} load runs, about {}",
         plan.load_phases().count(),
         humantime::format_duration(Duration::from_secs(plan.total().as_secs()))
     ));
     let providers = setup::providers_for(
-        &t,
+        t,
         &SetupOptions {
             aws_endpoint: None,
             progress: opts.progress,
         },
     )
     .await?;
-    let dir = ResultsDir::replace(&opts.out.join(&t.spec.name))?;
     if let Some(d) = dashboard {
-        d.follow(crate::dashboard::Watched::new(&t.spec.name, &dir, &plan));
+        d.follow(crate::dashboard::Watched::new(&label, &dir, &plan));
     }
-    let outcome = crate::exec::execute(&t, &plan, &providers, &dir, interrupts).await;
+    let outcome = crate::exec::execute(t, &plan, &providers, &dir, interrupts).await;
     // The twin's own view of every run that left files, before the report reads them.
     for run in dir.summaries().unwrap_or_default() {
         let seen = twin.observations(
@@ -313,10 +407,19 @@ async fn run_trial(
     if let Some(r) = &report {
         crate::terminal::say(&format!("report: {}", r.display()));
     }
-    Ok(TrialOutcome {
-        name: t.spec.name.clone(),
-        dir: dir.root.clone(),
-        report,
-        error: outcome.err().map(|e| e.to_string()),
-    })
+    let exit = match &outcome {
+        Ok(o) if o.partial.is_empty() => crate::error::exit::OK,
+        Ok(_) => crate::error::exit::PARTIAL,
+        Err(Error::Interrupted) => interrupts.exit_code(),
+        Err(e) => e.exit_code(),
+    };
+    Ok((
+        TrialOutcome {
+            name: label,
+            dir: dir.root.clone(),
+            report,
+            error: outcome.err().map(|e| e.to_string()),
+        },
+        exit,
+    ))
 }

@@ -104,7 +104,11 @@ pub fn instances(data: &ReportData) -> Vec<Instance> {
             let first_seen = l.first_seen.unwrap_or(first);
             let already = l.in_service.is_some_and(|t| t <= first + 1e-6);
             Instance {
-                service: service_of(&l.group),
+                service: if l.service.is_empty() {
+                    service_of(&l.group)
+                } else {
+                    l.service.clone()
+                },
                 serving: serving
                     .get(&l.id)
                     .copied()
@@ -141,6 +145,13 @@ pub fn section(data: &ReportData) -> Option<AutoScaling> {
     let mut findings: Vec<String> = joined.iter().map(|i| joining(data, i)).collect();
     if joined.is_empty() {
         findings.push("no instance joined during the runs".into());
+    } else {
+        findings.extend(
+            scaling(data)
+                .iter()
+                .filter(|s| s.reached.is_some() || s.requests_at_joins > 0)
+                .map(Scaling::describe),
+        );
     }
     let mut charts = Vec::new();
     if !all.is_empty() {
@@ -148,6 +159,227 @@ pub fn section(data: &ReportData) -> Option<AutoScaling> {
     }
     charts.push(client(data, t0).to_svg());
     Some(AutoScaling { charts, findings })
+}
+
+/// How one service's group scaled over the campaign: the most instances serving at once, how
+/// far into which run it first had them, and the requests that failed while instances joined
+/// (between InService, or a healthy target, and serving).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Scaling {
+    /// The service (from the group's name).
+    pub service: String,
+    /// Instances serving when the first run began.
+    pub at_start: usize,
+    /// The most instances serving at once during the runs.
+    pub peak: usize,
+    /// The run in which the peak was first reached, and the seconds into it; none when the
+    /// group never grew past its start.
+    pub reached: Option<(String, f64)>,
+    /// Requests that failed while an instance of the group joined (windows merged); none when
+    /// a joined instance has no record of when it first served (outside a rehearsal, AWS says
+    /// when a target is healthy, not when its service answers).
+    pub failed_at_joins: Option<u64>,
+    /// All requests completed in those windows.
+    pub requests_at_joins: u64,
+}
+
+impl Scaling {
+    /// `41 of 160`, or `unknown` (see [`Scaling::failed_at_joins`]).
+    pub fn joins(&self) -> String {
+        match self.failed_at_joins {
+            Some(f) => format!("{f} of {}", self.requests_at_joins),
+            None => "unknown".into(),
+        }
+    }
+
+    /// The summary in words: `verification: 1 → 3 instances serving, reached 9.8 s into
+    /// u012-verify; 41 of 160 requests failed while instances joined`.
+    pub fn describe(&self) -> String {
+        let reached = match &self.reached {
+            Some((run, s)) => format!(
+                "{} → {} instances serving, reached {s:.1} s into {run}",
+                self.at_start, self.peak
+            ),
+            None => format!("{} instances serving, never more", self.at_start),
+        };
+        let joins = match self.failed_at_joins {
+            None => {
+                "failures at joins not known (no record of when each joined instance first served)"
+                    .to_string()
+            }
+            Some(0) if self.requests_at_joins == 0 => {
+                "no request completed while an instance joined".to_string()
+            }
+            Some(failed) => format!(
+                "{failed} of {} requests failed while instances joined",
+                self.requests_at_joins
+            ),
+        };
+        format!("{}: {reached}; {joins}", self.service)
+    }
+}
+
+/// Per service whose instances the runs saw, how its group scaled ([`Scaling`]).
+pub fn scaling(data: &ReportData) -> Vec<Scaling> {
+    let all = instances(data);
+    let windows: Vec<(f64, f64)> = data
+        .runs
+        .iter()
+        .map(|r| (r.started_unix, r.started_unix + r.duration_s))
+        .collect();
+    let Some(first) = windows.iter().map(|w| w.0).reduce(f64::min) else {
+        return Vec::new();
+    };
+    let mut services: Vec<String> = all.iter().map(|i| i.service.clone()).collect();
+    services.dedup();
+    services
+        .into_iter()
+        .map(|service| {
+            let mine: Vec<&Instance> = all.iter().filter(|i| i.service == service).collect();
+            // Each instance serves from its first successful answers (else its healthy
+            // target) until it is gone; one there from the start serves from the start.
+            let spans: Vec<(f64, f64)> = mine
+                .iter()
+                .filter_map(|i| {
+                    let from = if i.already {
+                        Some(i.first_seen)
+                    } else {
+                        i.serving.or(i.healthy)
+                    }?;
+                    Some((from, if i.gone { i.last_seen } else { f64::INFINITY }))
+                })
+                .collect();
+            let serving_at = |t: f64| spans.iter().filter(|(a, b)| *a <= t && t < *b).count();
+            let at_start = serving_at(first);
+            let mut starts: Vec<f64> = spans
+                .iter()
+                .map(|s| s.0)
+                .filter(|t| windows.iter().any(|(a, b)| t >= a && t <= b))
+                .collect();
+            starts.sort_by(f64::total_cmp);
+            let peak = starts
+                .iter()
+                .map(|t| serving_at(*t))
+                .chain([at_start])
+                .max()
+                .unwrap_or(0);
+            let reached = (peak > at_start)
+                .then(|| starts.iter().find(|t| serving_at(**t) == peak))
+                .flatten()
+                .and_then(|t| {
+                    let run = data.runs.iter().rfind(|r| r.started_unix <= *t)?;
+                    Some((run.run_id.clone(), t - run.started_unix))
+                });
+            let joined: Vec<&&Instance> = mine.iter().filter(|i| !i.already).collect();
+            let known = joined.iter().all(|i| i.serving.is_some());
+            let mut joins: Vec<(f64, f64)> = joined
+                .iter()
+                .filter_map(|i| match (i.in_service.or(i.healthy), i.serving) {
+                    (Some(a), Some(b)) if b > a => Some((a, b)),
+                    _ => None,
+                })
+                .collect();
+            joins.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut merged: Vec<(f64, f64)> = Vec::new();
+            for (a, b) in joins {
+                match merged.last_mut() {
+                    Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                    _ => merged.push((a, b)),
+                }
+            }
+            let (failed_at_joins, requests_at_joins) = merged
+                .iter()
+                .map(|(a, b)| failures_between(data, *a, *b))
+                .fold((0, 0), |(f, n), (f2, n2)| (f + f2, n + n2));
+            Scaling {
+                service,
+                at_start,
+                peak,
+                reached,
+                failed_at_joins: known.then_some(failed_at_joins),
+                requests_at_joins,
+            }
+        })
+        .collect()
+}
+
+/// What changed in how a service scaled between a baseline and a contender, one finding per
+/// service that scaled on either side: time to capacity and failures at joins, side by side.
+pub fn compared(base: (&str, &[Scaling]), contender: (&str, &[Scaling])) -> Vec<String> {
+    let reached = |s: &Scaling| {
+        s.reached
+            .as_ref()
+            .map_or("never grew".to_string(), |(run, t)| {
+                format!("{} instances {t:.1} s into {run}", s.peak)
+            })
+    };
+    contender
+        .1
+        .iter()
+        .filter_map(|k| {
+            let b = base.1.iter().find(|b| b.service == k.service)?;
+            if b.reached.is_none() && k.reached.is_none() {
+                return None;
+            }
+            let sooner = match (&b.reached, &k.reached) {
+                (Some((_, tb)), Some((_, tk))) if b.peak == k.peak => {
+                    let d = tb - tk;
+                    format!(
+                        " ({:.1} s {})",
+                        d.abs(),
+                        if d >= 0.0 { "sooner" } else { "later" }
+                    )
+                }
+                _ => String::new(),
+            };
+            Some(format!(
+                "{}: time to capacity {} {} against {} {}{sooner}; failed at joins {} against {}",
+                k.service,
+                contender.0,
+                reached(k),
+                base.0,
+                reached(b),
+                k.joins(),
+                b.joins(),
+            ))
+        })
+        .collect()
+}
+
+/// The table of how each side's groups scaled, one row per side and service; none when no
+/// side's groups grew during the runs nor had an instance join.
+pub fn scaling_table(sides: &[(String, Vec<Scaling>)]) -> Option<super::tables::Table> {
+    let moved = sides
+        .iter()
+        .flat_map(|(_, all)| all)
+        .any(|s| s.reached.is_some() || s.requests_at_joins > 0);
+    if !moved {
+        return None;
+    }
+    let rows: Vec<Vec<String>> = sides
+        .iter()
+        .flat_map(|(label, all)| {
+            all.iter().map(move |s| {
+                vec![
+                    label.clone(),
+                    s.service.clone(),
+                    format!("{} → {}", s.at_start, s.peak),
+                    s.reached
+                        .as_ref()
+                        .map_or("—".into(), |(run, t)| format!("{t:.1} s into {run}")),
+                    s.joins(),
+                ]
+            })
+        })
+        .collect();
+    (!rows.is_empty()).then(|| super::tables::Table {
+        title: "Auto-scaling".into(),
+        note: "Per side and service: instances serving at the first run's start and at most at once; when the most were first serving (time to capacity, from the start of that run); requests that failed while instances joined (InService or healthy, to serving) of all completed then.".into(),
+        header: ["results", "service", "instances serving", "time to capacity", "failed at joins"]
+            .map(String::from)
+            .to_vec(),
+        rows,
+    })
 }
 
 /// `+3.1 s` relative to a run's start.

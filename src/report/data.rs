@@ -244,6 +244,8 @@ pub struct InstanceLife {
     pub id: String,
     /// Its group.
     pub group: String,
+    /// The service its group runs, as the samples name it (empty in older results).
+    pub service: String,
     /// Launched (EC2 launch time).
     pub launched: Option<f64>,
     /// First sampled.
@@ -271,11 +273,13 @@ pub fn instance_lives(dir: &Path) -> Vec<InstanceLife> {
         let t = s["unix"].as_f64().unwrap_or(0.0);
         for g in s["groups"].as_array().into_iter().flatten() {
             let group = g["asg"].as_str().unwrap_or("").to_string();
+            let service = g["service"].as_str().unwrap_or("").to_string();
             for i in g["instances"].as_array().into_iter().flatten() {
                 let id = i["id"].as_str().unwrap_or("?").to_string();
                 let life = lives.entry(id.clone()).or_insert_with(|| InstanceLife {
                     id,
                     group: group.clone(),
+                    service: service.clone(),
                     first_seen: Some(t),
                     ..Default::default()
                 });
@@ -346,6 +350,22 @@ impl ReportData {
                     .unwrap_or("results")
                     .to_string()
             })
+    }
+
+    /// The variant of the trial these results ran under, if any.
+    pub fn variant(&self) -> Option<String> {
+        self.manifest["trial"]["spec"]["variant"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// The trial's name, with its variant when it ran under one (`warm-pool, variant warm`):
+    /// what titles and comparisons call these results.
+    pub fn label(&self) -> String {
+        match self.variant() {
+            Some(v) => format!("{}, variant {v}", self.trial()),
+            None => self.trial(),
+        }
     }
 
     /// The environment's name.

@@ -474,7 +474,7 @@ fn meta(data: &ReportData) -> Vec<(String, String)> {
     vec![
         (
             "trial".into(),
-            format!("{} (sha256 {})", data.trial(), short(&m["trial"]["sha256"])),
+            format!("{} (sha256 {})", data.label(), short(&m["trial"]["sha256"])),
         ),
         (
             "environment".into(),
@@ -669,7 +669,7 @@ pub fn build(dir: &Path) -> Result<PathBuf> {
     .filter(|s| !s.charts.is_empty())
     .collect();
     let page = Page {
-        title: format!("trialrunner report: {}", data.trial()),
+        title: format!("trialrunner report: {}", data.label()),
         meta,
         overview,
         status: data.manifest["status"].as_str().unwrap_or("").to_string(),
@@ -734,12 +734,19 @@ fn build_cloud(dir: &Path) -> Result<PathBuf> {
 /// checks, and each task's baseline overlaid on the contender.
 pub fn comparison_page(base: &Path, contender: &Path, c: &Comparison) -> Result<Page> {
     let (b, k) = (ReportData::read(base)?, ReportData::read(contender)?);
+    // Two variants of one trial go by their variants' names.
+    let (bn, kn) = match (b.variant(), k.variant()) {
+        (Some(x), Some(y)) if b.trial() == k.trial() => (x, y),
+        _ => (b.label(), k.label()),
+    };
+    let (bs, ks) = (autoscaling::scaling(&b), autoscaling::scaling(&k));
+    let scaled = autoscaling::compared((&bn, &bs), (&kn, &ks));
     let mut sections = Vec::new();
     for task in k.tasks() {
-        let charts = charts::overlay(&k.runs, &b.runs, &task, &k.trial(), &b.trial());
+        let charts = charts::overlay(&k.runs, &b.runs, &task, &k.label(), &b.label());
         if !charts.is_empty() {
             sections.push(Section {
-                title: format!("{task}: {} over {}", k.trial(), b.trial()),
+                title: format!("{task}: {} over {}", k.label(), b.label()),
                 note: "Steady state per load step; the baseline in its own series.".into(),
                 charts,
                 ..Default::default()
@@ -747,15 +754,15 @@ pub fn comparison_page(base: &Path, contender: &Path, c: &Comparison) -> Result<
         }
     }
     Ok(Page {
-        title: format!("trialrunner compare: {} against {}", k.trial(), b.trial()),
+        title: format!("trialrunner compare: {} against {}", k.label(), b.label()),
         meta: vec![
             (
                 "baseline".into(),
-                format!("{} ({})", b.trial(), base.display()),
+                format!("{} ({})", b.label(), base.display()),
             ),
             (
                 "contender".into(),
-                format!("{} ({})", k.trial(), contender.display()),
+                format!("{} ({})", k.label(), contender.display()),
             ),
             ("matched runs".into(), c.matched_runs.to_string()),
         ],
@@ -767,16 +774,20 @@ pub fn comparison_page(base: &Path, contender: &Path, c: &Comparison) -> Result<
         },
         verdict: Verdict {
             checks: c.checks.clone(),
+            findings: scaled,
             ..Default::default()
         },
         overview: Vec::new(),
-        tables: vec![
+        tables: [
             tables::delta_table(
                 "Per endpoint, all matched runs (each step's verdicts counted)",
                 &c.endpoints,
             ),
             tables::delta_table("Per load step (each on its own seconds)", &c.steps),
-        ],
+        ]
+        .into_iter()
+        .chain(autoscaling::scaling_table(&[(bn, bs), (kn, ks)]))
+        .collect(),
         sections,
     })
 }

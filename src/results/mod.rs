@@ -24,13 +24,8 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 pub use summary::*;
 
-/// Seconds since the Unix epoch, now.
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+/// Seconds since the Unix epoch, now (the results' timestamps; defined in [`crate::clock`]).
+pub use crate::clock::unix_now;
 
 /// `path` made absolute against the current directory (without resolving links).
 pub fn absolute(path: &Path) -> PathBuf {

@@ -11,10 +11,10 @@ use std::time::Duration;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::model::Span;
+use super::quantities::Span;
 
 /// The largest group or pool size a trial may ask for (as `infra`'s capacities).
-const CAPACITY_MAX: i64 = super::validate::limits::CAPACITY;
+const CAPACITY_MAX: i64 = super::limits::CAPACITY;
 
 /// A setting a trial either sets or removes (`none`) for its runs.
 #[derive(Debug, Clone, PartialEq)]

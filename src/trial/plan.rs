@@ -6,53 +6,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::checked::{Capacity, TaskRef, Trial};
 use super::deployment::{GroupSettings, Setting};
-use super::model::{
-    ArrivalSpec, ClearPolicy, CountPolicy, NonceMode, ServiceRole, SpawnSpec, TaskMode, WaitSpec,
-};
-use super::validate::{Capacity, TaskRef, Trial};
-
-/// A request's timeout when the trial gives none (`runs.request-timeout`).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One load run: who loads what, for how long.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct LoadPhase {
-    /// Unique within the trial, names the run's folder (`u010-verify`, `it2-u015-provision`).
-    pub run_id: String,
-    /// 1-based iteration.
-    pub iteration: u32,
-    /// Virtual users (closed model).
-    pub users: Option<u32>,
-    /// Arrival rate (open model).
-    pub arrival: Option<ArrivalSpec>,
-    /// Tasks each user loops over.
-    pub tasks: Vec<TaskRef>,
-    /// Length of the run.
-    pub duration: Duration,
-    /// How users start.
-    pub spawn: SpawnSpec,
-    /// Think time.
-    pub wait: WaitSpec,
-    /// Seconds marked as warm-up.
-    pub warmup: Duration,
-    /// Per-request timeout.
-    pub request_timeout: Duration,
-    /// Nonce handling for `verify`.
-    pub nonce: NonceMode,
-    /// One device identity per user.
-    pub fleet: bool,
-}
-
-impl LoadPhase {
-    /// Time until every user has started.
-    pub fn ramp_time(&self) -> Duration {
-        match (self.spawn, self.users) {
-            (SpawnSpec::Rate(r), Some(n)) if r.0 > 0.0 => Duration::from_secs_f64(n as f64 / r.0),
-            _ => Duration::ZERO,
-        }
-    }
-}
+use super::load_phase::{LoadPhase, REQUEST_TIMEOUT};
+use super::model::{ArrivalSpec, ClearPolicy, CountPolicy, ServiceRole, TaskMode};
 
 /// One step of a campaign.
 #[derive(Debug, Clone, Serialize)]
@@ -691,7 +648,7 @@ fn describe_generators(trial: &Trial) -> Option<String> {
 }
 
 /// What a database or cache description says, without reaching it.
-fn describe_stores(env: &super::validate::Environment) -> (Option<String>, Option<String>) {
+fn describe_stores(env: &super::environment::Environment) -> (Option<String>, Option<String>) {
     let Some(s) = &env.spec.stores else {
         return (None, None);
     };

@@ -1,8 +1,9 @@
 //! A load phase shared out over generator workers: users as evenly as possible, rates in
 //! proportion. A value of the trial, which `plan` shows and the fleets run.
 
-use super::model::{ArrivalSpec, Rate, SpawnSpec};
-use super::LoadPhase;
+use super::load_phase::LoadPhase;
+use super::model::{ArrivalSpec, SpawnSpec};
+use super::quantities::Rate;
 
 /// Splits a phase over `workers`: users as evenly as possible (the first ones get one more),
 /// spawn and arrival rates in proportion. Workers with nothing to do are left out. Returns
