@@ -64,6 +64,17 @@ pub struct VariantRun<'t> {
 /// with the first per load step (`compare-<first>-<variant>.html`, the `compare` command's own
 /// page, and the table on stdout). Returns the comparison pages written.
 pub fn finish_variants(base: &Path, t: &Trial, ran: &[VariantRun]) -> Result<Vec<PathBuf>> {
+    write_variants_index(base, t, ran)?;
+    if ran.iter().any(|r| r.exit >= 128) {
+        // A stop request ended the sequence: nothing to compare.
+        return Ok(Vec::new());
+    }
+    compare_with_first(base, ran)
+}
+
+/// `variants.json`: each variant's name, folder, exit code, the `infra` it ran under and how its
+/// groups scaled (written after each variant too, so a resumed sequence knows which finished).
+pub fn write_variants_index(base: &Path, t: &Trial, ran: &[VariantRun]) -> Result<()> {
     let scaling = |dir: &Path| {
         crate::report::data::ReportData::read(dir)
             .map(|d| crate::report::autoscaling::scaling(&d))
@@ -76,12 +87,7 @@ pub fn finish_variants(base: &Path, t: &Trial, ran: &[VariantRun]) -> Result<Vec
             "scaling": scaling(&r.dir),
         })).collect::<Vec<_>>(),
     });
-    crate::results::write_json(&base.join("variants.json"), &doc)?;
-    if ran.iter().any(|r| r.exit >= 128) {
-        // A stop request ended the sequence: nothing to compare.
-        return Ok(Vec::new());
-    }
-    compare_with_first(base, ran)
+    crate::results::write_json(&base.join("variants.json"), &doc)
 }
 
 /// Every variant against the first, per load step: the table on stdout and the page beside them.

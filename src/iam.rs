@@ -100,7 +100,7 @@ fn partition(region: &str) -> &'static str {
 
 /// The policy a campaign of `trial` (bound to its environment) needs; empty when it calls no AWS.
 pub fn policy_for(trial: &Trial) -> Result<Policy> {
-    use crate::aws::{cloudwatch, deployment, lock, scaler, stores};
+    use crate::aws::{cloudwatch, deployment, launch, lock, refresh, scaler, stores};
     use crate::fleet::aws as fleet;
 
     let mut policy = Policy::default();
@@ -122,6 +122,9 @@ pub fn policy_for(trial: &Trial) -> Result<Policy> {
         trial.variants.iter().map(|v| trial.under(v)).collect()
     };
     let settings = runs.iter().any(|t| !t.settings.is_empty());
+    let launches = runs
+        .iter()
+        .any(|t| t.settings.iter().any(|(_, s)| s.changes_launch()));
     let mut roles: Vec<_> = runs
         .iter()
         .flat_map(|t| {
@@ -163,6 +166,8 @@ pub fn policy_for(trial: &Trial) -> Result<Policy> {
                 scaler::READS
             },
             if settings { deployment::READS } else { none },
+            if launches { launch::READS } else { none },
+            if launches { refresh::READS } else { none },
             if metrics {
                 cloudwatch::SERIES_READS
             } else {
@@ -204,6 +209,8 @@ pub fn policy_for(trial: &Trial) -> Result<Policy> {
             scaler::GROUP_WRITES,
             lock::GROUP_WRITES,
             if settings { deployment::GROUP_WRITES } else { none },
+            if launches { launch::GROUP_WRITES } else { none },
+            if launches { refresh::GROUP_WRITES } else { none },
         ],
         changed
             .iter()
@@ -228,6 +235,26 @@ pub fn policy_for(trial: &Trial) -> Result<Policy> {
                 })
                 .collect(),
             None,
+        );
+    }
+    // Whoever sets a group's launch template must also be allowed to launch with it (run
+    // instances, pass its instance role to EC2): AWS checks both on `UpdateAutoScalingGroup`.
+    if launches {
+        policy.allow(
+            "NewVersionsOfLaunchTemplates",
+            &[launch::TEMPLATE_WRITES, &["ec2:RunInstances"]],
+            vec![
+                format!("arn:{part}:ec2:{region}:{account}:launch-template/*"),
+                format!("arn:{part}:ec2:{region}:{account}:*"),
+                format!("arn:{part}:ec2:{region}::image/*"),
+            ],
+            None,
+        );
+        policy.allow(
+            "PassTheTemplatesRoleToEc2Only",
+            &[&["iam:PassRole"]],
+            vec!["*".into()],
+            Some(json!({"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}})),
         );
     }
     if stack_password || cache_via_aws {
@@ -358,7 +385,7 @@ mod tests {
     /// every listed action is one the file calls (no permission granted for nothing).
     #[test]
     fn every_aws_call_in_the_source_is_in_its_providers_list() {
-        use crate::aws::{cloudwatch, deployment, lock, scaler, stores};
+        use crate::aws::{cloudwatch, deployment, launch, lock, refresh, scaler, stores};
         use crate::fleet::aws as fleet;
         let lists: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
             (
@@ -376,6 +403,14 @@ mod tests {
                     deployment::TARGET_GROUP_WRITES,
                 ]
                 .concat(),
+            ),
+            (
+                "src/aws/launch.rs",
+                [launch::READS, launch::GROUP_WRITES, launch::TEMPLATE_WRITES].concat(),
+            ),
+            (
+                "src/aws/refresh.rs",
+                [refresh::READS, refresh::GROUP_WRITES].concat(),
             ),
             (
                 "src/aws/cloudwatch.rs",
@@ -470,6 +505,36 @@ mod tests {
         );
         let quiet = policy(ENV, &format!("metrics: [asg-cpu]\n{RUNS}"));
         assert!(statement(&quiet, "PublishTheClientsFiguresOnly").is_none());
+    }
+
+    #[test]
+    fn an_instance_type_grants_template_versions_the_refresh_and_launching_with_them() {
+        let p = policy(
+            ENV,
+            &format!("infra:\n  verification: {{ pin: 2, instance-type: c6i.xlarge }}\n{RUNS}"),
+        );
+        let writes = statement(&p, "ChangeOnlyTheTrialsGroups").unwrap();
+        for a in [
+            "autoscaling:StartInstanceRefresh",
+            "autoscaling:CancelInstanceRefresh",
+        ] {
+            assert!(writes.actions.contains(a), "{a}");
+        }
+        let lt = statement(&p, "NewVersionsOfLaunchTemplates").unwrap();
+        assert!(lt.actions.contains("ec2:CreateLaunchTemplateVersion"));
+        assert!(lt.actions.contains("ec2:DeleteLaunchTemplateVersions"));
+        assert!(p.actions().contains("ec2:DescribeLaunchTemplateVersions"));
+        let pass = statement(&p, "PassTheTemplatesRoleToEc2Only").unwrap();
+        assert_eq!(
+            pass.condition.as_ref().unwrap()["StringEquals"]["iam:PassedToService"],
+            "ec2.amazonaws.com"
+        );
+        let plain = policy(
+            ENV,
+            &format!("infra:\n  verification: {{ pin: 2 }}\n{RUNS}"),
+        );
+        assert!(statement(&plain, "NewVersionsOfLaunchTemplates").is_none());
+        assert!(!plain.actions().contains("autoscaling:StartInstanceRefresh"));
     }
 
     #[test]

@@ -235,16 +235,24 @@ pub trait Scaler: Send + Sync {
     async fn set_capacity(&self, service: ServiceRole, capacity: Capacity) -> Result<()>;
     /// A group's warm pool, policies and health checks as they are now (what the journal keeps
     /// before [`Scaler::change_settings`]); also the preflight's cheap read of them.
-    async fn read_settings(&self, _service: ServiceRole) -> Result<DeploymentSettings> {
+    /// What its instances launch from is read too when `launch` (the trial changes it).
+    async fn read_settings(
+        &self,
+        _service: ServiceRole,
+        _launch: bool,
+    ) -> Result<DeploymentSettings> {
         Err(crate::Error::Infra(
             "this scaler cannot read warm pools, policies or health checks".into(),
         ))
     }
-    /// Applies a group's warm pool, policy and health checks (the originals already journaled).
+    /// Applies a group's warm pool, policy, health checks and instance type or template version
+    /// (the originals already journaled), the last rolled out to its instances; a stop request
+    /// (`cancel`) abandons the rollout.
     async fn change_settings(
         &self,
         _service: ServiceRole,
         _settings: &GroupSettings,
+        _cancel: &CancellationToken,
     ) -> Result<()> {
         Err(crate::Error::Infra(
             "this scaler cannot change warm pools, policies or health checks".into(),

@@ -1,4 +1,5 @@
-//! Trials that change a deployment's warm pools, scaling policies and health checks (issue 26):
+//! Trials that change a deployment's warm pools, scaling policies, health checks and instance
+//! types (issue 26):
 //! against moto, each change is applied for the runs and the originals come back exactly on
 //! every way out: the end, SIGTERM, kill -9 then `infra restore`, and a frozen endpoint then
 //! `infra restore`. A pool or a policy that did not exist before is gone after.
@@ -19,10 +20,11 @@ const PROV: &str = "veraison-prov-asg";
 const VERIF: &str = "veraison-verif-asg";
 
 /// The trial: provisioning gains a pool it never had and the trial's CPU policy instead of its
-/// own; verification's pool, policies and health checks are changed.
+/// own; verification's pool, policies and health checks are changed, and its instances run as
+/// another instance type (a new template version, rolled out).
 fn knobs_trial(runs: &str) -> String {
     format!(
-        "name: knobs\nenvironment: env.yaml\ninfra:\n  provisioning: {{ pin: 2, warm-pool: {{ min: 2 }}, policy: {{ cpu: 60% }} }}\n  verification:\n    pin: 2\n    warm-pool: {{ min: 3, state: Stopped }}\n    policy: none\n    health-check: {{ type: ELB, grace: 30s, path: /ready, interval: 10s, healthy-threshold: 3 }}\n  ready-timeout: 60s\n  sample-every: 1s\nruns: {runs}\n"
+        "name: knobs\nenvironment: env.yaml\ninfra:\n  provisioning: {{ pin: 2, warm-pool: {{ min: 2 }}, policy: {{ cpu: 60% }} }}\n  verification:\n    pin: 2\n    warm-pool: {{ min: 3, state: Stopped }}\n    policy: none\n    health-check: {{ type: ELB, grace: 30s, path: /ready, interval: 10s, healthy-threshold: 3 }}\n    instance-type: c6i.xlarge\n    instance-refresh: {{ min-healthy: 50% }}\n  ready-timeout: 60s\n  sample-every: 1s\nruns: {runs}\n"
     )
 }
 
@@ -73,8 +75,52 @@ async fn seed_originals(ctx: &AwsContext) {
         .unwrap();
 }
 
-/// Each group's warm pool, policies, health check and target groups' health checks, read
-/// straight from moto.
+/// A group's launch template version as the group names it, its template's versions, and the
+/// instance types its instances run as (sorted), read straight from moto.
+async fn launch(ctx: &AwsContext, name: &str) -> Value {
+    let asg = aws_sdk_autoscaling::Client::new(&ctx.config);
+    let ec2 = aws_sdk_ec2::Client::new(&ctx.config);
+    let g = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .unwrap();
+    let g = &g.auto_scaling_groups()[0];
+    let lt = g.launch_template().unwrap();
+    let versions = ec2
+        .describe_launch_template_versions()
+        .launch_template_id(lt.launch_template_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let ids: Vec<String> = g
+        .instances()
+        .iter()
+        .map(|i| i.instance_id().unwrap().to_string())
+        .collect();
+    let out = ec2
+        .describe_instances()
+        .set_instance_ids(Some(ids))
+        .send()
+        .await
+        .unwrap();
+    let mut types: Vec<String> = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| i.instance_type().unwrap().as_str().to_string())
+        .collect();
+    types.sort();
+    json!({
+        "version": lt.version(),
+        "versions": versions.launch_template_versions().len(),
+        "types": types,
+    })
+}
+
+/// Each group's warm pool, policies, health check, target groups' health checks and what its
+/// instances launch from, read straight from moto.
 async fn knobs(ctx: &AwsContext) -> Value {
     let asg = aws_sdk_autoscaling::Client::new(&ctx.config);
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(&ctx.config);
@@ -149,6 +195,7 @@ async fn knobs(ctx: &AwsContext) -> Value {
                 "type": g.health_check_type(),
                 "grace": g.health_check_grace_period(),
                 "target_groups": tgs,
+                "launch": launch(ctx, name).await,
             }),
         );
     }
@@ -186,6 +233,16 @@ fn assert_applied(now: &Value, before: &Value) {
         tg["unhealthy"], before[VERIF]["target_groups"][0]["unhealthy"],
         "what the trial does not name is left as it was"
     );
+    assert_eq!(
+        verif["launch"],
+        json!({"version": "2", "versions": 2, "types": ["c6i.xlarge", "c6i.xlarge"]}),
+        "a new template version with the type, the group on it, every instance replaced: {now:#}"
+    );
+    assert_eq!(
+        (&prov["launch"]["version"], &prov["launch"]["types"][0]),
+        (&json!("$Latest"), &json!("t2.micro")),
+        "provisioning's left alone"
+    );
 }
 
 /// The originals as the test seeded them (and moto's defaults where the test set nothing).
@@ -198,6 +255,11 @@ fn assert_seeded(before: &Value) {
     assert_eq!(before[VERIF]["policies"][1]["name"], "verif-cpu");
     assert_eq!(before[VERIF]["policies"][1]["warmup"], 120);
     assert_eq!(before[VERIF]["grace"], 300);
+    assert_eq!(
+        before[VERIF]["launch"],
+        json!({"version": "$Latest", "versions": 1, "types": ["t2.micro"]}),
+        "{before:#}"
+    );
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -298,6 +360,8 @@ async fn plan_shows_each_setting_before_and_after_and_json_carries_it() {
         "health-check.type                EC2 → ELB",
         "health-check.grace               300s → 30s",
         "health-check.path                /.well-known/veraison/verification → /ready",
+        "instance-type                    t2.micro → c6i.xlarge",
+        "instance-refresh                 none → every instance replaced, 50% kept healthy, up to 30m",
     ] {
         assert!(text.contains(needed), "`{needed}` missing:\n{text}");
     }
@@ -338,6 +402,124 @@ async fn plan_shows_each_setting_before_and_after_and_json_carries_it() {
         "EC2",
         "plan changed nothing"
     );
+}
+
+/// Verification's instances as another type, rolled out three at a time with 60 % kept healthy:
+/// one instance per batch.
+const TYPE_TRIAL: &str = "name: types\nenvironment: env.yaml\ninfra:\n  verification: { pin: 3, instance-type: c6i.xlarge, instance-refresh: { min-healthy: 60% } }\n  ready-timeout: 60s\n  sample-every: 1s\nruns: { users: 2, duration: 2s, tasks: [well-known] }\n";
+
+/// Instances of the group now, as moto has them.
+async fn instance_ids(ctx: &AwsContext, name: &str) -> Vec<String> {
+    let asg = aws_sdk_autoscaling::Client::new(&ctx.config);
+    let g = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .unwrap();
+    g.auto_scaling_groups()[0]
+        .instances()
+        .iter()
+        .map(|i| i.instance_id().unwrap().to_string())
+        .collect()
+}
+
+/// moto has no Instance Refresh, so against an emulator the tool acts it out: with every new
+/// instance Pending for a while (the fault layer), the instances are replaced one batch at a
+/// time as the minimum healthy percentage allows, each batch once the last is in service; and
+/// a stop request mid-rollout ends the campaign at once, the restore putting the template back
+/// and rolling the instances back onto it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_type_rolls_out_in_batches_and_a_stop_mid_rollout_rolls_back() {
+    let _serial = SERIAL.lock().await;
+    let pending = Duration::from_secs(2);
+    let d = Drill::new(TYPE_TRIAL).await;
+    let before = launch(&d.ctx, VERIF).await;
+    d.proxy
+        .stretch_lifecycles(pending, Duration::ZERO, instance_ids(&d.ctx, VERIF).await);
+    let (status, output, _) = d
+        .start_run()
+        .finish(Instant::now(), Duration::from_secs(120));
+    assert_eq!(status.code(), Some(0), "{output}");
+    // One at a time: 3 desired, 60 % of them (2) kept in service.
+    for batch in [
+        "replacing 1 of 3 left",
+        "replacing 1 of 2 left",
+        "replacing 1 of 1 left",
+    ] {
+        assert!(output.contains(batch), "`{batch}` missing:\n{output}");
+    }
+    let took: f64 = output
+        .split("every instance replaced after ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no end of the rollout said:\n{output}"));
+    assert!(
+        took >= 3.0 * pending.as_secs_f64() - 1.0,
+        "each of the 3 batches waited for its replacement's {pending:?} of Pending: {took} s"
+    );
+    assert!(
+        d.proxy.count("TerminateInstanceInAutoScalingGroup") > 3,
+        "three replaced for the trial, then the restore's rollback"
+    );
+    assert_eq!(launch(&d.ctx, VERIF).await, before, "rolled back after");
+
+    // A stop while the first batch is Pending (its rollback fits the drill's 8 s restore
+    // budget: one instance back, Pending as long).
+    let d = Drill::new(TYPE_TRIAL).await;
+    d.proxy
+        .stretch_lifecycles(pending, Duration::ZERO, instance_ids(&d.ctx, VERIF).await);
+    let run = d.start_run();
+    run.wait_for("replacing 1 of 3 left", Duration::from_secs(60));
+    run.signal(libc::SIGTERM);
+    let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(120));
+    assert_eq!(status.code(), Some(143), "{output}");
+    assert!(
+        !output.contains("every instance replaced after"),
+        "the rollout was abandoned: {output}"
+    );
+    assert!(output.contains("rolling its instances back"), "{output}");
+    assert_eq!(
+        launch(&d.ctx, VERIF).await,
+        before,
+        "the template, its versions and the instances' type as they were"
+    );
+    assert_eq!(d.capacities().await, ORIGINAL);
+    assert!(d.lock_tags().await.is_empty(), "lock released");
+}
+
+/// A campaign killed (`kill -9`) after its rollout and resumed: the rollout stands (no instance
+/// replaced again, no new template version), the runs finish, and the restore rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_campaign_keeps_the_rollout_it_did() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(&TYPE_TRIAL.replace("duration: 2s", "duration: 20s")).await;
+    let before = launch(&d.ctx, VERIF).await;
+    let mut run = d.start_run();
+    run.wait_for("step=load", Duration::from_secs(60));
+    run.child.kill().unwrap();
+    run.child.wait().unwrap();
+    let rolled = launch(&d.ctx, VERIF).await;
+    assert_eq!(
+        rolled["types"],
+        json!(["c6i.xlarge", "c6i.xlarge", "c6i.xlarge"])
+    );
+    let replaced = d.proxy.count("TerminateInstanceInAutoScalingGroup");
+    let mut cmd = d.resume(d.cmd());
+    let done = common::expect_exit(&mut cmd, 0);
+    assert!(
+        done.stderr
+            .contains("already launch from veraison-verif-lt version 2 as the trial asks: kept"),
+        "{}",
+        done.stderr
+    );
+    assert_eq!(
+        d.proxy.count("TerminateInstanceInAutoScalingGroup") - replaced,
+        1,
+        "only the rollback's one instance (the group back at 1) was replaced"
+    );
+    assert_eq!(launch(&d.ctx, VERIF).await, before, "rolled back after");
 }
 
 /// Two variants of verification's warm pool over a base that sets one.
@@ -403,6 +585,56 @@ async fn variants_run_in_turn_each_under_its_own_settings_into_its_own_folder_th
     );
     assert!(out.join("compare-cold-warm.html").is_file(), "{output}");
     assert!(output.contains("variant warm against cold"), "{output}");
+}
+
+/// A campaign of variants killed (`kill -9`) in its second variant, its groups put back by
+/// `infra restore`, then resumed: the first variant, finished, is not run again (its ledger and
+/// journal untouched, its groups not changed again), the second runs to its end, and both are
+/// compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_campaign_of_variants_does_not_run_a_finished_variant_again() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(VARIANTS_TRIAL).await;
+    seed_originals(&d.ctx).await;
+    let before = knobs(&d.ctx).await;
+    let mut run = d.start_run();
+    run.wait_for("variant 2/2: warm", Duration::from_secs(120));
+    run.wait_for_nth("step=load", 2, Duration::from_secs(60));
+    run.child.kill().unwrap();
+    run.child.wait().unwrap();
+    d.infra(&["restore"], 0);
+    assert_eq!(knobs(&d.ctx).await, before, "put back by infra restore");
+    let cold = d.out().join("cold");
+    let kept = |f: &str| std::fs::read(cold.join(f)).unwrap();
+    let (ledger, journal) = (kept("ledger.jsonl"), kept("journal.json"));
+    let deletes = d.proxy.count("DeleteWarmPool");
+    let mut cmd = d.resume(d.cmd());
+    let done = common::expect_exit(&mut cmd, 0);
+    assert!(
+        done.stderr
+            .contains("variant 1/2: cold finished before (exit 0): kept"),
+        "{}",
+        done.stderr
+    );
+    assert_eq!(kept("ledger.jsonl"), ledger, "cold's ledger untouched");
+    assert_eq!(kept("journal.json"), journal, "cold's journal untouched");
+    assert!(
+        d.out()
+            .join("warm/runs/u002-well-known/summary.json")
+            .is_file(),
+        "warm ran to its end"
+    );
+    assert_eq!(
+        d.proxy.count("DeleteWarmPool"),
+        deletes,
+        "cold's `warm-pool: none` was not applied again (warm's only changes the pool)"
+    );
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(d.out().join("variants.json")).unwrap()).unwrap();
+    assert_eq!(index["variants"][0]["name"], "cold");
+    assert_eq!(index["variants"][1]["exit"], 0);
+    assert!(d.out().join("compare-cold-warm.html").is_file());
+    assert_eq!(knobs(&d.ctx).await, before, "every setting back as it was");
 }
 
 /// How one instance joined the twin's provisioning group: seconds from the group's growth
@@ -536,5 +768,68 @@ async fn in_the_twin_a_warm_pool_joins_sooner_and_a_readiness_check_hides_the_jo
     assert_eq!(
         checked_failures, 0,
         "the readiness check hides the not-ready instance"
+    );
+}
+
+/// In the twin an instance's type sets what it serves: the group's instances launched from a
+/// template version with a 4-vCPU type have four times the workers of the 1-vCPU instance the
+/// twin's capacity describes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_twin_an_instance_type_scales_each_instances_capacity() {
+    use trialrunner::rehearsal::twin::{Twin, TwinConfig};
+    use trialrunner::standin::faults::InstanceCapacity;
+    use trialrunner::standin::store::KvStore;
+    use trialrunner::trial::model::ServiceRole;
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    let ec2 = aws_sdk_ec2::Client::new(&ctx.config);
+    let asg = aws_sdk_autoscaling::Client::new(&ctx.config);
+    ec2.create_launch_template_version()
+        .launch_template_name("veraison-verif-lt")
+        .source_version("1")
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .instance_type(aws_sdk_ec2::types::InstanceType::C6iXlarge)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for id in instance_ids(&ctx, VERIF).await {
+        asg.terminate_instance_in_auto_scaling_group()
+            .instance_id(id)
+            .should_decrement_desired_capacity(false)
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut config = TwinConfig::new(D);
+    config.capacity = Some(InstanceCapacity::new(2, Duration::from_millis(10)));
+    config.publish_every = None;
+    let twin = Twin::start(
+        &ctx,
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        KvStore::memory(),
+    )
+    .await
+    .unwrap();
+    let of = |role| {
+        twin.instances()
+            .into_iter()
+            .find(|i| i.role == role)
+            .map(|i| (i.instance_type, i.workers))
+            .unwrap()
+    };
+    assert_eq!(
+        of(ServiceRole::Verification),
+        (Some("c6i.xlarge".to_string()), Some(8)),
+        "4 vCPUs against t2.micro's 1"
+    );
+    assert_eq!(
+        of(ServiceRole::Provisioning),
+        (Some("t2.micro".to_string()), Some(2)),
+        "the type the capacity describes"
     );
 }

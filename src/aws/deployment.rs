@@ -166,6 +166,7 @@ impl AwsScaler {
             health_check_type: g.health_check_type().unwrap_or("EC2").to_string(),
             health_check_grace_s: g.health_check_grace_period().unwrap_or(0),
             target_groups,
+            launch: None,
         })
     }
 
@@ -415,6 +416,9 @@ impl AwsScaler {
             if !now.target_groups.contains(o) {
                 self.modify_target_group(o, deadline).await?;
             }
+        }
+        if let Some(launch) = &original.launch {
+            self.restore_launch(client, asg, launch, deadline).await?;
         }
         Ok(())
     }

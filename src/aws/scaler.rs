@@ -69,11 +69,14 @@ pub struct AwsScaler {
     /// The same with the tighter restore timeouts (see [`super::AwsTimeouts::restore`]).
     pub(super) asg_restore: aws_sdk_autoscaling::Client,
     pub(super) elb: aws_sdk_elasticloadbalancingv2::Client,
-    ec2: aws_sdk_ec2::Client,
+    pub(super) ec2: aws_sdk_ec2::Client,
     pub(super) services: Vec<ServiceInfra>,
     http: reqwest::Client,
     /// How often readiness is polled.
     pub poll: Duration,
+    /// How a group's instances are replaced: AWS's Instance Refresh, or against an emulator
+    /// (which has none) acted out by the tool.
+    pub(super) refresh: std::sync::Arc<dyn super::refresh::InstanceRefresh>,
 }
 
 /// The ASG and target-group names of an environment's services.
@@ -122,10 +125,23 @@ impl AwsScaler {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("HTTP client builds"),
+            refresh: if super::is_emulator(&ctx.endpoint) {
+                std::sync::Arc::new(super::refresh::ActedOutRefresh::default())
+            } else {
+                std::sync::Arc::new(super::refresh::ApiRefresh)
+            },
             ctx,
             services,
             poll: Duration::from_secs(5),
         }
+    }
+
+    /// Replaces the group's instances this way instead (a test's or the twin's own).
+    pub fn with_refresh(
+        self,
+        refresh: std::sync::Arc<dyn super::refresh::InstanceRefresh>,
+    ) -> AwsScaler {
+        AwsScaler { refresh, ..self }
     }
 
     /// Checks the services' well-knowns with these CA bundles and client certificate.
@@ -418,15 +434,29 @@ impl Scaler for AwsScaler {
         Ok(())
     }
 
-    async fn read_settings(&self, service: ServiceRole) -> Result<DeploymentSettings> {
+    async fn read_settings(
+        &self,
+        service: ServiceRole,
+        launch: bool,
+    ) -> Result<DeploymentSettings> {
         let deadline = tokio::time::Instant::now() + self.ctx.timeouts.operation;
-        self.read_deployment(&self.asg, self.service(service)?, deadline)
-            .await
+        let svc = self.service(service)?;
+        let mut read = self.read_deployment(&self.asg, svc, deadline).await?;
+        if launch {
+            read.launch = Some(self.read_launch(&self.asg, &svc.asg, deadline).await?);
+        }
+        Ok(read)
     }
 
-    async fn change_settings(&self, service: ServiceRole, settings: &GroupSettings) -> Result<()> {
-        self.apply_deployment(self.service(service)?, settings)
-            .await
+    async fn change_settings(
+        &self,
+        service: ServiceRole,
+        settings: &GroupSettings,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let svc = self.service(service)?;
+        self.apply_deployment(svc, settings).await?;
+        self.apply_launch(svc, settings, cancel).await
     }
 
     async fn wait_ready(

@@ -84,7 +84,11 @@ async fn read_current(t: &trial::Trial, changes: &mut Changes, global: &Global) 
         if g.settings.is_empty() || g.note.is_some() {
             continue;
         }
-        match scaler.read_settings(g.service).await {
+        let launch = g
+            .settings
+            .iter()
+            .any(|c| c.setting == "instance-type" || c.setting == "launch-template");
+        match scaler.read_settings(g.service, launch).await {
             Ok(now) => {
                 for c in &mut g.settings {
                     c.before = Some(now.describe(&c.setting));

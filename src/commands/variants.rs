@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::run_args::Args;
 use super::Global;
-use crate::campaign::{finish_variants, VariantRun};
+use crate::campaign::{finish_variants, write_variants_index, VariantRun};
 use crate::error::{exit, Error, Result};
 use crate::trial::Trial;
 
@@ -67,8 +67,32 @@ fn worst(codes: &[i32]) -> i32 {
     }
 }
 
+/// The variants a resumed sequence keeps as they are: those `variants.json` lists as finished
+/// (ok, checks failed or partial), with their exit codes. A stopped, failed or unlisted one
+/// runs (again).
+fn finished(base: &Path) -> std::collections::BTreeMap<String, i32> {
+    let Ok(doc) = crate::results::read_json::<serde_json::Value>(&base.join("variants.json"))
+    else {
+        return Default::default();
+    };
+    doc["variants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let code = v["exit"].as_i64()? as i32;
+            let name = v["name"].as_str()?.to_string();
+            [exit::OK, exit::CHECKS_FAILED, exit::PARTIAL]
+                .contains(&code)
+                .then_some((name, code))
+        })
+        .collect()
+}
+
 /// Runs every variant in turn with `campaign`, then compares them. A variant stopped by a
-/// signal or an error ends the sequence (its campaign has restored the groups).
+/// signal or an error ends the sequence (its campaign has restored the groups). `variants.json`
+/// is written after each variant, so that `--resume` keeps the finished ones (even after a
+/// `kill -9`) and runs only the rest.
 pub fn run(
     t: &Trial,
     args: &Args,
@@ -86,21 +110,41 @@ pub fn run(
             .join(", "),
         base.display()
     ));
+    let done = if args.resume.is_some() {
+        finished(&base)
+    } else {
+        Default::default()
+    };
     let mut ran = Vec::new();
     for (i, v) in t.variants.iter().enumerate() {
+        let dir = base.join(&v.name);
+        if let Some(exit) = done.get(&v.name) {
+            crate::terminal::say(&format!(
+                "variant {}/{}: {} finished before (exit {exit}): kept",
+                i + 1,
+                t.variants.len(),
+                v.name
+            ));
+            ran.push(VariantRun {
+                variant: v,
+                dir,
+                exit: *exit,
+            });
+            continue;
+        }
         crate::terminal::say(&format!(
             "variant {}/{}: {}",
             i + 1,
             t.variants.len(),
             v.name
         ));
-        let dir = base.join(&v.name);
         let exit = campaign(t.under(v), variant_args(args, &dir), global)?;
         ran.push(VariantRun {
             variant: v,
             dir,
             exit,
         });
+        write_variants_index(&base, t, &ran)?;
         if exit >= 128 {
             // A stop request: the groups are back; the variants left are not run.
             break;

@@ -456,8 +456,8 @@ impl Campaign<'_> {
                 ));
                 let mut settings = settings;
                 // The warm pools, policies and health checks the trial changes, read now.
-                for (role, _) in &self.trial.settings {
-                    let read = scaler.read_settings(*role).await?;
+                for (role, group) in &self.trial.settings {
+                    let read = scaler.read_settings(*role, group.changes_launch()).await?;
                     if let Some(s) = settings.iter_mut().find(|s| s.service == *role) {
                         s.deployment = Some(read);
                     }
@@ -493,7 +493,7 @@ impl Campaign<'_> {
                     )));
                 }
                 Self::need(&p.scaler, "auto-scaling")?
-                    .change_settings(*service, settings)
+                    .change_settings(*service, settings, &self.stop)
                     .await?;
             }
             Step::WaitReady { services, timeout } => {
@@ -713,11 +713,19 @@ fn say_restored(report: &RestoreReport) {
             .as_ref()
             .map(|d| {
                 format!(
-                    "; warm pool {}; policies {}; health check {} ({}s grace)",
+                    "; warm pool {}; policies {}; health check {} ({}s grace){}",
                     d.describe("warm-pool"),
                     d.describe("policy"),
                     d.health_check_type,
-                    d.health_check_grace_s
+                    d.health_check_grace_s,
+                    d.launch
+                        .as_ref()
+                        .map(|l| format!(
+                            "; launches from {} as {}",
+                            l.describe(),
+                            l.instance_type.as_deref().unwrap_or("?")
+                        ))
+                        .unwrap_or_default()
                 )
             })
             .unwrap_or_default();

@@ -21,14 +21,22 @@ pub async fn preflight(trial: &Trial, p: &Providers) -> Result<Vec<String>> {
         found.extend(s.preflight().await?);
         // The warm pools, policies and health checks a trial changes: read (and the
         // permissions to read them proven) before anything changes.
-        for (role, _) in &trial.settings {
-            let now = s.read_settings(*role).await?;
+        for (role, group) in &trial.settings {
+            let now = s.read_settings(*role, group.changes_launch()).await?;
             found.push(format!(
-                "{role}: warm pool {}; policies {}; health check {} ({}s grace)",
+                "{role}: warm pool {}; policies {}; health check {} ({}s grace){}",
                 now.describe("warm-pool"),
                 now.describe("policy"),
                 now.health_check_type,
-                now.health_check_grace_s
+                now.health_check_grace_s,
+                now.launch
+                    .as_ref()
+                    .map(|l| format!(
+                        "; launches from {} as {}",
+                        l.describe(),
+                        l.instance_type.as_deref().unwrap_or("?")
+                    ))
+                    .unwrap_or_default()
             ));
         }
     }

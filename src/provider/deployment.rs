@@ -1,6 +1,6 @@
 //! A group's deployment settings beyond its capacity, as read before a trial changes them (the
 //! warm pool, the target-tracking policies, the health checks of the group and its target
-//! groups): what the undo journal keeps and a restore puts back exactly, "there was none"
+//! groups, what its instances launch from): what the undo journal keeps and a restore puts back exactly, "there was none"
 //! included.
 
 use serde::{Deserialize, Serialize};
@@ -75,6 +75,54 @@ pub struct TargetGroupCheck {
     pub unhealthy_threshold: Option<i32>,
 }
 
+/// Where a group's instances launch from, exactly as the group names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum LaunchSource {
+    /// A launch template and the version the group asks for (`$Latest`, `$Default` or a number).
+    Template {
+        /// The template's id.
+        id: String,
+        /// The template's name.
+        name: String,
+        /// The version as the group names it.
+        version: String,
+    },
+    /// A launch configuration.
+    Configuration {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// What a group's instances launch from and as, read before a trial changes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Launch {
+    /// The template (and version) or configuration.
+    pub source: LaunchSource,
+    /// The version number `$Latest` or `$Default` stood for when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_version: Option<i64>,
+    /// The instance type that version or configuration launches (`None`: it names none).
+    pub instance_type: Option<String>,
+}
+
+impl Launch {
+    /// `veraison-verif-lt version $Latest (1)` or `launch configuration lc-1`.
+    pub fn describe(&self) -> String {
+        match &self.source {
+            LaunchSource::Template { name, version, .. } => format!(
+                "{name} version {version}{}",
+                self.resolved_version
+                    .filter(|v| v.to_string() != *version)
+                    .map(|v| format!(" ({v})"))
+                    .unwrap_or_default()
+            ),
+            LaunchSource::Configuration { name } => format!("launch configuration {name}"),
+        }
+    }
+}
+
 /// A group's deployment settings beyond its capacity.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentSettings {
@@ -91,6 +139,10 @@ pub struct DeploymentSettings {
     pub health_check_grace_s: i32,
     /// The group's target groups' health checks.
     pub target_groups: Vec<TargetGroupCheck>,
+    /// What its instances launch from, when the trial changes it (`None`: not read, and left
+    /// as it is on restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<Launch>,
 }
 
 impl DeploymentSettings {
@@ -139,6 +191,18 @@ impl DeploymentSettings {
             "health-check.unhealthy-threshold" => {
                 tg(&|t| t.unhealthy_threshold.map(|n| n.to_string()))
             }
+            "instance-type" => match &self.launch {
+                Some(l) => l
+                    .instance_type
+                    .clone()
+                    .unwrap_or_else(|| "none named".into()),
+                None => "not read".into(),
+            },
+            "launch-template" => match &self.launch {
+                Some(l) => l.describe(),
+                None => "not read".into(),
+            },
+            "instance-refresh" => "none".into(),
             _ => "?".into(),
         }
     }

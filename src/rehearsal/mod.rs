@@ -9,6 +9,7 @@
 
 pub mod campaign;
 pub mod join;
+pub mod sizes;
 pub mod twin;
 pub mod view;
 

@@ -13,7 +13,9 @@
 //! out at once, in after a few windows below target); the instances then launch with their
 //! spin-up. A group's warm pool and its target group's health-check path shape each join
 //! ([`super::join`]): an instance from the pool starts in seconds, and a readiness path keeps a
-//! not-ready instance out of the balancer.
+//! not-ready instance out of the balancer. An instance's type (as the emulator launched it, from
+//! the group's launch template) scales its capacity by its vCPUs ([`super::sizes`]), so a trial
+//! that changes the instance type sees its effect.
 //!
 //! CloudWatch series come from what happened, never seeded: every `publish_every` the twin
 //! puts into the emulator, timestamped with the current UTC minute, the groups' instance counts
@@ -62,6 +64,9 @@ pub struct TwinConfig {
     pub release: ReleaseProfile,
     /// What one instance serves (none: as much as this machine can).
     pub capacity: Option<InstanceCapacity>,
+    /// The instance type `capacity` describes; instances of other types serve in proportion
+    /// to their vCPUs (default `t2.micro`, the emulated deployment's).
+    pub capacity_type: String,
     /// How long a newly launched instance is Pending (not routed to).
     pub spin_up: Duration,
     /// Pending of an instance taken from a Running warm pool (see [`super::join`]).
@@ -103,6 +108,7 @@ impl TwinConfig {
             deployment: deployment.to_string(),
             release: ReleaseProfile::parse("v0.0.2602").expect("known release"),
             capacity: Some(InstanceCapacity::new(4, Duration::from_millis(10))),
+            capacity_type: "t2.micro".into(),
             spin_up: Duration::from_secs(20),
             warm_running: Duration::from_secs(2),
             warm_stopped: Duration::from_secs(5),
@@ -125,6 +131,10 @@ impl TwinConfig {
 struct Instance {
     id: String,
     role: ServiceRole,
+    /// Its EC2 instance type, as the emulator launched it.
+    instance_type: Option<String>,
+    /// What it serves (its type's share), when the twin models capacity.
+    capacity: Option<InstanceCapacity>,
     standin: Standin,
     /// When the load balancer starts routing to it.
     routable_at: Instant,
@@ -237,6 +247,10 @@ pub struct InstanceView {
     pub db_connections: usize,
     /// Connections the database refused it so far.
     pub db_refused: usize,
+    /// Its EC2 instance type, as the emulator launched it.
+    pub instance_type: Option<String>,
+    /// Requests it serves at once (its type's share of the twin's capacity), when modelled.
+    pub workers: Option<usize>,
 }
 
 /// Which service a request is for, by its path (the load balancer's listener rules).
@@ -262,6 +276,30 @@ async fn in_service(ctx: &AwsContext, asg: &str) -> Result<Vec<String>> {
         .flat_map(|g| g.instances())
         .filter(|i| i.lifecycle_state().map(|s| s.as_str()) == Some("InService"))
         .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect())
+}
+
+/// The instance types of these instances in the emulator.
+async fn instance_types(ctx: &AwsContext, ids: &[String]) -> Result<BTreeMap<String, String>> {
+    if ids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let out = aws_sdk_ec2::Client::new(&ctx.config)
+        .describe_instances()
+        .set_instance_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .map_err(|e| sdk_error(ctx, "ec2:DescribeInstances", e))?;
+    Ok(out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| {
+            Some((
+                i.instance_id()?.to_string(),
+                i.instance_type()?.as_str().to_string(),
+            ))
+        })
         .collect())
 }
 
@@ -464,6 +502,8 @@ impl Twin {
                 routed: i.routed.load(Ordering::Relaxed),
                 db_connections: i.db.as_ref().map_or(0, |p| p.open()),
                 db_refused: i.db.as_ref().map_or(0, |p| p.refused()),
+                instance_type: i.instance_type.clone(),
+                workers: i.capacity.map(|c| c.workers),
             })
             .collect()
     }
@@ -795,6 +835,12 @@ async fn reconcile(
     };
     let mut started = Vec::new();
     let mut groups: BTreeMap<String, super::join::GroupJoin> = BTreeMap::new();
+    let fresh: Vec<String> = wanted
+        .keys()
+        .filter(|id| !known.contains(id))
+        .cloned()
+        .collect();
+    let types = instance_types(ctx, &fresh).await?;
     for (id, role) in &wanted {
         if known.contains(id) {
             continue;
@@ -837,6 +883,11 @@ async fn reconcile(
             (None, Some(account)) => Some(Opener::Counted(account.clone())),
             (None, None) => None,
         };
+        let instance_type = types.get(id).cloned();
+        let capacity = config.capacity.map(|c| match &instance_type {
+            Some(t) => super::sizes::scaled(c, &config.capacity_type, t),
+            None => c,
+        });
         let open_cost = config.capacity.map_or(Duration::ZERO, |c| c.db_open);
         let db = opener.map(|o| {
             Arc::new(SessionPool::new(o, config.db_pool, config.db_idle).with_open_cost(open_cost))
@@ -846,7 +897,7 @@ async fn reconcile(
             StandinConfig {
                 release: config.release.clone(),
                 faults: Faults {
-                    capacity: config.capacity,
+                    capacity,
                     slow_start: spin_up + not_ready,
                     db_pool: db.clone(),
                     ..Faults::default()
@@ -861,6 +912,8 @@ async fn reconcile(
         started.push(Arc::new(Instance {
             id: id.clone(),
             role: *role,
+            instance_type,
+            capacity,
             standin,
             // A readiness health check keeps it out of the balancer until its VTS is up.
             routable_at: Instant::now()

@@ -1,6 +1,7 @@
 //! A group's deployment settings beyond its capacity that a trial changes for its runs: the warm
-//! pool, the scaling policy and the health checks (`infra.<group>.warm-pool`, `.policy`,
-//! `.health-check`). What is written here is the grammar and its checks; the provider reads the
+//! pool, the scaling policy, the health checks and what its instances launch from
+//! (`infra.<group>.warm-pool`, `.policy`, `.health-check`, `.instance-type`, `.launch-template`,
+//! `.instance-refresh`). What is written here is the grammar and its checks; the provider reads the
 //! originals, applies these and puts the originals back.
 
 use std::collections::BTreeMap;
@@ -232,6 +233,65 @@ impl HealthCheckSpec {
     }
 }
 
+/// `launch-template: { version: 7 }`: the version of the group's own launch template its
+/// instances launch from during the trial.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LaunchTemplateSpec {
+    /// The template's version number (1 or more).
+    pub version: i64,
+}
+
+/// The minimum healthy percentage of an instance refresh when the trial gives none (AWS's own
+/// default).
+pub const DEFAULT_MIN_HEALTHY: f64 = 90.0;
+
+/// How long a rollout may take when the trial gives no `instance-refresh.timeout`.
+pub const DEFAULT_REFRESH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// `instance-refresh: { min-healthy: 90%, timeout: 30m }`: how the group's instances are
+/// replaced when its instance type or launch template version changes (an Instance Refresh).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RefreshSpec {
+    /// The share of the group kept in service while instances are replaced (default 90%).
+    #[serde(default)]
+    pub min_healthy: Option<Percent>,
+    /// How long the rollout may take before the trial gives up (default 30m).
+    #[serde(default)]
+    pub timeout: Option<Span>,
+}
+
+impl RefreshSpec {
+    /// The minimum healthy percentage, whole (AWS takes an integer).
+    pub fn min_healthy_pct(&self) -> i32 {
+        self.min_healthy
+            .map(|p| p.0)
+            .unwrap_or(DEFAULT_MIN_HEALTHY)
+            .round() as i32
+    }
+
+    /// How long the rollout may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.map(|t| t.0).unwrap_or(DEFAULT_REFRESH_TIMEOUT)
+    }
+}
+
+/// True when `t` reads as an EC2 instance type (`c6i.xlarge`, `t3a.micro`, `m7i-flex.large`).
+fn is_instance_type(t: &str) -> bool {
+    let Some((family, size)) = t.split_once('.') else {
+        return false;
+    };
+    family.starts_with(|c: char| c.is_ascii_lowercase())
+        && family
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !size.is_empty()
+        && size
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+}
+
 /// What a trial changes of one group besides its capacity.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -245,12 +305,30 @@ pub struct GroupSettings {
     /// The health checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckSpec>,
+    /// The instance type its instances launch as (a new version of its launch template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    /// The version of its launch template its instances launch from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_template: Option<LaunchTemplateSpec>,
+    /// How a changed instance type or template version is rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_refresh: Option<RefreshSpec>,
 }
 
 impl GroupSettings {
     /// True when it changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.warm_pool.is_none() && self.policy.is_none() && self.health_check.is_none()
+        self.warm_pool.is_none()
+            && self.policy.is_none()
+            && self.health_check.is_none()
+            && !self.changes_launch()
+    }
+
+    /// True when it changes what the group's instances launch from (type or template version),
+    /// so they are replaced by an instance refresh.
+    pub fn changes_launch(&self) -> bool {
+        self.instance_type.is_some() || self.launch_template.is_some()
     }
 
     /// What is wrong with it: (field under the group, message, hint).
@@ -320,6 +398,46 @@ impl GroupSettings {
                 bad(
                     "policy.metric.target",
                     format!("must be above zero, got {}", m.target),
+                    None,
+                );
+            }
+        }
+        if let Some(t) = self.instance_type.as_ref().filter(|t| !is_instance_type(t)) {
+            bad(
+                "instance-type",
+                format!("`{t}` is not an EC2 instance type"),
+                Some("e.g. instance-type: c6i.xlarge"),
+            );
+        }
+        if let Some(v) = self.launch_template.as_ref().filter(|l| l.version < 1) {
+            bad(
+                "launch-template.version",
+                format!("must be 1 or more, got {}", v.version),
+                Some("the version number of the group's own launch template, e.g. { version: 7 }"),
+            );
+        }
+        if let Some(r) = &self.instance_refresh {
+            if !self.changes_launch() {
+                bad(
+                    "instance-refresh",
+                    "rolls out a new instance type or launch template version, and the group sets neither".into(),
+                    Some("add instance-type or launch-template, or drop instance-refresh"),
+                );
+            }
+            if let Some(p) = r.min_healthy.filter(|p| !(0.0..=100.0).contains(&p.0)) {
+                bad(
+                    "instance-refresh.min-healthy",
+                    format!("must be between 0% and 100%, got {}%", p.0),
+                    None,
+                );
+            }
+            if let Some(t) = r
+                .timeout
+                .filter(|t| t.0.is_zero() || t.0 > Duration::from_secs(6 * 3600))
+            {
+                bad(
+                    "instance-refresh.timeout",
+                    format!("must be above zero and at most 6h, got {t}"),
                     None,
                 );
             }

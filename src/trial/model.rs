@@ -233,6 +233,18 @@ pub struct CapacitySpec {
     /// The group's and its target group's health checks for the trial.
     #[serde(default, rename = "health-check")]
     pub health_check: Option<super::deployment::HealthCheckSpec>,
+    /// The instance type the group's instances run as for the trial (`c6i.xlarge`): a new
+    /// version of its launch template, rolled out by an instance refresh.
+    #[serde(default, rename = "instance-type")]
+    pub instance_type: Option<String>,
+    /// The version of the group's launch template its instances run for the trial
+    /// (`{ version: 7 }`), rolled out by an instance refresh.
+    #[serde(default, rename = "launch-template")]
+    pub launch_template: Option<super::deployment::LaunchTemplateSpec>,
+    /// How a new instance type or template version is rolled out (`{ min-healthy: 90%,
+    /// timeout: 30m }`).
+    #[serde(default, rename = "instance-refresh")]
+    pub instance_refresh: Option<super::deployment::RefreshSpec>,
 }
 
 impl CapacitySpec {
@@ -242,6 +254,9 @@ impl CapacitySpec {
             warm_pool: self.warm_pool.clone(),
             policy: self.policy.clone(),
             health_check: self.health_check.clone(),
+            instance_type: self.instance_type.clone(),
+            launch_template: self.launch_template.clone(),
+            instance_refresh: self.instance_refresh,
         }
     }
 
@@ -284,6 +299,15 @@ impl CapacitySpec {
             warm_pool,
             policy: over.policy.clone().or_else(|| self.policy.clone()),
             health_check,
+            instance_type: over
+                .instance_type
+                .clone()
+                .or_else(|| self.instance_type.clone()),
+            launch_template: over
+                .launch_template
+                .clone()
+                .or_else(|| self.launch_template.clone()),
+            instance_refresh: over.instance_refresh.or(self.instance_refresh),
         }
     }
 }

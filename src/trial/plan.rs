@@ -561,6 +561,23 @@ pub fn setting_changes(s: &GroupSettings) -> Vec<SettingChange> {
             push("health-check.unhealthy-threshold", n.to_string());
         }
     }
+    if let Some(t) = &s.instance_type {
+        push("instance-type", t.clone());
+    }
+    if let Some(l) = &s.launch_template {
+        push("launch-template", format!("version {}", l.version));
+    }
+    if s.changes_launch() {
+        let r = s.instance_refresh.unwrap_or_default();
+        push(
+            "instance-refresh",
+            format!(
+                "every instance replaced, {}% kept healthy, up to {}",
+                r.min_healthy_pct(),
+                humantime::format_duration(r.timeout())
+            ),
+        );
+    }
     out
 }
 
