@@ -1185,8 +1185,11 @@ async fn spawn_rate_ramps_users_and_cancel_stops_the_run() {
                 assert!(std::time::Instant::now() < deadline, "no whole seconds");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            // The time of the request is read before it is made: read after, a busy machine
+            // can run the engine's whole stop between the two.
+            let requested = trialrunner::results::unix_now();
             cancel.cancel();
-            trialrunner::results::unix_now()
+            requested
         })
     };
     let summary = LoadEngine::new(target(&s.url(), "v0.0.2602"), Progress::Quiet)
