@@ -100,7 +100,7 @@ fn partition(region: &str) -> &'static str {
 
 /// The policy a campaign of `trial` (bound to its environment) needs; empty when it calls no AWS.
 pub fn policy_for(trial: &Trial) -> Result<Policy> {
-    use crate::aws::{cloudwatch, deployment, launch, lock, refresh, scaler, stores};
+    use crate::aws::{cloudwatch, database, deployment, launch, lock, refresh, scaler, stores};
     use crate::fleet::aws as fleet;
 
     let mut policy = Policy::default();
@@ -144,8 +144,14 @@ pub fn policy_for(trial: &Trial) -> Result<Policy> {
         Some(_) => None,
         None => g.aws.as_ref(),
     });
+    // The database's class and parameters, when any run changes them.
+    let databases: Vec<&crate::trial::database::DatabaseSpec> = runs
+        .iter()
+        .filter_map(|t| t.spec.infra.database.as_ref())
+        .collect();
+    let rds_instance = env.rds_instance().filter(|_| !databases.is_empty());
     let postgres = env.spec.stores.as_ref().and_then(|s| s.postgres.as_ref());
-    let rds_lookup = postgres.is_some_and(|p| p.host.is_none());
+    let rds_lookup = postgres.is_some_and(|p| p.host.is_none()) || rds_instance.is_some();
     let stack_password = postgres.is_some_and(|p| p.password_env.is_none());
     let metrics = !trial.spec.metrics.is_empty();
     let error_logs = trial.spec.metrics.contains(&MetricName::ErrorLogs);
@@ -179,6 +185,11 @@ pub fn policy_for(trial: &Trial) -> Result<Policy> {
                 none
             },
             if rds_lookup { stores::RDS_READS } else { none },
+            if rds_instance.is_some() {
+                database::READS
+            } else {
+                none
+            },
             if cache_via_aws {
                 stores::ELASTICACHE_READS
             } else {
@@ -234,6 +245,49 @@ pub fn policy_for(trial: &Trial) -> Result<Policy> {
                     format!("arn:{part}:elasticloadbalancing:{region}:{account}:targetgroup/{tg}/*")
                 })
                 .collect(),
+            None,
+        );
+    }
+    if let Some(instance) = &rds_instance {
+        let rds = |what: &str| format!("arn:{part}:rds:{region}:{account}:{what}");
+        let db = if instance == "auto" {
+            rds(&format!(
+                "db:{}-support*",
+                env.spec.deployment.as_deref().unwrap_or_default()
+            ))
+        } else {
+            rds(&format!("db:{instance}"))
+        };
+        // ModifyDBInstance also names the parameter group the instance is set to: the trial's,
+        // or on restore its original one, which the environment does not name.
+        policy.allow(
+            "ChangeOnlyTheTrialsDatabase",
+            &[database::INSTANCE_WRITES],
+            vec![db, rds("pg:*")],
+            None,
+        );
+        let mut groups = vec![rds("pg:trialrunner-*")];
+        for named in databases
+            .iter()
+            .filter_map(|d| d.parameter_group.as_deref())
+        {
+            let arn = rds(&format!("pg:{named}"));
+            if !groups.contains(&arn) {
+                groups.push(arn);
+            }
+        }
+        policy.allow(
+            "ParameterGroupsOfTheTrialOnly",
+            &[database::GROUP_WRITES],
+            groups,
+            None,
+        );
+        // The trial's group is a copy of the instance's own, which the environment does not
+        // name: copying reads it.
+        policy.allow(
+            "CopyTheInstancesParameterGroup",
+            &[&["rds:CopyDBParameterGroup"]],
+            vec![rds("pg:*")],
             None,
         );
     }
@@ -385,9 +439,18 @@ mod tests {
     /// every listed action is one the file calls (no permission granted for nothing).
     #[test]
     fn every_aws_call_in_the_source_is_in_its_providers_list() {
-        use crate::aws::{cloudwatch, deployment, launch, lock, refresh, scaler, stores};
+        use crate::aws::{cloudwatch, database, deployment, launch, lock, refresh, scaler, stores};
         use crate::fleet::aws as fleet;
         let lists: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
+            (
+                "src/aws/database.rs",
+                [
+                    database::READS,
+                    database::INSTANCE_WRITES,
+                    database::GROUP_WRITES,
+                ]
+                .concat(),
+            ),
             (
                 "src/aws/scaler.rs",
                 [scaler::READS, scaler::GROUP_WRITES].concat(),
@@ -535,6 +598,45 @@ mod tests {
         );
         assert!(statement(&plain, "NewVersionsOfLaunchTemplates").is_none());
         assert!(!plain.actions().contains("autoscaling:StartInstanceRefresh"));
+    }
+
+    #[test]
+    fn a_database_change_grants_its_instance_and_the_trials_parameter_groups_only() {
+        let env = format!("{ENV}stores:\n  postgres: {{ rds-instance: vd-db, database: v, user: v, password-env: PW }}\n");
+        let p = policy(
+            &env,
+            &format!("infra:\n  verification: {{ pin: 2 }}\n  database: {{ instance-class: db.t3.medium, max-connections: 300 }}\n{RUNS}"),
+        );
+        let db = statement(&p, "ChangeOnlyTheTrialsDatabase").unwrap();
+        assert_eq!(
+            db.resources,
+            [
+                "arn:aws:rds:eu-west-1:111122223333:db:vd-db",
+                "arn:aws:rds:eu-west-1:111122223333:pg:*"
+            ]
+        );
+        assert!(db.actions.contains("rds:ModifyDBInstance"));
+        assert!(db.actions.contains("rds:RebootDBInstance"));
+        let groups = statement(&p, "ParameterGroupsOfTheTrialOnly").unwrap();
+        assert_eq!(
+            groups.resources,
+            ["arn:aws:rds:eu-west-1:111122223333:pg:trialrunner-*"]
+        );
+        assert!(groups.actions.contains("rds:DeleteDBParameterGroup"));
+        let all = p.actions();
+        for read in [
+            "rds:DescribeDBInstances",
+            "rds:DescribeDBParameters",
+            "rds:DescribeDBParameterGroups",
+        ] {
+            assert!(all.contains(read), "{read}");
+        }
+        let plain = policy(
+            &env,
+            &format!("infra:\n  verification: {{ pin: 2 }}\n{RUNS}"),
+        );
+        assert!(statement(&plain, "ChangeOnlyTheTrialsDatabase").is_none());
+        assert!(!plain.actions().contains("rds:ModifyDBInstance"));
     }
 
     #[test]

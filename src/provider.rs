@@ -15,11 +15,14 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Result;
 use crate::owner::{Liveness, Owner};
 use crate::results::RunSummary;
+use crate::trial::database::DatabaseSpec;
 use crate::trial::deployment::GroupSettings;
 use crate::trial::model::ServiceRole;
 use crate::trial::{Capacity, LoadPhase};
 
+pub mod database;
 pub mod deployment;
+pub use database::DatabaseOriginal;
 pub use deployment::DeploymentSettings;
 
 /// An ASG's settings as found before a trial: what restoring puts back.
@@ -60,6 +63,9 @@ pub struct JournalTarget {
     pub deployment: Option<String>,
     /// The auto-scaling groups, sorted.
     pub groups: Vec<String>,
+    /// The RDS instance, as the environment names it, when the trial changes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 impl JournalTarget {
@@ -80,7 +86,13 @@ impl JournalTarget {
             endpoint: endpoint.into(),
             deployment: deployment.map(str::to_string),
             groups,
+            database: None,
         }
+    }
+
+    /// The same, with the RDS instance the trial changes (as the environment names it).
+    pub fn with_database(self, database: Option<String>) -> JournalTarget {
+        JournalTarget { database, ..self }
     }
 
     /// A short stable key (names the state file).
@@ -89,12 +101,14 @@ impl JournalTarget {
         hex::encode(&Sha256::digest(text.as_bytes())[..8])
     }
 
-    /// True when both act on the same account, region and endpoint and share a group.
+    /// True when both act on the same account, region and endpoint and share a group or the
+    /// database.
     pub fn overlaps(&self, other: &JournalTarget) -> bool {
         self.account == other.account
             && self.region == other.region
             && self.endpoint == other.endpoint
-            && self.groups.iter().any(|g| other.groups.contains(g))
+            && (self.groups.iter().any(|g| other.groups.contains(g))
+                || (self.database.is_some() && self.database == other.database))
     }
 }
 
@@ -102,8 +116,12 @@ impl std::fmt::Display for JournalTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} in account {} ({}, {})",
+            "{}{} in account {} ({}, {})",
             self.groups.join(", "),
+            self.database
+                .as_ref()
+                .map(|d| format!(" and database {d}"))
+                .unwrap_or_default(),
             self.account,
             self.region,
             self.endpoint
@@ -256,6 +274,38 @@ pub trait Scaler: Send + Sync {
     ) -> Result<()> {
         Err(crate::Error::Infra(
             "this scaler cannot change warm pools, policies or health checks".into(),
+        ))
+    }
+    /// The deployment's database as it is now (its class, parameter group and the values of
+    /// the parameters `spec` sets): what the journal keeps before
+    /// [`Scaler::change_database`]; also the preflight's cheap read of it.
+    async fn read_database(&self, _spec: &DatabaseSpec) -> Result<DatabaseOriginal> {
+        Err(crate::Error::Infra(
+            "this scaler cannot read the database's class or parameters".into(),
+        ))
+    }
+    /// Applies the database's class and parameters (`original` already journaled) and waits
+    /// until RDS has applied them (a reboot for a static parameter), within `spec`'s timeout; a
+    /// stop request (`cancel`) abandons the wait.
+    async fn change_database(
+        &self,
+        _spec: &DatabaseSpec,
+        _original: &DatabaseOriginal,
+        _cancel: &CancellationToken,
+    ) -> Result<()> {
+        Err(crate::Error::Infra(
+            "this scaler cannot change the database".into(),
+        ))
+    }
+    /// Puts the database back as `original` has it (class, parameter group, parameters; a
+    /// group the trial created deleted), waiting for RDS until `deadline`; idempotent.
+    async fn restore_database(
+        &self,
+        _original: &DatabaseOriginal,
+        _deadline: tokio::time::Instant,
+    ) -> Result<()> {
+        Err(crate::Error::Infra(
+            "this scaler cannot restore the database".into(),
         ))
     }
     /// Waits until the services are ready, or the timeout/cancel.

@@ -262,15 +262,26 @@ pub async fn providers_for(trial: &Trial, opts: &SetupOptions) -> Result<Provide
     // The scaler acts on (and samples) exactly the groups the trial changes; the journal is
     // keyed by them.
     let services = changed_services(trial);
+    // A trial that changes the database: the scaler acts on it too, and the journal's target
+    // names it.
+    let database = trial
+        .spec
+        .infra
+        .database
+        .as_ref()
+        .and_then(|_| env.rds_instance());
     let (scaler, journal_target): (Option<Arc<dyn Scaler>>, _) = match &aws {
         Some(ctx) if !services.is_empty() => {
-            let target = journal_target(ctx, env, &services);
-            (
-                Some(Arc::new(
-                    AwsScaler::new(ctx.clone(), services).with_tls(&target_tls),
-                )),
-                Some(target),
-            )
+            let target = journal_target(ctx, env, &services).with_database(database.clone());
+            let mut scaler = AwsScaler::new(ctx.clone(), services).with_tls(&target_tls);
+            if let Some(instance) = &database {
+                scaler = scaler.with_database(
+                    instance,
+                    env.spec.deployment.as_deref().unwrap_or_default(),
+                    &trial.spec.name,
+                );
+            }
+            (Some(Arc::new(scaler)), Some(target))
         }
         _ => (None, None),
     };

@@ -833,3 +833,347 @@ async fn in_the_twin_an_instance_type_scales_each_instances_capacity() {
         "the type the capacity describes"
     );
 }
+
+/// The trial's database: the instance moves to another class and gets `max_connections` 200
+/// through a parameter group the trial creates.
+const DB_TRIAL: &str = "name: db\nenvironment: env.yaml\ninfra:\n  verification: { pin: 2 }\n  database: { instance-class: db.t3.medium, max-connections: 200 }\n  ready-timeout: 60s\n  sample-every: 1s\nruns: RUNS\n";
+
+/// The group the trial creates for the rehearsal's instance.
+const DB_GROUP: &str = "trialrunner-db-veraison-support-rdsinstance-rehearsal";
+
+/// Points the drill's environment at the deployment's RDS instance (`auto`: moto's
+/// `veraison-support-rdsinstance-rehearsal`).
+fn with_database(d: &Drill) {
+    let mut env = std::fs::read_to_string(&d.env).unwrap();
+    env.push_str("stores:\n  postgres: { rds-instance: auto }\n");
+    std::fs::write(&d.env, env).unwrap();
+}
+
+/// The RDS instance's class, its parameter group and `max_connections` in it, and every
+/// parameter group there is, read straight from moto.
+async fn database(ctx: &AwsContext) -> Value {
+    let rds = aws_sdk_rds::Client::new(&ctx.config);
+    let out = rds.describe_db_instances().send().await.unwrap();
+    let db = &out.db_instances()[0];
+    let group = db.db_parameter_groups()[0]
+        .db_parameter_group_name()
+        .unwrap()
+        .to_string();
+    let params = rds
+        .describe_db_parameters()
+        .db_parameter_group_name(&group)
+        .send()
+        .await
+        .unwrap();
+    let max = params
+        .parameters()
+        .iter()
+        .find(|p| p.parameter_name() == Some("max_connections"))
+        .and_then(|p| p.parameter_value())
+        .map(str::to_string);
+    let groups = rds.describe_db_parameter_groups().send().await.unwrap();
+    let mut names: Vec<String> = groups
+        .db_parameter_groups()
+        .iter()
+        .filter_map(|g| g.db_parameter_group_name())
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    json!({
+        "class": db.db_instance_class(),
+        "group": group,
+        "max_connections": max,
+        "groups": names,
+    })
+}
+
+/// The database's class and `max_connections` are read, shown by `plan` before → after,
+/// journaled, applied for the runs (a parameter group created for the trial, the instance
+/// rebooted for the static parameter) and put back exactly on every way out: the end, SIGTERM,
+/// kill -9 then `infra restore`, a frozen endpoint then `infra restore`; the trial's parameter
+/// group is gone after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_class_and_max_connections_are_applied_then_restored_on_every_way_out() {
+    let _serial = SERIAL.lock().await;
+    for way in [
+        WayOut::End,
+        WayOut::Sigterm,
+        WayOut::KillThenRestore,
+        WayOut::FrozenThenRestore,
+    ] {
+        let runs = if matches!(way, WayOut::End) {
+            SHORT_RUNS
+        } else {
+            LONG_RUNS
+        };
+        let d = Drill::new(&DB_TRIAL.replace("RUNS", runs)).await;
+        with_database(&d);
+        let before = database(&d.ctx).await;
+        assert_eq!(before["class"], "db.t3.micro", "{before:#}");
+        assert_eq!(
+            before["max_connections"],
+            Value::Null,
+            "the default group sets none: {before:#}"
+        );
+        if matches!(way, WayOut::End) {
+            let mut cmd = d.cmd();
+            cmd.arg("plan").arg(&d.trial).arg("--env").arg(&d.env);
+            let text = common::expect_exit(&mut cmd, 0).stdout;
+            for needed in [
+                "set database instance-class db.t3.medium; max-connections 200 (applied by a reboot);"
+                    .to_string(),
+                format!("{:<32} db.t3.micro → db.t3.medium", "instance-class"),
+                format!(
+                    "{:<32} engine default → 200 (applied by a reboot)",
+                    "max-connections"
+                ),
+                format!(
+                    "{:<32} {} → a copy of its own made for the trial (deleted on restore)",
+                    "parameter-group",
+                    before["group"].as_str().unwrap()
+                ),
+            ] {
+                assert!(text.contains(&needed), "`{needed}` missing:\n{text}");
+            }
+            let mut cmd = d.cmd();
+            cmd.args(["plan", "--json"])
+                .arg(&d.trial)
+                .arg("--env")
+                .arg(&d.env);
+            let doc: Value =
+                serde_json::from_str(&common::expect_exit(&mut cmd, 0).stdout).unwrap();
+            assert!(
+                doc["changes"]["database"]["settings"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!({"setting": "instance-class", "before": "db.t3.micro", "after": "db.t3.medium"})),
+                "{doc:#}"
+            );
+            assert_eq!(database(&d.ctx).await, before, "plan changed nothing");
+        }
+        let mut run = d.start_run();
+        run.wait_for("step=load", Duration::from_secs(60));
+        let during = database(&d.ctx).await;
+        assert_eq!(during["class"], "db.t3.medium", "{way:?}: {during:#}");
+        assert_eq!(during["group"], DB_GROUP, "{way:?}");
+        assert_eq!(during["max_connections"], "200", "{way:?}");
+        match way {
+            WayOut::End => {
+                let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(60));
+                assert_eq!(status.code(), Some(0), "{output}");
+                for said in [
+                    "rebooting to apply its parameters",
+                    "restored database veraison-support-rdsinstance-rehearsal: class db.t3.micro",
+                ] {
+                    assert!(output.contains(said), "`{said}` missing: {output}");
+                }
+                let journal: Value =
+                    serde_json::from_slice(&std::fs::read(d.out().join("journal.json")).unwrap())
+                        .unwrap();
+                assert_eq!(journal["database"]["class"], "db.t3.micro");
+                assert_eq!(journal["database"]["changed_group"], DB_GROUP);
+                assert_eq!(journal["database"]["created"], true);
+                assert_eq!(journal["restored"], true);
+            }
+            WayOut::Sigterm => {
+                run.signal(libc::SIGTERM);
+                let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(60));
+                assert_eq!(status.code(), Some(143), "{output}");
+            }
+            WayOut::KillThenRestore => {
+                run.child.kill().unwrap();
+                run.child.wait().unwrap();
+                assert_eq!(database(&d.ctx).await["class"], "db.t3.medium");
+                let done = d.infra(&["restore"], 0);
+                assert!(done.stdout.contains("restored database"), "{}", done.stdout);
+            }
+            WayOut::FrozenThenRestore => {
+                d.proxy.freeze("*");
+                d.proxy.wait_held(1, Duration::from_secs(30));
+                run.signal(libc::SIGINT);
+                let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(60));
+                assert_eq!(status.code(), Some(3), "{output}");
+                assert!(
+                    output.contains("RESTORE FAILED: the database may still be changed"),
+                    "{output}"
+                );
+                assert_eq!(database(&d.ctx).await["class"], "db.t3.medium");
+                d.proxy.thaw();
+                d.infra(&["restore"], 0);
+            }
+        }
+        assert_eq!(
+            database(&d.ctx).await,
+            before,
+            "{way:?}: class, parameter group and max_connections back; the trial's group deleted"
+        );
+        assert_eq!(d.capacities().await, ORIGINAL, "{way:?}");
+        assert!(d.lock_tags().await.is_empty(), "{way:?}: lock released");
+    }
+}
+
+/// A parameter group the trial names: its `max_connections` is set for the runs and put back
+/// to the value it had; the group stays, the instance on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_parameter_group_gets_its_own_value_back() {
+    let _serial = SERIAL.lock().await;
+    let trial = DB_TRIAL.replace("RUNS", SHORT_RUNS).replace(
+        "{ instance-class: db.t3.medium, max-connections: 200 }",
+        "{ max-connections: 300, parameter-group: veraison-pg }",
+    );
+    let d = Drill::new(&trial).await;
+    with_database(&d);
+    let rds = aws_sdk_rds::Client::new(&d.ctx.config);
+    let before = database(&d.ctx).await;
+    let family = rds
+        .describe_db_parameter_groups()
+        .db_parameter_group_name(before["group"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .db_parameter_groups()[0]
+        .db_parameter_group_family()
+        .unwrap()
+        .to_string();
+    rds.create_db_parameter_group()
+        .db_parameter_group_name("veraison-pg")
+        .db_parameter_group_family(family)
+        .description("the deployment's own")
+        .send()
+        .await
+        .unwrap();
+    rds.modify_db_parameter_group()
+        .db_parameter_group_name("veraison-pg")
+        .parameters(
+            aws_sdk_rds::types::Parameter::builder()
+                .parameter_name("max_connections")
+                .parameter_value("100")
+                .apply_method(aws_sdk_rds::types::ApplyMethod::PendingReboot)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    rds.modify_db_instance()
+        .db_instance_identifier("veraison-support-rdsinstance-rehearsal")
+        .db_parameter_group_name("veraison-pg")
+        .apply_immediately(true)
+        .send()
+        .await
+        .unwrap();
+    let before = database(&d.ctx).await;
+    assert_eq!(
+        (&before["group"], &before["max_connections"]),
+        (&json!("veraison-pg"), &json!("100"))
+    );
+    let run = d.start_run();
+    run.wait_for("step=load", Duration::from_secs(60));
+    let during = database(&d.ctx).await;
+    assert_eq!(
+        (
+            &during["group"],
+            &during["max_connections"],
+            &during["class"]
+        ),
+        (&json!("veraison-pg"), &json!("300"), &before["class"]),
+        "the named group changed, the class left alone"
+    );
+    let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert_eq!(
+        database(&d.ctx).await,
+        before,
+        "100 again, the group kept, the instance on it"
+    );
+}
+
+/// In the twin the counted database's limit follows the emulated RDS instance's
+/// `max_connections`, as a trial's `infra.database.max-connections` sets it (a parameter group
+/// with the value, the instance on it), and goes back with the instance's own group; past the
+/// limit the twin's database refuses ("too many clients", `standin::pool`'s tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_twin_max_connections_moves_where_the_database_runs_out() {
+    use trialrunner::rehearsal::twin::{Twin, TwinConfig};
+    use trialrunner::standin::store::KvStore;
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    let mut config = TwinConfig::new(D);
+    config.db_max_connections = Some(40);
+    config.poll = Duration::from_millis(50);
+    config.publish_every = None;
+    let twin = Twin::start(
+        &ctx,
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+        KvStore::memory(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        twin.db_max_connections(),
+        Some(40),
+        "the instance's default group sets none: the twin's own limit"
+    );
+    let rds = aws_sdk_rds::Client::new(&ctx.config);
+    let own = database(&ctx).await["group"].as_str().unwrap().to_string();
+    let family = rds
+        .describe_db_parameter_groups()
+        .db_parameter_group_name(&own)
+        .send()
+        .await
+        .unwrap()
+        .db_parameter_groups()[0]
+        .db_parameter_group_family()
+        .unwrap()
+        .to_string();
+    rds.create_db_parameter_group()
+        .db_parameter_group_name("trialrunner-few")
+        .db_parameter_group_family(family)
+        .description("a trial's")
+        .send()
+        .await
+        .unwrap();
+    rds.modify_db_parameter_group()
+        .db_parameter_group_name("trialrunner-few")
+        .parameters(
+            aws_sdk_rds::types::Parameter::builder()
+                .parameter_name("max_connections")
+                .parameter_value("3")
+                .apply_method(aws_sdk_rds::types::ApplyMethod::PendingReboot)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let set_group = |group: String| {
+        let rds = rds.clone();
+        async move {
+            rds.modify_db_instance()
+                .db_instance_identifier("veraison-support-rdsinstance-rehearsal")
+                .db_parameter_group_name(group)
+                .apply_immediately(true)
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let until = |want: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let twin = &twin;
+        async move {
+            while twin.db_max_connections() != Some(want) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the twin's limit is {:?}, not {want}",
+                    twin.db_max_connections()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    set_group("trialrunner-few".into()).await;
+    until(3).await;
+    set_group(own).await;
+    until(40).await;
+}

@@ -578,3 +578,67 @@ fn a_plan_that_cannot_read_aws_says_so_in_its_exit_code() {
         "{stdout}"
     );
 }
+
+/// A trial that changes the database plans a `change database` step after the groups'
+/// settings (its RDS waits in the estimate: minutes for a class, a reboot for
+/// `max_connections`), shows each setting it changes (`--offline`: before unknown), and a
+/// variant's `database` goes over the trial's field by field.
+#[test]
+fn a_database_change_is_planned_and_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let trial = common::write(
+        dir.path(),
+        "db.yaml",
+        "name: db\ninfra:\n  verification: { pin: 2 }\n  database: { instance-class: db.t3.medium, max-connections: 200 }\nvariants:\n  - name: few\n    infra: { database: { max-connections: 50 } }\nruns: { users: 2, duration: 5s, tasks: [verify] }\n",
+    );
+    let env = common::root().join("templates/veraison-aws.yaml");
+    let t = trial::load_trial(&trial, Some(&env)).unwrap();
+    let plan = trial::plan(&t);
+    let kinds: Vec<&str> = plan.steps.iter().map(|s| s.step.kind()).collect();
+    let at = |k: &str| kinds.iter().position(|x| *x == k).unwrap();
+    assert!(at("set-capacity") < at("change-database"), "{kinds:?}");
+    assert!(at("change-database") < at("wait-ready"), "{kinds:?}");
+    let change = &plan.steps[at("change-database")];
+    assert_eq!(
+        change.estimate.as_secs(),
+        600 + 90,
+        "a class change and a reboot"
+    );
+    assert!(
+        plan.steps[at("restore-infra")].estimate.as_secs() > 600,
+        "and as long again to put it back"
+    );
+    let changes = trial::plan::changes(&t);
+    let db = changes.database.as_ref().unwrap();
+    assert_eq!(db.instance, "auto");
+    let settings: Vec<(&str, &str)> = db
+        .settings
+        .iter()
+        .map(|c| (c.setting.as_str(), c.after.as_str()))
+        .collect();
+    assert_eq!(
+        settings,
+        [
+            ("instance-class", "db.t3.medium"),
+            ("max-connections", "200 (applied by a reboot)"),
+            (
+                "parameter-group",
+                "a copy of its own made for the trial (deleted on restore)"
+            ),
+        ]
+    );
+    let text = changes.to_string();
+    assert!(
+        text.contains("  database      the deployment's RDS instance")
+            && text
+                .contains("instance-class                   not read (--offline) → db.t3.medium"),
+        "{text}"
+    );
+    let few = t.under(&t.variants[0]);
+    let merged = few.spec.infra.database.as_ref().unwrap();
+    assert_eq!(
+        (merged.instance_class.as_deref(), merged.max_connections),
+        (Some("db.t3.medium"), Some(50)),
+        "the variant's max-connections over the trial's class"
+    );
+}

@@ -10,6 +10,7 @@ pub mod bucket;
 pub mod claim_tags;
 pub mod cloudwatch;
 pub mod console;
+pub mod database;
 pub mod deployment;
 pub mod history;
 pub mod launch;

@@ -13,8 +13,10 @@ use tokio_util::sync::CancellationToken;
 use super::AwsContext;
 use crate::error::{Error, Result};
 use crate::provider::{
-    AsgSettings, DeploymentSettings, HeldLock, LockClaim, ReadyReport, Restored, Scaler, Takeover,
+    AsgSettings, DatabaseOriginal, DeploymentSettings, HeldLock, LockClaim, ReadyReport, Restored,
+    Scaler, Takeover,
 };
+use crate::trial::database::DatabaseSpec;
 use crate::trial::deployment::GroupSettings;
 use crate::trial::model::ServiceRole;
 use crate::trial::{Capacity, Environment};
@@ -77,6 +79,12 @@ pub struct AwsScaler {
     /// How a group's instances are replaced: AWS's Instance Refresh, or against an emulator
     /// (which has none) acted out by the tool.
     pub(super) refresh: std::sync::Arc<dyn super::refresh::InstanceRefresh>,
+    /// The RDS client (the trial's database).
+    pub(super) rds: aws_sdk_rds::Client,
+    /// The same with the tighter restore timeouts.
+    pub(super) rds_restore: aws_sdk_rds::Client,
+    /// The trial's database, when it changes it ([`AwsScaler::with_database`]).
+    pub(super) database: Option<super::database::DatabaseInfra>,
 }
 
 /// The ASG and target-group names of an environment's services.
@@ -121,6 +129,11 @@ impl AwsScaler {
             ),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&ctx.config),
             ec2: aws_sdk_ec2::Client::new(&ctx.config),
+            rds: aws_sdk_rds::Client::new(&ctx.config),
+            rds_restore: aws_sdk_rds::Client::new(
+                &ctx.with_timeouts(super::AwsTimeouts::restore()).config,
+            ),
+            database: None,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -457,6 +470,27 @@ impl Scaler for AwsScaler {
         let svc = self.service(service)?;
         self.apply_deployment(svc, settings).await?;
         self.apply_launch(svc, settings, cancel).await
+    }
+
+    async fn read_database(&self, spec: &DatabaseSpec) -> Result<DatabaseOriginal> {
+        self.read_db(spec).await
+    }
+
+    async fn change_database(
+        &self,
+        spec: &DatabaseSpec,
+        original: &DatabaseOriginal,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        self.change_db(spec, original, cancel).await
+    }
+
+    async fn restore_database(
+        &self,
+        original: &DatabaseOriginal,
+        deadline: tokio::time::Instant,
+    ) -> Result<()> {
+        self.restore_db(original, deadline).await
     }
 
     async fn wait_ready(

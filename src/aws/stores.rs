@@ -65,37 +65,64 @@ impl RdsLocator {
     }
 }
 
+/// The deployment's RDS instance: `instance` by its identifier, or (`auto`) the one whose
+/// identifier starts with `D-support` (Veraison's template names it `D-support-rdsinstance-…`).
+/// One that is not there is [`Error::Missing`].
+pub(super) async fn find_rds_instance(
+    ctx: &AwsContext,
+    client: &aws_sdk_rds::Client,
+    deployment: &str,
+    instance: &str,
+    deadline: tokio::time::Instant,
+) -> Result<aws_sdk_rds::types::DbInstance> {
+    let mut req = client.describe_db_instances();
+    if instance != "auto" {
+        req = req.db_instance_identifier(instance);
+    }
+    let found = ctx
+        .call_until("rds:DescribeDBInstances", deadline, || req.clone().send())
+        .await;
+    let out = match found {
+        Err(Error::Infra(why)) if why.contains("DBInstanceNotFound") => {
+            return Err(Error::Missing(format!(
+                "no RDS instance {instance} in {}",
+                ctx.endpoint
+            )))
+        }
+        other => other?,
+    };
+    let prefix = format!("{deployment}-support");
+    out.db_instances()
+        .iter()
+        .find(|i| {
+            instance != "auto"
+                || i.db_instance_identifier()
+                    .is_some_and(|id| id.starts_with(&prefix))
+        })
+        .cloned()
+        .ok_or_else(|| {
+            Error::Missing(format!(
+                "no RDS instance {} found in {}",
+                if instance == "auto" {
+                    format!("{prefix}-…")
+                } else {
+                    instance.to_string()
+                },
+                ctx.endpoint
+            ))
+        })
+}
+
 #[async_trait]
 impl DbLocator for RdsLocator {
     async fn locate(&self) -> Result<DbLocation> {
         let rds = aws_sdk_rds::Client::new(&self.ctx.config);
-        let mut req = rds.describe_db_instances();
-        if self.instance != "auto" {
-            req = req.db_instance_identifier(&self.instance);
-        }
-        let out = self
-            .ctx
-            .call("rds:DescribeDBInstances", || req.clone().send())
-            .await?;
-        let prefix = format!("{}-support", self.deployment);
-        let db = out
-            .db_instances()
-            .iter()
-            .find(|i| {
-                self.instance != "auto"
-                    || i.db_instance_identifier()
-                        .is_some_and(|id| id.starts_with(&prefix))
-            })
-            .ok_or_else(|| {
-                Error::Infra(format!(
-                    "no RDS instance {} found in {}",
-                    if self.instance == "auto" {
-                        format!("{prefix}-…")
-                    } else {
-                        self.instance.clone()
-                    },
-                    self.ctx.endpoint
-                ))
+        let deadline = tokio::time::Instant::now() + self.ctx.timeouts.operation;
+        let db = find_rds_instance(&self.ctx, &rds, &self.deployment, &self.instance, deadline)
+            .await
+            .map_err(|e| match e {
+                Error::Missing(why) => Error::Infra(why),
+                e => e,
             })?;
         let endpoint = db.endpoint().ok_or_else(|| {
             Error::Infra(format!(

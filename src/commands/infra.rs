@@ -162,6 +162,9 @@ impl Hold {
             )),
             None => text.push_str(&format!("  journal of {}\n", s.owner)),
         }
+        if let Some(d) = &s.database {
+            text.push_str(&format!("  database: {}\n", d.summary()));
+        }
         text.push_str(&format!(
             "  originals: {groups}\n  results: {}\n",
             s.results_dir
@@ -263,8 +266,10 @@ async fn restore(scaler: &AwsScaler, holds: Vec<Hold>, force: bool, forget: bool
             continue;
         }
         let report = if h.journal.pending() {
+            // RDS takes minutes to move a class back: the database gets the trial's default wait.
+            let database_budget = trial::database::DEFAULT_DATABASE_TIMEOUT.max(restore_budget());
             h.journal
-                .restore(scaler as &dyn Scaler, restore_budget())
+                .restore(scaler as &dyn Scaler, restore_budget(), database_budget)
                 .await
         } else {
             RestoreReport::default()
@@ -280,6 +285,9 @@ async fn restore(scaler: &AwsScaler, holds: Vec<Hold>, force: bool, forget: bool
         }
         for (o, who) in &report.held_by_others {
             crate::outln!("not restored {:<24} {who}", o.name);
+        }
+        if let Some(d) = &report.database_restored {
+            crate::outln!("restored database {}", d.summary());
         }
         if report.complete() {
             release(scaler, &h).await;

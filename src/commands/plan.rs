@@ -11,6 +11,7 @@ use crate::aws::scaler::{services_of, AwsScaler};
 use crate::aws::{AwsContext, AwsTimeouts};
 use crate::error::{exit, Result};
 use crate::provider::Scaler;
+use crate::trial::database::DatabaseSpec;
 use crate::trial::{self, plan::Changes};
 
 /// Arguments of `plan`.
@@ -29,9 +30,15 @@ pub struct Args {
     pub offline: bool,
 }
 
-/// Fills in whose credentials these are and the groups' current settings (read-only, each
-/// call bounded at 15 s: a plan is a quick look); false when something could not be read.
-async fn read_current(t: &trial::Trial, changes: &mut Changes, global: &Global) -> bool {
+/// Fills in whose credentials these are and the groups' and the database's current settings
+/// (read-only, each call bounded at 15 s: a plan is a quick look); false when something could
+/// not be read. `database` is what the trial (or the variant) sets of the database.
+async fn read_current(
+    t: &trial::Trial,
+    changes: &mut Changes,
+    database: Option<&DatabaseSpec>,
+    global: &Global,
+) -> bool {
     let Some(spec) = &t.env.spec.aws else {
         return true;
     };
@@ -45,6 +52,9 @@ async fn read_current(t: &trial::Trial, changes: &mut Changes, global: &Global) 
             changes.credentials = Some(format!("not checked: {e}"));
             for g in &mut changes.groups {
                 g.note = Some("no AWS access".into());
+            }
+            if let Some(d) = &mut changes.database {
+                d.note = Some("no AWS access".into());
             }
             return false;
         }
@@ -60,10 +70,20 @@ async fn read_current(t: &trial::Trial, changes: &mut Changes, global: &Global) 
         for g in &mut changes.groups {
             g.note = Some("not read: no AWS access, see credentials".into());
         }
+        if let Some(d) = &mut changes.database {
+            d.note = Some("not read: no AWS access, see credentials".into());
+        }
         return false;
     }
     changes.credentials = Some(format!("for account {} (the environment's)", ctx.account));
-    let scaler = AwsScaler::new(ctx, services_of(&t.env));
+    let mut scaler = AwsScaler::new(ctx, services_of(&t.env));
+    if let Some(instance) = t.env.rds_instance() {
+        scaler = scaler.with_database(
+            &instance,
+            t.env.spec.deployment.as_deref().unwrap_or_default(),
+            &t.spec.name,
+        );
+    }
     let services: Vec<_> = changes.groups.iter().map(|g| g.service).collect();
     let reads = services
         .iter()
@@ -100,6 +120,19 @@ async fn read_current(t: &trial::Trial, changes: &mut Changes, global: &Global) 
             }
         }
     }
+    if let (Some(spec), Some(d)) = (database, &mut changes.database) {
+        match scaler.read_database(spec).await {
+            Ok(now) => {
+                for c in &mut d.settings {
+                    c.before = Some(now.describe(&c.setting));
+                }
+            }
+            Err(e) => {
+                d.note = Some(e.to_string());
+                all_read = false;
+            }
+        }
+    }
     all_read
 }
 
@@ -118,6 +151,7 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
             v.name.clone(),
             trial::plan(&under),
             trial::plan::changes(&under),
+            under.spec.infra.database.clone(),
         ));
     }
     eprintln!(
@@ -132,9 +166,10 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
     );
     let read_all = args.offline
         || runtime().block_on(async {
-            let mut all = read_current(&t, &mut changes, global).await;
-            for (_, _, c) in &mut variants {
-                all &= read_current(&t, c, global).await;
+            let mut all =
+                read_current(&t, &mut changes, t.spec.infra.database.as_ref(), global).await;
+            for (_, _, c, db) in &mut variants {
+                all &= read_current(&t, c, db.as_ref(), global).await;
             }
             all
         });
@@ -143,7 +178,7 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
         if !variants.is_empty() {
             doc["variants"] = variants
                 .iter()
-                .map(|(name, plan, changes)| {
+                .map(|(name, plan, changes, _)| {
                     serde_json::json!({"name": name, "plan": plan, "changes": changes})
                 })
                 .collect();
@@ -159,7 +194,7 @@ pub fn run(args: Args, global: &Global) -> Result<i32> {
             "{} variants, run in turn, each restored before the next (results in <out>/<variant>/):",
             variants.len()
         );
-        for (name, plan, changes) in &variants {
+        for (name, plan, changes, _) in &variants {
             crate::outln!("\n=== variant {name} ===\n{plan}\n\n{changes}");
         }
     }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 pub use crate::owner::{hostname, Liveness, Owner};
 pub use crate::provider::JournalTarget;
-use crate::provider::{AsgSettings, HeldLock, Restored, Scaler};
+use crate::provider::{AsgSettings, DatabaseOriginal, HeldLock, Restored, Scaler};
 use crate::results;
 use crate::results::absolute;
 
@@ -42,6 +42,9 @@ pub struct JournalState {
     pub restore_command: String,
     /// Original settings, one per ASG.
     pub original: Vec<AsgSettings>,
+    /// The database's original settings, when the trial changes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseOriginal>,
     /// True once everything was put back (or the journal was forgotten).
     pub restored: bool,
     /// Set when the user dropped the journal without restoring (`infra restore --forget`).
@@ -132,12 +135,16 @@ pub struct RestoreReport {
     pub missing: Vec<AsgSettings>,
     /// Groups another campaign holds now, left as they are, with who holds them.
     pub held_by_others: Vec<(AsgSettings, String)>,
+    /// The database, put back.
+    pub database_restored: Option<DatabaseOriginal>,
+    /// The database, not (or not yet: RDS still applying) put back, with why.
+    pub database_failed: Option<(DatabaseOriginal, String)>,
 }
 
 impl RestoreReport {
-    /// True when every group is back (or gone).
+    /// True when every group is back (or gone), and the database.
     pub fn complete(&self) -> bool {
-        self.failed.is_empty() && self.missing.is_empty()
+        self.failed.is_empty() && self.missing.is_empty() && self.database_failed.is_none()
     }
 }
 
@@ -250,6 +257,17 @@ impl UndoJournal {
         &self.files
     }
 
+    /// Records the database's original settings (the first record wins: a resumed campaign
+    /// keeps what it read before its first change) and persists before returning.
+    pub fn record_database(&mut self, original: DatabaseOriginal) -> Result<()> {
+        if self.state.database.is_none() {
+            self.state.database = Some(original);
+        }
+        self.state.restored = false;
+        self.state.forgotten = None;
+        self.persist()
+    }
+
     /// Records original settings (the first record of an ASG wins) and persists before
     /// returning: nothing may change before this is on disk.
     pub fn record(&mut self, settings: Vec<AsgSettings>) -> Result<()> {
@@ -272,7 +290,7 @@ impl UndoJournal {
 
     /// True when there is something to restore.
     pub fn pending(&self) -> bool {
-        !self.state.restored && !self.state.original.is_empty()
+        !self.state.restored && (!self.state.original.is_empty() || self.state.database.is_some())
     }
 
     fn close(&mut self) -> Result<()> {
@@ -286,19 +304,55 @@ impl UndoJournal {
     }
 
     /// Puts every ASG back, all at once, each trying until the budget is spent (throttling and
-    /// transient failures are tried again); idempotent. A group another campaign holds now is
-    /// left to it. The journal is closed only when every group is back.
-    pub async fn restore(&mut self, scaler: &dyn Scaler, budget: Duration) -> RestoreReport {
+    /// transient failures are tried again), and the database beside them within
+    /// `database_budget` (RDS takes minutes to change a class); idempotent. A group another
+    /// campaign holds now is left to it. The journal is closed only when everything is back.
+    pub async fn restore(
+        &mut self,
+        scaler: &dyn Scaler,
+        budget: Duration,
+        database_budget: Duration,
+    ) -> RestoreReport {
         let mut report = RestoreReport::default();
         if !self.pending() {
             return report;
         }
         let deadline = tokio::time::Instant::now() + budget;
+        let database_deadline = tokio::time::Instant::now() + database_budget;
         let lock = Some(self.state.lock_id.as_str()).filter(|id| !id.is_empty());
-        let outcomes = futures::future::join_all(self.state.original.iter().map(|original| {
+        let groups = futures::future::join_all(self.state.original.iter().map(|original| {
             tokio::time::timeout_at(deadline, scaler.restore(original, lock, deadline))
-        }))
-        .await;
+        }));
+        let database_original = self.state.database.clone();
+        let database = async {
+            match &database_original {
+                Some(original) => Some(
+                    // A moment past its own deadline: its own error says what is in flight.
+                    tokio::time::timeout_at(
+                        database_deadline + Duration::from_secs(5),
+                        scaler.restore_database(original, database_deadline),
+                    )
+                    .await,
+                ),
+                None => None,
+            }
+        };
+        let (outcomes, database) = tokio::join!(groups, database);
+        if let (Some(original), Some(outcome)) = (&database_original, database) {
+            match outcome {
+                Ok(Ok(())) => report.database_restored = Some(original.clone()),
+                Ok(Err(e)) => report.database_failed = Some((original.clone(), e.to_string())),
+                Err(_) => {
+                    report.database_failed = Some((
+                        original.clone(),
+                        format!(
+                            "not back within {} (RDS may still be applying it: `infra restore` finishes it)",
+                            humantime::format_duration(database_budget)
+                        ),
+                    ))
+                }
+            }
+        }
         for (original, outcome) in self.state.original.iter().zip(outcomes) {
             match outcome {
                 Ok(Ok(Restored::Done)) => report.restored.push(original.clone()),
@@ -330,10 +384,19 @@ impl UndoJournal {
         self.close()
     }
 
-    /// The loud message for groups a restore left changed: which, their originals, the command.
+    /// The loud message for groups (and the database) a restore left changed: which, their
+    /// originals, the command.
     pub fn failure_message(&self, report: &RestoreReport) -> String {
-        let mut s =
-            String::from("RESTORE FAILED: these auto-scaling groups may still be changed:\n");
+        let mut s = String::new();
+        if let Some((d, why)) = &report.database_failed {
+            s.push_str(&format!(
+                "RESTORE FAILED: the database may still be changed:\n  {}\n    why: {why}\n",
+                d.summary()
+            ));
+        }
+        if !report.failed.is_empty() || !report.missing.is_empty() {
+            s.push_str("RESTORE FAILED: these auto-scaling groups may still be changed:\n");
+        }
         for (o, why) in &report.failed {
             s.push_str(&format!(
                 "  {} ({}): original min {} max {} desired {}\n    why: {why}\n",

@@ -151,6 +151,9 @@ struct Campaign<'a> {
     last_run: Option<String>,
     /// Runs of the plan that are not complete: the clears that prepare them run again.
     unfinished: HashSet<String>,
+    /// True once a restore waited for the database (a second one on the way out does not wait
+    /// as long again).
+    database_waited: bool,
 }
 
 /// The journal of this campaign: the one its results directory holds (resume: the originals
@@ -265,6 +268,7 @@ pub async fn execute_with(
         extra: BTreeMap::new(),
         last_run: None,
         unfinished,
+        database_waited: false,
     };
     if let Ok(previous) = results::read_json::<Vec<StoreSnapshot>>(&dir.root.join("stores.json")) {
         c.outcome.stores = previous;
@@ -467,6 +471,14 @@ impl Campaign<'_> {
                 journal.record(settings)?;
                 self.extra
                     .insert("infra_original".into(), json!(journal.state().original));
+                // The database the trial changes, read now, journaled the same way.
+                if let Some(db) = &self.trial.spec.infra.database {
+                    let read = scaler.read_database(db).await?;
+                    self.extra.insert("database_before".into(), json!(read));
+                    journal.record_database(read)?;
+                    self.extra
+                        .insert("database_original".into(), json!(journal.state().database));
+                }
             }
             Step::SetCapacity { service, capacity } => {
                 if !self.journal.as_ref().is_some_and(UndoJournal::pending) {
@@ -494,6 +506,22 @@ impl Campaign<'_> {
                 }
                 Self::need(&p.scaler, "auto-scaling")?
                     .change_settings(*service, settings, &self.stop)
+                    .await?;
+            }
+            Step::ChangeDatabase { database } => {
+                let original = self
+                    .journal
+                    .as_ref()
+                    .filter(|j| j.pending())
+                    .and_then(|j| j.state().database.clone())
+                    .ok_or_else(|| {
+                        Error::Infra(
+                            "refusing to change the database before its original settings are journaled"
+                                .into(),
+                        )
+                    })?;
+                Self::need(&p.scaler, "auto-scaling")?
+                    .change_database(database, &original, &self.stop)
                     .await?;
             }
             Step::WaitReady { services, timeout } => {
@@ -528,7 +556,7 @@ impl Campaign<'_> {
                 }
             }
             Step::RestoreInfra => {
-                if let Some(report) = self.restore_groups().await {
+                if let Some(report) = self.restore_groups(self.database_budget()).await {
                     if !report.complete() {
                         let journal = self.journal.as_ref().expect("a restore had a journal");
                         return Err(Error::Infra(journal.failure_message(&report)));
@@ -641,10 +669,24 @@ impl Campaign<'_> {
         Ok(())
     }
 
+    /// How long the database's restore may wait for RDS: the trial's database `timeout` (a
+    /// class change takes minutes), but only [`restore_budget`] once a stop was requested (a
+    /// stop ends within two minutes: what RDS still applies is said, `infra restore` finishes it).
+    fn database_budget(&self) -> Duration {
+        let budget = restore_budget();
+        match &self.trial.spec.infra.database {
+            Some(db) if !self.interrupts.soft.is_cancelled() && !self.database_waited => {
+                db.timeout().max(budget)
+            }
+            _ => budget,
+        }
+    }
+
     /// Stops renewing the lease, puts the journalled groups back (when something is pending)
-    /// within [`restore_budget`], and releases the deployment lock once nothing of this
-    /// campaign is left changed. `None` when there was nothing to restore.
-    async fn restore_groups(&mut self) -> Option<RestoreReport> {
+    /// within [`restore_budget`] (the database within `database_budget`), and releases the
+    /// deployment lock once nothing of this campaign is left changed. `None` when there was
+    /// nothing to restore.
+    async fn restore_groups(&mut self, database_budget: Duration) -> Option<RestoreReport> {
         if let Some(h) = self.heartbeat.take() {
             h.stop().await;
         }
@@ -655,7 +697,10 @@ impl Campaign<'_> {
         let deadline = tokio::time::Instant::now() + budget;
         let report = if journal.pending() {
             let started = std::time::Instant::now();
-            let report = journal.restore(scaler.as_ref(), budget).await;
+            let report = journal
+                .restore(scaler.as_ref(), budget, database_budget)
+                .await;
+            self.database_waited |= journal.state().database.is_some();
             self.extra
                 .insert("restore_s".into(), json!(started.elapsed().as_secs_f64()));
             Some(report)
@@ -685,7 +730,7 @@ impl Campaign<'_> {
         if pending {
             crate::terminal::say("restoring the auto-scaling groups…");
         }
-        let report = self.restore_groups().await?;
+        let report = self.restore_groups(self.database_budget()).await?;
         self.extra.insert(
             "restore".into(),
             json!({
@@ -693,6 +738,8 @@ impl Campaign<'_> {
                 "failed": report.failed.iter().map(|(s, why)| json!({"group": s, "why": why})).collect::<Vec<_>>(),
                 "missing": report.missing,
                 "held_by_others": report.held_by_others.iter().map(|(s, who)| json!({"group": s, "holder": who})).collect::<Vec<_>>(),
+                "database": report.database_restored,
+                "database_failed": report.database_failed.as_ref().map(|(d, why)| json!({"database": d, "why": why})),
             }),
         );
         if report.complete() {
@@ -736,5 +783,8 @@ fn say_restored(report: &RestoreReport) {
     }
     for (o, who) in &report.held_by_others {
         crate::terminal::say(&format!("not restored {}: {who}", o.name));
+    }
+    if let Some(d) = &report.database_restored {
+        crate::terminal::say(&format!("restored database {}", d.summary()));
     }
 }

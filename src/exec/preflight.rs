@@ -39,6 +39,11 @@ pub async fn preflight(trial: &Trial, p: &Providers) -> Result<Vec<String>> {
                     .unwrap_or_default()
             ));
         }
+        // The database a trial changes: found, its class and parameters read.
+        if let Some(db) = &trial.spec.infra.database {
+            let now = s.read_database(db).await?;
+            found.push(format!("database {}", now.summary()));
+        }
     }
     if uses_stores(trial) {
         if let Some(s) = &p.stores {

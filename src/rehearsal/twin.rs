@@ -28,9 +28,11 @@
 //! between requests, the rest closed. With `postgres` they are real sessions on that server,
 //! so its own `max_connections` refuses the one too many with "sorry, too many clients
 //! already", under load, as the 2025 campaign saw; without a server, `db_max_connections`
-//! counts them alike. The 5xx answers' messages go to the services' log groups, one stream per
-//! instance, where the campaign's error-log counts find them; RDS `DatabaseConnections` is
-//! what the server's `pg_stat_activity` lists (or the count).
+//! counts them alike, and the count's limit follows the emulated RDS instance's
+//! `max_connections` ([`database`]: what a trial's `infra.database.max-connections` sets).
+//! The 5xx answers' messages go to the services' log groups, one stream per instance, where
+//! the campaign's error-log counts find them; RDS `DatabaseConnections` is what the server's
+//! `pg_stat_activity` lists (or the count).
 //!
 //! A provider for `rehearse` and the tests only: nothing in a campaign's path depends on it.
 
@@ -45,6 +47,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
+mod database;
 mod policy;
 
 use crate::aws::{sdk_error, AwsContext};
@@ -340,6 +343,11 @@ impl Twin {
             warm_pools: Mutex::new(BTreeMap::new()),
         });
         reconcile(ctx, &config, &cluster, &state, true).await?;
+        if let (Some(account), Some(configured)) = (&state.db_account, config.db_max_connections) {
+            if let Err(e) = database::follow(ctx, &config.deployment, account, configured).await {
+                tracing::warn!("twin: reading the database's parameters: {e}");
+            }
+        }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| Error::io(format!("binding the twin's balancer on {listen}"), e))?;
@@ -387,6 +395,15 @@ impl Twin {
                     tokio::time::sleep(config.poll).await;
                     if let Err(e) = reconcile(&ctx, &config, &cluster, &state, false).await {
                         tracing::warn!("twin: reading the groups: {e}");
+                    }
+                    if let (Some(account), Some(configured)) =
+                        (&state.db_account, config.db_max_connections)
+                    {
+                        if let Err(e) =
+                            database::follow(&ctx, &config.deployment, account, configured).await
+                        {
+                            tracing::warn!("twin: reading the database's parameters: {e}");
+                        }
                     }
                     state.count_pool_opens(&mut opened);
                     if config
@@ -487,6 +504,11 @@ impl Twin {
             seconds,
             instances,
         }
+    }
+
+    /// The counted database's `max_connections` now (`None`: no counted database).
+    pub fn db_max_connections(&self) -> Option<usize> {
+        self.state.db_account.as_ref().map(|a| a.max_connections())
     }
 
     /// The instances behind the balancer.

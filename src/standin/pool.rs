@@ -20,7 +20,7 @@ pub const TOO_MANY_CLIENTS: &str = "FATAL: sorry, too many clients already (SQLS
 /// A database without a server: its `max_connections` and the connections open against it.
 #[derive(Debug)]
 pub struct DbAccount {
-    max: usize,
+    max: AtomicUsize,
     open: AtomicUsize,
 }
 
@@ -28,9 +28,20 @@ impl DbAccount {
     /// A database that accepts `max_connections` at once.
     pub fn new(max_connections: usize) -> Arc<DbAccount> {
         Arc::new(DbAccount {
-            max: max_connections,
+            max: AtomicUsize::new(max_connections),
             open: AtomicUsize::new(0),
         })
+    }
+
+    /// Its `max_connections` now.
+    pub fn max_connections(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// A new `max_connections` (as a reboot with another parameter value makes it): the
+    /// connections open stay, new ones past it are refused.
+    pub fn set_max_connections(&self, max_connections: usize) {
+        self.max.store(max_connections, Ordering::Relaxed);
     }
 
     /// Connections open now.
@@ -232,7 +243,7 @@ impl SessionPool {
                 Ok(Connection::Postgres(client))
             }
             Opener::Counted(account) => {
-                if account.open.fetch_add(1, Ordering::Relaxed) >= account.max {
+                if account.open.fetch_add(1, Ordering::Relaxed) >= account.max_connections() {
                     account.open.fetch_sub(1, Ordering::Relaxed);
                     return Err(StoreError::Db(TOO_MANY_CLIENTS.to_string()));
                 }

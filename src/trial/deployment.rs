@@ -278,7 +278,7 @@ impl RefreshSpec {
 }
 
 /// True when `t` reads as an EC2 instance type (`c6i.xlarge`, `t3a.micro`, `m7i-flex.large`).
-fn is_instance_type(t: &str) -> bool {
+pub fn is_instance_type(t: &str) -> bool {
     let Some((family, size)) = t.split_once('.') else {
         return false;
     };

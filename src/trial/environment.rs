@@ -60,6 +60,19 @@ impl Environment {
         })
     }
 
+    /// The deployment's RDS instance as the environment names it (`stores.postgres.rds-instance`,
+    /// or `auto` when the database has no `host`: the stores find it the same way); `None` when
+    /// it names none, or has no `aws` section to find one in.
+    pub fn rds_instance(&self) -> Option<String> {
+        self.spec.aws.as_ref()?;
+        let pg = self.spec.stores.as_ref()?.postgres.as_ref()?;
+        match (&pg.rds_instance, &pg.host) {
+            (Some(i), _) => Some(i.clone()),
+            (None, None) => Some("auto".into()),
+            (None, Some(_)) => None,
+        }
+    }
+
     /// True when the environment names some store driver.
     pub fn has_store_driver(&self) -> bool {
         self.spec.stores.as_ref().is_some_and(|s| {

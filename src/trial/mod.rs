@@ -3,6 +3,7 @@
 
 mod check;
 pub mod checked;
+pub mod database;
 pub mod deployment;
 pub mod environment;
 pub mod limits;

@@ -167,6 +167,10 @@ pub struct InfraSpec {
     /// Management ASG capacity.
     #[serde(default)]
     pub management: Option<CapacitySpec>,
+    /// The deployment's RDS database for the trial: its instance class and `max_connections`
+    /// (`{ instance-class: db.t3.medium, max-connections: 200 }`).
+    #[serde(default)]
+    pub database: Option<super::database::DatabaseSpec>,
     /// Upper bound for instances to become InService, healthy and READY (default 15m).
     #[serde(default)]
     pub ready_timeout: Option<Span>,
@@ -190,7 +194,7 @@ impl InfraSpec {
 
     /// A variant's `infra` over this one: per group, a capacity it gives replaces this one's,
     /// and each of `warm-pool`, `policy`, `health-check` it gives replaces this one's (a warm
-    /// pool's and a health check's fields one by one).
+    /// pool's and a health check's fields one by one); the database's fields one by one.
     pub fn merged(&self, over: &InfraSpec) -> InfraSpec {
         let group = |base: &Option<CapacitySpec>, over: &Option<CapacitySpec>| match (base, over) {
             (b, None) => b.clone(),
@@ -201,6 +205,10 @@ impl InfraSpec {
             provisioning: group(&self.provisioning, &over.provisioning),
             verification: group(&self.verification, &over.verification),
             management: group(&self.management, &over.management),
+            database: match (&self.database, &over.database) {
+                (Some(b), Some(o)) => Some(b.merged(o)),
+                (b, o) => o.clone().or_else(|| b.clone()),
+            },
             ready_timeout: over.ready_timeout.or(self.ready_timeout),
             sample_every: over.sample_every.or(self.sample_every),
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::checked::{Capacity, TaskRef, Trial};
+use super::database::DatabaseSpec;
 use super::deployment::{GroupSettings, Setting};
 use super::load_phase::{LoadPhase, REQUEST_TIMEOUT};
 use super::model::{ArrivalSpec, ClearPolicy, CountPolicy, ServiceRole, TaskMode};
@@ -36,6 +37,12 @@ pub enum Step {
         service: ServiceRole,
         /// What it changes.
         settings: GroupSettings,
+    },
+    /// Change the database's instance class and `max_connections` (the originals journaled),
+    /// waiting for RDS to apply them (a reboot for `max_connections`).
+    ChangeDatabase {
+        /// What it changes.
+        database: DatabaseSpec,
     },
     /// Wait until the services' instances are InService, healthy and READY.
     WaitReady {
@@ -88,6 +95,7 @@ impl Step {
             Step::SnapshotInfra { .. } => "snapshot-infra",
             Step::SetCapacity { .. } => "set-capacity",
             Step::ChangeSettings { .. } => "change-settings",
+            Step::ChangeDatabase { .. } => "change-database",
             Step::WaitReady { .. } => "wait-ready",
             Step::CheckTarget => "check-target",
             Step::ClearStores { .. } => "clear-stores",
@@ -132,6 +140,18 @@ impl fmt::Display for Step {
                     .map(|c| format!("{} {}", c.setting, c.after))
                     .collect();
                 write!(f, "set {service} {}", what.join("; "))
+            }
+            Step::ChangeDatabase { database } => {
+                let what: Vec<String> = database_changes(database)
+                    .into_iter()
+                    .map(|c| format!("{} {}", c.setting, c.after))
+                    .collect();
+                write!(
+                    f,
+                    "set database {}; wait for it, up to {}",
+                    what.join("; "),
+                    humantime::format_duration(database.timeout())
+                )
             }
             Step::WaitReady { services, timeout } => {
                 write!(
@@ -318,6 +338,28 @@ mod estimate {
     pub const METRICS: Duration = Duration::from_secs(5);
     /// CloudWatch publishes a minute's datapoints 1–3 minutes after it ends.
     pub const SETTLE: Duration = Duration::from_secs(180);
+    /// RDS moves an instance to another class in several minutes.
+    pub const DB_CLASS: Duration = Duration::from_secs(600);
+    /// A reboot of an RDS instance (for a static parameter) takes about a minute.
+    pub const DB_REBOOT: Duration = Duration::from_secs(90);
+}
+
+/// How long the database's change (and as long again, its restore) is expected to take.
+fn database_estimate(trial: &Trial, db: &DatabaseSpec) -> Duration {
+    if trial.env.spec.aws.is_none() {
+        return estimate::API_CALL;
+    }
+    let class = if db.instance_class.is_some() {
+        estimate::DB_CLASS
+    } else {
+        Duration::ZERO
+    };
+    let reboot = if db.max_connections.is_some() {
+        estimate::DB_REBOOT
+    } else {
+        Duration::ZERO
+    };
+    (class + reboot).min(db.timeout())
 }
 
 fn run_id(
@@ -365,7 +407,13 @@ pub fn plan(trial: &Trial) -> Plan {
     }
     load_steps(trial, &mut push);
     if !trial.capacities.is_empty() {
-        push(Step::RestoreInfra, estimate::API_CALL);
+        let database = spec
+            .infra
+            .database
+            .as_ref()
+            .map(|db| database_estimate(trial, db))
+            .unwrap_or_default();
+        push(Step::RestoreInfra, estimate::API_CALL + database);
     }
     if !spec.metrics.is_empty() {
         let settle = spec.metrics_settle.map(|s| s.0).unwrap_or(estimate::SETTLE);
@@ -405,6 +453,14 @@ fn infra_steps(trial: &Trial, push: &mut impl FnMut(Step, Duration)) {
                     settings: settings.clone(),
                 },
                 estimate::API_CALL,
+            );
+        }
+        if let Some(db) = &spec.infra.database {
+            push(
+                Step::ChangeDatabase {
+                    database: db.clone(),
+                },
+                database_estimate(trial, db),
             );
         }
         let timeout = spec
@@ -581,6 +637,44 @@ pub fn setting_changes(s: &GroupSettings) -> Vec<SettingChange> {
     out
 }
 
+/// The settings of the database a [`DatabaseSpec`] changes, with what each becomes (before
+/// unknown): `instance-class`, `max-connections`, `parameter-group`.
+pub fn database_changes(d: &DatabaseSpec) -> Vec<SettingChange> {
+    let mut out = Vec::new();
+    let mut push = |setting: &str, after: String| {
+        out.push(SettingChange {
+            setting: setting.into(),
+            before: None,
+            after,
+        })
+    };
+    if let Some(c) = &d.instance_class {
+        push("instance-class", c.clone());
+    }
+    if let Some(n) = d.max_connections {
+        push("max-connections", format!("{n} (applied by a reboot)"));
+        push(
+            "parameter-group",
+            match &d.parameter_group {
+                Some(g) => g.clone(),
+                None => "a copy of its own made for the trial (deleted on restore)".into(),
+            },
+        );
+    }
+    out
+}
+
+/// The database a trial changes.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseChange {
+    /// The RDS instance as the environment names it (`auto`: the deployment's).
+    pub instance: String,
+    /// Why the current settings are unknown, when they are.
+    pub note: Option<String>,
+    /// Each setting the trial changes, before → after.
+    pub settings: Vec<SettingChange>,
+}
+
 /// Everything a trial will change, and where: what `plan` shows before anything runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct Changes {
@@ -592,6 +686,9 @@ pub struct Changes {
     pub credentials: Option<String>,
     /// The groups it pins or frees.
     pub groups: Vec<GroupChange>,
+    /// The database it changes (instance class, `max_connections`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseChange>,
     /// The stores it clears, and when.
     pub clears: Option<String>,
     /// The session cache it flushes.
@@ -730,6 +827,11 @@ pub fn changes(trial: &Trial) -> Changes {
         aws,
         credentials: None,
         groups,
+        database: trial.spec.infra.database.as_ref().map(|d| DatabaseChange {
+            instance: env.rds_instance().unwrap_or_else(|| "?".into()),
+            note: None,
+            settings: database_changes(d),
+        }),
         clears: when.and_then(|w| db.map(|d| format!("{d}: {w}"))),
         flushes: cache.filter(|_| trial.spec.stores.flush_sessions),
         reads: trial.spec.metrics.clone(),
@@ -782,6 +884,22 @@ impl fmt::Display for Changes {
         }
         if self.groups.is_empty() {
             writeln!(f, "  groups        none changed")?;
+        }
+        if let Some(d) = &self.database {
+            let instance = if d.instance == "auto" {
+                "the deployment's RDS instance".to_string()
+            } else {
+                format!("RDS instance {}", d.instance)
+            };
+            writeln!(f, "  database      {instance}")?;
+            for c in &d.settings {
+                let before = match (&c.before, &d.note) {
+                    (Some(b), _) => b.clone(),
+                    (None, Some(n)) => format!("unknown ({n})"),
+                    (None, None) => "not read (--offline)".into(),
+                };
+                writeln!(f, "    {:<32} {before} → {}", c.setting, c.after)?;
+            }
         }
         writeln!(
             f,

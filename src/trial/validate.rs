@@ -379,6 +379,25 @@ fn check_infra(c: &mut Check, at: &str, infra: &InfraSpec) -> CheckedInfra {
             settings.push((role, group));
         }
     }
+    if let Some(db) = &infra.database {
+        let field = format!("{at}.database");
+        for (sub, message, hint) in db.problems() {
+            let at_field = if sub.is_empty() {
+                field.clone()
+            } else {
+                format!("{field}.{sub}")
+            };
+            c.err(&at_field, message, hint);
+        }
+        // The database rides on the groups' deployment lock and undo journal.
+        if infra.capacities().is_empty() {
+            c.err(
+                &field,
+                "a trial that changes the database must set at least one group (the deployment lock and the undo journal are kept on the groups)",
+                Some("e.g. verification: { pin: 3 } beside database"),
+            );
+        }
+    }
     c.span(
         &format!("{at}.ready-timeout"),
         infra.ready_timeout,
@@ -489,6 +508,21 @@ fn check_groups_in_environment(
                 Some("add `aws:` and `deployment:` (or services.<svc>.asg) to the environment, or drop `infra`"),
             );
         }
+    }
+}
+
+/// A trial (or a variant, at `at`) that changes the database needs an environment that names
+/// its RDS instance.
+fn check_database_in_environment(c: &mut Check, at: &str, infra: &InfraSpec, env: &Environment) {
+    if infra.database.is_some() && env.rds_instance().is_none() {
+        c.err(
+            &format!("{at}.database"),
+            format!(
+                "environment `{}` names no RDS instance to change",
+                env.spec.name
+            ),
+            Some("give the environment an `aws` section and stores.postgres.rds-instance (or `auto`)"),
+        );
     }
 }
 
@@ -624,8 +658,12 @@ fn check_trial(
     }
     if let Some(env) = &env {
         check_against_environment(&mut c, &spec, "infra", &capacities, env);
+        check_database_in_environment(&mut c, "infra", &spec.infra, env);
         for (v, at) in &variants {
             check_groups_in_environment(&mut c, &format!("{at}.infra"), &v.capacities, env);
+            if v.infra.database != spec.infra.database {
+                check_database_in_environment(&mut c, &format!("{at}.infra"), &v.infra, env);
+            }
         }
     }
     if diags.len() > before {
