@@ -16,7 +16,7 @@ use aws_sdk_rds::types::{ApplyMethod, Parameter};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::scaler::AwsScaler;
+use super::scaler::{AwsScaler, DatabaseInfra};
 use super::stores::find_rds_instance;
 use crate::error::{Error, Result};
 use crate::provider::DatabaseOriginal;
@@ -41,17 +41,6 @@ pub const GROUP_WRITES: &[&str] = &[
 
 /// The description of a parameter group the tool created: what the restore deletes.
 pub const GROUP_MARK: &str = "trialrunner: for a trial, deleted on restore";
-
-/// The trial's database, as the environment names it.
-#[derive(Debug, Clone)]
-pub struct DatabaseInfra {
-    /// An instance identifier, or `auto` (the deployment's `D-support-…` instance).
-    pub instance: String,
-    /// The deployment name `D`, which `auto` looks for.
-    pub deployment: String,
-    /// The trial's name (it names the parameter group the trial creates).
-    pub trial: String,
-}
 
 /// The instance as one look sees it.
 #[derive(Debug)]

@@ -84,7 +84,7 @@ pub struct AwsScaler {
     /// The same with the tighter restore timeouts.
     pub(super) rds_restore: aws_sdk_rds::Client,
     /// The trial's database, when it changes it ([`AwsScaler::with_database`]).
-    pub(super) database: Option<super::database::DatabaseInfra>,
+    pub(super) database: Option<DatabaseInfra>,
 }
 
 /// The ASG and target-group names of an environment's services.
@@ -820,4 +820,15 @@ impl Scaler for AwsScaler {
         }
         Ok(json!({"activities": activities, "instances": instances, "clock_offset_s": offset}))
     }
+}
+
+/// The trial's database, as the environment names it.
+#[derive(Debug, Clone)]
+pub struct DatabaseInfra {
+    /// An instance identifier, or `auto` (the deployment's `D-support-…` instance).
+    pub instance: String,
+    /// The deployment name `D`, which `auto` looks for.
+    pub deployment: String,
+    /// The trial's name (it names the parameter group the trial creates).
+    pub trial: String,
 }
