@@ -249,6 +249,12 @@ pub struct ReadyReport {
 pub trait Scaler: Send + Sync {
     /// Current settings of the services' ASGs (for the undo journal).
     async fn snapshot(&self, services: &[ServiceRole]) -> Result<Vec<AsgSettings>>;
+    /// Names of a group's scaling policies (of any kind). A group with one has the desired
+    /// capacity its policy sets as soon as its min and max allow: after a restore that may
+    /// already differ from the original, which is the group's doing, not the restore's.
+    async fn scaling_policies(&self, _service: ServiceRole) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
     /// Applies a capacity (and turns on 1-minute group metrics).
     async fn set_capacity(&self, service: ServiceRole, capacity: Capacity) -> Result<()>;
     /// A group's warm pool, policies and health checks as they are now (what the journal keeps

@@ -1836,6 +1836,65 @@ async fn a_crashed_campaigns_lock_is_seen_from_another_host_and_broken_with_forc
     b(&["status"], 0);
 }
 
+/// A restore that outlasts the lease (a database's wait on AWS takes minutes) keeps the lock:
+/// the campaign renews its lease until the restore ends, so another operator never sees it
+/// expired and never takes the groups while they are being put back. Here each restoring
+/// `UpdateAutoScalingGroup` answers 6 s late against a 4 s lease (renewed every second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_is_renewed_while_a_long_restore_runs() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(LONG_TRIAL).await;
+    let b_state = tempfile::tempdir().unwrap();
+    let b_env = direct_env(&d, "b-env.yaml");
+    let mut a_cmd = d.cmd_on("host-a", d.state.path());
+    a_cmd
+        .env("TRIALRUNNER_LOCK_LEASE", "4s")
+        .env("TRIALRUNNER_RESTORE_BUDGET", "40s");
+    let mut a = d.start(a_cmd, &d.trial, &d.env, &d.out());
+    a.wait_for("step=load", Duration::from_secs(60));
+    let pins = d.proxy.count("UpdateAutoScalingGroup");
+    d.proxy
+        .delay("UpdateAutoScalingGroup", Duration::from_secs(6));
+    let asked = Instant::now();
+    a.signal(libc::SIGINT);
+    common::wait_until("A's restore to start", Duration::from_secs(30), || {
+        d.proxy.count("UpdateAutoScalingGroup") > pins
+    });
+    let restoring = Instant::now();
+    let mut looked = Vec::new();
+    while a.child.try_wait().unwrap().is_none() {
+        let status = d
+            .cmd_on("host-b", b_state.path())
+            .args(["infra", "status", "--env"])
+            .arg(&b_env)
+            .output()
+            .unwrap();
+        let seen = restoring.elapsed();
+        let stdout = String::from_utf8_lossy(&status.stdout);
+        if status.status.code() == Some(0) && a.child.try_wait().unwrap().is_some() {
+            break; // A released the lock between two looks
+        }
+        assert!(
+            status.status.code() == Some(1)
+                && stdout.contains("lease until")
+                && !stdout.contains("lease expired"),
+            "{:.1} s into A's restore: {stdout}{}",
+            seen.as_secs_f64(),
+            String::from_utf8_lossy(&status.stderr)
+        );
+        looked.push(seen);
+    }
+    // B looked well after a lease without renewal would have run out.
+    assert!(
+        looked.iter().any(|t| *t > Duration::from_secs(7)),
+        "B looked at {looked:?} into the restore"
+    );
+    let (status, output, _) = a.finish(asked, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(130), "{output}");
+    assert_eq!(d.capacities().await, ORIGINAL);
+    assert_eq!(d.lock_tags().await, vec![], "released after the restore");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_of_a_live_campaign_is_refused_with_its_owner_named() {
     let _serial = SERIAL.lock().await;

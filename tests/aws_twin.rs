@@ -317,6 +317,92 @@ async fn the_twin_acts_out_the_groups_target_tracking_policy() {
     );
 }
 
+/// A trial's own `policy` moves where the twin scales out: one closed-loop user keeps an
+/// instance (2 workers × 20 ms) at most 50 % busy, under the deployment's CPU 60 % target
+/// however fast or slow the machine, so the group stays at one instance; the trial's
+/// `policy: { cpu: 5% }`, applied as a campaign applies it, scales the same load out (it is
+/// above 5 % whenever a request takes less than 200 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trials_own_policy_moves_the_twins_scale_out() {
+    use trialrunner::aws::scaler::{AwsScaler, ServiceInfra};
+    use trialrunner::provider::Scaler;
+    use trialrunner::rehearsal::twin::TwinConfig;
+    use trialrunner::standin::faults::InstanceCapacity;
+    use trialrunner::trial::deployment::GroupSettings;
+    let _serial = SERIAL.lock().await;
+    let ctx = ctx().await;
+    deploy(&ctx).await;
+    let group = format!("{D}-verif-asg");
+    let mut config = TwinConfig::new(D);
+    config.capacity = Some(InstanceCapacity::new(2, Duration::from_millis(20)));
+    config.spin_up = Duration::from_millis(300);
+    config.not_ready = Duration::from_millis(300);
+    config.poll = Duration::from_millis(50);
+    config.policy_window = Duration::from_secs(1);
+    let twin = twin_on(&ctx, config).await;
+    let stop = CancellationToken::new();
+    let url = twin
+        .url()
+        .join("/challenge-response/v1/newSession")
+        .unwrap();
+    let user = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut sent = 0u64;
+            while !stop.is_cancelled() {
+                let _ = client
+                    .post(url.clone())
+                    .header("accept", "*/*")
+                    .send()
+                    .await;
+                sent += 1;
+            }
+            sent
+        })
+    };
+    // Four windows under the deployment's own policy: no scale-out.
+    let since = Instant::now();
+    while since.elapsed() < Duration::from_millis(4500) {
+        assert_eq!(
+            settings(&ctx, &group).await.2,
+            1,
+            "one user stays under the deployment's CPU 60 % target"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let scaler = AwsScaler::new(
+        ctx.clone(),
+        vec![ServiceInfra {
+            role: ServiceRole::Verification,
+            asg: group.clone(),
+            target_group: None,
+            well_known: None,
+        }],
+    );
+    let before = scaler
+        .read_settings(ServiceRole::Verification, false)
+        .await
+        .unwrap();
+    assert_eq!(before.policies.len(), 1, "the deployment's own policy");
+    let trial: GroupSettings = serde_yaml::from_str("policy: { cpu: 5% }").unwrap();
+    scaler
+        .change_settings(ServiceRole::Verification, &trial, &stop)
+        .await
+        .unwrap();
+    let since = Instant::now();
+    while since.elapsed() < Duration::from_secs(20) && settings(&ctx, &group).await.2 == 1 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let desired = settings(&ctx, &group).await.2;
+    stop.cancel();
+    let sent = user.await.unwrap();
+    assert!(
+        desired > 1,
+        "the trial's 5 % target scales the same user out ({sent} requests sent)"
+    );
+}
+
 /// The rehearsal deployment's CloudWatch resources (target groups, RDS), as a pull resolves them.
 async fn deployment_resources(ctx: &AwsContext) -> trialrunner::aws::cloudwatch::Resources {
     let dir = tempfile::tempdir().unwrap();

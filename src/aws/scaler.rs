@@ -48,6 +48,7 @@ pub struct ServiceInfra {
 /// [`GROUP_WRITES`] (the `iam` tests read the source).
 pub const READS: &[&str] = &[
     "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribePolicies",
     "autoscaling:DescribeScalingActivities",
     "ec2:DescribeInstances",
     "elasticloadbalancing:DescribeTargetGroups",
@@ -416,6 +417,24 @@ impl Scaler for AwsScaler {
         Ok(out)
     }
 
+    async fn scaling_policies(&self, service: ServiceRole) -> Result<Vec<String>> {
+        let svc = self.service(service)?;
+        let out = self
+            .ctx
+            .call("autoscaling:DescribePolicies", || {
+                self.asg
+                    .describe_policies()
+                    .auto_scaling_group_name(&svc.asg)
+                    .send()
+            })
+            .await?;
+        Ok(out
+            .scaling_policies()
+            .iter()
+            .filter_map(|p| p.policy_name().map(str::to_string))
+            .collect())
+    }
+
     async fn set_capacity(&self, service: ServiceRole, capacity: Capacity) -> Result<()> {
         let svc = self.service(service)?;
         let current = self.group(svc).await?.settings;
@@ -751,6 +770,16 @@ impl Scaler for AwsScaler {
                 .call("autoscaling:DescribeScalingActivities", || {
                     self.asg
                         .describe_scaling_activities()
+                        .auto_scaling_group_name(&svc.asg)
+                        .max_records(1)
+                        .send()
+                })
+                .await?;
+            // The restore reads the groups' policies (a policy may move a restored group).
+            self.ctx
+                .call("autoscaling:DescribePolicies", || {
+                    self.asg
+                        .describe_policies()
                         .auto_scaling_group_name(&svc.asg)
                         .max_records(1)
                         .send()

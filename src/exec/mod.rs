@@ -565,7 +565,18 @@ impl Campaign<'_> {
                 }
                 if let (Some(scaler), Some(_)) = (&p.scaler, &self.journal) {
                     let services: Vec<_> = self.trial.capacities.iter().map(|(r, _)| *r).collect();
-                    let after = scaler.snapshot(&services).await?;
+                    let mut after = Vec::new();
+                    for group in scaler.snapshot(&services).await? {
+                        // Its own policy may move a group's desired capacity as soon as the
+                        // restore frees it: the report tells that from a failed restore.
+                        let policies = match scaler.scaling_policies(group.service).await {
+                            Ok(names) => json!(names),
+                            Err(e) => json!(format!("not read: {e}")),
+                        };
+                        let mut entry = json!(group);
+                        entry["scaling_policies"] = policies;
+                        after.push(entry);
+                    }
                     self.extra.insert("infra_after".into(), json!(after));
                 }
             }
@@ -687,10 +698,13 @@ impl Campaign<'_> {
     /// deployment lock once nothing of this campaign is left changed. `None` when there was
     /// nothing to restore.
     async fn restore_groups(&mut self, database_budget: Duration) -> Option<RestoreReport> {
-        if let Some(h) = self.heartbeat.take() {
-            h.stop().await;
-        }
+        // The lease is renewed while the restore runs (a database's wait may outlast it, and
+        // another operator must not take the groups meanwhile); the heartbeat stops before the
+        // unlock, so no renewal puts a claim back after it.
         let (Some(scaler), Some(journal)) = (&self.providers.scaler, self.journal.as_mut()) else {
+            if let Some(h) = self.heartbeat.take() {
+                h.stop().await;
+            }
             return None;
         };
         let budget = restore_budget();
@@ -707,6 +721,9 @@ impl Campaign<'_> {
         } else {
             None
         };
+        if let Some(h) = self.heartbeat.take() {
+            h.stop().await;
+        }
         if self.locked && report.as_ref().is_none_or(RestoreReport::complete) {
             let state = journal.state();
             let by = deadline.max(tokio::time::Instant::now() + Duration::from_secs(10));

@@ -3,6 +3,7 @@
 //! and the error logs. The same rows feed `report.md` and the terminal.
 
 use serde::Serialize;
+use serde_json::Value;
 
 use super::charts::endpoint_label;
 use super::data::{read_cloud, ReportData};
@@ -132,20 +133,38 @@ pub fn stores_table(data: &ReportData) -> Table {
     }
 }
 
-/// The auto-scaling groups before and after.
+/// The auto-scaling groups before and after. After the restore, a desired capacity that
+/// differs from the original on a group with a scaling policy is marked as the policy's.
 pub fn infra_table(data: &ReportData) -> Table {
+    let original = |name: &Value| {
+        data.manifest["infra_original"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|g| &g["name"] == name)
+            .map(|g| g["desired"].clone())
+    };
     let rows = |key: &str| -> Vec<Vec<String>> {
         data.manifest[key]
             .as_array()
             .into_iter()
             .flatten()
             .map(|a| {
+                let policy_moved = key == "infra_after"
+                    && a["scaling_policies"]
+                        .as_array()
+                        .is_some_and(|p| !p.is_empty())
+                    && original(&a["name"]).is_some_and(|d| d != a["desired"]);
                 vec![
                     key.replace('_', " "),
                     a["name"].as_str().unwrap_or("").into(),
                     format!("{}", a["min"]),
                     format!("{}", a["max"]),
-                    format!("{}", a["desired"]),
+                    if policy_moved {
+                        format!("{} (its scaling policy's)", a["desired"])
+                    } else {
+                        format!("{}", a["desired"])
+                    },
                 ]
             })
             .collect()
@@ -154,7 +173,7 @@ pub fn infra_table(data: &ReportData) -> Table {
     all.extend(rows("infra_after"));
     Table {
         title: "Infrastructure".into(),
-        note: "The groups as the undo journal recorded them before the first change, and after the restore.".into(),
+        note: "The groups as the undo journal recorded them before the first change, and after the restore. A group with a scaling policy sets its own desired capacity once the restore has put back its min and max: it may act at once on the load just run.".into(),
         header: ["when", "asg", "min", "max", "desired"]
             .map(String::from)
             .to_vec(),
@@ -440,4 +459,45 @@ pub fn text(t: &Table, columns: &[usize]) -> String {
         s.push('\n');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A results directory whose manifest holds `after` as the groups after the restore.
+    fn infra_rows(after: Value) -> Vec<Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("runs")).unwrap();
+        let manifest = serde_json::json!({
+            "infra_original": [
+                {"name": "a-asg", "min": 1, "max": 3, "desired": 1},
+                {"name": "b-asg", "min": 1, "max": 3, "desired": 1},
+            ],
+            "infra_after": after,
+        });
+        std::fs::write(dir.path().join("manifest.json"), manifest.to_string()).unwrap();
+        infra_table(&ReportData::read(dir.path()).unwrap()).rows
+    }
+
+    #[test]
+    fn a_desired_capacity_its_policy_moved_after_the_restore_says_so() {
+        let rows = infra_rows(serde_json::json!([
+            {"name": "a-asg", "min": 1, "max": 3, "desired": 2, "scaling_policies": ["cpu60"]},
+            {"name": "b-asg", "min": 1, "max": 3, "desired": 2, "scaling_policies": []},
+        ]));
+        let desired = |name: &str| {
+            rows.iter()
+                .find(|r| r[0] == "infra after" && r[1] == name)
+                .unwrap()[4]
+                .clone()
+        };
+        assert_eq!(desired("a-asg"), "2 (its scaling policy's)");
+        // No policy: a plain 2, which the reader compares with the original 1.
+        assert_eq!(desired("b-asg"), "2");
+        let same = infra_rows(serde_json::json!([
+            {"name": "a-asg", "min": 1, "max": 3, "desired": 1, "scaling_policies": ["cpu60"]},
+        ]));
+        assert_eq!(same[2][4], "1");
+    }
 }
