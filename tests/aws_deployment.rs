@@ -343,6 +343,64 @@ async fn warm_pools_policies_and_health_checks_are_applied_then_restored_on_ever
     }
 }
 
+/// An operator on another host, with no journal of their own, breaks a crashed campaign's lock
+/// with `infra restore --force`: the lock names the campaign's results directory, and where it
+/// is readable (here the same disk; a shared folder in practice) its journal puts back every
+/// setting, not only the capacity the lock's tags carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_restore_from_another_host_reads_the_journal_the_lock_names() {
+    let _serial = SERIAL.lock().await;
+    let d = Drill::new(&knobs_trial(LONG_RUNS)).await;
+    seed_originals(&d.ctx).await;
+    let before = knobs(&d.ctx).await;
+    let mut run = d.start(
+        d.cmd_on("host-a", d.state.path()),
+        &d.trial,
+        &d.env,
+        &d.out(),
+    );
+    run.wait_for("step=load", Duration::from_secs(60));
+    run.child.kill().unwrap();
+    run.child.wait().unwrap();
+    assert_applied(&knobs(&d.ctx).await, &before);
+    let b_state = tempfile::tempdir().unwrap();
+    let b = |args: &[&str], code: i32| {
+        common::expect_exit(
+            d.cmd_on("host-b", b_state.path())
+                .arg("infra")
+                .args(args)
+                .arg("--env")
+                .arg(&d.env),
+            code,
+        )
+    };
+    let journal = d.out().join("journal.json");
+    let status = b(&["status"], 1);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("from: the journal {}", journal.display())),
+        "{}",
+        status.text()
+    );
+    let forced = b(&["restore", "--force"], 0);
+    assert!(
+        forced.stdout.contains("restoring from the journal")
+            && forced.stdout.contains("released the lock"),
+        "{}",
+        forced.text()
+    );
+    assert_eq!(
+        knobs(&d.ctx).await,
+        before,
+        "pools, policies, health checks and launch settings back, not only the capacity"
+    );
+    assert_eq!(d.capacities().await, ORIGINAL);
+    assert!(d.lock_tags().await.is_empty());
+    let written: Value = serde_json::from_slice(&std::fs::read(&journal).unwrap()).unwrap();
+    assert_eq!(written["restored"], true, "the campaign's journal says so");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_shows_each_setting_before_and_after_and_json_carries_it() {
     let _serial = SERIAL.lock().await;

@@ -166,7 +166,8 @@ impl Hold {
             text.push_str(&format!("  database: {}\n", d.summary()));
         }
         text.push_str(&format!(
-            "  originals: {groups}\n  results: {}\n",
+            "  originals: {groups}\n  from: {}\n  results: {}\n",
+            self.journal.source(),
             s.results_dir
                 .as_ref()
                 .map(|d| d.display().to_string())
@@ -265,6 +266,7 @@ async fn restore(scaler: &AwsScaler, holds: Vec<Hold>, force: bool, forget: bool
             );
             continue;
         }
+        crate::outln!("restoring from {}", h.journal.source());
         let report = if h.journal.pending() {
             // RDS takes minutes to move a class back: the database gets the trial's default wait.
             let database_budget = trial::database::DEFAULT_DATABASE_TIMEOUT.max(restore_budget());

@@ -179,7 +179,15 @@ impl UndoJournal {
 
     /// A journal in memory (never written) of a lock found on the groups: what an operator on
     /// another host, or whose state folder has no journal, restores from.
+    ///
+    /// The lock's tags carry each group's capacity only; when the campaign's results directory
+    /// (named in the lock) is readable here (the same machine, or a shared folder) and holds
+    /// that campaign's journal, that whole journal is used instead (pools, policies, health
+    /// checks, launch settings, the database), and the restore's progress is written there.
     pub fn of_lock(target: JournalTarget, lock: &HeldLock, restore_command: String) -> UndoJournal {
+        if let Some(journal) = Self::of_lock_results(&target, lock, &restore_command) {
+            return journal;
+        }
         UndoJournal {
             state: JournalState {
                 target,
@@ -191,6 +199,38 @@ impl UndoJournal {
                 ..Default::default()
             },
             files: Vec::new(),
+        }
+    }
+
+    /// The journal in a lock's results directory, when it is readable here and is that
+    /// campaign's (the same claim id, account and region).
+    fn of_lock_results(
+        target: &JournalTarget,
+        lock: &HeldLock,
+        restore_command: &str,
+    ) -> Option<UndoJournal> {
+        let file = PathBuf::from(lock.claim.results_dir.as_ref()?).join("journal.json");
+        let state: JournalState = results::read_json(&file).ok()?;
+        let same = state.lock_id == lock.claim.id
+            && state.target.account == target.account
+            && state.target.region == target.region;
+        // Kept in this host's state folder too while it restores (as a resumed campaign's is),
+        // so an interrupted restore is picked up again from here.
+        let here = state_file(&state.target);
+        same.then(|| UndoJournal {
+            state: JournalState {
+                restore_command: restore_command.to_string(),
+                ..state
+            },
+            files: vec![file, here],
+        })
+    }
+
+    /// Where a restore takes the originals from: a journal file, or the lock's tags alone.
+    pub fn source(&self) -> String {
+        match self.files.first() {
+            Some(f) => format!("the journal {}", f.display()),
+            None => "the lock's tags (each group's capacity only: not its warm pool, policies, health checks, launch settings or the database)".into(),
         }
     }
 
