@@ -1070,6 +1070,90 @@ async fn the_database_class_and_max_connections_are_applied_then_restored_on_eve
     }
 }
 
+/// RDS as it takes its time on AWS (the proxy: `modifying` after each change, still `available`
+/// for a moment after a reboot call, then `rebooting`): the waits say what RDS is doing, the
+/// load starts only once the reboot is over (not at the `available` that AWS shows right after
+/// the call), and a stop request abandons the wait at once; the restore then has only its
+/// budget, says the database may still be changed, and `infra restore` finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_waits_follow_rds_and_a_stop_abandons_them() {
+    let _serial = SERIAL.lock().await;
+    // To the end: modifying 3 s, then 1 s of `available` after the reboot call, rebooting 3 s.
+    let d = Drill::new(&DB_TRIAL.replace("RUNS", SHORT_RUNS)).await;
+    with_database(&d);
+    let before = database(&d.ctx).await;
+    d.proxy.stretch_rds(
+        Duration::from_secs(3),
+        Duration::from_secs(1),
+        Duration::from_secs(3),
+    );
+    let mut cmd = d.cmd();
+    cmd.env("TRIALRUNNER_RDS_REBOOT_GRACE", "30s");
+    let run = d.start(cmd, &d.trial, &d.env, &d.out());
+    let (status, output, _) = run.finish(Instant::now(), Duration::from_secs(120));
+    assert_eq!(status.code(), Some(0), "{output}");
+    for said in [
+        "database veraison-support-rdsinstance-rehearsal: modifying (",
+        "database veraison-support-rdsinstance-rehearsal: rebooting (",
+    ] {
+        assert!(output.contains(said), "`{said}` missing: {output}");
+    }
+    // The change's wait ended after modifying (3 s), the reboot's lag (1 s) and rebooting (3 s).
+    let waited: f64 = output
+        .split("in sync after ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `in sync after`: {output}"));
+    assert!(
+        waited >= 6.0,
+        "the wait ended {waited} s in, before the reboot was over: {output}"
+    );
+    assert_eq!(database(&d.ctx).await, before);
+
+    // A stop request while RDS modifies for 20 s: abandoned at once; the restore (8 s budget)
+    // cannot finish and says so; `infra restore` does.
+    let d = Drill::new(&DB_TRIAL.replace("RUNS", LONG_RUNS)).await;
+    with_database(&d);
+    let before = database(&d.ctx).await;
+    d.proxy.stretch_rds(
+        Duration::from_secs(20),
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+    );
+    let run = d.start_run();
+    run.wait_for(
+        "database veraison-support-rdsinstance-rehearsal: modifying (",
+        Duration::from_secs(60),
+    );
+    let asked = Instant::now();
+    run.signal(libc::SIGINT);
+    let (status, output, took) = run.finish(asked, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(3), "{output}");
+    assert!(
+        output.contains("RESTORE FAILED: the database may still be changed"),
+        "{output}"
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "the stop took {took:?}, RDS's 20 s not waited for: {output}"
+    );
+    assert!(
+        !output.contains("step=load"),
+        "no load before the database was ready: {output}"
+    );
+    d.proxy.stretch_rds(
+        Duration::from_secs(2),
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    let done = d.infra(&["restore"], 0);
+    assert!(done.stdout.contains("restored database"), "{}", done.text());
+    assert_eq!(database(&d.ctx).await, before);
+    assert_eq!(d.capacities().await, ORIGINAL);
+    assert!(d.lock_tags().await.is_empty());
+}
+
 /// A parameter group the trial names: its `max_connections` is set for the runs and put back
 /// to the value it had; the group stays, the instance on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

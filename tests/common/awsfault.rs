@@ -9,7 +9,10 @@
 //!   DescribeInstanceInformation, CancelCommand) or a state AWS holds for minutes (an SSM
 //!   invocation InProgress while the test plays the instance);
 //! * stretch instance lifecycles: instances it has not seen before stay `Pending` for a while,
-//!   then their targets stay `initial`, as on AWS (moto makes everything InService at once).
+//!   then their targets stay `initial`, as on AWS (moto makes everything InService at once);
+//! * stretch RDS: after a ModifyDBInstance the instance says `modifying` for a while, after a
+//!   RebootDBInstance it still says `available` for a moment, then `rebooting` (moto applies
+//!   both at once).
 //!
 //! It runs on its own thread and runtime, so a test that blocks on a child process never stalls
 //! it, and it records every operation it saw.
@@ -82,8 +85,30 @@ struct Lifecycle {
     first_seen: HashMap<String, Instant>,
 }
 
+/// RDS taking its time (see [`FaultProxy::stretch_rds`]).
+#[derive(Default)]
+struct RdsTiming {
+    modify: Duration,
+    lag: Duration,
+    reboot: Duration,
+    modified_at: Option<Instant>,
+    rebooted_at: Option<Instant>,
+}
+
+impl RdsTiming {
+    /// The status the instance shows now, when it is not moto's `available`.
+    fn status(&self) -> Option<&'static str> {
+        if self.modified_at.is_some_and(|t| t.elapsed() < self.modify) {
+            return Some("modifying");
+        }
+        let since = self.rebooted_at?.elapsed();
+        (since >= self.lag && since < self.lag + self.reboot).then_some("rebooting")
+    }
+}
+
 struct State {
     upstream: String,
+    rds: Mutex<Option<RdsTiming>>,
     client: reqwest::Client,
     rules: Mutex<Vec<Rule>>,
     lifecycle: Mutex<Option<Lifecycle>>,
@@ -219,6 +244,26 @@ impl State {
             .any(|r| matches!(r.effect, Effect::Freeze) && matches(&r.op, op, service))
     }
 
+    /// Shows RDS's status as it takes its time, in DescribeDBInstances' answers.
+    fn stretch_rds(&self, op: &str, xml: String) -> String {
+        if op != "DescribeDBInstances" {
+            return xml;
+        }
+        match self
+            .rds
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(RdsTiming::status)
+        {
+            Some(status) => xml.replace(
+                "<DBInstanceStatus>available</DBInstanceStatus>",
+                &format!("<DBInstanceStatus>{status}</DBInstanceStatus>"),
+            ),
+            None => xml,
+        }
+    }
+
     /// Stretches instance lifecycles in the answers that show them.
     fn stretch(&self, op: &str, xml: String) -> String {
         let mut guard = self.lifecycle.lock().unwrap();
@@ -288,6 +333,13 @@ async fn forward(
     let op = operation(&headers, &body);
     let service = service(&headers, &body);
     state.calls.lock().unwrap().push(op.clone());
+    if let Some(rds) = state.rds.lock().unwrap().as_mut() {
+        match op.as_str() {
+            "ModifyDBInstance" => rds.modified_at = Some(Instant::now()),
+            "RebootDBInstance" => rds.rebooted_at = Some(Instant::now()),
+            _ => {}
+        }
+    }
     if headers.contains_key("x-amz-target") {
         state
             .bodies
@@ -342,7 +394,7 @@ async fn forward(
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
     let body = match String::from_utf8(bytes.to_vec()) {
-        Ok(text) => Bytes::from(state.stretch(&op, text)),
+        Ok(text) => Bytes::from(state.stretch_rds(&op, state.stretch(&op, text))),
         Err(_) => bytes,
     };
     let mut r = (status, body).into_response();
@@ -358,6 +410,7 @@ impl FaultProxy {
             client: reqwest::Client::new(),
             rules: Mutex::new(Vec::new()),
             lifecycle: Mutex::new(None),
+            rds: Mutex::new(None),
             calls: Mutex::new(Vec::new()),
             bodies: Mutex::new(Vec::new()),
             held: Default::default(),
@@ -487,6 +540,18 @@ impl FaultProxy {
             initial,
             old: old.into_iter().collect(),
             first_seen: HashMap::new(),
+        });
+    }
+
+    /// RDS takes its time: after each ModifyDBInstance the instance says `modifying` for
+    /// `modify`; after each RebootDBInstance it still says `available` for `lag` (as AWS does
+    /// for a moment), then `rebooting` for `reboot`.
+    pub fn stretch_rds(&self, modify: Duration, lag: Duration, reboot: Duration) {
+        *self.state.rds.lock().unwrap() = Some(RdsTiming {
+            modify,
+            lag,
+            reboot,
+            ..Default::default()
         });
     }
 
