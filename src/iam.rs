@@ -128,9 +128,8 @@ pub fn policy_for(trial: &Trial) -> Result<Policy> {
     let mut roles: Vec<_> = runs
         .iter()
         .flat_map(|t| {
-            t.capacities
-                .iter()
-                .map(|(r, _)| *r)
+            t.held_services()
+                .into_iter()
                 .chain(t.settings.iter().map(|(r, _)| *r))
         })
         .collect();

@@ -213,17 +213,17 @@ pub fn stores_need_aws(env: &Environment) -> bool {
 /// stores or finds them through AWS (the account guard runs whenever it does).
 pub fn needs_aws(trial: &Trial) -> bool {
     trial.env.spec.aws.is_some()
-        && (!trial.capacities.is_empty()
+        && (!trial.held_services().is_empty()
             || !trial.spec.metrics.is_empty()
             || !trial.spec.publish.is_empty()
             || trial.spec.stores.clear != ClearPolicy::Never
             || stores_need_aws(&trial.env))
 }
 
-/// The groups a trial changes (and the scaler acts on and samples; the journal is keyed by
-/// them).
+/// The groups a trial holds (see [`Trial::held_services`]): the scaler acts on and samples
+/// them; the journal is keyed by them.
 pub fn changed_services(trial: &Trial) -> Vec<ServiceInfra> {
-    let changed: Vec<ServiceRole> = trial.capacities.iter().map(|(r, _)| *r).collect();
+    let changed = trial.held_services();
     services_of(&trial.env)
         .into_iter()
         .filter(|s| changed.contains(&s.role))

@@ -1154,6 +1154,43 @@ async fn the_database_waits_follow_rds_and_a_stop_abandons_them() {
     assert!(d.lock_tags().await.is_empty());
 }
 
+/// A trial that changes only the database (`max_connections` as the variable under test) holds
+/// the deployment's groups as they are: it takes their lock for its runs, changes none of them,
+/// and puts the database back on a stop, releasing the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trial_that_changes_only_the_database_holds_the_groups_as_they_are() {
+    let _serial = SERIAL.lock().await;
+    let trial = "name: dbonly\nenvironment: env.yaml\ninfra:\n  database: { max-connections: 250 }\n  ready-timeout: 60s\n  sample-every: 1s\nruns: RUNS\n"
+        .replace("RUNS", LONG_RUNS);
+    let d = Drill::new(&trial).await;
+    with_database(&d);
+    let before = database(&d.ctx).await;
+    let mut cmd = d.cmd();
+    cmd.arg("plan").arg(&d.trial).arg("--env").arg(&d.env);
+    let plan = common::expect_exit(&mut cmd, 0).stdout;
+    assert!(
+        plan.contains("snapshot infra (provisioning, verification)")
+            && plan.contains("max-connections 250"),
+        "{plan}"
+    );
+    let run = d.start_run();
+    run.wait_for("step=load", Duration::from_secs(60));
+    assert_eq!(database(&d.ctx).await["max_connections"], "250");
+    assert_eq!(d.capacities().await, ORIGINAL, "no group changed");
+    let held: Vec<String> = d.lock_tags().await.into_iter().map(|(g, _, _)| g).collect();
+    assert!(
+        held.contains(&PROV.to_string()) && held.contains(&VERIF.to_string()),
+        "both groups locked: {held:?}"
+    );
+    let asked = Instant::now();
+    run.signal(libc::SIGTERM);
+    let (status, output, _) = run.finish(asked, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(143), "{output}");
+    assert_eq!(database(&d.ctx).await, before);
+    assert_eq!(d.capacities().await, ORIGINAL);
+    assert!(d.lock_tags().await.is_empty(), "released");
+}
+
 /// A parameter group the trial names: its `max_connections` is set for the runs and put back
 /// to the value it had; the group stays, the instance on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

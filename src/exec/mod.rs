@@ -564,7 +564,7 @@ impl Campaign<'_> {
                     say_restored(&report);
                 }
                 if let (Some(scaler), Some(_)) = (&p.scaler, &self.journal) {
-                    let services: Vec<_> = self.trial.capacities.iter().map(|(r, _)| *r).collect();
+                    let services = self.trial.held_services();
                     let mut after = Vec::new();
                     for group in scaler.snapshot(&services).await? {
                         // Its own policy may move a group's desired capacity as soon as the

@@ -139,4 +139,18 @@ impl Trial {
         t.variants.clear();
         t
     }
+
+    /// The groups the campaign locks, journals and restores: those it changes, or, when it
+    /// changes only the database, the deployment's provisioning and verification groups, held
+    /// as they are (the deployment lock and the undo journal are the groups').
+    pub fn held_services(&self) -> Vec<ServiceRole> {
+        let changed: Vec<ServiceRole> = self.capacities.iter().map(|(r, _)| *r).collect();
+        if !changed.is_empty() || self.spec.infra.database.is_none() {
+            return changed;
+        }
+        [ServiceRole::Provisioning, ServiceRole::Verification]
+            .into_iter()
+            .filter(|r| self.env.asg_name(*r).is_some())
+            .collect()
+    }
 }

@@ -406,7 +406,7 @@ pub fn plan(trial: &Trial) -> Plan {
         );
     }
     load_steps(trial, &mut push);
-    if !trial.capacities.is_empty() {
+    if !trial.held_services().is_empty() {
         let database = spec
             .infra
             .database
@@ -429,7 +429,7 @@ pub fn plan(trial: &Trial) -> Plan {
 fn infra_steps(trial: &Trial, push: &mut impl FnMut(Step, Duration)) {
     let spec = &trial.spec;
     let aws = trial.env.spec.aws.is_some();
-    let services: Vec<ServiceRole> = trial.capacities.iter().map(|(r, _)| *r).collect();
+    let services = trial.held_services();
     if !services.is_empty() {
         push(
             Step::SnapshotInfra {

@@ -389,14 +389,6 @@ fn check_infra(c: &mut Check, at: &str, infra: &InfraSpec) -> CheckedInfra {
             };
             c.err(&at_field, message, hint);
         }
-        // The database rides on the groups' deployment lock and undo journal.
-        if infra.capacities().is_empty() {
-            c.err(
-                &field,
-                "a trial that changes the database must set at least one group (the deployment lock and the undo journal are kept on the groups)",
-                Some("e.g. verification: { pin: 3 } beside database"),
-            );
-        }
     }
     c.span(
         &format!("{at}.ready-timeout"),
@@ -522,6 +514,21 @@ fn check_database_in_environment(c: &mut Check, at: &str, infra: &InfraSpec, env
                 env.spec.name
             ),
             Some("give the environment an `aws` section and stores.postgres.rds-instance (or `auto`)"),
+        );
+    }
+    // A trial that changes only the database holds the deployment's groups as they are: the
+    // deployment lock and the undo journal are the groups'.
+    let held = [ServiceRole::Provisioning, ServiceRole::Verification]
+        .into_iter()
+        .any(|r| env.asg_name(r).is_some());
+    if infra.database.is_some() && infra.capacities().is_empty() && !held {
+        c.err(
+            &format!("{at}.database"),
+            format!(
+                "a trial that changes only the database holds the deployment's provisioning and verification groups (its lock and undo journal are the groups'), and environment `{}` names neither",
+                env.spec.name
+            ),
+            Some("give the environment its `deployment` (or its groups' names)"),
         );
     }
 }
