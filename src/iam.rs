@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::trial::model::MetricName;
+use crate::trial::model::{MetricName, ServiceRole};
 use crate::trial::s3::S3Location;
 use crate::trial::Trial;
 
@@ -135,10 +135,27 @@ pub fn policy_for(trial: &Trial) -> Result<Policy> {
         .collect();
     roles.sort_by_key(|r| r.to_string());
     roles.dedup();
+    // Groups a run changes; the others are only held (locked as they are).
+    let altered: Vec<ServiceRole> = runs
+        .iter()
+        .flat_map(|t| {
+            t.capacities
+                .iter()
+                .map(|(r, _)| *r)
+                .chain(t.settings.iter().map(|(r, _)| *r))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let changed: Vec<_> = crate::aws::scaler::services_of(env)
         .into_iter()
         .filter(|s| roles.contains(&s.role))
         .collect();
+    let group_arn = |s: &crate::aws::scaler::ServiceInfra| {
+        format!(
+            "arn:{part}:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/{}",
+            s.asg
+        )
+    };
     let fleet = env.spec.generators.as_ref().and_then(|g| match g.local {
         Some(_) => None,
         None => g.aws.as_ref(),
@@ -218,21 +235,31 @@ pub fn policy_for(trial: &Trial) -> Result<Policy> {
         &[
             scaler::GROUP_WRITES,
             lock::GROUP_WRITES,
-            if settings { deployment::GROUP_WRITES } else { none },
+            if settings {
+                deployment::GROUP_WRITES
+            } else {
+                none
+            },
             if launches { launch::GROUP_WRITES } else { none },
-            if launches { refresh::GROUP_WRITES } else { none },
+            if launches {
+                refresh::GROUP_WRITES
+            } else {
+                none
+            },
         ],
         changed
             .iter()
-            .map(|s| {
-                format!(
-                    "arn:{part}:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/{}",
-                    s.asg
-                )
-            })
+            .filter(|s| altered.contains(&s.role))
+            .map(group_arn)
             .collect(),
         None,
     );
+    let held: Vec<String> = changed
+        .iter()
+        .filter(|s| !altered.contains(&s.role))
+        .map(group_arn)
+        .collect();
+    policy.allow("LockTheHeldGroupsOnly", &[lock::GROUP_WRITES], held, None);
     if settings {
         policy.allow(
             "HealthChecksOfTheirTargetGroupsOnly",
@@ -636,6 +663,19 @@ mod tests {
         );
         assert!(statement(&plain, "ChangeOnlyTheTrialsDatabase").is_none());
         assert!(!plain.actions().contains("rds:ModifyDBInstance"));
+        // The database alone: the deployment's groups are held (locked), never changed.
+        let only = policy(
+            &env,
+            &format!("infra:\n  database: {{ max-connections: 300 }}\n{RUNS}"),
+        );
+        assert!(statement(&only, "ChangeOnlyTheTrialsDatabase").is_some());
+        assert!(statement(&only, "ChangeOnlyTheTrialsGroups").is_none());
+        let held = statement(&only, "LockTheHeldGroupsOnly").unwrap();
+        assert_eq!(
+            held.actions.iter().copied().collect::<Vec<_>>(),
+            ["autoscaling:CreateOrUpdateTags", "autoscaling:DeleteTags"]
+        );
+        assert_eq!(held.resources.len(), 2, "{:?}", held.resources);
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct AsgSettings {
     /// read, and left as they are on restore).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment: Option<DeploymentSettings>,
+    /// Held as it is, not changed (a trial that changes only the database locks the
+    /// deployment's groups): the restore leaves it as it is then, whatever its own policy did.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 /// What a journal's changes apply to.

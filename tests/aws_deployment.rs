@@ -1156,7 +1156,8 @@ async fn the_database_waits_follow_rds_and_a_stop_abandons_them() {
 
 /// A trial that changes only the database (`max_connections` as the variable under test) holds
 /// the deployment's groups as they are: it takes their lock for its runs, changes none of them,
-/// and puts the database back on a stop, releasing the lock.
+/// and puts the database back on a stop, releasing the lock; a held group its own policy scaled
+/// during the runs is left as its policy set it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trial_that_changes_only_the_database_holds_the_groups_as_they_are() {
     let _serial = SERIAL.lock().await;
@@ -1182,12 +1183,28 @@ async fn a_trial_that_changes_only_the_database_holds_the_groups_as_they_are() {
         held.contains(&PROV.to_string()) && held.contains(&VERIF.to_string()),
         "both groups locked: {held:?}"
     );
+    // The verification group's own policy scales it out under the load.
+    aws_sdk_autoscaling::Client::new(&d.ctx.config)
+        .set_desired_capacity()
+        .auto_scaling_group_name(VERIF)
+        .desired_capacity(2)
+        .send()
+        .await
+        .unwrap();
     let asked = Instant::now();
     run.signal(libc::SIGTERM);
     let (status, output, _) = run.finish(asked, Duration::from_secs(60));
     assert_eq!(status.code(), Some(143), "{output}");
+    assert!(
+        output.contains("left veraison-verif-asg as it is (held for the trial, never changed)"),
+        "{output}"
+    );
     assert_eq!(database(&d.ctx).await, before);
-    assert_eq!(d.capacities().await, ORIGINAL);
+    assert_eq!(
+        d.capacities().await,
+        [(1, 3, 1), (1, 3, 2)],
+        "the held group as its policy left it, not reset"
+    );
     assert!(d.lock_tags().await.is_empty(), "released");
 }
 

@@ -127,6 +127,7 @@ pub fn original_of(value: &str, service: ServiceRole, name: &str) -> Option<AsgS
         suspended_processes: items("suspended", ""),
         enabled_metrics: items("metrics", "Group"),
         deployment: None,
+        held: false,
     })
 }
 
@@ -195,6 +196,7 @@ mod tests {
             suspended_processes: vec!["AZRebalance".into(), "Launch".into()],
             enabled_metrics: metrics,
             deployment: None,
+            held: false,
         }
     }
 

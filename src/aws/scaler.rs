@@ -225,6 +225,7 @@ impl AwsScaler {
                     .filter_map(|m| m.metric().map(str::to_string))
                     .collect(),
                 deployment: None,
+                held: false,
             },
             instances: g
                 .instances()
@@ -599,6 +600,10 @@ impl Scaler for AwsScaler {
                 "another campaign holds it now ({}): left as it is",
                 holder.owner
             )));
+        }
+        // A group the trial only held was never changed: its own policy owns it now.
+        if original.held {
+            return Ok(Restored::Done);
         }
         let current = group.settings;
         if (current.min, current.max, current.desired)

@@ -276,7 +276,7 @@ async fn restore(scaler: &AwsScaler, holds: Vec<Hold>, force: bool, forget: bool
         } else {
             RestoreReport::default()
         };
-        for o in &report.restored {
+        for o in report.restored.iter().filter(|o| !o.held) {
             crate::outln!(
                 "restored {:<24} min {} max {} desired {}",
                 o.name,

@@ -210,19 +210,30 @@ impl UndoJournal {
         restore_command: &str,
     ) -> Option<UndoJournal> {
         let file = PathBuf::from(lock.claim.results_dir.as_ref()?).join("journal.json");
-        let state: JournalState = results::read_json(&file).ok()?;
+        if !file.is_file() {
+            return None;
+        }
+        let state: JournalState = match results::read_json(&file) {
+            Ok(state) => state,
+            Err(e) => {
+                crate::terminal::say(&format!(
+                    "warning: the lock's journal {} is unreadable ({e}): restoring from the lock's tags",
+                    file.display()
+                ));
+                return None;
+            }
+        };
         let same = state.lock_id == lock.claim.id
             && state.target.account == target.account
             && state.target.region == target.region;
-        // Kept in this host's state folder too while it restores (as a resumed campaign's is),
-        // so an interrupted restore is picked up again from here.
-        let here = state_file(&state.target);
+        // Kept where it is (never in this host's state folder, whose file for the same groups
+        // may be another campaign's journal): the restore marks it restored there.
         same.then(|| UndoJournal {
             state: JournalState {
                 restore_command: restore_command.to_string(),
                 ..state
             },
-            files: vec![file, here],
+            files: vec![file],
         })
     }
 
@@ -336,8 +347,9 @@ impl UndoJournal {
     fn close(&mut self) -> Result<()> {
         self.state.restored = true;
         self.persist()?;
-        // The state file has done its job; the results dir keeps the record.
-        if let Some(state) = self.files.last() {
+        // The state file has done its job; the results dir keeps the record (a journal adopted
+        // from a results directory has no state file here, and is kept).
+        if let Some(state) = self.files.last().filter(|f| f.starts_with(state_dir())) {
             let _ = std::fs::remove_file(state);
         }
         Ok(())

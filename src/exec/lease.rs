@@ -60,10 +60,9 @@ impl Heartbeat {
                     expires_unix: unix_now() + lease().as_secs_f64(),
                     ..claim.clone()
                 };
-                let outcome = tokio::select! {
-                    r = scaler.renew(&renewed) => r,
-                    _ = token.cancelled() => return,
-                };
+                // A renewal in flight is let finish (the stop gives it two seconds), so that it
+                // lands before the unlock that follows the stop, never after it.
+                let outcome = scaler.renew(&renewed).await;
                 match outcome {
                     Ok(true) => tracing::debug!(id = %claim.id, "lease renewed"),
                     Ok(false) => {

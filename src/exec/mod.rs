@@ -459,6 +459,10 @@ impl Campaign<'_> {
                     self.lock_lost.clone(),
                 ));
                 let mut settings = settings;
+                // A group the trial only holds (it changes only the database) is left as it is.
+                for s in settings.iter_mut() {
+                    s.held = !self.trial.capacities.iter().any(|(r, _)| *r == s.service);
+                }
                 // The warm pools, policies and health checks the trial changes, read now.
                 for (role, group) in &self.trial.settings {
                     let read = scaler.read_settings(*role, group.changes_launch()).await?;
@@ -772,6 +776,13 @@ impl Campaign<'_> {
 /// One line per group a restore put back or left to another campaign.
 fn say_restored(report: &RestoreReport) {
     for o in &report.restored {
+        if o.held {
+            crate::terminal::say(&format!(
+                "left {} as it is (held for the trial, never changed)",
+                o.name
+            ));
+            continue;
+        }
         let settings = o
             .deployment
             .as_ref()
