@@ -1171,7 +1171,10 @@ async fn a_trial_that_changes_only_the_database_holds_the_groups_as_they_are() {
     let plan = common::expect_exit(&mut cmd, 0).stdout;
     assert!(
         plan.contains("snapshot infra (provisioning, verification)")
-            && plan.contains("max-connections 250"),
+            && plan.contains("max-connections 250")
+            && plan.contains(
+                "groups        none changed; locked as they are for the runs: veraison-prov-asg, veraison-verif-asg"
+            ),
         "{plan}"
     );
     let run = d.start_run();

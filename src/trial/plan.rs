@@ -686,6 +686,10 @@ pub struct Changes {
     pub credentials: Option<String>,
     /// The groups it pins or frees.
     pub groups: Vec<GroupChange>,
+    /// The groups it only holds: locked for its runs as they are, never changed (a trial that
+    /// changes only the database).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<String>,
     /// The database it changes (instance class, `max_connections`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseChange>,
@@ -827,6 +831,12 @@ pub fn changes(trial: &Trial) -> Changes {
         aws,
         credentials: None,
         groups,
+        held: trial
+            .held_services()
+            .into_iter()
+            .filter(|r| !trial.capacities.iter().any(|(c, _)| c == r))
+            .filter_map(|r| env.asg_name(r))
+            .collect(),
         database: trial.spec.infra.database.as_ref().map(|d| DatabaseChange {
             instance: env.rds_instance().unwrap_or_else(|| "?".into()),
             note: None,
@@ -882,8 +892,14 @@ impl fmt::Display for Changes {
                 writeln!(f, "    {:<32} {before} → {}", c.setting, c.after)?;
             }
         }
-        if self.groups.is_empty() {
+        if self.groups.is_empty() && self.held.is_empty() {
             writeln!(f, "  groups        none changed")?;
+        } else if self.groups.is_empty() {
+            writeln!(
+                f,
+                "  groups        none changed; locked as they are for the runs: {}",
+                self.held.join(", ")
+            )?;
         }
         if let Some(d) = &self.database {
             let instance = if d.instance == "auto" {
