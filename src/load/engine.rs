@@ -194,7 +194,7 @@ impl LoadEngine {
             phase: phase.clone(),
             ear_key,
             first_user: first as usize,
-            check_cpu_ns: AtomicU64::new(0),
+            checks: Default::default(),
             tasks_done: AtomicU64::new(0),
         })
     }

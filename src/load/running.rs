@@ -268,7 +268,11 @@ impl Ended {
                 lag,
                 requests,
                 self.shared.tasks_done.load(Ordering::Relaxed),
-                self.shared.check_cpu_ns.load(Ordering::Relaxed),
+                self.shared
+                    .checks
+                    .lock()
+                    .expect("checks lock")
+                    .estimated_ns(),
             )
         };
         stop_threads(self.pool).await?;

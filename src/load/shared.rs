@@ -2,10 +2,10 @@
 //! service's EAR key, and the counters of the checks' CPU and of the tasks run.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::recorder::{EndpointId, Recorder};
-use super::tasks::{DeviceMaterial, Job, Runner, Target, UserCtx, Wire};
+use super::tasks::{CheckCpu, DeviceMaterial, Job, Runner, Target, UserCtx, Wire};
 use crate::trial::LoadPhase;
 
 /// What every virtual user of a run shares.
@@ -28,8 +28,8 @@ pub(super) struct Shared {
     pub ear_key: Option<crate::veraison::ear::EarKey>,
     /// Number of the first user (non-zero in a fleet worker's share).
     pub first_user: usize,
-    /// CPU the semantic checks took, ns, over every task.
-    pub check_cpu_ns: AtomicU64,
+    /// CPU the semantic checks took, over every user's sessions (sampled: [`CheckCpu`]).
+    pub checks: Mutex<CheckCpu>,
     /// Tasks run.
     pub tasks_done: AtomicU64,
 }
@@ -57,8 +57,7 @@ impl Shared {
 
     /// Adds a user's (or session's) check CPU and task count, once, at its end.
     pub fn account(&self, ctx: &UserCtx<'_>, tasks: u64) {
-        self.check_cpu_ns
-            .fetch_add(ctx.check_cpu_ns, Ordering::Relaxed);
+        self.checks.lock().expect("checks lock").merge(&ctx.checks);
         self.tasks_done.fetch_add(tasks, Ordering::Relaxed);
     }
 }

@@ -72,7 +72,7 @@ impl EarKey {
 
 impl From<&PublicKey> for EarKey {
     fn from(key: &PublicKey) -> EarKey {
-        EarKey(key.verifier())
+        EarKey(key.verifier_for_many())
     }
 }
 

@@ -4,7 +4,10 @@
 //! public keys travel as SEC1 points, SPKI DER and PEM (CoRIMs), and JWK coordinates (the
 //! verification well-known).
 
+use std::sync::Arc;
+
 use aws_lc_rs::agreement;
+use aws_lc_rs::digest::{digest, SHA256};
 use aws_lc_rs::encoding::AsBigEndian;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
@@ -14,6 +17,8 @@ use aws_lc_rs::signature::{
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
+use super::p256_table::{self, KeyTable};
+
 /// The DER of a P-256 `SubjectPublicKeyInfo` up to its point (RFC 5480: id-ecPublicKey,
 /// prime256v1, a 66-byte BIT STRING): the same 26 bytes before every uncompressed key.
 const SPKI_PREFIX: [u8; 26] = [
@@ -22,9 +27,17 @@ const SPKI_PREFIX: [u8; 26] = [
 ];
 
 /// A P-256 signing key.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SigningKey {
     pair: EcdsaKeyPair,
+    /// The secret, big-endian, for the table's signing ([`p256_table::sign`]).
+    secret: [u8; 32],
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey({:?})", self.public_key())
+    }
 }
 
 impl SigningKey {
@@ -39,19 +52,35 @@ impl SigningKey {
             public.as_ref(),
         )
         .ok()?;
-        Some(SigningKey { pair })
+        Some(SigningKey {
+            pair,
+            secret: scalar.try_into().ok()?,
+        })
     }
 
     /// A fresh random key.
     pub fn generate() -> SigningKey {
-        SigningKey {
-            pair: EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
-                .expect("the system's randomness makes a key"),
-        }
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .expect("the system's randomness makes a key");
+        let secret = pair
+            .private_key()
+            .as_be_bytes()
+            .expect("a P-256 secret encodes")
+            .as_ref()
+            .try_into()
+            .expect("a P-256 secret is 32 bytes");
+        SigningKey { pair, secret }
     }
 
-    /// Signs `message`: the raw 64-byte `r‖s`.
+    /// Signs `message`: the raw 64-byte `r‖s`; through the generator's table where the
+    /// platform has it (a third less CPU than aws-lc-rs's signing: one token per verification
+    /// session), else aws-lc-rs's.
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        let hash = digest(&SHA256, message);
+        let hash = hash.as_ref().try_into().expect("SHA-256 is 32 bytes");
+        if let Some(sig) = p256_table::sign(&self.secret, hash) {
+            return sig.to_vec();
+        }
         self.pair
             .sign(&SystemRandom::new(), message)
             .expect("ES256 signing with the system's randomness")
@@ -72,12 +101,7 @@ impl SigningKey {
 
     /// The secret, 32 bytes big-endian.
     pub fn scalar(&self) -> Vec<u8> {
-        let bin = self
-            .pair
-            .private_key()
-            .as_be_bytes()
-            .expect("a P-256 secret encodes");
-        bin.as_ref().to_vec()
+        self.secret.to_vec()
     }
 }
 
@@ -165,21 +189,46 @@ impl PublicKey {
 
     /// The key parsed once for verifying many signatures.
     pub fn verifier(&self) -> Verifier {
-        Verifier(
-            ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.point)
+        Verifier {
+            parsed: ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.point)
                 .expect("checked on the curve when made"),
-        )
+            table: None,
+        }
+    }
+
+    /// [`PublicKey::verifier`] with a table of the key's multiples made once (0.5 MiB, a few
+    /// milliseconds), for a key that verifies a signature per request: about a third of the
+    /// CPU per verification where the platform has it (`p256_table`).
+    pub fn verifier_for_many(&self) -> Verifier {
+        let x = self.x().try_into().expect("32 bytes");
+        let y = self.y().try_into().expect("32 bytes");
+        Verifier {
+            table: KeyTable::new(x, y).map(Arc::new),
+            ..self.verifier()
+        }
     }
 }
 
 /// A public key ready to verify signatures (parsed once).
 #[derive(Clone, Debug)]
-pub struct Verifier(ParsedPublicKey);
+pub struct Verifier {
+    /// aws-lc-rs's key: the verdict on whatever the table does not accept.
+    parsed: ParsedPublicKey,
+    /// The key's multiples, when made ([`PublicKey::verifier_for_many`]).
+    table: Option<Arc<KeyTable>>,
+}
 
 impl Verifier {
     /// Whether `signature` (raw `r‖s`) signs `message`.
     pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
-        self.0.verify_sig(message, signature).is_ok()
+        if let Some(table) = &self.table {
+            let hash = digest(&SHA256, message);
+            let hash = hash.as_ref().try_into().expect("SHA-256 is 32 bytes");
+            if table.accepts(hash, signature) {
+                return true;
+            }
+        }
+        self.parsed.verify_sig(message, signature).is_ok()
     }
 }
 

@@ -4,5 +4,7 @@
 
 pub mod ear;
 pub mod es256;
+mod modinv;
+mod p256_table;
 pub mod psa;
 pub mod release;

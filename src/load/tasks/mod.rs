@@ -136,8 +136,9 @@ pub struct UserCtx<'a> {
     /// Open model: how late this session started because it waited for a slot (its corrected
     /// latency is its service time plus this); `None` in the closed model.
     pub lateness: Option<std::time::Duration>,
-    /// CPU the semantic checks took so far (token minting, EAR signature and nonce), ns.
-    pub check_cpu_ns: u64,
+    /// CPU the semantic checks took (token minting, EAR signature and nonce), on a sample of
+    /// the user's sessions.
+    pub checks: CheckCpu,
     /// Counter for unique CoRIM ids (corim-store era).
     pub submissions: u64,
     /// Index of the user (for unique ids).
@@ -155,7 +156,7 @@ impl<'a> UserCtx<'a> {
             device,
             nonce,
             lateness: None,
-            check_cpu_ns: 0,
+            checks: CheckCpu::default(),
             submissions: 0,
             user,
             connect_failed: false,
@@ -177,6 +178,61 @@ pub struct Runner<'a> {
     /// The service's EAR key: every EAR's signature is checked against it (and its nonce
     /// against the session's).
     pub ear_key: Option<&'a ear::EarKey>,
+}
+
+/// One verification session in this many has its checks' CPU measured (see [`CheckCpu`]).
+pub const CHECK_SAMPLE: u64 = 8;
+
+/// What the semantic checks (token minting, the EAR's signature and nonce) cost the generator,
+/// measured on one session in [`CHECK_SAMPLE`]: reading a thread's CPU clock is a system call,
+/// and the four a session would take were 3 % of a verification session's generator CPU. The
+/// checks themselves run on every session.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CheckCpu {
+    /// Verification sessions begun.
+    pub sessions: u64,
+    /// Of those, the ones measured.
+    pub timed: u64,
+    /// Their checks' CPU, ns.
+    pub timed_ns: u64,
+    /// Whether the current session is measured.
+    timing: bool,
+}
+
+impl CheckCpu {
+    /// A new session of user `user`: measured when its turn comes (users take turns, so that
+    /// the open model's one-session users are sampled too).
+    pub fn begin(&mut self, user: usize) {
+        self.timing = (user as u64).wrapping_add(self.sessions) % CHECK_SAMPLE == 0;
+        self.timed += u64::from(self.timing);
+        self.sessions += 1;
+    }
+
+    /// Runs `check`, adding its CPU when this session is measured.
+    pub fn time<T>(&mut self, check: impl FnOnce() -> T) -> T {
+        if !self.timing {
+            return check();
+        }
+        let start = thread_cpu_ns();
+        let out = check();
+        self.timed_ns += thread_cpu_ns().saturating_sub(start);
+        out
+    }
+
+    /// Adds another's counts (users' into the run's).
+    pub fn merge(&mut self, other: &CheckCpu) {
+        self.sessions += other.sessions;
+        self.timed += other.timed;
+        self.timed_ns += other.timed_ns;
+    }
+
+    /// The checks' CPU over all sessions, estimated from the measured ones, ns.
+    pub fn estimated_ns(&self) -> u64 {
+        if self.timed == 0 {
+            return 0;
+        }
+        (u128::from(self.timed_ns) * u128::from(self.sessions) / u128::from(self.timed)) as u64
+    }
 }
 
 /// CPU time of the calling thread, ns (what the semantic checks cost the generator).
@@ -460,5 +516,55 @@ impl Runner<'_> {
         };
         let outcome = Self::expect_status(&reply, t.expect);
         self.verdict(ep, &reply, outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CheckCpu, CHECK_SAMPLE};
+
+    #[test]
+    fn one_session_in_eight_is_measured_in_either_model_and_the_estimate_scales_up() {
+        // Closed model: one user, 24 sessions: every eighth, from its turn on.
+        let mut user = CheckCpu::default();
+        for _ in 0..24 {
+            user.begin(3);
+        }
+        assert_eq!((user.sessions, user.timed), (24, 3));
+        // Open model: a user per session, 64 arrivals: arrivals 0, 8, 16, ….
+        let mut run = CheckCpu::default();
+        for arrival in 0..64 {
+            let mut one = CheckCpu::default();
+            one.begin(arrival);
+            run.merge(&one);
+        }
+        assert_eq!((run.sessions, run.timed), (64, 64 / CHECK_SAMPLE));
+        let sampled = CheckCpu {
+            sessions: 24,
+            timed: 3,
+            timed_ns: 300,
+            timing: false,
+        };
+        assert_eq!(sampled.estimated_ns(), 2_400);
+        assert_eq!(CheckCpu::default().estimated_ns(), 0);
+    }
+
+    #[test]
+    fn only_a_measured_sessions_checks_are_timed() {
+        let burn = || (0..2_000_000u64).fold(0u64, |a, i| a.wrapping_mul(31).wrapping_add(i));
+        let mut c = CheckCpu::default();
+        c.begin(1); // not its turn
+        std::hint::black_box(c.time(burn));
+        assert_eq!(c.timed_ns, 0);
+        c.begin(1); // sessions 1 + user 1 = 2: not its turn either
+        for _ in 2..CHECK_SAMPLE {
+            c.begin(1);
+        }
+        assert_eq!(c.timed, 1, "the eighth turn is measured");
+        std::hint::black_box(c.time(burn));
+        assert!(
+            c.timed_ns > 0,
+            "a CPU-bound check on a measured session takes CPU time"
+        );
     }
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 
-use super::{accept, seed_nonce, thread_cpu_ns, Reply, Request, Runner, UserCtx, NEW_SESSION_PATH};
+use super::{accept, seed_nonce, Reply, Request, Runner, UserCtx, NEW_SESSION_PATH};
 use crate::load::http::Address;
 use crate::load::recorder::{EndpointId, FailureClass};
 use crate::trial::model::NonceMode;
@@ -43,6 +43,7 @@ impl Runner<'_> {
         del_ep: EndpointId,
         ctx: &mut UserCtx<'_>,
     ) -> bool {
+        ctx.checks.begin(ctx.user);
         let (nonce, token) = session_nonce(ctx);
         let Some(session) = self.new_session(new_ep, &nonce, ctx).await else {
             return false;
@@ -108,10 +109,10 @@ impl Runner<'_> {
         let Some(reply) = self.send(ep, req, ctx).await else {
             return false;
         };
-        let cpu = thread_cpu_ns();
-        let outcome = Self::expect_status(&reply, StatusCode::OK)
-            .and_then(|_| self.appraisal(&reply.body, nonce));
-        ctx.check_cpu_ns += thread_cpu_ns().saturating_sub(cpu);
+        let outcome = ctx.checks.time(|| {
+            Self::expect_status(&reply, StatusCode::OK)
+                .and_then(|_| self.appraisal(&reply.body, nonce))
+        });
         self.verdict(ep, &reply, outcome)
     }
 
@@ -163,11 +164,12 @@ fn session_nonce(ctx: &mut UserCtx<'_>) -> (Vec<u8>, Bytes) {
     match ctx.nonce {
         NonceMode::Fixed => (seed_nonce(), ctx.device.seed_token.clone()),
         NonceMode::Fresh => {
-            let cpu = thread_cpu_ns();
-            let n: [u8; 32] = rand::random();
-            let token = Bytes::from(ctx.device.minter.mint(&n));
-            ctx.check_cpu_ns += thread_cpu_ns().saturating_sub(cpu);
-            (n.to_vec(), token)
+            let minter = &ctx.device.minter;
+            ctx.checks.time(|| {
+                let n: [u8; 32] = rand::random();
+                let token = Bytes::from(minter.mint(&n));
+                (n.to_vec(), token)
+            })
         }
     }
 }
