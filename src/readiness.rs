@@ -199,6 +199,7 @@ impl ServiceCheck {
             recorder: &recorder,
             token_endpoint: None,
             ear_key,
+            sessions: &std::sync::atomic::AtomicU64::new(0),
         };
         let mut ctx = UserCtx::new(&device, NonceMode::Fresh, 0);
         // A failed step ends the look: a verify after a failed provision would be

@@ -146,6 +146,7 @@ impl LoadEngine {
             recorder: &recorder,
             token_endpoint: None,
             ear_key: None,
+            sessions: &AtomicU64::new(0),
         };
         for (i, d) in devices.iter().enumerate() {
             let mut ctx = UserCtx::new(d, Default::default(), i);
@@ -195,6 +196,7 @@ impl LoadEngine {
             ear_key,
             first_user: first as usize,
             checks: Default::default(),
+            sessions: AtomicU64::new(0),
             tasks_done: AtomicU64::new(0),
         })
     }

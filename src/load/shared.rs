@@ -30,6 +30,8 @@ pub(super) struct Shared {
     pub first_user: usize,
     /// CPU the semantic checks took, over every user's sessions (sampled: [`CheckCpu`]).
     pub checks: Mutex<CheckCpu>,
+    /// Verification sessions begun (the sampling of [`CheckCpu`]).
+    pub sessions: AtomicU64,
     /// Tasks run.
     pub tasks_done: AtomicU64,
 }
@@ -43,6 +45,7 @@ impl Shared {
             recorder: &self.recorder,
             token_endpoint: self.token_endpoint,
             ear_key: self.ear_key.as_ref(),
+            sessions: &self.sessions,
         }
     }
 

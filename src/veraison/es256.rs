@@ -16,6 +16,7 @@ use aws_lc_rs::signature::{
 };
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use zeroize::Zeroizing;
 
 use super::p256_table::{self, KeyTable};
 
@@ -30,8 +31,8 @@ const SPKI_PREFIX: [u8; 26] = [
 #[derive(Clone)]
 pub struct SigningKey {
     pair: EcdsaKeyPair,
-    /// The secret, big-endian, for the table's signing ([`p256_table::sign`]).
-    secret: [u8; 32],
+    /// The secret, big-endian, for the table's signing ([`p256_table::sign`]); wiped on drop.
+    secret: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -54,7 +55,7 @@ impl SigningKey {
         .ok()?;
         Some(SigningKey {
             pair,
-            secret: scalar.try_into().ok()?,
+            secret: Zeroizing::new(scalar.try_into().ok()?),
         })
     }
 
@@ -69,12 +70,17 @@ impl SigningKey {
             .as_ref()
             .try_into()
             .expect("a P-256 secret is 32 bytes");
-        SigningKey { pair, secret }
+        SigningKey {
+            pair,
+            secret: Zeroizing::new(secret),
+        }
     }
 
     /// Signs `message`: the raw 64-byte `r‖s`; through the generator's table where the
     /// platform has it (a third less CPU than aws-lc-rs's signing: one token per verification
-    /// session), else aws-lc-rs's.
+    /// session), else aws-lc-rs's. **Not constant-time** on the table's way (the nonce indexes
+    /// the table, its inverse is variable-time): every key the project signs with is synthetic
+    /// (devices derived from a seed, the stand-in's), and no other may be given to it.
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         let hash = digest(&SHA256, message);
         let hash = hash.as_ref().try_into().expect("SHA-256 is 32 bytes");

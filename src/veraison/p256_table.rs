@@ -6,9 +6,9 @@
 //!
 //! The field and point arithmetic is aws-lc's: its nistz256 assembly (the code its own
 //! verification runs), linked from the `aws-lc-sys` this crate pins to one exact version
-//! (`Cargo.toml`), whose symbols carry that version in their prefix: a new aws-lc fails to link
-//! here rather than run something unchecked. Only the tables, the walk over them and the scalar
-//! bookkeeping are this module's.
+//! (`Cargo.toml`), whose symbols carry that version in their prefix; a test fails when
+//! `Cargo.lock` holds a second aws-lc-sys (an aws-lc-rs moved on without this pin). Only the
+//! tables, the walk over them and the scalar bookkeeping are this module's.
 //!
 //! Signing ([`sign`]) takes `k·G` from the generator's table likewise: at most 32 additions,
 //! where aws-lc's signing adds 37 times after a constant-time scan of each window.
@@ -542,6 +542,21 @@ mod tests {
             sign(&[0xff; 32], &sha256(b"m")),
             None,
             "none above the order"
+        );
+    }
+
+    #[test]
+    fn one_aws_lc_sys_is_in_the_build_the_one_whose_symbols_the_tables_link() {
+        let lock = include_str!("../../Cargo.lock");
+        let versions: Vec<&str> = lock
+            .split("[[package]]")
+            .filter(|p| p.contains("\nname = \"aws-lc-sys\"\n"))
+            .filter_map(|p| p.lines().find(|l| l.starts_with("version = ")))
+            .collect();
+        assert_eq!(
+            versions,
+            ["version = \"0.47.0\""],
+            "the link names in nistz256 say aws_lc_0_47_0_: move them with the version"
         );
     }
 

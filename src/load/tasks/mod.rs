@@ -7,6 +7,7 @@ mod target;
 mod unreachable;
 mod verify;
 
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -178,15 +179,18 @@ pub struct Runner<'a> {
     /// The service's EAR key: every EAR's signature is checked against it (and its nonce
     /// against the session's).
     pub ear_key: Option<&'a ear::EarKey>,
+    /// Verification sessions begun in the run (which of them have their checks' CPU
+    /// measured: [`CheckCpu`]).
+    pub sessions: &'a AtomicU64,
 }
 
 /// One verification session in this many has its checks' CPU measured (see [`CheckCpu`]).
 pub const CHECK_SAMPLE: u64 = 8;
 
 /// What the semantic checks (token minting, the EAR's signature and nonce) cost the generator,
-/// measured on one session in [`CHECK_SAMPLE`]: reading a thread's CPU clock is a system call,
-/// and the four a session would take were 3 % of a verification session's generator CPU. The
-/// checks themselves run on every session.
+/// measured on one session in [`CHECK_SAMPLE`] of the run, its first among them: reading a
+/// thread's CPU clock is a system call, and the four a session with a fresh nonce would take
+/// were 3 % of its generator CPU. The checks themselves run on every session.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CheckCpu {
     /// Verification sessions begun.
@@ -200,10 +204,10 @@ pub struct CheckCpu {
 }
 
 impl CheckCpu {
-    /// A new session of user `user`: measured when its turn comes (users take turns, so that
-    /// the open model's one-session users are sampled too).
-    pub fn begin(&mut self, user: usize) {
-        self.timing = (user as u64).wrapping_add(self.sessions) % CHECK_SAMPLE == 0;
+    /// A new session, the run's `nth` (from 0): measured when `nth` is a multiple of
+    /// [`CHECK_SAMPLE`], so that any run with a session measures one, in either model.
+    pub fn begin(&mut self, nth: u64) {
+        self.timing = nth % CHECK_SAMPLE == 0;
         self.timed += u64::from(self.timing);
         self.sessions += 1;
     }
@@ -521,24 +525,33 @@ impl Runner<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use super::{CheckCpu, CHECK_SAMPLE};
 
     #[test]
-    fn one_session_in_eight_is_measured_in_either_model_and_the_estimate_scales_up() {
-        // Closed model: one user, 24 sessions: every eighth, from its turn on.
-        let mut user = CheckCpu::default();
-        for _ in 0..24 {
-            user.begin(3);
+    fn one_session_in_eight_of_the_run_is_measured_the_first_always_and_the_estimate_scales_up() {
+        let run_counter = AtomicU64::new(0);
+        let next = || run_counter.fetch_add(1, Ordering::Relaxed);
+        // Closed model: 3 users of 8 sessions each, interleaved: 24 sessions, 3 measured.
+        let mut users = [CheckCpu::default(); 3];
+        for _ in 0..8 {
+            for user in &mut users {
+                user.begin(next());
+            }
         }
-        assert_eq!((user.sessions, user.timed), (24, 3));
-        // Open model: a user per session, 64 arrivals: arrivals 0, 8, 16, ….
         let mut run = CheckCpu::default();
-        for arrival in 0..64 {
+        users.iter().for_each(|u| run.merge(u));
+        assert_eq!((run.sessions, run.timed), (24, 3));
+        // Open model: a user per session; a run of 3 sessions still measures its first.
+        let short_run = AtomicU64::new(0);
+        let mut run = CheckCpu::default();
+        for _ in 0..3 {
             let mut one = CheckCpu::default();
-            one.begin(arrival);
+            one.begin(short_run.fetch_add(1, Ordering::Relaxed));
             run.merge(&one);
         }
-        assert_eq!((run.sessions, run.timed), (64, 64 / CHECK_SAMPLE));
+        assert_eq!((run.sessions, run.timed), (3, 1));
         let sampled = CheckCpu {
             sessions: 24,
             timed: 3,
@@ -556,11 +569,8 @@ mod tests {
         c.begin(1); // not its turn
         std::hint::black_box(c.time(burn));
         assert_eq!(c.timed_ns, 0);
-        c.begin(1); // sessions 1 + user 1 = 2: not its turn either
-        for _ in 2..CHECK_SAMPLE {
-            c.begin(1);
-        }
-        assert_eq!(c.timed, 1, "the eighth turn is measured");
+        c.begin(CHECK_SAMPLE * 5); // its turn
+        assert_eq!(c.timed, 1);
         std::hint::black_box(c.time(burn));
         assert!(
             c.timed_ns > 0,

@@ -4,6 +4,7 @@
 //! service sees them.
 
 use std::borrow::Cow;
+use std::sync::atomic::Ordering;
 
 use base64::engine::general_purpose::URL_SAFE;
 use base64::Engine;
@@ -43,7 +44,8 @@ impl Runner<'_> {
         del_ep: EndpointId,
         ctx: &mut UserCtx<'_>,
     ) -> bool {
-        ctx.checks.begin(ctx.user);
+        ctx.checks
+            .begin(self.sessions.fetch_add(1, Ordering::Relaxed));
         let (nonce, token) = session_nonce(ctx);
         let Some(session) = self.new_session(new_ep, &nonce, ctx).await else {
             return false;
