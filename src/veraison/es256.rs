@@ -269,6 +269,18 @@ mod tests {
     }
 
     #[test]
+    fn a_verifier_for_many_takes_the_tables_way_and_keeps_aws_lcs_verdict() {
+        let key = SigningKey::generate();
+        let verifier = key.public_key().verifier_for_many();
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        assert!(verifier.table.is_some(), "x86-64 Linux has the table");
+        let sig = key.sign(b"evidence");
+        assert!(verifier.verifies(b"evidence", &sig));
+        assert!(!verifier.verifies(b"evidencE", &sig));
+        assert!(!verifier.verifies(b"evidence", &sig[..40]));
+    }
+
+    #[test]
     fn public_keys_round_trip_through_pem_and_jwk_coordinates() {
         let key = SigningKey::generate().public_key();
         let pem = key.pem();
