@@ -341,8 +341,10 @@ async fn request_counts_and_seconds_equal_the_stand_ins_own() {
 /// 100–500 ms injected, so a scheduling stall of tens of ms on a loaded machine moves a second's
 /// p95 by a few per cent, not by half; 2 % answered 500), 12 s per run, about 10 steady
 /// seconds. A verdict reads
-/// "significant" by chance 5 % of the time, so of the 9 A/A verdicts (3 pairs × throughput, p95
-/// and failure rate) at most 2 may (3 or more: under 1 % at the nominal rate).
+/// "significant" by chance 5 % of the time, so of the 12 A/A verdicts (4 pairs × throughput, p95
+/// and failure rate) at most 4 may: 5 or more happen twice in 10 000 runs at the nominal rate, so
+/// the test does not fail by chance, and a verdict that ignores the seconds' spread (which calls
+/// most A/A differences significant) still fails it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_runs_are_not_significant_and_a_slower_stand_in_is() {
     use trialrunner::report::compare::{compare_runs, StepChanges};
@@ -375,7 +377,7 @@ async fn same_runs_are_not_significant_and_a_slower_stand_in_is() {
         step
     };
     let mut significant = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let d = pair(faults("uniform:100ms:500ms"), faults("uniform:100ms:500ms")).await;
         for c in [&d.rps, &d.p95, &d.failure_rate] {
             assert!(
@@ -389,20 +391,26 @@ async fn same_runs_are_not_significant_and_a_slower_stand_in_is() {
         }
     }
     assert!(
-        significant.len() <= 2,
-        "identical runs called significant {} times of 9: {significant:#?}",
+        significant.len() <= 4,
+        "identical runs called significant {} times of 12: {significant:#?}",
         significant.len()
     );
-    // +20 % on every injected delay: p95 significant, and its interval reaches the truth: +20 %
+    // +20 % on every injected delay: p95 significant, and its interval lands on the truth: +20 %
     // of the injected p95 (about 480 ms), less what this machine adds to both sides alike (up to
-    // a quarter of the change on a busy machine: the truth lies in [+15 %, +20 %]). How wide the
-    // interval is depends on how steady this machine's seconds were, so no bound on its width.
-    // And 40 closed-loop users' throughput falls with it.
+    // a quarter of the change on a busy machine: the truth lies in [+15 %, +20 %]). A 95 %
+    // interval misses the truth 5 % of the time by construction (CI once read [+20.0, +23] %),
+    // so the test widens it to three times its half-width and 3 points more on either side:
+    // missing that takes an estimate over 6 standard errors off (Student's t, 18 degrees of
+    // freedom: a few runs in a million), while a change read the wrong way round (-17 %) or not
+    // seen at all still misses it by far. How wide the interval is depends on how steady this
+    // machine's seconds were, so no bound on its width. And 40 closed-loop users' throughput
+    // falls with it.
     let slower = pair(faults("uniform:100ms:500ms"), faults("uniform:120ms:600ms")).await;
     let p95 = &slower.p95;
     let (lo, hi) = p95.relative_ci.expect("an interval");
+    let reach = (hi - lo) + 0.03;
     assert!(
-        p95.verdict == Verdict::Significant && lo < 0.2 && hi > 0.15,
+        p95.verdict == Verdict::Significant && lo - reach < 0.20 && hi + reach > 0.15,
         "{}",
         slower.note()
     );
