@@ -307,18 +307,52 @@ async fn a_clean_campaign_runs_the_coordinators_own_scripts_through_the_agent() 
     assert!(
         s.workers
             .iter()
-            .all(|w| w.status == "finished" && w.requests > 0 && w.late_s.is_none()),
+            .all(|w| w.status == "finished" && w.requests > 0),
         "{:?}",
         s.workers
     );
+    // The common start is put ahead by what the coordinator controls: the workers' own 2 s of
+    // preparation plus 1.5 × the slowest preparation it measured, which holds the agent's 2 s
+    // pickup (both said to 0.1 s).
+    let (delay, measured) = output
+        .lines()
+        .find_map(|l| {
+            let rest = l.split("workers start ").nth(1)?;
+            let delay: f64 = rest.split(' ').next()?.parse().ok()?;
+            let measured: f64 = rest
+                .split("measured preparation: ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((delay, measured))
+        })
+        .unwrap_or_else(|| panic!("the start delay is said:\n{output}"));
+    eprintln!("workers start {delay} s after their commands (measured preparation {measured} s)");
+    assert!(
+        measured >= 2.0 - 0.05 && delay >= 2.0 + 1.5 * measured - 0.15,
+        "workers start {delay} s after their commands, the measured preparation {measured} s"
+    );
+    // Whether a worker made it in time depends on this machine's load then; a late one must
+    // say how late, as the fleet measured it from its own start.
     for w in &s.workers {
         let own = worker_summary(&f.d.out(), RUN, &worker_of(w));
-        assert!(
-            own.started_unix - s.started_unix < trialrunner::fleet::LATE,
-            "{} started {:.2} s after the common start although the agent's delay was measured",
-            w.name,
-            own.started_unix - s.started_unix
-        );
+        let late = own.started_unix - s.started_unix;
+        eprintln!("{} started {late:.3} s after the common start", w.name);
+        assert!(late >= -0.001, "{} started {late:.3} s early", w.name);
+        match w.late_s {
+            None => assert!(
+                late <= trialrunner::fleet::LATE,
+                "{} started {late:.2} s after the common start, not reported",
+                w.name
+            ),
+            Some(said) => assert!(
+                late > trialrunner::fleet::LATE && (said - late).abs() < 0.001,
+                "{} started {late:.3} s after the common start, reported {said:.3}",
+                w.name
+            ),
+        }
     }
     let users: u32 = s.workers.iter().map(|w| w.users.unwrap()).sum();
     assert_eq!(users, 5);
@@ -838,8 +872,11 @@ async fn instances_ssm_never_sees_end_the_campaign_within_the_ready_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_fleet_run_stops_its_workers_in_order_and_exits_130() {
     let _serial = SERIAL.lock().await;
+    // A 300 s run: workers that were not asked to stop would measure for five minutes, far
+    // beyond the 120 s bound (the stop itself: stop commands through the agent, the workers'
+    // uploads, the merge, the restore and the report: a few seconds when quiet).
     let f = released_fleet(
-        &trial(&FIVE_USERS.replace("duration: 3s", "duration: 60s")),
+        &trial(&FIVE_USERS.replace("duration: 3s", "duration: 300s")),
         Shell::Dash,
         "camp",
     )
@@ -863,9 +900,10 @@ async fn a_stopped_fleet_run_stops_its_workers_in_order_and_exits_130() {
     }
     let asked = Instant::now();
     run.signal(libc::SIGINT);
-    let (status, output, took) = run.finish(asked, Duration::from_secs(90));
+    let (status, output, took) = run.finish(asked, Duration::from_secs(240));
+    eprintln!("exited {took:?} after Ctrl-C");
     assert_eq!(status.code(), Some(130), "{output}");
-    assert!(took < Duration::from_secs(40), "{took:?}");
+    assert!(took < Duration::from_secs(120), "{took:?}");
     assert_eq!(
         f.agent.invocations_of("/stop\"").len(),
         2,

@@ -32,8 +32,9 @@ async fn twin_on(
 }
 
 /// The rehearsal's twin: capacity follows the group. Pinned to 1, provisioning tops out at one
-/// instance's capacity (2 workers × 20 ms: at most 100/s, whatever the machine: a worker holds
-/// each request at least 20 ms); pinned to 3, beyond what one instance can serve, and the
+/// instance's capacity (2 workers × 200 ms: at most 10/s, whatever the machine: a worker holds
+/// each request at least 200 ms); pinned to 3, beyond what one instance can serve (30/s: sleep,
+/// not CPU, so a busy machine's generator still offers it), and the
 /// difference is significant as `compare` judges it. After the restore the twin follows the
 /// group back to one instance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +44,7 @@ async fn the_twin_serves_what_the_pinned_group_can() {
     let _serial = SERIAL.lock().await;
     let ctx = ctx().await;
     deploy(&ctx).await;
-    let capacity = InstanceCapacity::new(2, Duration::from_millis(20));
+    let capacity = InstanceCapacity::new(2, Duration::from_millis(200));
     let mut config = TwinConfig::new(D);
     config.capacity = Some(capacity);
     config.spin_up = Duration::ZERO;
@@ -125,7 +126,7 @@ async fn the_twin_serves_what_the_pinned_group_can() {
     // Restored to 1..3 desired 1: the twin follows the group back.
     common::wait_until(
         "the twin follows the restore",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || roles(&twin, ServiceRole::Provisioning) == 1,
     );
 }
@@ -283,7 +284,7 @@ async fn the_twin_acts_out_the_groups_target_tracking_policy() {
         })
         .collect();
     let since = Instant::now();
-    while since.elapsed() < Duration::from_secs(15) {
+    while since.elapsed() < Duration::from_secs(60) {
         let v = verif(&twin);
         if v.len() == 3 && v.iter().all(|i| i.routable && i.routed > 20) {
             break;
@@ -302,7 +303,7 @@ async fn the_twin_acts_out_the_groups_target_tracking_policy() {
         l.await.unwrap();
     }
     let since = Instant::now();
-    while since.elapsed() < Duration::from_secs(15) && settings(&ctx, &group).await.2 != 1 {
+    while since.elapsed() < Duration::from_secs(60) && settings(&ctx, &group).await.2 != 1 {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(
@@ -312,7 +313,7 @@ async fn the_twin_acts_out_the_groups_target_tracking_policy() {
     );
     common::wait_until(
         "the twin follows the scale-in",
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         || verif(&twin).len() == 1,
     );
 }
@@ -391,7 +392,7 @@ async fn a_trials_own_policy_moves_the_twins_scale_out() {
         .await
         .unwrap();
     let since = Instant::now();
-    while since.elapsed() < Duration::from_secs(20) && settings(&ctx, &group).await.2 == 1 {
+    while since.elapsed() < Duration::from_secs(60) && settings(&ctx, &group).await.2 == 1 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let desired = settings(&ctx, &group).await.2;

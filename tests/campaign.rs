@@ -293,8 +293,20 @@ async fn the_rehearsal_states_the_2025_findings() {
     // Throughput flattens, and three instances carry about three times one: pinned 3 at least
     // 1.7× pinned 1's verification sessions/s at the top steps, significant by the per-step
     // test `compare` uses.
+    // A generator starved of its cores (its own verdict) cannot offer pinned 3 its load either:
+    // such a run is not judged for the twin's finding; the report warns of it instead.
+    let starved = |t: &Path, run: &str| -> bool {
+        let saturated = summary(t, run)["generator"]["saturated"].as_bool() == Some(true);
+        if saturated {
+            eprintln!(
+                "{}: {run} not judged: the generator was saturated",
+                t.display()
+            );
+        }
+        saturated
+    };
     for run in ["u008-verify", "u016-verify"] {
-        if machine_set(&t1, run) | machine_set(&t2, run) {
+        if machine_set(&t1, run) | machine_set(&t2, run) | starved(&t1, run) | starved(&t2, run) {
             continue;
         }
         let (three, one) = (
@@ -333,6 +345,17 @@ async fn the_rehearsal_states_the_2025_findings() {
     }
 
     // Store weight: verification slows markedly as the store grows, provisioning does not.
+    // Client p50s of runs a minute apart: judged only when the machine set none of them.
+    let store_runs = [
+        "it1-u004-verify",
+        "it4-u004-verify",
+        "it1-u004-provision",
+        "it4-u004-provision",
+    ];
+    let store_judged = store_runs
+        .iter()
+        .map(|run| machine_set(&t3, run) | starved(&t3, run))
+        .fold(true, |judged, set| judged & !set);
     let p50 = |run: &str, name: &str| {
         unit(&summary(&t3, run), name)["steady"]["p50_ms"]
             .as_f64()
@@ -342,17 +365,19 @@ async fn the_rehearsal_states_the_2025_findings() {
         p50("it1-u004-verify", "verification session"),
         p50("it4-u004-verify", "verification session"),
     );
-    assert!(v4 >= 1.5 * v1, "verification p50 {v1:.1} → {v4:.1} ms");
     let (p1, p4) = (
         p50("it1-u004-provision", "provisioning"),
         p50("it4-u004-provision", "provisioning"),
     );
-    assert!(
-        (p4 / p1 - 1.0).abs() <= 0.2,
-        "provisioning p50 {p1:.1} → {p4:.1} ms"
-    );
-    assert!(finding(&t3, "store weight, verify").contains("p50 grows"));
-    assert!(finding(&t3, "store weight, provision").contains("p50 flat"));
+    if store_judged {
+        assert!(v4 >= 1.5 * v1, "verification p50 {v1:.1} → {v4:.1} ms");
+        assert!(
+            (p4 / p1 - 1.0).abs() <= 0.2,
+            "provisioning p50 {p1:.1} → {p4:.1} ms"
+        );
+        assert!(finding(&t3, "store weight, verify").contains("p50 grows"));
+        assert!(finding(&t3, "store weight, provision").contains("p50 flat"));
+    }
 
     // Auto-scaling: an instance launches, spins up and joins during the run, and requests fail
     // while it joins; the report's section shows it on the client's time axis.
@@ -1062,6 +1087,8 @@ fn readme_block(heading: &str) -> Vec<String> {
 /// binary under test): the stand-in in the background, the trial, `kill %1`.
 #[test]
 fn the_readmes_local_example_runs_verbatim() {
+    // Its load would share the two cores with the rehearsal's timed runs: one at a time.
+    let _serial = SERIAL.blocking_lock();
     let lines = readme_block("Trying a trial locally");
     assert_eq!(lines.len(), 3, "{lines:?}");
     let bin = env!("CARGO_BIN_EXE_trialrunner");

@@ -151,10 +151,13 @@ pub(super) async fn open_model(
         // On schedule: sleep until due, and only a wait for a slot makes it late (the timer's
         // own jitter is the generator's, not the target's). Behind schedule: late since due.
         // The run's own deadline also fires `stop`: a stop at the deadline is the deadline, and
-        // the arrivals still due are dropped, not forgotten.
+        // the arrivals still due are dropped, not forgotten. Biased to the due time: when the
+        // engine wakes late with both ready (a stalled thread near the deadline), an arrival due
+        // before the deadline starts late rather than being dropped by a coin toss.
         let at_deadline = || Instant::now() + DEADLINE_SLACK >= deadline;
         let base = if Instant::now() < due {
             tokio::select! {
+                biased;
                 _ = tokio::time::sleep_until(due.into()) => {}
                 _ = stop.cancelled() => {
                     if at_deadline() {

@@ -99,6 +99,37 @@ pub fn chromium() -> Command {
     c
 }
 
+/// How long one headless Chromium may take to load a page and answer: far beyond what a busy
+/// machine needs (seconds), short of leaving the whole test binary hanging on a stuck browser.
+pub const CHROMIUM_BOUND: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Runs a Chromium command to its end and returns what it printed; a Chromium still running
+/// after [`CHROMIUM_BOUND`] is killed with its renderers (its process group) and the test fails
+/// saying so.
+pub fn output_within_bound(mut cmd: Command) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let child = cmd
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("chromium runs (scripts/install-test-deps installs it)");
+    let pid = child.id() as i32;
+    let (done, waited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match waited.recv_timeout(CHROMIUM_BOUND) {
+        Ok(out) => out.expect("chromium's output"),
+        Err(_) => {
+            // SAFETY: kill has no memory preconditions; the group is the one spawned above.
+            unsafe { libc::killpg(pid, libc::SIGKILL) };
+            panic!("chromium did not finish in {CHROMIUM_BOUND:?}: killed");
+        }
+    }
+}
+
 /// What the probe measured in a page.
 pub struct Probe(pub serde_json::Value);
 
@@ -180,15 +211,14 @@ pub fn probe(page: &Path) -> Probe {
     let html = std::fs::read_to_string(page).unwrap();
     let probed = profile.path().join("probed.html");
     std::fs::write(&probed, html.replace("</body>", &format!("{PROBE}</body>"))).unwrap();
-    let out = chromium()
-        .arg(format!(
-            "--user-data-dir={}",
-            profile.path().join("p").display()
-        ))
-        .arg("--dump-dom")
-        .arg(format!("file://{}", probed.display()))
-        .output()
-        .expect("chromium runs (scripts/install-test-deps installs it)");
+    let mut cmd = chromium();
+    cmd.arg(format!(
+        "--user-data-dir={}",
+        profile.path().join("p").display()
+    ))
+    .arg("--dump-dom")
+    .arg(format!("file://{}", probed.display()));
+    let out = output_within_bound(cmd);
     let dom = String::from_utf8_lossy(&out.stdout);
     let b64 = dom
         .split("<pre id=\"probe\">")
@@ -210,13 +240,12 @@ pub fn probe(page: &Path) -> Probe {
 /// Screenshot of a page as RGB pixels.
 pub fn screenshot(page: &Path, png: &Path, height: u32) -> (u32, u32, Vec<u8>) {
     let profile = tempfile::tempdir().unwrap();
-    let out = chromium()
-        .arg(format!("--user-data-dir={}", profile.path().display()))
+    let mut cmd = chromium();
+    cmd.arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--screenshot={}", png.display()))
         .arg(format!("--window-size=1500,{height}"))
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .unwrap();
+        .arg(format!("file://{}", page.display()));
+    let out = output_within_bound(cmd);
     assert!(
         png.is_file(),
         "no screenshot: {}",

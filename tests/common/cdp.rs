@@ -107,6 +107,7 @@ impl LivePage {
         bytes.push(0);
         self.to.write_all(&bytes).unwrap();
         loop {
+            self.wait_for_words(method);
             let mut buf = Vec::new();
             let n = self.from.read_until(0, &mut buf).unwrap();
             assert!(n > 0, "chromium closed the pipe");
@@ -117,6 +118,28 @@ impl LivePage {
                 return answer["result"].clone();
             }
         }
+    }
+
+    /// Waits until Chromium has written something to read, failing the test when it wrote
+    /// nothing for [`super::browser::CHROMIUM_BOUND`] (a stuck browser, not a hung binary).
+    fn wait_for_words(&mut self, method: &str) {
+        use std::os::fd::AsRawFd;
+        if !self.from.buffer().is_empty() {
+            return;
+        }
+        let mut fd = libc::pollfd {
+            fd: self.from.get_ref().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let bound = super::browser::CHROMIUM_BOUND.as_millis() as i32;
+        // SAFETY: one valid pollfd, its count 1.
+        let ready = unsafe { libc::poll(&mut fd, 1, bound) };
+        assert!(
+            ready != 0,
+            "{method}: chromium said nothing in {:?}",
+            super::browser::CHROMIUM_BOUND
+        );
     }
 
     /// The value of a script expression in the page (JSON-serialisable).

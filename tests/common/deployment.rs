@@ -137,6 +137,13 @@ pub fn env_yaml(standin: &url::Url, account: &str, endpoint: &str) -> String {
 /// A long trial (so a signal lands mid-run) of two 20 s runs, pinning both groups at 3.
 pub const LONG_TRIAL: &str = "name: long\nenvironment: env.yaml\ninfra:\n  provisioning: { pin: 3 }\n  verification: { pin: 3 }\n  ready-timeout: 60s\n  sample-every: 1s\nruns: { users: [2, 4], duration: 20s, tasks: [well-known] }\n";
 
+/// moto lacks DisableMetricsCollection and answers it with a bare HTML 500, which every restore
+/// (rightly, for AWS) retries for its 10 s best-effort bound. Said as moto means it (not
+/// implemented), the restore warns at once and goes on, as on AWS errors.
+fn moto_lacks_metrics_off(proxy: &FaultProxy) {
+    proxy.fail("DisableMetricsCollection", 501, "NotImplemented", None);
+}
+
 /// Moto behind a fault proxy, a stand-in, and the files of a trial pointed at the proxy.
 pub struct Drill {
     pub proxy: FaultProxy,
@@ -153,6 +160,7 @@ impl Drill {
         let ctx = ctx().await;
         deploy(&ctx).await;
         let proxy = FaultProxy::start(&super::moto().url);
+        moto_lacks_metrics_off(&proxy);
         let standin = standin().await;
         let dir = tempfile::tempdir().unwrap();
         let env = super::write(
@@ -172,21 +180,36 @@ impl Drill {
         }
     }
 
+    /// Drops every fault rule (frozen calls go on), but for moto's own missing operation.
+    pub fn thaw(&self) {
+        self.proxy.thaw();
+        moto_lacks_metrics_off(&self.proxy);
+    }
+
     pub fn out(&self) -> PathBuf {
         self.dir.path().join("r")
     }
 
-    /// The binary with this drill's journal state and an 8 s restore budget.
+    /// The binary with this drill's journal state (the product's 90 s restore budget).
     pub fn cmd(&self) -> Command {
         self.cmd_in(self.state.path())
     }
 
-    /// The binary with another state folder (another operator's), an 8 s restore budget.
+    /// The binary with another state folder (another operator's). The restore budget is the
+    /// product's 90 s: a restore meant to succeed must not fail because a busy machine made
+    /// moto slow (see [`Drill::cmd_to_fail_restore`] for drills that freeze AWS).
     pub fn cmd_in(&self, state: &Path) -> Command {
         let mut c = trialrunner(state);
-        c.env("TRIALRUNNER_RESTORE_BUDGET", "8s")
-            .env("AWS_ACCESS_KEY_ID", "test")
+        c.env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test");
+        c
+    }
+
+    /// [`Drill::cmd`] with an 8 s restore budget, for a drill that freezes AWS so that the
+    /// restore fails: it spends its budget on the frozen endpoint, 8 s instead of 90 s.
+    pub fn cmd_to_fail_restore(&self) -> Command {
+        let mut c = self.cmd();
+        c.env("TRIALRUNNER_RESTORE_BUDGET", FROZEN_RESTORE_BUDGET);
         c
     }
 
@@ -227,6 +250,17 @@ impl Drill {
     /// `run` of the drill's trial into `out`, watched.
     pub fn start_run_into(&self, out: &Path) -> Watched {
         self.start(self.cmd(), &self.trial, &self.env, out)
+    }
+
+    /// `run` of the drill's trial with the 8 s restore budget, watched: for a drill that
+    /// freezes AWS mid-run so that the restore fails.
+    pub fn start_run_to_fail_restore(&self) -> Watched {
+        self.start(
+            self.cmd_to_fail_restore(),
+            &self.trial,
+            &self.env,
+            &self.out(),
+        )
     }
 
     /// `infra ARGS --env ENV` of the drill, expected to exit `code`.
@@ -273,6 +307,9 @@ impl Drill {
             .collect()
     }
 }
+
+/// The restore budget of a drill whose restore is meant to fail on a frozen endpoint.
+pub const FROZEN_RESTORE_BUDGET: &str = "8s";
 
 pub const PINNED: [(i32, i32, i32); 2] = [(3, 3, 3), (3, 3, 3)];
 pub const ORIGINAL: [(i32, i32, i32); 2] = [(1, 3, 1), (1, 3, 1)];

@@ -26,13 +26,30 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bind 0, read back, release).
+/// A free loopback port for a server a test starts later, or for none (a port nothing listens
+/// on). Taken below the kernel's ephemeral range, where no outgoing connection's local port can
+/// land between the pick and the server's bind (a port from `bind 0` could), and never handed
+/// out twice by one test binary (two `bind 0` back to back may return the same).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, span) = (ephemeral_low.saturating_sub(12_000).max(1025), 12_000);
+    let mut given = GIVEN.lock().unwrap();
+    let start: u16 = rand::random::<u16>() % span;
+    for i in 0..span {
+        let port = low + (start + i) % span;
+        if port >= ephemeral_low || given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{ephemeral_low}")
 }
 
 /// Polls `ready` until it holds or `timeout` passes.
@@ -528,13 +545,17 @@ pub fn sshd() -> Option<&'static Sshd> {
                 dir.path().join("authorized_keys").display()
             ),
         );
-        let child = Command::new("/usr/sbin/sshd").args(["-D", "-e", "-f", config.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
+        let mut child = Command::new("/usr/sbin/sshd").args(["-D", "-e", "-f", config.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
         track(&child);
+        // sshd that cannot run here (not root, no privilege separation) exits: the failure path
+        // only. One that runs but is slow to listen on a busy machine is waited for, not
+        // skipped: a slow minute must not quietly drop the tunnel's tests.
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if start.elapsed() > Duration::from_secs(10) {
+            if matches!(child.try_wait(), Ok(Some(_))) {
                 return None;
             }
+            assert!(start.elapsed() < Duration::from_secs(90), "sshd runs but does not listen on {port} after 90 s");
             std::thread::sleep(Duration::from_millis(25));
         }
         Some(Sshd { port, identity, user, _dir: dir, _child: Mutex::new(child) })
